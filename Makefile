@@ -1,0 +1,52 @@
+# Thin wrapper over Meson for the README's commands. Everything real lives
+# in meson.build; this file only names the entry points and the Debian
+# packages moor needs (the one place dependencies are declared).
+
+BUILD ?= build
+MESON_SETUP = meson setup --reconfigure
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Build: meson, ninja, pkg-config, a C compiler. Library: liburcu.
+# Tests: cmocka, valgrind, spin (models), clang + its sanitizer runtime.
+# Benchmark baselines only: glib, ck. Apps: json-c, QEMU.
+DEB_PACKAGES = meson ninja-build pkg-config gcc clang libclang-rt-dev \
+	liburcu-dev libcmocka-dev libjson-c-dev libglib2.0-dev libck-dev \
+	valgrind spin
+
+.PHONY: all deps build check bench callgrind ci format clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing$$(echo $$missing | sed 's/^/ /')"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+check: build
+	meson test -C $(BUILD) --print-errorlogs
+
+bench: build
+	$(BUILD)/bench/moor-bench
+
+callgrind: build
+	bench/callgrind.sh $(BUILD)/bench/moor-bench
+
+ci:
+	.ci/run
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan

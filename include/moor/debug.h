@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * moor/debug.h - run-time debug switches and the misuse report hook.
+ *
+ * Debug checks are chosen per run with the environment variable
+ * MOOR_DEBUG, a comma-separated list of: locks, refs, leaks, watchdog,
+ * abort (or "all"). It is read once when the library is loaded; tests and
+ * daemons may change the set later with moor_debug_set_flags(). A check
+ * that is off costs one relaxed load.
+ *
+ * Misuse (a saturated reference count, an unref of something that is not a
+ * live object, a dispose while locked, an unlock by a thread that does not
+ * own the lock...) is never silently ignored and never crashes by itself:
+ * it goes to one report hook. The default hook prints one line to stderr
+ * and, when "abort" is in MOOR_DEBUG, aborts so a core dump shows the site.
+ */
+#ifndef MOOR_DEBUG_H
+#define MOOR_DEBUG_H
+
+#include <moor/export.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    MOOR_DEBUG_LOCKS = 1u << 0,    /* lock owner checks, held-lock stacks */
+    MOOR_DEBUG_REFS = 1u << 1,     /* reference holder tracing */
+    MOOR_DEBUG_LEAKS = 1u << 2,    /* list objects still alive at exit */
+    MOOR_DEBUG_WATCHDOG = 1u << 3, /* report long-held jobs and calls */
+    MOOR_DEBUG_ABORT = 1u << 4,    /* abort() after reporting misuse */
+};
+
+/* What kind of misuse a report is about. */
+typedef enum moor_misuse {
+    MOOR_MISUSE_REF_INC_FROM_ZERO, /* ref of a counter already at zero */
+    MOOR_MISUSE_REF_UNDERFLOW,     /* unref of a counter already at zero */
+    MOOR_MISUSE_REF_OVERFLOW,      /* counter would pass INT_MAX */
+    MOOR_MISUSE_NOT_AN_OBJECT,     /* pointer without a moor object header */
+    MOOR_MISUSE_DISPOSED_OBJECT,   /* object already being disposed or freed */
+    MOOR_MISUSE_BAD_CAST,          /* object is not of the class asked for */
+    MOOR_MISUSE_DISPOSE_LOCKED,    /* last unref while the object is locked */
+    MOOR_MISUSE_UNLOCK_NOT_OWNER,  /* unlock by a thread not holding it */
+    MOOR_MISUSE_NOT_LOCKED,        /* moor_assert_locked() failed */
+    MOOR_MISUSE_LOCK_RECURSIVE,    /* moor_lock by the thread holding it */
+    MOOR_MISUSE_BAD_ARGUMENT,      /* a NULL or invalid argument */
+    MOOR_MISUSE_LEAK,              /* objects still alive at exit */
+} moor_misuse;
+
+/*
+ * moor_report_fn - receives one misuse report.
+ *
+ * @kind says what went wrong, @subject is the address concerned (object,
+ * counter or lock; may be NULL), @message a one-line description naming the
+ * object, its class and the operation. The hook runs in the thread that
+ * misbehaved, possibly with moor or application locks held: it must not
+ * call back into moor except moor_debug_* and must not block.
+ */
+typedef void (*moor_report_fn)(moor_misuse kind, const void *subject, const char *message,
+                               void *opaque);
+
+/*
+ * moor_debug_flags - the current set of MOOR_DEBUG_* flags.
+ * Ordering: relaxed; a flag change is seen by other threads "soon", which is
+ * all a debugging switch needs. Locks: none. Blocks: never.
+ */
+MOOR_EXPORT unsigned moor_debug_flags(void);
+
+/*
+ * moor_debug_set_flags - replace the flag set; returns the previous one.
+ *
+ * Turning "leaks" on arranges (once) for the census to be listed at exit.
+ * Objects created while "leaks" was off are counted but not listed.
+ * Locks: none held by the caller are needed. Blocks: never.
+ */
+MOOR_EXPORT unsigned moor_debug_set_flags(unsigned flags);
+
+/*
+ * moor_debug_parse - turn a MOOR_DEBUG-style string into flags.
+ *
+ * Returns: the flags (>= 0), or -EINVAL if a word is unknown; in that case
+ * nothing is changed anywhere. NULL or "" parses to 0.
+ */
+MOOR_EXPORT int moor_debug_parse(const char *spec);
+
+/*
+ * moor_debug_set_report - install the misuse hook (NULL: the default one).
+ *
+ * Returns nothing; the previous hook is simply replaced. Reports already in
+ * progress in other threads may still reach the previous hook.
+ * Locks: takes an internal leaf mutex briefly. Blocks: no.
+ */
+MOOR_EXPORT void moor_debug_set_report(moor_report_fn fn, void *opaque);
+
+/*
+ * moor_debug_report - send a misuse report to the installed hook.
+ *
+ * For moor's own layers and for applications building their own checked
+ * primitives. Formats the message like printf. With MOOR_DEBUG_ABORT set,
+ * aborts after the hook returns. Blocks: only as long as the hook does.
+ */
+MOOR_EXPORT void moor_debug_report(moor_misuse kind, const void *subject, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * moor_debug_fail_alloc - fault injection for allocation-failure tests.
+ *
+ * After this call, the @nth allocation moor makes (1 = the next one) fails
+ * as if malloc had returned NULL; 0 turns injection off. Only one failure is
+ * injected per call. Counting is process-wide: use it from single-threaded
+ * tests. Returns nothing; blocks never.
+ */
+MOOR_EXPORT void moor_debug_fail_alloc(unsigned long nth);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOOR_DEBUG_H */

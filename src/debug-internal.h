@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * debug-internal.h - helpers shared by moor's own source files: the debug
+ * flag test, thread ids for reports, and the allocator with fault
+ * injection. Not installed.
+ */
+#ifndef MOOR_DEBUG_INTERNAL_H
+#define MOOR_DEBUG_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <moor/debug.h>
+
+extern atomic_uint moor__debug_flags;
+
+/* One relaxed load: the cost of a debug check that is off. */
+static inline bool moor__debug_on(unsigned flag)
+{
+    /* relaxed: a debugging switch needs no ordering with anything. */
+    return (atomic_load_explicit(&moor__debug_flags, memory_order_relaxed) & flag) != 0;
+}
+
+/* The kernel's id of the calling thread (what gdb and /proc show); never 0. */
+int moor__thread_id(void);
+
+/* malloc/calloc/free that honour moor_debug_fail_alloc(). */
+void *moor__malloc(size_t size);
+void *moor__calloc(size_t n, size_t size);
+void moor__free(void *p);
+
+#endif /* MOOR_DEBUG_INTERNAL_H */

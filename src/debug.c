@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * debug.c - MOOR_DEBUG flags, the misuse report hook, thread ids and the
+ * fault-injecting allocator.
+ *
+ * Theory of operation: the flag word is read with one relaxed load on every
+ * checked path, so it is a plain atomic initialised from the environment by
+ * a constructor. The report hook and its opaque pointer change together, so
+ * they sit behind a small leaf mutex; a report copies them out and calls the
+ * hook unlocked, which lets a hook install another hook. Reports are rare by
+ * nature, so the mutex costs nothing that matters.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "debug-internal.h"
+#include "object-internal.h"
+
+atomic_uint moor__debug_flags;
+
+static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
+static moor_report_fn report_fn;
+static void *report_opaque;
+static atomic_bool leak_report_armed;
+static atomic_ulong fail_alloc_countdown;
+
+static const struct {
+    const char *word;
+    unsigned flags;
+} debug_words[] = {
+    {"locks", MOOR_DEBUG_LOCKS},
+    {"refs", MOOR_DEBUG_REFS},
+    {"leaks", MOOR_DEBUG_LEAKS},
+    {"watchdog", MOOR_DEBUG_WATCHDOG},
+    {"abort", MOOR_DEBUG_ABORT},
+    {"all", MOOR_DEBUG_LOCKS | MOOR_DEBUG_REFS | MOOR_DEBUG_LEAKS | MOOR_DEBUG_WATCHDOG},
+};
+
+static int word_flags(const char *word, size_t len)
+{
+    for (size_t i = 0; i < sizeof(debug_words) / sizeof(debug_words[0]); i++) {
+        if (strlen(debug_words[i].word) == len && strncmp(debug_words[i].word, word, len) == 0)
+            return (int)debug_words[i].flags;
+    }
+    return -EINVAL;
+}
+
+int moor_debug_parse(const char *spec)
+{
+    int flags = 0;
+
+    while (spec && *spec) {
+        size_t len = strcspn(spec, ",");
+        int f = len ? word_flags(spec, len) : 0;
+
+        if (f < 0)
+            return f;
+        flags |= f;
+        spec += len;
+        if (*spec == ',')
+            spec++;
+    }
+    return flags;
+}
+
+unsigned moor_debug_flags(void)
+{
+    /* relaxed: see moor__debug_on(). */
+    return atomic_load_explicit(&moor__debug_flags, memory_order_relaxed);
+}
+
+static void leak_report_at_exit(void)
+{
+    if (moor__debug_on(MOOR_DEBUG_LEAKS))
+        moor__census_report_leaks();
+}
+
+unsigned moor_debug_set_flags(unsigned flags)
+{
+    /* relaxed: a debugging switch needs no ordering with anything. */
+    unsigned old = atomic_exchange_explicit(&moor__debug_flags, flags, memory_order_relaxed);
+
+    /* relaxed: atexit() itself serialises; this only avoids arming twice. */
+    if ((flags & MOOR_DEBUG_LEAKS) &&
+        !atomic_exchange_explicit(&leak_report_armed, true, memory_order_relaxed))
+        atexit(leak_report_at_exit);
+    return old;
+}
+
+__attribute__((constructor)) static void debug_init_from_env(void)
+{
+    const char *spec = getenv("MOOR_DEBUG");
+    int flags = moor_debug_parse(spec);
+
+    if (flags < 0) {
+        fprintf(stderr, "moor: MOOR_DEBUG=%s: unknown word; known: locks, refs, leaks, "
+                        "watchdog, abort, all\n", spec);
+        flags = 0;
+    }
+    if (flags)
+        moor_debug_set_flags((unsigned)flags);
+}
+
+void moor_debug_set_report(moor_report_fn fn, void *opaque)
+{
+    pthread_mutex_lock(&report_lock);
+    report_fn = fn;
+    report_opaque = opaque;
+    pthread_mutex_unlock(&report_lock);
+}
+
+void moor_debug_report(moor_misuse kind, const void *subject, const char *fmt, ...)
+{
+    char message[512];
+    moor_report_fn fn;
+    void *opaque;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+
+    pthread_mutex_lock(&report_lock);
+    fn = report_fn;
+    opaque = report_opaque;
+    pthread_mutex_unlock(&report_lock);
+
+    if (fn)
+        fn(kind, subject, message, opaque);
+    else
+        fprintf(stderr, "moor: %s\n", message);
+    if (moor__debug_on(MOOR_DEBUG_ABORT))
+        abort();
+}
+
+int moor__thread_id(void)
+{
+    static _Thread_local int tid;
+
+    if (!tid)
+        tid = (int)syscall(SYS_gettid);
+    return tid;
+}
+
+void moor_debug_fail_alloc(unsigned long nth)
+{
+    /* relaxed: fault injection is for single-threaded tests (see header). */
+    atomic_store_explicit(&fail_alloc_countdown, nth, memory_order_relaxed);
+}
+
+/* True when this allocation is the one chosen to fail. */
+static bool alloc_should_fail(void)
+{
+    /* relaxed: fault injection is for single-threaded tests (see header). */
+    unsigned long n = atomic_load_explicit(&fail_alloc_countdown, memory_order_relaxed);
+
+    if (MOOR_LIKELY(n == 0))
+        return false;
+    atomic_store_explicit(&fail_alloc_countdown, n - 1, memory_order_relaxed);
+    return n == 1;
+}
+
+void *moor__malloc(size_t size)
+{
+    if (alloc_should_fail()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return malloc(size);
+}
+
+void *moor__calloc(size_t n, size_t size)
+{
+    if (alloc_should_fail()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return calloc(n, size);
+}
+
+void moor__free(void *p)
+{
+    free(p);
+}
