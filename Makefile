@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Benchmark baselines only: glib, ck. Apps: json-c, QEMU.
 DEB_PACKAGES = meson ninja-build pkg-config gcc clang libclang-rt-dev \
 	liburcu-dev libcmocka-dev libjson-c-dev libglib2.0-dev libck-dev \
-	valgrind spin
+	valgrind spin clang-format
 
 .PHONY: all deps build check bench callgrind ci format clean
 
@@ -34,7 +34,7 @@ build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 check: build
-	meson test -C $(BUILD) --print-errorlogs
+	meson test -C $(BUILD) --print-errorlogs --no-suite slow
 
 bench: build
 	$(BUILD)/bench/moor-bench
@@ -49,4 +49,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-*/

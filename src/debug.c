@@ -100,8 +100,10 @@ __attribute__((constructor)) static void debug_init_from_env(void)
     int flags = moor_debug_parse(spec);
 
     if (flags < 0) {
-        fprintf(stderr, "moor: MOOR_DEBUG=%s: unknown word; known: locks, refs, leaks, "
-                        "watchdog, abort, all\n", spec);
+        fprintf(stderr,
+                "moor: MOOR_DEBUG=%s: unknown word; known: locks, refs, leaks, "
+                "watchdog, abort, all\n",
+                spec);
         flags = 0;
     }
     if (flags)

@@ -24,7 +24,8 @@ static void mark_truncated(moor_error *err)
     memcpy(err->message + at, dots, sizeof(dots));
 }
 
-static void format_into(moor_error *err, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void format_into(moor_error *err, const char *fmt,
+                                                              va_list ap)
 {
     int n = vsnprintf(err->message, sizeof(err->message), fmt, ap);
 
@@ -70,8 +71,8 @@ int moor_error_prefix(moor_error *err, const char *fmt, ...)
 
     if (!err || err->code == 0)
         return err ? err->code : 0;
-    memcpy(old, moor_error_message(err), sizeof(old));
-    old[sizeof(old) - 1] = '\0';
+    /* Not memcpy: the message may be a short static strerror text. */
+    snprintf(old, sizeof(old), "%s", moor_error_message(err));
     va_start(ap, fmt);
     n = vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);

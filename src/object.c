@@ -126,8 +126,7 @@ static int class_check_args(const char *name, const moor_class *parent, size_t s
     if (!name || !*name)
         return moor_error_set(err, -EINVAL, "moor_class_new: class name is empty");
     if (!class_valid(parent))
-        return moor_error_set(err, -EINVAL, "moor_class_new(%s): parent is not a moor class",
-                              name);
+        return moor_error_set(err, -EINVAL, "moor_class_new(%s): parent is not a moor class", name);
     if (size < parent->size || size > CLASS_SIZE_MAX)
         return moor_error_set(err, -EINVAL,
                               "moor_class_new(%s): instance size %zu outside %zu..%u (parent "
@@ -183,9 +182,9 @@ const moor_class *moor_class_parent(const moor_class *klass)
 size_t moor_class_live(const moor_class *klass)
 {
     /* relaxed: a statistic; see the header. */
-    return class_valid(klass) ? atomic_load_explicit(&((moor_class *)klass)->live,
-                                                     memory_order_relaxed)
-                              : 0;
+    return class_valid(klass)
+               ? atomic_load_explicit(&((moor_class *)klass)->live, memory_order_relaxed)
+               : 0;
 }
 
 /* ---- leak tracking --------------------------------------------------- */
@@ -317,8 +316,8 @@ void *moor_cast(const void *obj, const moor_class *klass)
     if (!object_live(o))
         moor__object_misuse(obj, "cast");
     else
-        moor_debug_report(MOOR_MISUSE_BAD_CAST, obj, "cast of object %p of class '%s' to '%s'",
-                          obj, o->klass->name, moor_class_name(klass));
+        moor_debug_report(MOOR_MISUSE_BAD_CAST, obj, "cast of object %p of class '%s' to '%s'", obj,
+                          o->klass->name, moor_class_name(klass));
     return NULL;
 }
 
@@ -358,8 +357,11 @@ static void weak_unlink(moor_object *o, moor_weak *w)
         atomic_store_explicit(&o->weak, w->next, memory_order_release);
     w->next = NULL;
     w->pprev = NULL;
-    /* relaxed: readers recheck under the stripe. */
-    atomic_store_explicit(&w->obj, NULL, memory_order_relaxed);
+    /* release: a last unref detaches @w without its owner's lock; this
+     * orders the link writes above before an owner's moor_weak_clear/set
+     * that sees NULL (acquire there) and then relinks @w lock-free of us.
+     * Weak gets need nothing: they recheck under the stripe. */
+    atomic_store_explicit(&w->obj, NULL, memory_order_release);
 }
 
 void moor_weak_clear(moor_weak *w)
@@ -369,8 +371,11 @@ void moor_weak_clear(moor_weak *w)
 
     if (!w)
         return;
-    /* relaxed: only a hint of which stripe to lock; rechecked under it. */
-    o = atomic_load_explicit(&w->obj, memory_order_relaxed);
+    /* acquire: NULL may come from a concurrent last unref's weak_unlink;
+     * pairs with its release store, so the caller (moor_weak_set) may then
+     * rewrite w->next/pprev without racing with that unlink. Otherwise
+     * only a hint of which stripe to lock; rechecked under it. */
+    o = atomic_load_explicit(&w->obj, memory_order_acquire);
     if (!o)
         return;
     lock = weak_lock_for(o);
@@ -500,8 +505,10 @@ static moor_lockable *lockable_of(const void *obj, const char *op)
         return NULL;
     }
     if (!(o->klass->flags & CLASS_LOCKABLE)) {
-        moor_debug_report(MOOR_MISUSE_BAD_CAST, obj, "%s of object %p of class '%s', which is "
-                          "not lockable", op, obj, o->klass->name);
+        moor_debug_report(MOOR_MISUSE_BAD_CAST, obj,
+                          "%s of object %p of class '%s', which is "
+                          "not lockable",
+                          op, obj, o->klass->name);
         return NULL;
     }
     return (moor_lockable *)obj;
@@ -586,8 +593,8 @@ void moor_assert_locked(const void *obj)
 
     if (l && owner_of(l) != moor__thread_id())
         moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
-                          "object %p (class '%s') must be locked by thread %d, but is %s %d",
-                          obj, l->parent.klass->name, moor__thread_id(),
+                          "object %p (class '%s') must be locked by thread %d, but is %s %d", obj,
+                          l->parent.klass->name, moor__thread_id(),
                           owner_of(l) ? "held by thread" : "unlocked", owner_of(l));
 }
 

@@ -27,7 +27,10 @@ typedef struct moor_error {
     char message[MOOR_ERROR_MESSAGE_SIZE]; /* NUL-terminated, may be "" */
 } moor_error;
 
-#define MOOR_ERROR_INIT {0, ""}
+#define MOOR_ERROR_INIT                                                                            \
+    {                                                                                              \
+        0, ""                                                                                      \
+    }
 
 /*
  * moor_error_set - record a failure and return its code.

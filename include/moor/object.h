@@ -54,8 +54,8 @@ typedef void (*moor_dispose_fn)(void *obj);
  * through the functions below. The layout is public so that instance
  * structs can embed it and so that ref/unref can be inlined. */
 typedef struct moor_object {
+    moor_refcnt ref; /* first: ref/unref address it without arithmetic */
     uint32_t magic;
-    moor_refcnt ref;
     const moor_class *klass;
     _Atomic(moor_weak *) weak; /* weak references pointing here */
     void *track;               /* leak-tracking record (MOOR_DEBUG=leaks) */
@@ -79,7 +79,10 @@ struct moor_weak {
     moor_weak **pprev;
 };
 
-#define MOOR_WEAK_INIT {NULL, NULL, NULL}
+#define MOOR_WEAK_INIT                                                                             \
+    {                                                                                              \
+        NULL, NULL, NULL                                                                           \
+    }
 
 /* ---- classes -------------------------------------------------------- */
 
@@ -109,8 +112,7 @@ MOOR_EXPORT const moor_class *moor_lockable_class(void);
  *   -ENOMEM  out of memory.
  */
 MOOR_EXPORT const moor_class *moor_class_new(const char *name, const moor_class *parent,
-                                             size_t size, moor_dispose_fn dispose,
-                                             moor_error *err);
+                                             size_t size, moor_dispose_fn dispose, moor_error *err);
 
 /* moor_class_name, moor_class_parent - introspection; borrowed, static. */
 MOOR_EXPORT const char *moor_class_name(const moor_class *klass);
@@ -276,7 +278,8 @@ MOOR_EXPORT void moor_lock(void *obj);
 /*
  * moor_lock_try - lock @obj if nobody holds it.
  * Blocks: never. Returns: 0 when locked; -EBUSY when held (by anyone,
- * this thread included); -EINVAL when @obj is not a lockable object.
+ * this thread included); -EINVAL when @obj is not a lockable object (also
+ * reported as misuse: it is a programmer error, not a busy lock).
  */
 MOOR_EXPORT int moor_lock_try(void *obj);
 

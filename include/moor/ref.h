@@ -48,7 +48,10 @@ typedef struct moor_refcnt {
 #define MOOR_REFCNT_SATURATED (INT_MIN / 2)
 
 /* A counter owned by its creator. */
-#define MOOR_REFCNT_INIT {1}
+#define MOOR_REFCNT_INIT                                                                           \
+    {                                                                                              \
+        1                                                                                          \
+    }
 
 /* Which operation met a bad counter; passed to the out-of-line slow path. */
 enum { MOOR__REF_OP_INC, MOOR__REF_OP_DEC, MOOR__REF_OP_INC_NOT_ZERO };
@@ -105,8 +108,8 @@ static inline bool moor_refcnt_inc_not_zero(moor_refcnt *r)
             moor__refcnt_misuse(r, old, MOOR__REF_OP_INC_NOT_ZERO);
             return true;
         }
-    } while (!atomic_compare_exchange_weak_explicit(&r->count, &old, old + 1,
-                                                    memory_order_relaxed, memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(&r->count, &old, old + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
     return true;
 }
 
