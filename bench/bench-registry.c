@@ -1,0 +1,521 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench/bench-registry.c - looking an object up and dropping the reference.
+ *
+ * Every case does, per iteration, one lookup of a random key that is
+ * present (a miss is a bench failure) and the unref that ends it, on a
+ * world of 1k or 100k lockable objects:
+ *
+ *   lfht_{uuid,name}_N    the floor: a bare liburcu cds_lfht lookup (same
+ *                         hash functions and RCU flavour as the registry)
+ *                         inside rcu_read_lock/unlock, moor_ref on the
+ *                         object found, moor_unref after.
+ *   reg_{uuid,name}_N     moor_registry_find_uuid/find_name + moor_unref.
+ *                         Baseline: lfht_*; the target is a ratio <= 1.25.
+ *   ghash_{uuid,name}_N   libvirt's design: a GHashTable under a GRWLock,
+ *                         taken for reading around lookup + moor_ref, then
+ *                         moor_unref. Baseline: reg_*, so the ratio is the
+ *                         registry's speed-up (target >= 2 at 2 threads).
+ *   reg_{uuid,name}_N_writer
+ *                         reg_* while a writer thread adds and removes
+ *                         other objects in the same registry, one add +
+ *                         remove pair every WRITER_PAUSE_NS (the rate it
+ *                         reached is printed to stderr). Baseline: reg_*;
+ *                         the target is a ratio < 1.2.
+ *
+ * Every case is BENCH_CONTENDED: at N threads all look up in the same
+ * table. The worlds are built once per size and kept for the whole run
+ * (building 100k objects for every figure would dominate the run time),
+ * and measured only once liburcu's lazy table resizing has settled.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <urcu-bp.h>
+#include <urcu/rculfhash.h>
+
+#include <moor/object.h>
+#include <moor/registry.h>
+
+#ifdef MOOR_BENCH_HAVE_GLIB
+#include <glib.h>
+#endif
+
+#include "bench.h"
+
+#define NAME_SIZE       24
+#define WRITER_PAUSE_NS 20000 /* between two add+remove pairs of the writer */
+#define WRITER_POOL     64    /* objects the writer cycles through */
+
+struct bare {
+    struct cds_lfht_node uuid_node, name_node;
+    moor_uuid uuid;
+    size_t len;
+    const char *name;
+    void *obj;
+};
+
+struct world {
+    size_t n;
+    void **objs;
+    moor_uuid *uuids;
+    char (*names)[NAME_SIZE];
+    moor_registry *reg;
+    struct cds_lfht *lfht_uuid, *lfht_name;
+    struct bare *bare;
+#ifdef MOOR_BENCH_HAVE_GLIB
+    GRWLock lock;
+    GHashTable *by_uuid, *by_name;
+#endif
+    /* the writer of the *_writer cases */
+    pthread_t writer;
+    atomic_bool writer_stop;
+    atomic_ulong writer_pairs;
+    double writer_t0;
+};
+
+static const moor_class *obj_class;
+
+/* ---- the same hash functions as the registry (well-known mixers) ------ */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+
+static unsigned long hash_uuid(const moor_uuid *u)
+{
+    uint64_t a, b;
+
+    memcpy(&a, u->bytes, 8);
+    memcpy(&b, u->bytes + 8, 8);
+    return (unsigned long)mix64(a ^ mix64(b));
+}
+
+static unsigned long hash_name(const char *s, size_t len)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)s[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return (unsigned long)mix64(h);
+}
+
+static int match_uuid(struct cds_lfht_node *node, const void *key)
+{
+    struct bare *b = caa_container_of(node, struct bare, uuid_node);
+
+    return memcmp(b->uuid.bytes, key, sizeof(b->uuid.bytes)) == 0;
+}
+
+static int match_name(struct cds_lfht_node *node, const void *key)
+{
+    struct bare *b = caa_container_of(node, struct bare, name_node);
+
+    return strcmp(b->name, key) == 0;
+}
+
+#ifdef MOOR_BENCH_HAVE_GLIB
+static guint g_uuid_hash(gconstpointer key)
+{
+    return (guint)hash_uuid(key);
+}
+
+static gboolean g_uuid_equal(gconstpointer a, gconstpointer b)
+{
+    return memcmp(a, b, sizeof(moor_uuid)) == 0;
+}
+#endif
+
+/* ---- worlds ------------------------------------------------------------- */
+
+static double now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+
+    if (!p)
+        bench_fail("registry bench: out of memory");
+    return p;
+}
+
+static void world_bare(struct world *w)
+{
+    w->lfht_uuid = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+    w->lfht_name = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+    if (!w->lfht_uuid || !w->lfht_name)
+        bench_fail("cds_lfht_new failed");
+    w->bare = xcalloc(w->n, sizeof(*w->bare));
+    rcu_read_lock();
+    for (size_t i = 0; i < w->n; i++) {
+        struct bare *b = &w->bare[i];
+
+        b->uuid = w->uuids[i];
+        b->name = w->names[i];
+        b->len = strlen(b->name);
+        b->obj = w->objs[i];
+        cds_lfht_add(w->lfht_uuid, hash_uuid(&b->uuid), &b->uuid_node);
+        cds_lfht_add(w->lfht_name, hash_name(b->name, b->len), &b->name_node);
+    }
+    rcu_read_unlock();
+}
+
+/* liburcu grows hash tables lazily, in a worker thread, a while after the
+ * adds; until it is done lookups walk long chains. Wait until registry
+ * lookups stop getting faster (at most ~5 s) so every case measures a
+ * settled table. */
+static void settle(struct world *w)
+{
+    struct timespec pause = {0, 200000000};
+    double last = 1e300;
+
+    for (int round = 0; round < 25; round++) {
+        double t0, ns;
+        uint64_t x = 88172645463325252u;
+
+        nanosleep(&pause, NULL);
+        t0 = now_ns();
+        for (int i = 0; i < 20000; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            moor_unref(moor_registry_find_uuid(w->reg, &w->uuids[x % w->n]));
+        }
+        ns = (now_ns() - t0) / 20000;
+        if (ns > last * 0.9)
+            return;
+        last = ns;
+    }
+}
+
+static struct world *world_new(size_t n)
+{
+    struct world *w = xcalloc(1, sizeof(*w));
+    moor_error err = MOOR_ERROR_INIT;
+
+    if (!obj_class)
+        obj_class = moor_class_new("bench_reg_obj", moor_lockable_class(), sizeof(moor_lockable),
+                                   NULL, &err);
+    w->reg = obj_class ? moor_registry_new(&err) : NULL;
+    if (!w->reg)
+        bench_fail("registry setup: %s", moor_error_message(&err));
+    w->n = n;
+    w->objs = xcalloc(n, sizeof(*w->objs));
+    w->uuids = xcalloc(n, sizeof(*w->uuids));
+    w->names = xcalloc(n, sizeof(*w->names));
+#ifdef MOOR_BENCH_HAVE_GLIB
+    g_rw_lock_init(&w->lock);
+    w->by_uuid = g_hash_table_new(g_uuid_hash, g_uuid_equal);
+    w->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+#endif
+    for (size_t i = 0; i < n; i++) {
+        w->objs[i] = moor_object_new(obj_class);
+        snprintf(w->names[i], NAME_SIZE, "domain-%zu", i);
+        if (!w->objs[i] || moor_uuid_generate(&w->uuids[i], &err) < 0 ||
+            moor_registry_add(w->reg, w->objs[i], &w->uuids[i], w->names[i], &err) < 0)
+            bench_fail("registry setup: %s", moor_error_message(&err));
+#ifdef MOOR_BENCH_HAVE_GLIB
+        g_hash_table_insert(w->by_uuid, &w->uuids[i], w->objs[i]);
+        g_hash_table_insert(w->by_name, w->names[i], w->objs[i]);
+#endif
+    }
+    world_bare(w);
+    settle(w);
+    return w;
+}
+
+/* Built on first use, then kept; setup and teardown run in the main thread. */
+static struct world *world_1k, *world_100k;
+
+static void *setup_1k(void)
+{
+    if (!world_1k)
+        world_1k = world_new(1000);
+    return world_1k;
+}
+
+static void *setup_100k(void)
+{
+    if (!world_100k)
+        world_100k = world_new(100000);
+    return world_100k;
+}
+
+static void keep_world(void *state)
+{
+    (void)state;
+}
+
+/* ---- the writer --------------------------------------------------------- */
+
+static void *writer_main(void *arg)
+{
+    struct world *w = arg;
+    struct timespec pause = {0, WRITER_PAUSE_NS};
+    void *objs[WRITER_POOL];
+    moor_uuid uuids[WRITER_POOL];
+    char name[NAME_SIZE];
+    moor_error err = MOOR_ERROR_INIT;
+    unsigned long i = 0;
+
+    for (int k = 0; k < WRITER_POOL; k++) {
+        objs[k] = moor_object_new(obj_class);
+        if (!objs[k] || moor_uuid_generate(&uuids[k], &err) < 0)
+            bench_fail("writer setup: %s", moor_error_message(&err));
+    }
+    /* relaxed: a stop flag; the join orders everything else. */
+    while (!atomic_load_explicit(&w->writer_stop, memory_order_relaxed)) {
+        unsigned k = (unsigned)(i % WRITER_POOL);
+
+        snprintf(name, sizeof(name), "writer-%u", k);
+        if (moor_registry_add(w->reg, objs[k], &uuids[k], name, &err) < 0 ||
+            moor_registry_remove(w->reg, objs[k], &err) < 0)
+            bench_fail("writer: %s", moor_error_message(&err));
+        i++;
+        atomic_store_explicit(&w->writer_pairs, i, memory_order_relaxed);
+        nanosleep(&pause, NULL);
+    }
+    for (int k = 0; k < WRITER_POOL; k++)
+        moor_unref(objs[k]); /* the registry's references go after a grace period */
+    return NULL;
+}
+
+static void *writer_start(struct world *w)
+{
+    atomic_store(&w->writer_stop, false);
+    atomic_store(&w->writer_pairs, 0);
+    w->writer_t0 = now_ns();
+    if (pthread_create(&w->writer, NULL, writer_main, w))
+        bench_fail("pthread_create failed");
+    return w;
+}
+
+static void *setup_1k_writer(void)
+{
+    return writer_start(setup_1k());
+}
+
+static void *setup_100k_writer(void)
+{
+    return writer_start(setup_100k());
+}
+
+static void writer_stop(void *state)
+{
+    struct world *w = state;
+    double secs;
+
+    atomic_store(&w->writer_stop, true);
+    pthread_join(w->writer, NULL);
+    secs = (now_ns() - w->writer_t0) / 1e9;
+    fprintf(stderr, "  (writer on %zu objects: %.0f add+remove pairs/s)\n", w->n,
+            (double)atomic_load(&w->writer_pairs) / secs);
+}
+
+/* ---- the loops ---------------------------------------------------------- */
+
+/* A per-thread sequence of random indexes. */
+static inline size_t next_index(uint64_t *x, size_t n)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return (size_t)(*x % n);
+}
+
+#define SEED(x) uint64_t x = ((uint64_t)(uintptr_t)&x * UINT64_C(0x9e3779b97f4a7c15)) | 1
+
+static inline void loop_reg_uuid(struct world *w, uint64_t iters)
+{
+    SEED(x);
+
+    for (uint64_t i = 0; i < iters; i++) {
+        void *obj = moor_registry_find_uuid(w->reg, &w->uuids[next_index(&x, w->n)]);
+
+        if (!obj)
+            bench_fail("reg_uuid: miss");
+        moor_unref(obj);
+        bench_clobber();
+    }
+}
+
+static inline void loop_reg_name(struct world *w, uint64_t iters)
+{
+    SEED(x);
+
+    for (uint64_t i = 0; i < iters; i++) {
+        void *obj = moor_registry_find_name(w->reg, w->names[next_index(&x, w->n)]);
+
+        if (!obj)
+            bench_fail("reg_name: miss");
+        moor_unref(obj);
+        bench_clobber();
+    }
+}
+
+static inline void loop_lfht_uuid(struct world *w, uint64_t iters)
+{
+    SEED(x);
+
+    for (uint64_t i = 0; i < iters; i++) {
+        const moor_uuid *key = &w->uuids[next_index(&x, w->n)];
+        struct cds_lfht_iter it;
+        struct cds_lfht_node *node;
+        void *obj = NULL;
+
+        rcu_read_lock();
+        cds_lfht_lookup(w->lfht_uuid, hash_uuid(key), match_uuid, key, &it);
+        node = cds_lfht_iter_get_node(&it);
+        if (node)
+            obj = moor_ref(caa_container_of(node, struct bare, uuid_node)->obj);
+        rcu_read_unlock();
+        if (!obj)
+            bench_fail("lfht_uuid: miss");
+        moor_unref(obj);
+        bench_clobber();
+    }
+}
+
+static inline void loop_lfht_name(struct world *w, uint64_t iters)
+{
+    SEED(x);
+
+    for (uint64_t i = 0; i < iters; i++) {
+        const char *key = w->names[next_index(&x, w->n)];
+        struct cds_lfht_iter it;
+        struct cds_lfht_node *node;
+        void *obj = NULL;
+
+        rcu_read_lock();
+        cds_lfht_lookup(w->lfht_name, hash_name(key, strlen(key)), match_name, key, &it);
+        node = cds_lfht_iter_get_node(&it);
+        if (node)
+            obj = moor_ref(caa_container_of(node, struct bare, name_node)->obj);
+        rcu_read_unlock();
+        if (!obj)
+            bench_fail("lfht_name: miss");
+        moor_unref(obj);
+        bench_clobber();
+    }
+}
+
+#ifdef MOOR_BENCH_HAVE_GLIB
+static inline void loop_ghash(struct world *w, GHashTable *table, bool by_uuid, uint64_t iters)
+{
+    SEED(x);
+
+    for (uint64_t i = 0; i < iters; i++) {
+        size_t k = next_index(&x, w->n);
+        const void *key = by_uuid ? (const void *)&w->uuids[k] : (const void *)w->names[k];
+        void *obj;
+
+        g_rw_lock_reader_lock(&w->lock);
+        obj = moor_ref(g_hash_table_lookup(table, key));
+        g_rw_lock_reader_unlock(&w->lock);
+        if (!obj)
+            bench_fail("ghash: miss");
+        moor_unref(obj);
+        bench_clobber();
+    }
+}
+#endif
+
+#define REG_LOOPS(size)                                                                            \
+    BENCH_LOOP(bench_loop_lfht_uuid_##size, state, iters)                                          \
+    {                                                                                              \
+        loop_lfht_uuid(state, iters);                                                              \
+    }                                                                                              \
+    BENCH_LOOP(bench_loop_lfht_name_##size, state, iters)                                          \
+    {                                                                                              \
+        loop_lfht_name(state, iters);                                                              \
+    }                                                                                              \
+    BENCH_LOOP(bench_loop_reg_uuid_##size, state, iters)                                           \
+    {                                                                                              \
+        loop_reg_uuid(state, iters);                                                               \
+    }                                                                                              \
+    BENCH_LOOP(bench_loop_reg_name_##size, state, iters)                                           \
+    {                                                                                              \
+        loop_reg_name(state, iters);                                                               \
+    }                                                                                              \
+    BENCH_LOOP(bench_loop_reg_uuid_##size##_writer, state, iters)                                  \
+    {                                                                                              \
+        loop_reg_uuid(state, iters);                                                               \
+    }                                                                                              \
+    BENCH_LOOP(bench_loop_reg_name_##size##_writer, state, iters)                                  \
+    {                                                                                              \
+        loop_reg_name(state, iters);                                                               \
+    }                                                                                              \
+    struct bench__reg_loops_##size##_semicolon
+
+REG_LOOPS(1k);
+REG_LOOPS(100k);
+
+#ifdef MOOR_BENCH_HAVE_GLIB
+#define GHASH_LOOPS(size)                                                                          \
+    BENCH_LOOP(bench_loop_ghash_uuid_##size, state, iters)                                         \
+    {                                                                                              \
+        struct world *w = state;                                                                   \
+        loop_ghash(w, w->by_uuid, true, iters);                                                    \
+    }                                                                                              \
+    BENCH_LOOP(bench_loop_ghash_name_##size, state, iters)                                         \
+    {                                                                                              \
+        struct world *w = state;                                                                   \
+        loop_ghash(w, w->by_name, false, iters);                                                   \
+    }                                                                                              \
+    struct bench__ghash_loops_##size##_semicolon
+
+GHASH_LOOPS(1k);
+GHASH_LOOPS(100k);
+#endif
+
+/* ---- registration --------------------------------------------------------- */
+
+#define C BENCH_CONTENDED
+static const struct bench_case registry_cases[] = {
+    {"lfht_uuid_1k", NULL, C, setup_1k, keep_world, bench_loop_lfht_uuid_1k},
+    {"reg_uuid_1k", "lfht_uuid_1k", C, setup_1k, keep_world, bench_loop_reg_uuid_1k},
+    {"lfht_name_1k", NULL, C, setup_1k, keep_world, bench_loop_lfht_name_1k},
+    {"reg_name_1k", "lfht_name_1k", C, setup_1k, keep_world, bench_loop_reg_name_1k},
+    {"lfht_uuid_100k", NULL, C, setup_100k, keep_world, bench_loop_lfht_uuid_100k},
+    {"reg_uuid_100k", "lfht_uuid_100k", C, setup_100k, keep_world, bench_loop_reg_uuid_100k},
+    {"lfht_name_100k", NULL, C, setup_100k, keep_world, bench_loop_lfht_name_100k},
+    {"reg_name_100k", "lfht_name_100k", C, setup_100k, keep_world, bench_loop_reg_name_100k},
+#ifdef MOOR_BENCH_HAVE_GLIB
+    {"ghash_uuid_1k", "reg_uuid_1k", C, setup_1k, keep_world, bench_loop_ghash_uuid_1k},
+    {"ghash_name_1k", "reg_name_1k", C, setup_1k, keep_world, bench_loop_ghash_name_1k},
+    {"ghash_uuid_100k", "reg_uuid_100k", C, setup_100k, keep_world, bench_loop_ghash_uuid_100k},
+    {"ghash_name_100k", "reg_name_100k", C, setup_100k, keep_world, bench_loop_ghash_name_100k},
+#endif
+    {"reg_uuid_1k_writer", "reg_uuid_1k", C, setup_1k_writer, writer_stop,
+     bench_loop_reg_uuid_1k_writer},
+    {"reg_name_1k_writer", "reg_name_1k", C, setup_1k_writer, writer_stop,
+     bench_loop_reg_name_1k_writer},
+    {"reg_uuid_100k_writer", "reg_uuid_100k", C, setup_100k_writer, writer_stop,
+     bench_loop_reg_uuid_100k_writer},
+    {"reg_name_100k_writer", "reg_name_100k", C, setup_100k_writer, writer_stop,
+     bench_loop_reg_name_100k_writer},
+};
+#undef C
+
+BENCH_REGISTER(registry_cases);

@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * moor/lockcnt.h - lock counter: a visit count and a mutex that know about
+ * each other.
+ *
+ * A shared structure that is read far more often than it changes (a list of
+ * handlers, a table of callbacks) can be read without a lock if readers
+ * announce themselves and writers never free anything while someone is
+ * reading. A moor_lockcnt is the announcement board: readers bracket each
+ * visit with moor_lockcnt_inc()/moor_lockcnt_dec(); writers take the mutex
+ * with moor_lockcnt_lock(). The two halves obey two rules, and every
+ * function below exists to keep them:
+ *
+ *   1. Data guarded by a lock counter may be freed only by a thread that
+ *      holds its mutex while the count is zero.
+ *   2. A new visit cannot begin while the count is zero and the mutex is
+ *      held: moor_lockcnt_inc() waits for the unlock in that state.
+ *
+ * Visits nest (a callback may start a visit of the structure it is being
+ * called from) and may come from any number of threads; the count is simply
+ * the number of visits in progress. The mutex may be taken by a visitor;
+ * holding it never waits for the count to drop, so a visitor that locks
+ * cannot deadlock against other visitors.
+ *
+ * Readers still need the data itself to be published safely: writers store
+ * pointers with release stores and readers load them with acquire loads (the
+ * RCU idiom without RCU). moor/vlist.h packages this for the common case of
+ * a list.
+ *
+ * Two implementations, same semantics, chosen per counter at init time:
+ *
+ *   MOOR_LOCKCNT_FUTEX     (Linux) the count and a three-state lock share
+ *                          one 32-bit word; waiting uses a futex. Starting
+ *                          or ending a visit is one atomic read-modify-write
+ *                          of that word, as cheap as a bare atomic counter.
+ *   MOOR_LOCKCNT_PORTABLE  a pthread mutex beside an atomic count.
+ *
+ * moor_lockcnt_init() uses the one the library was built to prefer (the
+ * futex word unless built with -Dportable_lockcnt=true or on a system
+ * without futexes); moor_lockcnt_init_impl() picks one explicitly, which
+ * is how tests and benchmarks run both in one process.
+ *
+ * Ordering, once for the whole file (each function repeats only its own):
+ *   inc            acquire: a visitor sees everything written before the
+ *                  last unlock of the mutex (pairs with unlock's release),
+ *                  in particular that a freed node is no longer linked.
+ *   dec            release: everything this visitor read happens-before a
+ *                  free done later by a thread that saw the count at zero.
+ *   lock           acquire, unlock release: an ordinary mutex.
+ *   count          acquire: a zero read under the mutex orders the reads of
+ *                  every finished visit before the caller's frees.
+ *
+ * A moor_lockcnt is embeddable and caller-allocated. It is not for sharing
+ * between processes. The count is limited to 2^30 - 1 simultaneous visits.
+ */
+#ifndef MOOR_LOCKCNT_H
+#define MOOR_LOCKCNT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <moor/export.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Which implementation a counter uses. */
+typedef enum moor_lockcnt_impl {
+    MOOR_LOCKCNT_DEFAULT = 0,  /* the library's build-time choice */
+    MOOR_LOCKCNT_FUTEX = 1,    /* count + lock in one futex word (Linux) */
+    MOOR_LOCKCNT_PORTABLE = 2, /* pthread mutex + atomic count */
+} moor_lockcnt_impl;
+
+/*
+ * The fields are private; the layout is public so that the counter can be
+ * embedded and its fast paths inlined. @word holds the count in bits 2..31
+ * and, in bits 0..1, either the futex lock state (free, locked, locked with
+ * sleepers) or the value 3, which marks a portable counter whose lock is
+ * @mutex. Both implementations keep the count in the same place, so the
+ * inline fast paths below serve both. @mutex and @sleepers are used by the
+ * portable implementation only.
+ */
+typedef struct moor_lockcnt {
+    _Atomic uint32_t word;
+    atomic_uint sleepers;
+    pthread_mutex_t mutex;
+} moor_lockcnt;
+
+/* Internal: the layout of @word and the out-of-line slow paths. Exported
+ * only for the inline functions; not API. */
+#define MOOR__LOCKCNT_STATE 3u /* mask of the lock-state bits */
+#define MOOR__LOCKCNT_ONE   4u /* one visit */
+MOOR_EXPORT void moor__lockcnt_inc_slow(moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_init - prepare @lc with the build's default implementation:
+ * count zero, unlocked.
+ *
+ * Not atomic with respect to other users of @lc: call it before @lc is
+ * published. Ownership: @lc is the caller's storage; undo with
+ * moor_lockcnt_destroy(). Locks: none. Blocks: never. Context: any thread.
+ */
+MOOR_EXPORT void moor_lockcnt_init(moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_init_impl - as moor_lockcnt_init(), with @impl chosen by the
+ * caller (MOOR_LOCKCNT_DEFAULT behaves as moor_lockcnt_init()).
+ *
+ * Returns: 0; -EINVAL if @lc is NULL or @impl unknown; -ENOTSUP for
+ * MOOR_LOCKCNT_FUTEX on a system without futexes. On failure @lc is
+ * untouched.
+ */
+MOOR_EXPORT int moor_lockcnt_init_impl(moor_lockcnt *lc, moor_lockcnt_impl impl);
+
+/*
+ * moor_lockcnt_default_impl - the implementation moor_lockcnt_init() picks
+ * in this build (never MOOR_LOCKCNT_DEFAULT).
+ */
+MOOR_EXPORT moor_lockcnt_impl moor_lockcnt_default_impl(void);
+
+/*
+ * moor_lockcnt_get_impl - the implementation @lc was initialised with
+ * (never MOOR_LOCKCNT_DEFAULT). Blocks: never.
+ */
+MOOR_EXPORT moor_lockcnt_impl moor_lockcnt_get_impl(const moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_destroy - release what moor_lockcnt_init() set up.
+ *
+ * NULL-safe. @lc must be idle: count zero, unlocked, nobody waiting
+ * (asserted). Blocks: never.
+ */
+MOOR_EXPORT void moor_lockcnt_destroy(moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_inc - begin a visit.
+ *
+ * Locks: may be called with or without @lc's mutex held by the caller, but
+ * a caller holding it while the count is zero waits for itself forever
+ * (use moor_lockcnt_inc_and_unlock() for that case).
+ * Blocks: only while the count is zero and another thread holds the mutex
+ * (rule 2), until that thread unlocks. Never otherwise: with other visits
+ * in progress, the increment proceeds even if the mutex is held.
+ * Ordering: acquire (see the file comment).
+ * Cost: one atomic load and one compare-and-swap when not waiting.
+ */
+static inline void moor_lockcnt_inc(moor_lockcnt *lc)
+{
+    /* relaxed: only a guess for the CAS, which re-validates it. */
+    uint32_t v = atomic_load_explicit(&lc->word, memory_order_relaxed);
+
+    /* Fast unless the count is zero and the low bits are not "free":
+     * v in {1, 2, 3} is "locked at zero" or "portable at zero". */
+    if (MOOR_LIKELY(v - 1u >= MOOR__LOCKCNT_STATE) &&
+        /* acquire: see the file comment; relaxed on failure, nothing read. */
+        atomic_compare_exchange_strong_explicit(&lc->word, &v, v + MOOR__LOCKCNT_ONE,
+                                                memory_order_acquire, memory_order_relaxed))
+        return;
+    moor__lockcnt_inc_slow(lc);
+}
+
+/*
+ * moor_lockcnt_dec - end a visit, without ever taking the mutex.
+ *
+ * Use it when reaching zero needs no clean-up; otherwise use
+ * moor_lockcnt_dec_and_lock() or moor_lockcnt_dec_if_lock().
+ * Locks: none needed; may be called with the mutex held.
+ * Blocks: never. Ordering: release. Cost: one atomic read-modify-write.
+ * The caller must be in a visit: an unmatched dec corrupts the counter.
+ */
+static inline void moor_lockcnt_dec(moor_lockcnt *lc)
+{
+    /* release: see the file comment. */
+    atomic_fetch_sub_explicit(&lc->word, MOOR__LOCKCNT_ONE, memory_order_release);
+}
+
+/*
+ * moor_lockcnt_dec_and_lock - end a visit; if it was the last one, return
+ * with the mutex held.
+ *
+ * Locks: the caller must not hold the mutex. On true, the caller holds it,
+ * the count is zero, and it stays zero until the caller unlocks (rule 2), so
+ * the caller may free what visitors could have seen; it must then call
+ * moor_lockcnt_unlock() or moor_lockcnt_inc_and_unlock(). On false, the
+ * visit has ended and nothing is held.
+ * Blocks: only when this may be the last visit and another thread holds
+ * the mutex; then it waits for the mutex with the visit still counted, and
+ * returns false if other visits began meanwhile.
+ * Ordering: release for the visit being ended; acquire when returning true
+ * (pairs with every other visitor's release dec).
+ * Returns: true with the mutex held and count zero, false otherwise.
+ */
+MOOR_EXPORT bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_dec_if_lock - end a visit only if it is the last one, and
+ * then return with the mutex held; otherwise change nothing.
+ *
+ * For visitors that want to clean up in the middle of a walk: on true the
+ * caller holds the mutex at count zero and may free; it then resumes its
+ * visit with moor_lockcnt_inc_and_unlock(). On false the caller is still
+ * visiting, exactly as before.
+ * Locks: the caller must not hold the mutex. Blocks: as
+ * moor_lockcnt_dec_and_lock(). Ordering: as moor_lockcnt_dec_and_lock().
+ * Returns: true (count now zero, mutex held) or false (count unchanged by
+ * this call, nothing held).
+ */
+MOOR_EXPORT bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_lock - take the mutex.
+ *
+ * It does not wait for visits to end: visits already in progress continue,
+ * and new ones may still start while the count is above zero. Check
+ * moor_lockcnt_count() under the mutex before freeing (rule 1).
+ * Locks: not recursive; the caller must not hold it already.
+ * Blocks: until the current holder unlocks (no deadline: holders keep it
+ * for short, non-blocking sections). Ordering: acquire.
+ */
+MOOR_EXPORT void moor_lockcnt_lock(moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_unlock - release the mutex; wakes the threads waiting for it
+ * in moor_lockcnt_lock() and those waiting to begin a visit.
+ *
+ * Locks: the caller must hold the mutex. Blocks: never (one futex wake or
+ * pthread unlock). Ordering: release.
+ */
+MOOR_EXPORT void moor_lockcnt_unlock(moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_inc_and_unlock - begin a visit and release the mutex in one
+ * step, so that nothing can be freed between the two.
+ *
+ * The counterpart of a true moor_lockcnt_dec_if_lock() (or of
+ * moor_lockcnt_lock() by a thread that wants to visit what it just
+ * changed). Locks: the caller must hold the mutex. Blocks: never.
+ * Ordering: release (the caller already saw everything through the mutex).
+ */
+MOOR_EXPORT void moor_lockcnt_inc_and_unlock(moor_lockcnt *lc);
+
+/*
+ * moor_lockcnt_count - the number of visits in progress.
+ *
+ * Exact and stable only for a zero read by the holder of the mutex (nobody
+ * can start a visit then); anything else is a snapshot for assertions and
+ * reports. Locks: none needed. Blocks: never. Ordering: acquire.
+ */
+static inline unsigned moor_lockcnt_count(const moor_lockcnt *lc)
+{
+    /* acquire: see the file comment. */
+    return atomic_load_explicit((_Atomic uint32_t *)&lc->word, memory_order_acquire) >> 2;
+}
+
+/*
+ * moor_lockcnt_has_waiters - whether some thread has announced that it is
+ * waiting (or about to wait) for @lc's mutex, in moor_lockcnt_lock() or in
+ * moor_lockcnt_inc() at count zero.
+ *
+ * A diagnostic for tests and reports: it can be stale, and for the futex
+ * implementation it stays true until the next unlock even if the waiter has
+ * left. Locks: none. Blocks: never. Ordering: relaxed.
+ */
+MOOR_EXPORT bool moor_lockcnt_has_waiters(const moor_lockcnt *lc);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOOR_LOCKCNT_H */

@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lockcnt.c - the lock counter's slow paths, in two implementations.
+ *
+ * Theory of operation.
+ *
+ * Both implementations keep the visit count in bits 2..31 of one 32-bit
+ * atomic word, so the inline fast paths in lockcnt.h (a CAS that adds one
+ * visit when the count is already positive, a fetch-sub that removes one)
+ * are shared. Bits 0..1 say which implementation owns the word and, for the
+ * futex one, the state of the lock:
+ *
+ *     0  FREE      futex: unlocked
+ *     1  LOCKED    futex: locked, nobody asleep on the word
+ *     2  SLEEPERS  futex: locked, and some thread may be asleep on the word
+ *     3  PORTABLE  portable: the lock is lc->mutex; these bits never change
+ *
+ * Futex word. Every change is one atomic read-modify-write of the word, so
+ * the count and the lock state are always seen together; that is what
+ * makes rule 2 ("no new visit while the count is zero and the lock is
+ * held") a property of a single compare-and-swap in moor_lockcnt_inc().
+ * A thread that must wait - for the lock, or to begin a visit at count zero
+ * while the lock is held - first moves LOCKED to SLEEPERS and then sleeps
+ * with FUTEX_WAIT on the value it wrote; if the word changed in between,
+ * the kernel refuses to sleep and the thread looks again. Unlock clears the
+ * state bits (keeping the count) in one fetch-and, and if it saw SLEEPERS
+ * it wakes every sleeper. Waking all rather than one is deliberate: the
+ * sleepers are of two kinds, lock waiters (of whom only one can win) and
+ * visit starters (who can all proceed at once), and two bits cannot say
+ * which kind is asleep. Contention is rare by design of the users, and a
+ * woken thread that loses simply marks SLEEPERS again. A thread that won
+ * after sleeping takes the lock as plain LOCKED: every thread that was
+ * asleep at the unlock is being woken by it, and anyone who goes to sleep
+ * later has to mark SLEEPERS first (its FUTEX_WAIT value includes it).
+ * So the invariant "a thread asleep on the word implies the state is
+ * SLEEPERS" holds and no wakeup is lost; models/lockcnt.pml checks this
+ * protocol exhaustively with three threads.
+ *
+ * Because the lock state and the count share the word, count changes make
+ * a pending FUTEX_WAIT return early (the value differs); waiters loop, so
+ * that only costs a retry. Happens-before never relies on the futex: a
+ * woken thread re-reads the word and takes the lock or the visit with an
+ * acquire CAS, which ThreadSanitizer understands without annotations.
+ *
+ * dec_and_lock and dec_if_lock take the count to zero and the lock in the
+ * same CAS when the lock is free. When it is held, they wait for the lock
+ * while still counting their visit (the count is positive, so the holder
+ * cannot be freeing anything), and decide under the lock.
+ *
+ * Portable. The count is an atomic in the same word; the lock is a pthread
+ * mutex. Leaving the count at zero or starting a visit at zero happens only
+ * under the mutex, which gives both rules; everything else is the same
+ * lock-free CAS or fetch-sub as the futex word. @sleepers counts threads
+ * that found the mutex busy, only for moor_lockcnt_has_waiters().
+ */
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+
+#include <moor/lockcnt.h>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define HAVE_FUTEX 1
+#else
+#define HAVE_FUTEX 0
+#endif
+
+#define ONE MOOR__LOCKCNT_ONE
+
+enum { FREE = 0, LOCKED = 1, SLEEPERS = 2, PORTABLE = 3 };
+
+static inline uint32_t state_of(uint32_t v)
+{
+    return v & MOOR__LOCKCNT_STATE;
+}
+
+static inline uint32_t count_bits(uint32_t v)
+{
+    return v & ~MOOR__LOCKCNT_STATE;
+}
+
+static inline uint32_t load_relaxed(moor_lockcnt *lc)
+{
+    /* relaxed: every caller feeds the value to a CAS that re-validates it,
+     * or only tests the never-changing implementation tag. */
+    return atomic_load_explicit(&lc->word, memory_order_relaxed);
+}
+
+static inline bool is_portable(moor_lockcnt *lc)
+{
+    return state_of(load_relaxed(lc)) == PORTABLE;
+}
+
+/* ---- futex word ------------------------------------------------------ */
+
+#if HAVE_FUTEX
+static void futex_wait(moor_lockcnt *lc, uint32_t expected)
+{
+    /* EAGAIN (the word changed), EINTR and spurious returns are all
+     * handled by the caller looking at the word again. */
+    syscall(SYS_futex, (void *)&lc->word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake_all(moor_lockcnt *lc)
+{
+    syscall(SYS_futex, (void *)&lc->word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* @v was read with the lock held (LOCKED or SLEEPERS). Announce a sleeper
+ * and sleep until an unlock, or return at once if the word has moved on;
+ * either way the caller re-reads the word. */
+static void sleep_while_locked(moor_lockcnt *lc, uint32_t v)
+{
+    assert(state_of(v) == LOCKED || state_of(v) == SLEEPERS);
+    if (state_of(v) == LOCKED) {
+        uint32_t marked = count_bits(v) | SLEEPERS;
+
+        /* relaxed: the mark publishes no data; it only obliges the next
+         * unlock (an RMW on the same word, so it cannot miss it) to wake. */
+        if (!atomic_compare_exchange_strong_explicit(&lc->word, &v, marked, memory_order_relaxed,
+                                                     memory_order_relaxed))
+            return;
+        v = marked;
+    }
+    futex_wait(lc, v);
+}
+
+static void futex_inc_slow(moor_lockcnt *lc)
+{
+    uint32_t v = load_relaxed(lc);
+
+    for (;;) {
+        if (count_bits(v) != 0 || state_of(v) == FREE) {
+            /* acquire: see lockcnt.h (pairs with the last unlock). */
+            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v + ONE, memory_order_acquire,
+                                                      memory_order_relaxed))
+                return;
+            continue;
+        }
+        /* Count zero and locked: rule 2 says wait for the unlock. */
+        sleep_while_locked(lc, v);
+        v = load_relaxed(lc);
+    }
+}
+
+static void futex_lock(moor_lockcnt *lc)
+{
+    uint32_t v = load_relaxed(lc);
+
+    for (;;) {
+        if (state_of(v) == FREE) {
+            /* acquire: pairs with the previous holder's release unlock. */
+            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v | LOCKED,
+                                                      memory_order_acquire, memory_order_relaxed))
+                return;
+            continue;
+        }
+        sleep_while_locked(lc, v);
+        v = load_relaxed(lc);
+    }
+}
+
+static void futex_unlock(moor_lockcnt *lc)
+{
+    /* release: the critical section happens-before the next lock and the
+     * next visit that starts at count zero (both acquire this word). */
+    uint32_t old = atomic_fetch_and_explicit(&lc->word, ~MOOR__LOCKCNT_STATE, memory_order_release);
+
+    assert(state_of(old) == LOCKED || state_of(old) == SLEEPERS);
+    if (state_of(old) == SLEEPERS)
+        futex_wake_all(lc);
+}
+
+static void futex_inc_and_unlock(moor_lockcnt *lc)
+{
+    uint32_t v = load_relaxed(lc);
+
+    /* release: as futex_unlock(); the caller already holds everything it
+     * needs through the lock, so no acquire. */
+    while (!atomic_compare_exchange_weak_explicit(&lc->word, &v, count_bits(v) + ONE,
+                                                  memory_order_release, memory_order_relaxed))
+        ;
+    assert(state_of(v) == LOCKED || state_of(v) == SLEEPERS);
+    if (state_of(v) == SLEEPERS)
+        futex_wake_all(lc);
+}
+
+static bool futex_dec_and_lock(moor_lockcnt *lc)
+{
+    uint32_t v = load_relaxed(lc);
+
+    for (;;) {
+        assert(count_bits(v) != 0);
+        if (count_bits(v) > ONE) {
+            /* release: an ordinary end of visit, as moor_lockcnt_dec(). */
+            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v - ONE, memory_order_release,
+                                                      memory_order_relaxed))
+                return false;
+        } else if (state_of(v) == FREE) {
+            /* acq_rel: release ends our visit; acquire takes the lock and
+             * pairs with the other visitors' release decrements. */
+            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED,
+                                                      memory_order_acq_rel, memory_order_relaxed))
+                return true;
+        } else {
+            break;
+        }
+    }
+
+    /* Last visit, lock busy: wait for it with our visit still counted. */
+    futex_lock(lc);
+    /* acq_rel: as the lock-free case above. */
+    uint32_t old = atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_acq_rel);
+    if (count_bits(old) == ONE)
+        return true;
+    futex_unlock(lc);
+    return false;
+}
+
+static bool futex_dec_if_lock(moor_lockcnt *lc)
+{
+    uint32_t v = load_relaxed(lc);
+
+    for (;;) {
+        assert(count_bits(v) != 0);
+        if (count_bits(v) != ONE)
+            return false;
+        if (state_of(v) != FREE)
+            break;
+        /* acq_rel: as futex_dec_and_lock(). */
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+            return true;
+    }
+
+    futex_lock(lc);
+    v = load_relaxed(lc);
+    for (;;) {
+        if (count_bits(v) != ONE) {
+            futex_unlock(lc);
+            return false;
+        }
+        /* acq_rel: as futex_dec_and_lock(); the state bits (ours) stay. */
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v - ONE, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return true;
+    }
+}
+#endif /* HAVE_FUTEX */
+
+/* ---- portable: pthread mutex + atomic count -------------------------- */
+
+static void portable_lock(moor_lockcnt *lc)
+{
+    if (pthread_mutex_trylock(&lc->mutex) == 0)
+        return;
+    /* relaxed: a diagnostic tally, see moor_lockcnt_has_waiters(). */
+    atomic_fetch_add_explicit(&lc->sleepers, 1, memory_order_relaxed);
+    pthread_mutex_lock(&lc->mutex);
+    /* relaxed: as above. */
+    atomic_fetch_sub_explicit(&lc->sleepers, 1, memory_order_relaxed);
+}
+
+static void portable_unlock(moor_lockcnt *lc)
+{
+    pthread_mutex_unlock(&lc->mutex);
+}
+
+static void portable_inc_slow(moor_lockcnt *lc)
+{
+    uint32_t v = load_relaxed(lc);
+
+    while (count_bits(v) != 0) {
+        /* acquire: see lockcnt.h; the chain of RMWs on the word leads back
+         * to a release increment made under the mutex (below). */
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v + ONE, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+    }
+    /* From zero only under the mutex: waits out a holder at count zero. */
+    portable_lock(lc);
+    /* release: lock-free incrementers that read this value inherit what
+     * the mutex gave us (the last holder's frees). */
+    atomic_fetch_add_explicit(&lc->word, ONE, memory_order_release);
+    portable_unlock(lc);
+}
+
+static bool portable_dec_and_lock(moor_lockcnt *lc)
+{
+    uint32_t v = load_relaxed(lc);
+
+    while (count_bits(v) > ONE) {
+        /* release: an ordinary end of visit, as moor_lockcnt_dec(). */
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v - ONE, memory_order_release,
+                                                  memory_order_relaxed))
+            return false;
+    }
+    assert(count_bits(v) != 0);
+    portable_lock(lc);
+    /* acq_rel: release ends our visit, acquire pairs with the other
+     * visitors' release decrements. */
+    uint32_t old = atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_acq_rel);
+    if (count_bits(old) == ONE)
+        return true;
+    portable_unlock(lc);
+    return false;
+}
+
+static bool portable_dec_if_lock(moor_lockcnt *lc)
+{
+    uint32_t v = load_relaxed(lc);
+
+    assert(count_bits(v) != 0);
+    if (count_bits(v) != ONE)
+        return false;
+    portable_lock(lc);
+    v = ONE | PORTABLE;
+    /* acq_rel: as portable_dec_and_lock(). Fails if a visit began since. */
+    if (atomic_compare_exchange_strong_explicit(&lc->word, &v, PORTABLE, memory_order_acq_rel,
+                                                memory_order_relaxed))
+        return true;
+    portable_unlock(lc);
+    return false;
+}
+
+static void portable_inc_and_unlock(moor_lockcnt *lc)
+{
+    /* release: as portable_inc_slow() under the mutex. */
+    atomic_fetch_add_explicit(&lc->word, ONE, memory_order_release);
+    portable_unlock(lc);
+}
+
+/* ---- API ------------------------------------------------------------- */
+
+moor_lockcnt_impl moor_lockcnt_default_impl(void)
+{
+#if HAVE_FUTEX && !defined(MOOR_LOCKCNT_PREFER_PORTABLE)
+    return MOOR_LOCKCNT_FUTEX;
+#else
+    return MOOR_LOCKCNT_PORTABLE;
+#endif
+}
+
+int moor_lockcnt_init_impl(moor_lockcnt *lc, moor_lockcnt_impl impl)
+{
+    if (!lc)
+        return -EINVAL;
+    if (impl == MOOR_LOCKCNT_DEFAULT)
+        impl = moor_lockcnt_default_impl();
+    switch (impl) {
+    case MOOR_LOCKCNT_FUTEX:
+        if (!HAVE_FUTEX)
+            return -ENOTSUP;
+        atomic_init(&lc->word, FREE);
+        atomic_init(&lc->sleepers, 0);
+        return 0;
+    case MOOR_LOCKCNT_PORTABLE:
+        /* Default attributes: glibc's init cannot fail with them. */
+        pthread_mutex_init(&lc->mutex, NULL);
+        atomic_init(&lc->word, PORTABLE);
+        atomic_init(&lc->sleepers, 0);
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+void moor_lockcnt_init(moor_lockcnt *lc)
+{
+    int ret = moor_lockcnt_init_impl(lc, MOOR_LOCKCNT_DEFAULT);
+
+    assert(ret == 0);
+    (void)ret;
+}
+
+moor_lockcnt_impl moor_lockcnt_get_impl(const moor_lockcnt *lc)
+{
+    return is_portable((moor_lockcnt *)lc) ? MOOR_LOCKCNT_PORTABLE : MOOR_LOCKCNT_FUTEX;
+}
+
+void moor_lockcnt_destroy(moor_lockcnt *lc)
+{
+    if (!lc)
+        return;
+    uint32_t v = load_relaxed(lc);
+
+    assert(count_bits(v) == 0);
+    if (state_of(v) == PORTABLE)
+        pthread_mutex_destroy(&lc->mutex);
+    else
+        assert(state_of(v) == FREE);
+}
+
+void moor__lockcnt_inc_slow(moor_lockcnt *lc)
+{
+#if HAVE_FUTEX
+    if (!is_portable(lc)) {
+        futex_inc_slow(lc);
+        return;
+    }
+#endif
+    portable_inc_slow(lc);
+}
+
+bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc)
+{
+#if HAVE_FUTEX
+    if (!is_portable(lc))
+        return futex_dec_and_lock(lc);
+#endif
+    return portable_dec_and_lock(lc);
+}
+
+bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc)
+{
+#if HAVE_FUTEX
+    if (!is_portable(lc))
+        return futex_dec_if_lock(lc);
+#endif
+    return portable_dec_if_lock(lc);
+}
+
+void moor_lockcnt_lock(moor_lockcnt *lc)
+{
+#if HAVE_FUTEX
+    if (!is_portable(lc)) {
+        futex_lock(lc);
+        return;
+    }
+#endif
+    portable_lock(lc);
+}
+
+void moor_lockcnt_unlock(moor_lockcnt *lc)
+{
+#if HAVE_FUTEX
+    if (!is_portable(lc)) {
+        futex_unlock(lc);
+        return;
+    }
+#endif
+    portable_unlock(lc);
+}
+
+void moor_lockcnt_inc_and_unlock(moor_lockcnt *lc)
+{
+#if HAVE_FUTEX
+    if (!is_portable(lc)) {
+        futex_inc_and_unlock(lc);
+        return;
+    }
+#endif
+    portable_inc_and_unlock(lc);
+}
+
+bool moor_lockcnt_has_waiters(const moor_lockcnt *lc)
+{
+    moor_lockcnt *l = (moor_lockcnt *)lc;
+
+    if (is_portable(l))
+        /* relaxed: a diagnostic snapshot. */
+        return atomic_load_explicit(&l->sleepers, memory_order_relaxed) != 0;
+    return state_of(load_relaxed(l)) == SLEEPERS;
+}

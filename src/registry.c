@@ -1,0 +1,1062 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * registry.c - objects found by UUID or name, lock-free for readers.
+ *
+ * Theory of operation.
+ *
+ * Structures. Each member object has one entry, which holds the registry's
+ * reference to it, its UUID and a pointer to its current name node. Three
+ * liburcu lock-free hash tables (cds_lfht) index the entries: by UUID (the
+ * node is in the entry), by name (separate name nodes, one per name, each
+ * pointing back at its entry) and by object address (writers only, to
+ * find an object's entry for remove and rename). Writers (add, remove,
+ * rename, the collect snapshot) serialise on one leaf mutex; lookups take
+ * no lock at all.
+ *
+ * Lookups. A reader enters an RCU read-side section, finds the entry, takes
+ * a reference with moor_refcnt_inc_not_zero() and leaves. Entries, name
+ * nodes and the registry's reference to the object are only released
+ * through call_rcu(), i.e. after every reader that could have seen them has
+ * left its section; so what a reader finds is still allocated, and while
+ * it is reachable the object's count is at least the registry's 1. The
+ * increment-unless-zero is the second line of defence the contract
+ * promises: an object whose count reached zero is never handed out.
+ *
+ * Removal and the *_locked lookups. Removal runs with the object's mutex
+ * held (taken by remove itself if the caller does not hold it) and, inside
+ * it, the registry mutex: it sets entry->removing, unlinks the entry from
+ * the three tables and defers the rest. A *_locked lookup pins the entry
+ * (entry->pins, a small count: 1 for membership, dropped by the deferred
+ * reclaim, plus 1 per lookup between finding and checking), leaves RCU,
+ * locks the object and then reads entry->removing under the object mutex:
+ * true means a removal got in between, and the lookup returns NULL. A
+ * removal cannot happen while the mutex is held, so a non-NULL result stays
+ * a member until the caller unlocks.
+ *
+ * Rename. A lookup by name finds a name node and accepts it only if it is
+ * the entry's current one (entry->name == node). Rename, under the registry
+ * mutex, inserts the new node (not yet current: lookups by the new name
+ * still fail), then switches entry->name to it with one store - the instant
+ * at which the old name stops and the new one starts to resolve - and then
+ * unlinks the old node (already non-current). So no instant exists at which
+ * both names, or neither, resolve. Under the registry mutex only current
+ * nodes are in the name table, which keeps the uniqueness checks simple.
+ *
+ * RCU flavour. liburcu-bp ("bulletproof"): threads register themselves on
+ * their first read-side section and unregister at exit, so any thread may
+ * call a lookup without knowing about RCU. Its read side costs a little
+ * more than the memb flavour's with explicit registration, and much less
+ * than a lock; see docs/registry.md for the measured figures.
+ *
+ * Destruction. The registry is a moor object; its dispose (last unref: no
+ * lookup can be running, lookups need a reference) unlinks every entry
+ * through the same deferred path and then waits with rcu_barrier() until
+ * every deferred release, earlier removals included, has run. If that last
+ * unref happens in liburcu's call_rcu thread (an object disposed there
+ * dropped it), waiting for that thread from itself would deadlock, so the
+ * barrier is skipped: the deferred callbacks never touch the registry
+ * itself and run soon after.
+ *
+ * ThreadSanitizer does not see the ordering that happens inside liburcu
+ * (which is not instrumented): publication through cds_lfht_add, and the
+ * grace period between a reader's last access and call_rcu's callback. Both
+ * are modelled with explicit annotations on the node concerned (see
+ * tsan_publish/tsan_consume below), in TSan builds only.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <urcu-bp.h>
+#include <urcu/rculfhash.h>
+
+#include <moor/debug.h>
+#include <moor/registry.h>
+
+#include "debug-internal.h"
+
+#ifdef MOOR_TSAN
+#include <sanitizer/tsan_interface.h>
+/* What liburcu orders without TSan seeing it: a node initialised before
+ * publication, or a reader's accesses before the grace period that ends in
+ * the node's reclaim. @p is only used as a key; it is never dereferenced. */
+#define tsan_publish(p) __tsan_release((void *)(p))
+#define tsan_consume(p) __tsan_acquire((void *)(p))
+#else
+#define tsan_publish(p) ((void)(p))
+#define tsan_consume(p) ((void)(p))
+#endif
+
+#define REGISTRY_MAGIC   0x72656769u /* "regi" */
+#define REGISTRY_DEAD    0x64656164u /* "dead" */
+#define TABLE_BUCKETS    64          /* initial and minimum bucket count */
+#define UUID_TEXT_LEN    36
+#define NAME_QUOTE_BYTES 48 /* how much of a bad name an error message quotes */
+
+struct entry;
+
+struct name_node {
+    struct cds_lfht_node node; /* in by_name */
+    struct entry *entry;       /* set before publication, then constant */
+    unsigned long hash;
+    size_t len;
+    struct rcu_head rcu;
+    char name[];
+};
+
+struct entry {
+    struct cds_lfht_node uuid_node; /* in by_uuid */
+    struct cds_lfht_node obj_node;  /* in by_obj */
+    moor_uuid uuid;
+    moor_object *obj;                 /* the registry's reference */
+    _Atomic(struct name_node *) name; /* the current name node */
+    atomic_int pins;                  /* membership + *_locked lookups in flight */
+    bool removing;                    /* under obj's mutex (and the registry's) */
+    struct rcu_head rcu;
+};
+
+struct moor_registry {
+    moor_object parent;
+    uint32_t magic;
+    bool lock_ready;
+    pthread_mutex_t lock; /* leaf: writers and collect snapshots */
+    struct cds_lfht *by_uuid, *by_name, *by_obj;
+    uint64_t seed; /* hash seed, so keys chosen by clients cannot collide on purpose */
+    atomic_size_t count;
+};
+
+struct name_key {
+    const char *s;
+    size_t len;
+};
+
+/* ---- small helpers --------------------------------------------------- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+
+static unsigned long hash_uuid(uint64_t seed, const moor_uuid *u)
+{
+    uint64_t a, b;
+
+    memcpy(&a, u->bytes, 8);
+    memcpy(&b, u->bytes + 8, 8);
+    return (unsigned long)mix64(a ^ mix64(b ^ seed));
+}
+
+static unsigned long hash_name(uint64_t seed, const char *s, size_t len)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325) ^ seed; /* FNV-1a, seeded */
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)s[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return (unsigned long)mix64(h);
+}
+
+static unsigned long hash_ptr(uint64_t seed, const void *p)
+{
+    return (unsigned long)mix64((uint64_t)(uintptr_t)p ^ seed);
+}
+
+/* Length of a valid UTF-8 sequence starting at @s (at most @left bytes), or
+ * 0 if it is not one: overlong forms, surrogates and code points above
+ * U+10FFFF are rejected. */
+static size_t utf8_sequence(const unsigned char *s, size_t left)
+{
+    size_t n;
+    uint32_t cp, min;
+
+    if (s[0] < 0x80)
+        return 1;
+    if ((s[0] & 0xe0) == 0xc0)
+        n = 2, cp = s[0] & 0x1f, min = 0x80;
+    else if ((s[0] & 0xf0) == 0xe0)
+        n = 3, cp = s[0] & 0x0f, min = 0x800;
+    else if ((s[0] & 0xf8) == 0xf0)
+        n = 4, cp = s[0] & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (n > left)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* Offset of the first byte that is not valid UTF-8, or @len if none. */
+static size_t utf8_invalid_at(const char *s, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        size_t n = utf8_sequence((const unsigned char *)s + i, len - i);
+
+        if (!n)
+            return i;
+        i += n;
+    }
+    return len;
+}
+
+/* Check a name for add/rename; on success *@len is its length. */
+static int check_name(const char *name, size_t *len, const char *op, moor_error *err)
+{
+    size_t n, bad;
+
+    if (!name)
+        return moor_error_set(err, -EINVAL, "%s: name is NULL", op);
+    n = strnlen(name, MOOR_REGISTRY_NAME_MAX + 1);
+    if (n == 0)
+        return moor_error_set(err, -EINVAL, "%s: name is empty", op);
+    if (n > MOOR_REGISTRY_NAME_MAX)
+        return moor_error_set(err, -EINVAL,
+                              "%s: name '%.*s...' is longer than the limit of %d bytes", op,
+                              NAME_QUOTE_BYTES, name, MOOR_REGISTRY_NAME_MAX);
+    bad = utf8_invalid_at(name, n);
+    if (bad != n)
+        return moor_error_set(err, -EINVAL,
+                              "%s: name is not valid UTF-8 (byte 0x%02x at offset %zu)", op,
+                              (unsigned char)name[bad], bad);
+    *len = n;
+    return 0;
+}
+
+static bool registry_valid(const moor_registry *reg)
+{
+    return reg && reg->magic == REGISTRY_MAGIC;
+}
+
+static void *bad_lookup(const moor_registry *reg, const void *key, const char *op)
+{
+    if (!registry_valid(reg))
+        moor_debug_report(MOOR_MISUSE_BAD_ARGUMENT, reg, "%s: %p is not a registry", op,
+                          (const void *)reg);
+    else if (!key)
+        moor_debug_report(MOOR_MISUSE_BAD_ARGUMENT, reg, "%s: NULL key", op);
+    return NULL;
+}
+
+static const char *class_of(const void *obj)
+{
+    return moor_class_name(moor_object_get_class(obj));
+}
+
+/* ---- the class --------------------------------------------------------- */
+
+static void registry_dispose(void *obj);
+
+static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
+static _Atomic(const moor_class *) registry_klass;
+
+static const moor_class *registry_class(moor_error *err)
+{
+    /* acquire: pairs with the release below; the class is then complete. */
+    const moor_class *k = atomic_load_explicit(&registry_klass, memory_order_acquire);
+
+    if (k)
+        return k;
+    pthread_mutex_lock(&class_lock);
+    /* relaxed: class_lock orders the writers. */
+    k = atomic_load_explicit(&registry_klass, memory_order_relaxed);
+    if (!k) {
+        k = moor_class_new("moor_registry", moor_object_class(), sizeof(moor_registry),
+                           registry_dispose, err);
+        /* release: publishes the class to lock-free readers above. */
+        atomic_store_explicit(&registry_klass, k, memory_order_release);
+    }
+    pthread_mutex_unlock(&class_lock);
+    return k;
+}
+
+/* ---- entries and name nodes ------------------------------------------- */
+
+static struct name_node *name_node_new(const moor_registry *reg, const char *name, size_t len)
+{
+    struct name_node *n = moor__malloc(sizeof(*n) + len + 1);
+
+    if (!n)
+        return NULL;
+    cds_lfht_node_init(&n->node);
+    n->entry = NULL;
+    n->hash = hash_name(reg->seed, name, len);
+    n->len = len;
+    memcpy(n->name, name, len);
+    n->name[len] = '\0';
+    return n;
+}
+
+static struct entry *entry_new(const moor_uuid *uuid)
+{
+    struct entry *e = moor__calloc(1, sizeof(*e));
+
+    if (!e)
+        return NULL;
+    cds_lfht_node_init(&e->uuid_node);
+    cds_lfht_node_init(&e->obj_node);
+    e->uuid = *uuid;
+    atomic_init(&e->name, NULL);
+    atomic_init(&e->pins, 1); /* membership */
+    return e;
+}
+
+/* Drop one pin; the last frees the entry and drops the registry's
+ * reference to the object. */
+static void entry_put(struct entry *e)
+{
+    moor_object *obj;
+
+    /* acq_rel: release this holder's accesses to @e; the last one acquires
+     * everyone's before freeing. */
+    if (atomic_fetch_sub_explicit(&e->pins, 1, memory_order_acq_rel) != 1)
+        return;
+    obj = e->obj;
+    moor__free(e);
+    moor_unref(obj);
+}
+
+static void name_node_reclaim(struct rcu_head *head)
+{
+    struct name_node *n = caa_container_of(head, struct name_node, rcu);
+
+    tsan_consume(n);
+    moor__free(n);
+}
+
+static void entry_reclaim(struct rcu_head *head)
+{
+    struct entry *e = caa_container_of(head, struct entry, rcu);
+    struct name_node *n;
+
+    tsan_consume(e);
+    /* relaxed: no rename after removal; the grace period orders the rest. */
+    n = atomic_load_explicit(&e->name, memory_order_relaxed);
+    tsan_consume(n);
+    moor__free(n);
+    entry_put(e); /* the membership pin */
+}
+
+/* Defer the release of an unlinked entry past a grace period. */
+static void entry_defer(struct entry *e)
+{
+    tsan_publish(e);
+    call_rcu(&e->rcu, entry_reclaim);
+}
+
+/* ---- table access (RCU read side held) --------------------------------- */
+
+static int match_uuid(struct cds_lfht_node *node, const void *key)
+{
+    struct entry *e = caa_container_of(node, struct entry, uuid_node);
+
+    tsan_consume(e);
+    return memcmp(e->uuid.bytes, key, sizeof(e->uuid.bytes)) == 0;
+}
+
+static int match_name(struct cds_lfht_node *node, const void *key)
+{
+    struct name_node *n = caa_container_of(node, struct name_node, node);
+    const struct name_key *k = key;
+
+    tsan_consume(n);
+    return n->len == k->len && memcmp(n->name, k->s, k->len) == 0;
+}
+
+static int match_obj(struct cds_lfht_node *node, const void *key)
+{
+    return caa_container_of(node, struct entry, obj_node)->obj == key;
+}
+
+static struct entry *lookup_uuid_rcu(moor_registry *reg, const moor_uuid *uuid)
+{
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+
+    cds_lfht_lookup(reg->by_uuid, hash_uuid(reg->seed, uuid), match_uuid, uuid, &it);
+    node = cds_lfht_iter_get_node(&it);
+    return node ? caa_container_of(node, struct entry, uuid_node) : NULL;
+}
+
+/* The entry whose current name is @name (*@via: the node that matched). */
+static struct entry *lookup_name_rcu(moor_registry *reg, const char *name, size_t len,
+                                     struct name_node **via)
+{
+    struct name_key key = {name, len};
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+    struct name_node *n;
+
+    cds_lfht_lookup(reg->by_name, hash_name(reg->seed, name, len), match_name, &key, &it);
+    node = cds_lfht_iter_get_node(&it);
+    if (!node)
+        return NULL;
+    n = caa_container_of(node, struct name_node, node);
+    *via = n;
+    /* acquire: pairs with the release store of rename; a node that is no
+     * longer current is an old name, which no longer resolves. */
+    if (atomic_load_explicit(&n->entry->name, memory_order_acquire) != n)
+        return NULL;
+    return n->entry;
+}
+
+static struct entry *lookup_obj_rcu(moor_registry *reg, const void *obj)
+{
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+
+    cds_lfht_lookup(reg->by_obj, hash_ptr(reg->seed, obj), match_obj, obj, &it);
+    node = cds_lfht_iter_get_node(&it);
+    return node ? caa_container_of(node, struct entry, obj_node) : NULL;
+}
+
+/* Under reg->lock and the read side; obj's mutex held (or no lookup can
+ * reach the registry any more). */
+static void unlink_entry(moor_registry *reg, struct entry *e)
+{
+    /* relaxed: under reg->lock, which serialises every writer. */
+    struct name_node *n = atomic_load_explicit(&e->name, memory_order_relaxed);
+
+    e->removing = true;
+    cds_lfht_del(reg->by_uuid, &e->uuid_node);
+    cds_lfht_del(reg->by_name, &n->node);
+    cds_lfht_del(reg->by_obj, &e->obj_node);
+    /* relaxed: a statistic read without ordering; writers hold reg->lock. */
+    atomic_fetch_sub_explicit(&reg->count, 1, memory_order_relaxed);
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+static void drain(moor_registry *reg)
+{
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+
+    /* Not cds_lfht_for_each_entry: it computes container_of(NULL) at the
+     * end of the table, which is undefined behaviour. */
+    rcu_read_lock();
+    cds_lfht_for_each(reg->by_obj, &it, node)
+    {
+        struct entry *e = caa_container_of(node, struct entry, obj_node);
+
+        unlink_entry(reg, e);
+        entry_defer(e);
+    }
+    rcu_read_unlock();
+}
+
+static void destroy_table(struct cds_lfht *ht)
+{
+    if (ht && cds_lfht_destroy(ht, NULL) != 0)
+        moor_debug_report(MOOR_MISUSE_LEAK, ht, "registry: hash table %p not empty at destroy",
+                          (void *)ht);
+}
+
+static void registry_dispose(void *obj)
+{
+    moor_registry *reg = obj;
+
+    if (reg->by_uuid && reg->by_name && reg->by_obj)
+        drain(reg);
+    /* Waiting for the call_rcu thread from inside it would never end. */
+    if (!get_thread_call_rcu_data())
+        rcu_barrier();
+    destroy_table(reg->by_uuid);
+    destroy_table(reg->by_name);
+    destroy_table(reg->by_obj);
+    if (reg->lock_ready)
+        pthread_mutex_destroy(&reg->lock);
+    reg->magic = REGISTRY_DEAD;
+}
+
+static uint64_t random_seed(const void *salt)
+{
+    uint64_t seed;
+    struct timespec ts;
+
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == (ssize_t)sizeof(seed))
+        return seed;
+    /* No entropy yet (early boot): a per-process value still defeats
+     * precomputed collisions. */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return mix64((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32 ^ (uintptr_t)salt);
+}
+
+static struct cds_lfht *new_table(void)
+{
+    return cds_lfht_new(TABLE_BUCKETS, TABLE_BUCKETS, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
+                        NULL);
+}
+
+moor_registry *moor_registry_new(moor_error *err)
+{
+    const moor_class *klass = registry_class(err);
+    moor_registry *reg;
+
+    if (!klass)
+        return NULL;
+    reg = moor_object_new(klass);
+    if (!reg) {
+        moor_error_set(err, -ENOMEM, "moor_registry_new: out of memory");
+        return NULL;
+    }
+    reg->lock_ready = pthread_mutex_init(&reg->lock, NULL) == 0;
+    reg->by_uuid = new_table();
+    reg->by_name = new_table();
+    reg->by_obj = new_table();
+    reg->seed = random_seed(reg);
+    atomic_init(&reg->count, 0);
+    if (!reg->lock_ready || !reg->by_uuid || !reg->by_name || !reg->by_obj) {
+        moor_unref(reg);
+        moor_error_set(err, -ENOMEM, "moor_registry_new: out of memory for the hash tables");
+        return NULL;
+    }
+    reg->magic = REGISTRY_MAGIC;
+    return reg;
+}
+
+/* ---- add ------------------------------------------------------------------ */
+
+static int check_member_args(moor_registry *reg, void *obj, const char *op, moor_error *err)
+{
+    if (!registry_valid(reg))
+        return moor_error_set(err, -EINVAL, "%s: %p is not a registry", op, (void *)reg);
+    if (!moor_is_a(obj, moor_lockable_class()))
+        return moor_error_set(err, -EINVAL, "%s: %p is not a lockable moor object", op, obj);
+    return 0;
+}
+
+/* Under reg->lock and the read side: refuse if a key or @obj is taken. */
+static int check_free_keys(moor_registry *reg, void *obj, const struct entry *e,
+                           const struct name_node *n, moor_error *err)
+{
+    char us[MOOR_UUID_STRING_SIZE], them[MOOR_UUID_STRING_SIZE];
+    struct name_node *via;
+    struct entry *old;
+
+    moor_uuid_format(&e->uuid, us);
+    old = lookup_obj_rcu(reg, obj);
+    if (old)
+        return moor_error_set(err, -EEXIST,
+                              "moor_registry_add(uuid %s, name '%s'): object %p (class '%s') is "
+                              "already registered, as '%s'",
+                              us, n->name, obj, class_of(obj),
+                              atomic_load_explicit(&old->name, memory_order_relaxed)->name);
+    old = lookup_uuid_rcu(reg, &e->uuid);
+    if (old)
+        return moor_error_set(err, -EEXIST,
+                              "moor_registry_add(uuid %s, name '%s'): uuid %s is already used by "
+                              "object %p (class '%s', name '%s')",
+                              us, n->name, us, (void *)old->obj, class_of(old->obj),
+                              atomic_load_explicit(&old->name, memory_order_relaxed)->name);
+    old = lookup_name_rcu(reg, n->name, n->len, &via);
+    if (old)
+        return moor_error_set(err, -EEXIST,
+                              "moor_registry_add(uuid %s, name '%s'): name '%s' is already used "
+                              "by object %p (class '%s', uuid %s)",
+                              us, n->name, n->name, (void *)old->obj, class_of(old->obj),
+                              moor_uuid_format(&old->uuid, them));
+    return 0;
+}
+
+/* Under reg->lock and the read side. (relaxed loads of entry names in the
+ * messages above: under reg->lock, which every writer of them holds.) */
+static int add_locked(moor_registry *reg, void *obj, struct entry *e, struct name_node *n,
+                      moor_error *err)
+{
+    int rc = check_free_keys(reg, obj, e, n, err);
+
+    if (rc < 0)
+        return rc;
+    e->obj = moor_ref(obj);
+    n->entry = e;
+    /* relaxed: the entry is not published yet; cds_lfht_add publishes it. */
+    atomic_store_explicit(&e->name, n, memory_order_relaxed);
+    tsan_publish(n);
+    tsan_publish(e);
+    cds_lfht_add(reg->by_obj, hash_ptr(reg->seed, obj), &e->obj_node);
+    cds_lfht_add(reg->by_name, n->hash, &n->node);
+    cds_lfht_add(reg->by_uuid, hash_uuid(reg->seed, &e->uuid), &e->uuid_node);
+    /* relaxed: a statistic; see moor_registry_count(). */
+    atomic_fetch_add_explicit(&reg->count, 1, memory_order_relaxed);
+    return 0;
+}
+
+int moor_registry_add(moor_registry *reg, void *obj, const moor_uuid *uuid, const char *name,
+                      moor_error *err)
+{
+    struct entry *e;
+    struct name_node *n;
+    size_t len;
+    int rc;
+
+    rc = check_member_args(reg, obj, "moor_registry_add", err);
+    if (rc < 0)
+        return rc;
+    if (!uuid)
+        return moor_error_set(err, -EINVAL, "moor_registry_add: uuid is NULL");
+    rc = check_name(name, &len, "moor_registry_add", err);
+    if (rc < 0)
+        return rc;
+    e = entry_new(uuid);
+    n = name_node_new(reg, name, len);
+    if (!e || !n) {
+        moor__free(e);
+        moor__free(n);
+        return moor_error_set(err, -ENOMEM, "moor_registry_add(name '%s'): out of memory", name);
+    }
+    pthread_mutex_lock(&reg->lock);
+    rcu_read_lock();
+    rc = add_locked(reg, obj, e, n, err);
+    rcu_read_unlock();
+    pthread_mutex_unlock(&reg->lock);
+    if (rc < 0) {
+        moor__free(e);
+        moor__free(n);
+    }
+    return rc;
+}
+
+/* ---- remove --------------------------------------------------------------- */
+
+int moor_registry_remove(moor_registry *reg, void *obj, moor_error *err)
+{
+    int rc = check_member_args(reg, obj, "moor_registry_remove", err);
+    bool held;
+    struct entry *e;
+
+    if (rc < 0)
+        return rc;
+    /* The removing flag is written under the object's mutex, which is what
+     * the *_locked lookups read it under. */
+    held = moor_lock_held(obj);
+    if (!held)
+        moor_lock(obj);
+    pthread_mutex_lock(&reg->lock);
+    rcu_read_lock();
+    e = lookup_obj_rcu(reg, obj);
+    if (e)
+        unlink_entry(reg, e);
+    rcu_read_unlock();
+    pthread_mutex_unlock(&reg->lock);
+    if (!held)
+        moor_unlock(obj);
+    if (!e)
+        return moor_error_set(err, -ENOENT,
+                              "moor_registry_remove: object %p (class '%s') is not in registry %p",
+                              obj, class_of(obj), (void *)reg);
+    entry_defer(e);
+    return 0;
+}
+
+/* ---- rename --------------------------------------------------------------- */
+
+/* Under reg->lock and the read side. On success *@old is the name node
+ * replaced (to be reclaimed), or NULL if the name did not change. */
+static int rename_locked(moor_registry *reg, void *obj, struct name_node *n, struct name_node **old,
+                         moor_error *err)
+{
+    struct entry *e = lookup_obj_rcu(reg, obj);
+    struct name_node *cur, *via;
+    struct entry *clash;
+
+    if (!e)
+        return moor_error_set(err, -ENOENT,
+                              "moor_registry_rename(to '%s'): object %p (class '%s') is not in "
+                              "registry %p",
+                              n->name, obj, class_of(obj), (void *)reg);
+    /* relaxed: under reg->lock, which every writer of e->name holds. */
+    cur = atomic_load_explicit(&e->name, memory_order_relaxed);
+    *old = NULL;
+    if (cur->len == n->len && memcmp(cur->name, n->name, n->len) == 0)
+        return 0;
+    clash = lookup_name_rcu(reg, n->name, n->len, &via);
+    if (clash) {
+        char them[MOOR_UUID_STRING_SIZE];
+
+        return moor_error_set(err, -EEXIST,
+                              "moor_registry_rename('%s' to '%s'): name '%s' is already used by "
+                              "object %p (class '%s', uuid %s)",
+                              cur->name, n->name, n->name, (void *)clash->obj, class_of(clash->obj),
+                              moor_uuid_format(&clash->uuid, them));
+    }
+    n->entry = e;
+    tsan_publish(n);
+    cds_lfht_add(reg->by_name, n->hash, &n->node);
+    /* release: the switch-over instant; pairs with the acquire load in
+     * lookup_name_rcu(). */
+    atomic_store_explicit(&e->name, n, memory_order_release);
+    cds_lfht_del(reg->by_name, &cur->node);
+    *old = cur;
+    return 0;
+}
+
+int moor_registry_rename(moor_registry *reg, void *obj, const char *new_name, moor_error *err)
+{
+    struct name_node *n, *old = NULL;
+    size_t len;
+    int rc;
+
+    rc = check_member_args(reg, obj, "moor_registry_rename", err);
+    if (rc < 0)
+        return rc;
+    rc = check_name(new_name, &len, "moor_registry_rename", err);
+    if (rc < 0)
+        return rc;
+    n = name_node_new(reg, new_name, len);
+    if (!n)
+        return moor_error_set(err, -ENOMEM, "moor_registry_rename(to '%s'): out of memory",
+                              new_name);
+    pthread_mutex_lock(&reg->lock);
+    rcu_read_lock();
+    rc = rename_locked(reg, obj, n, &old, err);
+    rcu_read_unlock();
+    pthread_mutex_unlock(&reg->lock);
+    if (rc < 0 || !old) {
+        moor__free(n);
+        return rc;
+    }
+    tsan_publish(old);
+    call_rcu(&old->rcu, name_node_reclaim);
+    return 0;
+}
+
+/* ---- lookups ---------------------------------------------------------------- */
+
+/* Under the read side: a reference to @e's object, or NULL. */
+static moor_object *ref_rcu(struct entry *e)
+{
+    if (!e || !moor_refcnt_inc_not_zero(&e->obj->ref))
+        return NULL;
+    return e->obj;
+}
+
+void *moor_registry_find_uuid(moor_registry *reg, const moor_uuid *uuid)
+{
+    struct entry *e;
+    moor_object *obj;
+
+    if (MOOR_UNLIKELY(!registry_valid(reg) || !uuid))
+        return bad_lookup(reg, uuid, "moor_registry_find_uuid");
+    rcu_read_lock();
+    e = lookup_uuid_rcu(reg, uuid);
+    obj = ref_rcu(e);
+    tsan_publish(e); /* this reader's last access to @e */
+    rcu_read_unlock();
+    return obj;
+}
+
+void *moor_registry_find_name(moor_registry *reg, const char *name)
+{
+    struct name_node *via = NULL;
+    struct entry *e;
+    moor_object *obj;
+    size_t len;
+
+    if (MOOR_UNLIKELY(!registry_valid(reg) || !name))
+        return bad_lookup(reg, name, "moor_registry_find_name");
+    len = strnlen(name, MOOR_REGISTRY_NAME_MAX + 1);
+    if (len > MOOR_REGISTRY_NAME_MAX)
+        return NULL;
+    rcu_read_lock();
+    e = lookup_name_rcu(reg, name, len, &via);
+    obj = ref_rcu(e);
+    tsan_publish(via);
+    tsan_publish(e);
+    rcu_read_unlock();
+    return obj;
+}
+
+/* Under the read side: reference @e's object and pin @e, or return false. */
+static bool pin_rcu(struct entry *e)
+{
+    if (!ref_rcu(e))
+        return false;
+    /* relaxed: the membership pin keeps the count above zero until after
+     * this read-side section; entry_put() orders the release. */
+    atomic_fetch_add_explicit(&e->pins, 1, memory_order_relaxed);
+    return true;
+}
+
+/* Outside RCU, with @e pinned and its object referenced: lock it and
+ * return it, or NULL if it was removed in between. */
+static void *lock_pinned(struct entry *e)
+{
+    moor_object *obj = e->obj;
+    bool removed;
+
+    moor_lock(obj);
+    removed = e->removing; /* written under the mutex we now hold */
+    if (removed)
+        moor_unlock(obj);
+    entry_put(e);
+    if (removed) {
+        moor_unref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+void *moor_registry_find_uuid_locked(moor_registry *reg, const moor_uuid *uuid)
+{
+    struct entry *e;
+    bool pinned;
+
+    if (MOOR_UNLIKELY(!registry_valid(reg) || !uuid))
+        return bad_lookup(reg, uuid, "moor_registry_find_uuid_locked");
+    rcu_read_lock();
+    e = lookup_uuid_rcu(reg, uuid);
+    pinned = pin_rcu(e);
+    tsan_publish(e);
+    rcu_read_unlock();
+    return pinned ? lock_pinned(e) : NULL;
+}
+
+void *moor_registry_find_name_locked(moor_registry *reg, const char *name)
+{
+    struct name_node *via = NULL;
+    struct entry *e;
+    bool pinned;
+    size_t len;
+
+    if (MOOR_UNLIKELY(!registry_valid(reg) || !name))
+        return bad_lookup(reg, name, "moor_registry_find_name_locked");
+    len = strnlen(name, MOOR_REGISTRY_NAME_MAX + 1);
+    if (len > MOOR_REGISTRY_NAME_MAX)
+        return NULL;
+    rcu_read_lock();
+    e = lookup_name_rcu(reg, name, len, &via);
+    pinned = pin_rcu(e);
+    tsan_publish(via);
+    tsan_publish(e);
+    rcu_read_unlock();
+    return pinned ? lock_pinned(e) : NULL;
+}
+
+/* ---- count and collect ---------------------------------------------------- */
+
+size_t moor_registry_count(moor_registry *reg)
+{
+    if (MOOR_UNLIKELY(!registry_valid(reg))) {
+        bad_lookup(reg, reg, "moor_registry_count");
+        return 0;
+    }
+    /* relaxed: one counter, changed only under reg->lock; any value read
+     * was the exact count at some instant. */
+    return atomic_load_explicit(&reg->count, memory_order_relaxed);
+}
+
+/* Under reg->lock: references to every member, in @objs (room for @cap). */
+static size_t snapshot_locked(moor_registry *reg, void **objs, size_t cap)
+{
+    struct cds_lfht_iter it;
+    struct cds_lfht_node *node;
+    size_t n = 0;
+
+    rcu_read_lock();
+    cds_lfht_for_each(reg->by_obj, &it, node)
+    {
+        struct entry *e = caa_container_of(node, struct entry, obj_node);
+
+        if (n == cap)
+            break;                    /* cannot happen: cap is the count under the same lock */
+        objs[n++] = moor_ref(e->obj); /* the registry's reference keeps it alive */
+    }
+    rcu_read_unlock();
+    objs[n] = NULL;
+    return n;
+}
+
+/* A NULL-terminated array of references to every member, at one instant. */
+static int snapshot(moor_registry *reg, void ***out, size_t *count, moor_error *err)
+{
+    for (;;) {
+        size_t cap = moor_registry_count(reg) + 16; /* room for a few adds */
+        void **objs;
+
+        if (cap > (size_t)INT_MAX)
+            return moor_error_set(err, -EOVERFLOW,
+                                  "moor_registry_collect: %zu objects do not fit an int", cap);
+        objs = moor__malloc((cap + 1) * sizeof(*objs));
+        if (!objs)
+            return moor_error_set(err, -ENOMEM,
+                                  "moor_registry_collect: out of memory for %zu "
+                                  "references",
+                                  cap);
+        pthread_mutex_lock(&reg->lock);
+        /* relaxed: under reg->lock, where the count changes. */
+        if (atomic_load_explicit(&reg->count, memory_order_relaxed) <= cap) {
+            *count = snapshot_locked(reg, objs, cap);
+            pthread_mutex_unlock(&reg->lock);
+            *out = objs;
+            return 0;
+        }
+        pthread_mutex_unlock(&reg->lock);
+        moor__free(objs); /* grew meanwhile: size again */
+    }
+}
+
+/* Run @filter over @objs, dropping and squeezing out what it refuses. */
+static size_t apply_filter(void **objs, size_t n, moor_registry_filter_fn filter, void *opaque)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!filter || filter(objs[i], opaque))
+            objs[kept++] = objs[i];
+        else
+            moor_unref(objs[i]);
+    }
+    objs[kept] = NULL;
+    return kept;
+}
+
+int moor_registry_collect(moor_registry *reg, moor_registry_filter_fn filter, void *opaque,
+                          void ***out, moor_error *err)
+{
+    void **objs = NULL;
+    size_t n = 0;
+    int rc;
+
+    if (!registry_valid(reg))
+        return moor_error_set(err, -EINVAL, "moor_registry_collect: %p is not a registry",
+                              (void *)reg);
+    if (!out)
+        return moor_error_set(err, -EINVAL, "moor_registry_collect: out is NULL");
+    rc = snapshot(reg, &objs, &n, err);
+    if (rc < 0)
+        return rc;
+    n = apply_filter(objs, n, filter, opaque);
+    *out = objs;
+    return (int)n;
+}
+
+void moor_registry_array_free(void **objs)
+{
+    if (!objs)
+        return;
+    for (void **p = objs; *p; p++)
+        moor_unref(*p);
+    moor__free(objs);
+}
+
+/* ---- UUIDs ------------------------------------------------------------------ */
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool dash_at(size_t i)
+{
+    return i == 8 || i == 13 || i == 18 || i == 23;
+}
+
+/* Offset of the first character out of place, or UUID_TEXT_LEN if none. */
+static size_t uuid_text_bad_at(const char *text)
+{
+    for (size_t i = 0; i < UUID_TEXT_LEN; i++) {
+        if (text[i] == '\0' || (dash_at(i) ? text[i] != '-' : hex_value(text[i]) < 0))
+            return i;
+    }
+    return text[UUID_TEXT_LEN] == '\0' ? UUID_TEXT_LEN : UUID_TEXT_LEN + 1;
+}
+
+int moor_uuid_parse(const char *text, moor_uuid *out, moor_error *err)
+{
+    moor_uuid u;
+    size_t bad, b = 0;
+
+    if (!text || !out)
+        return moor_error_set(err, -EINVAL, "moor_uuid_parse: %s is NULL", text ? "out" : "text");
+    bad = uuid_text_bad_at(text);
+    if (bad > UUID_TEXT_LEN)
+        return moor_error_set(err, -EINVAL,
+                              "moor_uuid_parse('%.40s'): longer than the %d characters of a UUID",
+                              text, UUID_TEXT_LEN);
+    if (bad < UUID_TEXT_LEN)
+        return moor_error_set(err, -EINVAL,
+                              "moor_uuid_parse('%.40s'): %s at offset %zu, expected %s", text,
+                              text[bad] ? "unexpected character" : "text ends", bad,
+                              dash_at(bad) ? "'-'" : "a hex digit");
+    for (size_t i = 0; i < UUID_TEXT_LEN; i += dash_at(i) ? 1 : 2) {
+        if (dash_at(i))
+            continue;
+        u.bytes[b++] = (uint8_t)(hex_value(text[i]) << 4 | hex_value(text[i + 1]));
+    }
+    *out = u;
+    return 0;
+}
+
+char *moor_uuid_format(const moor_uuid *uuid, char out[MOOR_UUID_STRING_SIZE])
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (!uuid) {
+        snprintf(out, MOOR_UUID_STRING_SIZE, "(null)");
+        return out;
+    }
+    for (size_t i = 0; i < sizeof(uuid->bytes); i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = digits[uuid->bytes[i] >> 4];
+        out[o++] = digits[uuid->bytes[i] & 0xf];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+int moor_uuid_generate(moor_uuid *out, moor_error *err)
+{
+    moor_uuid u;
+    size_t got = 0;
+
+    if (!out)
+        return moor_error_set(err, -EINVAL, "moor_uuid_generate: out is NULL");
+    while (got < sizeof(u.bytes)) {
+        ssize_t n = getrandom(u.bytes + got, sizeof(u.bytes) - got, 0);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+
+            return moor_error_set(err, -e, "moor_uuid_generate: getrandom: %s", strerror(e));
+        }
+        got += (size_t)n;
+    }
+    u.bytes[6] = (uint8_t)((u.bytes[6] & 0x0f) | 0x40); /* version 4 */
+    u.bytes[8] = (uint8_t)((u.bytes[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    *out = u;
+    return 0;
+}
+
+bool moor_uuid_equal(const moor_uuid *a, const moor_uuid *b)
+{
+    return a && b && memcmp(a->bytes, b->bytes, sizeof(a->bytes)) == 0;
+}

@@ -1,0 +1,363 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stress-vlist.c - threads walk one visit list while others (and the
+ * walkers' own callbacks) insert and remove nodes and re-enter the walk.
+ *
+ *     stress-vlist [THREADS [futex|portable|default]]   (default 4, default)
+ *     MOOR_STRESS_SECONDS=S      run time (default 2; decimals allowed)
+ *     MOOR_UNDER_VALGRIND=1      caps the threads at 4 (the valgrind setup
+ *                                serialises threads)
+ *
+ * Each thread picks random operations: walk the list with moor_vlist_walk()
+ * (the callback may remove its own node, remove the next node, insert at
+ * either end, or walk again from inside, up to a small depth), walk it with
+ * visit_begin/foreach/visit_end and remove a node found on the way, or
+ * insert. Some nodes' free callbacks insert a replacement, so the list is
+ * also used from free callbacks. The list size is kept between two bounds.
+ *
+ * Checked:
+ *   - never freed while visited: a walker checks the node's poison word on
+ *     every step and holds a per-node "being looked at" count while its
+ *     callback runs; the free callback requires that count to be zero and
+ *     the poison to be ALIVE, then writes DEAD. Freed nodes go to a
+ *     quarantine ring before being released with free(), so a late access
+ *     reads DEAD deterministically (and ASan/valgrind see the rest);
+ *   - freed exactly once: a per-node flag exchanged by the free callback;
+ *   - at the end (after moor_vlist_destroy()): created == freed, and the
+ *     number of successful removals plus the nodes still listed at the end
+ *     equals the number created.
+ * Any failure prints "stress-vlist: FAIL: ..." and the exit status is 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <moor/vlist.h>
+
+#define MAX_THREADS     64
+#define VALGRIND_THREAD 4
+#define CLOCK_EVERY     64 /* operations between two looks at the clock */
+#define LIST_MIN        16
+#define LIST_MAX        200
+#define MAX_DEPTH       3
+#define QUARANTINE      4096
+
+#define POISON_ALIVE UINT64_C(0xa11ea11ea11ea11e)
+#define POISON_DEAD  UINT64_C(0xdeaddeaddeaddead)
+
+struct snode {
+    _Atomic uint64_t poison; /* ALIVE until the free callback */
+    uint64_t id;
+    uint64_t payload;   /* plain field: written at insert and by the free
+                         * callback, read by walkers; races show in TSan */
+    atomic_int looking; /* walkers whose callback is on this node */
+    atomic_bool freed;  /* set once by the free callback */
+    bool replace;       /* its free callback inserts a new node */
+    moor_vlist_node node;
+};
+
+static moor_vlist list;
+static atomic_bool stop, shutting_down;
+static atomic_long created, freed, removed, failures;
+
+static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct snode *quarantine[QUARANTINE]; /* under quarantine_lock */
+static size_t quarantine_next;               /* under quarantine_lock */
+
+__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (atomic_fetch_add(&failures, 1) >= 10)
+        return; /* enough said */
+    va_start(ap, fmt);
+    fputs("stress-vlist: FAIL: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    /* xorshift64: cheap, per thread, good enough to pick operations. */
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static struct snode *to_snode(moor_vlist_node *n)
+{
+    return moor_vlist_entry(n, struct snode, node);
+}
+
+static void check_alive(struct snode *sn, const char *where)
+{
+    /* relaxed: the lock counter orders the free against this read; a DEAD
+     * value here means that ordering was broken. */
+    uint64_t p = atomic_load_explicit(&sn->poison, memory_order_relaxed);
+
+    if (p != POISON_ALIVE)
+        fail("%s: node %" PRIu64 " is %s while visited", where, sn->id,
+             p == POISON_DEAD ? "freed" : "garbage");
+    else if (sn->payload != ~sn->id)
+        fail("%s: node %" PRIu64 " has a bad payload", where, sn->id);
+}
+
+static void insert_one(uint64_t *seed);
+static long listed(void);
+
+static void snode_free(moor_vlist_node *n)
+{
+    struct snode *sn = to_snode(n);
+    struct snode *old;
+
+    if (atomic_exchange(&sn->freed, true))
+        fail("node %" PRIu64 " freed twice", sn->id);
+    check_alive(sn, "free callback");
+    if (atomic_load(&sn->looking) != 0)
+        fail("node %" PRIu64 " freed while a walker's callback is on it", sn->id);
+    atomic_store_explicit(&sn->poison, POISON_DEAD, memory_order_relaxed);
+    sn->payload = 0;
+    atomic_fetch_add(&freed, 1);
+
+    pthread_mutex_lock(&quarantine_lock);
+    old = quarantine[quarantine_next];
+    quarantine[quarantine_next] = sn;
+    quarantine_next = (quarantine_next + 1) % QUARANTINE;
+    pthread_mutex_unlock(&quarantine_lock);
+    free(old);
+
+    if (sn->replace && !atomic_load(&shutting_down) && listed() < LIST_MAX) {
+        uint64_t seed = sn->id * 2654435761u + 1;
+
+        insert_one(&seed); /* a free callback may use the list */
+    }
+}
+
+static void insert_one(uint64_t *seed)
+{
+    struct snode *sn = calloc(1, sizeof(*sn));
+
+    if (!sn) {
+        fail("out of memory");
+        return;
+    }
+    atomic_init(&sn->poison, POISON_ALIVE);
+    sn->id = (uint64_t)atomic_fetch_add(&created, 1);
+    sn->payload = ~sn->id;
+    sn->replace = rnd(seed) % 8 == 0;
+    int ret = rnd(seed) % 2 ? moor_vlist_insert_tail(&list, &sn->node, snode_free)
+                            : moor_vlist_insert_head(&list, &sn->node, snode_free);
+    if (ret != 0)
+        fail("insert: %d", ret);
+}
+
+static long listed(void)
+{
+    return atomic_load(&created) - atomic_load(&removed);
+}
+
+static void remove_one(moor_vlist_node *n, const char *where)
+{
+    int ret = moor_vlist_remove(&list, n);
+
+    if (ret == 0)
+        atomic_fetch_add(&removed, 1);
+    else if (ret != -EALREADY)
+        fail("%s: remove: %d", where, ret);
+}
+
+struct walker {
+    uint64_t seed;
+    int depth;
+};
+
+static int walk_cb(moor_vlist_node *n, void *opaque)
+{
+    struct walker *w = opaque;
+    struct snode *sn = to_snode(n);
+    uint64_t r = rnd(&w->seed);
+
+    atomic_fetch_add(&sn->looking, 1);
+    check_alive(sn, "walk");
+    switch (r % 16) {
+    case 0: /* remove self */
+        if (listed() > LIST_MIN)
+            remove_one(n, "remove self");
+        break;
+    case 1: { /* remove next */
+        moor_vlist_node *next = moor_vlist_next(n);
+
+        if (next && listed() > LIST_MIN)
+            remove_one(next, "remove next");
+        break;
+    }
+    case 2: /* insert */
+        if (listed() < LIST_MAX)
+            insert_one(&w->seed);
+        break;
+    case 3: /* re-enter */
+        if (w->depth < MAX_DEPTH) {
+            w->depth++;
+            moor_vlist_walk(&list, walk_cb, w);
+            w->depth--;
+        }
+        break;
+    default:
+        break;
+    }
+    check_alive(sn, "walk, after the callback's changes");
+    atomic_fetch_sub(&sn->looking, 1);
+    /* Stop some walks early, so that visits end at random places. */
+    return r % 64 == 63;
+}
+
+/* visit_begin/foreach/visit_end by hand; remove the k-th live node. */
+static void manual_walk_remove(uint64_t *seed)
+{
+    moor_vlist_node *n;
+    long k = (long)(rnd(seed) % LIST_MAX), i = 0;
+
+    moor_vlist_visit_begin(&list);
+    moor_vlist_foreach (n, &list) {
+        check_alive(to_snode(n), "manual walk");
+        if (i++ == k) {
+            if (listed() > LIST_MIN)
+                remove_one(n, "manual walk");
+            check_alive(to_snode(n), "manual walk, after removing");
+            break;
+        }
+    }
+    moor_vlist_visit_end(&list);
+}
+
+static void *thread_main(void *arg)
+{
+    struct walker w = {.seed = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15u + 1};
+    unsigned ops = 0;
+
+    while (!(++ops % CLOCK_EVERY == 0 && atomic_load(&stop))) {
+        switch (rnd(&w.seed) % 8) {
+        case 0:
+        case 1:
+        case 2:
+        case 3:
+            moor_vlist_walk(&list, walk_cb, &w);
+            break;
+        case 4:
+        case 5:
+            manual_walk_remove(&w.seed);
+            break;
+        default:
+            if (listed() < LIST_MAX)
+                insert_one(&w.seed);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static double arg_seconds(void)
+{
+    const char *s = getenv("MOOR_STRESS_SECONDS");
+    char *end;
+    double v;
+
+    if (!s || !*s)
+        return 2.0;
+    v = strtod(s, &end);
+    if (*end || !(v > 0 && v <= 86400)) {
+        fprintf(stderr, "stress-vlist: MOOR_STRESS_SECONDS=%s: want seconds in (0, 86400]\n", s);
+        exit(2);
+    }
+    return v;
+}
+
+static void usage(const char *argv0)
+{
+    fprintf(stderr, "usage: %s [THREADS (1..%d, default 4) [futex|portable|default]]\n", argv0,
+            MAX_THREADS);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    unsigned nthreads = 4;
+    moor_lockcnt_impl impl = MOOR_LOCKCNT_DEFAULT;
+    double seconds = arg_seconds();
+    pthread_t threads[MAX_THREADS];
+
+    if (argc > 3)
+        usage(argv[0]);
+    if (argc > 1) {
+        char *end;
+        unsigned long v = strtoul(argv[1], &end, 10);
+
+        if (*end || v < 1 || v > MAX_THREADS)
+            usage(argv[0]);
+        nthreads = (unsigned)v;
+    }
+    if (argc > 2) {
+        if (!strcmp(argv[2], "futex"))
+            impl = MOOR_LOCKCNT_FUTEX;
+        else if (!strcmp(argv[2], "portable"))
+            impl = MOOR_LOCKCNT_PORTABLE;
+        else if (strcmp(argv[2], "default"))
+            usage(argv[0]);
+    }
+    if (getenv("MOOR_UNDER_VALGRIND") && nthreads > VALGRIND_THREAD)
+        nthreads = VALGRIND_THREAD;
+
+    int ret = moor_vlist_init_impl(&list, impl);
+    if (ret < 0) {
+        fprintf(stderr, "stress-vlist: init: %s\n", strerror(-ret));
+        return 1;
+    }
+    uint64_t seed = 42;
+    for (int i = 0; i < LIST_MIN * 2; i++)
+        insert_one(&seed);
+
+    for (unsigned i = 0; i < nthreads; i++) {
+        if (pthread_create(&threads[i], NULL, thread_main, (void *)(uintptr_t)(i + 1))) {
+            fprintf(stderr, "stress-vlist: pthread_create failed\n");
+            return 1;
+        }
+    }
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+    atomic_store(&stop, true);
+    for (unsigned i = 0; i < nthreads; i++)
+        pthread_join(threads[i], NULL);
+
+    const char *impl_name =
+        moor_lockcnt_get_impl(&list.lc) == MOOR_LOCKCNT_FUTEX ? "futex" : "portable";
+    long still_listed = listed();
+    long freed_before_destroy = atomic_load(&freed);
+    atomic_store(&shutting_down, true);
+    moor_vlist_destroy(&list);
+
+    if (atomic_load(&freed) - freed_before_destroy != still_listed)
+        fail("destroy freed %ld nodes, expected %ld still listed",
+             atomic_load(&freed) - freed_before_destroy, still_listed);
+    if (atomic_load(&created) != atomic_load(&freed))
+        fail("created %ld nodes, freed %ld", atomic_load(&created), atomic_load(&freed));
+    for (size_t i = 0; i < QUARANTINE; i++)
+        free(quarantine[i]);
+
+    printf("stress-vlist: %s, %u threads, %.1fs: %ld nodes created, %ld removed, %ld freed, "
+           "%ld failures\n",
+           impl_name, nthreads, seconds, atomic_load(&created), atomic_load(&removed),
+           atomic_load(&freed), atomic_load(&failures));
+    return atomic_load(&failures) ? 1 : 0;
+}

@@ -1,0 +1,557 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-lockcnt.c - unit tests of moor/lockcnt.h.
+ *
+ * Every test runs twice, once per implementation (futex word, portable
+ * mutex + count), in the same binary: the implementation is the cmocka
+ * "prestate" of the test.
+ *
+ * Blocking is proven without sleeping: a helper thread announces that it is
+ * about to call the blocking function, the main thread then spins (bounded)
+ * until moor_lockcnt_has_waiters() says the helper has committed to
+ * waiting, and only then checks that the helper has not got through (count
+ * still zero, "entered" flag still clear). A short bounded pause followed by
+ * the same check is an extra, not the mechanism.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include <moor/lockcnt.h>
+
+#include "test-util.h"
+
+static moor_lockcnt_impl impl_futex = MOOR_LOCKCNT_FUTEX;
+static moor_lockcnt_impl impl_portable = MOOR_LOCKCNT_PORTABLE;
+
+static moor_lockcnt_impl impl_of(void **state)
+{
+    return *(moor_lockcnt_impl *)*state;
+}
+
+static void init_for(void **state, moor_lockcnt *lc)
+{
+    assert_int_equal(moor_lockcnt_init_impl(lc, impl_of(state)), 0);
+    assert_int_equal(moor_lockcnt_get_impl(lc), impl_of(state));
+}
+
+/* Bounded spin until another thread has announced that it waits on @lc.
+ * Fails the test after about ten seconds. */
+static void wait_for_waiter(const moor_lockcnt *lc)
+{
+    struct timespec pause = {0, 100 * 1000};
+
+    for (int i = 0; i < 100000; i++) {
+        if (moor_lockcnt_has_waiters(lc))
+            return;
+        nanosleep(&pause, NULL);
+    }
+    fail_msg("no thread ever waited on the lock counter");
+}
+
+static void short_pause(void)
+{
+    struct timespec pause = {0, 20 * 1000 * 1000};
+
+    nanosleep(&pause, NULL);
+}
+
+/* ---- a helper thread that performs one operation ------------------------ */
+
+enum op { OP_INC, OP_LOCK, OP_DEC_AND_LOCK, OP_DEC_IF_LOCK };
+
+struct helper {
+    moor_lockcnt *lc;
+    enum op op;
+    atomic_bool started; /* about to call the operation */
+    atomic_bool entered; /* the operation has returned */
+    bool result;         /* of dec_and_lock / dec_if_lock */
+    unsigned count_seen; /* moor_lockcnt_count() right after returning */
+    pthread_t thread;
+};
+
+static void *helper_main(void *arg)
+{
+    struct helper *h = arg;
+
+    atomic_store(&h->started, true);
+    switch (h->op) {
+    case OP_INC:
+        moor_lockcnt_inc(h->lc);
+        break;
+    case OP_LOCK:
+        moor_lockcnt_lock(h->lc);
+        break;
+    case OP_DEC_AND_LOCK:
+        h->result = moor_lockcnt_dec_and_lock(h->lc);
+        break;
+    case OP_DEC_IF_LOCK:
+        h->result = moor_lockcnt_dec_if_lock(h->lc);
+        break;
+    }
+    h->count_seen = moor_lockcnt_count(h->lc);
+    atomic_store(&h->entered, true);
+    /* Whatever the helper holds is released by the main thread's checks,
+     * except a lock: drop it here so the main thread can go on. */
+    if (h->op == OP_LOCK || ((h->op == OP_DEC_AND_LOCK || h->op == OP_DEC_IF_LOCK) && h->result))
+        moor_lockcnt_unlock(h->lc);
+    return NULL;
+}
+
+static void helper_start(struct helper *h, moor_lockcnt *lc, enum op op)
+{
+    memset(h, 0, sizeof(*h));
+    h->lc = lc;
+    h->op = op;
+    atomic_init(&h->started, false);
+    atomic_init(&h->entered, false);
+    assert_int_equal(pthread_create(&h->thread, NULL, helper_main, h), 0);
+}
+
+/* The helper has committed to waiting and has not got through. */
+static void helper_assert_blocked(struct helper *h)
+{
+    while (!atomic_load(&h->started))
+        sched_yield();
+    wait_for_waiter(h->lc);
+    assert_false(atomic_load(&h->entered));
+    short_pause(); /* extra check only: still not through a moment later */
+    assert_false(atomic_load(&h->entered));
+}
+
+static void helper_join(struct helper *h)
+{
+    assert_int_equal(pthread_join(h->thread, NULL), 0);
+    assert_true(atomic_load(&h->entered));
+}
+
+/* ---- init / destroy -------------------------------------------------- */
+
+static void test_init_destroy(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    assert_false(moor_lockcnt_has_waiters(&lc));
+    moor_lockcnt_destroy(&lc);
+    moor_lockcnt_destroy(NULL);
+}
+
+static void test_init_default_and_errors(void **state)
+{
+    moor_lockcnt lc;
+
+    (void)state;
+    moor_lockcnt_init(&lc);
+    assert_int_equal(moor_lockcnt_get_impl(&lc), moor_lockcnt_default_impl());
+    assert_int_not_equal(moor_lockcnt_default_impl(), MOOR_LOCKCNT_DEFAULT);
+    moor_lockcnt_destroy(&lc);
+
+    assert_int_equal(moor_lockcnt_init_impl(&lc, MOOR_LOCKCNT_DEFAULT), 0);
+    assert_int_equal(moor_lockcnt_get_impl(&lc), moor_lockcnt_default_impl());
+    moor_lockcnt_destroy(&lc);
+
+    assert_int_equal(moor_lockcnt_init_impl(NULL, MOOR_LOCKCNT_PORTABLE), -EINVAL);
+    assert_int_equal(moor_lockcnt_init_impl(&lc, (moor_lockcnt_impl)42), -EINVAL);
+#ifdef __linux__
+    assert_int_equal(moor_lockcnt_init_impl(&lc, MOOR_LOCKCNT_FUTEX), 0);
+    moor_lockcnt_destroy(&lc);
+#endif
+}
+
+/* ---- single-threaded semantics ---------------------------------------- */
+
+static void test_inc_dec_count(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 1);
+    moor_lockcnt_inc(&lc); /* nested visit */
+    moor_lockcnt_inc(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 3);
+    moor_lockcnt_dec(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 2);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_dec(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_destroy(&lc);
+}
+
+static void test_lock_unlock(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_lock(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_unlock(&lc);
+    /* Relocking proves the unlock released it (a leak would hang here). */
+    moor_lockcnt_lock(&lc);
+    moor_lockcnt_unlock(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+/* With visits in progress, a held lock does not stop new visits, and a
+ * visitor may take the lock. */
+static void test_inc_while_locked_nonzero(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc);
+    moor_lockcnt_lock(&lc);
+    moor_lockcnt_inc(&lc); /* count > 0: must not wait for our own lock */
+    assert_int_equal(moor_lockcnt_count(&lc), 2);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_dec(&lc); /* dec never needs the lock, even to zero */
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_unlock(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+static void test_dec_and_lock(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc);
+    moor_lockcnt_inc(&lc);
+    assert_false(moor_lockcnt_dec_and_lock(&lc)); /* 2 -> 1: not the last */
+    assert_int_equal(moor_lockcnt_count(&lc), 1);
+    assert_true(moor_lockcnt_dec_and_lock(&lc)); /* 1 -> 0: locked */
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_unlock(&lc);
+    moor_lockcnt_lock(&lc); /* it was released */
+    moor_lockcnt_unlock(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+static void test_dec_if_lock(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc);
+    moor_lockcnt_inc(&lc);
+    assert_false(moor_lockcnt_dec_if_lock(&lc)); /* 2: nothing changes */
+    assert_int_equal(moor_lockcnt_count(&lc), 2);
+    moor_lockcnt_dec(&lc);
+    assert_true(moor_lockcnt_dec_if_lock(&lc)); /* 1 -> 0, locked */
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_inc_and_unlock(&lc); /* back in the visit, unlocked */
+    assert_int_equal(moor_lockcnt_count(&lc), 1);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_lock(&lc);
+    moor_lockcnt_unlock(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+static void test_inc_and_unlock(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_lock(&lc);
+    moor_lockcnt_inc_and_unlock(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 1);
+    moor_lockcnt_lock(&lc); /* released */
+    moor_lockcnt_inc_and_unlock(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 2);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+/* ---- blocking rules, with a second thread ------------------------------- */
+
+/* Rule 2: count zero and lock held, a new visit waits for the unlock. */
+static void test_inc_waits_for_unlock_at_zero(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_lock(&lc);
+    helper_start(&h, &lc, OP_INC);
+    helper_assert_blocked(&h);
+    assert_int_equal(moor_lockcnt_count(&lc), 0); /* no visit started */
+    moor_lockcnt_unlock(&lc);
+    helper_join(&h);
+    assert_int_equal(h.count_seen, 1);
+    assert_int_equal(moor_lockcnt_count(&lc), 1);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+/* Rule 2 after dec_and_lock, ended by inc_and_unlock: the waiter gets in
+ * together with the holder's new visit. */
+static void test_inc_waits_after_dec_and_lock(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc);
+    assert_true(moor_lockcnt_dec_and_lock(&lc));
+    helper_start(&h, &lc, OP_INC);
+    helper_assert_blocked(&h);
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_inc_and_unlock(&lc);
+    helper_join(&h);
+    assert_int_equal(moor_lockcnt_count(&lc), 2);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+/* One unlock lets every waiting visitor in. */
+static void test_unlock_wakes_all_visitors(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h[3];
+
+    init_for(state, &lc);
+    moor_lockcnt_lock(&lc);
+    for (int i = 0; i < 3; i++) {
+        helper_start(&h[i], &lc, OP_INC);
+        while (!atomic_load(&h[i].started))
+            sched_yield();
+    }
+    wait_for_waiter(&lc);
+    for (int i = 0; i < 3; i++)
+        assert_false(atomic_load(&h[i].entered));
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_unlock(&lc);
+    for (int i = 0; i < 3; i++)
+        helper_join(&h[i]);
+    assert_int_equal(moor_lockcnt_count(&lc), 3);
+    for (int i = 0; i < 3; i++)
+        moor_lockcnt_dec(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+static void test_lock_waits_for_unlock(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc); /* a visit does not stop the helper's lock... */
+    moor_lockcnt_lock(&lc);
+    helper_start(&h, &lc, OP_LOCK);
+    helper_assert_blocked(&h); /* ...but the held lock does */
+    moor_lockcnt_unlock(&lc);
+    helper_join(&h); /* the helper locked and unlocked */
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_lock(&lc);
+    moor_lockcnt_unlock(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+/* dec_and_lock of the last visit while another thread holds the lock: it
+ * waits with its visit still counted, then takes the count to zero. */
+static void test_dec_and_lock_waits_then_wins(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc); /* the helper's visit, counted on its behalf */
+    moor_lockcnt_lock(&lc);
+    helper_start(&h, &lc, OP_DEC_AND_LOCK);
+    helper_assert_blocked(&h);
+    assert_int_equal(moor_lockcnt_count(&lc), 1); /* still counted */
+    moor_lockcnt_unlock(&lc);
+    helper_join(&h);
+    assert_true(h.result);
+    assert_int_equal(h.count_seen, 0);
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_destroy(&lc);
+}
+
+/* ...and if a visit started while it waited, it is not the last any more. */
+static void test_dec_and_lock_waits_then_loses(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc); /* the helper's visit */
+    moor_lockcnt_lock(&lc);
+    helper_start(&h, &lc, OP_DEC_AND_LOCK);
+    helper_assert_blocked(&h);
+    moor_lockcnt_inc(&lc); /* count 1 -> 2 while locked: allowed */
+    moor_lockcnt_unlock(&lc);
+    helper_join(&h);
+    assert_false(h.result);
+    assert_int_equal(moor_lockcnt_count(&lc), 1);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_lock(&lc); /* the helper left it unlocked */
+    moor_lockcnt_unlock(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+static void test_dec_if_lock_waits_then_wins(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc);
+    moor_lockcnt_lock(&lc);
+    helper_start(&h, &lc, OP_DEC_IF_LOCK);
+    helper_assert_blocked(&h);
+    assert_int_equal(moor_lockcnt_count(&lc), 1);
+    moor_lockcnt_unlock(&lc);
+    helper_join(&h);
+    assert_true(h.result);
+    assert_int_equal(h.count_seen, 0);
+    moor_lockcnt_destroy(&lc);
+}
+
+static void test_dec_if_lock_waits_then_loses(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc); /* the helper's visit */
+    moor_lockcnt_lock(&lc);
+    helper_start(&h, &lc, OP_DEC_IF_LOCK);
+    helper_assert_blocked(&h);
+    moor_lockcnt_inc(&lc);
+    moor_lockcnt_unlock(&lc);
+    helper_join(&h);
+    assert_false(h.result);
+    /* dec_if_lock changed nothing: the helper's visit is still counted. */
+    assert_int_equal(moor_lockcnt_count(&lc), 2);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
+/* ---- many threads ------------------------------------------------------- */
+
+#define HAMMER_THREADS 4
+#define HAMMER_ROUNDS  20000
+
+struct hammer {
+    moor_lockcnt *lc;
+    long *guarded;         /* changed only under the lock */
+    atomic_int *alive;     /* 1 while "the data" exists; 0 while freed */
+    atomic_long *frees;    /* how many times a visitor "freed" */
+    atomic_long *bad_seen; /* a visitor saw freed data */
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *hm = arg;
+    int rounds = tu_under_valgrind() ? HAMMER_ROUNDS / 20 : HAMMER_ROUNDS;
+
+    for (int i = 0; i < rounds; i++) {
+        switch (i % 4) {
+        case 0: /* plain visit */
+            moor_lockcnt_inc(hm->lc);
+            if (atomic_load_explicit(hm->alive, memory_order_relaxed) != 1)
+                atomic_fetch_add(hm->bad_seen, 1);
+            moor_lockcnt_dec(hm->lc);
+            break;
+        case 1: /* visit, free and recreate if last */
+            moor_lockcnt_inc(hm->lc);
+            if (atomic_load_explicit(hm->alive, memory_order_relaxed) != 1)
+                atomic_fetch_add(hm->bad_seen, 1);
+            if (moor_lockcnt_dec_and_lock(hm->lc)) {
+                atomic_store_explicit(hm->alive, 0, memory_order_relaxed);
+                atomic_fetch_add(hm->frees, 1);
+                atomic_store_explicit(hm->alive, 1, memory_order_relaxed);
+                moor_lockcnt_unlock(hm->lc);
+            }
+            break;
+        case 2: /* writer */
+            moor_lockcnt_lock(hm->lc);
+            (*hm->guarded)++;
+            if (moor_lockcnt_count(hm->lc) == 0) {
+                atomic_store_explicit(hm->alive, 0, memory_order_relaxed);
+                atomic_store_explicit(hm->alive, 1, memory_order_relaxed);
+            }
+            moor_lockcnt_unlock(hm->lc);
+            break;
+        case 3: /* clean up in the middle of a visit */
+            moor_lockcnt_inc(hm->lc);
+            if (moor_lockcnt_dec_if_lock(hm->lc)) {
+                atomic_store_explicit(hm->alive, 0, memory_order_relaxed);
+                atomic_store_explicit(hm->alive, 1, memory_order_relaxed);
+                moor_lockcnt_inc_and_unlock(hm->lc);
+            }
+            if (atomic_load_explicit(hm->alive, memory_order_relaxed) != 1)
+                atomic_fetch_add(hm->bad_seen, 1);
+            moor_lockcnt_dec(hm->lc);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Mutual exclusion of the lock and rule 1 under real concurrency. The
+ * "alive" flag is only ever 0 inside a section that holds the lock at
+ * count zero, so no visitor may observe 0. */
+static void test_hammer(void **state)
+{
+    moor_lockcnt lc;
+    long guarded = 0;
+    atomic_int alive = 1;
+    atomic_long frees = 0, bad_seen = 0;
+    struct hammer hm = {&lc, &guarded, &alive, &frees, &bad_seen};
+    pthread_t t[HAMMER_THREADS];
+    int rounds = tu_under_valgrind() ? HAMMER_ROUNDS / 20 : HAMMER_ROUNDS;
+
+    init_for(state, &lc);
+    for (int i = 0; i < HAMMER_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, hammer_main, &hm), 0);
+    for (int i = 0; i < HAMMER_THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(guarded, (long)HAMMER_THREADS * (rounds / 4));
+    assert_int_equal(atomic_load(&bad_seen), 0);
+    assert_true(atomic_load(&frees) > 0);
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    moor_lockcnt_destroy(&lc);
+}
+
+#define BOTH(fn)                                                                                   \
+    cmocka_unit_test_prestate_setup_teardown(fn, tu_setup, tu_teardown, &impl_futex),              \
+        cmocka_unit_test_prestate_setup_teardown(fn, tu_setup, tu_teardown, &impl_portable)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        BOTH(test_init_destroy),
+        TU_TEST(test_init_default_and_errors),
+        BOTH(test_inc_dec_count),
+        BOTH(test_lock_unlock),
+        BOTH(test_inc_while_locked_nonzero),
+        BOTH(test_dec_and_lock),
+        BOTH(test_dec_if_lock),
+        BOTH(test_inc_and_unlock),
+        BOTH(test_inc_waits_for_unlock_at_zero),
+        BOTH(test_inc_waits_after_dec_and_lock),
+        BOTH(test_unlock_wakes_all_visitors),
+        BOTH(test_lock_waits_for_unlock),
+        BOTH(test_dec_and_lock_waits_then_wins),
+        BOTH(test_dec_and_lock_waits_then_loses),
+        BOTH(test_dec_if_lock_waits_then_wins),
+        BOTH(test_dec_if_lock_waits_then_loses),
+        BOTH(test_hammer),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
