@@ -8,9 +8,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Build: meson, ninja, pkg-config, a C compiler. Library: liburcu.
 # Tests: cmocka, valgrind, spin (models), clang + its sanitizer runtime.
-# Benchmark baselines only: glib, ck. Apps: json-c, QEMU.
+# Benchmark baselines only: glib. Apps: json-c, QEMU.
 DEB_PACKAGES = meson ninja-build pkg-config gcc clang libclang-rt-dev \
-	liburcu-dev libcmocka-dev libjson-c-dev libglib2.0-dev libck-dev \
+	liburcu-dev libcmocka-dev libjson-c-dev libglib2.0-dev \
 	valgrind spin clang-format
 
 .PHONY: all deps build check bench callgrind ci format clean
