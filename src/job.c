@@ -1,0 +1,932 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * job.c - per-object jobs.
+ *
+ * Theory of operation.
+ *
+ * Everything in a moor_job is guarded by the mutex of the object it is
+ * embedded in; no field is atomic. The only atomics in this file belong to
+ * the process-wide table of kinds.
+ *
+ * Holders. Sync holders sit packed at the front of an array of records
+ * (MOOR_JOB_INLINE of them inside the struct, a heap array beyond that);
+ * a thread holds at most one sync job per object, so moor_job_end() finds
+ * its record by thread id and moves the last record into the gap. The
+ * async job has its own slot in the struct.
+ *
+ * Waiters. A begin that cannot start at once puts a waiter record on its
+ * own stack into a queue. DESTROY waiters have a queue of their own that
+ * is always served first: that is how DESTROY jumps the line. The other
+ * waiters queue in ticket order (a counter bumped per enqueue). Each
+ * waiter has its own condition variable (CLOCK_MONOTONIC, bound to the
+ * object mutex, set up only when it really sleeps), so a wake-up reaches
+ * exactly the thread it is for.
+ *
+ * Granting. Whoever changes what may run (an end, an async end, a mask
+ * change, a waiter leaving) runs grant_pass(): it walks the DESTROY queue
+ * and then the ticket queue from the front and, for each waiter,
+ *   - grants it if it is compatible with the holders (the ones granted a
+ *     moment ago in the same walk included): the granter records it as a
+ *     holder on the waiter's behalf, unlinks it and signals its condvar,
+ *     so no later arrival can slip in between the wake-up and the waiter
+ *     running;
+ *   - skips it if it is "parked": held back only by the async job's mask
+ *     (or by the async slot being taken), which no sync end can change, so
+ *     it must not hold back the waiters behind it;
+ *   - otherwise stops: this waiter waits for holders to leave, and
+ *     granting anyone behind it would make it wait longer. That stop is
+ *     the fairness guarantee: a MODIFY at the front is never overtaken by a
+ *     QUERY queued after it.
+ * A newcomer takes the fast path (no queueing) only when both queues are
+ * empty and it is compatible; otherwise it is queued and the same walk
+ * decides, so a newcomer can never overtake a waiter the walk would stop
+ * at. Every grant happens inside a walk or the fast path, under the mutex.
+ *
+ * Holder records never need to be allocated at grant time: a waiter
+ * reserves room for its record before it queues (capacity >= holders +
+ * waiters at all times), so granting cannot fail.
+ *
+ * Clocks. Holder start times use CLOCK_MONOTONIC_COARSE (a few ns, ms
+ * resolution), enough for "held for 31.2 s" and cheap enough for the
+ * uncontended begin; deadlines use CLOCK_MONOTONIC.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <moor/debug.h>
+#include <moor/job.h>
+#include <moor/object.h>
+
+#include "debug-internal.h"
+#include "object-internal.h"
+
+#define ASYNC_KIND UINT32_MAX /* a waiter for the async slot */
+#define ALL_MASK   UINT32_MAX
+
+enum { WAITING, GRANTED, FAILED };
+enum { RUN, BLOCKED, PARKED };
+
+struct moor__job_waiter {
+    moor__job_waiter *prev, *next;
+    uint64_t ticket;
+    unsigned kind; /* a sync kind, or ASYNC_KIND */
+    int thread;
+    const char *api;
+    const char *name; /* async: the caller's string, copied on grant */
+    uint32_t allowed; /* async: the mask it will install */
+    int state;        /* WAITING, GRANTED, FAILED */
+    const char *why;  /* FAILED: "removed" or "marked inactive" */
+    bool sleeping;    /* @cond is initialised */
+    pthread_cond_t cond;
+};
+
+/* ---- kinds ---------------------------------------------------------------- */
+
+static pthread_mutex_t kinds_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
+static char kind_names[MOOR_JOB_KINDS_MAX][MOOR_JOB_NAME_SIZE] = {"QUERY", "MODIFY", "DESTROY",
+                                                                  "ABORT"};
+static atomic_uint nkinds = 4;
+static atomic_uint exclusive_kinds =
+    (1u << MOOR_JOB_MODIFY) | (1u << MOOR_JOB_DESTROY) | (1u << MOOR_JOB_ABORT);
+
+static _Thread_local const char *current_api;
+
+/* The calling thread's id, cached here with the initial-exec TLS model: a
+ * general-dynamic TLS access (a __tls_get_addr call) would cost as much as
+ * the rest of an uncontended begin. */
+static __thread int cached_tid __attribute__((tls_model("initial-exec")));
+
+static inline int self_id(void)
+{
+    if (MOOR_UNLIKELY(!cached_tid))
+        cached_tid = moor__thread_id();
+    return cached_tid;
+}
+
+static bool kind_valid(unsigned kind)
+{
+    /* acquire: pairs with the release in moor_job_kind_register(), so the
+     * name and mode bit of a kind are seen once the kind is. */
+    return kind < atomic_load_explicit(&nkinds, memory_order_acquire);
+}
+
+static bool kind_exclusive(unsigned kind)
+{
+    /* relaxed: the bit was published before the kind (see kind_valid). */
+    return (atomic_load_explicit(&exclusive_kinds, memory_order_relaxed) >> kind) & 1u;
+}
+
+const char *moor_job_kind_name(unsigned kind)
+{
+    return kind_valid(kind) ? kind_names[kind] : "?";
+}
+
+static int kind_find_locked(const char *name)
+{
+    /* relaxed: under kinds_lock, which orders every registration. */
+    unsigned n = atomic_load_explicit(&nkinds, memory_order_relaxed);
+
+    for (unsigned k = 0; k < n; k++)
+        if (!strcmp(kind_names[k], name))
+            return (int)k;
+    return -1;
+}
+
+int moor_job_kind_register(const char *name, moor_job_mode mode, moor_error *err)
+{
+    unsigned n;
+
+    if (!name || !*name || strlen(name) >= MOOR_JOB_NAME_SIZE)
+        return moor_error_set(err, -EINVAL, "moor_job_kind_register: name empty or longer than %d",
+                              MOOR_JOB_NAME_SIZE - 1);
+    if (mode != MOOR_JOB_SHARED && mode != MOOR_JOB_EXCLUSIVE)
+        return moor_error_set(err, -EINVAL, "moor_job_kind_register(%s): bad mode %d", name,
+                              (int)mode);
+    pthread_mutex_lock(&kinds_lock);
+    /* relaxed: under kinds_lock. */
+    n = atomic_load_explicit(&nkinds, memory_order_relaxed);
+    if (kind_find_locked(name) >= 0) {
+        pthread_mutex_unlock(&kinds_lock);
+        return moor_error_set(err, -EEXIST, "moor_job_kind_register: kind '%s' exists", name);
+    }
+    if (n == MOOR_JOB_KINDS_MAX) {
+        pthread_mutex_unlock(&kinds_lock);
+        return moor_error_set(err, -ENOSPC, "moor_job_kind_register(%s): all %u kinds taken", name,
+                              MOOR_JOB_KINDS_MAX);
+    }
+    memcpy(kind_names[n], name, strlen(name) + 1);
+    if (mode == MOOR_JOB_EXCLUSIVE) /* relaxed: published by the release below */
+        atomic_fetch_or_explicit(&exclusive_kinds, 1u << n, memory_order_relaxed);
+    /* release: the name and mode bit above before the kind becomes valid. */
+    atomic_store_explicit(&nkinds, n + 1, memory_order_release);
+    pthread_mutex_unlock(&kinds_lock);
+    return (int)n;
+}
+
+const char *moor_job_set_current_api(const char *api)
+{
+    const char *old = current_api;
+
+    current_api = api;
+    return old;
+}
+
+/* ---- small helpers ----------------------------------------------------------- */
+
+static int64_t coarse_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static double seconds_since(int64_t start, int64_t now)
+{
+    return now > start ? (double)(now - start) / 1e9 : 0.0;
+}
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src ? src : "");
+}
+
+/* The calling thread holds @job's object mutex (see object.c: only the
+ * holder writes the owner field, so this relaxed read is exact for us). */
+static bool mutex_held(const moor_job *job, int self)
+{
+    const moor_lockable *l = job->obj;
+
+    /* relaxed: exact for the calling thread's own id (see object.c). */
+    return atomic_load_explicit(&l->owner, memory_order_relaxed) == self;
+}
+
+/* "class 'label'" or "class 0x..." */
+static void describe_object(const moor_job *job, char *buf, size_t size)
+{
+    const char *cls = moor_class_name(moor_object_get_class(job->obj));
+
+    if (job->label[0])
+        snprintf(buf, size, "%s '%s'", cls, job->label);
+    else
+        snprintf(buf, size, "%s %p", cls, job->obj);
+}
+
+/* Report misuse of @job by @op and return -EINVAL. */
+__attribute__((format(printf, 4, 5))) static int misuse(const moor_job *job, moor_misuse kind,
+                                                        const char *op, const char *fmt, ...)
+{
+    char what[160], obj[MOOR_JOB_LABEL_SIZE + 40];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (job)
+        describe_object(job, obj, sizeof(obj));
+    else
+        snprintf(obj, sizeof(obj), "(null job)");
+    moor_debug_report(kind, job ? job->obj : NULL, "%s on %s by thread %d: %s", op, obj, self_id(),
+                      what);
+    return -EINVAL;
+}
+
+/* The entry check of every call made under the mutex. */
+static int check_locked(const moor_job *job, const char *op, int self)
+{
+    if (!job || !job->obj)
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, op, "NULL or uninitialised job");
+    if (!mutex_held(job, self))
+        return misuse(job, MOOR_MISUSE_NOT_LOCKED, op, "the object's mutex is not held");
+    return 0;
+}
+
+static long holder_index(const moor_job *job, int thread)
+{
+    for (unsigned i = 0; i < job->nholders; i++)
+        if (job->holders[i].thread == thread)
+            return (long)i;
+    return -1;
+}
+
+/* ---- set-up ---------------------------------------------------------------- */
+
+int moor_job_init(moor_job *job, void *obj, const char *label)
+{
+    if (!job || !moor__lockable_mutex(obj))
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_init",
+                      "needs a job and a lockable object (got %p, %p)", (void *)job, obj);
+    memset(job, 0, sizeof(*job));
+    job->obj = obj;
+    job->holders = job->inline_holders;
+    job->capacity = MOOR_JOB_INLINE;
+    job->default_timeout_ms = MOOR_JOB_DEFAULT_TIMEOUT_MS;
+    copy_str(job->label, sizeof(job->label), label);
+    return 0;
+}
+
+void moor_job_destroy(moor_job *job)
+{
+    if (!job || !job->obj)
+        return;
+    if (job->nholders || job->nwaiters || job->async.active)
+        misuse(job, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_destroy",
+               "%u holder(s), %u waiter(s), async %s: a holder did not own a reference",
+               job->nholders, job->nwaiters, job->async.active ? "active" : "idle");
+    if (job->holders != job->inline_holders)
+        moor__free(job->holders);
+    job->holders = job->inline_holders;
+    job->obj = NULL;
+}
+
+int moor_job_set_label(moor_job *job, const char *label)
+{
+    int rc = check_locked(job, "moor_job_set_label", self_id());
+
+    if (rc == 0)
+        copy_str(job->label, sizeof(job->label), label);
+    return rc;
+}
+
+int moor_job_set_default_timeout(moor_job *job, uint32_t timeout_ms)
+{
+    int rc = check_locked(job, "moor_job_set_default_timeout", self_id());
+
+    if (rc == 0 && timeout_ms != MOOR_JOB_TIMEOUT_DEFAULT)
+        job->default_timeout_ms = timeout_ms;
+    return rc;
+}
+
+int moor_job_set_max_waiters(moor_job *job, unsigned max)
+{
+    int rc = check_locked(job, "moor_job_set_max_waiters", self_id());
+
+    if (rc == 0)
+        job->max_waiters = max;
+    return rc;
+}
+
+/* ---- compatibility ---------------------------------------------------------- */
+
+static int sync_check(const moor_job *job, unsigned kind, int thread)
+{
+    if (job->async.active && job->async.owner != thread &&
+        !(job->async.allowed & MOOR_JOB_MASK(kind)))
+        return PARKED;
+    if (kind_exclusive(kind) ? job->nholders != 0 : job->nexclusive != 0)
+        return BLOCKED;
+    return RUN;
+}
+
+static int async_check(const moor_job *job, uint32_t allowed)
+{
+    if (job->async.active)
+        return PARKED;
+    if (job->nexclusive) /* an exclusive sync job excludes everything */
+        return BLOCKED;
+    for (unsigned i = 0; i < job->nholders; i++)
+        if (!(allowed & MOOR_JOB_MASK(job->holders[i].kind)))
+            return BLOCKED;
+    return RUN;
+}
+
+static int waiter_check(const moor_job *job, const moor__job_waiter *w)
+{
+    return w->kind == ASYNC_KIND ? async_check(job, w->allowed)
+                                 : sync_check(job, w->kind, w->thread);
+}
+
+/* ---- granting ------------------------------------------------------------------ */
+
+static void add_holder(moor_job *job, unsigned kind, int thread, const char *api)
+{
+    /* Room is guaranteed: see "Holder records" in the theory above. */
+    job->holders[job->nholders++] = (moor_job_holder){api, coarse_ns(), thread, kind};
+    if (kind_exclusive(kind))
+        job->nexclusive++;
+    if (kind == MOOR_JOB_ABORT && job->async.active)
+        job->async.abort_requested = true;
+}
+
+static void start_async(moor_job *job, const moor__job_waiter *w)
+{
+    job->async.active = true;
+    job->async.abort_requested = false;
+    job->async.owner = w->thread;
+    job->async.allowed = w->allowed | MOOR_JOB_MASK(MOOR_JOB_DESTROY);
+    job->async.api = w->api;
+    job->async.start_ns = coarse_ns();
+    job->async.done = job->async.total = 0;
+    copy_str(job->async.name, sizeof(job->async.name), w->name);
+    job->async.phase[0] = job->async.stage[0] = '\0';
+}
+
+static moor__job_waiter **queue_head(moor_job *job, const moor__job_waiter *w)
+{
+    return w->kind == MOOR_JOB_DESTROY ? &job->destroy_head : &job->head;
+}
+
+static moor__job_waiter **queue_tail(moor_job *job, const moor__job_waiter *w)
+{
+    return w->kind == MOOR_JOB_DESTROY ? &job->destroy_tail : &job->tail;
+}
+
+static void enqueue(moor_job *job, moor__job_waiter *w)
+{
+    moor__job_waiter **tail = queue_tail(job, w);
+
+    w->ticket = job->next_ticket++;
+    w->next = NULL;
+    w->prev = *tail;
+    if (*tail)
+        (*tail)->next = w;
+    else
+        *queue_head(job, w) = w;
+    *tail = w;
+    job->nwaiters++;
+}
+
+static void dequeue(moor_job *job, moor__job_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        *queue_head(job, w) = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        *queue_tail(job, w) = w->prev;
+    w->prev = w->next = NULL;
+    job->nwaiters--;
+}
+
+/* Unlink @w with its outcome and wake it if it sleeps. */
+static void settle(moor_job *job, moor__job_waiter *w, int state, const char *why)
+{
+    dequeue(job, w);
+    if (state == GRANTED) {
+        if (w->kind == ASYNC_KIND)
+            start_async(job, w);
+        else
+            add_holder(job, w->kind, w->thread, w->api);
+    }
+    w->why = why;
+    w->state = state;
+    if (w->sleeping)
+        pthread_cond_signal(&w->cond);
+}
+
+/* Walk one queue; false when it stopped at a waiter that must wait for
+ * holders (nothing behind that waiter may be granted). */
+static bool grant_queue(moor_job *job, moor__job_waiter *w)
+{
+    while (w) {
+        moor__job_waiter *next = w->next;
+
+        switch (waiter_check(job, w)) {
+        case RUN:
+            settle(job, w, GRANTED, NULL);
+            break;
+        case BLOCKED:
+            return false;
+        default: /* PARKED: skip, it does not hold back the others */
+            break;
+        }
+        w = next;
+    }
+    return true;
+}
+
+static void grant_pass(moor_job *job)
+{
+    if (grant_queue(job, job->destroy_head))
+        grant_queue(job, job->head);
+}
+
+/* Fail every waiter (DESTROY ones too when @destroy_too); returns how many. */
+static int fail_waiters(moor_job *job, bool destroy_too, const char *why)
+{
+    int n = 0;
+
+    for (moor__job_waiter *w = job->head, *next; w; w = next) {
+        next = w->next;
+        settle(job, w, FAILED, why);
+        n++;
+    }
+    for (moor__job_waiter *w = destroy_too ? job->destroy_head : NULL, *next; w; w = next) {
+        next = w->next;
+        settle(job, w, FAILED, why);
+        n++;
+    }
+    return n;
+}
+
+/* ---- messages -------------------------------------------------------------------- */
+
+/* "QUERY (api a, thread 1, for 0.010 s), ..." into @buf; returns @buf. */
+static const char *describe_holders(const moor_job *job, char *buf, size_t size)
+{
+    int64_t now = coarse_ns();
+    size_t used = 0;
+    int n;
+
+    buf[0] = '\0';
+    if (job->async.active) {
+        n = snprintf(buf, size,
+                     "async job '%s' (api %s, thread %d, for %.3f s, phase '%s', allows 0x%" PRIx32
+                     ")",
+                     job->async.name, job->async.api, job->async.owner,
+                     seconds_since(job->async.start_ns, now), job->async.phase, job->async.allowed);
+        used = n > 0 ? (size_t)n : 0;
+    }
+    for (unsigned i = 0; i < job->nholders && used < size; i++) {
+        const moor_job_holder *h = &job->holders[i];
+
+        n = snprintf(buf + used, size - used, "%s%s (api %s, thread %d, for %.3f s)",
+                     used ? ", " : "", moor_job_kind_name(h->kind), h->api, h->thread,
+                     seconds_since(h->start_ns, now));
+        used += n > 0 ? (size_t)n : 0;
+    }
+    if (!buf[0])
+        snprintf(buf, size, "no holder");
+    return buf;
+}
+
+static void describe_wanted(const moor__job_waiter *w, char *buf, size_t size)
+{
+    if (w->kind == ASYNC_KIND)
+        snprintf(buf, size, "async job '%s' (api %s)", w->name, w->api);
+    else
+        snprintf(buf, size, "job %s (api %s)", moor_job_kind_name(w->kind), w->api);
+}
+
+/* Fail a begin with @code; @reason says why ("timed out after 0.050 s"). */
+__attribute__((format(printf, 5, 6))) static int fail_begin(const moor_job *job,
+                                                            const moor__job_waiter *w,
+                                                            moor_error *err, int code,
+                                                            const char *fmt, ...)
+{
+    char wanted[96], obj[MOOR_JOB_LABEL_SIZE + 40], reason[96], holders[512];
+    va_list ap;
+
+    if (!err)
+        return code;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    describe_wanted(w, wanted, sizeof(wanted));
+    describe_object(job, obj, sizeof(obj));
+    if (code == -ESRCH || code == -EDEADLK)
+        return moor_error_set(err, code, "%s on %s: %s", wanted, obj, reason);
+    return moor_error_set(err, code, "%s on %s: %s; %u waiting; held by %s", wanted, obj, reason,
+                          job->nwaiters, describe_holders(job, holders, sizeof(holders)));
+}
+
+/* ---- waiting ------------------------------------------------------------------------ */
+
+static struct timespec deadline_after(uint32_t ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* Sleep until @w is settled or the deadline passes; true if settled. */
+static bool wait_settled(moor_job *job, moor__job_waiter *w, uint32_t ms)
+{
+    struct timespec deadline = deadline_after(ms);
+    pthread_mutex_t *mutex = moor__lockable_mutex(job->obj);
+    pthread_condattr_t attr;
+    bool settled;
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    w->sleeping = true;
+    for (;;) {
+        int rc;
+
+        moor__lockable_owner_release(job->obj);
+        rc = pthread_cond_timedwait(&w->cond, mutex, &deadline);
+        moor__lockable_owner_reacquire(job->obj);
+        if (w->state != WAITING || rc == ETIMEDOUT)
+            break;
+    }
+    settled = w->state != WAITING;
+    w->sleeping = false;
+    pthread_cond_destroy(&w->cond);
+    return settled;
+}
+
+/* Room for one more holder or waiter record. */
+static int reserve(moor_job *job)
+{
+    unsigned need = job->nholders + job->nwaiters + 1;
+    moor_job_holder *grown;
+
+    if (need <= job->capacity)
+        return 0;
+    grown = moor__malloc(sizeof(*grown) * job->capacity * 2);
+    if (!grown)
+        return -ENOMEM;
+    memcpy(grown, job->holders, sizeof(*grown) * job->nholders);
+    if (job->holders != job->inline_holders)
+        moor__free(job->holders);
+    job->holders = grown;
+    job->capacity *= 2;
+    return 0;
+}
+
+/* Remove a waiter that gives up; those behind it may now run. */
+static void give_up(moor_job *job, moor__job_waiter *w)
+{
+    dequeue(job, w);
+    grant_pass(job);
+}
+
+/* The slow path: queue @w, let the walk decide, wait if allowed. */
+static int queue_and_wait(moor_job *job, moor__job_waiter *w, uint32_t ms, moor_error *err)
+{
+    unsigned ahead = job->nwaiters;
+    int64_t t0;
+
+    if (reserve(job) < 0)
+        return fail_begin(job, w, err, -ENOMEM, "out of memory for a holder record");
+    enqueue(job, w);
+    grant_pass(job);
+    if (w->state == GRANTED)
+        return 0;
+    if (ms == 0) {
+        give_up(job, w);
+        return fail_begin(job, w, err, -EBUSY, "busy and not waiting");
+    }
+    if (job->max_waiters && ahead >= job->max_waiters && w->kind != MOOR_JOB_DESTROY) {
+        give_up(job, w);
+        return fail_begin(job, w, err, -EBUSY, "%u waiters queued already (cap %u)", ahead,
+                          job->max_waiters);
+    }
+    t0 = coarse_ns();
+    if (!wait_settled(job, w, ms)) {
+        give_up(job, w);
+        return fail_begin(job, w, err, -ETIMEDOUT, "timed out after %.3f s",
+                          seconds_since(t0, coarse_ns()));
+    }
+    if (w->state == FAILED)
+        return fail_begin(job, w, err, -ESRCH, "the object was %s while waiting", w->why);
+    return 0;
+}
+
+/* ---- sync jobs ------------------------------------------------------------------------ */
+
+static const char *api_or_current(const char *api)
+{
+    if (api)
+        return api;
+    return current_api ? current_api : "(unknown)";
+}
+
+static uint32_t effective_timeout(const moor_job *job, uint32_t ms)
+{
+    return ms == MOOR_JOB_TIMEOUT_DEFAULT ? job->default_timeout_ms : ms;
+}
+
+/* Everything but the fast path of a sync begin: checks that need a
+ * message, then queueing. */
+static __attribute__((noinline)) int begin_slow(moor_job *job, unsigned kind, const char *api,
+                                                uint32_t timeout_ms, moor_error *err)
+{
+    int self = self_id();
+    int rc = check_locked(job, "moor_job_begin", self);
+    moor__job_waiter w;
+    long held;
+
+    if (rc < 0)
+        return moor_error_set(err, rc, "moor_job_begin: misuse (see the report)");
+    if (!kind_valid(kind))
+        return moor_error_set(err, -EINVAL, "moor_job_begin: unknown kind %u", kind);
+    w = (moor__job_waiter){.kind = kind, .thread = self, .api = api_or_current(api)};
+    if (job->removed)
+        return fail_begin(job, &w, err, -ESRCH, "the object was removed");
+    held = holder_index(job, self);
+    if (held >= 0) {
+        misuse(job, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_begin",
+               "job %s while already holding %s: a second sync job would deadlock",
+               moor_job_kind_name(kind), moor_job_kind_name(job->holders[held].kind));
+        return fail_begin(job, &w, err, -EDEADLK, "this thread already holds a job here");
+    }
+    if (!job->head && !job->destroy_head && sync_check(job, kind, self) == RUN) {
+        /* Only a full holder array brings a free-to-start job here. */
+        if (reserve(job) < 0)
+            return fail_begin(job, &w, err, -ENOMEM, "out of memory for a holder record");
+        add_holder(job, kind, self, w.api);
+        return 0;
+    }
+    return queue_and_wait(job, &w, effective_timeout(job, timeout_ms), err);
+}
+
+/* The uncontended begin: every check passes, nobody queued, compatible,
+ * room for the record. Anything else goes to begin_slow(). */
+static inline int begin_sync(moor_job *job, unsigned kind, const char *api, uint32_t timeout_ms,
+                             moor_error *err)
+{
+    int self = self_id();
+
+    if (MOOR_LIKELY(job && job->obj && mutex_held(job, self) && kind_valid(kind) && !job->removed &&
+                    !job->head && !job->destroy_head && job->nholders < job->capacity &&
+                    holder_index(job, self) < 0 && sync_check(job, kind, self) == RUN)) {
+        add_holder(job, kind, self, api_or_current(api));
+        return 0;
+    }
+    return begin_slow(job, kind, api, timeout_ms, err);
+}
+
+int moor_job_begin_timeout(moor_job *job, unsigned kind, const char *api, uint32_t timeout_ms,
+                           moor_error *err)
+{
+    return begin_sync(job, kind, api, timeout_ms, err);
+}
+
+int moor_job_begin(moor_job *job, unsigned kind, const char *api, moor_error *err)
+{
+    return begin_sync(job, kind, api, MOOR_JOB_TIMEOUT_DEFAULT, err);
+}
+
+int moor_job_begin_try(moor_job *job, unsigned kind, const char *api, moor_error *err)
+{
+    return begin_sync(job, kind, api, 0, err);
+}
+
+static __attribute__((noinline)) int end_misuse(moor_job *job, int self)
+{
+    int rc = check_locked(job, "moor_job_end", self);
+
+    if (rc < 0)
+        return rc;
+    return misuse(job, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_end",
+                  "end without begin: this thread holds no sync job here%s",
+                  job->async.active && job->async.owner == self
+                      ? " (it owns the async job: moor_job_end_async?)"
+                      : "");
+}
+
+int moor_job_end(moor_job *job)
+{
+    int self = self_id();
+    long i;
+
+    if (MOOR_UNLIKELY(!job || !job->obj || !mutex_held(job, self)))
+        return end_misuse(job, self);
+    i = holder_index(job, self);
+    if (MOOR_UNLIKELY(i < 0))
+        return end_misuse(job, self);
+    if (kind_exclusive(job->holders[i].kind))
+        job->nexclusive--;
+    /* The last record moves into the gap; usually it is the gap (and a copy
+     * of a record stored a moment ago would stall on store forwarding). */
+    if ((unsigned)i != --job->nholders)
+        job->holders[i] = job->holders[job->nholders];
+    if (job->head || job->destroy_head)
+        grant_pass(job);
+    return 0;
+}
+
+bool moor_job_held(const moor_job *job)
+{
+    return job && holder_index(job, self_id()) >= 0;
+}
+
+/* ---- async jobs ------------------------------------------------------------------------ */
+
+int moor_job_begin_async(moor_job *job, const char *name, uint32_t allowed, const char *api,
+                         uint32_t timeout_ms, moor_error *err)
+{
+    int self = self_id();
+    int rc = check_locked(job, "moor_job_begin_async", self);
+    moor__job_waiter w;
+
+    if (rc < 0)
+        return moor_error_set(err, rc, "moor_job_begin_async: misuse (see the report)");
+    if (!name || !*name)
+        return moor_error_set(err, -EINVAL, "moor_job_begin_async: empty name");
+    w = (moor__job_waiter){.kind = ASYNC_KIND,
+                           .thread = self,
+                           .api = api_or_current(api),
+                           .name = name,
+                           .allowed = allowed | MOOR_JOB_MASK(MOOR_JOB_DESTROY)};
+    if (job->removed)
+        return fail_begin(job, &w, err, -ESRCH, "the object was removed");
+    if (holder_index(job, self) >= 0 || (job->async.active && job->async.owner == self)) {
+        misuse(job, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_begin_async",
+               "async job '%s' while this thread holds a job here: would deadlock", name);
+        return fail_begin(job, &w, err, -EDEADLK, "this thread already holds a job here");
+    }
+    if (!job->head && !job->destroy_head && async_check(job, w.allowed) == RUN) {
+        start_async(job, &w);
+        return 0;
+    }
+    return queue_and_wait(job, &w, effective_timeout(job, timeout_ms), err);
+}
+
+/* The entry check of calls only the async owner may make. */
+static int check_owner(const moor_job *job, const char *op)
+{
+    int self = self_id();
+    int rc = check_locked(job, op, self);
+
+    if (rc < 0)
+        return rc;
+    if (!job->async.active)
+        return misuse(job, MOOR_MISUSE_BAD_ARGUMENT, op, "no async job runs");
+    if (job->async.owner != self)
+        return misuse(job, MOOR_MISUSE_BAD_ARGUMENT, op, "async job '%s' is owned by thread %d",
+                      job->async.name, job->async.owner);
+    return 0;
+}
+
+int moor_job_end_async(moor_job *job)
+{
+    int rc = check_owner(job, "moor_job_end_async");
+
+    if (rc < 0)
+        return rc;
+    job->async.active = false;
+    job->async.owner = 0;
+    job->async.abort_requested = false;
+    grant_pass(job);
+    return 0;
+}
+
+int moor_job_async_set_phase(moor_job *job, const char *phase)
+{
+    int rc = check_owner(job, "moor_job_async_set_phase");
+
+    if (rc == 0)
+        copy_str(job->async.phase, sizeof(job->async.phase), phase);
+    return rc;
+}
+
+int moor_job_async_set_progress(moor_job *job, uint64_t done, uint64_t total, const char *stage)
+{
+    int rc = check_owner(job, "moor_job_async_set_progress");
+
+    if (rc < 0)
+        return rc;
+    job->async.done = done;
+    job->async.total = total;
+    if (stage)
+        copy_str(job->async.stage, sizeof(job->async.stage), stage);
+    return 0;
+}
+
+int moor_job_async_set_mask(moor_job *job, uint32_t allowed)
+{
+    int rc = check_owner(job, "moor_job_async_set_mask");
+
+    if (rc < 0)
+        return rc;
+    job->async.allowed = allowed | MOOR_JOB_MASK(MOOR_JOB_DESTROY);
+    grant_pass(job);
+    return 0;
+}
+
+bool moor_job_abort_requested(const moor_job *job)
+{
+    return job && job->async.active && job->async.abort_requested;
+}
+
+int moor_job_async_release(moor_job *job)
+{
+    int rc = check_owner(job, "moor_job_async_release");
+
+    if (rc == 0)
+        job->async.owner = 0;
+    return rc;
+}
+
+int moor_job_async_adopt(moor_job *job)
+{
+    int self = self_id();
+    int rc = check_locked(job, "moor_job_async_adopt", self);
+
+    if (rc < 0)
+        return rc;
+    if (!job->async.active || job->async.owner != 0)
+        return misuse(job, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_async_adopt",
+                      "no released async job (%s, owner thread %d)",
+                      job->async.active ? job->async.name : "none", job->async.owner);
+    job->async.owner = self;
+    return 0;
+}
+
+/* ---- the object going away ------------------------------------------------------------- */
+
+int moor_job_mark_inactive(moor_job *job)
+{
+    int rc = check_locked(job, "moor_job_mark_inactive", self_id());
+
+    return rc < 0 ? rc : fail_waiters(job, false, "marked inactive");
+}
+
+int moor_job_mark_removed(moor_job *job)
+{
+    int rc = check_locked(job, "moor_job_mark_removed", self_id());
+
+    if (rc < 0)
+        return rc;
+    job->removed = true;
+    return fail_waiters(job, true, "removed");
+}
+
+/* ---- introspection ---------------------------------------------------------------------- */
+
+int moor_job_info(const moor_job *job, moor_job_snapshot *out)
+{
+    int rc = check_locked(job, "moor_job_info", self_id());
+    int64_t now = coarse_ns();
+
+    if (rc < 0 || !out)
+        return rc < 0 ? rc : misuse(job, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_info", "NULL out");
+    memset(out, 0, sizeof(*out));
+    describe_object(job, out->object, sizeof(out->object));
+    out->removed = job->removed;
+    out->holders = job->nholders;
+    out->exclusive = job->nexclusive;
+    for (unsigned i = 0; i < job->nholders && i < MOOR_JOB_INFO_HOLDERS; i++) {
+        const moor_job_holder *h = &job->holders[i];
+
+        out->holder[i] = (moor_job_holder_info){h->kind, moor_job_kind_name(h->kind), h->api,
+                                                h->thread, (uint64_t)(now - h->start_ns)};
+    }
+    out->waiters = job->nwaiters;
+    for (const moor__job_waiter *w = job->destroy_head; w; w = w->next)
+        out->destroy_waiters++;
+    if (job->async.active) {
+        out->async.active = true;
+        out->async.abort_requested = job->async.abort_requested;
+        out->async.owner = job->async.owner;
+        out->async.allowed = job->async.allowed;
+        out->async.api = job->async.api;
+        out->async.held_ns = (uint64_t)(now - job->async.start_ns);
+        out->async.done = job->async.done;
+        out->async.total = job->async.total;
+        memcpy(out->async.name, job->async.name, sizeof(out->async.name));
+        memcpy(out->async.phase, job->async.phase, sizeof(out->async.phase));
+        memcpy(out->async.stage, job->async.stage, sizeof(out->async.stage));
+    }
+    return 0;
+}

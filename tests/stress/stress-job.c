@@ -1,0 +1,529 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stress-job.c - threads running random jobs on a few objects.
+ *
+ *     stress-job [THREADS]             (default 4)
+ *     MOOR_STRESS_SECONDS=S            run time (default 2; decimals allowed)
+ *     MOOR_UNDER_VALGRIND=1            caps threads and time
+ *
+ * Each thread picks an object and a job: QUERY, MODIFY, a registered
+ * shared kind (LIST), DESTROY, ABORT, or an async job with a random mask
+ * whose owner takes nested MODIFY jobs around its steps (and sometimes
+ * hands itself off to... itself, through release/adopt). While a job is
+ * held the thread drops the mutex for a little "work", as real callers do.
+ * Rarely, a thread marks an object inactive, which fails its waiters.
+ *
+ * Every object carries a shadow of who holds what, kept under its mutex by
+ * the test itself. On every begin and end it checks: never two exclusive
+ * holders, never an exclusive beside a shared one, no sync job outside the
+ * async mask beside a foreign async job, and moor_job_info() agreeing with
+ * the shadow. At the end: no misuse report, census zero. It prints the
+ * max and p99 wait per kind. Failures print "stress-job: FAIL: ..." and
+ * exit 1.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <moor/debug.h>
+#include <moor/job.h>
+#include <moor/object.h>
+
+#define MAX_THREADS   64
+#define OBJECTS       3
+#define BUCKETS       512 /* 8 per power of two of nanoseconds */
+#define VALGRIND_SECS 3.0
+#define VALGRIND_THR  3
+#define BEGIN_TIMEOUT 20000u /* ms; far above any fair wait here */
+
+/* Kinds as the report lists them; K_ASYNC is the async slot. */
+enum { K_QUERY, K_MODIFY, K_LIST, K_DESTROY, K_ABORT, K_NESTED, K_ASYNC, K_COUNT };
+static const char *const kind_label[K_COUNT] = {"QUERY", "MODIFY", "LIST", "DESTROY",
+                                                "ABORT", "nested", "async"};
+
+struct sobj {
+    moor_lockable parent;
+    moor_job job;
+    /* the shadow, under the mutex */
+    unsigned held[MOOR_JOB_KINDS_MAX];
+    unsigned shared, exclusive;
+    bool async_active;
+    int async_owner;
+    uint32_t async_allowed;
+};
+
+struct hist {
+    uint64_t count, max_ns;
+    uint64_t bucket[BUCKETS];
+};
+
+struct worker {
+    pthread_t thread;
+    uint64_t rng;
+    int tid;
+    uint64_t ops, timeouts, esrch;
+    struct hist wait[K_COUNT];
+};
+
+static const moor_class *sobj_class;
+static struct sobj *objs[OBJECTS];
+static struct worker workers[MAX_THREADS];
+static unsigned nworkers;
+static unsigned kind_list;
+static struct timespec deadline;
+static atomic_bool stop;
+static atomic_int failures;
+
+__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (atomic_fetch_add(&failures, 1) < 10)
+        fprintf(stderr, "stress-job: FAIL: %s\n", msg);
+    atomic_store(&stop, true);
+}
+
+static void on_misuse(moor_misuse kind, const void *subject, const char *message, void *opaque)
+{
+    (void)opaque;
+    fail("misuse report (kind %d, %p): %s", (int)kind, subject, message);
+}
+
+static void sobj_dispose(void *p)
+{
+    moor_job_destroy(&((struct sobj *)p)->job);
+}
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static uint64_t rnd(struct worker *w)
+{
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return w->rng * UINT64_C(2685821657736338717);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool past_deadline(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > deadline.tv_sec ||
+           (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec);
+}
+
+/* Log-linear: the power of two, then 3 more bits (12% wide buckets). */
+static unsigned bucket_of(uint64_t ns)
+{
+    unsigned msb;
+
+    if (ns < 8)
+        return (unsigned)ns;
+    msb = 63u - (unsigned)__builtin_clzll(ns);
+    return msb * 8u + (unsigned)((ns >> (msb - 3)) & 7u);
+}
+
+/* The smallest value above every value of bucket @b. */
+static uint64_t bucket_top(unsigned b)
+{
+    unsigned msb = b / 8u;
+
+    if (b < 8)
+        return b + 1;
+    return ((UINT64_C(8) + (b % 8u) + 1) << (msb - 3));
+}
+
+static void record(struct hist *h, uint64_t ns)
+{
+    h->count++;
+    h->bucket[bucket_of(ns)]++;
+    if (ns > h->max_ns)
+        h->max_ns = ns;
+}
+
+/* "Work" with the mutex dropped: a short, variable busy loop. */
+static void work(struct worker *w)
+{
+    unsigned n = (unsigned)(rnd(w) % 200);
+
+    for (unsigned i = 0; i < n; i++)
+        __asm__ volatile("" ::: "memory"); /* not optimised away */
+}
+
+static bool exclusive_kind(unsigned kind)
+{
+    return kind != MOOR_JOB_QUERY && kind != kind_list;
+}
+
+/* ---- the shadow and its invariants (all under the object's mutex) ---- */
+
+static void check_info(struct sobj *o, const char *where)
+{
+    moor_job_snapshot s;
+
+    if (moor_job_info(&o->job, &s) < 0) {
+        fail("%s: moor_job_info failed", where);
+        return;
+    }
+    /* moor grants on a waiter's behalf before the waiter runs and updates
+     * the shadow, so moor may count more holders than the shadow, never
+     * fewer; and its own view must obey the rules too. */
+    if (s.holders < o->shared + o->exclusive || s.exclusive < o->exclusive || s.exclusive > 1 ||
+        (s.exclusive && s.holders != 1) || (o->async_active && !s.async.active))
+        fail("%s on %s: info says %u holders (%u exclusive, async %d), shadow %u+%u (async %d)",
+             where, s.object, s.holders, s.exclusive, s.async.active, o->shared, o->exclusive,
+             o->async_active);
+}
+
+static void shadow_begin(struct worker *w, struct sobj *o, unsigned kind)
+{
+    bool excl = exclusive_kind(kind);
+
+    if (o->exclusive)
+        fail("%s begun beside an exclusive holder", moor_job_kind_name(kind));
+    if (excl && o->shared)
+        fail("exclusive %s begun beside %u shared holders", moor_job_kind_name(kind), o->shared);
+    if (o->async_active && o->async_owner != w->tid && !(o->async_allowed & MOOR_JOB_MASK(kind)))
+        fail("%s begun beside an async job that allows only 0x%x", moor_job_kind_name(kind),
+             o->async_allowed);
+    o->held[kind]++;
+    if (excl)
+        o->exclusive++;
+    else
+        o->shared++;
+    check_info(o, "after begin");
+}
+
+static void shadow_end(struct sobj *o, unsigned kind)
+{
+    o->held[kind]--;
+    if (exclusive_kind(kind))
+        o->exclusive--;
+    else
+        o->shared--;
+}
+
+static void shadow_async_begin(struct worker *w, struct sobj *o, uint32_t allowed)
+{
+    if (o->async_active)
+        fail("two async jobs at once");
+    /* An exclusive holder in the mask may be one granted right after this
+     * async job in the same walk whose thread ran first; the mask check
+     * covers every other case. */
+    for (unsigned k = 0; k < MOOR_JOB_KINDS_MAX; k++)
+        if (o->held[k] && !(allowed & MOOR_JOB_MASK(k)))
+            fail("async job allowing 0x%x begun beside %s", allowed, moor_job_kind_name(k));
+    o->async_active = true;
+    o->async_owner = w->tid;
+    o->async_allowed = allowed;
+    check_info(o, "after async begin");
+}
+
+/* ---- operations ------------------------------------------------------------ */
+
+/* Begin @kind on @o (locked), timing the wait under @slot. */
+static int timed_begin(struct worker *w, struct sobj *o, unsigned kind, unsigned slot)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    uint64_t t0 = now_ns();
+    int rc = moor_job_begin_timeout(&o->job, kind, "stress", BEGIN_TIMEOUT, &err);
+
+    if (rc == 0) {
+        record(&w->wait[slot], now_ns() - t0);
+        shadow_begin(w, o, kind);
+    } else if (rc == -ESRCH) {
+        w->esrch++;
+    } else {
+        w->timeouts++;
+        fail("begin %s: %s", moor_job_kind_name(kind), moor_error_message(&err));
+    }
+    return rc;
+}
+
+static void op_sync(struct worker *w, struct sobj *o, unsigned kind, unsigned slot)
+{
+    moor_lock(o);
+    if (timed_begin(w, o, kind, slot) == 0) {
+        moor_unlock(o);
+        work(w);
+        moor_lock(o);
+        shadow_end(o, kind);
+        moor_job_end(&o->job);
+        check_info(o, "after end");
+    }
+    moor_unlock(o);
+}
+
+static void async_steps(struct worker *w, struct sobj *o)
+{
+    unsigned steps = 1 + (unsigned)(rnd(w) % 4);
+
+    for (unsigned i = 0; i < steps && !moor_job_abort_requested(&o->job); i++) {
+        if (timed_begin(w, o, MOOR_JOB_MODIFY, K_NESTED) != 0)
+            break;
+        moor_unlock(o);
+        work(w); /* the peer call */
+        moor_lock(o);
+        shadow_end(o, MOOR_JOB_MODIFY);
+        moor_job_end(&o->job);
+        moor_job_async_set_progress(&o->job, i + 1, steps, "step");
+        if (rnd(w) % 8 == 0) { /* hand-off, here to the same thread */
+            moor_job_async_release(&o->job);
+            o->async_owner = 0;
+            moor_job_async_adopt(&o->job);
+            o->async_owner = w->tid;
+        }
+    }
+}
+
+static void op_async(struct worker *w, struct sobj *o)
+{
+    static const uint32_t masks[] = {MOOR_JOB_ASYNC_DEFAULT_MASK, 0, MOOR_JOB_MASK(MOOR_JOB_QUERY),
+                                     MOOR_JOB_ASYNC_DEFAULT_MASK | MOOR_JOB_MASK(MOOR_JOB_MODIFY)};
+    uint32_t allowed = masks[rnd(w) % 4];
+    moor_error err = MOOR_ERROR_INIT;
+    uint64_t t0 = now_ns();
+    int rc;
+
+    moor_lock(o);
+    rc = moor_job_begin_async(&o->job, "stress-async", allowed, "stress", BEGIN_TIMEOUT, &err);
+    if (rc == 0) {
+        record(&w->wait[K_ASYNC], now_ns() - t0);
+        shadow_async_begin(w, o, allowed | MOOR_JOB_MASK(MOOR_JOB_DESTROY));
+        async_steps(w, o);
+        o->async_active = false;
+        o->async_owner = 0;
+        moor_job_end_async(&o->job);
+        check_info(o, "after async end");
+    } else if (rc == -ESRCH) {
+        w->esrch++;
+    } else {
+        fail("begin async: %s", moor_error_message(&err));
+    }
+    moor_unlock(o);
+}
+
+static void do_op(struct worker *w)
+{
+    uint64_t r = rnd(w);
+    struct sobj *o = objs[(r >> 8) % OBJECTS];
+
+    switch (r % 32) {
+    case 0:
+    case 1:
+        op_async(w, o);
+        break;
+    case 2:
+        op_sync(w, o, MOOR_JOB_DESTROY, K_DESTROY);
+        break;
+    case 3:
+        op_sync(w, o, MOOR_JOB_ABORT, K_ABORT);
+        break;
+    case 4:
+    case 5:
+    case 6:
+        op_sync(w, o, kind_list, K_LIST);
+        break;
+    case 7:
+        if ((r >> 16) % 64 == 0) { /* rare: fail the waiters */
+            moor_lock(o);
+            moor_job_mark_inactive(&o->job);
+            moor_unlock(o);
+            break;
+        }
+        /* fall through */
+    case 8:
+    case 9:
+    case 10:
+    case 11:
+    case 12:
+        op_sync(w, o, MOOR_JOB_MODIFY, K_MODIFY);
+        break;
+    default:
+        op_sync(w, o, MOOR_JOB_QUERY, K_QUERY);
+        break;
+    }
+    w->ops++;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+
+    w->tid = (int)syscall(SYS_gettid);
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        for (unsigned i = 0; i < 64; i++)
+            do_op(w);
+        if (past_deadline())
+            break;
+    }
+    return NULL;
+}
+
+/* ---- set-up and report ------------------------------------------------------------ */
+
+static double env_seconds(void)
+{
+    const char *s = getenv("MOOR_STRESS_SECONDS");
+    char *end;
+    double v;
+
+    if (!s || !*s)
+        return 2.0;
+    v = strtod(s, &end);
+    if (*end || !(v > 0) || v > 86400) {
+        fprintf(stderr, "stress-job: MOOR_STRESS_SECONDS=%s: want seconds in (0, 86400]\n", s);
+        exit(2);
+    }
+    return v;
+}
+
+static unsigned arg_threads(int argc, char **argv)
+{
+    char *end;
+    unsigned long v;
+
+    if (argc < 2)
+        return 4;
+    v = strtoul(argv[1], &end, 10);
+    if (argc > 2 || *end || v < 1 || v > MAX_THREADS) {
+        fprintf(stderr, "usage: %s [THREADS (1..%d, default 4)]\n", argv[0], MAX_THREADS);
+        exit(2);
+    }
+    return (unsigned)v;
+}
+
+static void setup(void)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    int k;
+
+    sobj_class = moor_class_new("stress_job_obj", moor_lockable_class(), sizeof(struct sobj),
+                                sobj_dispose, &err);
+    k = moor_job_kind_register("LIST", MOOR_JOB_SHARED, &err);
+    if (!sobj_class || k < 0) {
+        fprintf(stderr, "stress-job: setup: %s\n", moor_error_message(&err));
+        exit(1);
+    }
+    kind_list = (unsigned)k;
+    for (unsigned i = 0; i < OBJECTS; i++) {
+        char label[16];
+
+        objs[i] = moor_object_new(sobj_class);
+        snprintf(label, sizeof(label), "obj%u", i);
+        if (!objs[i] || moor_job_init(&objs[i]->job, objs[i], label) < 0)
+            exit(1);
+    }
+    for (unsigned i = 0; i < nworkers; i++)
+        workers[i].rng = UINT64_C(0x9e3779b97f4a7c15) * (i + 1) ^ (uint64_t)time(NULL);
+}
+
+static uint64_t p99_ns(const struct hist *h)
+{
+    uint64_t want = h->count - h->count / 100, seen = 0;
+
+    for (unsigned b = 0; b < BUCKETS; b++) {
+        seen += h->bucket[b];
+        if (seen >= want && h->count) /* the bucket's upper edge */
+            return bucket_top(b);
+    }
+    return 0;
+}
+
+static void report(double elapsed)
+{
+    struct worker total = {0};
+
+    for (unsigned i = 0; i < nworkers; i++) {
+        total.ops += workers[i].ops;
+        total.esrch += workers[i].esrch;
+        total.timeouts += workers[i].timeouts;
+        for (unsigned k = 0; k < K_COUNT; k++) {
+            struct hist *t = &total.wait[k], *h = &workers[i].wait[k];
+
+            t->count += h->count;
+            t->max_ns = h->max_ns > t->max_ns ? h->max_ns : t->max_ns;
+            for (unsigned b = 0; b < BUCKETS; b++)
+                t->bucket[b] += h->bucket[b];
+        }
+    }
+    printf("stress-job: %u threads, %u objects, %.2f s: %" PRIu64 " ops, %" PRIu64
+           " ESRCH (marked inactive), %" PRIu64 " timeouts\n",
+           nworkers, OBJECTS, elapsed, total.ops, total.esrch, total.timeouts);
+    for (unsigned k = 0; k < K_COUNT; k++) {
+        const struct hist *h = &total.wait[k];
+
+        printf("stress-job: wait %-7s n=%-9" PRIu64 " p99<=%.1f us  max=%.1f us\n", kind_label[k],
+               h->count, (double)p99_ns(h) / 1e3, (double)h->max_ns / 1e3);
+    }
+    if (total.ops == 0)
+        fail("no operation ran");
+}
+
+int main(int argc, char **argv)
+{
+    unsigned threads = arg_threads(argc, argv);
+    double seconds = env_seconds();
+    const char *vg = getenv("MOOR_UNDER_VALGRIND");
+    uint64_t start;
+
+    if (vg && *vg && strcmp(vg, "0") != 0) {
+        seconds = seconds > VALGRIND_SECS ? VALGRIND_SECS : seconds;
+        threads = threads > VALGRIND_THR ? VALGRIND_THR : threads;
+    }
+    nworkers = threads;
+    moor_debug_set_report(on_misuse, NULL);
+    setup();
+    start = now_ns();
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += (time_t)seconds;
+    deadline.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    for (unsigned i = 0; i < nworkers; i++)
+        if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
+            fail("pthread_create");
+            nworkers = i;
+            break;
+        }
+    for (unsigned i = 0; i < nworkers; i++)
+        pthread_join(workers[i].thread, NULL);
+    report((double)(now_ns() - start) / 1e9);
+    for (unsigned i = 0; i < OBJECTS; i++) {
+        moor_lock(objs[i]);
+        if (objs[i]->shared || objs[i]->exclusive || objs[i]->async_active)
+            fail("obj%u still held at the end", i);
+        moor_unlock(objs[i]);
+        moor_unref(objs[i]);
+    }
+    if (moor_census_total() != 0)
+        fail("census %zu at the end", moor_census_total());
+    printf("stress-job: %s\n", atomic_load(&failures) ? "FAIL" : "OK");
+    return atomic_load(&failures) ? 1 : 0;
+}
