@@ -100,7 +100,10 @@ MOOR_EXPORT bool moor_uuid_equal(const moor_uuid *a, const moor_uuid *b);
 #define MOOR_REGISTRY_NAME_MAX 255
 
 /* A registry: a refcounted moor object (class "moor_registry"); drop it
- * with moor_unref(). Opaque. */
+ * with moor_unref(). Opaque. Every function below that takes @reg requires
+ * the caller to own a reference to it for the whole call: removal and the
+ * _locked lookups touch registry entries outside any lock or RCU section,
+ * which is safe only while the registry itself cannot be disposed. */
 typedef struct moor_registry moor_registry;
 
 /*
@@ -119,7 +122,11 @@ typedef bool (*moor_registry_filter_fn)(void *obj, void *opaque);
  * references of objects removed earlier, whose release was deferred past
  * an RCU grace period, have been dropped too; see moor_registry_remove().
  * That last unref must not be made inside an RCU read-side section or with
- * an object mutex held (dispose functions may run meanwhile).
+ * an object mutex held (dispose functions may run meanwhile). Exception: if
+ * the last reference is dropped in liburcu's call_rcu thread (an object's
+ * dispose dropping it), the wait is skipped, because that thread cannot
+ * wait for its own queue; the pending releases still run afterwards and
+ * never touch the registry.
  * Locks: none. Blocks: no (allocates).
  * Returns: the registry, or NULL with @err set: -ENOMEM.
  */
