@@ -22,10 +22,10 @@
  * exit 1.
  */
 #define _GNU_SOURCE
+#define STRESS_PROG "stress-job"
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,12 +40,15 @@
 #include <moor/job.h>
 #include <moor/object.h>
 
+#include "stress-util.h"
+
 #define MAX_THREADS   64
 #define OBJECTS       3
 #define BUCKETS       512 /* 8 per power of two of nanoseconds */
 #define VALGRIND_SECS 3.0
 #define VALGRIND_THR  3
 #define BEGIN_TIMEOUT 20000u /* ms; far above any fair wait here */
+#define CLOCK_EVERY   64     /* operations between two looks at the clock */
 
 /* Kinds as the report lists them; K_ASYNC is the async slot. */
 enum { K_QUERY, K_MODIFY, K_LIST, K_DESTROY, K_ABORT, K_NESTED, K_ASYNC, K_COUNT };
@@ -82,27 +85,6 @@ static struct worker workers[MAX_THREADS];
 static unsigned nworkers;
 static unsigned kind_list;
 static struct timespec deadline;
-static atomic_bool stop;
-static atomic_int failures;
-
-__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (atomic_fetch_add(&failures, 1) < 10)
-        fprintf(stderr, "stress-job: FAIL: %s\n", msg);
-    atomic_store(&stop, true);
-}
-
-static void on_misuse(moor_misuse kind, const void *subject, const char *message, void *opaque)
-{
-    (void)opaque;
-    fail("misuse report (kind %d, %p): %s", (int)kind, subject, message);
-}
 
 static void sobj_dispose(void *p)
 {
@@ -113,10 +95,7 @@ static void sobj_dispose(void *p)
 
 static uint64_t rnd(struct worker *w)
 {
-    w->rng ^= w->rng >> 12;
-    w->rng ^= w->rng << 25;
-    w->rng ^= w->rng >> 27;
-    return w->rng * UINT64_C(2685821657736338717);
+    return stress_rnd(&w->rng);
 }
 
 static uint64_t now_ns(void)
@@ -125,15 +104,6 @@ static uint64_t now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static bool past_deadline(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > deadline.tv_sec ||
-           (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec);
 }
 
 /* Log-linear: the power of two, then 3 more bits (12% wide buckets). */
@@ -375,47 +345,13 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
 
     w->tid = (int)syscall(SYS_gettid);
-    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-        for (unsigned i = 0; i < 64; i++)
+    for (unsigned round = 0; stress_go_on(&deadline, round); round++)
+        for (unsigned i = 0; i < CLOCK_EVERY; i++)
             do_op(w);
-        if (past_deadline())
-            break;
-    }
     return NULL;
 }
 
 /* ---- set-up and report ------------------------------------------------------------ */
-
-static double env_seconds(void)
-{
-    const char *s = getenv("MOOR_STRESS_SECONDS");
-    char *end;
-    double v;
-
-    if (!s || !*s)
-        return 2.0;
-    v = strtod(s, &end);
-    if (*end || !(v > 0) || v > 86400) {
-        fprintf(stderr, "stress-job: MOOR_STRESS_SECONDS=%s: want seconds in (0, 86400]\n", s);
-        exit(2);
-    }
-    return v;
-}
-
-static unsigned arg_threads(int argc, char **argv)
-{
-    char *end;
-    unsigned long v;
-
-    if (argc < 2)
-        return 4;
-    v = strtoul(argv[1], &end, 10);
-    if (argc > 2 || *end || v < 1 || v > MAX_THREADS) {
-        fprintf(stderr, "usage: %s [THREADS (1..%d, default 4)]\n", argv[0], MAX_THREADS);
-        exit(2);
-    }
-    return (unsigned)v;
-}
 
 static void setup(void)
 {
@@ -439,7 +375,7 @@ static void setup(void)
             exit(1);
     }
     for (unsigned i = 0; i < nworkers; i++)
-        workers[i].rng = UINT64_C(0x9e3779b97f4a7c15) * (i + 1) ^ (uint64_t)time(NULL);
+        workers[i].rng = stress_seed(i);
 }
 
 static uint64_t p99_ns(const struct hist *h)
@@ -486,26 +422,16 @@ static void report(double elapsed)
 
 int main(int argc, char **argv)
 {
-    unsigned threads = arg_threads(argc, argv);
-    double seconds = env_seconds();
-    const char *vg = getenv("MOOR_UNDER_VALGRIND");
-    uint64_t start;
+    unsigned threads = stress_arg_threads(argc, argv, 4, MAX_THREADS);
+    double seconds = stress_env_seconds(STRESS_DEFAULT_SECONDS);
+    struct timespec start;
 
-    if (vg && *vg && strcmp(vg, "0") != 0) {
-        seconds = seconds > VALGRIND_SECS ? VALGRIND_SECS : seconds;
-        threads = threads > VALGRIND_THR ? VALGRIND_THR : threads;
-    }
+    stress_valgrind_caps(&threads, VALGRIND_THR, &seconds, VALGRIND_SECS);
     nworkers = threads;
-    moor_debug_set_report(on_misuse, NULL);
+    stress_catch_misuse();
     setup();
-    start = now_ns();
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += (time_t)seconds;
-    deadline.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    start = stress_now();
+    deadline = stress_add_seconds(start, seconds);
     for (unsigned i = 0; i < nworkers; i++)
         if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
             fail("pthread_create");
@@ -514,7 +440,7 @@ int main(int argc, char **argv)
         }
     for (unsigned i = 0; i < nworkers; i++)
         pthread_join(workers[i].thread, NULL);
-    report((double)(now_ns() - start) / 1e9);
+    report(stress_elapsed(&start));
     for (unsigned i = 0; i < OBJECTS; i++) {
         moor_lock(objs[i]);
         if (objs[i]->shared || objs[i]->exclusive || objs[i]->async_active)
@@ -522,8 +448,7 @@ int main(int argc, char **argv)
         moor_unlock(objs[i]);
         moor_unref(objs[i]);
     }
-    if (moor_census_total() != 0)
-        fail("census %zu at the end", moor_census_total());
-    printf("stress-job: %s\n", atomic_load(&failures) ? "FAIL" : "OK");
-    return atomic_load(&failures) ? 1 : 0;
+    stress_check_census();
+    printf("stress-job: %s\n", stress_exit_status() ? "FAIL" : "OK");
+    return stress_exit_status();
 }

@@ -33,10 +33,10 @@
  * "stress-object: FAIL: ..." and the exit status is 1.
  */
 #define _GNU_SOURCE
+#define STRESS_PROG "stress-object"
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -47,6 +47,8 @@
 
 #include <moor/debug.h>
 #include <moor/object.h>
+
+#include "stress-util.h"
 
 #define MAX_THREADS     64
 #define POOL_SIZE       32
@@ -105,33 +107,7 @@ static struct worker workers[MAX_THREADS];
 static unsigned nworkers;
 static struct timespec deadline;
 
-static atomic_bool stop;
-static atomic_int failures;
-static atomic_int misuse_reports;
 static atomic_uint_fast64_t created, disposed;
-
-/* ---- failure reporting ---------------------------------------------- */
-
-__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    /* Only the first few are printed: one bug tends to repeat. */
-    if (atomic_fetch_add(&failures, 1) < 10)
-        fprintf(stderr, "stress-object: FAIL: %s\n", msg);
-    atomic_store(&stop, true);
-}
-
-static void on_misuse(moor_misuse kind, const void *subject, const char *message, void *opaque)
-{
-    (void)opaque;
-    atomic_fetch_add(&misuse_reports, 1);
-    fail("moor misuse report (kind %d, subject %p): %s", (int)kind, subject, message);
-}
 
 /* ---- objects -------------------------------------------------------- */
 
@@ -221,20 +197,7 @@ static void mutate(struct worker *w, struct sobj *o, const char *where)
 
 static uint64_t rnd(struct worker *w)
 {
-    /* xorshift64* */
-    w->rng ^= w->rng >> 12;
-    w->rng ^= w->rng << 25;
-    w->rng ^= w->rng >> 27;
-    return w->rng * UINT64_C(2685821657736338717);
-}
-
-static bool past_deadline(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > deadline.tv_sec ||
-           (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec);
+    return stress_rnd(&w->rng);
 }
 
 /* Put @o (an owned reference) in hand @h, dropping what was there. */
@@ -465,49 +428,13 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
 
-    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    for (unsigned round = 0; stress_go_on(&deadline, round); round++)
         for (unsigned i = 0; i < CLOCK_EVERY; i++)
             do_op(w);
-        if (past_deadline())
-            break;
-    }
     return NULL;
 }
 
 /* ---- set-up and final checks ---------------------------------------- */
-
-static double env_seconds(void)
-{
-    const char *s = getenv("MOOR_STRESS_SECONDS");
-    char *end;
-    double v;
-
-    if (!s || !*s)
-        return 2.0;
-    errno = 0;
-    v = strtod(s, &end);
-    if (errno || *end || !(v > 0) || v > 86400) {
-        fprintf(stderr, "stress-object: MOOR_STRESS_SECONDS=%s: want seconds in (0, 86400]\n", s);
-        exit(2);
-    }
-    return v;
-}
-
-static unsigned arg_threads(int argc, char **argv)
-{
-    char *end;
-    unsigned long v;
-
-    if (argc < 2)
-        return 4;
-    errno = 0;
-    v = strtoul(argv[1], &end, 10);
-    if (argc > 2 || errno || *end || v < 1 || v > MAX_THREADS) {
-        fprintf(stderr, "usage: %s [THREADS (1..%d, default 4)]\n", argv[0], MAX_THREADS);
-        exit(2);
-    }
-    return (unsigned)v;
-}
 
 static void setup_world(void)
 {
@@ -530,7 +457,7 @@ static void setup_world(void)
         pthread_mutex_init(&shared[i].lock, NULL);
     for (unsigned i = 0; i < nworkers; i++) {
         workers[i].index = i;
-        workers[i].rng = UINT64_C(0x9e3779b97f4a7c15) * (i + 1) ^ (uint64_t)time(NULL);
+        workers[i].rng = stress_seed(i);
         pthread_mutex_init(&workers[i].mailbox.lock, NULL);
     }
 }
@@ -580,48 +507,34 @@ static void check_and_clear_weak(void)
 
 int main(int argc, char **argv)
 {
-    unsigned threads = arg_threads(argc, argv);
-    double seconds = env_seconds();
-    const char *vg = getenv("MOOR_UNDER_VALGRIND");
+    unsigned threads = stress_arg_threads(argc, argv, 4, MAX_THREADS);
+    double seconds = stress_env_seconds(STRESS_DEFAULT_SECONDS);
     struct worker total = {0};
-    struct timespec start, end;
+    struct timespec start;
     double elapsed;
     size_t census;
 
-    if (vg && *vg && strcmp(vg, "0") != 0) {
-        /* valgrind runs one thread at a time, ~50x slower: keep it bounded. */
-        if (seconds > VALGRIND_SECS)
-            seconds = VALGRIND_SECS;
-        if (threads > VALGRIND_THREAD)
-            threads = VALGRIND_THREAD;
-    }
+    stress_valgrind_caps(&threads, VALGRIND_THREAD, &seconds, VALGRIND_SECS);
     nworkers = threads;
-    moor_debug_set_report(on_misuse, NULL);
+    stress_catch_misuse();
     setup_world();
 
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    deadline = start;
-    deadline.tv_sec += (time_t)seconds;
-    deadline.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    start = stress_now();
+    deadline = stress_add_seconds(start, seconds);
 
     for (unsigned i = 0; i < nworkers; i++) {
         int rc = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
 
         if (rc) {
             fprintf(stderr, "stress-object: pthread_create: %s\n", strerror(rc));
-            atomic_store(&stop, true);
+            atomic_store(&stress_stop, true);
             nworkers = i;
             break;
         }
     }
     for (unsigned i = 0; i < nworkers; i++)
         pthread_join(workers[i].thread, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    elapsed = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9;
+    elapsed = stress_elapsed(&start);
     if (nworkers != threads)
         fail("only %u of %u threads started", nworkers, threads);
 
@@ -636,16 +549,10 @@ int main(int argc, char **argv)
         total.locked_updates += workers[i].locked_updates;
         total.replaced += workers[i].replaced;
     }
-    if (atomic_load(&created) != atomic_load(&disposed))
-        fail("%" PRIuFAST64 " objects created but %" PRIuFAST64 " disposed", atomic_load(&created),
-             atomic_load(&disposed));
+    stress_check_all_disposed(atomic_load(&created), atomic_load(&disposed));
     if (moor_class_live(sobj_class) != 0)
         fail("moor_class_live(stress_obj) = %zu at the end", moor_class_live(sobj_class));
-    census = moor_census_total();
-    if (census != 0) {
-        fail("moor_census_total() = %zu at the end:", census);
-        moor_census_print(stderr);
-    }
+    census = stress_check_census();
     if (total.ops == 0)
         fail("no operation ran");
 
@@ -655,7 +562,7 @@ int main(int argc, char **argv)
            "; census %zu; misuse reports %d: %s\n",
            nworkers, elapsed, total.ops, total.locked_updates, total.passes, total.replaced,
            total.weak_hits, total.weak_misses, atomic_load(&created), atomic_load(&disposed),
-           census, atomic_load(&misuse_reports), atomic_load(&failures) ? "FAIL" : "OK");
+           census, stress_misuse_reports(), stress_exit_status() ? "FAIL" : "OK");
 
     for (unsigned i = 0; i < POOL_SIZE; i++)
         pthread_mutex_destroy(&pool[i].lock);
@@ -663,5 +570,5 @@ int main(int argc, char **argv)
         pthread_mutex_destroy(&shared[i].lock);
     for (unsigned i = 0; i < nworkers; i++)
         pthread_mutex_destroy(&workers[i].mailbox.lock);
-    return atomic_load(&failures) ? 1 : 0;
+    return stress_exit_status();
 }

@@ -41,10 +41,10 @@
  * Any failure prints "stress-registry: FAIL: ..." and exits with 1.
  */
 #define _GNU_SOURCE
+#define STRESS_PROG "stress-registry"
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -56,6 +56,8 @@
 #include <moor/debug.h>
 #include <moor/object.h>
 #include <moor/registry.h>
+
+#include "stress-util.h"
 
 #ifdef MOOR_TSAN
 /* ThreadSanitizer: liburcu is not instrumented. Its own threads (call_rcu,
@@ -110,31 +112,8 @@ static struct timespec deadline;
 static struct sobj *flipper; /* renamed only by the renamer thread */
 static atomic_ulong renames_started, renames_done;
 
-static atomic_bool stop;
-static atomic_int failures;
 static atomic_long members; /* the test's own tally of registry members */
 static atomic_uint_fast64_t created, disposed;
-
-/* ---- failure reporting ---------------------------------------------- */
-
-__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (atomic_fetch_add(&failures, 1) < 10)
-        fprintf(stderr, "stress-registry: FAIL: %s\n", msg);
-    atomic_store(&stop, true);
-}
-
-static void on_misuse(moor_misuse kind, const void *subject, const char *message, void *opaque)
-{
-    (void)opaque;
-    fail("moor misuse report (kind %d, subject %p): %s", (int)kind, subject, message);
-}
 
 /* ---- objects -------------------------------------------------------- */
 
@@ -199,19 +178,7 @@ static void check_locked_member(struct sobj *o, const char *where)
 
 static uint64_t rnd(struct worker *w)
 {
-    w->rng ^= w->rng >> 12;
-    w->rng ^= w->rng << 25;
-    w->rng ^= w->rng >> 27;
-    return w->rng * UINT64_C(2685821657736338717);
-}
-
-static bool past_deadline(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > deadline.tv_sec ||
-           (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec);
+    return stress_rnd(&w->rng);
 }
 
 static const moor_uuid *any_uuid(struct worker *w)
@@ -437,12 +404,9 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
 
-    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    for (unsigned round = 0; stress_go_on(&deadline, round); round++)
         for (unsigned i = 0; i < CLOCK_EVERY; i++)
             do_op(w);
-        if (past_deadline())
-            break;
-    }
     return NULL;
 }
 
@@ -452,8 +416,8 @@ static void *renamer_main(void *arg)
     unsigned long k = 0;
 
     (void)arg;
-    while (!atomic_load_explicit(&stop, memory_order_relaxed) &&
-           !(k % 64 == 0 && past_deadline())) {
+    while (!atomic_load_explicit(&stress_stop, memory_order_relaxed) &&
+           !(k % 64 == 0 && stress_past(&deadline))) {
         atomic_fetch_add(&renames_started, 1);
         if (moor_registry_rename(reg, flipper, k % 2 == 0 ? "ren-b" : "ren-a", &err) != 0)
             fail("renamer: %s", moor_error_message(&err));
@@ -464,39 +428,6 @@ static void *renamer_main(void *arg)
 }
 
 /* ---- set-up and final checks ---------------------------------------- */
-
-static double env_seconds(void)
-{
-    const char *s = getenv("MOOR_STRESS_SECONDS");
-    char *end;
-    double v;
-
-    if (!s || !*s)
-        return 2.0;
-    errno = 0;
-    v = strtod(s, &end);
-    if (errno || *end || !(v > 0) || v > 86400) {
-        fprintf(stderr, "stress-registry: MOOR_STRESS_SECONDS=%s: want seconds in (0, 86400]\n", s);
-        exit(2);
-    }
-    return v;
-}
-
-static unsigned arg_threads(int argc, char **argv)
-{
-    char *end;
-    unsigned long v;
-
-    if (argc < 2)
-        return 4;
-    errno = 0;
-    v = strtoul(argv[1], &end, 10);
-    if (argc > 2 || errno || *end || v < 1 || v > MAX_THREADS) {
-        fprintf(stderr, "usage: %s [THREADS (1..%d, default 4)]\n", argv[0], MAX_THREADS);
-        exit(2);
-    }
-    return (unsigned)v;
-}
 
 static void setup_world(void)
 {
@@ -525,7 +456,7 @@ static void setup_world(void)
     atomic_store(&flipper->state, ADDED);
     atomic_fetch_add(&members, 1);
     for (unsigned i = 0; i < nworkers; i++)
-        workers[i].rng = UINT64_C(0x9e3779b97f4a7c15) * (i + 1) ^ (uint64_t)time(NULL);
+        workers[i].rng = stress_seed(i);
 }
 
 /* Quiescent: collect, count and the tally agree; then empty the registry. */
@@ -575,28 +506,18 @@ static void start_threads(pthread_t *renamer)
 
 int main(int argc, char **argv)
 {
-    unsigned threads = arg_threads(argc, argv);
-    double seconds = env_seconds();
-    const char *vg = getenv("MOOR_UNDER_VALGRIND");
+    unsigned threads = stress_arg_threads(argc, argv, 4, MAX_THREADS);
+    double seconds = stress_env_seconds(STRESS_DEFAULT_SECONDS);
     struct worker total = {0};
     pthread_t renamer;
     size_t census;
 
-    if (vg && *vg && strcmp(vg, "0") != 0) {
-        seconds = seconds > VALGRIND_SECS ? VALGRIND_SECS : seconds;
-        threads = threads > VALGRIND_THREAD ? VALGRIND_THREAD : threads;
-    }
+    stress_valgrind_caps(&threads, VALGRIND_THREAD, &seconds, VALGRIND_SECS);
     nworkers = threads;
-    moor_debug_set_report(on_misuse, NULL);
+    stress_catch_misuse();
     setup_world();
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += (time_t)seconds;
-    deadline.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline = stress_add_seconds(stress_now(), seconds);
     start_threads(&renamer);
     for (unsigned i = 0; i < nworkers; i++)
         pthread_join(workers[i].thread, NULL);
@@ -616,14 +537,8 @@ int main(int argc, char **argv)
         total.collects += workers[i].collects;
         total.rename_checks += workers[i].rename_checks;
     }
-    if (atomic_load(&created) != atomic_load(&disposed))
-        fail("%" PRIuFAST64 " objects created but %" PRIuFAST64 " disposed", atomic_load(&created),
-             atomic_load(&disposed));
-    census = moor_census_total();
-    if (census != 0) {
-        fail("moor_census_total() = %zu at the end:", census);
-        moor_census_print(stderr);
-    }
+    stress_check_all_disposed(atomic_load(&created), atomic_load(&disposed));
+    census = stress_check_census();
     if (total.lookups == 0 || total.adds == 0 || total.removes == 0)
         fail("too little happened (lookups %" PRIu64 ", adds %" PRIu64 ", removes %" PRIu64 ")",
              total.lookups, total.adds, total.removes);
@@ -634,6 +549,6 @@ int main(int argc, char **argv)
            ", disposed %" PRIuFAST64 "; census %zu: %s\n",
            nworkers, seconds, total.lookups, total.hits, total.adds, total.removes, total.renames,
            atomic_load(&renames_done), total.collects, total.rename_checks, atomic_load(&created),
-           atomic_load(&disposed), census, atomic_load(&failures) ? "FAIL" : "OK");
-    return atomic_load(&failures) ? 1 : 0;
+           atomic_load(&disposed), census, stress_exit_status() ? "FAIL" : "OK");
+    return stress_exit_status();
 }

@@ -29,10 +29,10 @@
  * Any failure prints "stress-vlist: FAIL: ..." and the exit status is 1.
  */
 #define _GNU_SOURCE
+#define STRESS_PROG "stress-vlist"
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -42,6 +42,8 @@
 #include <time.h>
 
 #include <moor/vlist.h>
+
+#include "stress-util.h"
 
 #define MAX_THREADS     64
 #define VALGRIND_THREAD 4
@@ -66,25 +68,12 @@ struct snode {
 };
 
 static moor_vlist list;
-static atomic_bool stop, shutting_down;
-static atomic_long created, freed, removed, failures;
+static atomic_bool shutting_down;
+static atomic_long created, freed, removed;
 
 static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct snode *quarantine[QUARANTINE]; /* under quarantine_lock */
 static size_t quarantine_next;               /* under quarantine_lock */
-
-__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
-{
-    va_list ap;
-
-    if (atomic_fetch_add(&failures, 1) >= 10)
-        return; /* enough said */
-    va_start(ap, fmt);
-    fputs("stress-vlist: FAIL: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -246,7 +235,7 @@ static void *thread_main(void *arg)
     struct walker w = {.seed = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15u + 1};
     unsigned ops = 0;
 
-    while (!(++ops % CLOCK_EVERY == 0 && atomic_load(&stop))) {
+    while (!(++ops % CLOCK_EVERY == 0 && atomic_load(&stress_stop))) {
         switch (rnd(&w.seed) % 8) {
         case 0:
         case 1:
@@ -267,22 +256,6 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-static double arg_seconds(void)
-{
-    const char *s = getenv("MOOR_STRESS_SECONDS");
-    char *end;
-    double v;
-
-    if (!s || !*s)
-        return 2.0;
-    v = strtod(s, &end);
-    if (*end || !(v > 0 && v <= 86400)) {
-        fprintf(stderr, "stress-vlist: MOOR_STRESS_SECONDS=%s: want seconds in (0, 86400]\n", s);
-        exit(2);
-    }
-    return v;
-}
-
 static void usage(const char *argv0)
 {
     fprintf(stderr, "usage: %s [THREADS (1..%d, default 4) [futex|portable|default]]\n", argv0,
@@ -294,19 +267,11 @@ int main(int argc, char **argv)
 {
     unsigned nthreads = 4;
     moor_lockcnt_impl impl = MOOR_LOCKCNT_DEFAULT;
-    double seconds = arg_seconds();
+    double seconds = stress_env_seconds(STRESS_DEFAULT_SECONDS);
     pthread_t threads[MAX_THREADS];
 
-    if (argc > 3)
+    if (argc > 3 || (argc > 1 && !stress_parse_threads(argv[1], MAX_THREADS, &nthreads)))
         usage(argv[0]);
-    if (argc > 1) {
-        char *end;
-        unsigned long v = strtoul(argv[1], &end, 10);
-
-        if (*end || v < 1 || v > MAX_THREADS)
-            usage(argv[0]);
-        nthreads = (unsigned)v;
-    }
     if (argc > 2) {
         if (!strcmp(argv[2], "futex"))
             impl = MOOR_LOCKCNT_FUTEX;
@@ -315,8 +280,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[2], "default"))
             usage(argv[0]);
     }
-    if (getenv("MOOR_UNDER_VALGRIND") && nthreads > VALGRIND_THREAD)
-        nthreads = VALGRIND_THREAD;
+    stress_valgrind_caps(&nthreads, VALGRIND_THREAD, NULL, 0);
+    stress_catch_misuse();
 
     int ret = moor_vlist_init_impl(&list, impl);
     if (ret < 0) {
@@ -336,7 +301,7 @@ int main(int argc, char **argv)
     struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
     while (nanosleep(&ts, &ts) && errno == EINTR)
         ;
-    atomic_store(&stop, true);
+    atomic_store(&stress_stop, true);
     for (unsigned i = 0; i < nthreads; i++)
         pthread_join(threads[i], NULL);
 
@@ -356,8 +321,8 @@ int main(int argc, char **argv)
         free(quarantine[i]);
 
     printf("stress-vlist: %s, %u threads, %.1fs: %ld nodes created, %ld removed, %ld freed, "
-           "%ld failures\n",
+           "%d failures\n",
            impl_name, nthreads, seconds, atomic_load(&created), atomic_load(&removed),
-           atomic_load(&freed), atomic_load(&failures));
-    return atomic_load(&failures) ? 1 : 0;
+           atomic_load(&freed), atomic_load(&stress_failures));
+    return stress_exit_status();
 }
