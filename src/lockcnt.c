@@ -52,12 +52,25 @@
  * under the mutex, which gives both rules; everything else is the same
  * lock-free CAS or fetch-sub as the futex word. @sleepers counts threads
  * that found the mutex busy, only for moor_lockcnt_has_waiters().
+ *
+ * Misuse. Counting is modular: a visit is +ONE and -ONE on the 32-bit word,
+ * and the count occupies the top 30 bits, so a carry or borrow out of the
+ * count leaves the state bits alone. An unmatched moor_lockcnt_dec() (its
+ * fetch-sub saw a count of zero) therefore wrapped the count to 2^30 - 1
+ * and kept the state; adding ONE back undoes exactly that one decrement
+ * whatever else happened to the word meanwhile, so the repair is a plain
+ * fetch-add rather than a store that could erase a racing visit or lock.
+ * dec_and_lock and dec_if_lock check before they change anything, so they
+ * only report. inc_slow refuses to pass the limit of 2^30 - 1 visits;
+ * the inline moor_lockcnt_inc() does not check it (one compare less on
+ * the hottest path, for a limit no program reaches honestly).
  */
 #define _GNU_SOURCE
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
 
+#include <moor/debug.h>
 #include <moor/lockcnt.h>
 
 #if defined(__linux__)
@@ -93,6 +106,48 @@ static inline uint32_t load_relaxed(moor_lockcnt *lc)
 static inline bool is_portable(moor_lockcnt *lc)
 {
     return state_of(load_relaxed(lc)) == PORTABLE;
+}
+
+/* The count bits at the limit of 2^30 - 1 visits. */
+#define COUNT_MAX (~(uint32_t)MOOR__LOCKCNT_STATE)
+
+static const char *op_name(int op)
+{
+    switch (op) {
+    case MOOR__LOCKCNT_OP_DEC:
+        return "moor_lockcnt_dec";
+    case MOOR__LOCKCNT_OP_DEC_AND_LOCK:
+        return "moor_lockcnt_dec_and_lock";
+    default:
+        return "moor_lockcnt_dec_if_lock";
+    }
+}
+
+/* @op found the count at zero before changing the word: report only. */
+static void report_underflow(moor_lockcnt *lc, int op)
+{
+    moor_debug_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, lc,
+                      "lock counter %p: %s with no visit in progress (unmatched end of visit); "
+                      "ignored, count stays 0",
+                      (void *)lc, op_name(op));
+}
+
+/* The count is at its limit: refuse the new visit and report. */
+static void report_overflow(moor_lockcnt *lc)
+{
+    moor_debug_report(MOOR_MISUSE_REF_OVERFLOW, lc,
+                      "lock counter %p: moor_lockcnt_inc past the limit of %u visits; refused, "
+                      "the visit is not counted",
+                      (void *)lc, (unsigned)(COUNT_MAX >> 2));
+}
+
+void moor__lockcnt_misuse(moor_lockcnt *lc, int op)
+{
+    /* relaxed: undoes our own decrement, which ended no visit and so
+     * released nothing anybody may rely on; an RMW, so it composes with
+     * any racing change of the word (see "Misuse" above). */
+    atomic_fetch_add_explicit(&lc->word, ONE, memory_order_relaxed);
+    report_underflow(lc, op);
 }
 
 /* ---- futex word ------------------------------------------------------ */
@@ -134,6 +189,10 @@ static void futex_inc_slow(moor_lockcnt *lc)
     uint32_t v = load_relaxed(lc);
 
     for (;;) {
+        if (MOOR_UNLIKELY(count_bits(v) == COUNT_MAX)) {
+            report_overflow(lc);
+            return;
+        }
         if (count_bits(v) != 0 || state_of(v) == FREE) {
             /* acquire: see lockcnt.h (pairs with the last unlock). */
             if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v + ONE, memory_order_acquire,
@@ -194,7 +253,10 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
     uint32_t v = load_relaxed(lc);
 
     for (;;) {
-        assert(count_bits(v) != 0);
+        if (MOOR_UNLIKELY(count_bits(v) == 0)) {
+            report_underflow(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
+            return false;
+        }
         if (count_bits(v) > ONE) {
             /* release: an ordinary end of visit, as moor_lockcnt_dec(). */
             if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v - ONE, memory_order_release,
@@ -217,6 +279,8 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
     uint32_t old = atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_acq_rel);
     if (count_bits(old) == ONE)
         return true;
+    if (MOOR_UNLIKELY(count_bits(old) == 0)) /* someone else's unmatched dec */
+        moor__lockcnt_misuse(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
     futex_unlock(lc);
     return false;
 }
@@ -226,7 +290,10 @@ static bool futex_dec_if_lock(moor_lockcnt *lc)
     uint32_t v = load_relaxed(lc);
 
     for (;;) {
-        assert(count_bits(v) != 0);
+        if (MOOR_UNLIKELY(count_bits(v) == 0)) {
+            report_underflow(lc, MOOR__LOCKCNT_OP_DEC_IF_LOCK);
+            return false;
+        }
         if (count_bits(v) != ONE)
             return false;
         if (state_of(v) != FREE)
@@ -275,6 +342,10 @@ static void portable_inc_slow(moor_lockcnt *lc)
     uint32_t v = load_relaxed(lc);
 
     while (count_bits(v) != 0) {
+        if (MOOR_UNLIKELY(count_bits(v) == COUNT_MAX)) {
+            report_overflow(lc);
+            return;
+        }
         /* acquire: see lockcnt.h; the chain of RMWs on the word leads back
          * to a release increment made under the mutex (below). */
         if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v + ONE, memory_order_acquire,
@@ -299,13 +370,18 @@ static bool portable_dec_and_lock(moor_lockcnt *lc)
                                                   memory_order_relaxed))
             return false;
     }
-    assert(count_bits(v) != 0);
+    if (MOOR_UNLIKELY(count_bits(v) == 0)) {
+        report_underflow(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
+        return false;
+    }
     portable_lock(lc);
     /* acq_rel: release ends our visit, acquire pairs with the other
      * visitors' release decrements. */
     uint32_t old = atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_acq_rel);
     if (count_bits(old) == ONE)
         return true;
+    if (MOOR_UNLIKELY(count_bits(old) == 0)) /* someone else's unmatched dec */
+        moor__lockcnt_misuse(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
     portable_unlock(lc);
     return false;
 }
@@ -314,7 +390,10 @@ static bool portable_dec_if_lock(moor_lockcnt *lc)
 {
     uint32_t v = load_relaxed(lc);
 
-    assert(count_bits(v) != 0);
+    if (MOOR_UNLIKELY(count_bits(v) == 0)) {
+        report_underflow(lc, MOOR__LOCKCNT_OP_DEC_IF_LOCK);
+        return false;
+    }
     if (count_bits(v) != ONE)
         return false;
     portable_lock(lc);
@@ -382,17 +461,41 @@ moor_lockcnt_impl moor_lockcnt_get_impl(const moor_lockcnt *lc)
     return is_portable((moor_lockcnt *)lc) ? MOOR_LOCKCNT_PORTABLE : MOOR_LOCKCNT_FUTEX;
 }
 
+static void report_busy(moor_lockcnt *lc, uint32_t v, bool locked)
+{
+    moor_debug_report(MOOR_MISUSE_DISPOSE_LOCKED, lc,
+                      "lock counter %p: moor_lockcnt_destroy while %s (%u visit(s) in progress); "
+                      "not destroyed",
+                      (void *)lc, locked ? "locked" : "not idle", (unsigned)(v >> 2));
+}
+
 void moor_lockcnt_destroy(moor_lockcnt *lc)
 {
     if (!lc)
         return;
-    uint32_t v = load_relaxed(lc);
+    /* acquire: a zero count read here orders every finished visit (and
+     * the last unlock) before the teardown, as moor_lockcnt_count(). */
+    uint32_t v = atomic_load_explicit(&lc->word, memory_order_acquire);
 
-    assert(count_bits(v) == 0);
-    if (state_of(v) == PORTABLE)
-        pthread_mutex_destroy(&lc->mutex);
-    else
-        assert(state_of(v) == FREE);
+    if (state_of(v) != PORTABLE) {
+        if (count_bits(v) != 0 || state_of(v) != FREE)
+            report_busy(lc, v, state_of(v) != FREE);
+        return; /* the futex word owns nothing */
+    }
+    /* Probe the mutex rather than trusting pthread_mutex_destroy()'s EBUSY
+     * (optional in POSIX, and undefined behaviour to sanitizers): a held
+     * mutex is left alone, a free one is destroyed only if idle. */
+    if (pthread_mutex_trylock(&lc->mutex) != 0) {
+        report_busy(lc, v, true);
+        return;
+    }
+    pthread_mutex_unlock(&lc->mutex);
+    if (count_bits(v) != 0) {
+        report_busy(lc, v, false);
+        return;
+    }
+    if (pthread_mutex_destroy(&lc->mutex) == EBUSY) /* locked since the probe */
+        report_busy(lc, v, true);
 }
 
 void moor__lockcnt_inc_slow(moor_lockcnt *lc)

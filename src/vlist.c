@@ -107,11 +107,22 @@ void moor_vlist_destroy(moor_vlist *list)
     if (!list)
         return;
     assert(moor_lockcnt_count(&list->lc) == 0);
-    /* relaxed: the caller guarantees the list is no longer shared. */
-    moor_vlist_node *n = atomic_load_explicit(&list->head, memory_order_relaxed);
-    atomic_store_explicit(&list->head, NULL, memory_order_relaxed);
-    list->tail = &list->head;
-    free_chain(n);
+    /* Free callbacks may insert (vlist.h allows it), so detach and free
+     * until the list stays empty; only then is the lock counter unused. */
+    for (;;) {
+        /* relaxed: the caller guarantees the list is no longer shared, so
+         * every insert since the last pass (by a free callback) happened in
+         * this thread or was ordered before its return by the callback. */
+        moor_vlist_node *n = atomic_load_explicit(&list->head, memory_order_relaxed);
+
+        if (!n)
+            break;
+        /* relaxed: as above, nobody else reads the list any more. */
+        atomic_store_explicit(&list->head, NULL, memory_order_relaxed);
+        list->tail = &list->head;
+        list->dirty = false;
+        free_chain(n);
+    }
     moor_lockcnt_destroy(&list->lc);
 }
 

@@ -45,6 +45,7 @@ typedef enum moor_misuse {
     MOOR_MISUSE_LOCK_RECURSIVE,    /* moor_lock by the thread holding it */
     MOOR_MISUSE_BAD_ARGUMENT,      /* a NULL or invalid argument */
     MOOR_MISUSE_LEAK,              /* objects still alive at exit */
+    MOOR_MISUSE_LOCKCNT_UNDERFLOW, /* end of a visit that was never begun */
 } moor_misuse;
 
 /*

@@ -52,6 +52,19 @@
  *
  * A moor_lockcnt is embeddable and caller-allocated. It is not for sharing
  * between processes. The count is limited to 2^30 - 1 simultaneous visits.
+ *
+ * Misuse is reported through moor_debug_report(), never ignored and never
+ * left to corrupt the word: an unmatched end of visit (dec, dec_and_lock,
+ * dec_if_lock at count zero) is MOOR_MISUSE_LOCKCNT_UNDERFLOW and leaves
+ * the count at zero with the lock state untouched; a begin of visit at the
+ * limit is MOOR_MISUSE_REF_OVERFLOW and is refused (the count stays at the
+ * limit) when it reaches the out-of-line path, which is every begin that
+ * contends or starts at zero; the inline fast path does not look at the
+ * limit, which no real program reaches (it takes 2^30 visits in progress
+ * at once); destroying a counter that is locked or visited is
+ * MOOR_MISUSE_DISPOSE_LOCKED and leaves it as it was. The inline fast paths
+ * pay one compare-and-branch for this at most; the report and the repair
+ * are out of line.
  */
 #ifndef MOOR_LOCKCNT_H
 #define MOOR_LOCKCNT_H
@@ -95,6 +108,14 @@ typedef struct moor_lockcnt {
 #define MOOR__LOCKCNT_ONE   4u /* one visit */
 MOOR_EXPORT void moor__lockcnt_inc_slow(moor_lockcnt *lc);
 
+/* Which operation met a bad counter; passed to moor__lockcnt_misuse(). */
+enum { MOOR__LOCKCNT_OP_DEC, MOOR__LOCKCNT_OP_DEC_AND_LOCK, MOOR__LOCKCNT_OP_DEC_IF_LOCK };
+
+/* Internal: @op took the count below zero (the word has wrapped by one
+ * visit); undo that decrement and report. Exported only for the inline
+ * fast paths; not API. */
+MOOR_EXPORT void moor__lockcnt_misuse(moor_lockcnt *lc, int op);
+
 /*
  * moor_lockcnt_init - prepare @lc with the build's default implementation:
  * count zero, unlocked.
@@ -130,8 +151,11 @@ MOOR_EXPORT moor_lockcnt_impl moor_lockcnt_get_impl(const moor_lockcnt *lc);
 /*
  * moor_lockcnt_destroy - release what moor_lockcnt_init() set up.
  *
- * NULL-safe. @lc must be idle: count zero, unlocked, nobody waiting
- * (asserted). Blocks: never.
+ * NULL-safe. @lc must be idle: count zero, unlocked, nobody waiting.
+ * Misuse: destroying a counter that is locked or has visits in progress is
+ * reported (MOOR_MISUSE_DISPOSE_LOCKED) and destroys nothing; @lc stays
+ * usable, so the caller can finish with it and destroy it again.
+ * Blocks: never.
  */
 MOOR_EXPORT void moor_lockcnt_destroy(moor_lockcnt *lc);
 
@@ -141,6 +165,8 @@ MOOR_EXPORT void moor_lockcnt_destroy(moor_lockcnt *lc);
  * Locks: may be called with or without @lc's mutex held by the caller, but
  * a caller holding it while the count is zero waits for itself forever
  * (use moor_lockcnt_inc_and_unlock() for that case).
+ * Misuse: a visit beyond the limit of 2^30 - 1 is reported
+ * (MOOR_MISUSE_REF_OVERFLOW) and not counted; the count never wraps.
  * Blocks: only while the count is zero and another thread holds the mutex
  * (rule 2), until that thread unlocks. Never otherwise: with other visits
  * in progress, the increment proceeds even if the mutex is held.
@@ -153,7 +179,9 @@ static inline void moor_lockcnt_inc(moor_lockcnt *lc)
     uint32_t v = atomic_load_explicit(&lc->word, memory_order_relaxed);
 
     /* Fast unless the count is zero and the low bits are not "free":
-     * v in {1, 2, 3} is "locked at zero" or "portable at zero". */
+     * v in {1, 2, 3} is "locked at zero" or "portable at zero". The limit
+     * of 2^30 - 1 visits is checked only in the slow path, so that this
+     * one stays a single compare: see the file comment. */
     if (MOOR_LIKELY(v - 1u >= MOOR__LOCKCNT_STATE) &&
         /* acquire: see the file comment; relaxed on failure, nothing read. */
         atomic_compare_exchange_strong_explicit(&lc->word, &v, v + MOOR__LOCKCNT_ONE,
@@ -168,13 +196,19 @@ static inline void moor_lockcnt_inc(moor_lockcnt *lc)
  * Use it when reaching zero needs no clean-up; otherwise use
  * moor_lockcnt_dec_and_lock() or moor_lockcnt_dec_if_lock().
  * Locks: none needed; may be called with the mutex held.
- * Blocks: never. Ordering: release. Cost: one atomic read-modify-write.
- * The caller must be in a visit: an unmatched dec corrupts the counter.
+ * Blocks: never. Ordering: release. Cost: one atomic read-modify-write
+ * and one compare-and-branch.
+ * Misuse: the caller must be in a visit; an unmatched dec (count already
+ * zero) is reported as MOOR_MISUSE_LOCKCNT_UNDERFLOW and undone, leaving
+ * the count at zero and the lock as it was.
  */
 static inline void moor_lockcnt_dec(moor_lockcnt *lc)
 {
     /* release: see the file comment. */
-    atomic_fetch_sub_explicit(&lc->word, MOOR__LOCKCNT_ONE, memory_order_release);
+    uint32_t old = atomic_fetch_sub_explicit(&lc->word, MOOR__LOCKCNT_ONE, memory_order_release);
+
+    if (MOOR_UNLIKELY(old < MOOR__LOCKCNT_ONE))
+        moor__lockcnt_misuse(lc, MOOR__LOCKCNT_OP_DEC);
 }
 
 /*
@@ -192,6 +226,8 @@ static inline void moor_lockcnt_dec(moor_lockcnt *lc)
  * Ordering: release for the visit being ended; acquire when returning true
  * (pairs with every other visitor's release dec).
  * Returns: true with the mutex held and count zero, false otherwise.
+ * Misuse: at count zero (no visit to end) it is reported as
+ * MOOR_MISUSE_LOCKCNT_UNDERFLOW, changes nothing and returns false.
  */
 MOOR_EXPORT bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc);
 
@@ -207,6 +243,7 @@ MOOR_EXPORT bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc);
  * moor_lockcnt_dec_and_lock(). Ordering: as moor_lockcnt_dec_and_lock().
  * Returns: true (count now zero, mutex held) or false (count unchanged by
  * this call, nothing held).
+ * Misuse: as moor_lockcnt_dec_and_lock().
  */
 MOOR_EXPORT bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc);
 

@@ -119,6 +119,11 @@ MOOR_EXPORT int moor_vlist_init_impl(moor_vlist *list, moor_lockcnt_impl impl);
  * back through its free callback, in list order, and release the lock
  * counter. NULL-safe.
  *
+ * A free callback may insert into the list (see the file comment): nodes
+ * it inserts are given back too, in further passes, until the list stays
+ * empty; a callback that inserts every time it runs keeps destroy going
+ * forever.
+ *
  * Locks: nobody may be visiting or changing the list (asserted: count zero).
  * Blocks: only as long as the free callbacks do.
  */

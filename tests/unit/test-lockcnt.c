@@ -527,6 +527,113 @@ static void test_hammer(void **state)
     moor_lockcnt_destroy(&lc);
 }
 
+/* ---- misuse ------------------------------------------------------------ */
+
+/* The counter works normally: lock/unlock, and a proper visit ends with
+ * dec_and_lock returning true. Then it can be destroyed quietly. */
+static void assert_usable_then_destroy(moor_lockcnt *lc, moor_lockcnt_impl impl)
+{
+    assert_int_equal(moor_lockcnt_count(lc), 0);
+    assert_int_equal(moor_lockcnt_get_impl(lc), impl); /* state bits kept */
+    moor_lockcnt_lock(lc);
+    moor_lockcnt_unlock(lc);
+    moor_lockcnt_inc(lc);
+    assert_int_equal(moor_lockcnt_count(lc), 1);
+    assert_true(moor_lockcnt_dec_and_lock(lc));
+    assert_int_equal(moor_lockcnt_count(lc), 0);
+    moor_lockcnt_unlock(lc);
+    moor_lockcnt_inc(lc);
+    assert_true(moor_lockcnt_dec_if_lock(lc));
+    moor_lockcnt_unlock(lc);
+    moor_lockcnt_destroy(lc);
+    tu_expect_no_report();
+}
+
+static void test_unmatched_dec_reported(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_dec(&lc);
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, &lc, "moor_lockcnt_dec with no visit");
+    tu_expect_no_report();
+    /* After a visit, one dec too many. */
+    moor_lockcnt_inc(&lc);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_dec(&lc);
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, &lc, "unmatched end of visit");
+    assert_usable_then_destroy(&lc, impl_of(state));
+}
+
+/* An unmatched dec by the lock holder keeps the lock held: the repair
+ * restores the state bits along with the count. */
+static void test_unmatched_dec_while_locked(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_lock(&lc);
+    moor_lockcnt_dec(&lc);
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, &lc, "moor_lockcnt_dec");
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    if (impl_of(state) == MOOR_LOCKCNT_FUTEX)
+        assert_int_equal(atomic_load(&lc.word), 1); /* LOCKED, count 0 */
+    moor_lockcnt_unlock(&lc);
+    assert_usable_then_destroy(&lc, impl_of(state));
+}
+
+static void test_unmatched_dec_and_lock_reported(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    assert_false(moor_lockcnt_dec_and_lock(&lc));
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, &lc, "moor_lockcnt_dec_and_lock");
+    assert_false(moor_lockcnt_dec_if_lock(&lc));
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, &lc, "moor_lockcnt_dec_if_lock");
+    assert_usable_then_destroy(&lc, impl_of(state));
+}
+
+/* The count at its limit (set directly: 2^30 visits would take too long):
+ * one more inc in the slow path (where a contended inc goes; the inline
+ * path leaves the limit to it) is refused and reported instead of wrapping
+ * to zero. */
+static void test_inc_overflow_refused(void **state)
+{
+    moor_lockcnt lc;
+    uint32_t tag;
+
+    init_for(state, &lc);
+    tag = atomic_load(&lc.word) & MOOR__LOCKCNT_STATE;
+    atomic_store(&lc.word, ~(uint32_t)MOOR__LOCKCNT_STATE | tag);
+    assert_int_equal(moor_lockcnt_count(&lc), (1u << 30) - 1);
+    moor__lockcnt_inc_slow(&lc);
+    tu_expect_report(MOOR_MISUSE_REF_OVERFLOW, &lc, "past the limit");
+    assert_int_equal(moor_lockcnt_count(&lc), (1u << 30) - 1);
+    moor_lockcnt_dec(&lc); /* below the limit: ordinary visits again */
+    moor_lockcnt_inc(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), (1u << 30) - 1);
+    tu_expect_no_report();
+    atomic_store(&lc.word, tag); /* count back to zero */
+    assert_usable_then_destroy(&lc, impl_of(state));
+}
+
+static void test_destroy_busy_reported(void **state)
+{
+    moor_lockcnt lc;
+
+    init_for(state, &lc);
+    moor_lockcnt_lock(&lc);
+    moor_lockcnt_destroy(&lc);
+    tu_expect_report(MOOR_MISUSE_DISPOSE_LOCKED, &lc, "destroy while locked");
+    moor_lockcnt_unlock(&lc);
+    moor_lockcnt_inc(&lc);
+    moor_lockcnt_destroy(&lc);
+    tu_expect_report(MOOR_MISUSE_DISPOSE_LOCKED, &lc, "1 visit(s) in progress");
+    moor_lockcnt_dec(&lc);
+    assert_usable_then_destroy(&lc, impl_of(state)); /* nothing was destroyed */
+}
+
 #define BOTH(fn)                                                                                   \
     cmocka_unit_test_prestate_setup_teardown(fn, tu_setup, tu_teardown, &impl_futex),              \
         cmocka_unit_test_prestate_setup_teardown(fn, tu_setup, tu_teardown, &impl_portable)
@@ -551,6 +658,11 @@ int main(void)
         BOTH(test_dec_if_lock_waits_then_wins),
         BOTH(test_dec_if_lock_waits_then_loses),
         BOTH(test_hammer),
+        BOTH(test_unmatched_dec_reported),
+        BOTH(test_unmatched_dec_while_locked),
+        BOTH(test_unmatched_dec_and_lock_reported),
+        BOTH(test_inc_overflow_refused),
+        BOTH(test_destroy_busy_reported),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -381,6 +381,48 @@ static void test_free_callback_uses_list(void **state)
     assert_int_equal(atomic_load(&items_freed), 3);
 }
 
+/* A free callback that inserts while the list is being destroyed: destroy
+ * must give the new nodes back too (a chain of them, to need several
+ * passes), with the lock counter still alive for the inserts. */
+static moor_vlist *refill_list;
+static int refill_budget, refill_created;
+
+static void free_and_refill(moor_vlist_node *node)
+{
+    item_free(node);
+    if (refill_budget > 0) {
+        struct item *it = item_new(100 + refill_created);
+
+        refill_budget--;
+        refill_created++;
+        assert_int_equal(moor_vlist_insert_tail(refill_list, &it->node, free_and_refill), 0);
+    }
+}
+
+static void test_destroy_frees_nodes_inserted_by_callbacks(void **state)
+{
+    moor_vlist l;
+
+    list_init(state, &l);
+    refill_list = &l;
+    refill_budget = 5;
+    refill_created = 0;
+    for (int i = 0; i < 2; i++) {
+        struct item *it = item_new(i);
+
+        refill_created++;
+        assert_int_equal(moor_vlist_insert_tail(&l, &it->node, free_and_refill), 0);
+    }
+    moor_vlist_destroy(&l);
+    assert_int_equal(refill_budget, 0);
+    assert_int_equal(refill_created, 7);
+    assert_int_equal(atomic_load(&items_freed), refill_created); /* created == freed */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(free_order[i], i);
+    for (int i = 2; i < 7; i++)
+        assert_int_equal(free_order[i], 100 + i);
+}
+
 /* ---- other threads --------------------------------------------------------- */
 
 struct visitor {
@@ -448,6 +490,7 @@ int main(void)
         BOTH(test_reenter_walk),
         BOTH(test_walk_stops),
         BOTH(test_free_callback_uses_list),
+        BOTH(test_destroy_frees_nodes_inserted_by_callbacks),
         BOTH(test_remove_while_other_thread_visits),
     };
 
