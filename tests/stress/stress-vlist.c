@@ -15,6 +15,23 @@
  * insert. Some nodes' free callbacks insert a replacement, so the list is
  * also used from free callbacks. The list size is kept between two bounds.
  *
+ * Removal outside any visit: each thread also inserts "owned" nodes, keeps
+ * up to OWN_MAX of them, and later removes them itself with no visit in
+ * progress in that thread, while the others walk, insert and remove. Owned
+ * nodes are never removed from inside a visit (the in-visit removers skip
+ * them), so their owner knows they are alive until its own remove call; it
+ * does not touch them after it. Depending on whether any visit is in
+ * progress, such a removal either sweeps (and frees the node) itself or
+ * leaves the node to the last visitor's moor_vlist_visit_end(): both sides
+ * of vlist.c's "no sweep can be missed" argument run against each other.
+ * A thread-local note tells the free callback which node its thread is
+ * removing, so the two outcomes are counted and printed.
+ *
+ * Threads work in epochs of EPOCH_OPS operations separated by a barrier.
+ * At each barrier nobody visits or changes the list, so every node removed
+ * so far must already have been freed (a missed sweep shows here, not only
+ * at the very end), and the count must be zero.
+ *
  * Checked:
  *   - never freed while visited: a walker checks the node's poison word on
  *     every step and holds a per-node "being looked at" count while its
@@ -23,6 +40,13 @@
  *     quarantine ring before being released with free(), so a late access
  *     reads DEAD deterministically (and ASan/valgrind see the rest);
  *   - freed exactly once: a per-node flag exchanged by the free callback;
+ *   - owned nodes are freed only after their owner removed them (a flag
+ *     the owner sets just before its remove call), or by destroy;
+ *   - removing an owned node never returns -EALREADY (nobody else does);
+ *   - at every barrier: count zero, freed == removed (no sweep missed),
+ *     and a walk finds created - removed live nodes;
+ *   - runs longer than 0.5 s: at least one removal outside a visit, and at
+ *     least one that swept its own node (the count-zero path of remove);
  *   - at the end (after moor_vlist_destroy()): created == freed, and the
  *     number of successful removals plus the nodes still listed at the end
  *     equals the number created.
@@ -47,7 +71,8 @@
 
 #define MAX_THREADS     64
 #define VALGRIND_THREAD 4
-#define CLOCK_EVERY     64 /* operations between two looks at the clock */
+#define EPOCH_OPS       128 /* operations per thread between two barriers */
+#define OWN_MAX         4   /* owned nodes a thread keeps at most */
 #define LIST_MIN        16
 #define LIST_MAX        200
 #define MAX_DEPTH       3
@@ -59,17 +84,28 @@
 struct snode {
     _Atomic uint64_t poison; /* ALIVE until the free callback */
     uint64_t id;
-    uint64_t payload;   /* plain field: written at insert and by the free
-                         * callback, read by walkers; races show in TSan */
-    atomic_int looking; /* walkers whose callback is on this node */
-    atomic_bool freed;  /* set once by the free callback */
-    bool replace;       /* its free callback inserts a new node */
+    uint64_t payload;    /* plain field: written at insert and by the free
+                          * callback, read by walkers; races show in TSan */
+    atomic_int looking;  /* walkers whose callback is on this node */
+    atomic_bool freed;   /* set once by the free callback */
+    bool replace;        /* its free callback inserts a new node */
+    bool owned;          /* removed only by its inserter, outside a visit */
+    atomic_bool claimed; /* owned: set by the owner just before removing */
     moor_vlist_node node;
 };
 
 static moor_vlist list;
 static atomic_bool shutting_down;
 static atomic_long created, freed, removed;
+static atomic_long outside_removed; /* owned nodes removed outside a visit */
+static atomic_long self_swept;      /* ... and freed by that remove call itself */
+static pthread_barrier_t epoch_barrier;
+static atomic_bool epoch_stop; /* written by the barrier's serial thread */
+
+/* The owned node this thread is removing outside a visit, and whether its
+ * free callback ran in this thread during that remove call. */
+static _Thread_local struct snode *removing;
+static _Thread_local bool removing_freed;
 
 static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct snode *quarantine[QUARANTINE]; /* under quarantine_lock */
@@ -102,7 +138,7 @@ static void check_alive(struct snode *sn, const char *where)
         fail("%s: node %" PRIu64 " has a bad payload", where, sn->id);
 }
 
-static void insert_one(uint64_t *seed);
+static struct snode *insert_one(uint64_t *seed, bool owned);
 static long listed(void);
 
 static void snode_free(moor_vlist_node *n)
@@ -115,6 +151,10 @@ static void snode_free(moor_vlist_node *n)
     check_alive(sn, "free callback");
     if (atomic_load(&sn->looking) != 0)
         fail("node %" PRIu64 " freed while a walker's callback is on it", sn->id);
+    if (sn->owned && !atomic_load(&sn->claimed) && !atomic_load(&shutting_down))
+        fail("owned node %" PRIu64 " freed but its owner did not remove it", sn->id);
+    if (sn == removing)
+        removing_freed = true; /* freed by its remover's own sweep */
     atomic_store_explicit(&sn->poison, POISON_DEAD, memory_order_relaxed);
     sn->payload = 0;
     atomic_fetch_add(&freed, 1);
@@ -129,26 +169,31 @@ static void snode_free(moor_vlist_node *n)
     if (sn->replace && !atomic_load(&shutting_down) && listed() < LIST_MAX) {
         uint64_t seed = sn->id * 2654435761u + 1;
 
-        insert_one(&seed); /* a free callback may use the list */
+        insert_one(&seed, false); /* a free callback may use the list */
     }
 }
 
-static void insert_one(uint64_t *seed)
+static struct snode *insert_one(uint64_t *seed, bool owned)
 {
     struct snode *sn = calloc(1, sizeof(*sn));
 
     if (!sn) {
         fail("out of memory");
-        return;
+        return NULL;
     }
     atomic_init(&sn->poison, POISON_ALIVE);
     sn->id = (uint64_t)atomic_fetch_add(&created, 1);
     sn->payload = ~sn->id;
     sn->replace = rnd(seed) % 8 == 0;
+    sn->owned = owned;
+    atomic_init(&sn->claimed, false);
     int ret = rnd(seed) % 2 ? moor_vlist_insert_tail(&list, &sn->node, snode_free)
                             : moor_vlist_insert_head(&list, &sn->node, snode_free);
-    if (ret != 0)
+    if (ret != 0) {
         fail("insert: %d", ret);
+        return NULL; /* not listed: leaks, and created != freed says so */
+    }
+    return sn;
 }
 
 static long listed(void)
@@ -156,8 +201,12 @@ static long listed(void)
     return atomic_load(&created) - atomic_load(&removed);
 }
 
+/* Inside a visit: remove @n unless it is owned (left to its owner). */
 static void remove_one(moor_vlist_node *n, const char *where)
 {
+    if (to_snode(n)->owned)
+        return;
+
     int ret = moor_vlist_remove(&list, n);
 
     if (ret == 0)
@@ -193,7 +242,7 @@ static int walk_cb(moor_vlist_node *n, void *opaque)
     }
     case 2: /* insert */
         if (listed() < LIST_MAX)
-            insert_one(&w->seed);
+            insert_one(&w->seed, false);
         break;
     case 3: /* re-enter */
         if (w->depth < MAX_DEPTH) {
@@ -230,29 +279,112 @@ static void manual_walk_remove(uint64_t *seed)
     moor_vlist_visit_end(&list);
 }
 
+struct owner {
+    struct snode *owned[OWN_MAX]; /* inserted by this thread, not yet removed */
+    unsigned n;
+};
+
+/* Outside any visit: insert an owned node, or remove one of ours. */
+static void owned_op(struct owner *o, uint64_t *seed)
+{
+    if (o->n < OWN_MAX && (o->n == 0 || rnd(seed) % 2) && listed() < LIST_MAX) {
+        struct snode *sn = insert_one(seed, true);
+
+        if (sn)
+            o->owned[o->n++] = sn;
+        return;
+    }
+    if (o->n == 0)
+        return;
+
+    unsigned i = (unsigned)(rnd(seed) % o->n);
+    struct snode *sn = o->owned[i];
+
+    o->owned[i] = o->owned[--o->n];
+    /* Alive: only this thread removes it, and it has not yet. */
+    check_alive(sn, "owned node, before removing it");
+    atomic_store(&sn->claimed, true);
+    removing = sn;
+    removing_freed = false;
+    int ret = moor_vlist_remove(&list, &sn->node);
+    removing = NULL;
+    /* From here on @sn may be freed: not touched again. */
+    if (ret != 0) {
+        fail("remove outside a visit: %d", ret);
+        return;
+    }
+    atomic_fetch_add(&removed, 1);
+    atomic_fetch_add(&outside_removed, 1);
+    if (removing_freed)
+        atomic_fetch_add(&self_swept, 1);
+}
+
+static int count_cb(moor_vlist_node *n, void *opaque)
+{
+    check_alive(to_snode(n), "count");
+    ++*(long *)opaque;
+    return 0;
+}
+
+/* At a barrier: nobody else visits or changes the list. */
+static void quiescent_check(void)
+{
+    long nr_created = atomic_load(&created), nr_removed = atomic_load(&removed);
+    long nr_freed = atomic_load(&freed), live = 0;
+
+    if (moor_lockcnt_count(&list.lc) != 0)
+        fail("count %u at a barrier", moor_lockcnt_count(&list.lc));
+    /* Before the walk below, whose visit_end would sweep what was missed. */
+    if (nr_freed != nr_removed)
+        fail("%ld nodes removed but %ld freed with nobody visiting: a sweep was missed", nr_removed,
+             nr_freed);
+    moor_vlist_walk(&list, count_cb, &live);
+    if (live != nr_created - nr_removed)
+        fail("%ld live nodes listed, expected %ld", live, nr_created - nr_removed);
+}
+
 static void *thread_main(void *arg)
 {
     struct walker w = {.seed = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15u + 1};
-    unsigned ops = 0;
+    struct owner o = {.n = 0};
 
-    while (!(++ops % CLOCK_EVERY == 0 && atomic_load(&stress_stop))) {
-        switch (rnd(&w.seed) % 8) {
-        case 0:
-        case 1:
-        case 2:
-        case 3:
-            moor_vlist_walk(&list, walk_cb, &w);
-            break;
-        case 4:
-        case 5:
-            manual_walk_remove(&w.seed);
-            break;
-        default:
-            if (listed() < LIST_MAX)
-                insert_one(&w.seed);
-            break;
+    for (;;) {
+        for (unsigned ops = 0; ops < EPOCH_OPS; ops++) {
+            switch (rnd(&w.seed) % 16) {
+            case 0:
+            case 1:
+            case 2:
+            case 3:
+            case 4:
+            case 5:
+            case 6:
+                moor_vlist_walk(&list, walk_cb, &w);
+                break;
+            case 7:
+            case 8:
+            case 9:
+                manual_walk_remove(&w.seed);
+                break;
+            case 10:
+            case 11:
+            case 12:
+                if (listed() < LIST_MAX)
+                    insert_one(&w.seed, false);
+                break;
+            default:
+                owned_op(&o, &w.seed);
+                break;
+            }
         }
+        if (pthread_barrier_wait(&epoch_barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
+            quiescent_check();
+            atomic_store(&epoch_stop, atomic_load(&stress_stop));
+        }
+        pthread_barrier_wait(&epoch_barrier);
+        if (atomic_load(&epoch_stop))
+            break;
     }
+    /* Owned nodes still listed are freed by moor_vlist_destroy(). */
     return NULL;
 }
 
@@ -290,7 +422,11 @@ int main(int argc, char **argv)
     }
     uint64_t seed = 42;
     for (int i = 0; i < LIST_MIN * 2; i++)
-        insert_one(&seed);
+        insert_one(&seed, false);
+    if (pthread_barrier_init(&epoch_barrier, NULL, nthreads)) {
+        fprintf(stderr, "stress-vlist: pthread_barrier_init failed\n");
+        return 1;
+    }
 
     for (unsigned i = 0; i < nthreads; i++) {
         if (pthread_create(&threads[i], NULL, thread_main, (void *)(uintptr_t)(i + 1))) {
@@ -304,11 +440,15 @@ int main(int argc, char **argv)
     atomic_store(&stress_stop, true);
     for (unsigned i = 0; i < nthreads; i++)
         pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&epoch_barrier);
 
     const char *impl_name =
         moor_lockcnt_get_impl(&list.lc) == MOOR_LOCKCNT_FUTEX ? "futex" : "portable";
     long still_listed = listed();
     long freed_before_destroy = atomic_load(&freed);
+    if (freed_before_destroy != atomic_load(&removed))
+        fail("%ld nodes removed but %ld freed before destroy: a sweep was missed",
+             atomic_load(&removed), freed_before_destroy);
     atomic_store(&shutting_down, true);
     moor_vlist_destroy(&list);
 
@@ -319,10 +459,16 @@ int main(int argc, char **argv)
         fail("created %ld nodes, freed %ld", atomic_load(&created), atomic_load(&freed));
     for (size_t i = 0; i < QUARANTINE; i++)
         free(quarantine[i]);
+    if (seconds > 0.5 && atomic_load(&outside_removed) == 0)
+        fail("no removal outside a visit in %.1fs", seconds);
+    if (seconds > 0.5 && atomic_load(&self_swept) == 0)
+        fail("no removal outside a visit swept its own node in %.1fs", seconds);
 
-    printf("stress-vlist: %s, %u threads, %.1fs: %ld nodes created, %ld removed, %ld freed, "
-           "%d failures\n",
+    printf("stress-vlist: %s, %u threads, %.1fs: %ld nodes created, %ld removed (%ld outside a "
+           "visit: %ld swept by the remover, %ld left to others), %ld freed, %d failures\n",
            impl_name, nthreads, seconds, atomic_load(&created), atomic_load(&removed),
-           atomic_load(&freed), atomic_load(&stress_failures));
+           atomic_load(&outside_removed), atomic_load(&self_swept),
+           atomic_load(&outside_removed) - atomic_load(&self_swept), atomic_load(&freed),
+           atomic_load(&stress_failures));
     return stress_exit_status();
 }
