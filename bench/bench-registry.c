@@ -7,9 +7,9 @@
  * world of 1k or 100k lockable objects:
  *
  *   lfht_{uuid,name}_N    the floor: a bare liburcu cds_lfht lookup (same
- *                         hash functions and RCU flavour as the registry)
- *                         inside rcu_read_lock/unlock, moor_ref on the
- *                         object found, moor_unref after.
+ *                         hash functions, RCU flavour and table sizing as
+ *                         the registry) inside rcu_read_lock/unlock,
+ *                         moor_ref on the object found, moor_unref after.
  *   reg_{uuid,name}_N     moor_registry_find_uuid/find_name + moor_unref.
  *                         Baseline: lfht_*; the target is a ratio <= 1.25.
  *   ghash_{uuid,name}_N   libvirt's design: a GHashTable under a GRWLock,
@@ -18,15 +18,33 @@
  *                         registry's speed-up (target >= 2 at 2 threads).
  *   reg_{uuid,name}_N_writer
  *                         reg_* while a writer thread adds and removes
- *                         other objects in the same registry, one add +
- *                         remove pair every WRITER_PAUSE_NS (the rate it
- *                         reached is printed to stderr). Baseline: reg_*;
- *                         the target is a ratio < 1.2.
+ *                         other objects in the same registry as fast as
+ *                         it can with a WRITER_PAUSE_NS nanosleep between
+ *                         two add + remove pairs (several thousand pairs
+ *                         per second: a stress rate, not a daemon's).
+ *   reg_uuid_N_writer{100,1000}
+ *                         the same with the writer paced at 100 or 1000
+ *                         pairs per second (absolute deadlines), the
+ *                         rates of a busy daemon. For every writer case
+ *                         the rate reached and the CPU time the writer
+ *                         thread used are printed to stderr, so the
+ *                         readers' cost can be read as a function of the
+ *                         write rate. Baseline: reg_*; the target is a
+ *                         ratio < 1.2.
+ *
+ * Table sizing. The registry sizes its tables itself: created with 64
+ * buckets, no CDS_LFHT_AUTO_RESIZE, doubled with cds_lfht_resize() by the
+ * add that makes the count exceed the bucket count (src/registry.c, "Table
+ * sizes"). The bare lfht_* tables get the same: same creation parameters,
+ * and world_bare() doubles them at the same counts, so both have the same
+ * bucket count (1024 at 1k, 131072 at 100k) and the ratio measures the
+ * registry's own cost, not a difference in chain lengths. (With liburcu's
+ * lazy automatic resizing both stayed under-sized for seconds after the
+ * build, which made the 100k figures meaningless.)
  *
  * Every case is BENCH_CONTENDED: at N threads all look up in the same
  * table. The worlds are built once per size and kept for the whole run
- * (building 100k objects for every figure would dominate the run time),
- * and measured only once liburcu's lazy table resizing has settled.
+ * (building 100k objects for every figure would dominate the run time).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,6 +71,7 @@
 #define NAME_SIZE       24
 #define WRITER_PAUSE_NS 20000 /* between two add+remove pairs of the writer */
 #define WRITER_POOL     64    /* objects the writer cycles through */
+#define TABLE_BUCKETS   64    /* as in src/registry.c */
 
 struct bare {
     struct cds_lfht_node uuid_node, name_node;
@@ -78,7 +97,9 @@ struct world {
     pthread_t writer;
     atomic_bool writer_stop;
     atomic_ulong writer_pairs;
+    long writer_period_ns; /* 0: as fast as WRITER_PAUSE_NS allows */
     double writer_t0;
+    double writer_cpu_ns; /* the writer thread's CPU time, set at its end */
 };
 
 static const moor_class *obj_class;
@@ -160,14 +181,18 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
+/* The registry's sizing, applied by hand: the same creation parameters,
+ * and the bucket count doubled (outside the read-side section, as
+ * cds_lfht_resize() requires) by the add that makes the count exceed it. */
 static void world_bare(struct world *w)
 {
-    w->lfht_uuid = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
-    w->lfht_name = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+    unsigned long buckets = TABLE_BUCKETS;
+
+    w->lfht_uuid = cds_lfht_new(TABLE_BUCKETS, TABLE_BUCKETS, 0, 0, NULL);
+    w->lfht_name = cds_lfht_new(TABLE_BUCKETS, TABLE_BUCKETS, 0, 0, NULL);
     if (!w->lfht_uuid || !w->lfht_name)
         bench_fail("cds_lfht_new failed");
     w->bare = xcalloc(w->n, sizeof(*w->bare));
-    rcu_read_lock();
     for (size_t i = 0; i < w->n; i++) {
         struct bare *b = &w->bare[i];
 
@@ -175,37 +200,15 @@ static void world_bare(struct world *w)
         b->name = w->names[i];
         b->len = strlen(b->name);
         b->obj = w->objs[i];
+        rcu_read_lock();
         cds_lfht_add(w->lfht_uuid, hash_uuid(&b->uuid), &b->uuid_node);
         cds_lfht_add(w->lfht_name, hash_name(b->name, b->len), &b->name_node);
-    }
-    rcu_read_unlock();
-}
-
-/* liburcu grows hash tables lazily, in a worker thread, a while after the
- * adds; until it is done lookups walk long chains. Wait until registry
- * lookups stop getting faster (at most ~5 s) so every case measures a
- * settled table. */
-static void settle(struct world *w)
-{
-    struct timespec pause = {0, 200000000};
-    double last = 1e300;
-
-    for (int round = 0; round < 25; round++) {
-        double t0, ns;
-        uint64_t x = 88172645463325252u;
-
-        nanosleep(&pause, NULL);
-        t0 = now_ns();
-        for (int i = 0; i < 20000; i++) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            moor_unref(moor_registry_find_uuid(w->reg, &w->uuids[x % w->n]));
+        rcu_read_unlock();
+        if (i + 1 > buckets) {
+            buckets *= 2;
+            cds_lfht_resize(w->lfht_uuid, buckets);
+            cds_lfht_resize(w->lfht_name, buckets);
         }
-        ns = (now_ns() - t0) / 20000;
-        if (ns > last * 0.9)
-            return;
-        last = ns;
     }
 }
 
@@ -241,7 +244,6 @@ static struct world *world_new(size_t n)
 #endif
     }
     world_bare(w);
-    settle(w);
     return w;
 }
 
@@ -269,10 +271,28 @@ static void keep_world(void *state)
 
 /* ---- the writer --------------------------------------------------------- */
 
+/* Sleep until the next pair is due: WRITER_PAUSE_NS after the last one, or
+ * at the next multiple of the period (deadlines missed are not made up). */
+static void writer_wait(const struct world *w, struct timespec *next)
+{
+    struct timespec pause = {0, WRITER_PAUSE_NS};
+
+    if (!w->writer_period_ns) {
+        nanosleep(&pause, NULL);
+        return;
+    }
+    next->tv_nsec += w->writer_period_ns;
+    while (next->tv_nsec >= 1000000000) {
+        next->tv_nsec -= 1000000000;
+        next->tv_sec++;
+    }
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL);
+}
+
 static void *writer_main(void *arg)
 {
     struct world *w = arg;
-    struct timespec pause = {0, WRITER_PAUSE_NS};
+    struct timespec next, cpu;
     void *objs[WRITER_POOL];
     moor_uuid uuids[WRITER_POOL];
     char name[NAME_SIZE];
@@ -284,6 +304,7 @@ static void *writer_main(void *arg)
         if (!objs[k] || moor_uuid_generate(&uuids[k], &err) < 0)
             bench_fail("writer setup: %s", moor_error_message(&err));
     }
+    clock_gettime(CLOCK_MONOTONIC, &next);
     /* relaxed: a stop flag; the join orders everything else. */
     while (!atomic_load_explicit(&w->writer_stop, memory_order_relaxed)) {
         unsigned k = (unsigned)(i % WRITER_POOL);
@@ -294,15 +315,18 @@ static void *writer_main(void *arg)
             bench_fail("writer: %s", moor_error_message(&err));
         i++;
         atomic_store_explicit(&w->writer_pairs, i, memory_order_relaxed);
-        nanosleep(&pause, NULL);
+        writer_wait(w, &next);
     }
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    w->writer_cpu_ns = (double)cpu.tv_sec * 1e9 + (double)cpu.tv_nsec; /* read after the join */
     for (int k = 0; k < WRITER_POOL; k++)
         moor_unref(objs[k]); /* the registry's references go after a grace period */
     return NULL;
 }
 
-static void *writer_start(struct world *w)
+static void *writer_start(struct world *w, long period_ns)
 {
+    w->writer_period_ns = period_ns;
     atomic_store(&w->writer_stop, false);
     atomic_store(&w->writer_pairs, 0);
     w->writer_t0 = now_ns();
@@ -313,12 +337,32 @@ static void *writer_start(struct world *w)
 
 static void *setup_1k_writer(void)
 {
-    return writer_start(setup_1k());
+    return writer_start(setup_1k(), 0);
 }
 
 static void *setup_100k_writer(void)
 {
-    return writer_start(setup_100k());
+    return writer_start(setup_100k(), 0);
+}
+
+static void *setup_1k_writer100(void)
+{
+    return writer_start(setup_1k(), 10000000);
+}
+
+static void *setup_1k_writer1000(void)
+{
+    return writer_start(setup_1k(), 1000000);
+}
+
+static void *setup_100k_writer100(void)
+{
+    return writer_start(setup_100k(), 10000000);
+}
+
+static void *setup_100k_writer1000(void)
+{
+    return writer_start(setup_100k(), 1000000);
 }
 
 static void writer_stop(void *state)
@@ -329,8 +373,11 @@ static void writer_stop(void *state)
     atomic_store(&w->writer_stop, true);
     pthread_join(w->writer, NULL);
     secs = (now_ns() - w->writer_t0) / 1e9;
-    fprintf(stderr, "  (writer on %zu objects: %.0f add+remove pairs/s)\n", w->n,
-            (double)atomic_load(&w->writer_pairs) / secs);
+    fprintf(stderr,
+            "  (writer on %zu objects: %.0f add+remove pairs/s, %.1f%% of a CPU, %.1f us CPU per "
+            "pair)\n",
+            w->n, (double)atomic_load(&w->writer_pairs) / secs, w->writer_cpu_ns / 1e9 / secs * 100,
+            w->writer_cpu_ns / 1e3 / (double)(atomic_load(&w->writer_pairs) + 1));
 }
 
 /* ---- the loops ---------------------------------------------------------- */
@@ -515,6 +562,14 @@ static const struct bench_case registry_cases[] = {
      bench_loop_reg_uuid_100k_writer},
     {"reg_name_100k_writer", "reg_name_100k", C, setup_100k_writer, writer_stop,
      bench_loop_reg_name_100k_writer},
+    {"reg_uuid_1k_writer100", "reg_uuid_1k", C, setup_1k_writer100, writer_stop,
+     bench_loop_reg_uuid_1k_writer},
+    {"reg_uuid_1k_writer1000", "reg_uuid_1k", C, setup_1k_writer1000, writer_stop,
+     bench_loop_reg_uuid_1k_writer},
+    {"reg_uuid_100k_writer100", "reg_uuid_100k", C, setup_100k_writer100, writer_stop,
+     bench_loop_reg_uuid_100k_writer},
+    {"reg_uuid_100k_writer1000", "reg_uuid_100k", C, setup_100k_writer1000, writer_stop,
+     bench_loop_reg_uuid_100k_writer},
 };
 #undef C
 

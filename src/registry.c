@@ -42,6 +42,28 @@
  * both names, or neither, resolve. Under the registry mutex only current
  * nodes are in the name table, which keeps the uniqueness checks simple.
  *
+ * Table sizes. The registry sizes its tables itself; liburcu's automatic
+ * resizing is off. That resizing is lazy: it is queued through call_rcu
+ * and done by the call_rcu thread (which batches at 10 ms intervals),
+ * triggered by sampled counters, so after a burst of adds the tables
+ * stayed too small for seconds and 100k-member lookups walked long chains.
+ * Instead, the writer that makes the count pass the bucket count doubles
+ * the target (reg->buckets_want, decided under reg->lock) and, after
+ * dropping reg->lock and leaving RCU, resizes all three tables to it with
+ * cds_lfht_resize() under reg->resize_lock (fit_tables). So the load
+ * factor stays at most 1 (plus the adds racing with a resize), and growth
+ * costs O(1) amortised per add, with no grace period (liburcu's grow
+ * populates bucket nodes; only a shrink waits for readers). Tables never
+ * shrink: their size is the high-water mark of the count, 48 bytes at
+ * most per member of that peak, and remove never blocks on a resize.
+ * resize_lock nests inside an object mutex (add may be called with one
+ * held) and is never taken with reg->lock held, which stays a leaf;
+ * nothing under resize_lock waits for a moor lock or for liburcu's
+ * call_rcu thread, so a resize cannot deadlock with deferred releases.
+ * cds_lfht_resize() must not run inside a read-side section: if the
+ * caller is in one (its own liburcu-bp section), the resize is left to
+ * the next add that is not.
+ *
  * RCU flavour. liburcu-bp ("bulletproof"): threads register themselves on
  * their first read-side section and unregister at exit, so any thread may
  * call a lookup without knowing about RCU. Its read side costs a little
@@ -68,6 +90,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -96,6 +119,7 @@
 #define REGISTRY_MAGIC   0x72656769u /* "regi" */
 #define REGISTRY_DEAD    0x64656164u /* "dead" */
 #define TABLE_BUCKETS    64          /* initial and minimum bucket count */
+#define TABLE_MIN_ALLOC  64          /* buckets allocated in the first chunk */
 #define UUID_TEXT_LEN    36
 #define NAME_QUOTE_BYTES 48 /* how much of a bad name an error message quotes */
 
@@ -127,6 +151,10 @@ struct moor_registry {
     bool lock_ready;
     pthread_mutex_t lock; /* leaf: writers and collect snapshots */
     struct cds_lfht *by_uuid, *by_name, *by_obj;
+    bool resize_lock_ready;
+    pthread_mutex_t resize_lock; /* serialises fit_tables; never under lock */
+    atomic_size_t buckets_want;  /* target bucket count, raised under lock */
+    atomic_size_t buckets_have;  /* what the tables were resized to */
     uint64_t seed; /* hash seed, so keys chosen by clients cannot collide on purpose */
     atomic_size_t count;
 };
@@ -484,6 +512,8 @@ static void registry_dispose(void *obj)
     destroy_table(reg->by_obj);
     if (reg->lock_ready)
         pthread_mutex_destroy(&reg->lock);
+    if (reg->resize_lock_ready)
+        pthread_mutex_destroy(&reg->resize_lock);
     reg->magic = REGISTRY_DEAD;
 }
 
@@ -500,10 +530,54 @@ static uint64_t random_seed(const void *salt)
     return mix64((uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 32 ^ (uintptr_t)salt);
 }
 
+/* No CDS_LFHT_AUTO_RESIZE (nor the CDS_LFHT_ACCOUNTING it feeds on): the
+ * registry sizes its tables itself; see "Table sizes" at the top. */
 static struct cds_lfht *new_table(void)
 {
-    return cds_lfht_new(TABLE_BUCKETS, TABLE_BUCKETS, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
-                        NULL);
+    return cds_lfht_new(TABLE_BUCKETS, TABLE_MIN_ALLOC, 0, 0, NULL);
+}
+
+/* Under reg->lock, after the count changed: raise the target bucket count
+ * if the count passed it. Returns whether the tables need a resize. */
+static bool grow_target_locked(moor_registry *reg)
+{
+    /* relaxed: both under reg->lock, where they change. */
+    size_t count = atomic_load_explicit(&reg->count, memory_order_relaxed);
+    size_t want = atomic_load_explicit(&reg->buckets_want, memory_order_relaxed);
+
+    if (count <= want)
+        return false;
+    while (want < count && want <= SIZE_MAX / 2)
+        want *= 2;
+    /* relaxed: fit_tables() reads it under resize_lock; see there. */
+    atomic_store_explicit(&reg->buckets_want, want, memory_order_relaxed);
+    return true;
+}
+
+/* Outside reg->lock and RCU: resize the tables to the latest target. May
+ * wait for another thread's resize; never for a grace period (a grow
+ * does not need one). */
+static void fit_tables(moor_registry *reg)
+{
+    size_t want;
+
+    if (rcu_read_ongoing())
+        return; /* the caller's own read-side section: a later add fits */
+    pthread_mutex_lock(&reg->resize_lock);
+    /* relaxed: the thread that last raised the target calls this after
+     * its store; resize_lock orders the callers, so each one reads a
+     * target at least as recent as the one applied before it, and the
+     * last target raised is applied last. */
+    want = atomic_load_explicit(&reg->buckets_want, memory_order_relaxed);
+    /* relaxed: written only here, under resize_lock. */
+    if (want > atomic_load_explicit(&reg->buckets_have, memory_order_relaxed)) {
+        cds_lfht_resize(reg->by_uuid, want);
+        cds_lfht_resize(reg->by_name, want);
+        cds_lfht_resize(reg->by_obj, want);
+        /* relaxed: a hint for the unlocked check in add; see above. */
+        atomic_store_explicit(&reg->buckets_have, want, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&reg->resize_lock);
 }
 
 moor_registry *moor_registry_new(moor_error *err)
@@ -519,12 +593,16 @@ moor_registry *moor_registry_new(moor_error *err)
         return NULL;
     }
     reg->lock_ready = pthread_mutex_init(&reg->lock, NULL) == 0;
+    reg->resize_lock_ready = pthread_mutex_init(&reg->resize_lock, NULL) == 0;
     reg->by_uuid = new_table();
     reg->by_name = new_table();
     reg->by_obj = new_table();
     reg->seed = random_seed(reg);
     atomic_init(&reg->count, 0);
-    if (!reg->lock_ready || !reg->by_uuid || !reg->by_name || !reg->by_obj) {
+    atomic_init(&reg->buckets_want, TABLE_BUCKETS);
+    atomic_init(&reg->buckets_have, TABLE_BUCKETS);
+    if (!reg->lock_ready || !reg->resize_lock_ready || !reg->by_uuid || !reg->by_name ||
+        !reg->by_obj) {
         moor_unref(reg);
         moor_error_set(err, -ENOMEM, "moor_registry_new: out of memory for the hash tables");
         return NULL;
@@ -577,8 +655,10 @@ static int check_free_keys(moor_registry *reg, void *obj, const struct entry *e,
     return 0;
 }
 
-/* Under reg->lock and the read side. (relaxed loads of entry names in the
- * messages above: under reg->lock, which every writer of them holds.) */
+/* Under reg->lock and the read side. Returns 1 if the tables should now
+ * grow (see fit_tables), 0, or a negative errno. (relaxed loads of entry
+ * names in the messages above: under reg->lock, which every writer of them
+ * holds.) */
 static int add_locked(moor_registry *reg, void *obj, struct entry *e, struct name_node *n,
                       moor_error *err)
 {
@@ -597,7 +677,7 @@ static int add_locked(moor_registry *reg, void *obj, struct entry *e, struct nam
     cds_lfht_add(reg->by_uuid, hash_uuid(reg->seed, &e->uuid), &e->uuid_node);
     /* relaxed: a statistic; see moor_registry_count(). */
     atomic_fetch_add_explicit(&reg->count, 1, memory_order_relaxed);
-    return 0;
+    return grow_target_locked(reg) ? 1 : 0;
 }
 
 int moor_registry_add(moor_registry *reg, void *obj, const moor_uuid *uuid, const char *name,
@@ -631,8 +711,14 @@ int moor_registry_add(moor_registry *reg, void *obj, const moor_uuid *uuid, cons
     if (rc < 0) {
         moor__free(e);
         moor__free(n);
+        return rc;
     }
-    return rc;
+    /* relaxed: hints; fit_tables() rereads under resize_lock. A resize
+     * skipped earlier (inside a caller's read-side section) is retried. */
+    if (rc > 0 || atomic_load_explicit(&reg->buckets_have, memory_order_relaxed) !=
+                      atomic_load_explicit(&reg->buckets_want, memory_order_relaxed))
+        fit_tables(reg);
+    return 0;
 }
 
 /* ---- remove --------------------------------------------------------------- */

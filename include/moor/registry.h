@@ -140,7 +140,9 @@ MOOR_EXPORT moor_registry *moor_registry_new(moor_error *err);
  * object may be in several registries at once.
  * Ownership: @reg takes a new reference of its own; the caller keeps its
  * own. Locks: the registry's internal leaf mutex; the caller may hold
- * @obj's mutex (or any one object mutex). Blocks: no (allocates).
+ * @obj's mutex (or any one object mutex). Blocks: allocates; when the add
+ * grows the tables it resizes them outside the registry mutex, and may wait
+ * (bounded by one table resize) for another add's resize to finish.
  * Returns: 0; or, with @reg unchanged:
  *   -EINVAL  @reg, @obj, @uuid or @name NULL; @obj not a lockable object;
  *            @name empty, longer than MOOR_REGISTRY_NAME_MAX or not UTF-8;

@@ -657,7 +657,6 @@ static void *find_locked_thread(void *arg)
  * the interesting one likely.) */
 static void removed_while_waiting(bool by_name)
 {
-    struct timespec pause = {0, 50000000};
     struct race r = {.reg = reg_new(), .uuid = uuid_of(UUID_A), .by_name = by_name};
     struct vm *vm = vm_new();
     pthread_t t;
@@ -665,9 +664,10 @@ static void removed_while_waiting(bool by_name)
     must_add(r.reg, vm, UUID_A, "web1");
     moor_lock(vm);
     assert_int_equal(pthread_create(&t, NULL, find_locked_thread, &r), 0);
-    while (!atomic_load(&r.started))
-        nanosleep(&(struct timespec){0, 1000000}, NULL);
-    nanosleep(&pause, NULL); /* let it find the object and block on the mutex */
+    /* The lookup takes its own reference before it blocks on the mutex we
+     * hold: a count of 3 (registry, us, lookup) proves it found the object,
+     * so the removal below really lands between its find and its lock. */
+    wait_refcount(vm, 3);
     assert_int_equal(moor_registry_remove(r.reg, vm, NULL), 0);
     moor_unlock(vm);
     assert_int_equal(pthread_join(t, NULL), 0);
@@ -809,6 +809,93 @@ static void test_collect_errors(void **state)
     moor_unref(vm);
 }
 
+/* ---- table sizing ---------------------------------------------------------- */
+
+#define GROW_COUNT 3000 /* crosses six doublings of the 64-bucket tables */
+
+struct grow_watch {
+    moor_registry *reg;
+    moor_uuid uuid; /* of the first member, added before the thread starts */
+    atomic_bool stop;
+    atomic_long misses, lookups;
+};
+
+/* Looks the first member up while the tables grow under it. */
+static void *grow_watch_thread(void *arg)
+{
+    struct grow_watch *g = arg;
+
+    while (!atomic_load(&g->stop)) {
+        void *a = moor_registry_find_uuid(g->reg, &g->uuid);
+        void *b = moor_registry_find_name(g->reg, "grow-0");
+
+        if (!a || !b || a != b)
+            atomic_fetch_add(&g->misses, 1);
+        moor_unref(a);
+        moor_unref(b);
+        atomic_fetch_add(&g->lookups, 1);
+    }
+    return NULL;
+}
+
+/* Adds resize the tables as the count grows (see registry.c, "Table
+ * sizes"): every member stays reachable by both keys, during the resizes
+ * (another thread keeps looking one up) and after them, and removing them
+ * all leaves an empty registry that can grow again. */
+static void test_grow_keeps_every_member(void **state)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    struct grow_watch g = {.reg = reg_new()};
+    struct vm **vms = calloc(GROW_COUNT, sizeof(*vms));
+    moor_uuid *uuids = calloc(GROW_COUNT, sizeof(*uuids));
+    pthread_t watcher;
+    char name[32];
+
+    (void)state;
+    assert_non_null(vms);
+    assert_non_null(uuids);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < GROW_COUNT; i++) {
+            if (round == 0)
+                vms[i] = vm_new();
+            assert_int_equal(moor_uuid_generate(&uuids[i], &err), 0);
+            snprintf(name, sizeof(name), "grow-%d", i);
+            if (moor_registry_add(g.reg, vms[i], &uuids[i], name, &err) != 0)
+                fail_msg("moor_registry_add(%s): %s", name, moor_error_message(&err));
+            if (i == 0) {
+                g.uuid = uuids[0];
+                atomic_store(&g.stop, false);
+                assert_int_equal(pthread_create(&watcher, NULL, grow_watch_thread, &g), 0);
+            }
+        }
+        atomic_store(&g.stop, true);
+        pthread_join(watcher, NULL);
+        assert_int_equal(atomic_load(&g.misses), 0);
+        assert_int_equal(moor_registry_count(g.reg), GROW_COUNT);
+        for (int i = 0; i < GROW_COUNT; i++) {
+            void *a = moor_registry_find_uuid(g.reg, &uuids[i]);
+
+            snprintf(name, sizeof(name), "grow-%d", i);
+            assert_ptr_equal(a, vms[i]);
+            moor_unref(a);
+            a = moor_registry_find_name(g.reg, name);
+            assert_ptr_equal(a, vms[i]);
+            moor_unref(a);
+        }
+        for (int i = 0; i < GROW_COUNT; i++)
+            assert_int_equal(moor_registry_remove(g.reg, vms[i], &err), 0);
+        assert_int_equal(moor_registry_count(g.reg), 0);
+        assert_null(moor_registry_find_uuid(g.reg, &uuids[0]));
+    }
+    moor_unref(g.reg); /* waits for the deferred releases */
+    for (int i = 0; i < GROW_COUNT; i++) {
+        assert_int_equal(moor_object_refcount(vms[i]), 1);
+        moor_unref(vms[i]);
+    }
+    free(vms);
+    free(uuids);
+}
+
 int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
@@ -837,6 +924,7 @@ int main(void)
         REG_TEST(test_find_bad_arguments),
         REG_TEST(test_collect),
         REG_TEST(test_collect_errors),
+        REG_TEST(test_grow_keeps_every_member),
     };
 
     vm_class =
