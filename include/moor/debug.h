@@ -64,6 +64,7 @@ typedef void (*moor_report_fn)(moor_misuse kind, const void *subject, const char
  * moor_debug_flags - the current set of MOOR_DEBUG_* flags.
  * Ordering: relaxed; a flag change is seen by other threads "soon", which is
  * all a debugging switch needs. Locks: none. Blocks: never.
+ * Returns: the flags.
  */
 MOOR_EXPORT unsigned moor_debug_flags(void);
 
@@ -73,12 +74,14 @@ MOOR_EXPORT unsigned moor_debug_flags(void);
  * Turning "leaks" on arranges (once) for the census to be listed at exit.
  * Objects created while "leaks" was off are counted but not listed.
  * Locks: none held by the caller are needed. Blocks: never.
+ * Returns: the previous flags.
  */
 MOOR_EXPORT unsigned moor_debug_set_flags(unsigned flags);
 
 /*
  * moor_debug_parse - turn a MOOR_DEBUG-style string into flags.
  *
+ * Locks: none. Blocks: never.
  * Returns: the flags (>= 0), or -EINVAL if a word is unknown; in that case
  * nothing is changed anywhere. NULL or "" parses to 0.
  */
@@ -98,7 +101,9 @@ MOOR_EXPORT void moor_debug_set_report(moor_report_fn fn, void *opaque);
  *
  * For moor's own layers and for applications building their own checked
  * primitives. Formats the message like printf. With MOOR_DEBUG_ABORT set,
- * aborts after the hook returns. Blocks: only as long as the hook does.
+ * aborts after the hook returns. Locks: takes the hook's leaf mutex only
+ * to read the hook, not while calling it. Blocks: only as long as the hook
+ * does. Returns: nothing (unless it aborts).
  */
 MOOR_EXPORT void moor_debug_report(moor_misuse kind, const void *subject, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -109,7 +114,7 @@ MOOR_EXPORT void moor_debug_report(moor_misuse kind, const void *subject, const 
  * After this call, the @nth allocation moor makes (1 = the next one) fails
  * as if malloc had returned NULL; 0 turns injection off. Only one failure is
  * injected per call. Counting is process-wide: use it from single-threaded
- * tests. Returns nothing; blocks never.
+ * tests. Locks: none. Blocks: never. Returns: nothing.
  */
 MOOR_EXPORT void moor_debug_fail_alloc(unsigned long nth);
 

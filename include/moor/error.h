@@ -55,18 +55,20 @@ MOOR_EXPORT int moor_error_set(moor_error *err, int code, const char *fmt, ...)
  *
  * Ownership, locks, blocking: as moor_error_set().
  * Returns: the code already in @err (0 when none, or @err is NULL).
+ * Locks: none. Blocks: never.
  */
 MOOR_EXPORT int moor_error_prefix(moor_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /*
  * moor_error_clear - forget a recorded error so @err can be reused.
- * NULL-safe. Locks: none. Blocks: never.
+ * NULL-safe. Locks: none. Blocks: never. Returns: nothing.
  */
 MOOR_EXPORT void moor_error_clear(moor_error *err);
 
 /*
  * moor_error_is_set - whether @err holds a failure. NULL gives false.
+ * Locks: none. Blocks: never. Returns: the answer.
  */
 MOOR_EXPORT bool moor_error_is_set(const moor_error *err);
 
@@ -74,8 +76,9 @@ MOOR_EXPORT bool moor_error_is_set(const moor_error *err);
  * moor_error_message - the text of the error in @err.
  *
  * Ownership: the string lives in @err (or is static) and stays valid until
- * @err is changed. Never NULL: "" when nothing is recorded; the strerror()
- * text when a code was recorded without a message.
+ * @err is changed. Locks: none. Blocks: never.
+ * Returns, never NULL: "" when nothing is recorded; the strerror() text
+ * when a code was recorded without a message.
  */
 MOOR_EXPORT const char *moor_error_message(const moor_error *err);
 

@@ -165,7 +165,9 @@ MOOR_EXPORT int moor_job_kind_register(const char *name, moor_job_mode mode, moo
 
 /*
  * moor_job_kind_name - the name of @kind ("QUERY", ...), or "?" if @kind
- * is not registered. Borrowed, static. Locks: none. Blocks: never.
+ * is not registered.
+ * Ownership: borrowed, static storage; do not free. Locks: none.
+ * Blocks: never. Returns: the name, never NULL.
  */
 MOOR_EXPORT const char *moor_job_kind_name(unsigned kind);
 
@@ -198,7 +200,9 @@ MOOR_EXPORT int moor_job_init(moor_job *job, void *obj, const char *label);
  * moor_job_destroy - release what @job holds; NULL-safe. Call from the
  * object's dispose function. A job still held or waited for is reported
  * as misuse (it cannot happen when every holder owns a reference).
- * Locks: none (the object is being disposed). Blocks: no.
+ * Ownership: frees the heap holder array, if any; @job's storage stays
+ * the caller's. Locks: none (the object is being disposed). Blocks: no.
+ * Returns: nothing.
  */
 MOOR_EXPORT void moor_job_destroy(moor_job *job);
 
@@ -253,11 +257,13 @@ MOOR_EXPORT int moor_job_begin_timeout(moor_job *job, unsigned kind, const char 
                                        uint32_t timeout_ms, moor_error *err);
 
 /* moor_job_begin - moor_job_begin_timeout() with the object's default
- * deadline. Same contract. */
+ * deadline. Ownership, Locks, Returns: as moor_job_begin_timeout().
+ * Blocks: up to the object's default timeout (30 s unless changed). */
 MOOR_EXPORT int moor_job_begin(moor_job *job, unsigned kind, const char *api, moor_error *err);
 
 /* moor_job_begin_try - moor_job_begin_timeout() with no wait: -EBUSY at
- * once when the job cannot start. Blocks: never. Same contract. */
+ * once when the job cannot start. Blocks: never; the mutex is not released.
+ * Ownership, Locks, Returns: as moor_job_begin_timeout() (no -ETIMEDOUT). */
 MOOR_EXPORT int moor_job_begin_try(moor_job *job, unsigned kind, const char *api, moor_error *err);
 
 /*
@@ -272,7 +278,9 @@ MOOR_EXPORT int moor_job_end(moor_job *job);
 
 /*
  * moor_job_held - whether the calling thread holds a sync job on @job.
- * For assertions. Locks: the object's mutex (not checked). Blocks: never.
+ * For assertions. Ownership: nothing to free. Locks: the object's mutex
+ * (not checked). Blocks: never. Returns: true if held; false otherwise or
+ * for a NULL @job.
  */
 MOOR_EXPORT bool moor_job_held(const moor_job *job);
 

@@ -123,6 +123,7 @@ MOOR_EXPORT void moor__lockcnt_misuse(moor_lockcnt *lc, int op);
  * Not atomic with respect to other users of @lc: call it before @lc is
  * published. Ownership: @lc is the caller's storage; undo with
  * moor_lockcnt_destroy(). Locks: none. Blocks: never. Context: any thread.
+ * Returns: nothing (cannot fail; @lc must not be NULL).
  */
 MOOR_EXPORT void moor_lockcnt_init(moor_lockcnt *lc);
 
@@ -133,18 +134,23 @@ MOOR_EXPORT void moor_lockcnt_init(moor_lockcnt *lc);
  * Returns: 0; -EINVAL if @lc is NULL or @impl unknown; -ENOTSUP for
  * MOOR_LOCKCNT_FUTEX on a system without futexes. On failure @lc is
  * untouched.
+ * Ownership, Locks, Blocks: as moor_lockcnt_init() (none; never).
  */
 MOOR_EXPORT int moor_lockcnt_init_impl(moor_lockcnt *lc, moor_lockcnt_impl impl);
 
 /*
  * moor_lockcnt_default_impl - the implementation moor_lockcnt_init() picks
  * in this build (never MOOR_LOCKCNT_DEFAULT).
+ * Ownership: nothing to free. Locks: none. Blocks: never.
+ * Returns: MOOR_LOCKCNT_FUTEX or MOOR_LOCKCNT_PORTABLE.
  */
 MOOR_EXPORT moor_lockcnt_impl moor_lockcnt_default_impl(void);
 
 /*
  * moor_lockcnt_get_impl - the implementation @lc was initialised with
  * (never MOOR_LOCKCNT_DEFAULT). Blocks: never.
+ * Ownership: nothing to free. Locks: none.
+ * Returns: MOOR_LOCKCNT_FUTEX or MOOR_LOCKCNT_PORTABLE.
  */
 MOOR_EXPORT moor_lockcnt_impl moor_lockcnt_get_impl(const moor_lockcnt *lc);
 
@@ -155,7 +161,9 @@ MOOR_EXPORT moor_lockcnt_impl moor_lockcnt_get_impl(const moor_lockcnt *lc);
  * Misuse: destroying a counter that is locked or has visits in progress is
  * reported (MOOR_MISUSE_DISPOSE_LOCKED) and destroys nothing; @lc stays
  * usable, so the caller can finish with it and destroy it again.
- * Blocks: never.
+ * Ownership: @lc's storage stays the caller's (only the portable mutex is
+ * destroyed). Locks: the caller must not hold the mutex. Blocks: never.
+ * Returns: nothing (misuse is reported, not returned).
  */
 MOOR_EXPORT void moor_lockcnt_destroy(moor_lockcnt *lc);
 
@@ -256,6 +264,8 @@ MOOR_EXPORT bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc);
  * Locks: not recursive; the caller must not hold it already.
  * Blocks: until the current holder unlocks (no deadline: holders keep it
  * for short, non-blocking sections). Ordering: acquire.
+ * Ownership: on return the caller holds the mutex; release it with
+ * moor_lockcnt_unlock() or moor_lockcnt_inc_and_unlock(). Returns: nothing.
  */
 MOOR_EXPORT void moor_lockcnt_lock(moor_lockcnt *lc);
 
@@ -265,6 +275,7 @@ MOOR_EXPORT void moor_lockcnt_lock(moor_lockcnt *lc);
  *
  * Locks: the caller must hold the mutex. Blocks: never (one futex wake or
  * pthread unlock). Ordering: release.
+ * Ownership: the caller gives up the mutex. Returns: nothing.
  */
 MOOR_EXPORT void moor_lockcnt_unlock(moor_lockcnt *lc);
 
@@ -276,6 +287,8 @@ MOOR_EXPORT void moor_lockcnt_unlock(moor_lockcnt *lc);
  * moor_lockcnt_lock() by a thread that wants to visit what it just
  * changed). Locks: the caller must hold the mutex. Blocks: never.
  * Ordering: release (the caller already saw everything through the mutex).
+ * Ownership: the caller gives up the mutex and is now in a visit, which it
+ * ends with a moor_lockcnt_dec*() call. Returns: nothing.
  */
 MOOR_EXPORT void moor_lockcnt_inc_and_unlock(moor_lockcnt *lc);
 
@@ -300,6 +313,7 @@ static inline unsigned moor_lockcnt_count(const moor_lockcnt *lc)
  * A diagnostic for tests and reports: it can be stale, and for the futex
  * implementation it stays true until the next unlock even if the waiter has
  * left. Locks: none. Blocks: never. Ordering: relaxed.
+ * Ownership: nothing to free. Returns: true if a waiter is announced.
  */
 MOOR_EXPORT bool moor_lockcnt_has_waiters(const moor_lockcnt *lc);
 

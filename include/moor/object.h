@@ -114,14 +114,20 @@ MOOR_EXPORT const moor_class *moor_lockable_class(void);
 MOOR_EXPORT const moor_class *moor_class_new(const char *name, const moor_class *parent,
                                              size_t size, moor_dispose_fn dispose, moor_error *err);
 
-/* moor_class_name, moor_class_parent - introspection; borrowed, static. */
+/*
+ * moor_class_name, moor_class_parent - introspection.
+ * Ownership: borrowed; both live for the program. Locks: none. Blocks:
+ * never. Returns: the name ("(not a class)" for an invalid @klass); the
+ * parent (NULL for moor_object_class() or an invalid @klass).
+ */
 MOOR_EXPORT const char *moor_class_name(const moor_class *klass);
 MOOR_EXPORT const moor_class *moor_class_parent(const moor_class *klass);
 
 /*
  * moor_class_live - objects of exactly @klass (not subclasses) that exist
  * now. Ordering: relaxed; exact once the threads creating and dropping
- * objects of the class have been joined. Blocks: never.
+ * objects of the class have been joined. Locks: none. Blocks: never.
+ * Returns: the count; 0 for an invalid @klass.
  */
 MOOR_EXPORT size_t moor_class_live(const moor_class *klass);
 
@@ -234,28 +240,31 @@ static inline void moor__autounref_cleanup(void *pp)
     })
 
 /*
- * moor_object_get_class - the class of @obj (borrowed, static), or NULL
- * (reported) if @obj is not a live object.
+ * moor_object_get_class - the class of @obj.
+ * Ownership: borrowed, lives for the program. Locks: none. Blocks: never.
+ * Returns: the class, or NULL (reported) if @obj is not a live object.
  */
 MOOR_EXPORT const moor_class *moor_object_get_class(const void *obj);
 
 /*
  * moor_object_refcount - the reference count, for diagnostics and tests
- * only (stale as soon as it is read). -1 if @obj is not a live object.
+ * only (stale as soon as it is read). Locks: none. Blocks: never.
+ * Returns: the count, or -1 if @obj is not a live object.
  */
 MOOR_EXPORT int moor_object_refcount(const void *obj);
 
 /*
  * moor_is_a - whether @obj is a live object of @klass or of a subclass.
  * NULL or a non-object gives false without a report (this is a question,
- * not an assertion). Locks: none. Blocks: never.
+ * not an assertion). Locks: none. Blocks: never. Returns: the answer.
  */
 MOOR_EXPORT bool moor_is_a(const void *obj, const moor_class *klass);
 
 /*
  * moor_cast - @obj if it is a @klass, else NULL with a misuse report
- * naming both classes. NULL gives NULL silently. Borrowed: no reference is
- * taken. MOOR_CAST adds the C type.
+ * naming both classes. NULL gives NULL silently. MOOR_CAST adds the C type.
+ * Ownership: borrowed, no reference is taken. Locks: none. Blocks: never.
+ * Returns: @obj or NULL.
  */
 MOOR_EXPORT void *moor_cast(const void *obj, const moor_class *klass);
 #define MOOR_CAST(type, obj, klass) ((type *)moor_cast((obj), (klass)))
@@ -277,9 +286,9 @@ MOOR_EXPORT void moor_lock(void *obj);
 
 /*
  * moor_lock_try - lock @obj if nobody holds it.
- * Blocks: never. Returns: 0 when locked; -EBUSY when held (by anyone,
- * this thread included); -EINVAL when @obj is not a lockable object (also
- * reported as misuse: it is a programmer error, not a busy lock).
+ * Locks: as moor_lock(); on 0 the caller holds @obj's mutex. Blocks: never. Returns: 0 when locked;
+ * -EBUSY when held (by anyone, this thread included); -EINVAL when @obj is not a lockable object
+ * (also reported as misuse: it is a programmer error, not a busy lock).
  */
 MOOR_EXPORT int moor_lock_try(void *obj);
 
@@ -288,14 +297,17 @@ MOOR_EXPORT int moor_lock_try(void *obj);
  *
  * An unlock by a thread that does not hold the mutex is reported and
  * leaves the mutex as it was (unlocking someone else's mutex is undefined
- * behaviour in pthreads, so it is never passed on). Blocks: never.
+ * behaviour in pthreads, so it is never passed on).
+ * Locks: the caller must hold @obj's mutex; afterwards it does not.
+ * Blocks: never. Returns: nothing (misuse is reported, not returned).
  */
 MOOR_EXPORT void moor_unlock(void *obj);
 
 /*
  * moor_lock_held - whether the calling thread holds @obj's mutex. For
  * assertions. Ordering: relaxed; exact for the calling thread's own
- * answer. Blocks: never.
+ * answer. Locks: none. Blocks: never. Returns: false also for anything
+ * that is not a live lockable object.
  */
 MOOR_EXPORT bool moor_lock_held(const void *obj);
 
@@ -303,6 +315,7 @@ MOOR_EXPORT bool moor_lock_held(const void *obj);
  * moor_assert_locked - report MOOR_MISUSE_NOT_LOCKED unless the calling
  * thread holds @obj's mutex. Always active (it is one relaxed load), so
  * functions named *_locked can check their contract in release builds.
+ * Locks: none taken. Blocks: never. Returns: nothing.
  */
 MOOR_EXPORT void moor_assert_locked(const void *obj);
 
@@ -332,7 +345,8 @@ MOOR_EXPORT void moor_assert_locked(const void *obj);
  * cleared with moor_weak_clear() before its memory goes away.
  * Concurrency: set and clear of one @w must be serialised by the caller;
  * moor_weak_get() may run concurrently with anything.
- * Locks: takes internal leaf locks. Blocks: no.
+ * Locks: takes internal leaf locks. Blocks: no. Returns: nothing; a
+ * non-object @obj or a NULL @w is reported and changes nothing.
  */
 MOOR_EXPORT void moor_weak_set(moor_weak *w, void *obj);
 
@@ -343,12 +357,14 @@ MOOR_EXPORT void moor_weak_set(moor_weak *w, void *obj);
  *
  * Ownership: new reference. Locks: takes an internal leaf lock.
  * Blocks: no (the leaf lock is held for a few instructions).
+ * Returns: the object or NULL; never an error code.
  */
 MOOR_EXPORT void *moor_weak_get(moor_weak *w);
 
 /*
  * moor_weak_clear - point @w at nothing. NULL-safe. Safe against a
  * concurrent last unref of the object. Locks/Blocks: as moor_weak_set().
+ * Returns: nothing.
  */
 MOOR_EXPORT void moor_weak_clear(moor_weak *w);
 
@@ -370,8 +386,9 @@ typedef struct moor_census_entry {
 MOOR_EXPORT size_t moor_census(moor_census_entry *out, size_t cap);
 
 /*
- * moor_census_total - all live objects of every class. Ordering/locks as
- * moor_census().
+ * moor_census_total - all live objects of every class.
+ * Locks: an internal leaf mutex. Blocks: no. Ordering: as moor_census().
+ * Returns: the total.
  */
 MOOR_EXPORT size_t moor_census_total(void);
 
@@ -379,7 +396,9 @@ MOOR_EXPORT size_t moor_census_total(void);
  * moor_census_print - write the census to @f, one class per line and, for
  * objects created while MOOR_DEBUG=leaks was on, one line per object with
  * its address and reference count.
- * Returns: the total live objects. Blocks: on @f's I/O.
+ * Returns: the total live objects. Locks: internal leaf mutexes (the
+ * caller must not hold one; a report hook must not call this). Blocks: on
+ * @f's I/O.
  */
 MOOR_EXPORT size_t moor_census_print(FILE *f);
 

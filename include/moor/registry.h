@@ -82,16 +82,19 @@ MOOR_EXPORT char *moor_uuid_format(const moor_uuid *uuid, char out[MOOR_UUID_STR
 /*
  * moor_uuid_generate - a random (version 4, RFC 4122 variant) UUID.
  *
- * Uses getrandom(2) without GRND_NONBLOCK: early in boot, before the kernel
- * pool is initialised, it can block until it is (once per boot, seconds at
- * most); afterwards it never blocks. Ownership: writes *@out only on
- * success. Locks: none. Context: any thread.
+ * Uses getrandom(2) without GRND_NONBLOCK (retried on EINTR).
+ * Blocks: only early in boot, until the kernel entropy pool is initialised
+ * (once per boot; no fixed bound, usually seconds); never afterwards.
+ * Ownership: writes *@out only on success. Locks: none. Context: any
+ * thread.
  * Returns: 0; -EINVAL if @out is NULL; or the -errno of getrandom (e.g.
  *   -ENOSYS on a kernel without it).
  */
 MOOR_EXPORT int moor_uuid_generate(moor_uuid *out, moor_error *err);
 
-/* moor_uuid_equal - whether @a and @b hold the same 16 bytes. */
+/* moor_uuid_equal - whether @a and @b hold the same 16 bytes.
+ * Ownership: nothing to free. Locks: none. Blocks: never.
+ * Returns: true if equal; false if they differ or either is NULL. */
 MOOR_EXPORT bool moor_uuid_equal(const moor_uuid *a, const moor_uuid *b);
 
 /* ---- the registry ----------------------------------------------------- */
@@ -201,7 +204,8 @@ MOOR_EXPORT int moor_registry_rename(moor_registry *reg, void *obj, const char *
  * respect to add, remove and rename; the reference is taken with an
  * increment-unless-zero, so an object whose last reference is gone is
  * never returned. Context: any thread, also one never seen by liburcu.
- * A NULL @reg or key is reported as misuse and gives NULL.
+ * Returns: the object, or NULL: key not found (also a name longer than
+ * MOOR_REGISTRY_NAME_MAX), or a NULL @reg or key (reported as misuse).
  */
 MOOR_EXPORT void *moor_registry_find_uuid(moor_registry *reg, const moor_uuid *uuid);
 MOOR_EXPORT void *moor_registry_find_name(moor_registry *reg, const char *name);
@@ -250,6 +254,8 @@ MOOR_EXPORT int moor_registry_collect(moor_registry *reg, moor_registry_filter_f
 /*
  * moor_registry_array_free - drop every reference in the NULL-terminated
  * array @objs (from moor_registry_collect()) and free it. NULL-safe.
+ * Ownership: takes @objs and its references; do not use them afterwards.
+ * Returns: nothing.
  * Locks: the caller must not hold the mutex of any object in it.
  * Blocks: only as long as dispose functions of last references do.
  */

@@ -103,6 +103,7 @@ typedef struct moor_vlist {
  *
  * Call before the list is shared. Ownership: caller's storage; undo with
  * moor_vlist_destroy(). Locks: none. Blocks: never.
+ * Returns: nothing (cannot fail; @list must not be NULL).
  */
 MOOR_EXPORT void moor_vlist_init(moor_vlist *list);
 
@@ -110,7 +111,7 @@ MOOR_EXPORT void moor_vlist_init(moor_vlist *list);
  * moor_vlist_init_impl - as moor_vlist_init() with an explicit lock counter
  * implementation (see moor_lockcnt_init_impl()).
  * Returns: 0; -EINVAL or -ENOTSUP as moor_lockcnt_init_impl(), with @list
- * untouched.
+ * untouched. Ownership, Locks, Blocks: as moor_vlist_init().
  */
 MOOR_EXPORT int moor_vlist_init_impl(moor_vlist *list, moor_lockcnt_impl impl);
 
@@ -124,8 +125,10 @@ MOOR_EXPORT int moor_vlist_init_impl(moor_vlist *list, moor_lockcnt_impl impl);
  * empty; a callback that inserts every time it runs keeps destroy going
  * forever.
  *
- * Locks: nobody may be visiting or changing the list (asserted: count zero).
- * Blocks: only as long as the free callbacks do.
+ * Ownership: every node goes back to its owner; @list's storage stays the
+ * caller's. Locks: nobody may be visiting or changing the list (asserted:
+ * count zero); the mutex is not taken. Blocks: only as long as the free
+ * callbacks do. Returns: nothing.
  */
 MOOR_EXPORT void moor_vlist_destroy(moor_vlist *list);
 
@@ -168,9 +171,12 @@ MOOR_EXPORT int moor_vlist_remove(moor_vlist *list, moor_vlist_node *node);
  * even if removed. Visits nest. visit_end of the last visit frees the nodes
  * removed meanwhile (their free callbacks run in that thread).
  * Locks: the caller must not hold the list's mutex (it cannot: the API
- * never leaves it held). Blocks: visit_begin waits while a sweep is freeing
- * nodes at count zero (short); visit_end of the last visit may wait for the
- * mutex and runs the free callbacks. Ordering: as moor_lockcnt_inc/dec.
+ * never leaves it held). Blocks: visit_begin waits while another thread
+ * holds the mutex at count zero (an insert, remove or sweep; short);
+ * visit_end of the last visit may wait for the mutex and runs the free
+ * callbacks. Ordering: as moor_lockcnt_inc/dec.
+ * Ownership: nothing to free; visit_end gives swept nodes back through
+ * their free callbacks. Returns: nothing.
  */
 MOOR_EXPORT void moor_vlist_visit_begin(moor_vlist *list);
 MOOR_EXPORT void moor_vlist_visit_end(moor_vlist *list);
@@ -227,6 +233,8 @@ MOOR_EXPORT int moor_vlist_walk(moor_vlist *list, moor_vlist_walk_fn fn, void *o
 /*
  * moor_vlist_is_removed - whether @node has been removed. Inside a visit
  * only (outside it the node may be gone). Ordering: relaxed.
+ * Ownership: @node stays the list's. Locks: none. Blocks: never.
+ * Returns: true once moor_vlist_remove() marked @node, else false.
  */
 MOOR_EXPORT bool moor_vlist_is_removed(const moor_vlist_node *node);
 
