@@ -203,9 +203,17 @@ static struct timespec ns_to_timespec(int64_t ns)
     return ts;
 }
 
+static _Atomic(const moor_class *) loop_klass;
+
+/* A live loop: a moor object of class moor_loop (its header checked first,
+ * so any moor object can be asked) that is not being disposed. */
 static bool loop_valid(const moor_loop *loop)
 {
-    return loop && loop->magic == LOOP_MAGIC;
+    /* relaxed: a loop exists only after the class was published to its
+     * creator, and a caller got the pointer from that thread. */
+    return loop && loop->parent.magic == MOOR__OBJECT_MAGIC &&
+           loop->parent.klass == atomic_load_explicit(&loop_klass, memory_order_relaxed) &&
+           loop->magic == LOOP_MAGIC;
 }
 
 /* -EINVAL for a NULL or non-loop pointer; a non-loop is also reported. */
@@ -233,7 +241,6 @@ static void kick(moor_loop *loop)
 static void loop_dispose(void *obj);
 
 static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
-static _Atomic(const moor_class *) loop_klass;
 
 static const moor_class *loop_class(moor_error *err)
 {
