@@ -960,7 +960,9 @@ static bool turn_acquire(moor_loop *loop, int me, int timeout_ms, int64_t start)
     /* relaxed: written under the lock, which we hold. */
     int owner = atomic_load_explicit(&loop->owner, memory_order_relaxed);
 
-    if (owner == me || (owner == 0 && !loop->turn_head)) {
+    /* A free loop has no waiters: turn_release hands the turn to the first
+     * waiter under the lock, so owner is 0 only with an empty queue. */
+    if (owner == me || owner == 0) {
         if (owner == 0) /* relaxed: under the lock; readers outside it only
                          * compare with their own id. */
             atomic_store_explicit(&loop->owner, me, memory_order_relaxed);
@@ -995,10 +997,6 @@ static bool turn_acquire(moor_loop *loop, int me, int timeout_ms, int64_t start)
         *p = w.next;
         if (loop->turn_tail == &w.next)
             loop->turn_tail = p;
-        /* Leaving the head of the queue of a free loop: pass the turn on. */
-        /* relaxed: under the lock. */
-        if (atomic_load_explicit(&loop->owner, memory_order_relaxed) == 0 && loop->turn_head)
-            pthread_cond_broadcast(&loop->turn_cond);
     }
     pthread_mutex_unlock(&loop->lock);
     return got;
@@ -1110,6 +1108,9 @@ static int iterate_common(moor_loop *loop, int timeout_ms, bool thread)
             else
                 ran += dispatch_fd(loop, h, events[i].events);
         }
+        /* relaxed: a timer armed by another thread is either seen here (its
+         * store came before our turn_acquire took the lock) or its adder saw
+         * us as owner and kicked us (kick_other_owner): next iteration. */
         if (atomic_load_explicit(&loop->heap_count, memory_order_relaxed) != 0)
             ran += dispatch_timers(loop);
         /* relaxed: see moor_loop_schedule(). */
