@@ -774,7 +774,9 @@ static void test_timer_periodic(void **state)
     spin_until_ms(mono_ms() + 30);
     assert_int_equal(moor_loop_iterate(loop, 0), 1);
     assert_int_equal(p.calls, 4);
-    assert_int_equal(moor_loop_iterate(loop, 0), 0);
+    /* Rescheduled past now, on the period grid: not due at once (unless
+     * this thread stalls a whole period, which a loaded machine can do, so
+     * that is not asserted). */
     assert_int_equal(atomic_load(&p.freed), 0);
     assert_int_equal(moor_loop_remove(loop, id), 0);
     assert_int_equal(atomic_load(&p.freed), 1);
