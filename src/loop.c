@@ -509,7 +509,8 @@ static void running_put(moor_loop *loop, struct handler *h)
 static int remove_common(moor_loop *loop, uint64_t id, bool sync, const char *op)
 {
     struct handler *h;
-    int me = self_tid(), owner;
+    int me = self_tid();
+    bool owner_is_me;
 
     if (check_loop(loop, op, NULL) < 0)
         return -EINVAL;
@@ -520,21 +521,29 @@ static int remove_common(moor_loop *loop, uint64_t id, bool sync, const char *op
         return -ENOENT;
     }
     detach_locked(loop, h);
-    /* relaxed: owner is written under the lock, which we hold. */
-    owner = atomic_load_explicit(&loop->owner, memory_order_relaxed);
+    /* relaxed: owner is written under the lock, which we hold; and only we
+     * can make it equal to our own id. */
+    owner_is_me = atomic_load_explicit(&loop->owner, memory_order_relaxed) == me;
     /* The owner's running frames are all its own: it must not wait. */
-    if (sync && owner != me) {
+    if (sync && !owner_is_me) {
         /* seq_cst: the Dekker pair with the dispatcher. */
         while (atomic_load(&h->running) != 0)
             pthread_cond_wait(&loop->idle_cond, &loop->lock);
-        /* relaxed: under the lock. */
-        owner = atomic_load_explicit(&loop->owner, memory_order_relaxed);
     }
     pthread_mutex_unlock(&loop->lock);
     moor_vlist_remove(&loop->handlers, &h->node);
-    /* An iteration in another thread holds a visit: wake it so that it
-     * ends the visit and the node is freed now, not at its next event. */
-    if (owner != 0 && owner != me)
+    /*
+     * If a visit is still counted, the node waits for the last visitor,
+     * which may be an iteration asleep in epoll_wait(): wake it, so that the
+     * node is freed now rather than at its next event. The count, not a
+     * look at loop->owner, decides: the owner may have ended its iteration
+     * and begun the next one (a new visit) since we looked. A count read
+     * as zero here means the last visitor has already taken the mutex to
+     * sweep, after our mark (moor_vlist_remove saw the count above zero
+     * under that mutex, and the count reaches zero only with it held).
+     * Our own iteration, if we are the owner, sweeps when it ends.
+     */
+    if (!owner_is_me && moor_lockcnt_count(&loop->handlers.lc) != 0)
         kick(loop);
     return 0;
 }
