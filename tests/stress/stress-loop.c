@@ -19,6 +19,10 @@
  * dropped by the handler's free_fn, and the table's, dropped by its
  * remover. The last drop checks the record's history and frees it.
  *
+ * Iterating threads mostly call moor_loop_iterate() with short timeouts,
+ * sometimes moor_loop_run(), which changers end with moor_loop_quit() now
+ * and then (and main at the end, until every thread is back).
+ *
  * Callbacks (run by whichever thread holds the turn) drain their eventfd,
  * and now and then remove themselves or another record (plainly or with
  * remove_sync), add records, schedule callbacks, update timers, or run a
@@ -98,7 +102,8 @@ static _Thread_local int depth; /* callbacks nested in this thread */
 static _Thread_local uint64_t cb_seed;
 
 static atomic_long recs_created, recs_dropped, frees, removes, syncs;
-static atomic_long cb_runs, nested_runs, sched_made, sched_ran, sched_freed, iterations;
+static atomic_long cb_runs, nested_runs, sched_made, sched_ran, sched_freed, iterations, runs;
+static atomic_int workers_left;
 
 static int self_tid(void)
 {
@@ -428,11 +433,14 @@ static void *iterator_main(struct worker *w)
     uint64_t seed = stress_seed(w->index);
 
     for (unsigned round = 0; stress_go_on(&w->deadline, round); round++) {
-        int rc = moor_loop_iterate(loop, (int)(stress_rnd(&seed) % 3));
+        /* Now and then a run, which only a quit ends (changers quit now and
+         * then, and main keeps quitting at the end until we are back). */
+        bool run = stress_rnd(&seed) % 16 == 0;
+        int rc = run ? moor_loop_run(loop) : moor_loop_iterate(loop, (int)(stress_rnd(&seed) % 3));
 
         if (rc < 0)
-            fail("iterate: %d", rc);
-        atomic_fetch_add(&iterations, 1);
+            fail("%s: %d", run ? "run" : "iterate", rc);
+        atomic_fetch_add(run ? &runs : &iterations, 1);
         if (moor_loop_in_loop(loop))
             fail("in_loop after iterate returned");
     }
@@ -478,8 +486,10 @@ static void *changer_main(struct worker *w)
             }
         } else if (op < 31) {
             schedule_one();
-        } else {
+        } else if (stress_rnd(&seed) % 4) {
             moor_loop_wakeup(loop);
+        } else {
+            moor_loop_quit(loop);
         }
         if (round % 64 == 63)
             sched_yield();
@@ -490,8 +500,10 @@ static void *changer_main(struct worker *w)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    void *ret = w->iterator ? iterator_main(w) : changer_main(w);
 
-    return w->iterator ? iterator_main(w) : changer_main(w);
+    atomic_fetch_sub(&workers_left, 1);
+    return ret;
 }
 
 int main(int argc, char **argv)
@@ -521,12 +533,25 @@ int main(int argc, char **argv)
     }
 
     deadline = stress_add_seconds(stress_now(), seconds);
+    atomic_store(&workers_left, (int)nthreads);
     for (unsigned i = 0; i < nthreads; i++) {
         workers[i] = (struct worker){.index = i + 1, .iterator = i % 2 == 0, .deadline = deadline};
         if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i])) {
             fprintf(stderr, STRESS_PROG ": pthread_create failed\n");
             return 1;
         }
+    }
+    /* Runs in progress end only with a quit: keep quitting until every
+     * worker is back (bounded). */
+    struct timespec back = stress_add_seconds(deadline, 30.0);
+    while (atomic_load(&workers_left) > 0 && !stress_past(&back)) {
+        moor_loop_quit(loop);
+        sched_yield();
+    }
+    if (atomic_load(&workers_left) > 0) {
+        fprintf(stderr, STRESS_PROG ": FAIL: %d worker(s) stuck 30 s after the end\n",
+                atomic_load(&workers_left));
+        return 1;
     }
     for (unsigned i = 0; i < nthreads; i++)
         pthread_join(workers[i].thread, NULL);
@@ -564,11 +589,13 @@ int main(int argc, char **argv)
         fail("%ld records, %ld free_fn calls", atomic_load(&recs_created), atomic_load(&frees));
     stress_check_census();
 
-    printf(STRESS_PROG ": %u threads, %.1f s: %ld records, %ld callbacks (%ld nested "
-                       "iterations), %ld iterate calls, %ld removes (%ld sync), %ld scheduled "
-                       "(%ld ran), %ld removed at the end\n",
+    printf(STRESS_PROG
+           ": %u threads, %.1f s: %ld records, %ld callbacks (%ld nested "
+           "iterations), %ld iterate calls, %ld runs, %ld removes (%ld sync), %ld scheduled "
+           "(%ld ran), %ld removed at the end\n",
            nthreads, seconds, atomic_load(&recs_created), atomic_load(&cb_runs),
-           atomic_load(&nested_runs), atomic_load(&iterations), atomic_load(&removes),
-           atomic_load(&syncs), atomic_load(&sched_made), atomic_load(&sched_ran), removed_now);
+           atomic_load(&nested_runs), atomic_load(&iterations), atomic_load(&runs),
+           atomic_load(&removes), atomic_load(&syncs), atomic_load(&sched_made),
+           atomic_load(&sched_ran), removed_now);
     return stress_exit_status();
 }
