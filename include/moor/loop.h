@@ -156,9 +156,12 @@ MOOR_EXPORT int moor_loop_update_timer(moor_loop *loop, uint64_t id, uint32_t de
  * No dispatch of it starts after this returns. A callback already running
  * in another thread's iteration may still be running: the free_fn runs once
  * it has returned (and no visit can see the handler any more). Use
- * moor_loop_remove_sync() to wait for that.
- * Locks: none needed. Blocks: briefly on the handler table's mutex; never
- * on a callback. Context: any thread, including any callback.
+ * moor_loop_remove_sync() to wait for that. When no iteration is in
+ * progress the free_fn runs in the calling thread before this returns;
+ * otherwise in the thread whose iteration ends last.
+ * Locks: none that the free_fn takes. Blocks: briefly on the handler
+ * table's mutex, plus the free_fn when it runs here; never on a callback.
+ * Context: any thread, including any callback.
  * Returns: 0; -ENOENT if @id is not a live handler of @loop (never added,
  * already removed, or a one-shot timer that fired); -EINVAL (NULL @loop).
  */
