@@ -141,14 +141,16 @@ MOOR_EXPORT int moor_blocker_init(moor_blocker_set *b, const char *label,
  * their tokens become void.
  * Ownership: frees the block records; @b's storage stays the caller's.
  * Locks: takes the token table's and @b's leaf mutexes; no other thread
- *   may use @b any more. Blocks: no. Returns: nothing.
+ *   may use @b any more. Blocks: no. Context: any thread (the one that
+ *   drops the last reference). Returns: nothing.
  */
 MOOR_EXPORT void moor_blocker_destroy(moor_blocker_set *b);
 
 /*
  * moor_blocker_relabel - name @b differently in later messages (copied;
- * the object was renamed). Locks: @b's leaf mutex, briefly; any other lock
- * may be held. Blocks: no. Context: any thread.
+ * the object was renamed). Ownership: nothing to free. Locks: @b's leaf
+ * mutex, briefly; any other lock may be held. Blocks: no. Context: any
+ * thread.
  * Returns: 0, or -EINVAL (misuse) for a NULL or uninitialised @b.
  */
 MOOR_EXPORT int moor_blocker_relabel(moor_blocker_set *b, const char *label);
@@ -215,8 +217,8 @@ MOOR_EXPORT int moor_blocker_check(moor_blocker_set *b, unsigned op, moor_error 
  * moor_blocker_mask - the operations some block covers right now (the
  * union of all masks), for "what can't I do with this disk" displays.
  * Ordering: relaxed; a moment's answer, like moor_blocker_check().
- * Locks: none. Blocks: never. Returns: the mask; 0 for a NULL or
- * uninitialised @b.
+ * Ownership: nothing to free. Locks: none. Blocks: never. Context: any
+ * thread. Returns: the mask; 0 for a NULL or uninitialised @b.
  */
 MOOR_EXPORT uint64_t moor_blocker_mask(const moor_blocker_set *b);
 
@@ -225,7 +227,8 @@ MOOR_EXPORT uint64_t moor_blocker_mask(const moor_blocker_set *b);
  * the table entry, or NULL when it has none (the caller then prints
  * "op N"); NULL also for a NULL @b or an @op out of range.
  * Ownership: borrowed from the table passed to moor_blocker_init().
- * Locks: none. Blocks: never. Returns: the name, or NULL.
+ * Locks: none. Blocks: never. Context: any thread. Returns: the name, or
+ * NULL.
  */
 MOOR_EXPORT const char *moor_blocker_op_name(const moor_blocker_set *b, unsigned op);
 
