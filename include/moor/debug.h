@@ -46,6 +46,8 @@ typedef enum moor_misuse {
     MOOR_MISUSE_BAD_ARGUMENT,      /* a NULL or invalid argument */
     MOOR_MISUSE_LEAK,              /* objects still alive at exit */
     MOOR_MISUSE_LOCKCNT_UNDERFLOW, /* end of a visit that was never begun */
+    MOOR_MISUSE_BLOCKS_LEFT,       /* blocker set destroyed with blocks in place */
+    MOOR_MISUSE_UNBLOCK_UNKNOWN,   /* unblock of a token that names no block */
 } moor_misuse;
 
 /*
