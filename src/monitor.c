@@ -1,0 +1,1105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * monitor.c - a request/reply channel to an external peer, driven by a
+ * moor_loop.
+ *
+ * Theory of operation.
+ *
+ * Threads and data. Three kinds of thread touch a monitor: callers (in
+ * moor_monitor_call and friends), the loop thread (in the fd handler) and
+ * whoever drops the last reference (dispose). Everything shared between
+ * them is guarded by mon->lock, a leaf below object mutexes: it is never
+ * held while the codec, a callback, or moor_lock() runs. The input buffer
+ * is the exception: only the reader touches it, and the reader is the fd
+ * handler, which the loop never runs twice at once; dispose frees it after
+ * the last reference, i.e. after the reader let go of its own.
+ *
+ * The handler and the fd. The loop handler's opaque is a small "link"
+ * holding a weak reference to the monitor and the fd. The handler takes a
+ * strong reference (moor_weak_get) for the length of each dispatch, so the
+ * monitor outlives any callout it makes, and a dispatch that starts while
+ * the monitor is being disposed simply returns. The link's free_fn, run
+ * by the loop when the handler is gone for good, closes the fd: so the fd
+ * number is never released while the loop might still use it, whichever
+ * thread removed the handler and whether or not a dispatch was running.
+ * mon->fd is the same descriptor for writers and shutdown(); it is set to
+ * -1 (under the lock) before anyone removes the handler, so a thread that
+ * sees mon->fd >= 0 under the lock knows the descriptor is still open.
+ *
+ * Calls. A call takes an id, encodes its request outside the lock, then
+ * under the lock appends the bytes to the output queue, links a record
+ * (on its own stack, with its own condition variable) into the pending
+ * list and, if the queue was empty, writes at once from its own thread;
+ * whatever the socket does not take is left to the loop, which is asked
+ * for OUT readiness (want_out). Invariant: while the channel is open, a
+ * non-empty queue means want_out is set. The caller then waits on its
+ * condition variable with its deadline. The reader matches a reply by id,
+ * moves the payload into the record, unlinks it and signals. A caller
+ * whose deadline passes unlinks its own record; the reply, if it comes,
+ * finds no record and is dropped (counted as stray).
+ *
+ * Breaking. EOF, a read or write error, an oversized or garbage message
+ * move OPEN to BROKEN (break_locked): every pending record is completed
+ * with -EPIPE and the reason, and the socket is shut down. The shutdown
+ * matters when the break happens in a caller's thread (a failed write):
+ * it wakes the loop with HUP, and it is always the loop thread that then
+ * runs notify_eof(): it removes the handler and calls on_eof exactly once
+ * (eof_notified). close moves any state to CLOSED the same way but never
+ * leads to on_eof, and waits (remove_sync) for a dispatch in flight unless
+ * it runs on the loop thread, where no other dispatch can be running.
+ *
+ * Input. The reader reads into a buffer that grows by doubling up to
+ * max_message, asks the codec to frame each message, classifies it and
+ * dispatches it: a reply to its waiter, an event or greeting to on_event
+ * (with a strong reference to the owner, taken from the weak one), an
+ * IGNORE to nowhere. A partial message of max_message bytes that the codec
+ * still cannot frame is oversized; a frame or classify error is garbage;
+ * both break the channel. After every callout the reader re-checks that
+ * the channel is still open, since on_event may have closed it.
+ */
+#define _GNU_SOURCE
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <moor/debug.h>
+#include <moor/loop.h>
+#include <moor/monitor.h>
+#include <moor/object.h>
+
+#include "debug-internal.h"
+#include "monitor-internal.h"
+
+#define IN_FIRST         4096u       /* first size of the input buffer */
+#define IN_KEEP          (64u << 10) /* an idle input buffer above this is freed */
+#define OUT_KEEP         (64u << 10) /* the same for the output queue */
+#define READS_PER_WAKEUP 16          /* then let the loop serve other handlers */
+#define ENCODE_STACK     512         /* requests up to this are encoded on the stack */
+
+/* A call waiting for its reply. On the caller's stack; while linked, every
+ * field is guarded by the monitor's mutex. */
+struct pending {
+    struct pending *prev, *next;
+    uint64_t id;
+    pthread_cond_t cond;
+    bool done;
+    int rc;                             /* 0, -EPIPE or the peer's status */
+    void *payload;                      /* rc == 0: the reply's payload */
+    char text[MOOR_ERROR_MESSAGE_SIZE]; /* rc < 0: why */
+};
+
+/* The loop handler's opaque (see the theory). */
+struct link {
+    moor_weak mon;
+    int fd; /* closed by link_free; -1 until the handler exists */
+};
+
+struct moor_monitor {
+    moor_object parent;
+
+    /* Set by moor_monitor_new, read-only afterwards. */
+    moor_loop *loop; /* a reference */
+    moor_monitor_codec codec;
+    moor_monitor_callbacks cb;
+    bool has_owner;
+    moor_weak owner;
+    char name[MOOR_MONITOR_NAME_MAX + 1];
+    uint32_t default_timeout_ms;
+    size_t max_message;
+
+    pthread_mutex_t lock;
+    /* Guarded by lock. */
+    moor_monitor_state state;
+    bool eof_notified;
+    bool want_out;
+    int fd;           /* -1 once the handler is (being) removed */
+    uint64_t handler; /* 0: none */
+    uint64_t next_id;
+    struct pending *head, *tail;
+    moor_error why; /* BROKEN: the reason */
+    char *out;      /* output queue: bytes [out_off, out_len) unsent */
+    size_t out_off, out_len, out_cap;
+    moor_monitor_stats stats; /* state, pending and entered are kept here too */
+
+    /* The reader's (see the theory). */
+    char *in; /* bytes [in_off, in_len) received, not yet consumed */
+    size_t in_off, in_len, in_cap;
+};
+
+/* ---- class -------------------------------------------------------------- */
+
+static void monitor_dispose(void *obj);
+
+static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
+static _Atomic(const moor_class *) monitor_klass;
+
+static const moor_class *monitor_class(moor_error *err)
+{
+    /* acquire: pairs with the release below; the class is then complete. */
+    const moor_class *k = atomic_load_explicit(&monitor_klass, memory_order_acquire);
+
+    if (k)
+        return k;
+    pthread_mutex_lock(&class_lock);
+    /* relaxed: class_lock orders the writers. */
+    k = atomic_load_explicit(&monitor_klass, memory_order_relaxed);
+    if (!k) {
+        k = moor_class_new("moor_monitor", moor_object_class(), sizeof(moor_monitor),
+                           monitor_dispose, err);
+        /* release: publishes the class to the lock-free readers above. */
+        atomic_store_explicit(&monitor_klass, k, memory_order_release);
+    }
+    pthread_mutex_unlock(&class_lock);
+    return k;
+}
+
+/* Whether @mon is a live monitor (a question, no report). */
+static bool is_monitor(const void *mon)
+{
+    /* acquire: as in monitor_class(). */
+    const moor_class *k = atomic_load_explicit(&monitor_klass, memory_order_acquire);
+
+    return mon && k && moor_is_a(mon, k);
+}
+
+static int misuse(const void *subject, moor_misuse kind, moor_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Report a programmer error and fail with -EINVAL carrying the same text. */
+static int misuse(const void *subject, moor_misuse kind, moor_error *err, const char *fmt, ...)
+{
+    char text[MOOR_ERROR_MESSAGE_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    moor_debug_report(kind, subject, "%s", text);
+    return moor_error_set(err, -EINVAL, "%s", text);
+}
+
+/* ---- condition variables on the monotonic clock -------------------------- */
+
+static pthread_condattr_t cond_attr;
+static pthread_once_t cond_attr_once = PTHREAD_ONCE_INIT;
+
+static void cond_attr_init(void)
+{
+    pthread_condattr_init(&cond_attr);
+    pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+}
+
+static struct timespec deadline_in(uint32_t ms)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/* ---- pending calls (lock held) --------------------------------------------- */
+
+static void pending_link_locked(moor_monitor *mon, struct pending *p)
+{
+    p->next = NULL;
+    p->prev = mon->tail;
+    if (mon->tail)
+        mon->tail->next = p;
+    else
+        mon->head = p;
+    mon->tail = p;
+    mon->stats.pending++;
+}
+
+static void pending_unlink_locked(moor_monitor *mon, struct pending *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        mon->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        mon->tail = p->prev;
+    p->prev = p->next = NULL;
+    mon->stats.pending--;
+}
+
+/* Oldest first: replies mostly come in the order of the requests. */
+static struct pending *pending_find_locked(moor_monitor *mon, uint64_t id)
+{
+    for (struct pending *p = mon->head; p; p = p->next)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
+static void pending_complete_locked(moor_monitor *mon, struct pending *p, int rc, void *payload,
+                                    const char *text)
+{
+    pending_unlink_locked(mon, p);
+    p->done = true;
+    p->rc = rc;
+    p->payload = payload;
+    snprintf(p->text, sizeof(p->text), "%s", text ? text : "");
+    pthread_cond_signal(&p->cond);
+}
+
+static void fail_pending_locked(moor_monitor *mon, const char *why)
+{
+    while (mon->head)
+        pending_complete_locked(mon, mon->head, -EPIPE, NULL, why);
+}
+
+/* ---- breaking and closing ---------------------------------------------------- */
+
+static void break_locked(moor_monitor *mon, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* OPEN -> BROKEN (see the theory). Lock held. */
+static void break_locked(moor_monitor *mon, int code, const char *fmt, ...)
+{
+    char why[MOOR_ERROR_MESSAGE_SIZE];
+    va_list ap;
+
+    if (mon->state != MOOR_MONITOR_OPEN)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    mon->state = MOOR_MONITOR_BROKEN;
+    mon->stats.state = MOOR_MONITOR_BROKEN;
+    moor_error_set(&mon->why, code, "%s", why);
+    fail_pending_locked(mon, why);
+    if (mon->fd >= 0)
+        shutdown(mon->fd, SHUT_RDWR);
+}
+
+static bool is_open(moor_monitor *mon)
+{
+    bool open;
+
+    pthread_mutex_lock(&mon->lock);
+    open = mon->state == MOOR_MONITOR_OPEN;
+    pthread_mutex_unlock(&mon->lock);
+    return open;
+}
+
+/* A strong reference to the owner for a callback; false if there is an
+ * owner and it is gone (the callback must then not run). */
+static bool owner_get(moor_monitor *mon, void **owner)
+{
+    *owner = mon->has_owner ? moor_weak_get(&mon->owner) : NULL;
+    return !mon->has_owner || *owner;
+}
+
+/* Loop thread (or moor__monitor_feed): after a break, remove the handler
+ * and run on_eof, once. */
+static void notify_eof(moor_monitor *mon)
+{
+    moor_error why;
+    uint64_t handler;
+    void *owner;
+
+    pthread_mutex_lock(&mon->lock);
+    if (mon->state != MOOR_MONITOR_BROKEN || mon->eof_notified) {
+        pthread_mutex_unlock(&mon->lock);
+        return;
+    }
+    mon->eof_notified = true;
+    why = mon->why;
+    handler = mon->handler;
+    mon->handler = 0;
+    mon->fd = -1;
+    pthread_mutex_unlock(&mon->lock);
+    if (handler)
+        moor_loop_remove(mon->loop, handler);
+    if (!mon->cb.on_eof || !owner_get(mon, &owner))
+        return;
+    mon->cb.on_eof(mon, owner, &why, mon->cb.opaque);
+    moor_unref(owner);
+}
+
+/* Any state -> CLOSED; waits for a dispatch in flight if @may_wait and
+ * not on the loop thread. */
+static void close_channel(moor_monitor *mon, bool may_wait)
+{
+    uint64_t handler;
+
+    pthread_mutex_lock(&mon->lock);
+    if (mon->state == MOOR_MONITOR_CLOSED) {
+        pthread_mutex_unlock(&mon->lock);
+        return;
+    }
+    mon->state = MOOR_MONITOR_CLOSED;
+    mon->stats.state = MOOR_MONITOR_CLOSED;
+    fail_pending_locked(mon, "the monitor was closed");
+    if (mon->fd >= 0)
+        shutdown(mon->fd, SHUT_RDWR);
+    mon->fd = -1;
+    handler = mon->handler;
+    mon->handler = 0;
+    pthread_mutex_unlock(&mon->lock);
+    if (!handler)
+        return;
+    if (may_wait && !moor_loop_in_loop(mon->loop))
+        moor_loop_remove_sync(mon->loop, handler);
+    else
+        moor_loop_remove(mon->loop, handler);
+}
+
+/* ---- output (lock held) ------------------------------------------------------- */
+
+static int out_append_locked(moor_monitor *mon, const char *bytes, size_t n)
+{
+    size_t queued = mon->out_len - mon->out_off;
+
+    if (mon->out_cap - mon->out_len < n) {
+        if (mon->out_cap - queued >= n) {
+            memmove(mon->out, mon->out + mon->out_off, queued);
+        } else {
+            size_t cap = mon->out_cap ? mon->out_cap : 1024;
+            char *p;
+
+            while (cap - queued < n)
+                cap *= 2;
+            if (!(p = moor__malloc(cap)))
+                return -ENOMEM;
+            if (queued)
+                memcpy(p, mon->out + mon->out_off, queued);
+            moor__free(mon->out);
+            mon->out = p;
+            mon->out_cap = cap;
+        }
+        mon->out_off = 0;
+        mon->out_len = queued;
+    }
+    memcpy(mon->out + mon->out_len, bytes, n);
+    mon->out_len += n;
+    return 0;
+}
+
+/* Write what the socket takes; have the loop wait for OUT readiness while
+ * bytes are left (and stop waiting once they are gone). */
+static void flush_locked(moor_monitor *mon)
+{
+    moor_error e = MOOR_ERROR_INIT;
+    bool want;
+
+    while (mon->state == MOOR_MONITOR_OPEN && mon->out_off < mon->out_len) {
+        ssize_t n = send(mon->fd, mon->out + mon->out_off, mon->out_len - mon->out_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n < 0) {
+            int code = -errno;
+
+            break_locked(mon, code, "write error: %s", strerror(-code));
+            return;
+        }
+        mon->out_off += (size_t)n;
+    }
+    if (mon->state != MOOR_MONITOR_OPEN)
+        return;
+    if (mon->out_off == mon->out_len) {
+        mon->out_off = mon->out_len = 0;
+        if (mon->out_cap > OUT_KEEP) {
+            moor__free(mon->out);
+            mon->out = NULL;
+            mon->out_cap = 0;
+        }
+    }
+    want = mon->out_len > 0;
+    if (want == mon->want_out)
+        return;
+    int rc = moor_loop_update_fd(mon->loop, mon->handler,
+                                 MOOR_LOOP_IN | (want ? MOOR_LOOP_OUT : 0u), &e);
+    if (rc < 0)
+        break_locked(mon, rc, "cannot watch the socket: %s", moor_error_message(&e));
+    else
+        mon->want_out = want;
+}
+
+/* ---- input (the reader) ---------------------------------------------------------- */
+
+static void break_channel(moor_monitor *mon, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void break_channel(moor_monitor *mon, int code, const char *fmt, ...)
+{
+    char why[MOOR_ERROR_MESSAGE_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&mon->lock);
+    break_locked(mon, code, "%s", why);
+    pthread_mutex_unlock(&mon->lock);
+}
+
+/* Room at the end of the input buffer (in_off is 0 here), grown up to
+ * max_message. The buffer is never full at the cap: a partial message of
+ * max_message bytes has been refused by process_input() already. Returns
+ * the room, or 0 after breaking the channel for want of memory. */
+static size_t in_room(moor_monitor *mon)
+{
+    size_t cap;
+    char *p;
+
+    if (mon->in_len < mon->in_cap)
+        return mon->in_cap - mon->in_len;
+    assert(mon->in_cap < mon->max_message);
+    cap = mon->in_cap ? mon->in_cap * 2 : IN_FIRST;
+    if (cap > mon->max_message)
+        cap = mon->max_message;
+    if (!(p = moor__malloc(cap))) {
+        break_channel(mon, -ENOMEM, "out of memory for a message");
+        return 0;
+    }
+    if (mon->in_len)
+        memcpy(p, mon->in, mon->in_len);
+    moor__free(mon->in);
+    mon->in = p;
+    mon->in_cap = cap;
+    return cap - mon->in_len;
+}
+
+/* Move the unconsumed bytes to the front; free a large idle buffer. */
+static void in_compact(moor_monitor *mon)
+{
+    size_t left = mon->in_len - mon->in_off;
+
+    if (left && mon->in_off)
+        memmove(mon->in, mon->in + mon->in_off, left);
+    mon->in_off = 0;
+    mon->in_len = left;
+    if (!left && mon->in_cap > IN_KEEP) {
+        moor__free(mon->in);
+        mon->in = NULL;
+        mon->in_cap = 0;
+    }
+}
+
+static void deliver_event(moor_monitor *mon, moor_monitor_message *msg)
+{
+    void *owner;
+    bool open, alive = owner_get(mon, &owner);
+
+    pthread_mutex_lock(&mon->lock);
+    open = mon->state == MOOR_MONITOR_OPEN;
+    if (open && alive)
+        mon->stats.events++;
+    else if (open)
+        mon->stats.dropped++;
+    pthread_mutex_unlock(&mon->lock);
+    if (open && alive && mon->cb.on_event)
+        mon->cb.on_event(mon, owner, msg, mon->cb.opaque);
+    moor_unref(owner);
+}
+
+static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
+{
+    struct pending *p;
+
+    pthread_mutex_lock(&mon->lock);
+    p = pending_find_locked(mon, msg->id);
+    if (!p) {
+        mon->stats.stray++;
+    } else if (msg->status < 0) {
+        mon->stats.replies++;
+        pending_complete_locked(mon, p, msg->status, NULL,
+                                msg->error ? msg->error : strerror(-msg->status));
+    } else {
+        mon->stats.replies++;
+        pending_complete_locked(mon, p, 0, msg->payload, NULL);
+        msg->payload = NULL;
+    }
+    pthread_mutex_unlock(&mon->lock);
+}
+
+/* Hand one classified message on; its payload is freed unless taken. */
+static void dispatch(moor_monitor *mon, moor_monitor_message *msg)
+{
+    switch (msg->kind) {
+    case MOOR_MONITOR_REPLY:
+        deliver_reply(mon, msg);
+        break;
+    case MOOR_MONITOR_EVENT:
+    case MOOR_MONITOR_GREETING:
+        deliver_event(mon, msg);
+        break;
+    case MOOR_MONITOR_IGNORE:
+        pthread_mutex_lock(&mon->lock);
+        mon->stats.ignored++;
+        pthread_mutex_unlock(&mon->lock);
+        break;
+    }
+    if (msg->payload && mon->codec.free_payload)
+        mon->codec.free_payload(mon->codec.opaque, msg->payload);
+}
+
+static const char *codec_text(const moor_error *e, ssize_t code)
+{
+    return moor_error_is_set(e) ? moor_error_message(e) : strerror((int)-code);
+}
+
+/* Frame, classify and dispatch every complete message buffered. */
+static void process_input(moor_monitor *mon)
+{
+    while (mon->in_off < mon->in_len) {
+        const char *p = mon->in + mon->in_off;
+        size_t avail = mon->in_len - mon->in_off;
+        moor_error e = MOOR_ERROR_INIT;
+        moor_monitor_message msg = {0};
+        ssize_t n = mon->codec.frame(mon->codec.opaque, p, avail, &e);
+        int rc;
+
+        if (n == 0 && avail >= mon->max_message) {
+            break_channel(mon, -EMSGSIZE, "the peer sent a message longer than %zu bytes",
+                          mon->max_message);
+            return;
+        }
+        if (n == 0)
+            break;
+        if (n < 0) {
+            break_channel(mon, -EPROTO, "garbage from the peer: cannot frame it: %s",
+                          codec_text(&e, n));
+            return;
+        }
+        if ((size_t)n > avail) {
+            break_channel(mon, -EPROTO, "codec error: a frame of %zd bytes in %zu", n, avail);
+            return;
+        }
+        rc = mon->codec.classify(mon->codec.opaque, p, (size_t)n, &msg, &e);
+        if (rc >= 0 &&
+            (msg.kind < MOOR_MONITOR_REPLY || msg.kind > MOOR_MONITOR_IGNORE || msg.status > 0)) {
+            if (msg.payload && mon->codec.free_payload)
+                mon->codec.free_payload(mon->codec.opaque, msg.payload);
+            moor_error_set(&e, -EPROTO, "codec error: kind %d, status %d", (int)msg.kind,
+                           msg.status);
+            rc = -EPROTO;
+        }
+        if (rc < 0) {
+            break_channel(mon, -EPROTO, "garbage from the peer: %s", codec_text(&e, rc));
+            return;
+        }
+        mon->in_off += (size_t)n;
+        dispatch(mon, &msg);
+        if (!is_open(mon))
+            return;
+    }
+    in_compact(mon);
+}
+
+static void read_input(moor_monitor *mon, int fd)
+{
+    for (int i = 0; i < READS_PER_WAKEUP && is_open(mon); i++) {
+        size_t room = in_room(mon);
+        ssize_t n;
+
+        if (!room)
+            return;
+        n = read(fd, mon->in + mon->in_len, room);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0) {
+            int code = -errno;
+
+            break_channel(mon, code, "read error: %s", strerror(-code));
+            return;
+        }
+        if (n == 0) {
+            break_channel(mon, -EPIPE, "the peer closed the connection");
+            return;
+        }
+        mon->in_len += (size_t)n;
+        process_input(mon);
+    }
+}
+
+static void on_fd(moor_loop *loop, uint64_t id, int fd, unsigned revents, void *opaque)
+{
+    struct link *link = opaque;
+    moor_monitor *mon = moor_weak_get(&link->mon);
+
+    (void)loop;
+    (void)id;
+    if (!mon)
+        return; /* being disposed: its close is removing this handler */
+    if (revents & MOOR_LOOP_OUT) {
+        pthread_mutex_lock(&mon->lock);
+        flush_locked(mon);
+        pthread_mutex_unlock(&mon->lock);
+    }
+    if (revents & (MOOR_LOOP_IN | MOOR_LOOP_ERR | MOOR_LOOP_HUP))
+        read_input(mon, fd);
+    notify_eof(mon);
+    moor_unref(mon);
+}
+
+static void link_free(void *opaque)
+{
+    struct link *link = opaque;
+
+    moor_weak_clear(&link->mon);
+    if (link->fd >= 0)
+        close(link->fd);
+    moor__free(link);
+}
+
+int moor__monitor_feed(moor_monitor *mon, const void *data, size_t len)
+{
+    const char *p = data;
+
+    if (!mon)
+        return -EINVAL;
+    while (len > 0 && is_open(mon)) {
+        size_t room = in_room(mon), n = room < len ? room : len;
+
+        if (!room)
+            break;
+        memcpy(mon->in + mon->in_len, p, n);
+        mon->in_len += n;
+        p += n;
+        len -= n;
+        process_input(mon);
+    }
+    notify_eof(mon);
+    return is_open(mon) ? 0 : -EPIPE;
+}
+
+/* ---- new / dispose ------------------------------------------------------------------ */
+
+static void monitor_dispose(void *obj)
+{
+    moor_monitor *mon = obj;
+
+    /* No reference is left, so no dispatch holds one: a remove_sync only
+     * waits for a dispatch that found the weak reference dead. */
+    close_channel(mon, true);
+    moor_weak_clear(&mon->owner);
+    moor_unref(mon->loop);
+    moor__free(mon->in);
+    moor__free(mon->out);
+    pthread_mutex_destroy(&mon->lock);
+}
+
+static int check_new_args(moor_loop *loop, int fd, const moor_monitor_codec *codec, void *owner,
+                          const moor_monitor_options *o, moor_error *err)
+{
+    if (!loop || !codec)
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err, "moor_monitor_new: NULL %s",
+                      !loop ? "loop" : "codec");
+    if (!codec->frame || !codec->encode || !codec->classify)
+        return misuse(codec, MOOR_MISUSE_BAD_ARGUMENT, err,
+                      "moor_monitor_new: the codec lacks a %s function",
+                      !codec->frame    ? "frame"
+                      : !codec->encode ? "encode"
+                                       : "classify");
+    if (fd < 0)
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err, "moor_monitor_new: fd %d", fd);
+    if (owner && !moor_is_a(owner, moor_object_class()))
+        return misuse(owner, MOOR_MISUSE_NOT_AN_OBJECT, err,
+                      "moor_monitor_new: owner %p is not a live moor object", owner);
+    if (o && o->max_message && o->max_message < MOOR_MONITOR_MIN_MAX_MESSAGE)
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
+                      "moor_monitor_new: max_message %zu is below %u", o->max_message,
+                      MOOR_MONITOR_MIN_MAX_MESSAGE);
+    if (o && o->max_message > SSIZE_MAX)
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
+                      "moor_monitor_new: max_message %zu is too large", o->max_message);
+    if (o && o->name && strlen(o->name) > MOOR_MONITOR_NAME_MAX)
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
+                      "moor_monitor_new: name longer than %d bytes", MOOR_MONITOR_NAME_MAX);
+    return 0;
+}
+
+static int check_socket(int fd, moor_error *err)
+{
+    int type = 0;
+    socklen_t len = sizeof(type);
+
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+        int code = -errno;
+
+        return moor_error_set(err, code, "moor_monitor_new: fd %d: %s", fd, strerror(-code));
+    }
+    if (type != SOCK_STREAM)
+        return moor_error_set(err, -EPROTOTYPE, "moor_monitor_new: fd %d is not a stream socket",
+                              fd);
+    return 0;
+}
+
+/* Register the handler and open the channel; on failure nothing of @fd
+ * changed and @link is freed (by the loop, through link_free). */
+static int start_io(moor_monitor *mon, struct link *link, int fd, moor_error *err)
+{
+    int flags = fcntl(fd, F_GETFL);
+    uint64_t id;
+    int rc;
+
+    if (flags < 0 || (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)) {
+        int code = -errno;
+
+        link_free(link);
+        return moor_error_set(err, code, "moor_monitor_new: fd %d: %s", fd, strerror(-code));
+    }
+    /* Under the lock: a dispatch that starts at once waits until the
+     * monitor is open. */
+    pthread_mutex_lock(&mon->lock);
+    rc = moor_loop_add_fd(mon->loop, fd, MOOR_LOOP_IN, on_fd, link, link_free, &id, err);
+    if (rc == 0) {
+        /* Read by link_free only after the handler is removed, which the
+         * loop orders after this store (its own mutex). */
+        link->fd = fd;
+        mon->fd = fd;
+        mon->handler = id;
+        mon->state = MOOR_MONITOR_OPEN;
+        mon->stats.state = MOOR_MONITOR_OPEN;
+    }
+    pthread_mutex_unlock(&mon->lock);
+    if (rc < 0) {
+        if (!(flags & O_NONBLOCK))
+            fcntl(fd, F_SETFL, flags);
+        moor_error_prefix(err, "moor_monitor_new: ");
+        return rc;
+    }
+    return 0;
+}
+
+moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec *codec,
+                               const moor_monitor_callbacks *callbacks, void *owner,
+                               const moor_monitor_options *options, moor_error *err)
+{
+    const moor_class *klass;
+    moor_autounref moor_monitor *mon = NULL;
+    struct link *link;
+
+    if (check_new_args(loop, fd, codec, owner, options, err) < 0 || check_socket(fd, err) < 0)
+        return NULL;
+    if (!(klass = monitor_class(err)))
+        return NULL;
+    if (!(mon = moor_object_new(klass))) {
+        moor_error_set(err, -ENOMEM, "moor_monitor_new: out of memory");
+        return NULL;
+    }
+    /* moor_object_new zeroed it: state 0 means "not started", which
+     * dispose treats like closed with nothing to remove. */
+    pthread_mutex_init(&mon->lock, NULL);
+    mon->loop = moor_ref(loop);
+    mon->codec = *codec;
+    if (callbacks)
+        mon->cb = *callbacks;
+    mon->fd = -1;
+    mon->next_id = 1;
+    mon->default_timeout_ms = options && options->default_timeout_ms
+                                  ? options->default_timeout_ms
+                                  : MOOR_MONITOR_DEFAULT_TIMEOUT_MS;
+    mon->max_message =
+        options && options->max_message ? options->max_message : MOOR_MONITOR_DEFAULT_MAX_MESSAGE;
+    if (options && options->name)
+        snprintf(mon->name, sizeof(mon->name), "%s", options->name);
+    else
+        snprintf(mon->name, sizeof(mon->name), "fd %d", fd);
+    if (owner) {
+        mon->has_owner = true;
+        moor_weak_set(&mon->owner, owner);
+    }
+    if (!(link = moor__calloc(1, sizeof(*link)))) {
+        moor_error_set(err, -ENOMEM, "moor_monitor_new(%s): out of memory", mon->name);
+        return NULL;
+    }
+    link->fd = -1;
+    moor_weak_set(&link->mon, mon);
+    if (start_io(mon, link, fd, err) < 0)
+        return NULL;
+    return moor_steal(&mon);
+}
+
+/* ---- calls ----------------------------------------------------------------------------- */
+
+static const char *request_name(const moor_monitor *mon, const void *request)
+{
+    const char *name = mon->codec.name ? mon->codec.name(mon->codec.opaque, request) : NULL;
+
+    return name ? name : "request";
+}
+
+/* Whether the calling thread holds the owner's mutex. */
+static bool owner_locked_here(moor_monitor *mon)
+{
+    void *owner;
+    bool held;
+
+    if (!mon->has_owner || !(owner = moor_weak_get(&mon->owner)))
+        return false;
+    held = moor_lock_held(owner);
+    moor_unref(owner);
+    return held;
+}
+
+/* Encode @request with @id into @stack (ENCODE_STACK bytes) or, if it is
+ * larger, into a new heap buffer put in *@heap. Returns the length. */
+static ssize_t encode(moor_monitor *mon, const void *request, const char *what, uint64_t id,
+                      char *stack, char **heap, moor_error *err)
+{
+    moor_error e = MOOR_ERROR_INIT;
+    ssize_t n = mon->codec.encode(mon->codec.opaque, request, id, stack, ENCODE_STACK, &e);
+    ssize_t again;
+
+    if (n <= 0)
+        return moor_error_set(err, n < 0 ? (int)n : -EINVAL, "monitor '%s': cannot encode '%s': %s",
+                              mon->name, what, n < 0 ? codec_text(&e, n) : "empty request");
+    if ((size_t)n > mon->max_message)
+        return moor_error_set(err, -EMSGSIZE,
+                              "monitor '%s': '%s' encodes to %zd bytes, more than %zu", mon->name,
+                              what, n, mon->max_message);
+    if (n < ENCODE_STACK)
+        return n;
+    if (!(*heap = moor__malloc((size_t)n + 1)))
+        return moor_error_set(err, -ENOMEM, "monitor '%s': out of memory for '%s'", mon->name,
+                              what);
+    again = mon->codec.encode(mon->codec.opaque, request, id, *heap, (size_t)n + 1, &e);
+    if (again != n)
+        return moor_error_set(err, again < 0 ? (int)again : -EINVAL,
+                              "monitor '%s': cannot encode '%s': %s", mon->name, what,
+                              again < 0 ? codec_text(&e, again)
+                                        : "the codec changed its mind about the length");
+    return n;
+}
+
+/* Queue the request and wait for its record to complete or time out.
+ * Returns 0 (the record is done, see p->rc), -ETIMEDOUT, or a failure to
+ * queue with its errno (-EPIPE, -ENOMEM) and p->text set. */
+static int queue_and_wait(moor_monitor *mon, struct pending *p, const char *bytes, size_t n,
+                          const struct timespec *deadline)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&mon->lock);
+    if (mon->state != MOOR_MONITOR_OPEN) {
+        snprintf(p->text, sizeof(p->text), "%s",
+                 mon->state == MOOR_MONITOR_CLOSED ? "the monitor was closed"
+                                                   : moor_error_message(&mon->why));
+        rc = -EPIPE;
+    } else if (out_append_locked(mon, bytes, n) < 0) {
+        snprintf(p->text, sizeof(p->text), "out of memory for the output queue");
+        rc = -ENOMEM;
+    } else {
+        bool was_idle = !mon->want_out;
+
+        pending_link_locked(mon, p);
+        mon->stats.calls++;
+        if (was_idle)
+            flush_locked(mon); /* may break the channel, completing p */
+        while (!p->done) {
+            if (pthread_cond_timedwait(&p->cond, &mon->lock, deadline) == ETIMEDOUT && !p->done) {
+                pending_unlink_locked(mon, p);
+                mon->stats.timeouts++;
+                rc = -ETIMEDOUT;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&mon->lock);
+    return rc;
+}
+
+static int check_call(moor_monitor *mon, const void *request, int timeout_ms, moor_error *err)
+{
+    if (!is_monitor(mon))
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err, "moor_monitor_call: %p is not a monitor",
+                      (void *)mon);
+    if (!request)
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err, "moor_monitor_call(%s): NULL request",
+                      mon->name);
+    if (timeout_ms < 1 && timeout_ms != MOOR_MONITOR_TIMEOUT_DEFAULT)
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err,
+                      "moor_monitor_call(%s): timeout %d ms (want >= 1, or -1 for the default)",
+                      mon->name, timeout_ms);
+    return 0;
+}
+
+int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int timeout_ms,
+                      moor_error *err)
+{
+    char stack[ENCODE_STACK];
+    char *heap = NULL;
+    struct pending p = {0};
+    struct timespec deadline;
+    const char *what;
+    uint32_t ms;
+    ssize_t n;
+    int rc;
+
+    if ((rc = check_call(mon, request, timeout_ms, err)) < 0)
+        return rc;
+    what = request_name(mon, request);
+    if (moor_loop_in_loop(mon->loop))
+        return moor_error_set(err, -EDEADLK,
+                              "monitor '%s': '%s' called on the loop thread, which would have "
+                              "to read its own reply",
+                              mon->name, what);
+    if (owner_locked_here(mon))
+        return moor_error_set(err, -EDEADLK,
+                              "monitor '%s': '%s' called with the owner's mutex held (a call "
+                              "blocks on I/O: use moor_monitor_enter/exit)",
+                              mon->name, what);
+    ms =
+        timeout_ms == MOOR_MONITOR_TIMEOUT_DEFAULT ? mon->default_timeout_ms : (uint32_t)timeout_ms;
+
+    pthread_mutex_lock(&mon->lock);
+    p.id = mon->next_id++;
+    pthread_mutex_unlock(&mon->lock);
+    if ((n = encode(mon, request, what, p.id, stack, &heap, err)) < 0) {
+        moor__free(heap);
+        return (int)n;
+    }
+    pthread_once(&cond_attr_once, cond_attr_init);
+    pthread_cond_init(&p.cond, &cond_attr);
+    deadline = deadline_in(ms);
+    rc = queue_and_wait(mon, &p, heap ? heap : stack, (size_t)n, &deadline);
+    pthread_cond_destroy(&p.cond);
+    moor__free(heap);
+
+    if (rc == -ETIMEDOUT)
+        return moor_error_set(err, rc, "monitor '%s': no reply to '%s' (id %" PRIu64 ") in %u ms",
+                              mon->name, what, p.id, ms);
+    if (rc == 0)
+        rc = p.rc;
+    if (rc == -EPIPE)
+        return moor_error_set(err, rc, "monitor '%s': '%s' failed: %s", mon->name, what, p.text);
+    if (rc < 0)
+        return moor_error_set(err, rc, "monitor '%s': '%s' %s: %s", mon->name, what,
+                              rc == -ENOMEM ? "failed" : "refused by the peer", p.text);
+    if (reply)
+        *reply = p.payload;
+    else
+        moor_monitor_payload_free(mon, p.payload);
+    return 0;
+}
+
+void moor_monitor_payload_free(moor_monitor *mon, void *payload)
+{
+    if (!payload)
+        return;
+    if (!is_monitor(mon)) {
+        misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL,
+               "moor_monitor_payload_free: %p is not a monitor (payload %p leaked)", (void *)mon,
+               payload);
+        return;
+    }
+    if (mon->codec.free_payload)
+        mon->codec.free_payload(mon->codec.opaque, payload);
+}
+
+/* ---- enter / exit / close ----------------------------------------------------------------- */
+
+int moor_monitor_enter(moor_monitor *mon, void *obj)
+{
+    int rc = 0;
+
+    if (!is_monitor(mon) || !obj)
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_enter: %s",
+                      !obj ? "NULL object" : "not a monitor");
+    if (!moor_lock_held(obj))
+        return misuse(obj, MOOR_MISUSE_NOT_LOCKED, NULL,
+                      "moor_monitor_enter(%s): object %p is not locked by the calling thread",
+                      mon->name, obj);
+    if (moor_loop_in_loop(mon->loop))
+        return -EDEADLK;
+    pthread_mutex_lock(&mon->lock);
+    if (mon->state == MOOR_MONITOR_OPEN)
+        mon->stats.entered++;
+    else
+        rc = -ESRCH;
+    pthread_mutex_unlock(&mon->lock);
+    if (rc < 0)
+        return rc;
+    moor_ref(mon);
+    moor_unlock(obj);
+    return 0;
+}
+
+int moor_monitor_exit(moor_monitor *mon, void *obj)
+{
+    bool open, entered;
+
+    if (!is_monitor(mon) || !obj)
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_exit: %s",
+                      !obj ? "NULL object" : "not a monitor");
+    if (moor_lock_held(obj))
+        return misuse(obj, MOOR_MISUSE_LOCK_RECURSIVE, NULL,
+                      "moor_monitor_exit(%s): object %p is still locked by the calling thread",
+                      mon->name, obj);
+    pthread_mutex_lock(&mon->lock);
+    entered = mon->stats.entered > 0;
+    if (entered)
+        mon->stats.entered--;
+    open = mon->state == MOOR_MONITOR_OPEN;
+    pthread_mutex_unlock(&mon->lock);
+    if (!entered)
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL,
+                      "moor_monitor_exit(%s): no moor_monitor_enter to end", mon->name);
+    moor_unref(mon); /* before the lock: see the header */
+    moor_lock(obj);
+    return open ? 0 : -ESRCH;
+}
+
+void moor_monitor_close(moor_monitor *mon)
+{
+    bool owner_locked;
+
+    if (!mon)
+        return;
+    if (!is_monitor(mon)) {
+        misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_close: %p is not a monitor",
+               (void *)mon);
+        return;
+    }
+    owner_locked = owner_locked_here(mon);
+    if (owner_locked && !moor_loop_in_loop(mon->loop))
+        moor_debug_report(MOOR_MISUSE_BAD_ARGUMENT, mon,
+                          "moor_monitor_close(%s) with the owner's mutex held: it cannot wait "
+                          "for an event callback in flight, which may need that mutex",
+                          mon->name);
+    close_channel(mon, !owner_locked);
+}
+
+int moor_monitor_get_stats(moor_monitor *mon, moor_monitor_stats *out)
+{
+    if (!is_monitor(mon) || !out)
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_get_stats: %s",
+                      !out ? "NULL out" : "not a monitor");
+    pthread_mutex_lock(&mon->lock);
+    *out = mon->stats;
+    pthread_mutex_unlock(&mon->lock);
+    return 0;
+}
+
+const char *moor_monitor_name(const moor_monitor *mon)
+{
+    return is_monitor(mon) ? mon->name : "(null)";
+}
