@@ -309,8 +309,11 @@ static bool owner_get(moor_monitor *mon, void **owner)
     return !mon->has_owner || *owner;
 }
 
-/* Loop thread (or moor__monitor_feed): after a break, remove the handler
- * and run on_eof, once. */
+/* Loop thread (or moor__monitor_feed): after a break, run on_eof once,
+ * then remove the handler. The handler stays registered while on_eof runs,
+ * so that a close from another thread meanwhile finds it and waits for
+ * this dispatch (remove_sync) instead of returning while on_eof still
+ * uses what the caller of close may free. */
 static void notify_eof(moor_monitor *mon)
 {
     moor_error why;
@@ -324,16 +327,18 @@ static void notify_eof(moor_monitor *mon)
     }
     mon->eof_notified = true;
     why = mon->why;
-    handler = mon->handler;
+    mon->fd = -1; /* no more writes or shutdowns: the socket is done */
+    pthread_mutex_unlock(&mon->lock);
+    if (mon->cb.on_eof && owner_get(mon, &owner)) {
+        mon->cb.on_eof(mon, owner, &why, mon->cb.opaque);
+        moor_unref(owner);
+    }
+    pthread_mutex_lock(&mon->lock);
+    handler = mon->handler; /* 0 if a close took it meanwhile */
     mon->handler = 0;
-    mon->fd = -1;
     pthread_mutex_unlock(&mon->lock);
     if (handler)
         moor_loop_remove(mon->loop, handler);
-    if (!mon->cb.on_eof || !owner_get(mon, &owner))
-        return;
-    mon->cb.on_eof(mon, owner, &why, mon->cb.opaque);
-    moor_unref(owner);
 }
 
 /* Any state -> CLOSED; waits for a dispatch in flight if @may_wait and
