@@ -1066,6 +1066,58 @@ static void test_last_unref_in_eof_callback(void **state)
     fx_stop(&fx);
 }
 
+/* A close from another thread while on_eof runs waits for it to return
+ * (the caller of close may free what the callback uses). */
+static struct gate eof_entered = GATE_INIT, eof_go = GATE_INIT;
+static atomic_bool close_returned; /* seq_cst: polled across threads */
+static atomic_bool returned_early;
+
+static void hold_in_eof(struct fx *fx, moor_monitor *mon, void *owner)
+{
+    (void)fx;
+    (void)mon;
+    (void)owner;
+    gate_add(&eof_entered);
+    gate_wait(&eof_go, 1);
+    atomic_store(&returned_early, atomic_load(&close_returned));
+}
+
+static void *closer(void *arg)
+{
+    moor_monitor_close(arg);
+    atomic_store(&close_returned, true);
+    return NULL;
+}
+
+static void test_close_waits_for_eof_callback(void **state)
+{
+    struct fx fx;
+    pthread_t t;
+    double until;
+
+    (void)state;
+    eof_entered = (struct gate)GATE_INIT;
+    eof_go = (struct gate)GATE_INIT;
+    atomic_store(&close_returned, false);
+    atomic_store(&returned_early, false);
+    fx_init(&fx);
+    fx.on_eof_extra = hold_in_eof;
+    fx_begin(&fx, peer_close_at_once, NULL, false);
+    assert_true(gate_wait(&eof_entered, 1)); /* on_eof is running */
+    assert_int_equal(pthread_create(&t, NULL, closer, fx.mon), 0);
+    wait_state(fx.mon, MOOR_MONITOR_CLOSED); /* the closer is inside close */
+    /* Give a wrong close time to return (bounded: 100 ms). */
+    until = now_ms() + 100;
+    while (!atomic_load(&close_returned) && now_ms() < until)
+        sched_yield();
+    assert_false(atomic_load(&close_returned));
+    gate_add(&eof_go);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_false(atomic_load(&returned_early));
+    assert_int_equal(gate_get(&fx.eofs), 1);
+    fx_stop(&fx);
+}
+
 /* ---- a write error in the caller's thread --------------------------------------------------- */
 
 struct loop_check {
@@ -1382,6 +1434,7 @@ int main(void)
         TU_TEST(test_enter_exit_owner_removed),
         TU_TEST(test_close_in_event_callback),
         TU_TEST(test_last_unref_in_eof_callback),
+        TU_TEST(test_close_waits_for_eof_callback),
         TU_TEST(test_write_error_and_loop_thread),
         TU_TEST(test_bad_arguments),
         TU_TEST(test_misuse),
