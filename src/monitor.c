@@ -23,20 +23,41 @@
  * number is never released while the loop might still use it, whichever
  * thread removed the handler and whether or not a dispatch was running.
  * mon->fd is the same descriptor for writers and shutdown(); it is set to
- * -1 (under the lock) before anyone removes the handler, so a thread that
- * sees mon->fd >= 0 under the lock knows the descriptor is still open.
+ * -1 (under the lock) before anyone removes the handler, and nobody removes
+ * the handler while a writer is sending (see below), so a thread that sees
+ * mon->fd >= 0 under the lock knows the descriptor stays open until it has
+ * finished its write.
  *
- * Calls. A call takes an id, encodes its request outside the lock, then
- * under the lock appends the bytes to the output queue, links a record
- * (on its own stack, with its own condition variable) into the pending
- * list and, if the queue was empty, writes at once from its own thread;
- * whatever the socket does not take is left to the loop, which is asked
- * for OUT readiness (want_out). Invariant: while the channel is open, a
- * non-empty queue means want_out is set. The caller then waits on its
- * condition variable with its deadline. The reader matches a reply by id,
- * moves the payload into the record, unlinks it and signals. A caller
- * whose deadline passes unlinks its own record; the reply, if it comes,
- * finds no record and is dropped (counted as stray).
+ * Calls. A call takes an id (an atomic counter), encodes its request
+ * outside the lock into a node of its own, then under the lock appends the
+ * node to the output queue and links a record (on its own stack) into the
+ * pending list.
+ *
+ * Writing. One writer at a time (mon->writing) gathers the queued nodes
+ * into one sendmsg() and sends with the lock dropped, so no syscall runs
+ * under the lock and callers keep queueing meanwhile: the next round sends
+ * them together. Nodes are immutable once queued and only the writer (or
+ * close, or dispose, once no writer is left) frees them, so the writer's
+ * iovecs stay valid while it is unlocked. Who writes: a caller that finds
+ * nobody writing, the socket not known to be full and the reader not
+ * dispatching; else the reader, which (awake anyway) writes what was
+ * queued while it dispatched when it is done (mon->reading): callers it
+ * has just woken thus send their next requests in one batch; else, when
+ * the socket is full, the loop on OUT readiness (want_out). Invariant
+ * while open: a non-empty queue means someone is writing, the reader is
+ * dispatching, or want_out is set. A close, or the end of the channel,
+ * waits (writer_done) for a writer in its sendmsg() before the handler,
+ * and with it the fd, may go.
+ *
+ * Waiting. The caller waits on a semaphore in its record until its
+ * deadline. The reader matches a reply by id, moves the payload into the
+ * record and unlinks it under the lock, and posts the semaphore after
+ * unlocking, so that the woken caller does not run into the lock still
+ * held (glibc does not hand waiters over from a condition variable to the
+ * mutex: two more futex calls and a context switch per reply). A caller
+ * whose deadline passes unlinks its own record unless it was completed,
+ * in which case it consumes the post that is on its way; a reply that
+ * comes later finds no record and is dropped (counted as stray).
  *
  * Breaking. EOF, a read or write error, an oversized or garbage message
  * move OPEN to BROKEN (break_locked): every pending record is completed
@@ -64,11 +85,13 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,22 +103,44 @@
 #include "debug-internal.h"
 #include "monitor-internal.h"
 
+#ifdef MOOR_TSAN
+#include <sanitizer/tsan_interface.h>
+/* ThreadSanitizer does not model sem_clockwait() (clang 14 has no
+ * interceptor for it): the post-to-wait ordering of a pending record is
+ * annotated on the record's address. */
+#define tsan_release(p) __tsan_release((void *)(p))
+#define tsan_acquire(p) __tsan_acquire((void *)(p))
+#else
+#define tsan_release(p) ((void)(p))
+#define tsan_acquire(p) ((void)(p))
+#endif
+
 #define IN_FIRST         4096u       /* first size of the input buffer */
 #define IN_KEEP          (64u << 10) /* an idle input buffer above this is freed */
-#define OUT_KEEP         (64u << 10) /* the same for the output queue */
 #define READS_PER_WAKEUP 16          /* then let the loop serve other handlers */
 #define ENCODE_STACK     512         /* requests up to this are encoded on the stack */
+#define WRITE_IOV        32          /* queued requests gathered per sendmsg() */
 
-/* A call waiting for its reply. On the caller's stack; while linked, every
- * field is guarded by the monitor's mutex. */
+/* A call waiting for its reply. On the caller's stack; while linked, its
+ * fields are guarded by the monitor's mutex. Whoever completes it (sets
+ * @done) posts @sem exactly once, possibly after unlocking; the waiter
+ * returns only after that post. */
 struct pending {
     struct pending *prev, *next;
     uint64_t id;
-    pthread_cond_t cond;
+    sem_t sem;
     bool done;
     int rc;                             /* 0, -EPIPE or the peer's status */
     void *payload;                      /* rc == 0: the reply's payload */
     char text[MOOR_ERROR_MESSAGE_SIZE]; /* rc < 0: why */
+};
+
+/* One queued request: its bytes, sent up to @off. Immutable once queued,
+ * apart from @off and @next (under the monitor's lock). */
+struct outnode {
+    struct outnode *next;
+    size_t len, off;
+    char data[];
 };
 
 /* The loop handler's opaque (see the theory). */
@@ -121,15 +166,21 @@ struct moor_monitor {
     /* Guarded by lock. */
     moor_monitor_state state;
     bool eof_notified;
-    bool want_out;
-    int fd;           /* -1 once the handler is (being) removed */
-    uint64_t handler; /* 0: none */
-    uint64_t next_id;
+    bool want_out;              /* the loop waits for OUT readiness for us */
+    bool writing;               /* a writer is in sendmsg() with the lock dropped */
+    bool reading;               /* the reader is dispatching input, and writes
+                                 * what is queued meanwhile when it is done */
+    pthread_cond_t writer_done; /* signalled when it is back */
+    int fd;                     /* -1 once the handler is (being) removed */
+    uint64_t handler;           /* 0: none */
     struct pending *head, *tail;
-    moor_error why; /* BROKEN: the reason */
-    char *out;      /* output queue: bytes [out_off, out_len) unsent */
-    size_t out_off, out_len, out_cap;
-    moor_monitor_stats stats; /* state, pending and entered are kept here too */
+    moor_error why;                       /* BROKEN: the reason */
+    struct outnode *out_head, **out_tail; /* requests not yet (fully) sent */
+    moor_monitor_stats stats;             /* state, pending and entered are kept here too */
+
+    /* relaxed fetch_add: ids only need to be unique, not ordered with
+     * anything (the record is published under the lock). */
+    atomic_uint_fast64_t next_id;
 
     /* The reader's (see the theory). */
     char *in; /* bytes [in_off, in_len) received, not yet consumed */
@@ -188,16 +239,7 @@ static int misuse(const void *subject, moor_misuse kind, moor_error *err, const 
     return moor_error_set(err, -EINVAL, "%s", text);
 }
 
-/* ---- condition variables on the monotonic clock -------------------------- */
-
-static pthread_condattr_t cond_attr;
-static pthread_once_t cond_attr_once = PTHREAD_ONCE_INIT;
-
-static void cond_attr_init(void)
-{
-    pthread_condattr_init(&cond_attr);
-    pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
-}
+/* ---- deadlines on the monotonic clock --------------------------------------- */
 
 static struct timespec deadline_in(uint32_t ms)
 {
@@ -250,6 +292,7 @@ static struct pending *pending_find_locked(moor_monitor *mon, uint64_t id)
     return NULL;
 }
 
+/* Fill in the result and unlink; the caller posts p->sem. */
 static void pending_complete_locked(moor_monitor *mon, struct pending *p, int rc, void *payload,
                                     const char *text)
 {
@@ -258,13 +301,39 @@ static void pending_complete_locked(moor_monitor *mon, struct pending *p, int rc
     p->rc = rc;
     p->payload = payload;
     snprintf(p->text, sizeof(p->text), "%s", text ? text : "");
-    pthread_cond_signal(&p->cond);
 }
 
+/* The channel ended: fail every call (posted under the lock: a rare path,
+ * where a woken waiter meeting a held mutex costs nothing that matters). */
 static void fail_pending_locked(moor_monitor *mon, const char *why)
 {
-    while (mon->head)
-        pending_complete_locked(mon, mon->head, -EPIPE, NULL, why);
+    while (mon->head) {
+        struct pending *p = mon->head;
+
+        pending_complete_locked(mon, p, -EPIPE, NULL, why);
+        tsan_release(p);
+        sem_post(&p->sem);
+    }
+}
+
+/* ---- the output queue and its writer (lock held) ----------------------------- */
+
+static void out_free_all_locked(moor_monitor *mon)
+{
+    while (mon->out_head) {
+        struct outnode *o = mon->out_head;
+
+        mon->out_head = o->next;
+        moor__free(o);
+    }
+    mon->out_tail = &mon->out_head;
+}
+
+/* Wait until no writer is in sendmsg() (before the fd may go). */
+static void wait_writer_locked(moor_monitor *mon)
+{
+    while (mon->writing)
+        pthread_cond_wait(&mon->writer_done, &mon->lock);
 }
 
 /* ---- breaking and closing ---------------------------------------------------- */
@@ -334,6 +403,7 @@ static void notify_eof(moor_monitor *mon)
         moor_unref(owner);
     }
     pthread_mutex_lock(&mon->lock);
+    wait_writer_locked(mon);
     handler = mon->handler; /* 0 if a close took it meanwhile */
     mon->handler = 0;
     pthread_mutex_unlock(&mon->lock);
@@ -356,8 +426,10 @@ static void close_channel(moor_monitor *mon, bool may_wait)
     mon->stats.state = MOOR_MONITOR_CLOSED;
     fail_pending_locked(mon, "the monitor was closed");
     if (mon->fd >= 0)
-        shutdown(mon->fd, SHUT_RDWR);
+        shutdown(mon->fd, SHUT_RDWR); /* also ends a writer's sendmsg() early */
     mon->fd = -1;
+    wait_writer_locked(mon);
+    out_free_all_locked(mon);
     handler = mon->handler;
     mon->handler = 0;
     pthread_mutex_unlock(&mon->lock);
@@ -372,79 +444,77 @@ static void close_channel(moor_monitor *mon, bool may_wait)
     moor_loop_wakeup(mon->loop);
 }
 
-/* ---- output (lock held) ------------------------------------------------------- */
+/* ---- writing (lock held) ------------------------------------------------------ */
 
-static int out_append_locked(moor_monitor *mon, const char *bytes, size_t n)
+/* @n more bytes went out: advance, and free the nodes fully sent. */
+static void out_consume_locked(moor_monitor *mon, size_t n)
 {
-    size_t queued = mon->out_len - mon->out_off;
+    while (n > 0) {
+        struct outnode *o = mon->out_head;
+        size_t left = o->len - o->off;
 
-    if (mon->out_cap - mon->out_len < n) {
-        if (mon->out_cap - queued >= n) {
-            memmove(mon->out, mon->out + mon->out_off, queued);
-        } else {
-            size_t cap = mon->out_cap ? mon->out_cap : 1024;
-            char *p;
-
-            while (cap - queued < n)
-                cap *= 2;
-            if (!(p = moor__malloc(cap)))
-                return -ENOMEM;
-            if (queued)
-                memcpy(p, mon->out + mon->out_off, queued);
-            moor__free(mon->out);
-            mon->out = p;
-            mon->out_cap = cap;
-        }
-        mon->out_off = 0;
-        mon->out_len = queued;
-    }
-    memcpy(mon->out + mon->out_len, bytes, n);
-    mon->out_len += n;
-    return 0;
-}
-
-/* Write what the socket takes; have the loop wait for OUT readiness while
- * bytes are left (and stop waiting once they are gone). */
-static void flush_locked(moor_monitor *mon)
-{
-    moor_error e = MOOR_ERROR_INIT;
-    bool want;
-
-    while (mon->state == MOOR_MONITOR_OPEN && mon->out_off < mon->out_len) {
-        ssize_t n = send(mon->fd, mon->out + mon->out_off, mon->out_len - mon->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (n < 0) {
-            int code = -errno;
-
-            break_locked(mon, code, "write error: %s", strerror(-code));
+        if (n < left) {
+            o->off += n;
             return;
         }
-        mon->out_off += (size_t)n;
+        n -= left;
+        mon->out_head = o->next;
+        if (!mon->out_head)
+            mon->out_tail = &mon->out_head;
+        moor__free(o);
     }
-    if (mon->state != MOOR_MONITOR_OPEN)
+}
+
+/* Tell the loop whether we need OUT readiness (only on a change). */
+static void want_out_locked(moor_monitor *mon, bool want)
+{
+    moor_error e = MOOR_ERROR_INIT;
+    int rc;
+
+    if (want == mon->want_out || mon->state != MOOR_MONITOR_OPEN)
         return;
-    if (mon->out_off == mon->out_len) {
-        mon->out_off = mon->out_len = 0;
-        if (mon->out_cap > OUT_KEEP) {
-            moor__free(mon->out);
-            mon->out = NULL;
-            mon->out_cap = 0;
-        }
-    }
-    want = mon->out_len > 0;
-    if (want == mon->want_out)
-        return;
-    int rc = moor_loop_update_fd(mon->loop, mon->handler,
-                                 MOOR_LOOP_IN | (want ? MOOR_LOOP_OUT : 0u), &e);
+    rc = moor_loop_update_fd(mon->loop, mon->handler, MOOR_LOOP_IN | (want ? MOOR_LOOP_OUT : 0u),
+                             &e);
     if (rc < 0)
         break_locked(mon, rc, "cannot watch the socket: %s", moor_error_message(&e));
     else
         mon->want_out = want;
+}
+
+/* Be the writer (unless someone is): send the queue in batches with the
+ * lock dropped around each sendmsg(), until it is empty, the socket is
+ * full (then the loop takes over on OUT readiness) or the channel ends. */
+static void write_out_locked(moor_monitor *mon)
+{
+    struct iovec iov[WRITE_IOV];
+
+    if (mon->writing)
+        return;
+    mon->writing = true;
+    while (mon->state == MOOR_MONITOR_OPEN && mon->out_head) {
+        struct msghdr mh = {.msg_iov = iov};
+        int fd = mon->fd, err;
+        ssize_t n;
+
+        for (struct outnode *o = mon->out_head; o && mh.msg_iovlen < WRITE_IOV; o = o->next)
+            iov[mh.msg_iovlen++] = (struct iovec){o->data + o->off, o->len - o->off};
+        pthread_mutex_unlock(&mon->lock);
+        n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        err = errno;
+        pthread_mutex_lock(&mon->lock);
+        if (n >= 0) {
+            out_consume_locked(mon, (size_t)n);
+            continue;
+        }
+        if (err == EINTR)
+            continue;
+        if (err == EAGAIN || err == EWOULDBLOCK)
+            break;
+        break_locked(mon, -err, "write error: %s", strerror(err));
+    }
+    mon->writing = false;
+    pthread_cond_broadcast(&mon->writer_done);
+    want_out_locked(mon, mon->out_head != NULL);
 }
 
 /* ---- input (the reader) ---------------------------------------------------------- */
@@ -508,6 +578,18 @@ static void in_compact(moor_monitor *mon)
     }
 }
 
+/* The reader starts or stops dispatching. While it dispatches, callers
+ * only queue their requests: it writes them all at once when it stops,
+ * being awake anyway, instead of one sendmsg() per caller it woke. */
+static void set_reading(moor_monitor *mon, bool on)
+{
+    pthread_mutex_lock(&mon->lock);
+    mon->reading = on && mon->state == MOOR_MONITOR_OPEN;
+    if (!on && mon->out_head && !mon->want_out)
+        write_out_locked(mon);
+    pthread_mutex_unlock(&mon->lock);
+}
+
 static void deliver_event(moor_monitor *mon, moor_monitor_message *msg)
 {
     void *owner;
@@ -520,11 +602,21 @@ static void deliver_event(moor_monitor *mon, moor_monitor_message *msg)
     else if (open)
         mon->stats.dropped++;
     pthread_mutex_unlock(&mon->lock);
-    if (open && alive && mon->cb.on_event)
+    if (open && alive && mon->cb.on_event) {
+        /* A callback may take long: do not hold queued requests back. */
+        set_reading(mon, false);
         mon->cb.on_event(mon, owner, msg, mon->cb.opaque);
+        set_reading(mon, true);
+    }
     moor_unref(owner);
 }
 
+/* Complete the waiting call, and wake it only after unlocking: a waiter
+ * woken under the lock would at once block on it again (glibc does not
+ * move waiters from a condition to the mutex), costing two more futex
+ * calls and a context switch per reply. A semaphore allows it: the waiter
+ * returns only after the post, and glibc's sem_post touches the semaphore
+ * no more once a waiter can return (so the waiter may destroy it then). */
 static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
 {
     struct pending *p;
@@ -543,6 +635,10 @@ static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
         msg->payload = NULL;
     }
     pthread_mutex_unlock(&mon->lock);
+    if (p) {
+        tsan_release(p);
+        sem_post(&p->sem); /* the last access to @p */
+    }
 }
 
 /* Hand one classified message on; its payload is freed unless taken. */
@@ -619,7 +715,7 @@ static void process_input(moor_monitor *mon)
     in_compact(mon);
 }
 
-static void read_input(moor_monitor *mon, int fd)
+static void read_some(moor_monitor *mon, int fd)
 {
     for (int i = 0; i < READS_PER_WAKEUP && is_open(mon); i++) {
         size_t room = in_room(mon);
@@ -644,7 +740,18 @@ static void read_input(moor_monitor *mon, int fd)
         }
         mon->in_len += (size_t)n;
         process_input(mon);
+        /* A short read drained the socket: no need to read again to hear
+         * EAGAIN (the fd is level-triggered: more data wakes us again). */
+        if ((size_t)n < room)
+            return;
     }
+}
+
+static void read_input(moor_monitor *mon, int fd)
+{
+    set_reading(mon, true);
+    read_some(mon, fd);
+    set_reading(mon, false);
 }
 
 static void on_fd(moor_loop *loop, uint64_t id, int fd, unsigned revents, void *opaque)
@@ -658,7 +765,7 @@ static void on_fd(moor_loop *loop, uint64_t id, int fd, unsigned revents, void *
         return; /* being disposed: its close is removing this handler */
     if (revents & MOOR_LOOP_OUT) {
         pthread_mutex_lock(&mon->lock);
-        flush_locked(mon);
+        write_out_locked(mon);
         pthread_mutex_unlock(&mon->lock);
     }
     if (revents & (MOOR_LOOP_IN | MOOR_LOOP_ERR | MOOR_LOOP_HUP))
@@ -683,6 +790,7 @@ int moor__monitor_feed(moor_monitor *mon, const void *data, size_t len)
 
     if (!mon)
         return -EINVAL;
+    set_reading(mon, true); /* as read_input() does */
     while (len > 0 && is_open(mon)) {
         size_t room = in_room(mon), n = room < len ? room : len;
 
@@ -694,6 +802,7 @@ int moor__monitor_feed(moor_monitor *mon, const void *data, size_t len)
         len -= n;
         process_input(mon);
     }
+    set_reading(mon, false);
     notify_eof(mon);
     return is_open(mon) ? 0 : -EPIPE;
 }
@@ -710,7 +819,8 @@ static void monitor_dispose(void *obj)
     moor_weak_clear(&mon->owner);
     moor_unref(mon->loop);
     moor__free(mon->in);
-    moor__free(mon->out);
+    out_free_all_locked(mon); /* no lock needed: nobody else is left */
+    pthread_cond_destroy(&mon->writer_done);
     pthread_mutex_destroy(&mon->lock);
 }
 
@@ -803,6 +913,7 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
 {
     const moor_class *klass;
     moor_autounref moor_monitor *mon = NULL;
+    pthread_mutexattr_t attr;
     struct link *link;
 
     if (check_new_args(loop, fd, codec, owner, options, err) < 0 || check_socket(fd, err) < 0)
@@ -815,13 +926,20 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
     }
     /* moor_object_new zeroed it: state 0 means "not started", which
      * dispose treats like closed with nothing to remove. */
-    pthread_mutex_init(&mon->lock, NULL);
+    /* Adaptive: held for a few instructions at a time by up to every caller
+     * and the reader at once; a short spin beats a futex sleep there. */
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&mon->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    pthread_cond_init(&mon->writer_done, NULL);
+    mon->out_tail = &mon->out_head;
     mon->loop = moor_ref(loop);
     mon->codec = *codec;
     if (callbacks)
         mon->cb = *callbacks;
     mon->fd = -1;
-    mon->next_id = 1;
+    atomic_init(&mon->next_id, 1);
     mon->default_timeout_ms = options && options->default_timeout_ms
                                   ? options->default_timeout_ms
                                   : MOOR_MONITOR_DEFAULT_TIMEOUT_MS;
@@ -868,71 +986,99 @@ static bool owner_locked_here(moor_monitor *mon)
     return held;
 }
 
-/* Encode @request with @id into @stack (ENCODE_STACK bytes) or, if it is
- * larger, into a new heap buffer put in *@heap. Returns the length. */
-static ssize_t encode(moor_monitor *mon, const void *request, const char *what, uint64_t id,
-                      char *stack, char **heap, moor_error *err)
+/* A node holding @request encoded with @id: encoded on the stack first
+ * and copied, or, if larger, encoded again straight into the node.
+ * Returns the node, or NULL with @err set. */
+static struct outnode *encode(moor_monitor *mon, const void *request, const char *what, uint64_t id,
+                              moor_error *err)
 {
     moor_error e = MOOR_ERROR_INIT;
-    ssize_t n = mon->codec.encode(mon->codec.opaque, request, id, stack, ENCODE_STACK, &e);
-    ssize_t again;
+    char stack[ENCODE_STACK];
+    ssize_t n = mon->codec.encode(mon->codec.opaque, request, id, stack, sizeof(stack), &e);
+    struct outnode *o;
 
-    if (n <= 0)
-        return moor_error_set(err, n < 0 ? (int)n : -EINVAL, "monitor '%s': cannot encode '%s': %s",
-                              mon->name, what, n < 0 ? codec_text(&e, n) : "empty request");
-    if ((size_t)n > mon->max_message)
-        return moor_error_set(err, -EMSGSIZE,
-                              "monitor '%s': '%s' encodes to %zd bytes, more than %zu", mon->name,
-                              what, n, mon->max_message);
-    if (n < ENCODE_STACK)
-        return n;
-    if (!(*heap = moor__malloc((size_t)n + 1)))
-        return moor_error_set(err, -ENOMEM, "monitor '%s': out of memory for '%s'", mon->name,
-                              what);
-    again = mon->codec.encode(mon->codec.opaque, request, id, *heap, (size_t)n + 1, &e);
-    if (again != n)
-        return moor_error_set(err, again < 0 ? (int)again : -EINVAL,
-                              "monitor '%s': cannot encode '%s': %s", mon->name, what,
-                              again < 0 ? codec_text(&e, again)
-                                        : "the codec changed its mind about the length");
-    return n;
+    if (n <= 0) {
+        moor_error_set(err, n < 0 ? (int)n : -EINVAL, "monitor '%s': cannot encode '%s': %s",
+                       mon->name, what, n < 0 ? codec_text(&e, n) : "empty request");
+        return NULL;
+    }
+    if ((size_t)n > mon->max_message) {
+        moor_error_set(err, -EMSGSIZE, "monitor '%s': '%s' encodes to %zd bytes, more than %zu",
+                       mon->name, what, n, mon->max_message);
+        return NULL;
+    }
+    if (!(o = moor__malloc(sizeof(*o) + (size_t)n + 1))) {
+        moor_error_set(err, -ENOMEM, "monitor '%s': out of memory for '%s'", mon->name, what);
+        return NULL;
+    }
+    o->next = NULL;
+    o->len = (size_t)n;
+    o->off = 0;
+    if (n < ENCODE_STACK) {
+        memcpy(o->data, stack, (size_t)n);
+        return o;
+    }
+    ssize_t again = mon->codec.encode(mon->codec.opaque, request, id, o->data, (size_t)n + 1, &e);
+    if (again == n)
+        return o;
+    moor__free(o);
+    moor_error_set(
+        err, again < 0 ? (int)again : -EINVAL, "monitor '%s': cannot encode '%s': %s", mon->name,
+        what, again < 0 ? codec_text(&e, again) : "the codec changed its mind about the length");
+    return NULL;
 }
 
-/* Queue the request and wait for its record to complete or time out.
- * Returns 0 (the record is done, see p->rc), -ETIMEDOUT, or a failure to
- * queue with its errno (-EPIPE, -ENOMEM) and p->text set. */
-static int queue_and_wait(moor_monitor *mon, struct pending *p, const char *bytes, size_t n,
+/* Wait for the post that completes @p, or for the deadline. Returns 0
+ * (done: the results are in @p) or -ETIMEDOUT (unlinked, never done). */
+static int wait_done(moor_monitor *mon, struct pending *p, const struct timespec *deadline)
+{
+    int r;
+
+    do
+        r = sem_clockwait(&p->sem, CLOCK_MONOTONIC, deadline);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        pthread_mutex_lock(&mon->lock);
+        if (!p->done) {
+            pending_unlink_locked(mon, p);
+            mon->stats.timeouts++;
+            pthread_mutex_unlock(&mon->lock);
+            return -ETIMEDOUT;
+        }
+        pthread_mutex_unlock(&mon->lock);
+        /* Completed as the deadline passed: its post is on the way (its
+         * completer is past the point of no return, a few instructions
+         * from sem_post), and must be consumed before @p goes. */
+        while (sem_wait(&p->sem) < 0 && errno == EINTR)
+            ;
+    }
+    tsan_acquire(p);
+    return 0;
+}
+
+/* Queue @o (which the queue then owns) and wait for the record to
+ * complete or time out. Returns 0 (the record is done, see p->rc),
+ * -ETIMEDOUT, or -EPIPE with p->text set (not queued: @o is freed). */
+static int queue_and_wait(moor_monitor *mon, struct pending *p, struct outnode *o,
                           const struct timespec *deadline)
 {
-    int rc = 0;
-
     pthread_mutex_lock(&mon->lock);
     if (mon->state != MOOR_MONITOR_OPEN) {
         snprintf(p->text, sizeof(p->text), "%s",
                  mon->state == MOOR_MONITOR_CLOSED ? "the monitor was closed"
                                                    : moor_error_message(&mon->why));
-        rc = -EPIPE;
-    } else if (out_append_locked(mon, bytes, n) < 0) {
-        snprintf(p->text, sizeof(p->text), "out of memory for the output queue");
-        rc = -ENOMEM;
-    } else {
-        bool was_idle = !mon->want_out;
-
-        pending_link_locked(mon, p);
-        mon->stats.calls++;
-        if (was_idle)
-            flush_locked(mon); /* may break the channel, completing p */
-        while (!p->done) {
-            if (pthread_cond_timedwait(&p->cond, &mon->lock, deadline) == ETIMEDOUT && !p->done) {
-                pending_unlink_locked(mon, p);
-                mon->stats.timeouts++;
-                rc = -ETIMEDOUT;
-                break;
-            }
-        }
+        pthread_mutex_unlock(&mon->lock);
+        moor__free(o);
+        return -EPIPE;
     }
+    *mon->out_tail = o;
+    mon->out_tail = &o->next;
+    pending_link_locked(mon, p);
+    mon->stats.calls++;
+    if (!mon->want_out && !mon->reading)
+        write_out_locked(mon); /* unless someone writes; may complete p */
     pthread_mutex_unlock(&mon->lock);
-    return rc;
+    return wait_done(mon, p, deadline);
 }
 
 static int check_call(moor_monitor *mon, const void *request, int timeout_ms, moor_error *err)
@@ -953,13 +1099,11 @@ static int check_call(moor_monitor *mon, const void *request, int timeout_ms, mo
 int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int timeout_ms,
                       moor_error *err)
 {
-    char stack[ENCODE_STACK];
-    char *heap = NULL;
     struct pending p = {0};
     struct timespec deadline;
+    struct outnode *o;
     const char *what;
     uint32_t ms;
-    ssize_t n;
     int rc;
 
     if ((rc = check_call(mon, request, timeout_ms, err)) < 0)
@@ -977,20 +1121,14 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
                               mon->name, what);
     ms =
         timeout_ms == MOOR_MONITOR_TIMEOUT_DEFAULT ? mon->default_timeout_ms : (uint32_t)timeout_ms;
-
-    pthread_mutex_lock(&mon->lock);
-    p.id = mon->next_id++;
-    pthread_mutex_unlock(&mon->lock);
-    if ((n = encode(mon, request, what, p.id, stack, &heap, err)) < 0) {
-        moor__free(heap);
-        return (int)n;
-    }
-    pthread_once(&cond_attr_once, cond_attr_init);
-    pthread_cond_init(&p.cond, &cond_attr);
+    /* relaxed: see next_id. */
+    p.id = atomic_fetch_add_explicit(&mon->next_id, 1, memory_order_relaxed);
+    if (!(o = encode(mon, request, what, p.id, err)))
+        return err ? err->code : -EINVAL;
+    sem_init(&p.sem, 0, 0);
     deadline = deadline_in(ms);
-    rc = queue_and_wait(mon, &p, heap ? heap : stack, (size_t)n, &deadline);
-    pthread_cond_destroy(&p.cond);
-    moor__free(heap);
+    rc = queue_and_wait(mon, &p, o, &deadline);
+    sem_destroy(&p.sem);
 
     if (rc == -ETIMEDOUT)
         return moor_error_set(err, rc, "monitor '%s': no reply to '%s' (id %" PRIu64 ") in %u ms",
@@ -1000,8 +1138,8 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
     if (rc == -EPIPE)
         return moor_error_set(err, rc, "monitor '%s': '%s' failed: %s", mon->name, what, p.text);
     if (rc < 0)
-        return moor_error_set(err, rc, "monitor '%s': '%s' %s: %s", mon->name, what,
-                              rc == -ENOMEM ? "failed" : "refused by the peer", p.text);
+        return moor_error_set(err, rc, "monitor '%s': '%s' refused by the peer: %s", mon->name,
+                              what, p.text);
     if (reply)
         *reply = p.payload;
     else
