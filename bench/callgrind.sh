@@ -22,8 +22,9 @@ set -eu
 exe=${1:?usage: bench/callgrind.sh path/to/moor-bench [ITERS]}
 iters=${2:-1000000}
 # Every registered case but the slow set-ups (100k-object tables, a
-# background writer); CALLGRIND_CASES="a b" picks others.
-cases=${CALLGRIND_CASES:-$("$exe" --list | awk '$1 !~ /100k|writer/ { print $1 }')}
+# background writer) and the monitor's round trips (threads and sockets,
+# not a fast path); CALLGRIND_CASES="a b" picks others.
+cases=${CALLGRIND_CASES:-$("$exe" --list | awk '$1 !~ /100k|writer|monitor_/ { print $1 }')}
 
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind not found" >&2; exit 1; }
 tmp=$(mktemp -d)
