@@ -239,22 +239,6 @@ static int misuse(const void *subject, moor_misuse kind, moor_error *err, const 
     return moor_error_set(err, -EINVAL, "%s", text);
 }
 
-/* ---- deadlines on the monotonic clock --------------------------------------- */
-
-static struct timespec deadline_in(uint32_t ms)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 /* ---- pending calls (lock held) --------------------------------------------- */
 
 static void pending_link_locked(moor_monitor *mon, struct pending *p)
@@ -1126,7 +1110,7 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
     if (!(o = encode(mon, request, what, p.id, err)))
         return err ? err->code : -EINVAL;
     sem_init(&p.sem, 0, 0);
-    deadline = deadline_in(ms);
+    deadline = moor__deadline_after_ms(ms);
     rc = queue_and_wait(mon, &p, o, &deadline);
     sem_destroy(&p.sem);
 
