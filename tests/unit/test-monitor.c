@@ -43,18 +43,8 @@
 #include "qmp-peer.h"
 #include "test-util.h"
 
-#if TU_TSAN
-/* The registry test's suppressions, for the same reason: liburcu (used by
- * the registry in test_enter_exit_owner_removed) is not instrumented, and
- * its call_rcu thread frees blocks it allocated in ours. Only malloc/free
- * interceptors called from inside liburcu are ignored. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void)
-{
-    return "called_from_lib:liburcu-bp.so\n"
-           "called_from_lib:liburcu-cds.so\n";
-}
-#endif
+/* test_enter_exit_owner_removed uses a registry. */
+TU_TSAN_IGNORE_LIBURCU;
 
 #define FOREVER   20000 /* ms: longer than any test step; a hang fails */
 #define CALLERS   8
