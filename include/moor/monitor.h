@@ -32,9 +32,10 @@
  * over around a call:
  *
  *     moor_lock(vm);  ...job begun...
- *     if (moor_monitor_enter(vm->mon, vm) == 0) {   // vm now unlocked
- *         rc = moor_monitor_call(vm->mon, &req, &reply, -1, err);
- *         if (moor_monitor_exit(vm->mon, vm) < 0)   // vm locked again
+ *     mon = vm->mon;                              // read under vm's mutex
+ *     if (moor_monitor_enter(mon, vm) == 0) {     // vm unlocked, mon held
+ *         rc = moor_monitor_call(mon, &req, &reply, -1, err);
+ *         if (moor_monitor_exit(mon, vm) < 0)     // vm locked again
  *             ... the peer went away meanwhile: re-check vm ...
  *     }
  *
@@ -207,6 +208,7 @@ typedef struct moor_monitor_stats {
  *   -EINVAL    NULL @loop or @codec, a codec without frame, encode or
  *              classify, @fd < 0, @owner not a live object, options out of
  *              range (max_message below MIN_MAX_MESSAGE, name too long);
+ *              all reported as misuse;
  *   -ENOTSOCK  @fd is not a socket; -EPROTOTYPE: not a stream socket;
  *   -EBADF     @fd is not open;
  *   -ENOMEM, or an error of moor_loop_add_fd().
@@ -288,8 +290,8 @@ MOOR_EXPORT int moor_monitor_enter(moor_monitor *mon, void *obj);
  * last one, on the monitor's callback in flight (see moor_monitor_close).
  * Returns: 0; -ESRCH if the channel is no longer open (the peer went
  * away or it was closed while @obj was unlocked: re-check @obj's state);
- * -EINVAL (NULL @mon or @obj, an exit without enter: reported as misuse,
- * and nothing is done).
+ * -EINVAL (NULL @mon or @obj, @obj still locked, an exit without enter:
+ * reported as misuse, and nothing is done).
  */
 MOOR_EXPORT int moor_monitor_exit(moor_monitor *mon, void *obj);
 
@@ -303,7 +305,9 @@ MOOR_EXPORT int moor_monitor_exit(moor_monitor *mon, void *obj);
  * the owner's mutex: from a thread other than the loop's, close waits for
  * a callback in flight. (Closing with the owner locked is reported as
  * misuse, and then close does not wait.) Blocks: until a running callback
- * of the monitor returns. Context: any thread, including the callbacks.
+ * of the monitor returns, and until a thread writing to the socket is out
+ * of its (non-blocking) sendmsg(). Context: any thread, including the
+ * callbacks.
  * Returns: nothing. NULL-safe.
  */
 MOOR_EXPORT void moor_monitor_close(moor_monitor *mon);
@@ -312,7 +316,7 @@ MOOR_EXPORT void moor_monitor_close(moor_monitor *mon);
  * moor_monitor_get_stats - counters and state, for tests and
  * introspection; stale as soon as returned.
  * Locks: the monitor's mutex briefly. Blocks: no.
- * Returns: 0; -EINVAL (NULL argument).
+ * Returns: 0; -EINVAL (NULL argument, reported as misuse).
  */
 MOOR_EXPORT int moor_monitor_get_stats(moor_monitor *mon, moor_monitor_stats *out);
 
