@@ -203,9 +203,17 @@ static struct timespec ns_to_timespec(int64_t ns)
     return ts;
 }
 
+static _Atomic(const moor_class *) loop_klass;
+
+/* A live loop: a moor object of class moor_loop (its header checked first,
+ * so any moor object can be asked) that is not being disposed. */
 static bool loop_valid(const moor_loop *loop)
 {
-    return loop && loop->magic == LOOP_MAGIC;
+    /* relaxed: a loop exists only after the class was published to its
+     * creator, and a caller got the pointer from that thread. */
+    return loop && loop->parent.magic == MOOR__OBJECT_MAGIC &&
+           loop->parent.klass == atomic_load_explicit(&loop_klass, memory_order_relaxed) &&
+           loop->magic == LOOP_MAGIC;
 }
 
 /* -EINVAL for a NULL or non-loop pointer; a non-loop is also reported. */
@@ -233,7 +241,6 @@ static void kick(moor_loop *loop)
 static void loop_dispose(void *obj);
 
 static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
-static _Atomic(const moor_class *) loop_klass;
 
 static const moor_class *loop_class(moor_error *err)
 {
@@ -502,7 +509,8 @@ static void running_put(moor_loop *loop, struct handler *h)
 static int remove_common(moor_loop *loop, uint64_t id, bool sync, const char *op)
 {
     struct handler *h;
-    int me = self_tid(), owner;
+    int me = self_tid();
+    bool owner_is_me;
 
     if (check_loop(loop, op, NULL) < 0)
         return -EINVAL;
@@ -513,21 +521,29 @@ static int remove_common(moor_loop *loop, uint64_t id, bool sync, const char *op
         return -ENOENT;
     }
     detach_locked(loop, h);
-    /* relaxed: owner is written under the lock, which we hold. */
-    owner = atomic_load_explicit(&loop->owner, memory_order_relaxed);
+    /* relaxed: owner is written under the lock, which we hold; and only we
+     * can make it equal to our own id. */
+    owner_is_me = atomic_load_explicit(&loop->owner, memory_order_relaxed) == me;
     /* The owner's running frames are all its own: it must not wait. */
-    if (sync && owner != me) {
+    if (sync && !owner_is_me) {
         /* seq_cst: the Dekker pair with the dispatcher. */
         while (atomic_load(&h->running) != 0)
             pthread_cond_wait(&loop->idle_cond, &loop->lock);
-        /* relaxed: under the lock. */
-        owner = atomic_load_explicit(&loop->owner, memory_order_relaxed);
     }
     pthread_mutex_unlock(&loop->lock);
     moor_vlist_remove(&loop->handlers, &h->node);
-    /* An iteration in another thread holds a visit: wake it so that it
-     * ends the visit and the node is freed now, not at its next event. */
-    if (owner != 0 && owner != me)
+    /*
+     * If a visit is still counted, the node waits for the last visitor,
+     * which may be an iteration asleep in epoll_wait(): wake it, so that the
+     * node is freed now rather than at its next event. The count, not a
+     * look at loop->owner, decides: the owner may have ended its iteration
+     * and begun the next one (a new visit) since we looked. A count read
+     * as zero here means the last visitor has already taken the mutex to
+     * sweep, after our mark (moor_vlist_remove saw the count above zero
+     * under that mutex, and the count reaches zero only with it held).
+     * Our own iteration, if we are the owner, sweeps when it ends.
+     */
+    if (!owner_is_me && moor_lockcnt_count(&loop->handlers.lc) != 0)
         kick(loop);
     return 0;
 }
@@ -942,28 +958,34 @@ static int dispatch_timers(moor_loop *loop)
 
 /* ---- whose turn --------------------------------------------------------- */
 
-/* Become the iterating thread, or nest. False when the turn did not come
- * before @deadline (-1: none) or a wake-up/quit came first. */
-static bool turn_acquire(moor_loop *loop, int me, int timeout_ms, int64_t start)
+enum { TURN_NO, TURN_YES, TURN_WOKEN };
+
+/* Become the iterating thread, or nest. TURN_NO when the turn did not come
+ * within @timeout_ms (-1: no limit) or a wake-up/quit came first;
+ * TURN_WOKEN when it came together with a wake-up, whose eventfd write
+ * another owner may have consumed: the caller must not sleep then. */
+static int turn_acquire(moor_loop *loop, int me, int timeout_ms, int64_t start)
 {
     struct turn_waiter w = {.next = NULL, .tid = me, .granted = false};
-    bool got;
+    int got;
 
     pthread_mutex_lock(&loop->lock);
     /* relaxed: written under the lock, which we hold. */
     int owner = atomic_load_explicit(&loop->owner, memory_order_relaxed);
 
-    if (owner == me || (owner == 0 && !loop->turn_head)) {
+    /* A free loop has no waiters: turn_release hands the turn to the first
+     * waiter under the lock, so owner is 0 only with an empty queue. */
+    if (owner == me || owner == 0) {
         if (owner == 0) /* relaxed: under the lock; readers outside it only
                          * compare with their own id. */
             atomic_store_explicit(&loop->owner, me, memory_order_relaxed);
         loop->depth++;
         pthread_mutex_unlock(&loop->lock);
-        return true;
+        return TURN_YES;
     }
     if (timeout_ms == 0) {
         pthread_mutex_unlock(&loop->lock);
-        return false;
+        return TURN_NO;
     }
 
     uint64_t gen = loop->wake_gen;
@@ -979,8 +1001,8 @@ static bool turn_acquire(moor_loop *loop, int me, int timeout_ms, int64_t start)
         else if (pthread_cond_timedwait(&loop->turn_cond, &loop->lock, &until) == ETIMEDOUT)
             break;
     }
-    got = w.granted;
-    if (!got) {
+    got = !w.granted ? TURN_NO : loop->wake_gen == gen ? TURN_YES : TURN_WOKEN;
+    if (!w.granted) {
         struct turn_waiter **p = &loop->turn_head;
 
         while (*p != &w)
@@ -988,10 +1010,6 @@ static bool turn_acquire(moor_loop *loop, int me, int timeout_ms, int64_t start)
         *p = w.next;
         if (loop->turn_tail == &w.next)
             loop->turn_tail = p;
-        /* Leaving the head of the queue of a free loop: pass the turn on. */
-        /* relaxed: under the lock. */
-        if (atomic_load_explicit(&loop->owner, memory_order_relaxed) == 0 && loop->turn_head)
-            pthread_cond_broadcast(&loop->turn_cond);
     }
     pthread_mutex_unlock(&loop->lock);
     return got;
@@ -1028,13 +1046,14 @@ static void turn_release(moor_loop *loop)
 /* ---- iterate ------------------------------------------------------------ */
 
 /* The epoll timeout: @timeout_ms left of the caller's budget, shortened to
- * the nearest timer that may fire, 0 if callbacks are queued. */
-static int sleep_ms(moor_loop *loop, int timeout_ms, int64_t start)
+ * the nearest timer that may fire, 0 if callbacks are queued or the caller
+ * must not sleep (@no_sleep). */
+static int sleep_ms(moor_loop *loop, int timeout_ms, int64_t start, bool no_sleep)
 {
     int64_t until = timeout_ms < 0 ? INT64_MAX : start + (int64_t)timeout_ms * NS_PER_MS;
     int64_t now;
 
-    if (timeout_ms == 0 ||
+    if (timeout_ms == 0 || no_sleep ||
         /* relaxed: see moor_loop_schedule() and heap_count_publish(). */
         atomic_load_explicit(&loop->sched_pending, memory_order_relaxed) != 0)
         return 0;
@@ -1068,20 +1087,40 @@ static void clear_eventfd(moor_loop *loop)
 }
 
 /*
+ * Whether the caller's reason to stop came since it last looked: a quit
+ * for a run (@quit_snap: the generation it started with), a stop for the
+ * loop thread. Checked right before sleeping: the wake-up that came with
+ * it is an eventfd write that another thread's iteration may have consumed.
+ * seq_cst, with the quitter's/stopper's seq_cst store: if we read the old
+ * value, their eventfd write comes after our read, while we own the loop
+ * (only the owner reads the eventfd), so our epoll_wait sees it.
+ */
+static bool stop_requested(moor_loop *loop, bool thread, const unsigned *quit_snap)
+{
+    if (thread)
+        return atomic_load(&loop->thread_stop);
+    return quit_snap && atomic_load(&loop->quit_gen) != *quit_snap;
+}
+
+/*
  * One iteration. @thread: called by the loop thread, which holds no
  * reference; it takes one for the dispatch only if the loop is still alive,
- * and returns ITER_DISPOSED if its own unref was the last.
+ * and returns ITER_DISPOSED if its own unref was the last. @quit_snap: see
+ * stop_requested().
  */
-static int iterate_common(moor_loop *loop, int timeout_ms, bool thread)
+static int iterate_common(moor_loop *loop, int timeout_ms, bool thread, const unsigned *quit_snap)
 {
     struct epoll_event events[MAX_EVENTS];
-    int me = self_tid(), n, ran = 0;
+    int me = self_tid(), n, ran = 0, turn;
     int64_t start = timeout_ms > 0 ? now_ns() : 0;
 
-    if (!turn_acquire(loop, me, timeout_ms, start))
+    turn = turn_acquire(loop, me, timeout_ms, start);
+    if (turn == TURN_NO)
         return 0;
     moor_vlist_visit_begin(&loop->handlers);
-    n = epoll_wait(loop->epfd, events, MAX_EVENTS, sleep_ms(loop, timeout_ms, start));
+    bool no_sleep = turn == TURN_WOKEN || stop_requested(loop, thread, quit_snap);
+
+    n = epoll_wait(loop->epfd, events, MAX_EVENTS, sleep_ms(loop, timeout_ms, start, no_sleep));
     if (n < 0) {
         int e = errno;
 
@@ -1103,6 +1142,9 @@ static int iterate_common(moor_loop *loop, int timeout_ms, bool thread)
             else
                 ran += dispatch_fd(loop, h, events[i].events);
         }
+        /* relaxed: a timer armed by another thread is either seen here (its
+         * store came before our turn_acquire took the lock) or its adder saw
+         * us as owner and kicked us (kick_other_owner): next iteration. */
         if (atomic_load_explicit(&loop->heap_count, memory_order_relaxed) != 0)
             ran += dispatch_timers(loop);
         /* relaxed: see moor_loop_schedule(). */
@@ -1119,17 +1161,23 @@ static int iterate_common(moor_loop *loop, int timeout_ms, bool thread)
     return ran;
 }
 
-int moor_loop_iterate(moor_loop *loop, int timeout_ms)
+/* An iteration by a caller that owns a reference. */
+static int iterate_ref(moor_loop *loop, int timeout_ms, const unsigned *quit_snap)
 {
     int ran;
 
-    if (check_loop(loop, "moor_loop_iterate", NULL) < 0 || timeout_ms < -1)
-        return -EINVAL;
     /* Our own reference: a callback cannot drop the last one under us. */
     moor_ref(loop);
-    ran = iterate_common(loop, timeout_ms, false);
+    ran = iterate_common(loop, timeout_ms, false, quit_snap);
     moor_unref(loop);
     return ran;
+}
+
+int moor_loop_iterate(moor_loop *loop, int timeout_ms)
+{
+    if (check_loop(loop, "moor_loop_iterate", NULL) < 0 || timeout_ms < -1)
+        return -EINVAL;
+    return iterate_ref(loop, timeout_ms, NULL);
 }
 
 int moor_loop_run(moor_loop *loop)
@@ -1142,7 +1190,7 @@ int moor_loop_run(moor_loop *loop)
      * earlier run is behind us. */
     gen = atomic_load_explicit(&loop->quit_gen, memory_order_acquire);
     for (;;) {
-        int rc = moor_loop_iterate(loop, -1);
+        int rc = iterate_ref(loop, -1, &gen);
 
         if (rc < 0)
             return rc;
@@ -1168,9 +1216,10 @@ void moor_loop_quit(moor_loop *loop)
 {
     if (!loop_valid(loop))
         return;
-    /* release: a run that sees the new generation also sees what the
-     * quitter did before quitting. */
-    atomic_fetch_add_explicit(&loop->quit_gen, 1, memory_order_release);
+    /* seq_cst: release, so that a run that sees the new generation also
+     * sees what the quitter did before quitting; and the store side of
+     * stop_requested()'s argument. */
+    atomic_fetch_add(&loop->quit_gen, 1);
     moor_loop_wakeup(loop);
 }
 
@@ -1189,7 +1238,7 @@ static void *loop_thread_main(void *arg)
 
     /* relaxed: set before the wake-up that makes us look again. */
     while (!atomic_load_explicit(&loop->thread_stop, memory_order_relaxed)) {
-        int rc = iterate_common(loop, -1, true);
+        int rc = iterate_common(loop, -1, true, NULL);
 
         if (rc == ITER_DISPOSED)
             return NULL; /* the loop is gone; dispose detached us */
@@ -1230,8 +1279,9 @@ int moor_loop_thread_start(moor_loop *loop, moor_error *err)
 /* Stop and join the loop thread; thread_lock held. */
 static void thread_join_locked(moor_loop *loop)
 {
-    /* relaxed: the wake-up below orders it for the thread. */
-    atomic_store_explicit(&loop->thread_stop, true, memory_order_relaxed);
+    /* seq_cst: see stop_requested(); the wake-up below ends a sleep or a
+     * wait for the turn that began before. */
+    atomic_store(&loop->thread_stop, true);
     moor_loop_wakeup(loop);
     pthread_join(loop->thread, NULL);
     loop->thread_running = false;

@@ -63,10 +63,14 @@ static moor_vlist_node *sweep_locked(moor_vlist *list)
     moor_vlist_node *n;
 
     assert(moor_lockcnt_count(&list->lc) == 0);
-    /* relaxed, the whole loop: nobody else reads or writes the links while
-     * the mutex is held at count zero; the unlock publishes the result. */
+    /* relaxed, the links in the whole loop: nobody else reads or writes
+     * them while the mutex is held at count zero; the unlock publishes the
+     * result. */
     while ((n = atomic_load_explicit(link, memory_order_relaxed))) {
-        if (atomic_load_explicit(&n->removed, memory_order_relaxed)) {
+        /* acquire: pairs with the remover's release mark, which may not
+         * have reached the mutex yet; its mark must happen-before our
+         * free of the node. */
+        if (atomic_load_explicit(&n->removed, memory_order_acquire)) {
             atomic_store_explicit(link, atomic_load_explicit(&n->next, memory_order_relaxed),
                                   memory_order_relaxed);
             atomic_store_explicit(freed_tail, n, memory_order_relaxed);
@@ -166,10 +170,13 @@ int moor_vlist_remove(moor_vlist *list, moor_vlist_node *node)
 {
     if (!list || !node)
         return -EINVAL;
-    /* relaxed: the mark publishes nothing; the sweeper reads it under the
-     * mutex, after our critical section below or before it (then we sweep
-     * ourselves). Last access to @node: see the file comment. */
-    if (atomic_exchange_explicit(&node->removed, true, memory_order_relaxed))
+    /* release: a sweep in another thread may see this mark before we reach
+     * the mutex below and free @node at once; the release (paired with the
+     * sweep's acquire load) orders our write before that free. Otherwise
+     * the sweeper reads it under the mutex, after our critical section
+     * below or before it (then we sweep ourselves). Last access to @node:
+     * see the file comment. */
+    if (atomic_exchange_explicit(&node->removed, true, memory_order_release))
         return -EALREADY;
 
     moor_vlist_node *freed = NULL;

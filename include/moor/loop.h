@@ -27,7 +27,9 @@
  * Re-entrancy: a handler is not dispatched again while its own callback is
  * running (a nested iteration skips it, as GLib does for sources that
  * cannot recurse); fd handlers are level-triggered, so the event is seen
- * again on the next iteration after the callback returns.
+ * again on the next iteration after the callback returns. Meanwhile its fd
+ * is disarmed, so a nested iteration sleeps instead of spinning on it (a
+ * hang-up, which epoll cannot mask, may wake one nested iteration once).
  *
  * Lock order: no loop function may be called with a lock held that a
  * callback of the same loop takes, when the function can block (iterate,
@@ -37,8 +39,18 @@
  * The loop is a refcounted moor object (class "moor_loop"): moor_ref() /
  * moor_unref(). Its last unref stops its thread (if started), gives every
  * handler and pending scheduled callback back through its free_fn without
- * running it, and closes the epoll and eventfd descriptors; it must not
- * happen while any thread is iterating.
+ * running it, and closes the epoll and eventfd descriptors; those free_fns
+ * must not use the loop any more (calls on it fail with -EINVAL).
+ * moor_loop_iterate() holds a reference of its own while it runs, so a
+ * callback that drops its caller's reference does not dispose the loop
+ * under it; the last unref then happens when iterate returns. The loop
+ * thread holds one only while it dispatches: if the last other reference
+ * goes meanwhile, the teardown happens on the loop thread when that
+ * dispatch ends, after the caller's moor_unref() returned. Call
+ * moor_loop_thread_stop() first for a teardown that is complete when
+ * moor_unref() returns. A last unref while a thread iterates (only
+ * possible with a reference dropped twice) is reported as misuse
+ * (MOOR_MISUSE_DISPOSE_LOCKED).
  */
 #ifndef MOOR_LOOP_H
 #define MOOR_LOOP_H
@@ -83,11 +95,13 @@ MOOR_EXPORT moor_loop *moor_loop_new(moor_error *err);
 
 /*
  * moor_loop_add_fd - call @fn when @fd is ready for @events (IN and/or OUT;
- * 0 = only ERR/HUP).
+ * 0 = only ERR/HUP; ERR and HUP bits in @events are accepted and change
+ * nothing).
  *
  * Ownership: @fd stays the caller's: the loop never closes it, and the
  * caller must not close it before the handler is removed (remove_sync, or
- * in @free_fn). @opaque goes to @free_fn (may be NULL) when the handler is
+ * in @free_fn; a remove that finds the fd closed reports it as misuse).
+ * @opaque goes to @free_fn (may be NULL) when the handler is
  * gone, or at once if the add fails. Locks: none held by the caller that a
  * callback takes is fine: add never blocks on a callback. Blocks: briefly
  * on the handler table's mutex. Context: any thread.
@@ -107,15 +121,16 @@ MOOR_EXPORT int moor_loop_add_fd(moor_loop *loop, int fd, unsigned events, moor_
  * Returns: 0; -ENOENT (no such live fd handler); -EINVAL (bad @events);
  * or the -errno of epoll_ctl(). Nothing changes on failure.
  */
-MOOR_EXPORT int moor_loop_update_fd(moor_loop *loop, uint64_t id, unsigned events,
-                                    moor_error *err);
+MOOR_EXPORT int moor_loop_update_fd(moor_loop *loop, uint64_t id, unsigned events, moor_error *err);
 
 /*
  * moor_loop_add_timer - call @fn @delay_ms from now on the monotonic clock,
  * then every @period_ms if that is not 0.
  *
- * A one-shot timer (period 0) is removed after its callback returns (its
- * @free_fn runs then). Timers due in one iteration run in deadline order,
+ * A one-shot timer (period 0) is removed after its callback returns, unless
+ * the callback re-armed it with moor_loop_update_timer() (its @free_fn runs
+ * when the iteration that fired it, or the outermost one it is nested in,
+ * ends). Timers due in one iteration run in deadline order,
  * ties in the order they were added. A periodic timer is rescheduled from
  * its previous deadline, skipping periods it missed, so it never fires in a
  * burst. Ownership, Locks, Blocks, Context: as moor_loop_add_fd().
@@ -141,9 +156,12 @@ MOOR_EXPORT int moor_loop_update_timer(moor_loop *loop, uint64_t id, uint32_t de
  * No dispatch of it starts after this returns. A callback already running
  * in another thread's iteration may still be running: the free_fn runs once
  * it has returned (and no visit can see the handler any more). Use
- * moor_loop_remove_sync() to wait for that.
- * Locks: none needed. Blocks: briefly on the handler table's mutex; never
- * on a callback. Context: any thread, including any callback.
+ * moor_loop_remove_sync() to wait for that. When no iteration is in
+ * progress the free_fn runs in the calling thread before this returns;
+ * otherwise in the thread whose iteration ends last.
+ * Locks: none that the free_fn takes. Blocks: briefly on the handler
+ * table's mutex, plus the free_fn when it runs here; never on a callback.
+ * Context: any thread, including any callback.
  * Returns: 0; -ENOENT if @id is not a live handler of @loop (never added,
  * already removed, or a one-shot timer that fired); -EINVAL (NULL @loop).
  */
@@ -186,7 +204,10 @@ MOOR_EXPORT int moor_loop_schedule(moor_loop *loop, moor_loop_call_fn fn, void *
  * callback once.
  *
  * Returns early, dispatching what is ready, when woken by
- * moor_loop_wakeup(), moor_loop_quit() or a schedule.
+ * moor_loop_wakeup(), moor_loop_quit() or a schedule (or by a remove or a
+ * timer change from another thread, or another thread waiting for its
+ * turn). A thread waiting for its turn returns 0 when its timeout passes
+ * or a wakeup/quit comes first; turns are handed over in FIFO order.
  * Locks: see the file comment. Blocks: up to @timeout_ms for events (also
  * to get its turn if another thread is iterating), plus the time the
  * callbacks take. Context: any thread; may nest inside a callback of
@@ -217,7 +238,9 @@ MOOR_EXPORT void moor_loop_wakeup(moor_loop *loop);
 
 /*
  * moor_loop_thread_start - run @loop in a new thread of its own until
- * moor_loop_thread_stop() (or the last unref) ends it.
+ * moor_loop_thread_stop() (or the last unref) ends it; moor_loop_quit()
+ * does not (it ends runs, and the thread is not one). Other threads may
+ * still iterate: they take turns with it.
  * Ownership: the thread belongs to @loop. Locks: none. Blocks: no.
  * Returns: 0; -EINVAL (NULL); -EALREADY (a loop thread runs already);
  * the -errno of pthread_create() (-EAGAIN).
