@@ -423,9 +423,6 @@ static void close_channel(moor_monitor *mon, bool may_wait)
         moor_loop_remove_sync(mon->loop, handler);
     else
         moor_loop_remove(mon->loop, handler);
-    /* A sleeping iteration holds the handler until it ends; wake it so
-     * that the fd is closed now rather than at the next event. */
-    moor_loop_wakeup(mon->loop);
 }
 
 /* ---- writing (lock held) ------------------------------------------------------ */
