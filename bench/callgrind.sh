@@ -22,11 +22,12 @@ set -eu
 exe=${1:?usage: bench/callgrind.sh path/to/moor-bench [ITERS]}
 iters=${2:-1000000}
 # Every registered case but the slow set-ups (100k-object tables, a
-# background writer) and the event-loop dispatch cases (three system calls
+# background writer), the event-loop dispatch cases (three system calls
 # per iteration: minutes each under valgrind, and their baseline is the bare
-# epoll loop, not the atomic pair; see docs/loop.md for their command);
+# epoll loop, not the atomic pair; see docs/loop.md for their command) and
+# the monitor's round trips (threads and sockets, not a fast path);
 # CALLGRIND_CASES="a b" picks others.
-cases=${CALLGRIND_CASES:-$("$exe" --list | awk '$1 !~ /100k|writer|_dispatch$/ { print $1 }')}
+cases=${CALLGRIND_CASES:-$("$exe" --list | awk '$1 !~ /100k|writer|_dispatch$|monitor_/ { print $1 }')}
 
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind not found" >&2; exit 1; }
 tmp=$(mktemp -d)

@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 #include <moor/debug.h>
 
@@ -24,6 +26,23 @@ static inline bool moor__debug_on(unsigned flag)
 
 /* The kernel's id of the calling thread (what gdb and /proc show); never 0. */
 int moor__thread_id(void);
+
+/* The CLOCK_MONOTONIC time @ms milliseconds from now: the absolute
+ * deadline of a bounded wait (condition variables set to that clock,
+ * sem_clockwait). */
+static inline struct timespec moor__deadline_after_ms(uint32_t ms)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
 
 /* malloc/calloc/free that honour moor_debug_fail_alloc(). */
 void *moor__malloc(size_t size);

@@ -531,24 +531,10 @@ __attribute__((format(printf, 5, 6))) static int fail_begin(const moor_job *job,
 
 /* ---- waiting ------------------------------------------------------------------------ */
 
-static struct timespec deadline_after(uint32_t ms)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 /* Sleep until @w is settled or the deadline passes; true if settled. */
 static bool wait_settled(moor_job *job, moor__job_waiter *w, uint32_t ms)
 {
-    struct timespec deadline = deadline_after(ms);
+    struct timespec deadline = moor__deadline_after_ms(ms);
     pthread_mutex_t *mutex = moor__lockable_mutex(job->obj);
     pthread_condattr_t attr;
     bool settled;

@@ -21,19 +21,7 @@
 
 #include "test-util.h"
 
-#if TU_TSAN
-/* ThreadSanitizer: liburcu is not instrumented. Its own threads (call_rcu,
- * the hash-table resize worker) free heap blocks that liburcu allocated in
- * ours, ordered by atomics and futexes TSan cannot see; ignore only the
- * malloc/free interceptors called from inside liburcu (our code stays
- * checked; the ordering liburcu gives us is annotated in registry.c). */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void)
-{
-    return "called_from_lib:liburcu-bp.so\n"
-           "called_from_lib:liburcu-cds.so\n";
-}
-#endif
+TU_TSAN_IGNORE_LIBURCU;
 
 struct vm {
     moor_lockable parent;

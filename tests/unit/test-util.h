@@ -51,6 +51,28 @@
 #define TU_TSAN 0
 #endif
 
+/*
+ * TU_TSAN_IGNORE_LIBURCU - for test binaries that use the registry (and so
+ * liburcu). liburcu is not instrumented: its own threads (call_rcu, the
+ * hash-table resize worker) free heap blocks that liburcu allocated in
+ * ours, ordered by atomics and futexes ThreadSanitizer cannot see. This
+ * ignores only the malloc/free interceptors called from inside liburcu
+ * (our code stays checked; the ordering liburcu gives moor is annotated in
+ * registry.c). Use once per binary, at file scope; nothing outside TSan.
+ */
+#if TU_TSAN
+#define TU_TSAN_IGNORE_LIBURCU                                                                     \
+    const char *__tsan_default_suppressions(void);                                                 \
+    const char *__tsan_default_suppressions(void)                                                  \
+    {                                                                                              \
+        return "called_from_lib:liburcu-bp.so\n"                                                   \
+               "called_from_lib:liburcu-cds.so\n";                                                 \
+    }                                                                                              \
+    struct tu__tsan_semicolon
+#else
+#define TU_TSAN_IGNORE_LIBURCU struct tu__tsan_semicolon
+#endif
+
 /* Set by the `valgrind` test setup in the root meson.build. */
 static inline bool tu_under_valgrind(void)
 {
