@@ -5,8 +5,8 @@
  * Theory of operation.
  *
  * Everything in a moor_job is guarded by the mutex of the object it is
- * embedded in; no field is atomic. The only atomics in this file belong to
- * the process-wide table of kinds.
+ * embedded in; no field is atomic. The other atomics in this file: the
+ * process-wide table of kinds and the clock function, found once.
  *
  * Holders. Sync holders sit packed at the front of an array of records
  * (MOOR_JOB_INLINE of them inside the struct, a heap array beyond that);
@@ -46,11 +46,16 @@
  * reserves room for its record before it queues (capacity >= holders +
  * waiters at all times), so granting cannot fail.
  *
- * Clocks. Holder start times use CLOCK_MONOTONIC_COARSE (a few ns, ms
- * resolution), enough for "held for 31.2 s" and cheap enough for the
- * uncontended begin; deadlines use CLOCK_MONOTONIC.
+ * The uncontended begin and end (an idle object; the only holder, nobody
+ * waiting) are short inline sequences of tests; anything else takes the
+ * general path.
+ *
+ * Clocks. Holder start times use CLOCK_MONOTONIC_COARSE, exact to one
+ * kernel tick (see "the start-time clock" below); deadlines use
+ * CLOCK_MONOTONIC.
  */
 #define _GNU_SOURCE
+#include <elf.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -58,6 +63,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <time.h>
 
 #include <moor/debug.h>
@@ -96,7 +102,9 @@ static atomic_uint nkinds = 4;
 static atomic_uint exclusive_kinds =
     (1u << MOOR_JOB_MODIFY) | (1u << MOOR_JOB_DESTROY) | (1u << MOOR_JOB_ABORT);
 
-static _Thread_local const char *current_api;
+/* Initial-exec TLS (as cached_tid below): no __tls_get_addr call for a
+ * begin that takes the current API. */
+static __thread const char *current_api __attribute__((tls_model("initial-exec")));
 
 /* The calling thread's id, cached here with the initial-exec TLS model: a
  * general-dynamic TLS access (a __tls_get_addr call) would cost as much as
@@ -178,15 +186,120 @@ const char *moor_job_set_current_api(const char *api)
     return old;
 }
 
-/* ---- small helpers ----------------------------------------------------------- */
+/* ---- the start-time clock ------------------------------------------------- */
 
-static int64_t coarse_ns(void)
+/*
+ * Holder start times come from CLOCK_MONOTONIC_COARSE: the time of the
+ * last kernel tick, read from memory the kernel shares with the process
+ * (no system call). Its resolution is one tick, clock_getres() of that
+ * clock: 1 to 10 ms, 4 ms on a HZ=250 kernel. A held-for time is the
+ * difference of two such readings, so it is exact to one tick.
+ *
+ * The read is the biggest part of an uncontended begin, and half of it is
+ * libc's clock_gettime() wrapper (its PLT entry, then an indirect call
+ * into the vDSO, then error handling). So the vDSO's own clock_gettime is
+ * called directly: the kernel maps the vDSO, an ELF shared object, into
+ * every process and passes the address of its ELF header in the auxiliary
+ * vector (AT_SYSINFO_EHDR); its symbols are found the usual ELF way (the
+ * kernel documents this in Documentation/ABI/stable/vdso). Where there is
+ * no vDSO (under valgrind), no such symbol, or an architecture not listed
+ * below, libc's clock_gettime() is used.
+ */
+#if defined(__x86_64__) && !defined(__ILP32__)
+#define VDSO_CLOCK_GETTIME "__vdso_clock_gettime"
+#elif defined(__aarch64__) && !defined(__ILP32__)
+#define VDSO_CLOCK_GETTIME "__kernel_clock_gettime"
+#endif
+
+typedef int (*clock_fn)(clockid_t, struct timespec *);
+
+#ifdef VDSO_CLOCK_GETTIME
+/* The address of function @name in the vDSO (a 64-bit image on both
+ * architectures above), or NULL. Only reads memory the kernel mapped
+ * before the process started: no lock, no allocation. */
+static clock_fn vdso_function(const char *name)
 {
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)getauxval(AT_SYSINFO_EHDR);
+    const Elf64_Phdr *ph;
+    const Elf64_Dyn *dyn = NULL;
+    const Elf64_Sym *syms = NULL;
+    const Elf64_Word *hash = NULL; /* DT_HASH: nbucket, nchain (= the symbol count), ... */
+    const char *strs = NULL;
+    uintptr_t bias = 0;
+    bool loaded = false;
+
+    if (!eh || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64)
+        return NULL;
+    ph = (const Elf64_Phdr *)((const char *)eh + eh->e_phoff);
+    for (unsigned i = 0; i < eh->e_phnum; i++) {
+        if (ph[i].p_type == PT_LOAD && !loaded) {
+            /* The image is mapped whole, so address = bias + link address. */
+            bias = (uintptr_t)eh + ph[i].p_offset - ph[i].p_vaddr;
+            loaded = true;
+        } else if (ph[i].p_type == PT_DYNAMIC) {
+            dyn = (const Elf64_Dyn *)((const char *)eh + ph[i].p_offset);
+        }
+    }
+    for (; loaded && dyn && dyn->d_tag != DT_NULL; dyn++) {
+        if (dyn->d_tag == DT_SYMTAB)
+            syms = (const Elf64_Sym *)(bias + dyn->d_un.d_ptr);
+        else if (dyn->d_tag == DT_STRTAB)
+            strs = (const char *)(bias + dyn->d_un.d_ptr);
+        else if (dyn->d_tag == DT_HASH)
+            hash = (const Elf64_Word *)(bias + dyn->d_un.d_ptr);
+    }
+    if (!syms || !strs || !hash)
+        return NULL;
+    for (Elf64_Word i = 0; i < hash[1]; i++)
+        if (ELF64_ST_TYPE(syms[i].st_info) == STT_FUNC && syms[i].st_shndx != SHN_UNDEF &&
+            !strcmp(strs + syms[i].st_name, name))
+            return (clock_fn)(bias + syms[i].st_value);
+    return NULL;
+}
+#endif
+
+static int clock_first_call(clockid_t id, struct timespec *ts);
+
+/* The function coarse_ns() calls; the first call finds the real one. */
+static _Atomic(clock_fn) coarse_clock = clock_first_call;
+
+static int clock_first_call(clockid_t id, struct timespec *ts)
+{
+    clock_fn fn = clock_gettime;
+
+#ifdef VDSO_CLOCK_GETTIME
+    clock_fn vdso = vdso_function(VDSO_CLOCK_GETTIME);
+
+    if (vdso)
+        fn = vdso;
+#endif
+    /* relaxed: the pointer is the only thing published (the code it points
+     * to was mapped before the process started); racing first calls all
+     * store the same value. */
+    atomic_store_explicit(&coarse_clock, fn, memory_order_relaxed);
+    return fn(id, ts);
+}
+
+/* The vDSO answers every valid clock; should it ever decline, libc knows
+ * the fallbacks (a system call). Out of line: not on the fast path. */
+static __attribute__((noinline, cold)) void coarse_fallback(struct timespec *ts)
+{
+    clock_gettime(CLOCK_MONOTONIC_COARSE, ts);
+}
+
+/* Inlined: begin's fast path calls the vDSO straight from its own frame. */
+static inline __attribute__((always_inline)) int64_t coarse_ns(void)
+{
+    /* relaxed: see clock_first_call(). */
+    clock_fn fn = atomic_load_explicit(&coarse_clock, memory_order_relaxed);
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    if (MOOR_UNLIKELY(fn(CLOCK_MONOTONIC_COARSE, &ts) != 0))
+        coarse_fallback(&ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+/* ---- small helpers ----------------------------------------------------------- */
 
 static double seconds_since(int64_t start, int64_t now)
 {
@@ -679,17 +792,27 @@ static __attribute__((noinline)) int begin_slow(moor_job *job, unsigned kind, co
     return queue_and_wait(job, &w, effective_timeout(job, timeout_ms), err);
 }
 
-/* The uncontended begin: every check passes, nobody queued, compatible,
- * room for the record. Anything else goes to begin_slow(). */
-static inline int begin_sync(moor_job *job, unsigned kind, const char *api, uint32_t timeout_ms,
-                             moor_error *err)
+/* The uncontended begin: the calling thread holds the mutex, the kind is
+ * valid and the object is idle (no holder, no waiter, no async job, not
+ * removed), so the job is compatible, the thread holds nothing here and
+ * record 0 is free. One straight sequence of well-predicted tests; any
+ * other state goes to begin_slow(), which decides in general. */
+static inline __attribute__((always_inline)) int
+begin_sync(moor_job *job, unsigned kind, const char *api, uint32_t timeout_ms, moor_error *err)
 {
     int self = self_id();
 
-    if (MOOR_LIKELY(job && job->obj && mutex_held(job, self) && kind_valid(kind) && !job->removed &&
-                    !job->head && !job->destroy_head && job->nholders < job->capacity &&
-                    holder_index(job, self) < 0 && sync_check(job, kind, self) == RUN)) {
-        add_holder(job, kind, self, api_or_current(api));
+    if (MOOR_LIKELY(job && job->obj && mutex_held(job, self) && kind_valid(kind) &&
+                    !job->nholders && !job->nwaiters && !job->async.active && !job->removed)) {
+        moor_job_holder *h = job->holders;
+
+        h->api = api_or_current(api);
+        h->thread = self;
+        h->kind = kind;
+        job->nholders = 1;
+        job->nexclusive = kind_exclusive(kind);
+        /* Last, so that only @h lives across the clock call. */
+        h->start_ns = coarse_ns();
         return 0;
     }
     return begin_slow(job, kind, api, timeout_ms, err);
@@ -724,15 +847,15 @@ static __attribute__((noinline)) int end_misuse(moor_job *job, int self)
                       : "");
 }
 
-int moor_job_end(moor_job *job)
+/* Any end but the uncontended one: find the record, then grant. */
+static __attribute__((noinline)) int end_slow(moor_job *job, int self)
 {
-    int self = self_id();
     long i;
 
-    if (MOOR_UNLIKELY(!job || !job->obj || !mutex_held(job, self)))
+    if (!job || !job->obj || !mutex_held(job, self))
         return end_misuse(job, self);
     i = holder_index(job, self);
-    if (MOOR_UNLIKELY(i < 0))
+    if (i < 0)
         return end_misuse(job, self);
     if (kind_exclusive(job->holders[i].kind))
         job->nexclusive--;
@@ -740,9 +863,24 @@ int moor_job_end(moor_job *job)
      * of a record stored a moment ago would stall on store forwarding). */
     if ((unsigned)i != --job->nholders)
         job->holders[i] = job->holders[job->nholders];
-    if (job->head || job->destroy_head)
+    if (job->nwaiters)
         grant_pass(job);
     return 0;
+}
+
+int moor_job_end(moor_job *job)
+{
+    int self = self_id();
+
+    /* The uncontended end: the thread holds the mutex and the only record,
+     * and nobody waits. */
+    if (MOOR_LIKELY(job && job->obj && mutex_held(job, self) && job->nholders == 1 &&
+                    job->holders[0].thread == self && !job->nwaiters)) {
+        job->nholders = 0;
+        job->nexclusive = 0;
+        return 0;
+    }
+    return end_slow(job, self);
 }
 
 bool moor_job_held(const moor_job *job)
