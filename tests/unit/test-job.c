@@ -3,12 +3,14 @@
  * test-job.c - per-object jobs: every kind against every held state,
  * deadlines and no-wait failures with their exact text, the accuracy of
  * "held for", the waiter cap, abort, async masks, nested jobs, hand-off,
- * removal while waiting, FIFO order, and misuse.
+ * removal while waiting, FIFO order, a waiter woken from its sleep, and
+ * misuse.
  *
  * Other threads are "actors": each begins one job, reports the result and
  * holds the job until told to end it. A test knows an actor is waiting by
  * polling moor_job_info() for the number of queued waiters; nothing sleeps
- * to synchronise. (One test naps to let time pass: it measures a hold.)
+ * to synchronise. (Two tests nap to let time pass: one measures a hold,
+ * one lets a waiter get past its spin; both say why.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -617,6 +619,30 @@ static void test_end_wakes_all_compatible(void **state)
     moor_unref(vm);
 }
 
+/* A waiter spins briefly before it sleeps; one granted long after it
+ * queued has slept, and the grant's signal must wake it. (The 10 ms nap is
+ * not a synchronisation: the waiter is known to be queued. It only makes
+ * the waiter go past its spin, microseconds long, and sleep; on a machine
+ * so slow that it has not, the test passes through the spin instead.) */
+static void test_grant_wakes_sleeper(void **state)
+{
+    struct vm *vm = vm_new("sleeper");
+    const struct timespec nap = {0, 10000000};
+    struct actor m, q;
+
+    (void)state;
+    actor_hold(&m, vm, MOOR_JOB_MODIFY, "m");
+    actor_start(&q, vm, MOOR_JOB_QUERY, "q", FOREVER);
+    wait_queued(vm, 1);
+    nanosleep(&nap, NULL);
+    assert_false(actor_returned(&q));
+    actor_finish(&m);
+    assert_int_equal(actor_result(&q), 0);
+    assert_int_equal(snap(vm).holders, 1);
+    actor_finish(&q);
+    moor_unref(vm);
+}
+
 /* A waiter that times out at the front of the queue lets those behind it
  * run at once. */
 static void test_timeout_of_front_waiter_unblocks(void **state)
@@ -1049,6 +1075,7 @@ int main(void)
         TU_TEST(test_waiter_cap),
         TU_TEST(test_modify_not_overtaken_by_query),
         TU_TEST(test_end_wakes_all_compatible),
+        TU_TEST(test_grant_wakes_sleeper),
         TU_TEST(test_timeout_of_front_waiter_unblocks),
         TU_TEST(test_async_mask_parks_without_blocking),
         TU_TEST(test_async_end_releases_parked),
