@@ -127,11 +127,19 @@ static __thread const char *current_api __attribute__((tls_model("initial-exec")
  * the rest of an uncontended begin. */
 static __thread int cached_tid __attribute__((tls_model("initial-exec")));
 
+/* A thread's first call: out of line, so that the callers' fast paths
+ * need no stack frame for it. */
+static __attribute__((noinline, cold)) int self_id_first(void)
+{
+    cached_tid = moor__thread_id();
+    return cached_tid;
+}
+
 static inline int self_id(void)
 {
-    if (MOOR_UNLIKELY(!cached_tid))
-        cached_tid = moor__thread_id();
-    return cached_tid;
+    int tid = cached_tid;
+
+    return MOOR_LIKELY(tid) ? tid : self_id_first();
 }
 
 static bool kind_valid(unsigned kind)
