@@ -304,11 +304,19 @@ static int clock_first_call(clockid_t id, struct timespec *ts)
     return fn(id, ts);
 }
 
+static int64_t timespec_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
 /* The vDSO answers every valid clock; should it ever decline, libc knows
  * the fallbacks (a system call). Out of line: not on the fast path. */
-static __attribute__((noinline, cold)) void coarse_fallback(struct timespec *ts)
+static __attribute__((noinline, cold)) int64_t coarse_fallback_ns(void)
 {
-    clock_gettime(CLOCK_MONOTONIC_COARSE, ts);
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return timespec_ns(&ts);
 }
 
 /* Inlined: begin's fast path calls the vDSO straight from its own frame. */
@@ -319,8 +327,8 @@ static inline __attribute__((always_inline)) int64_t coarse_ns(void)
     struct timespec ts;
 
     if (MOOR_UNLIKELY(fn(CLOCK_MONOTONIC_COARSE, &ts) != 0))
-        coarse_fallback(&ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        return coarse_fallback_ns();
+    return timespec_ns(&ts);
 }
 
 /* ---- small helpers ----------------------------------------------------------- */
@@ -705,7 +713,7 @@ static uint64_t monotonic_ns(void)
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t)timespec_ns(&ts);
 }
 
 /* Whether spinning can pay: more than one CPU online (else the holder
