@@ -23,7 +23,12 @@
  *                        work, the baseline.
  *   job_hold_modify      lock, begin MODIFY, unlock, WORK, lock, end,
  *                        unlock: the job held through the work instead.
- * WORK is a fixed busy loop of about a hundred nanoseconds.
+ * WORK is a fixed busy loop of about a hundred nanoseconds. The threads of
+ * both cases are pinned to CPUs in turn (the Nth thread to enter to CPU
+ * N mod CPUs, restored on exit): two threads then really run at once,
+ * instead of taking turns by their time slices whenever the scheduler
+ * happens to put them on one CPU, which hides the hand-off cost and made
+ * this figure swing by a factor of a hundred between runs.
  *
  * Fairness (single-thread cases; each "op" is one trial):
  *   job_fair_modify      three threads run a continuous stream of QUERY
@@ -57,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <moor/job.h>
 #include <moor/object.h>
@@ -219,6 +225,28 @@ BENCH_LOOP(bench_loop_job_lock_api, state, iters)
 
 #define WORK_STEPS 64
 
+/* Pin the calling thread to the next CPU in turn; its old mask in @old.
+ * Best effort: where pinning fails, the thread runs where it may. */
+static void pin_next_cpu(cpu_set_t *old)
+{
+    static atomic_uint next;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t one;
+
+    CPU_ZERO(old);
+    if (pthread_getaffinity_np(pthread_self(), sizeof(*old), old) != 0 || cpus < 1)
+        return;
+    CPU_ZERO(&one);
+    CPU_SET(atomic_fetch_add(&next, 1) % (unsigned long)cpus, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+}
+
+static void unpin(const cpu_set_t *old)
+{
+    if (CPU_COUNT(old))
+        pthread_setaffinity_np(pthread_self(), sizeof(*old), old);
+}
+
 static void work(void)
 {
     for (unsigned i = 0; i < WORK_STEPS; i++)
@@ -228,19 +256,24 @@ static void work(void)
 BENCH_LOOP(bench_loop_job_mutex_hold, state, iters)
 {
     struct mutex_state *s = state;
+    cpu_set_t old;
 
+    pin_next_cpu(&old);
     for (uint64_t i = 0; i < iters; i++) {
         pthread_mutex_lock(&s->m);
         work();
         pthread_mutex_unlock(&s->m);
         bench_clobber();
     }
+    unpin(&old);
 }
 
 BENCH_LOOP(bench_loop_job_hold_modify, state, iters)
 {
     struct jobj *o = state;
+    cpu_set_t old;
 
+    pin_next_cpu(&old);
     for (uint64_t i = 0; i < iters; i++) {
         moor_lock(o);
         if (moor_job_begin(&o->job, MOOR_JOB_MODIFY, "bench", NULL) != 0)
@@ -252,6 +285,7 @@ BENCH_LOOP(bench_loop_job_hold_modify, state, iters)
         moor_unlock(o);
         bench_clobber();
     }
+    unpin(&old);
 }
 
 /* ---- fairness ---------------------------------------------------------------------- */

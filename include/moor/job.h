@@ -370,6 +370,10 @@ MOOR_EXPORT int moor_job_mark_removed(moor_job *job);
 
 #define MOOR_JOB_INFO_HOLDERS 8
 
+/* Held-for times (held_ns here, "for 1.250 s" in messages) are exact to
+ * one tick of CLOCK_MONOTONIC_COARSE, which records every start time:
+ * clock_getres() of that clock, 1 to 10 ms depending on the kernel. */
+
 typedef struct moor_job_holder_info {
     unsigned kind;
     const char *kind_name; /* static */
