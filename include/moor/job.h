@@ -235,8 +235,9 @@ MOOR_EXPORT int moor_job_set_max_waiters(moor_job *job, unsigned max);
  *   ends. On success the calling thread holds the job; end it with
  *   moor_job_end() from the same thread.
  * Locks: the object's mutex, held on entry and on return; released while
- *   waiting (a condition wait on CLOCK_MONOTONIC). No other object mutex
- *   or monitor may be held (rule 4).
+ *   waiting (the waiter at the front of the queue spins up to 20 us, then
+ *   any waiter sleeps in a condition wait on CLOCK_MONOTONIC). No other
+ *   object mutex or monitor may be held (rule 4).
  * Blocks: up to @timeout_ms, only when the job cannot start at once.
  * Context: any thread.
  * Returns: 0 when the job is held; on failure nothing changed and:
