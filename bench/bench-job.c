@@ -13,6 +13,22 @@
  *   job_api_query        the same with QUERY (shared: no job waits).
  *   job_mutex_api        baseline of the two above: lock, unlock, lock,
  *                        unlock on a bare pthread mutex.
+ *   job_lock_api         the pattern's locking alone: moor_lock, moor_unlock
+ *                        twice on the job's object, no job (vs
+ *                        job_mutex_api): what of job_api_* is not the job.
+ *
+ * Holding through work (BENCH_CONTENDED; at 2 threads every begin finds
+ * the other thread's job held, so each call is a hand-off):
+ *   job_mutex_hold       lock, WORK, unlock: the mutex held through the
+ *                        work, the baseline.
+ *   job_hold_modify      lock, begin MODIFY, unlock, WORK, lock, end,
+ *                        unlock: the job held through the work instead.
+ * WORK is a fixed busy loop of about a hundred nanoseconds. The threads of
+ * both cases are pinned to CPUs in turn (the Nth thread to enter to CPU
+ * N mod CPUs, restored on exit): two threads then really run at once,
+ * instead of taking turns by their time slices whenever the scheduler
+ * happens to put them on one CPU, which hides the hand-off cost and made
+ * this figure swing by a factor of a hundred between runs.
  *
  * Fairness (single-thread cases; each "op" is one trial):
  *   job_fair_modify      three threads run a continuous stream of QUERY
@@ -46,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <moor/job.h>
 #include <moor/object.h>
@@ -191,6 +208,84 @@ BENCH_LOOP(bench_loop_job_api_modify, state, iters)
 BENCH_LOOP(bench_loop_job_api_query, state, iters)
 {
     api_pattern(state, MOOR_JOB_QUERY, iters);
+}
+
+BENCH_LOOP(bench_loop_job_lock_api, state, iters)
+{
+    for (uint64_t i = 0; i < iters; i++) {
+        moor_lock(state);
+        moor_unlock(state);
+        moor_lock(state);
+        moor_unlock(state);
+        bench_clobber();
+    }
+}
+
+/* ---- holding through work ----------------------------------------------------- */
+
+#define WORK_STEPS 64
+
+/* Pin the calling thread to the next CPU in turn; its old mask in @old.
+ * Best effort: where pinning fails, the thread runs where it may. */
+static void pin_next_cpu(cpu_set_t *old)
+{
+    static atomic_uint next;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t one;
+
+    CPU_ZERO(old);
+    if (pthread_getaffinity_np(pthread_self(), sizeof(*old), old) != 0 || cpus < 1)
+        return;
+    CPU_ZERO(&one);
+    CPU_SET(atomic_fetch_add(&next, 1) % (unsigned long)cpus, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+}
+
+static void unpin(const cpu_set_t *old)
+{
+    if (CPU_COUNT(old))
+        pthread_setaffinity_np(pthread_self(), sizeof(*old), old);
+}
+
+static void work(void)
+{
+    for (unsigned i = 0; i < WORK_STEPS; i++)
+        bench_clobber();
+}
+
+BENCH_LOOP(bench_loop_job_mutex_hold, state, iters)
+{
+    struct mutex_state *s = state;
+    cpu_set_t old;
+
+    pin_next_cpu(&old);
+    for (uint64_t i = 0; i < iters; i++) {
+        pthread_mutex_lock(&s->m);
+        work();
+        pthread_mutex_unlock(&s->m);
+        bench_clobber();
+    }
+    unpin(&old);
+}
+
+BENCH_LOOP(bench_loop_job_hold_modify, state, iters)
+{
+    struct jobj *o = state;
+    cpu_set_t old;
+
+    pin_next_cpu(&old);
+    for (uint64_t i = 0; i < iters; i++) {
+        moor_lock(o);
+        if (moor_job_begin(&o->job, MOOR_JOB_MODIFY, "bench", NULL) != 0)
+            bench_fail("moor_job_begin failed");
+        moor_unlock(o);
+        work();
+        moor_lock(o);
+        moor_job_end(&o->job);
+        moor_unlock(o);
+        bench_clobber();
+    }
+    unpin(&old);
 }
 
 /* ---- fairness ---------------------------------------------------------------------- */
@@ -480,6 +575,12 @@ static const struct bench_case job_cases[] = {
      bench_loop_job_api_query},
     {"job_api_modify", "job_mutex_api", BENCH_CONTENDED, jobj_setup, jobj_teardown,
      bench_loop_job_api_modify},
+    {"job_lock_api", "job_mutex_api", BENCH_CONTENDED, jobj_setup, jobj_teardown,
+     bench_loop_job_lock_api},
+    {"job_mutex_hold", NULL, BENCH_CONTENDED, mutex_setup, mutex_teardown,
+     bench_loop_job_mutex_hold},
+    {"job_hold_modify", "job_mutex_hold", BENCH_CONTENDED, jobj_setup, jobj_teardown,
+     bench_loop_job_hold_modify},
     {"bcast_fair_modify", NULL, 0, fair_bcast_setup, fair_bcast_teardown, bench_loop_fair_modify},
     {"job_fair_modify", "bcast_fair_modify", 0, fair_moor_setup, fair_moor_teardown,
      bench_loop_fair_modify},

@@ -2,11 +2,16 @@
 /*
  * job.pml - Promela model of the grant logic of src/job.c.
  *
- * Everything src/job.c does happens under the object mutex, so each call
- * (begin's fast path or queueing, end, async begin/end, a timeout) is one
- * atomic step here. A waiter sleeps on its own condition: it blocks until
- * its state leaves WAITING, which only a grant (or its own timeout) does;
- * so a lost wake-up shows up as a thread stuck forever.
+ * Everything src/job.c does to the job happens under the object mutex, so
+ * each call (begin's fast path or queueing, end, async begin/end, a
+ * timeout) is one atomic step here. The one thing done without the mutex
+ * is a waiter's spin: queued, the mutex dropped, it polls its own state
+ * for a while, then retakes the mutex and, if still waiting, marks itself
+ * sleeping and sleeps on its own condition. A grant signals a waiter only
+ * if it is marked sleeping; the sleeper wakes only on that signal (or its
+ * own timeout). So a grant made while the waiter spun must be noticed by
+ * the re-check under the mutex, or it is lost: a lost wake-up shows up as
+ * a thread stuck forever.
  *
  * Threads (NT = 3):
  *   0  the async owner: begin an async job (mask: QUERY, DESTROY, ABORT),
@@ -32,10 +37,14 @@
  * without timeouts; the LTL property `modify_runs` says a waiting MODIFY
  * is always eventually granted.
  *
- * Broken variant (-DBROKEN_BARGE, must fail): a newcomer QUERY takes the
- * job whenever it is compatible with the holders, ignoring the queue (the
- * broadcast-and-recheck scheme). The overtaking assertion fires, and under
- * -DLIVE the MODIFY can starve.
+ * Broken variants (must fail):
+ *   -DBROKEN_BARGE: a newcomer QUERY takes the job whenever it is
+ *     compatible with the holders, ignoring the queue (the broadcast-and-
+ *     recheck scheme). The overtaking assertion fires, and under -DLIVE
+ *     the MODIFY can starve.
+ *   -DBROKEN_SLEEP_UNCHECKED: after spinning, the waiter goes to sleep
+ *     without re-checking its state under the mutex; a grant made during
+ *     the spin is never signalled, and the waiter sleeps forever.
  */
 
 #ifndef ROUNDS
@@ -68,6 +77,10 @@ bool abort_req = false;
 byte kind[NT];
 byte st[NT];
 byte ticket[NT];
+
+/* The waiter's sleep: marked under the mutex; a grant signals a sleeper. */
+bool sleeping[NT];
+bool signalled[NT];
 
 /* What each thread holds, for the exclusion assertions. */
 byte holds[NT]; /* 255 = nothing; else a kind (ASYNC for the async job) */
@@ -141,7 +154,11 @@ inline grant(t)
     :: kind[t] != ASYNC -> assert(!async_active || async_owner == t || MASKED(kind[t]))
     :: else -> skip
     fi;
-    holds[t] = kind[t]
+    holds[t] = kind[t];
+    if
+    :: sleeping[t] -> signalled[t] = true
+    :: else -> skip
+    fi
 }
 
 
@@ -245,8 +262,8 @@ inline queue_empty()
     }
 }
 
-/* begin: the fast path, or queue + walk; then sleep until settled (or
- * time out, when allowed). */
+/* begin: the fast path, or queue + walk; then spin, and sleep until
+ * settled (or time out, when allowed). */
 inline begin(t, k, may_timeout)
 {
     atomic {
@@ -271,13 +288,41 @@ inline begin(t, k, may_timeout)
     };
     if
     :: st[t] == GRANTED -> skip
-    :: may_timeout && st[t] == WAITING ->
+    :: st[t] == WAITING ->
+        /* Spin, the mutex dropped: see the grant, or give up any time. */
+        if
+        :: st[t] == GRANTED -> skip
+        :: true -> skip
+        fi;
+        /* Retake the mutex. */
         atomic {
+#ifdef BROKEN_SLEEP_UNCHECKED
+            sleeping[t] = true
+#else
             if
-            :: st[t] == GRANTED -> skip
-            :: else -> st[t] = IDLE; grant_pass()
+            :: st[t] == WAITING -> sleeping[t] = true
+            :: else -> skip
             fi
-        }
+#endif
+        };
+        if
+        :: sleeping[t] ->
+            /* The condition wait: woken by a grant's signal, or (when
+             * allowed) the deadline passes; then under the mutex again. */
+            if
+            :: signalled[t] -> atomic { sleeping[t] = false; signalled[t] = false }
+            :: may_timeout ->
+                atomic {
+                    sleeping[t] = false;
+                    signalled[t] = false;
+                    if
+                    :: st[t] == GRANTED -> skip
+                    :: else -> st[t] = IDLE; grant_pass()
+                    fi
+                }
+            fi
+        :: else -> skip
+        fi
     fi
 }
 

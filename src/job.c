@@ -5,8 +5,10 @@
  * Theory of operation.
  *
  * Everything in a moor_job is guarded by the mutex of the object it is
- * embedded in; no field is atomic. The only atomics in this file belong to
- * the process-wide table of kinds.
+ * embedded in; no field is atomic. The other atomics in this file: the
+ * process-wide table of kinds, two values computed once (the clock
+ * function, the CPU count), and a waiter's state, which the waiter polls
+ * without the mutex while it spins (see Waiting).
  *
  * Holders. Sync holders sit packed at the front of an array of records
  * (MOOR_JOB_INLINE of them inside the struct, a heap array beyond that);
@@ -21,6 +23,19 @@
  * waiter has its own condition variable (CLOCK_MONOTONIC, bound to the
  * object mutex, set up only when it really sleeps), so a wake-up reaches
  * exactly the thread it is for.
+ *
+ * Waiting. A queued waiter at the front of its queue first spins for a
+ * few microseconds with the mutex dropped, polling its own state, then
+ * retakes the mutex and, if still waiting, sleeps on its condvar (the
+ * others sleep at once). A job held only for a moment is thus handed over
+ * without a futex sleep and wake-up (tens of microseconds each, and every
+ * later caller queues behind a waiter still waking up: a convoy). The
+ * spin changes nothing about who is granted when: the waiter stays queued
+ * and only the walk below grants, under the mutex. A grant signals a
+ * waiter only if it sleeps, so the waiter re-checks its state under the
+ * mutex before it goes to sleep; that re-check is what keeps a grant made
+ * during the spin from being lost (models/job.pml checks it; its
+ * BROKEN_SLEEP_UNCHECKED variant loses it).
  *
  * Granting. Whoever changes what may run (an end, an async end, a mask
  * change, a waiter leaving) runs grant_pass(): it walks the DESTROY queue
@@ -46,11 +61,16 @@
  * reserves room for its record before it queues (capacity >= holders +
  * waiters at all times), so granting cannot fail.
  *
- * Clocks. Holder start times use CLOCK_MONOTONIC_COARSE (a few ns, ms
- * resolution), enough for "held for 31.2 s" and cheap enough for the
- * uncontended begin; deadlines use CLOCK_MONOTONIC.
+ * The uncontended begin and end (an idle object; the only holder, nobody
+ * waiting) are short inline sequences of tests; anything else takes the
+ * general path.
+ *
+ * Clocks. Holder start times use CLOCK_MONOTONIC_COARSE, exact to one
+ * kernel tick (see "the start-time clock" below); deadlines and the spin
+ * use CLOCK_MONOTONIC.
  */
 #define _GNU_SOURCE
+#include <elf.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -58,7 +78,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <moor/debug.h>
 #include <moor/job.h>
@@ -81,7 +103,7 @@ struct moor__job_waiter {
     const char *api;
     const char *name; /* async: the caller's string, copied on grant */
     uint32_t allowed; /* async: the mask it will install */
-    int state;        /* WAITING, GRANTED, FAILED */
+    atomic_int state; /* WAITING, GRANTED, FAILED; read unlocked while spinning */
     const char *why;  /* FAILED: "removed" or "marked inactive" */
     bool sleeping;    /* @cond is initialised */
     pthread_cond_t cond;
@@ -96,18 +118,28 @@ static atomic_uint nkinds = 4;
 static atomic_uint exclusive_kinds =
     (1u << MOOR_JOB_MODIFY) | (1u << MOOR_JOB_DESTROY) | (1u << MOOR_JOB_ABORT);
 
-static _Thread_local const char *current_api;
+/* Initial-exec TLS (as cached_tid below): no __tls_get_addr call for a
+ * begin that takes the current API. */
+static __thread const char *current_api __attribute__((tls_model("initial-exec")));
 
 /* The calling thread's id, cached here with the initial-exec TLS model: a
  * general-dynamic TLS access (a __tls_get_addr call) would cost as much as
  * the rest of an uncontended begin. */
 static __thread int cached_tid __attribute__((tls_model("initial-exec")));
 
+/* A thread's first call: out of line, so that the callers' fast paths
+ * need no stack frame for it. */
+static __attribute__((noinline, cold)) int self_id_first(void)
+{
+    cached_tid = moor__thread_id();
+    return cached_tid;
+}
+
 static inline int self_id(void)
 {
-    if (MOOR_UNLIKELY(!cached_tid))
-        cached_tid = moor__thread_id();
-    return cached_tid;
+    int tid = cached_tid;
+
+    return MOOR_LIKELY(tid) ? tid : self_id_first();
 }
 
 static bool kind_valid(unsigned kind)
@@ -178,15 +210,128 @@ const char *moor_job_set_current_api(const char *api)
     return old;
 }
 
-/* ---- small helpers ----------------------------------------------------------- */
+/* ---- the start-time clock ------------------------------------------------- */
 
-static int64_t coarse_ns(void)
+/*
+ * Holder start times come from CLOCK_MONOTONIC_COARSE: the time of the
+ * last kernel tick, read from memory the kernel shares with the process
+ * (no system call). Its resolution is one tick, clock_getres() of that
+ * clock: 1 to 10 ms, 4 ms on a HZ=250 kernel. A held-for time is the
+ * difference of two such readings, so it is exact to one tick.
+ *
+ * The read is the biggest part of an uncontended begin, and half of it is
+ * libc's clock_gettime() wrapper (its PLT entry, then an indirect call
+ * into the vDSO, then error handling). So the vDSO's own clock_gettime is
+ * called directly: the kernel maps the vDSO, an ELF shared object, into
+ * every process and passes the address of its ELF header in the auxiliary
+ * vector (AT_SYSINFO_EHDR); its symbols are found the usual ELF way (the
+ * kernel documents this in Documentation/ABI/stable/vdso). Where there is
+ * no vDSO (under valgrind), no such symbol, or an architecture not listed
+ * below, libc's clock_gettime() is used.
+ */
+#if defined(__x86_64__) && !defined(__ILP32__)
+#define VDSO_CLOCK_GETTIME "__vdso_clock_gettime"
+#elif defined(__aarch64__) && !defined(__ILP32__)
+#define VDSO_CLOCK_GETTIME "__kernel_clock_gettime"
+#endif
+
+typedef int (*clock_fn)(clockid_t, struct timespec *);
+
+#ifdef VDSO_CLOCK_GETTIME
+/* The address of function @name in the vDSO (a 64-bit image on both
+ * architectures above), or NULL. Only reads memory the kernel mapped
+ * before the process started: no lock, no allocation. */
+static clock_fn vdso_function(const char *name)
+{
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)getauxval(AT_SYSINFO_EHDR);
+    const Elf64_Phdr *ph;
+    const Elf64_Dyn *dyn = NULL;
+    const Elf64_Sym *syms = NULL;
+    const Elf64_Word *hash = NULL; /* DT_HASH: nbucket, nchain (= the symbol count), ... */
+    const char *strs = NULL;
+    uintptr_t bias = 0;
+    bool loaded = false;
+
+    if (!eh || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_ident[EI_CLASS] != ELFCLASS64)
+        return NULL;
+    ph = (const Elf64_Phdr *)((const char *)eh + eh->e_phoff);
+    for (unsigned i = 0; i < eh->e_phnum; i++) {
+        if (ph[i].p_type == PT_LOAD && !loaded) {
+            /* The image is mapped whole, so address = bias + link address. */
+            bias = (uintptr_t)eh + ph[i].p_offset - ph[i].p_vaddr;
+            loaded = true;
+        } else if (ph[i].p_type == PT_DYNAMIC) {
+            dyn = (const Elf64_Dyn *)((const char *)eh + ph[i].p_offset);
+        }
+    }
+    for (; loaded && dyn && dyn->d_tag != DT_NULL; dyn++) {
+        if (dyn->d_tag == DT_SYMTAB)
+            syms = (const Elf64_Sym *)(bias + dyn->d_un.d_ptr);
+        else if (dyn->d_tag == DT_STRTAB)
+            strs = (const char *)(bias + dyn->d_un.d_ptr);
+        else if (dyn->d_tag == DT_HASH)
+            hash = (const Elf64_Word *)(bias + dyn->d_un.d_ptr);
+    }
+    if (!syms || !strs || !hash)
+        return NULL;
+    for (Elf64_Word i = 0; i < hash[1]; i++)
+        if (ELF64_ST_TYPE(syms[i].st_info) == STT_FUNC && syms[i].st_shndx != SHN_UNDEF &&
+            !strcmp(strs + syms[i].st_name, name))
+            return (clock_fn)(bias + syms[i].st_value);
+    return NULL;
+}
+#endif
+
+static int clock_first_call(clockid_t id, struct timespec *ts);
+
+/* The function coarse_ns() calls; the first call finds the real one. */
+static _Atomic(clock_fn) coarse_clock = clock_first_call;
+
+static int clock_first_call(clockid_t id, struct timespec *ts)
+{
+    clock_fn fn = clock_gettime;
+
+#ifdef VDSO_CLOCK_GETTIME
+    clock_fn vdso = vdso_function(VDSO_CLOCK_GETTIME);
+
+    if (vdso)
+        fn = vdso;
+#endif
+    /* relaxed: the pointer is the only thing published (the code it points
+     * to was mapped before the process started); racing first calls all
+     * store the same value. */
+    atomic_store_explicit(&coarse_clock, fn, memory_order_relaxed);
+    return fn(id, ts);
+}
+
+static int64_t timespec_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* The vDSO answers every valid clock; should it ever decline, libc knows
+ * the fallbacks (a system call). Out of line: not on the fast path. */
+static __attribute__((noinline, cold)) int64_t coarse_fallback_ns(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return timespec_ns(&ts);
 }
+
+/* Inlined: begin's fast path calls the vDSO straight from its own frame. */
+static inline __attribute__((always_inline)) int64_t coarse_ns(void)
+{
+    /* relaxed: see clock_first_call(). */
+    clock_fn fn = atomic_load_explicit(&coarse_clock, memory_order_relaxed);
+    struct timespec ts;
+
+    if (MOOR_UNLIKELY(fn(CLOCK_MONOTONIC_COARSE, &ts) != 0))
+        return coarse_fallback_ns();
+    return timespec_ns(&ts);
+}
+
+/* ---- small helpers ----------------------------------------------------------- */
 
 static double seconds_since(int64_t start, int64_t now)
 {
@@ -418,7 +563,9 @@ static void settle(moor_job *job, moor__job_waiter *w, int state, const char *wh
             add_holder(job, w->kind, w->thread, w->api);
     }
     w->why = why;
-    w->state = state;
+    /* relaxed: a spinning waiter only takes it as a hint to retake the
+     * mutex, which we hold until done with @w (see spin_settled()). */
+    atomic_store_explicit(&w->state, state, memory_order_relaxed);
     if (w->sleeping)
         pthread_cond_signal(&w->cond);
 }
@@ -531,7 +678,94 @@ __attribute__((format(printf, 5, 6))) static int fail_begin(const moor_job *job,
 
 /* ---- waiting ------------------------------------------------------------------------ */
 
-/* Sleep until @w is settled or the deadline passes; true if settled. */
+/* @w's state; under the mutex, or unlocked as a hint (spin_settled). */
+static int waiter_state(const moor__job_waiter *w)
+{
+    /* relaxed: see settle(). */
+    return atomic_load_explicit(&w->state, memory_order_relaxed);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)timespec_ns(&ts);
+}
+
+/* Whether spinning can pay: more than one CPU online (else the holder
+ * cannot run while we spin). Computed once; racing first calls agree. */
+static bool spin_worthwhile(void)
+{
+    static atomic_int cpus; /* 0: not known yet */
+    /* relaxed: a plain cached number, nothing else published with it. */
+    int n = atomic_load_explicit(&cpus, memory_order_relaxed);
+
+    if (!n) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+
+        n = online > 1 ? (int)online : 1;
+        atomic_store_explicit(&cpus, n, memory_order_relaxed); /* relaxed: as above */
+    }
+    return n > 1;
+}
+
+/* How long a waiter spins before it sleeps: about what a futex sleep and
+ * wake-up cost (8 to 20 us on the machine measured), so that a waiter that
+ * spins in vain loses at most about what sleeping at once would have cost
+ * it. */
+#define SPIN_NS 20000u
+
+/* Whether @stop has passed; reads the clock every 32nd call (@i). */
+static bool spin_over(unsigned i, uint64_t stop)
+{
+    return i % 32 == 31 && monotonic_ns() >= stop;
+}
+
+/*
+ * Spin for up to SPIN_NS with the mutex dropped, polling @w's state. Once
+ * granted, retake the mutex spinning too, within the same time (the
+ * granter holds it a moment longer), rather than sleep in
+ * pthread_mutex_lock at once. The waiter stays queued all along: the
+ * spin only notices a grant made under the mutex. Returns with the mutex
+ * held again.
+ */
+static void spin_settled(moor_job *job, moor__job_waiter *w)
+{
+    pthread_mutex_t *mutex = moor__lockable_mutex(job->obj);
+    uint64_t stop;
+    unsigned i = 0;
+
+    moor__lockable_owner_release(job->obj);
+    pthread_mutex_unlock(mutex);
+    stop = monotonic_ns() + SPIN_NS;
+    while (waiter_state(w) == WAITING && !spin_over(i++, stop))
+        cpu_relax();
+    if (waiter_state(w) == WAITING) { /* in vain: off to sleep */
+        pthread_mutex_lock(mutex);
+    } else {
+        while (pthread_mutex_trylock(mutex) != 0) {
+            if (spin_over(i++, stop)) {
+                pthread_mutex_lock(mutex);
+                break;
+            }
+            cpu_relax();
+        }
+    }
+    moor__lockable_owner_reacquire(job->obj);
+}
+
+/* Wait until @w is settled or the deadline passes: spin briefly, then
+ * sleep on @w's own condvar. True if settled. */
 static bool wait_settled(moor_job *job, moor__job_waiter *w, uint32_t ms)
 {
     struct timespec deadline = moor__deadline_after_ms(ms);
@@ -539,6 +773,19 @@ static bool wait_settled(moor_job *job, moor__job_waiter *w, uint32_t ms)
     pthread_condattr_t attr;
     bool settled;
 
+    /* Only the waiter at the front of its queue spins: the next end is
+     * for it, while those behind it would only take CPUs from holders
+     * (with more threads than CPUs, spinning by every waiter cost the
+     * stress test half its throughput). A waiter parked behind an async
+     * job waits for that job's end, which is not coming soon: no spin. */
+    if (*queue_head(job, w) == w && waiter_check(job, w) != PARKED && spin_worthwhile()) {
+        spin_settled(job, w);
+        /* Under the mutex again: a grant made while we spun is seen here,
+         * before we sleep (nobody would signal us for it: we were not
+         * sleeping). */
+        if (waiter_state(w) != WAITING)
+            return true;
+    }
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cond, &attr);
@@ -550,10 +797,10 @@ static bool wait_settled(moor_job *job, moor__job_waiter *w, uint32_t ms)
         moor__lockable_owner_release(job->obj);
         rc = pthread_cond_timedwait(&w->cond, mutex, &deadline);
         moor__lockable_owner_reacquire(job->obj);
-        if (w->state != WAITING || rc == ETIMEDOUT)
+        if (waiter_state(w) != WAITING || rc == ETIMEDOUT)
             break;
     }
-    settled = w->state != WAITING;
+    settled = waiter_state(w) != WAITING;
     w->sleeping = false;
     pthread_cond_destroy(&w->cond);
     return settled;
@@ -595,7 +842,7 @@ static int queue_and_wait(moor_job *job, moor__job_waiter *w, uint32_t ms, moor_
         return fail_begin(job, w, err, -ENOMEM, "out of memory for a holder record");
     enqueue(job, w);
     grant_pass(job);
-    if (w->state == GRANTED)
+    if (waiter_state(w) == GRANTED)
         return 0;
     if (ms == 0) {
         give_up(job, w);
@@ -612,7 +859,7 @@ static int queue_and_wait(moor_job *job, moor__job_waiter *w, uint32_t ms, moor_
         return fail_begin(job, w, err, -ETIMEDOUT, "timed out after %.3f s",
                           seconds_since(t0, coarse_ns()));
     }
-    if (w->state == FAILED)
+    if (waiter_state(w) == FAILED)
         return fail_begin(job, w, err, -ESRCH, "the object was %s while waiting", w->why);
     return 0;
 }
@@ -665,17 +912,27 @@ static __attribute__((noinline)) int begin_slow(moor_job *job, unsigned kind, co
     return queue_and_wait(job, &w, effective_timeout(job, timeout_ms), err);
 }
 
-/* The uncontended begin: every check passes, nobody queued, compatible,
- * room for the record. Anything else goes to begin_slow(). */
-static inline int begin_sync(moor_job *job, unsigned kind, const char *api, uint32_t timeout_ms,
-                             moor_error *err)
+/* The uncontended begin: the calling thread holds the mutex, the kind is
+ * valid and the object is idle (no holder, no waiter, no async job, not
+ * removed), so the job is compatible, the thread holds nothing here and
+ * record 0 is free. One straight sequence of well-predicted tests; any
+ * other state goes to begin_slow(), which decides in general. */
+static inline __attribute__((always_inline)) int
+begin_sync(moor_job *job, unsigned kind, const char *api, uint32_t timeout_ms, moor_error *err)
 {
     int self = self_id();
 
-    if (MOOR_LIKELY(job && job->obj && mutex_held(job, self) && kind_valid(kind) && !job->removed &&
-                    !job->head && !job->destroy_head && job->nholders < job->capacity &&
-                    holder_index(job, self) < 0 && sync_check(job, kind, self) == RUN)) {
-        add_holder(job, kind, self, api_or_current(api));
+    if (MOOR_LIKELY(job && job->obj && mutex_held(job, self) && kind_valid(kind) &&
+                    !job->nholders && !job->nwaiters && !job->async.active && !job->removed)) {
+        moor_job_holder *h = job->holders;
+
+        h->api = api_or_current(api);
+        h->thread = self;
+        h->kind = kind;
+        job->nholders = 1;
+        job->nexclusive = kind_exclusive(kind);
+        /* Last, so that only @h lives across the clock call. */
+        h->start_ns = coarse_ns();
         return 0;
     }
     return begin_slow(job, kind, api, timeout_ms, err);
@@ -710,15 +967,15 @@ static __attribute__((noinline)) int end_misuse(moor_job *job, int self)
                       : "");
 }
 
-int moor_job_end(moor_job *job)
+/* Any end but the uncontended one: find the record, then grant. */
+static __attribute__((noinline)) int end_slow(moor_job *job, int self)
 {
-    int self = self_id();
     long i;
 
-    if (MOOR_UNLIKELY(!job || !job->obj || !mutex_held(job, self)))
+    if (!job || !job->obj || !mutex_held(job, self))
         return end_misuse(job, self);
     i = holder_index(job, self);
-    if (MOOR_UNLIKELY(i < 0))
+    if (i < 0)
         return end_misuse(job, self);
     if (kind_exclusive(job->holders[i].kind))
         job->nexclusive--;
@@ -726,9 +983,24 @@ int moor_job_end(moor_job *job)
      * of a record stored a moment ago would stall on store forwarding). */
     if ((unsigned)i != --job->nholders)
         job->holders[i] = job->holders[job->nholders];
-    if (job->head || job->destroy_head)
+    if (job->nwaiters)
         grant_pass(job);
     return 0;
+}
+
+int moor_job_end(moor_job *job)
+{
+    int self = self_id();
+
+    /* The uncontended end: the thread holds the mutex and the only record,
+     * and nobody waits. */
+    if (MOOR_LIKELY(job && job->obj && mutex_held(job, self) && job->nholders == 1 &&
+                    job->holders[0].thread == self && !job->nwaiters)) {
+        job->nholders = 0;
+        job->nexclusive = 0;
+        return 0;
+    }
+    return end_slow(job, self);
 }
 
 bool moor_job_held(const moor_job *job)

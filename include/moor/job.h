@@ -235,8 +235,9 @@ MOOR_EXPORT int moor_job_set_max_waiters(moor_job *job, unsigned max);
  *   ends. On success the calling thread holds the job; end it with
  *   moor_job_end() from the same thread.
  * Locks: the object's mutex, held on entry and on return; released while
- *   waiting (a condition wait on CLOCK_MONOTONIC). No other object mutex
- *   or monitor may be held (rule 4).
+ *   waiting (the waiter at the front of the queue spins up to 20 us, then
+ *   any waiter sleeps in a condition wait on CLOCK_MONOTONIC). No other
+ *   object mutex or monitor may be held (rule 4).
  * Blocks: up to @timeout_ms, only when the job cannot start at once.
  * Context: any thread.
  * Returns: 0 when the job is held; on failure nothing changed and:
@@ -369,6 +370,10 @@ MOOR_EXPORT int moor_job_mark_removed(moor_job *job);
 /* ---- introspection -------------------------------------------------------- */
 
 #define MOOR_JOB_INFO_HOLDERS 8
+
+/* Held-for times (held_ns here, "for 1.250 s" in messages) are exact to
+ * one tick of CLOCK_MONOTONIC_COARSE, which records every start time:
+ * clock_getres() of that clock, 1 to 10 ms depending on the kernel. */
 
 typedef struct moor_job_holder_info {
     unsigned kind;

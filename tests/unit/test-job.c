@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test-job.c - per-object jobs: every kind against every held state,
- * deadlines and no-wait failures with their exact text, the waiter cap,
- * abort, async masks, nested jobs, hand-off, removal while waiting, FIFO
- * order, and misuse.
+ * deadlines and no-wait failures with their exact text, the accuracy of
+ * "held for", the waiter cap, abort, async masks, nested jobs, hand-off,
+ * removal while waiting, FIFO order, a waiter woken from its sleep, and
+ * misuse.
  *
  * Other threads are "actors": each begins one job, reports the result and
  * holds the job until told to end it. A test knows an actor is waiting by
- * polling moor_job_info() for the number of queued waiters; nothing sleeps.
+ * polling moor_job_info() for the number of queued waiters; nothing sleeps
+ * to synchronise. (Two tests nap to let time pass: one measures a hold,
+ * one lets a waiter get past its spin; both say why.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +23,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 #include <moor/debug.h>
 #include <moor/job.h>
@@ -203,6 +207,49 @@ static void test_begin_end_and_info(void **state)
     assert_false(moor_job_held(&vm->job));
     assert_int_equal(moor_job_info(&vm->job, &s), 0);
     assert_int_equal(s.holders, 0);
+    moor_unlock(vm);
+    moor_unref(vm);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* "Held for" is exact to the stated resolution, one tick of
+ * CLOCK_MONOTONIC_COARSE: each begin records its start time. The hold is
+ * bracketed by fine clock readings; the reported time may be off by a
+ * tick at each end (the coarse clock lags up to one tick), plus one more
+ * tick and 1 ms of slack for a tick the kernel ran late. */
+static void test_held_for_resolution(void **state)
+{
+    struct vm *vm = vm_new("clock");
+    uint64_t tick, before_begin, after_begin, before_info, after_info, slack;
+    const struct timespec nap = {0, 1000000};
+    struct timespec res;
+    moor_job_snapshot s;
+
+    (void)state;
+    assert_int_equal(clock_getres(CLOCK_MONOTONIC_COARSE, &res), 0);
+    tick = (uint64_t)res.tv_sec * 1000000000u + (uint64_t)res.tv_nsec;
+    slack = 2 * tick + 1000000;
+    moor_lock(vm);
+    before_begin = mono_ns();
+    assert_int_equal(moor_job_begin(&vm->job, MOOR_JOB_MODIFY, "vm_suspend", NULL), 0);
+    after_begin = mono_ns();
+    /* Hold the job for five ticks and at least 20 ms: the time measured. */
+    while (mono_ns() - after_begin < 5 * tick + 20000000)
+        nanosleep(&nap, NULL);
+    before_info = mono_ns();
+    assert_int_equal(moor_job_info(&vm->job, &s), 0);
+    after_info = mono_ns();
+    assert_int_equal(s.holders, 1);
+    assert_true(s.holder[0].held_ns + slack >= before_info - after_begin);
+    assert_true(s.holder[0].held_ns <= after_info - before_begin + slack);
+    moor_job_end(&vm->job);
     moor_unlock(vm);
     moor_unref(vm);
 }
@@ -569,6 +616,30 @@ static void test_end_wakes_all_compatible(void **state)
         actor_finish(&q[i]);
     assert_int_equal(actor_result(&m2), 0);
     actor_finish(&m2);
+    moor_unref(vm);
+}
+
+/* A waiter spins briefly before it sleeps; one granted long after it
+ * queued has slept, and the grant's signal must wake it. (The 10 ms nap is
+ * not a synchronisation: the waiter is known to be queued. It only makes
+ * the waiter go past its spin, microseconds long, and sleep; on a machine
+ * so slow that it has not, the test passes through the spin instead.) */
+static void test_grant_wakes_sleeper(void **state)
+{
+    struct vm *vm = vm_new("sleeper");
+    const struct timespec nap = {0, 10000000};
+    struct actor m, q;
+
+    (void)state;
+    actor_hold(&m, vm, MOOR_JOB_MODIFY, "m");
+    actor_start(&q, vm, MOOR_JOB_QUERY, "q", FOREVER);
+    wait_queued(vm, 1);
+    nanosleep(&nap, NULL);
+    assert_false(actor_returned(&q));
+    actor_finish(&m);
+    assert_int_equal(actor_result(&q), 0);
+    assert_int_equal(snap(vm).holders, 1);
+    actor_finish(&q);
     moor_unref(vm);
 }
 
@@ -993,6 +1064,7 @@ int main(void)
 
     const struct CMUnitTest tests[] = {
         TU_TEST(test_begin_end_and_info),
+        TU_TEST(test_held_for_resolution),
         TU_TEST(test_current_api),
         TU_TEST(test_kinds),
         TU_TEST(test_compatibility_matrix),
@@ -1003,6 +1075,7 @@ int main(void)
         TU_TEST(test_waiter_cap),
         TU_TEST(test_modify_not_overtaken_by_query),
         TU_TEST(test_end_wakes_all_compatible),
+        TU_TEST(test_grant_wakes_sleeper),
         TU_TEST(test_timeout_of_front_waiter_unblocks),
         TU_TEST(test_async_mask_parks_without_blocking),
         TU_TEST(test_async_end_releases_parked),
