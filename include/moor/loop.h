@@ -241,8 +241,11 @@ MOOR_EXPORT void moor_loop_wakeup(moor_loop *loop);
  * moor_loop_thread_stop() (or the last unref) ends it; moor_loop_quit()
  * does not (it ends runs, and the thread is not one). Other threads may
  * still iterate: they take turns with it.
- * Ownership: the thread belongs to @loop. Locks: none. Blocks: no.
- * Returns: 0; -EINVAL (NULL); -EALREADY (a loop thread runs already);
+ * Ownership: the thread belongs to @loop. Locks: none. Blocks: while
+ * another thread's moor_loop_thread_stop() joins the thread (not when
+ * called from the loop thread itself).
+ * Returns: 0; -EINVAL (NULL); -EALREADY (a loop thread runs already,
+ * or this is it);
  * the -errno of pthread_create() (-EAGAIN).
  */
 MOOR_EXPORT int moor_loop_thread_start(moor_loop *loop, moor_error *err);
@@ -250,7 +253,9 @@ MOOR_EXPORT int moor_loop_thread_start(moor_loop *loop, moor_error *err);
 /*
  * moor_loop_thread_stop - quit the loop thread and join it.
  * Locks: none that a callback of @loop takes. Blocks: until the running
- * callbacks return. Context: any thread except the loop thread itself.
+ * callbacks return (and a concurrent stop's join ends). Context: any
+ * thread; from the loop thread itself it fails at once, even while
+ * another thread is stopping it.
  * Returns: 0; -EINVAL (NULL); -ESRCH (no loop thread); -EDEADLK (called
  * from the loop thread).
  */
