@@ -663,7 +663,7 @@ int moor_loop_add_fd(moor_loop *loop, int fd, unsigned events, moor_loop_fd_fn f
 int moor_loop_update_fd(moor_loop *loop, uint64_t id, unsigned events, moor_error *err)
 {
     struct handler *h;
-    int rc = 0;
+    int rc = 0, fd;
 
     if (check_loop(loop, "moor_loop_update_fd", err) < 0)
         return -EINVAL;
@@ -692,11 +692,12 @@ int moor_loop_update_fd(moor_loop *loop, uint64_t id, unsigned events, moor_erro
     }
     if (rc == 0)
         h->events = events;
+    fd = h->fd; /* copied under the lock: a remove may free h once it drops */
     pthread_mutex_unlock(&loop->lock);
     if (rc < 0)
         return moor_error_set(
             err, rc, "moor_loop_update_fd(handler %" PRIu64 ", fd %d) on loop %p: epoll: %s", id,
-            h->fd, (void *)loop, strerror(-rc));
+            fd, (void *)loop, strerror(-rc));
     return 0;
 }
 
