@@ -969,44 +969,42 @@ static bool owner_locked_here(moor_monitor *mon)
 
 /* A node holding @request encoded with @id: encoded on the stack first
  * and copied, or, if larger, encoded again straight into the node.
- * Returns the node, or NULL with @err set. */
-static struct outnode *encode(moor_monitor *mon, const void *request, const char *what, uint64_t id,
-                              moor_error *err)
+ * Returns 0 with the node in *@out, or the -errno (also in @err). */
+static int encode(moor_monitor *mon, const void *request, const char *what, uint64_t id,
+                  struct outnode **out, moor_error *err)
 {
     moor_error e = MOOR_ERROR_INIT;
     char stack[ENCODE_STACK];
     ssize_t n = mon->codec.encode(mon->codec.opaque, request, id, stack, sizeof(stack), &e);
     struct outnode *o;
 
-    if (n <= 0) {
-        moor_error_set(err, n < 0 ? (int)n : -EINVAL, "monitor '%s': cannot encode '%s': %s",
-                       mon->name, what, n < 0 ? codec_text(&e, n) : "empty request");
-        return NULL;
-    }
-    if ((size_t)n > mon->max_message) {
-        moor_error_set(err, -EMSGSIZE, "monitor '%s': '%s' encodes to %zd bytes, more than %zu",
-                       mon->name, what, n, mon->max_message);
-        return NULL;
-    }
-    if (!(o = moor__malloc(sizeof(*o) + (size_t)n + 1))) {
-        moor_error_set(err, -ENOMEM, "monitor '%s': out of memory for '%s'", mon->name, what);
-        return NULL;
-    }
+    if (n <= 0)
+        return moor_error_set(err, n < 0 ? (int)n : -EINVAL, "monitor '%s': cannot encode '%s': %s",
+                              mon->name, what, n < 0 ? codec_text(&e, n) : "empty request");
+    if ((size_t)n > mon->max_message)
+        return moor_error_set(err, -EMSGSIZE,
+                              "monitor '%s': '%s' encodes to %zd bytes, more than %zu", mon->name,
+                              what, n, mon->max_message);
+    if (!(o = moor__malloc(sizeof(*o) + (size_t)n + 1)))
+        return moor_error_set(err, -ENOMEM, "monitor '%s': out of memory for '%s'", mon->name,
+                              what);
     o->next = NULL;
     o->len = (size_t)n;
     o->off = 0;
     if (n < ENCODE_STACK) {
         memcpy(o->data, stack, (size_t)n);
-        return o;
+        *out = o;
+        return 0;
     }
     ssize_t again = mon->codec.encode(mon->codec.opaque, request, id, o->data, (size_t)n + 1, &e);
-    if (again == n)
-        return o;
+    if (again == n) {
+        *out = o;
+        return 0;
+    }
     moor__free(o);
-    moor_error_set(
+    return moor_error_set(
         err, again < 0 ? (int)again : -EINVAL, "monitor '%s': cannot encode '%s': %s", mon->name,
         what, again < 0 ? codec_text(&e, again) : "the codec changed its mind about the length");
-    return NULL;
 }
 
 /* Wait for the post that completes @p, or for the deadline. Returns 0
@@ -1082,7 +1080,7 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
 {
     struct pending p = {0};
     struct timespec deadline;
-    struct outnode *o;
+    struct outnode *o = NULL;
     const char *what;
     uint32_t ms;
     int rc;
@@ -1104,8 +1102,8 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
         timeout_ms == MOOR_MONITOR_TIMEOUT_DEFAULT ? mon->default_timeout_ms : (uint32_t)timeout_ms;
     /* relaxed: see next_id. */
     p.id = atomic_fetch_add_explicit(&mon->next_id, 1, memory_order_relaxed);
-    if (!(o = encode(mon, request, what, p.id, err)))
-        return err ? err->code : -EINVAL;
+    if ((rc = encode(mon, request, what, p.id, &o, err)) < 0)
+        return rc;
     sem_init(&p.sem, 0, 0);
     deadline = moor__deadline_after_ms(ms);
     rc = queue_and_wait(mon, &p, o, &deadline);

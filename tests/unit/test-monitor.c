@@ -697,6 +697,9 @@ static void test_oversized(void **state)
     assert_int_equal(moor_monitor_call(fx.mon, &cmd, &reply, FOREVER, &err), -EMSGSIZE);
     assert_ptr_equal(reply, &err);
     tu_assert_contains(err.message, "more than 256");
+    /* Without an error record the code is the same, not a generic one. */
+    assert_int_equal(moor_monitor_call(fx.mon, &cmd, &reply, FOREVER, NULL), -EMSGSIZE);
+    assert_ptr_equal(reply, &err);
     json_object_put(args);
     assert_int_equal(call_simple(fx.mon, "still-fine", FOREVER, NULL), 0);
     fx_stop(&fx);
