@@ -143,6 +143,15 @@ struct outnode {
     char data[];
 };
 
+/* One moor_monitor_enter() not yet ended: who entered, with which object.
+ * An exit must match one, so that an exit by a thread that never entered
+ * cannot drop the reference another thread's hand-off still needs. */
+struct entry {
+    struct entry *next;
+    pthread_t thread;
+    const void *obj;
+};
+
 /* The loop handler's opaque (see the theory). */
 struct link {
     moor_weak mon;
@@ -177,6 +186,7 @@ struct moor_monitor {
     moor_error why;                       /* BROKEN: the reason */
     struct outnode *out_head, **out_tail; /* requests not yet (fully) sent */
     moor_monitor_stats stats;             /* state, pending and entered are kept here too */
+    struct entry *entries;                /* stats.entered of them */
 
     /* relaxed fetch_add: ids only need to be unique, not ordered with
      * anything (the record is published under the lock). */
@@ -801,6 +811,13 @@ static void monitor_dispose(void *obj)
     moor_unref(mon->loop);
     moor__free(mon->in);
     out_free_all_locked(mon); /* no lock needed: nobody else is left */
+    /* Each entry holds a reference, so there are none left by now. */
+    while (mon->entries) {
+        struct entry *e = mon->entries;
+
+        mon->entries = e->next;
+        moor__free(e);
+    }
     pthread_cond_destroy(&mon->writer_done);
     pthread_mutex_destroy(&mon->lock);
 }
@@ -1144,6 +1161,7 @@ void moor_monitor_payload_free(moor_monitor *mon, void *payload)
 
 int moor_monitor_enter(moor_monitor *mon, void *obj)
 {
+    struct entry *e;
     int rc = 0;
 
     if (!is_monitor(mon) || !obj)
@@ -1155,14 +1173,23 @@ int moor_monitor_enter(moor_monitor *mon, void *obj)
                       mon->name, obj);
     if (moor_loop_in_loop(mon->loop))
         return -EDEADLK;
+    if (!(e = moor__malloc(sizeof(*e))))
+        return -ENOMEM;
+    e->thread = pthread_self();
+    e->obj = obj;
     pthread_mutex_lock(&mon->lock);
-    if (mon->state == MOOR_MONITOR_OPEN)
+    if (mon->state == MOOR_MONITOR_OPEN) {
+        e->next = mon->entries;
+        mon->entries = e;
         mon->stats.entered++;
-    else
+    } else {
         rc = -ESRCH;
+    }
     pthread_mutex_unlock(&mon->lock);
-    if (rc < 0)
+    if (rc < 0) {
+        moor__free(e);
         return rc;
+    }
     moor_ref(mon);
     moor_unlock(obj);
     return 0;
@@ -1170,7 +1197,8 @@ int moor_monitor_enter(moor_monitor *mon, void *obj)
 
 int moor_monitor_exit(moor_monitor *mon, void *obj)
 {
-    bool open, entered;
+    struct entry **pp, *e = NULL;
+    bool open;
 
     if (!is_monitor(mon) || !obj)
         return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_exit: %s",
@@ -1180,14 +1208,22 @@ int moor_monitor_exit(moor_monitor *mon, void *obj)
                       "moor_monitor_exit(%s): object %p is still locked by the calling thread",
                       mon->name, obj);
     pthread_mutex_lock(&mon->lock);
-    entered = mon->stats.entered > 0;
-    if (entered)
-        mon->stats.entered--;
+    for (pp = &mon->entries; *pp; pp = &(*pp)->next) {
+        if (pthread_equal((*pp)->thread, pthread_self()) && (*pp)->obj == obj) {
+            e = *pp;
+            *pp = e->next;
+            mon->stats.entered--;
+            break;
+        }
+    }
     open = mon->state == MOOR_MONITOR_OPEN;
     pthread_mutex_unlock(&mon->lock);
-    if (!entered)
+    if (!e)
         return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL,
-                      "moor_monitor_exit(%s): no moor_monitor_enter to end", mon->name);
+                      "moor_monitor_exit(%s): no moor_monitor_enter to end for object %p on "
+                      "this thread",
+                      mon->name, obj);
+    moor__free(e);
     moor_unref(mon); /* before the lock: see the header */
     moor_lock(obj);
     return open ? 0 : -ESRCH;

@@ -273,7 +273,8 @@ MOOR_EXPORT void moor_monitor_payload_free(moor_monitor *mon, void *payload);
  * Returns: 0 (@obj unlocked); or, with @obj still locked and nothing
  * taken: -EINVAL (NULL, not a lockable object, or @obj not locked by the
  * caller: reported as misuse); -ESRCH (the channel is not open);
- * -EDEADLK (called on the loop thread, where no call can be made).
+ * -EDEADLK (called on the loop thread, where no call can be made);
+ * -ENOMEM (no memory to record the hand-off).
  */
 MOOR_EXPORT int moor_monitor_enter(moor_monitor *mon, void *obj);
 
@@ -288,10 +289,12 @@ MOOR_EXPORT int moor_monitor_enter(moor_monitor *mon, void *obj);
  * Locks: @obj must not be locked on entry; it is on return.
  * Blocks: on @obj's mutex (short by rule 4); if the reference was the
  * last one, on the monitor's callback in flight (see moor_monitor_close).
+ * Context: the thread that called moor_monitor_enter() for @obj.
  * Returns: 0; -ESRCH if the channel is no longer open (the peer went
  * away or it was closed while @obj was unlocked: re-check @obj's state);
- * -EINVAL (NULL @mon or @obj, @obj still locked, an exit without enter:
- * reported as misuse, and nothing is done).
+ * -EINVAL (NULL @mon or @obj, @obj still locked, or no enter of @obj on
+ * @mon by this thread left to end: reported as misuse, and nothing is
+ * done).
  */
 MOOR_EXPORT int moor_monitor_exit(moor_monitor *mon, void *obj);
 

@@ -905,6 +905,59 @@ static void test_enter_exit(void **state)
     fx_stop(&fx);
 }
 
+/* An exit must match an enter by the same thread for the same object: an
+ * exit from a thread that never entered is refused and takes nothing from
+ * the thread that did. */
+struct stray_exit {
+    moor_monitor *mon;
+    void *obj;
+};
+
+static void *stray_exit_main(void *arg)
+{
+    struct stray_exit *x = arg;
+
+    return (void *)(intptr_t)moor_monitor_exit(x->mon, x->obj);
+}
+
+static void test_exit_matches_enter(void **state)
+{
+    struct fx fx;
+    moor_error err = MOOR_ERROR_INIT;
+
+    (void)state;
+    fx_start(&fx, peer_echo);
+    moor_lock(fx.vm);
+    assert_int_equal(moor_job_begin(&fx.vm->job, MOOR_JOB_MODIFY, "test_exit_matches", &err), 0);
+    assert_int_equal(moor_monitor_enter(fx.mon, fx.vm), 0);
+    struct stray_exit x = {fx.mon, fx.vm};
+    assert_int_equal((intptr_t)tu_in_thread(stray_exit_main, &x), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "no moor_monitor_enter to end");
+    assert_false(moor_lock_held(fx.vm));
+    /* Same thread, another object: refused too (the loop is any object). */
+    assert_int_equal(moor_monitor_exit(fx.mon, fx.loop), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "no moor_monitor_enter to end");
+    assert_int_equal(stats_of(fx.mon).entered, 1);
+    /* The real hand-off still works, and only once. */
+    assert_int_equal(call_simple(fx.mon, "still-entered", FOREVER, &err), 0);
+    assert_int_equal(moor_monitor_exit(fx.mon, fx.vm), 0);
+    assert_true(moor_lock_held(fx.vm));
+    assert_int_equal(stats_of(fx.mon).entered, 0);
+    moor_unlock(fx.vm);
+    assert_int_equal(moor_monitor_exit(fx.mon, fx.vm), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "no moor_monitor_enter to end");
+    moor_lock(fx.vm);
+    /* Out of memory for the record: nothing taken, the object stays locked. */
+    moor_debug_fail_alloc(1);
+    assert_int_equal(moor_monitor_enter(fx.mon, fx.vm), -ENOMEM);
+    moor_debug_fail_alloc(0);
+    assert_true(moor_lock_held(fx.vm));
+    assert_int_equal(stats_of(fx.mon).entered, 0);
+    moor_job_end(&fx.vm->job);
+    moor_unlock(fx.vm);
+    fx_stop(&fx);
+}
+
 /* Thread A runs an API call on vm (found in a registry) that calls the
  * peer through enter/exit; meanwhile the main thread removes the vm from
  * the registry and closes its monitor. */
@@ -1424,6 +1477,7 @@ int main(void)
         TU_TEST(test_events_owner_gone),
         TU_TEST(test_no_owner_no_callbacks),
         TU_TEST(test_enter_exit),
+        TU_TEST(test_exit_matches_enter),
         TU_TEST(test_enter_exit_owner_removed),
         TU_TEST(test_close_in_event_callback),
         TU_TEST(test_last_unref_in_eof_callback),
