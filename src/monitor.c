@@ -170,6 +170,7 @@ struct moor_monitor {
     char name[MOOR_MONITOR_NAME_MAX + 1];
     uint32_t default_timeout_ms;
     size_t max_message;
+    size_t max_backlog; /* cap on out_bytes: a call past it fails -ENOBUFS */
 
     pthread_mutex_t lock;
     /* Guarded by lock. */
@@ -185,6 +186,7 @@ struct moor_monitor {
     struct pending *head, *tail;
     moor_error why;                       /* BROKEN: the reason */
     struct outnode *out_head, **out_tail; /* requests not yet (fully) sent */
+    size_t out_bytes;                     /* their bytes not yet sent */
     moor_monitor_stats stats;             /* state, pending and entered are kept here too */
     struct entry *entries;                /* stats.entered of them */
 
@@ -312,6 +314,15 @@ static void fail_pending_locked(moor_monitor *mon, const char *why)
 
 /* ---- the output queue and its writer (lock held) ----------------------------- */
 
+/* The default cap on unsent bytes: room for a few requests of the largest
+ * size, so a stalled peer cannot make the queue grow without bound. */
+static size_t default_backlog(size_t max_message)
+{
+    return max_message > SIZE_MAX / MOOR_MONITOR_DEFAULT_BACKLOG_FACTOR
+               ? SIZE_MAX
+               : max_message * MOOR_MONITOR_DEFAULT_BACKLOG_FACTOR;
+}
+
 static void out_free_all_locked(moor_monitor *mon)
 {
     while (mon->out_head) {
@@ -321,6 +332,7 @@ static void out_free_all_locked(moor_monitor *mon)
         moor__free(o);
     }
     mon->out_tail = &mon->out_head;
+    mon->out_bytes = 0;
 }
 
 /* Wait until no writer is in sendmsg() (before the fd may go). */
@@ -440,6 +452,7 @@ static void close_channel(moor_monitor *mon, bool may_wait)
 /* @n more bytes went out: advance, and free the nodes fully sent. */
 static void out_consume_locked(moor_monitor *mon, size_t n)
 {
+    mon->out_bytes -= n;
     while (n > 0) {
         struct outnode *o = mon->out_head;
         size_t left = o->len - o->off;
@@ -825,6 +838,8 @@ static void monitor_dispose(void *obj)
 static int check_new_args(moor_loop *loop, int fd, const moor_monitor_codec *codec, void *owner,
                           const moor_monitor_options *o, moor_error *err)
 {
+    size_t max_message;
+
     if (!loop || !codec)
         return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err, "moor_monitor_new: NULL %s",
                       !loop ? "loop" : "codec");
@@ -846,6 +861,12 @@ static int check_new_args(moor_loop *loop, int fd, const moor_monitor_codec *cod
     if (o && o->max_message > SSIZE_MAX)
         return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
                       "moor_monitor_new: max_message %zu is too large", o->max_message);
+    max_message = o && o->max_message ? o->max_message : MOOR_MONITOR_DEFAULT_MAX_MESSAGE;
+    if (o && o->max_backlog && o->max_backlog < max_message)
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
+                      "moor_monitor_new: max_backlog %zu is below max_message %zu (the "
+                      "largest request could never be queued)",
+                      o->max_backlog, max_message);
     if (o && o->name && strlen(o->name) > MOOR_MONITOR_NAME_MAX)
         return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
                       "moor_monitor_new: name longer than %d bytes", MOOR_MONITOR_NAME_MAX);
@@ -943,6 +964,8 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
                                   : MOOR_MONITOR_DEFAULT_TIMEOUT_MS;
     mon->max_message =
         options && options->max_message ? options->max_message : MOOR_MONITOR_DEFAULT_MAX_MESSAGE;
+    mon->max_backlog =
+        options && options->max_backlog ? options->max_backlog : default_backlog(mon->max_message);
     if (options && options->name)
         snprintf(mon->name, sizeof(mon->name), "%s", options->name);
     else
@@ -1054,7 +1077,8 @@ static int wait_done(moor_monitor *mon, struct pending *p, const struct timespec
 
 /* Queue @o (which the queue then owns) and wait for the record to
  * complete or time out. Returns 0 (the record is done, see p->rc),
- * -ETIMEDOUT, or -EPIPE with p->text set (not queued: @o is freed). */
+ * -ETIMEDOUT, or -EPIPE or -ENOBUFS with p->text set (not queued: @o is
+ * freed). */
 static int queue_and_wait(moor_monitor *mon, struct pending *p, struct outnode *o,
                           const struct timespec *deadline)
 {
@@ -1067,8 +1091,18 @@ static int queue_and_wait(moor_monitor *mon, struct pending *p, struct outnode *
         moor__free(o);
         return -EPIPE;
     }
+    if (o->len > mon->max_backlog - mon->out_bytes) {
+        snprintf(p->text, sizeof(p->text),
+                 "%zu bytes are queued unsent already (the peer is not reading?); %zu more "
+                 "would pass the cap of %zu",
+                 mon->out_bytes, o->len, mon->max_backlog);
+        pthread_mutex_unlock(&mon->lock);
+        moor__free(o);
+        return -ENOBUFS;
+    }
     *mon->out_tail = o;
     mon->out_tail = &o->next;
+    mon->out_bytes += o->len;
     pending_link_locked(mon, p);
     mon->stats.calls++;
     if (!mon->want_out && !mon->reading)
@@ -1126,6 +1160,9 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
     rc = queue_and_wait(mon, &p, o, &deadline);
     sem_destroy(&p.sem);
 
+    if (rc == -ENOBUFS) /* checked before p.rc: the peer's status could be any code */
+        return moor_error_set(err, rc, "monitor '%s': '%s' not queued: %s", mon->name, what,
+                              p.text);
     if (rc == -ETIMEDOUT)
         return moor_error_set(err, rc, "monitor '%s': no reply to '%s' (id %" PRIu64 ") in %u ms",
                               mon->name, what, p.id, ms);
@@ -1133,6 +1170,7 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
         rc = p.rc;
     if (rc == -EPIPE)
         return moor_error_set(err, rc, "monitor '%s': '%s' failed: %s", mon->name, what, p.text);
+
     if (rc < 0)
         return moor_error_set(err, rc, "monitor '%s': '%s' refused by the peer: %s", mon->name,
                               what, p.text);
