@@ -298,11 +298,15 @@ MOOR_EXPORT int moor_monitor_enter(moor_monitor *mon, void *obj);
  *
  * Always completes (the reference is dropped and @obj is locked, also on
  * -ESRCH); the result only says whether the world moved meanwhile. The
- * reference is dropped before @obj is locked, because a last unref waits
- * for the monitor's callbacks, which may lock @obj.
+ * reference is dropped before @obj is locked: a last unref of the monitor
+ * may drop the last reference to its loop too, whose dispose joins the
+ * loop thread, and a callback running there may need @obj.
  * Locks: @obj must not be locked on entry; it is on return.
- * Blocks: on @obj's mutex (short by rule 4); if the reference was the
- * last one, on the monitor's callback in flight (see moor_monitor_close).
+ * Blocks: on @obj's mutex (short by rule 4). If the reference was the
+ * last one: not on a monitor callback (each runs holding a reference, so
+ * none is running), only on a dispatch that already found the monitor
+ * gone, which runs no callback; and, if the monitor held the loop's last
+ * reference, on the loop thread's join (see moor_loop_thread_stop).
  * Context: the thread that called moor_monitor_enter() for @obj.
  * Returns: 0; -ESRCH if the channel is no longer open (the peer went
  * away or it was closed while @obj was unlocked: re-check @obj's state);
