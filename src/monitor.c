@@ -88,6 +88,7 @@
 #include <semaphore.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -113,6 +114,17 @@
 #else
 #define tsan_release(p) ((void)(p))
 #define tsan_acquire(p) ((void)(p))
+#endif
+
+/* Whether a reply may be posted after unlocking (see deliver_reply): only
+ * where sem_post touches the semaphore no more once a waiter can return,
+ * which holds for glibc's 64-bit semaphore (value and waiters in one word)
+ * but not, e.g., for its 32-bit one. Elsewhere post under the lock, and the
+ * waiter takes the lock once before its semaphore goes. */
+#if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
+#define POST_UNLOCKED 1
+#else
+#define POST_UNLOCKED 0
 #endif
 
 #define IN_FIRST         4096u       /* first size of the input buffer */
@@ -619,8 +631,9 @@ static void deliver_event(moor_monitor *mon, moor_monitor_message *msg)
  * woken under the lock would at once block on it again (glibc does not
  * move waiters from a condition to the mutex), costing two more futex
  * calls and a context switch per reply. A semaphore allows it: the waiter
- * returns only after the post, and glibc's sem_post touches the semaphore
- * no more once a waiter can return (so the waiter may destroy it then). */
+ * returns only after the post, and glibc's 64-bit sem_post touches the
+ * semaphore no more once a waiter can return (so the waiter may destroy it
+ * then). Without that guarantee (!POST_UNLOCKED) it posts under the lock. */
 static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
 {
     struct pending *p;
@@ -638,8 +651,12 @@ static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
         pending_complete_locked(mon, p, 0, msg->payload, NULL);
         msg->payload = NULL;
     }
+    if (p && !POST_UNLOCKED) {
+        tsan_release(p);
+        sem_post(&p->sem); /* the waiter takes the lock before @p goes */
+    }
     pthread_mutex_unlock(&mon->lock);
-    if (p) {
+    if (p && POST_UNLOCKED) {
         tsan_release(p);
         sem_post(&p->sem); /* the last access to @p */
     }
@@ -1070,6 +1087,11 @@ static int wait_done(moor_monitor *mon, struct pending *p, const struct timespec
          * from sem_post), and must be consumed before @p goes. */
         while (sem_wait(&p->sem) < 0 && errno == EINTR)
             ;
+    } else if (!POST_UNLOCKED) {
+        /* The post was made under the lock: once we hold it, sem_post has
+         * returned and the semaphore may go. */
+        pthread_mutex_lock(&mon->lock);
+        pthread_mutex_unlock(&mon->lock);
     }
     tsan_acquire(p);
     return 0;
