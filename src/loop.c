@@ -179,6 +179,12 @@ struct moor_loop {
  * leaves without touching the loop. Compared, never dereferenced. */
 static _Thread_local const moor_loop *disposed_here;
 
+/* The loop whose own thread this is (set by loop_thread_main). Lets
+ * thread_start/thread_stop refuse the loop thread before taking
+ * thread_lock, which another thread may hold while it joins this one.
+ * Compared, never dereferenced. */
+static _Thread_local const moor_loop *thread_of;
+
 static __thread int cached_tid __attribute__((tls_model("initial-exec")));
 
 static inline int self_tid(void)
@@ -657,7 +663,7 @@ int moor_loop_add_fd(moor_loop *loop, int fd, unsigned events, moor_loop_fd_fn f
 int moor_loop_update_fd(moor_loop *loop, uint64_t id, unsigned events, moor_error *err)
 {
     struct handler *h;
-    int rc = 0;
+    int rc = 0, fd;
 
     if (check_loop(loop, "moor_loop_update_fd", err) < 0)
         return -EINVAL;
@@ -686,11 +692,12 @@ int moor_loop_update_fd(moor_loop *loop, uint64_t id, unsigned events, moor_erro
     }
     if (rc == 0)
         h->events = events;
+    fd = h->fd; /* copied under the lock: a remove may free h once it drops */
     pthread_mutex_unlock(&loop->lock);
     if (rc < 0)
         return moor_error_set(
             err, rc, "moor_loop_update_fd(handler %" PRIu64 ", fd %d) on loop %p: epoll: %s", id,
-            h->fd, (void *)loop, strerror(-rc));
+            fd, (void *)loop, strerror(-rc));
     return 0;
 }
 
@@ -1236,6 +1243,7 @@ static void *loop_thread_main(void *arg)
 {
     moor_loop *loop = arg;
 
+    thread_of = loop;
     /* relaxed: set before the wake-up that makes us look again. */
     while (!atomic_load_explicit(&loop->thread_stop, memory_order_relaxed)) {
         int rc = iterate_common(loop, -1, true, NULL);
@@ -1258,6 +1266,10 @@ int moor_loop_thread_start(moor_loop *loop, moor_error *err)
 
     if (check_loop(loop, "moor_loop_thread_start", err) < 0)
         return -EINVAL;
+    if (thread_of == loop) /* without thread_lock: a stopper may hold it */
+        return moor_error_set(err, -EALREADY,
+                              "moor_loop_thread_start: loop %p: called from its own thread",
+                              (void *)loop);
     pthread_mutex_lock(&loop->thread_lock);
     if (loop->thread_running) {
         pthread_mutex_unlock(&loop->thread_lock);
@@ -1291,14 +1303,14 @@ int moor_loop_thread_stop(moor_loop *loop)
 {
     if (check_loop(loop, "moor_loop_thread_stop", NULL) < 0)
         return -EINVAL;
+    /* Checked before thread_lock: another thread in thread_stop holds it
+     * while it joins us, so waiting for it here would hang both. */
+    if (thread_of == loop)
+        return -EDEADLK;
     pthread_mutex_lock(&loop->thread_lock);
     if (!loop->thread_running) {
         pthread_mutex_unlock(&loop->thread_lock);
         return -ESRCH;
-    }
-    if (pthread_equal(loop->thread, pthread_self())) {
-        pthread_mutex_unlock(&loop->thread_lock);
-        return -EDEADLK;
     }
     thread_join_locked(loop);
     pthread_mutex_unlock(&loop->thread_lock);

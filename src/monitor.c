@@ -88,6 +88,7 @@
 #include <semaphore.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -113,6 +114,17 @@
 #else
 #define tsan_release(p) ((void)(p))
 #define tsan_acquire(p) ((void)(p))
+#endif
+
+/* Whether a reply may be posted after unlocking (see deliver_reply): only
+ * where sem_post touches the semaphore no more once a waiter can return,
+ * which holds for glibc's 64-bit semaphore (value and waiters in one word)
+ * but not, e.g., for its 32-bit one. Elsewhere post under the lock, and the
+ * waiter takes the lock once before its semaphore goes. */
+#if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
+#define POST_UNLOCKED 1
+#else
+#define POST_UNLOCKED 0
 #endif
 
 #define IN_FIRST         4096u       /* first size of the input buffer */
@@ -143,6 +155,15 @@ struct outnode {
     char data[];
 };
 
+/* One moor_monitor_enter() not yet ended: who entered, with which object.
+ * An exit must match one, so that an exit by a thread that never entered
+ * cannot drop the reference another thread's hand-off still needs. */
+struct entry {
+    struct entry *next;
+    pthread_t thread;
+    const void *obj;
+};
+
 /* The loop handler's opaque (see the theory). */
 struct link {
     moor_weak mon;
@@ -161,6 +182,7 @@ struct moor_monitor {
     char name[MOOR_MONITOR_NAME_MAX + 1];
     uint32_t default_timeout_ms;
     size_t max_message;
+    size_t max_backlog; /* cap on out_bytes: a call past it fails -ENOBUFS */
 
     pthread_mutex_t lock;
     /* Guarded by lock. */
@@ -176,7 +198,9 @@ struct moor_monitor {
     struct pending *head, *tail;
     moor_error why;                       /* BROKEN: the reason */
     struct outnode *out_head, **out_tail; /* requests not yet (fully) sent */
+    size_t out_bytes;                     /* their bytes not yet sent */
     moor_monitor_stats stats;             /* state, pending and entered are kept here too */
+    struct entry *entries;                /* stats.entered of them */
 
     /* relaxed fetch_add: ids only need to be unique, not ordered with
      * anything (the record is published under the lock). */
@@ -302,6 +326,15 @@ static void fail_pending_locked(moor_monitor *mon, const char *why)
 
 /* ---- the output queue and its writer (lock held) ----------------------------- */
 
+/* The default cap on unsent bytes: room for a few requests of the largest
+ * size, so a stalled peer cannot make the queue grow without bound. */
+static size_t default_backlog(size_t max_message)
+{
+    return max_message > SIZE_MAX / MOOR_MONITOR_DEFAULT_BACKLOG_FACTOR
+               ? SIZE_MAX
+               : max_message * MOOR_MONITOR_DEFAULT_BACKLOG_FACTOR;
+}
+
 static void out_free_all_locked(moor_monitor *mon)
 {
     while (mon->out_head) {
@@ -311,6 +344,7 @@ static void out_free_all_locked(moor_monitor *mon)
         moor__free(o);
     }
     mon->out_tail = &mon->out_head;
+    mon->out_bytes = 0;
 }
 
 /* Wait until no writer is in sendmsg() (before the fd may go). */
@@ -430,6 +464,7 @@ static void close_channel(moor_monitor *mon, bool may_wait)
 /* @n more bytes went out: advance, and free the nodes fully sent. */
 static void out_consume_locked(moor_monitor *mon, size_t n)
 {
+    mon->out_bytes -= n;
     while (n > 0) {
         struct outnode *o = mon->out_head;
         size_t left = o->len - o->off;
@@ -596,8 +631,9 @@ static void deliver_event(moor_monitor *mon, moor_monitor_message *msg)
  * woken under the lock would at once block on it again (glibc does not
  * move waiters from a condition to the mutex), costing two more futex
  * calls and a context switch per reply. A semaphore allows it: the waiter
- * returns only after the post, and glibc's sem_post touches the semaphore
- * no more once a waiter can return (so the waiter may destroy it then). */
+ * returns only after the post, and glibc's 64-bit sem_post touches the
+ * semaphore no more once a waiter can return (so the waiter may destroy it
+ * then). Without that guarantee (!POST_UNLOCKED) it posts under the lock. */
 static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
 {
     struct pending *p;
@@ -615,8 +651,12 @@ static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
         pending_complete_locked(mon, p, 0, msg->payload, NULL);
         msg->payload = NULL;
     }
+    if (p && !POST_UNLOCKED) {
+        tsan_release(p);
+        sem_post(&p->sem); /* the waiter takes the lock before @p goes */
+    }
     pthread_mutex_unlock(&mon->lock);
-    if (p) {
+    if (p && POST_UNLOCKED) {
         tsan_release(p);
         sem_post(&p->sem); /* the last access to @p */
     }
@@ -801,6 +841,13 @@ static void monitor_dispose(void *obj)
     moor_unref(mon->loop);
     moor__free(mon->in);
     out_free_all_locked(mon); /* no lock needed: nobody else is left */
+    /* Each entry holds a reference, so there are none left by now. */
+    while (mon->entries) {
+        struct entry *e = mon->entries;
+
+        mon->entries = e->next;
+        moor__free(e);
+    }
     pthread_cond_destroy(&mon->writer_done);
     pthread_mutex_destroy(&mon->lock);
 }
@@ -808,6 +855,8 @@ static void monitor_dispose(void *obj)
 static int check_new_args(moor_loop *loop, int fd, const moor_monitor_codec *codec, void *owner,
                           const moor_monitor_options *o, moor_error *err)
 {
+    size_t max_message;
+
     if (!loop || !codec)
         return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err, "moor_monitor_new: NULL %s",
                       !loop ? "loop" : "codec");
@@ -829,6 +878,12 @@ static int check_new_args(moor_loop *loop, int fd, const moor_monitor_codec *cod
     if (o && o->max_message > SSIZE_MAX)
         return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
                       "moor_monitor_new: max_message %zu is too large", o->max_message);
+    max_message = o && o->max_message ? o->max_message : MOOR_MONITOR_DEFAULT_MAX_MESSAGE;
+    if (o && o->max_backlog && o->max_backlog < max_message)
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
+                      "moor_monitor_new: max_backlog %zu is below max_message %zu (the "
+                      "largest request could never be queued)",
+                      o->max_backlog, max_message);
     if (o && o->name && strlen(o->name) > MOOR_MONITOR_NAME_MAX)
         return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, err,
                       "moor_monitor_new: name longer than %d bytes", MOOR_MONITOR_NAME_MAX);
@@ -926,6 +981,8 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
                                   : MOOR_MONITOR_DEFAULT_TIMEOUT_MS;
     mon->max_message =
         options && options->max_message ? options->max_message : MOOR_MONITOR_DEFAULT_MAX_MESSAGE;
+    mon->max_backlog =
+        options && options->max_backlog ? options->max_backlog : default_backlog(mon->max_message);
     if (options && options->name)
         snprintf(mon->name, sizeof(mon->name), "%s", options->name);
     else
@@ -969,44 +1026,42 @@ static bool owner_locked_here(moor_monitor *mon)
 
 /* A node holding @request encoded with @id: encoded on the stack first
  * and copied, or, if larger, encoded again straight into the node.
- * Returns the node, or NULL with @err set. */
-static struct outnode *encode(moor_monitor *mon, const void *request, const char *what, uint64_t id,
-                              moor_error *err)
+ * Returns 0 with the node in *@out, or the -errno (also in @err). */
+static int encode(moor_monitor *mon, const void *request, const char *what, uint64_t id,
+                  struct outnode **out, moor_error *err)
 {
     moor_error e = MOOR_ERROR_INIT;
     char stack[ENCODE_STACK];
     ssize_t n = mon->codec.encode(mon->codec.opaque, request, id, stack, sizeof(stack), &e);
     struct outnode *o;
 
-    if (n <= 0) {
-        moor_error_set(err, n < 0 ? (int)n : -EINVAL, "monitor '%s': cannot encode '%s': %s",
-                       mon->name, what, n < 0 ? codec_text(&e, n) : "empty request");
-        return NULL;
-    }
-    if ((size_t)n > mon->max_message) {
-        moor_error_set(err, -EMSGSIZE, "monitor '%s': '%s' encodes to %zd bytes, more than %zu",
-                       mon->name, what, n, mon->max_message);
-        return NULL;
-    }
-    if (!(o = moor__malloc(sizeof(*o) + (size_t)n + 1))) {
-        moor_error_set(err, -ENOMEM, "monitor '%s': out of memory for '%s'", mon->name, what);
-        return NULL;
-    }
+    if (n <= 0)
+        return moor_error_set(err, n < 0 ? (int)n : -EINVAL, "monitor '%s': cannot encode '%s': %s",
+                              mon->name, what, n < 0 ? codec_text(&e, n) : "empty request");
+    if ((size_t)n > mon->max_message)
+        return moor_error_set(err, -EMSGSIZE,
+                              "monitor '%s': '%s' encodes to %zd bytes, more than %zu", mon->name,
+                              what, n, mon->max_message);
+    if (!(o = moor__malloc(sizeof(*o) + (size_t)n + 1)))
+        return moor_error_set(err, -ENOMEM, "monitor '%s': out of memory for '%s'", mon->name,
+                              what);
     o->next = NULL;
     o->len = (size_t)n;
     o->off = 0;
     if (n < ENCODE_STACK) {
         memcpy(o->data, stack, (size_t)n);
-        return o;
+        *out = o;
+        return 0;
     }
     ssize_t again = mon->codec.encode(mon->codec.opaque, request, id, o->data, (size_t)n + 1, &e);
-    if (again == n)
-        return o;
+    if (again == n) {
+        *out = o;
+        return 0;
+    }
     moor__free(o);
-    moor_error_set(
+    return moor_error_set(
         err, again < 0 ? (int)again : -EINVAL, "monitor '%s': cannot encode '%s': %s", mon->name,
         what, again < 0 ? codec_text(&e, again) : "the codec changed its mind about the length");
-    return NULL;
 }
 
 /* Wait for the post that completes @p, or for the deadline. Returns 0
@@ -1032,6 +1087,11 @@ static int wait_done(moor_monitor *mon, struct pending *p, const struct timespec
          * from sem_post), and must be consumed before @p goes. */
         while (sem_wait(&p->sem) < 0 && errno == EINTR)
             ;
+    } else if (!POST_UNLOCKED) {
+        /* The post was made under the lock: once we hold it, sem_post has
+         * returned and the semaphore may go. */
+        pthread_mutex_lock(&mon->lock);
+        pthread_mutex_unlock(&mon->lock);
     }
     tsan_acquire(p);
     return 0;
@@ -1039,7 +1099,8 @@ static int wait_done(moor_monitor *mon, struct pending *p, const struct timespec
 
 /* Queue @o (which the queue then owns) and wait for the record to
  * complete or time out. Returns 0 (the record is done, see p->rc),
- * -ETIMEDOUT, or -EPIPE with p->text set (not queued: @o is freed). */
+ * -ETIMEDOUT, or -EPIPE or -ENOBUFS with p->text set (not queued: @o is
+ * freed). */
 static int queue_and_wait(moor_monitor *mon, struct pending *p, struct outnode *o,
                           const struct timespec *deadline)
 {
@@ -1052,8 +1113,18 @@ static int queue_and_wait(moor_monitor *mon, struct pending *p, struct outnode *
         moor__free(o);
         return -EPIPE;
     }
+    if (o->len > mon->max_backlog - mon->out_bytes) {
+        snprintf(p->text, sizeof(p->text),
+                 "%zu bytes are queued unsent already (the peer is not reading?); %zu more "
+                 "would pass the cap of %zu",
+                 mon->out_bytes, o->len, mon->max_backlog);
+        pthread_mutex_unlock(&mon->lock);
+        moor__free(o);
+        return -ENOBUFS;
+    }
     *mon->out_tail = o;
     mon->out_tail = &o->next;
+    mon->out_bytes += o->len;
     pending_link_locked(mon, p);
     mon->stats.calls++;
     if (!mon->want_out && !mon->reading)
@@ -1082,7 +1153,7 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
 {
     struct pending p = {0};
     struct timespec deadline;
-    struct outnode *o;
+    struct outnode *o = NULL;
     const char *what;
     uint32_t ms;
     int rc;
@@ -1104,13 +1175,16 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
         timeout_ms == MOOR_MONITOR_TIMEOUT_DEFAULT ? mon->default_timeout_ms : (uint32_t)timeout_ms;
     /* relaxed: see next_id. */
     p.id = atomic_fetch_add_explicit(&mon->next_id, 1, memory_order_relaxed);
-    if (!(o = encode(mon, request, what, p.id, err)))
-        return err ? err->code : -EINVAL;
+    if ((rc = encode(mon, request, what, p.id, &o, err)) < 0)
+        return rc;
     sem_init(&p.sem, 0, 0);
     deadline = moor__deadline_after_ms(ms);
     rc = queue_and_wait(mon, &p, o, &deadline);
     sem_destroy(&p.sem);
 
+    if (rc == -ENOBUFS) /* checked before p.rc: the peer's status could be any code */
+        return moor_error_set(err, rc, "monitor '%s': '%s' not queued: %s", mon->name, what,
+                              p.text);
     if (rc == -ETIMEDOUT)
         return moor_error_set(err, rc, "monitor '%s': no reply to '%s' (id %" PRIu64 ") in %u ms",
                               mon->name, what, p.id, ms);
@@ -1118,6 +1192,7 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
         rc = p.rc;
     if (rc == -EPIPE)
         return moor_error_set(err, rc, "monitor '%s': '%s' failed: %s", mon->name, what, p.text);
+
     if (rc < 0)
         return moor_error_set(err, rc, "monitor '%s': '%s' refused by the peer: %s", mon->name,
                               what, p.text);
@@ -1146,6 +1221,7 @@ void moor_monitor_payload_free(moor_monitor *mon, void *payload)
 
 int moor_monitor_enter(moor_monitor *mon, void *obj)
 {
+    struct entry *e;
     int rc = 0;
 
     if (!is_monitor(mon) || !obj)
@@ -1157,14 +1233,23 @@ int moor_monitor_enter(moor_monitor *mon, void *obj)
                       mon->name, obj);
     if (moor_loop_in_loop(mon->loop))
         return -EDEADLK;
+    if (!(e = moor__malloc(sizeof(*e))))
+        return -ENOMEM;
+    e->thread = pthread_self();
+    e->obj = obj;
     pthread_mutex_lock(&mon->lock);
-    if (mon->state == MOOR_MONITOR_OPEN)
+    if (mon->state == MOOR_MONITOR_OPEN) {
+        e->next = mon->entries;
+        mon->entries = e;
         mon->stats.entered++;
-    else
+    } else {
         rc = -ESRCH;
+    }
     pthread_mutex_unlock(&mon->lock);
-    if (rc < 0)
+    if (rc < 0) {
+        moor__free(e);
         return rc;
+    }
     moor_ref(mon);
     moor_unlock(obj);
     return 0;
@@ -1172,7 +1257,8 @@ int moor_monitor_enter(moor_monitor *mon, void *obj)
 
 int moor_monitor_exit(moor_monitor *mon, void *obj)
 {
-    bool open, entered;
+    struct entry **pp, *e = NULL;
+    bool open;
 
     if (!is_monitor(mon) || !obj)
         return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_exit: %s",
@@ -1182,14 +1268,22 @@ int moor_monitor_exit(moor_monitor *mon, void *obj)
                       "moor_monitor_exit(%s): object %p is still locked by the calling thread",
                       mon->name, obj);
     pthread_mutex_lock(&mon->lock);
-    entered = mon->stats.entered > 0;
-    if (entered)
-        mon->stats.entered--;
+    for (pp = &mon->entries; *pp; pp = &(*pp)->next) {
+        if (pthread_equal((*pp)->thread, pthread_self()) && (*pp)->obj == obj) {
+            e = *pp;
+            *pp = e->next;
+            mon->stats.entered--;
+            break;
+        }
+    }
     open = mon->state == MOOR_MONITOR_OPEN;
     pthread_mutex_unlock(&mon->lock);
-    if (!entered)
+    if (!e)
         return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL,
-                      "moor_monitor_exit(%s): no moor_monitor_enter to end", mon->name);
+                      "moor_monitor_exit(%s): no moor_monitor_enter to end for object %p on "
+                      "this thread",
+                      mon->name, obj);
+    moor__free(e);
     moor_unref(mon); /* before the lock: see the header */
     moor_lock(obj);
     return open ? 0 : -ESRCH;

@@ -126,7 +126,9 @@ typedef struct moor_blocker_set {
  * Ownership: @b stays the caller's. Locks: none needed (@b is not shared
  * yet). Blocks: no. Context: any thread.
  * Returns: 0, or -EINVAL (also reported as misuse) when @b is NULL or
- *   @nops is 0 or above MOOR_BLOCKER_OPS_MAX; @b is untouched then.
+ *   @nops is 0 or above MOOR_BLOCKER_OPS_MAX; or the -errno of
+ *   pthread_mutex_init() (-ENOMEM, -EAGAIN; not on glibc, where it cannot
+ *   fail). @b is untouched on any failure.
  */
 MOOR_EXPORT int moor_blocker_init(moor_blocker_set *b, const char *label,
                                   const char *const *op_names, unsigned nops);

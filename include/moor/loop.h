@@ -102,9 +102,11 @@ MOOR_EXPORT moor_loop *moor_loop_new(moor_error *err);
  * caller must not close it before the handler is removed (remove_sync, or
  * in @free_fn; a remove that finds the fd closed reports it as misuse).
  * @opaque goes to @free_fn (may be NULL) when the handler is
- * gone, or at once if the add fails. Locks: none held by the caller that a
- * callback takes is fine: add never blocks on a callback. Blocks: briefly
- * on the handler table's mutex. Context: any thread.
+ * gone, or at once if the add fails for any reason, -EINVAL included
+ * (unlike moor_loop_schedule(), which never calls it on failure).
+ * Locks: none held by the caller that a callback takes is fine: add never
+ * blocks on a callback. Blocks: briefly on the handler table's mutex.
+ * Context: any thread.
  * Returns: 0 and the new handler's id in *@id (may be NULL); or
  *   -EINVAL  NULL @loop/@fn, @fd < 0, unknown bits in @events;
  *   -EEXIST  @fd already has a handler on this loop;
@@ -190,10 +192,13 @@ MOOR_EXPORT int moor_loop_remove_sync(moor_loop *loop, uint64_t id);
  * iterating @loop, each after the fd and timer callbacks of the iteration
  * that finds it; a sleeping loop is woken. @free_fn (may be NULL) runs
  * right after @fn, or instead of it if @loop is disposed first.
- * Ownership: @opaque goes to @free_fn. Locks: none. Blocks: no (one
- * allocation and at most one eventfd write). Context: any thread.
- * Returns: 0; -EINVAL (NULL @loop/@fn); -ENOMEM (nothing scheduled,
- * @free_fn not called).
+ * Ownership: @opaque goes to @free_fn on success only; on any failure
+ * @free_fn is not called and @opaque stays the caller's (unlike
+ * moor_loop_add_fd/add_timer, which free it on failure). Locks: none.
+ * Blocks: no (one allocation and at most one eventfd write).
+ * Context: any thread.
+ * Returns: 0; -EINVAL (NULL @loop/@fn); -ENOMEM. Nothing is scheduled
+ * and @free_fn is not called on either.
  */
 MOOR_EXPORT int moor_loop_schedule(moor_loop *loop, moor_loop_call_fn fn, void *opaque,
                                    moor_loop_free_fn free_fn, moor_error *err);
@@ -241,8 +246,11 @@ MOOR_EXPORT void moor_loop_wakeup(moor_loop *loop);
  * moor_loop_thread_stop() (or the last unref) ends it; moor_loop_quit()
  * does not (it ends runs, and the thread is not one). Other threads may
  * still iterate: they take turns with it.
- * Ownership: the thread belongs to @loop. Locks: none. Blocks: no.
- * Returns: 0; -EINVAL (NULL); -EALREADY (a loop thread runs already);
+ * Ownership: the thread belongs to @loop. Locks: none. Blocks: while
+ * another thread's moor_loop_thread_stop() joins the thread (not when
+ * called from the loop thread itself).
+ * Returns: 0; -EINVAL (NULL); -EALREADY (a loop thread runs already,
+ * or this is it);
  * the -errno of pthread_create() (-EAGAIN).
  */
 MOOR_EXPORT int moor_loop_thread_start(moor_loop *loop, moor_error *err);
@@ -250,7 +258,9 @@ MOOR_EXPORT int moor_loop_thread_start(moor_loop *loop, moor_error *err);
 /*
  * moor_loop_thread_stop - quit the loop thread and join it.
  * Locks: none that a callback of @loop takes. Blocks: until the running
- * callbacks return. Context: any thread except the loop thread itself.
+ * callbacks return (and a concurrent stop's join ends). Context: any
+ * thread; from the loop thread itself it fails at once, even while
+ * another thread is stopping it.
  * Returns: 0; -EINVAL (NULL); -ESRCH (no loop thread); -EDEADLK (called
  * from the loop thread).
  */

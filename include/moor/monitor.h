@@ -158,7 +158,9 @@ typedef struct moor_monitor_callbacks {
 #define MOOR_MONITOR_DEFAULT_TIMEOUT_MS  30000u
 #define MOOR_MONITOR_DEFAULT_MAX_MESSAGE (16u << 20)
 #define MOOR_MONITOR_MIN_MAX_MESSAGE     64u
-#define MOOR_MONITOR_NAME_MAX            64
+/* max_backlog left at 0: this many times max_message (SIZE_MAX if larger). */
+#define MOOR_MONITOR_DEFAULT_BACKLOG_FACTOR 4u
+#define MOOR_MONITOR_NAME_MAX               64
 
 /* Optional settings of a new monitor (NULL: all defaults). */
 typedef struct moor_monitor_options {
@@ -168,6 +170,10 @@ typedef struct moor_monitor_options {
                                   * default; 0: DEFAULT_TIMEOUT_MS */
     size_t max_message;          /* largest message accepted either way, in
                                   * bytes; 0: DEFAULT_MAX_MESSAGE */
+    size_t max_backlog;          /* most request bytes queued but not yet
+                                  * sent (a peer that stops reading); at
+                                  * least max_message; 0: max_message *
+                                  * DEFAULT_BACKLOG_FACTOR */
 } moor_monitor_options;
 
 /* A call's timeout that means "the monitor's default". */
@@ -207,7 +213,8 @@ typedef struct moor_monitor_stats {
  * Returns: the monitor, or NULL with @err set:
  *   -EINVAL    NULL @loop or @codec, a codec without frame, encode or
  *              classify, @fd < 0, @owner not a live object, options out of
- *              range (max_message below MIN_MAX_MESSAGE, name too long);
+ *              range (max_message below MIN_MAX_MESSAGE, max_backlog
+ *              below max_message, name too long);
  *              all reported as misuse;
  *   -ENOTSOCK  @fd is not a socket; -EPROTOTYPE: not a stream socket;
  *   -EBADF     @fd is not open;
@@ -224,6 +231,11 @@ MOOR_EXPORT moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_m
  * other threads and written; the caller then waits until the reply with
  * that id arrives, the deadline passes, or the channel ends. A reply that
  * arrives after the deadline is dropped (counted as stray).
+ * A timeout does not withdraw the request: one still queued (a peer slow
+ * to read) is sent when the peer reads again, so a request that timed out
+ * may still reach the peer and run there. Do not assume it did not.
+ * The request bytes waiting to be sent are capped (options.max_backlog):
+ * past the cap a call fails at once, queueing nothing.
  * @timeout_ms: 1..INT_MAX, or MOOR_MONITOR_TIMEOUT_DEFAULT.
  * Ownership: on success *@reply (may be NULL: then the payload is freed)
  * receives the reply's payload, to be freed with moor_monitor_payload_free()
@@ -240,6 +252,8 @@ MOOR_EXPORT moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_m
  *   -ETIMEDOUT  no reply in time (the message names the request, the
  *               monitor and the time waited);
  *   -EMSGSIZE   the encoded request is longer than max_message;
+ *   -ENOBUFS    queueing it would pass max_backlog unsent bytes (the
+ *               peer is not reading); nothing was queued;
  *   -ENOMEM;
  *   the negative status of a refusal by the peer (the message carries its
  *   text), or the error of the codec's encode.
@@ -273,7 +287,8 @@ MOOR_EXPORT void moor_monitor_payload_free(moor_monitor *mon, void *payload);
  * Returns: 0 (@obj unlocked); or, with @obj still locked and nothing
  * taken: -EINVAL (NULL, not a lockable object, or @obj not locked by the
  * caller: reported as misuse); -ESRCH (the channel is not open);
- * -EDEADLK (called on the loop thread, where no call can be made).
+ * -EDEADLK (called on the loop thread, where no call can be made);
+ * -ENOMEM (no memory to record the hand-off).
  */
 MOOR_EXPORT int moor_monitor_enter(moor_monitor *mon, void *obj);
 
@@ -283,15 +298,21 @@ MOOR_EXPORT int moor_monitor_enter(moor_monitor *mon, void *obj);
  *
  * Always completes (the reference is dropped and @obj is locked, also on
  * -ESRCH); the result only says whether the world moved meanwhile. The
- * reference is dropped before @obj is locked, because a last unref waits
- * for the monitor's callbacks, which may lock @obj.
+ * reference is dropped before @obj is locked: a last unref of the monitor
+ * may drop the last reference to its loop too, whose dispose joins the
+ * loop thread, and a callback running there may need @obj.
  * Locks: @obj must not be locked on entry; it is on return.
- * Blocks: on @obj's mutex (short by rule 4); if the reference was the
- * last one, on the monitor's callback in flight (see moor_monitor_close).
+ * Blocks: on @obj's mutex (short by rule 4). If the reference was the
+ * last one: not on a monitor callback (each runs holding a reference, so
+ * none is running), only on a dispatch that already found the monitor
+ * gone, which runs no callback; and, if the monitor held the loop's last
+ * reference, on the loop thread's join (see moor_loop_thread_stop).
+ * Context: the thread that called moor_monitor_enter() for @obj.
  * Returns: 0; -ESRCH if the channel is no longer open (the peer went
  * away or it was closed while @obj was unlocked: re-check @obj's state);
- * -EINVAL (NULL @mon or @obj, @obj still locked, an exit without enter:
- * reported as misuse, and nothing is done).
+ * -EINVAL (NULL @mon or @obj, @obj still locked, or no enter of @obj on
+ * @mon by this thread left to end: reported as misuse, and nothing is
+ * done).
  */
 MOOR_EXPORT int moor_monitor_exit(moor_monitor *mon, void *obj);
 

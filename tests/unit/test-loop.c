@@ -1175,6 +1175,70 @@ static void test_thread_start_stop(void **state)
     sem_destroy(&w.ran);
 }
 
+/* A callback on the loop thread calls thread_stop while another thread is
+ * inside thread_stop, joining it: the callback gets -EDEADLK at once and
+ * both calls return. The callback waits for the stopper to be asleep in
+ * the kernel (its /proc state turns to S: it is in the join) before it
+ * calls, so the two really overlap. */
+struct stop_race {
+    moor_loop *loop;
+    sem_t running, go;
+    int stopper_tid;
+    atomic_int stop_rc;
+};
+
+static bool tid_sleeping(int tid)
+{
+    char path[64], buf[256];
+    FILE *f;
+    char *paren;
+    bool sleeping = false;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    f = fopen(path, "r");
+    if (!f)
+        return false;
+    if (fgets(buf, sizeof(buf), f)) {
+        paren = strrchr(buf, ')'); /* "tid (comm) S ..." */
+        sleeping = paren && paren[1] == ' ' && paren[2] == 'S';
+    }
+    fclose(f);
+    return sleeping;
+}
+
+static void stop_race_cb(moor_loop *loop, void *opaque)
+{
+    struct stop_race *r = opaque;
+    int64_t end;
+
+    sem_post(&r->running);
+    sem_wait(&r->go);
+    end = mono_ms() + FOREVER_MS;
+    while (!tid_sleeping(r->stopper_tid) && mono_ms() < end)
+        sched_yield();
+    atomic_store(&r->stop_rc, moor_loop_thread_stop(loop));
+}
+
+static void test_thread_stop_from_callback_while_stopping(void **state)
+{
+    (void)state;
+    struct stop_race r = {.loop = loop_new(), .stopper_tid = (int)syscall(SYS_gettid)};
+
+    sem_init(&r.running, 0, 0);
+    sem_init(&r.go, 0, 0);
+    atomic_init(&r.stop_rc, 1);
+    assert_int_equal(moor_loop_thread_start(r.loop, NULL), 0);
+    assert_int_equal(moor_loop_schedule(r.loop, stop_race_cb, &r, NULL, NULL), 0);
+    sem_wait(&r.running); /* the callback runs: the thread cannot leave first */
+    sem_post(&r.go);
+    assert_int_equal(moor_loop_thread_stop(r.loop), 0);
+    assert_int_equal(atomic_load(&r.stop_rc), -EDEADLK);
+    assert_int_equal(moor_loop_thread_stop(r.loop), -ESRCH);
+    moor_unref(r.loop);
+    sem_destroy(&r.go);
+    sem_destroy(&r.running);
+}
+
 /* The last reference dropped by a callback on the loop thread: dispose
  * runs there, the thread leaves on its own. */
 struct last_on_thread {
@@ -1720,6 +1784,7 @@ int main(void)
         TU_TEST(test_schedule_many_threads),
         TU_TEST(test_run_quit),
         TU_TEST(test_thread_start_stop),
+        TU_TEST(test_thread_stop_from_callback_while_stopping),
         TU_TEST(test_last_unref_on_loop_thread),
         TU_TEST(test_turns),
         TU_TEST(test_turn_wakeup),

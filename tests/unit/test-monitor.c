@@ -697,6 +697,9 @@ static void test_oversized(void **state)
     assert_int_equal(moor_monitor_call(fx.mon, &cmd, &reply, FOREVER, &err), -EMSGSIZE);
     assert_ptr_equal(reply, &err);
     tu_assert_contains(err.message, "more than 256");
+    /* Without an error record the code is the same, not a generic one. */
+    assert_int_equal(moor_monitor_call(fx.mon, &cmd, &reply, FOREVER, NULL), -EMSGSIZE);
+    assert_ptr_equal(reply, &err);
     json_object_put(args);
     assert_int_equal(call_simple(fx.mon, "still-fine", FOREVER, NULL), 0);
     fx_stop(&fx);
@@ -875,6 +878,48 @@ static void test_no_owner_no_callbacks(void **state)
     fx_stop(&fx);
 }
 
+/* A peer that never reads: once the socket is full, requests queue up
+ * (each call timing out) until max_backlog bytes wait unsent; the next
+ * call fails at once with -ENOBUFS and queues nothing. When the peer
+ * reads again, every request that timed out still reaches it. */
+static void test_backlog_cap(void **state)
+{
+    const moor_monitor_options opts = {.name = "stalled", .max_message = 256, .max_backlog = 1024};
+    moor_error err = MOOR_ERROR_INIT;
+    moor_monitor_stats st;
+    int small = 1, rc = -ETIMEDOUT;
+    unsigned tries = 0, seen = 0;
+    struct fx fx;
+    char *line;
+
+    (void)state;
+    fx_start_opts(&fx, NULL, &opts); /* nobody reads sv[1] */
+    /* Small buffers: the kernel rounds up to its minimum. */
+    assert_int_equal(setsockopt(fx.sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(fx.sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    while (rc == -ETIMEDOUT) {
+        assert_true(++tries < 100000);
+        rc = call_simple(fx.mon, "stuck", 1, &err);
+    }
+    assert_int_equal(rc, -ENOBUFS);
+    tu_assert_contains(err.message, "monitor 'stalled'");
+    tu_assert_contains(err.message, "'stuck' not queued");
+    tu_assert_contains(err.message, "cap of 1024");
+    assert_true(tries > 1);
+    assert_int_equal(moor_monitor_get_stats(fx.mon, &st), 0);
+    assert_int_equal(st.calls, tries - 1); /* the refused one was not queued */
+    assert_int_equal(st.timeouts, tries - 1);
+    /* Refused again at once while nothing moves. */
+    assert_int_equal(call_simple(fx.mon, "stuck", FOREVER, NULL), -ENOBUFS);
+
+    /* The peer reads: the timed-out requests all arrive. */
+    while (seen < st.calls && qmp_read_line(fx.sv[1], &fx.lb, &line) > 0)
+        seen++;
+    assert_int_equal(seen, st.calls);
+    assert_int_equal(call_simple(fx.mon, "flows", 1, NULL), -ETIMEDOUT);
+    fx_stop(&fx);
+}
+
 /* ---- enter / exit ---------------------------------------------------------------------------- */
 
 static void test_enter_exit(void **state)
@@ -895,6 +940,59 @@ static void test_enter_exit(void **state)
     moor_unlock(fx.vm);
     assert_int_equal(call_simple(fx.mon, "query-status", FOREVER, &err), 0);
     assert_int_equal(moor_monitor_exit(fx.mon, fx.vm), 0);
+    assert_true(moor_lock_held(fx.vm));
+    assert_int_equal(stats_of(fx.mon).entered, 0);
+    moor_job_end(&fx.vm->job);
+    moor_unlock(fx.vm);
+    fx_stop(&fx);
+}
+
+/* An exit must match an enter by the same thread for the same object: an
+ * exit from a thread that never entered is refused and takes nothing from
+ * the thread that did. */
+struct stray_exit {
+    moor_monitor *mon;
+    void *obj;
+};
+
+static void *stray_exit_main(void *arg)
+{
+    struct stray_exit *x = arg;
+
+    return (void *)(intptr_t)moor_monitor_exit(x->mon, x->obj);
+}
+
+static void test_exit_matches_enter(void **state)
+{
+    struct fx fx;
+    moor_error err = MOOR_ERROR_INIT;
+
+    (void)state;
+    fx_start(&fx, peer_echo);
+    moor_lock(fx.vm);
+    assert_int_equal(moor_job_begin(&fx.vm->job, MOOR_JOB_MODIFY, "test_exit_matches", &err), 0);
+    assert_int_equal(moor_monitor_enter(fx.mon, fx.vm), 0);
+    struct stray_exit x = {fx.mon, fx.vm};
+    assert_int_equal((intptr_t)tu_in_thread(stray_exit_main, &x), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "no moor_monitor_enter to end");
+    assert_false(moor_lock_held(fx.vm));
+    /* Same thread, another object: refused too (the loop is any object). */
+    assert_int_equal(moor_monitor_exit(fx.mon, fx.loop), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "no moor_monitor_enter to end");
+    assert_int_equal(stats_of(fx.mon).entered, 1);
+    /* The real hand-off still works, and only once. */
+    assert_int_equal(call_simple(fx.mon, "still-entered", FOREVER, &err), 0);
+    assert_int_equal(moor_monitor_exit(fx.mon, fx.vm), 0);
+    assert_true(moor_lock_held(fx.vm));
+    assert_int_equal(stats_of(fx.mon).entered, 0);
+    moor_unlock(fx.vm);
+    assert_int_equal(moor_monitor_exit(fx.mon, fx.vm), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "no moor_monitor_enter to end");
+    moor_lock(fx.vm);
+    /* Out of memory for the record: nothing taken, the object stays locked. */
+    moor_debug_fail_alloc(1);
+    assert_int_equal(moor_monitor_enter(fx.mon, fx.vm), -ENOMEM);
+    moor_debug_fail_alloc(0);
     assert_true(moor_lock_held(fx.vm));
     assert_int_equal(stats_of(fx.mon).entered, 0);
     moor_job_end(&fx.vm->job);
@@ -1167,6 +1265,7 @@ static void test_bad_arguments(void **state)
     moor_monitor_codec codec = qmp_codec();
     moor_monitor_codec no_frame = codec;
     moor_monitor_options tiny = {.max_message = 10};
+    moor_monitor_options small_backlog = {.max_message = 256, .max_backlog = 255};
     moor_monitor_options long_name = {.name = "0123456789012345678901234567890123456789"
                                               "0123456789012345678901234567890123456789"};
     moor_loop *loop = moor_loop_new(NULL);
@@ -1192,6 +1291,8 @@ static void test_bad_arguments(void **state)
     tu_expect_report(MOOR_MISUSE_NOT_AN_OBJECT, NULL, "not a live moor object");
     assert_null(moor_monitor_new(loop, sv[0], &codec, NULL, NULL, &tiny, &err));
     tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "max_message 10 is below 64");
+    assert_null(moor_monitor_new(loop, sv[0], &codec, NULL, NULL, &small_backlog, &err));
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "max_backlog 255 is below max_message 256");
     assert_null(moor_monitor_new(loop, sv[0], &codec, NULL, NULL, &long_name, &err));
     tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "name longer than 64");
     /* Runtime errors, not misuse. */
@@ -1420,7 +1521,9 @@ int main(void)
         TU_TEST(test_big_messages),
         TU_TEST(test_events_owner_gone),
         TU_TEST(test_no_owner_no_callbacks),
+        TU_TEST(test_backlog_cap),
         TU_TEST(test_enter_exit),
+        TU_TEST(test_exit_matches_enter),
         TU_TEST(test_enter_exit_owner_removed),
         TU_TEST(test_close_in_event_callback),
         TU_TEST(test_last_unref_in_eof_callback),
