@@ -116,24 +116,47 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
+static uint64_t load_short(const unsigned char *s, size_t n)
+{
+    uint32_t lo, hi;
+
+    if (n < 4)
+        return (uint64_t)s[0] << 16 | (uint64_t)s[n / 2] << 8 | s[n - 1];
+    memcpy(&lo, s, 4);
+    memcpy(&hi, s + n - 4, 4);
+    return (uint64_t)hi << 32 | lo;
+}
+
+static uint64_t hash_step(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * UINT64_C(0x9e3779b97f4a7c15);
+    return h ^ h >> 32;
+}
+
+static unsigned long hash_bytes(const void *key, size_t len)
+{
+    const unsigned char *s = key, *end = s + len;
+    uint64_t h = (uint64_t)len * UINT64_C(0xc2b2ae3d27d4eb4f);
+    uint64_t w;
+
+    if (len < 8)
+        return (unsigned long)mix64(hash_step(h, len ? load_short(s, len) : 0));
+    for (; end - s > 8; s += 8) {
+        memcpy(&w, s, 8);
+        h = hash_step(h, w);
+    }
+    memcpy(&w, end - 8, 8);
+    return (unsigned long)mix64(hash_step(h, w));
+}
+
 static unsigned long hash_uuid(const moor_uuid *u)
 {
-    uint64_t a, b;
-
-    memcpy(&a, u->bytes, 8);
-    memcpy(&b, u->bytes + 8, 8);
-    return (unsigned long)mix64(a ^ mix64(b));
+    return hash_bytes(u->bytes, sizeof(u->bytes));
 }
 
 static unsigned long hash_name(const char *s, size_t len)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return (unsigned long)mix64(h);
+    return hash_bytes(s, len);
 }
 
 static int match_uuid(struct cds_lfht_node *node, const void *key)
