@@ -4,18 +4,36 @@
  *
  * Every case does, per iteration, one lookup of a random key that is
  * present (a miss is a bench failure) and the unref that ends it, on a
- * world of 1k or 100k lockable objects:
+ * world of 1k or 100k lockable objects. The keys looked up come from the
+ * bench's own arrays, as a request's key would come from a message: every
+ * table compares them against its own copy.
  *
  *   lfht_{uuid,name}_N    the floor: a bare liburcu cds_lfht lookup (same
  *                         hash functions, RCU flavour and table sizing as
  *                         the registry) inside rcu_read_lock/unlock,
  *                         moor_ref on the object found, moor_unref after.
+ *                         Its nodes are the best a bare table can have:
+ *                         one cache line each, key inside, in one aligned
+ *                         array (the registry allocates per member).
  *   reg_{uuid,name}_N     moor_registry_find_uuid/find_name + moor_unref.
  *                         Baseline: lfht_*; the target is a ratio <= 1.25.
  *   ghash_{uuid,name}_N   libvirt's design: a GHashTable under a GRWLock,
  *                         taken for reading around lookup + moor_ref, then
- *                         moor_unref. Baseline: reg_*, so the ratio is the
+ *                         moor_unref. The table owns copies of its keys
+ *                         (g_memdup2/g_strdup), as libvirt's hash table
+ *                         does. Baseline: reg_*, so the ratio is the
  *                         registry's speed-up (target >= 2 at 2 threads).
+ *   lfht_uuid_1k_noref    the floor's lookup alone, no reference taken:
+ *                         how much of lfht_uuid_1k is the object's counter,
+ *                         alone and when threads share the objects.
+ *   {reg,ghash}_uuid_1k_half
+ *                         as reg_uuid_1k and ghash_uuid_1k, but each loop
+ *                         looks up one half of the keys (the loops of a
+ *                         run take the halves in turn), so at 2 threads
+ *                         no object's counter is shared: what is left
+ *                         shared is the table (the GRWLock's counter, or
+ *                         nothing written for the registry). Baselines:
+ *                         reg_uuid_1k, and reg_uuid_1k_half for ghash.
  *   reg_{uuid,name}_N_writer
  *                         reg_* while a writer thread adds and removes
  *                         other objects in the same registry as fast as
@@ -43,8 +61,11 @@
  * build, which made the 100k figures meaningless.)
  *
  * Every case is BENCH_CONTENDED: at N threads all look up in the same
- * table. The worlds are built once per size and kept for the whole run
- * (building 100k objects for every figure would dominate the run time).
+ * table, random keys over the same objects, so the objects' counters are
+ * shared between the threads (as in a daemon whose workers serve requests
+ * about the same domains). The worlds are built once per size and kept
+ * for the whole run (building 100k objects for every figure would
+ * dominate the run time).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -73,12 +94,24 @@
 #define WRITER_POOL     64    /* objects the writer cycles through */
 #define TABLE_BUCKETS   64    /* as in src/registry.c */
 
-struct bare {
-    struct cds_lfht_node uuid_node, name_node;
+/* The bare tables' nodes: one per key, the key inside, one cache line
+ * each, in two aligned arrays: the best layout a bare table can have. */
+struct bare_uuid {
+    _Alignas(64) struct cds_lfht_node node;
     moor_uuid uuid;
-    size_t len;
-    const char *name;
     void *obj;
+};
+
+struct bare_name {
+    _Alignas(64) struct cds_lfht_node node;
+    void *obj;
+    size_t len;
+    char name[NAME_SIZE];
+};
+
+struct name_key {
+    const char *s;
+    size_t len;
 };
 
 struct world {
@@ -88,7 +121,8 @@ struct world {
     char (*names)[NAME_SIZE];
     moor_registry *reg;
     struct cds_lfht *lfht_uuid, *lfht_name;
-    struct bare *bare;
+    struct bare_uuid *bare_uuid;
+    struct bare_name *bare_name;
 #ifdef MOOR_BENCH_HAVE_GLIB
     GRWLock lock;
     GHashTable *by_uuid, *by_name;
@@ -100,6 +134,7 @@ struct world {
     long writer_period_ns; /* 0: as fast as WRITER_PAUSE_NS allows */
     double writer_t0;
     double writer_cpu_ns; /* the writer thread's CPU time, set at its end */
+    atomic_uint turn;     /* see key_range() */
 };
 
 static const moor_class *obj_class;
@@ -116,38 +151,62 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
+static uint64_t load_short(const unsigned char *s, size_t n)
+{
+    uint32_t lo, hi;
+
+    if (n < 4)
+        return (uint64_t)s[0] << 16 | (uint64_t)s[n / 2] << 8 | s[n - 1];
+    memcpy(&lo, s, 4);
+    memcpy(&hi, s + n - 4, 4);
+    return (uint64_t)hi << 32 | lo;
+}
+
+static uint64_t hash_step(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * UINT64_C(0x9e3779b97f4a7c15);
+    return h ^ h >> 32;
+}
+
+static unsigned long hash_bytes(const void *key, size_t len)
+{
+    const unsigned char *s = key, *end = s + len;
+    uint64_t h = (uint64_t)len * UINT64_C(0xc2b2ae3d27d4eb4f);
+    uint64_t w;
+
+    if (len < 8)
+        return (unsigned long)mix64(hash_step(h, len ? load_short(s, len) : 0));
+    for (; end - s > 8; s += 8) {
+        memcpy(&w, s, 8);
+        h = hash_step(h, w);
+    }
+    memcpy(&w, end - 8, 8);
+    return (unsigned long)mix64(hash_step(h, w));
+}
+
 static unsigned long hash_uuid(const moor_uuid *u)
 {
-    uint64_t a, b;
-
-    memcpy(&a, u->bytes, 8);
-    memcpy(&b, u->bytes + 8, 8);
-    return (unsigned long)mix64(a ^ mix64(b));
+    return hash_bytes(u->bytes, sizeof(u->bytes));
 }
 
 static unsigned long hash_name(const char *s, size_t len)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return (unsigned long)mix64(h);
+    return hash_bytes(s, len);
 }
 
 static int match_uuid(struct cds_lfht_node *node, const void *key)
 {
-    struct bare *b = caa_container_of(node, struct bare, uuid_node);
+    struct bare_uuid *b = caa_container_of(node, struct bare_uuid, node);
 
     return memcmp(b->uuid.bytes, key, sizeof(b->uuid.bytes)) == 0;
 }
 
 static int match_name(struct cds_lfht_node *node, const void *key)
 {
-    struct bare *b = caa_container_of(node, struct bare, name_node);
+    struct bare_name *b = caa_container_of(node, struct bare_name, node);
+    const struct name_key *k = key;
 
-    return strcmp(b->name, key) == 0;
+    return b->len == k->len && memcmp(b->name, k->s, k->len) == 0;
 }
 
 #ifdef MOOR_BENCH_HAVE_GLIB
@@ -190,19 +249,24 @@ static void world_bare(struct world *w)
 
     w->lfht_uuid = cds_lfht_new(TABLE_BUCKETS, TABLE_BUCKETS, 0, 0, NULL);
     w->lfht_name = cds_lfht_new(TABLE_BUCKETS, TABLE_BUCKETS, 0, 0, NULL);
-    if (!w->lfht_uuid || !w->lfht_name)
-        bench_fail("cds_lfht_new failed");
-    w->bare = xcalloc(w->n, sizeof(*w->bare));
+    w->bare_uuid = aligned_alloc(64, w->n * sizeof(*w->bare_uuid));
+    w->bare_name = aligned_alloc(64, w->n * sizeof(*w->bare_name));
+    if (!w->lfht_uuid || !w->lfht_name || !w->bare_uuid || !w->bare_name)
+        bench_fail("bare tables: out of memory");
     for (size_t i = 0; i < w->n; i++) {
-        struct bare *b = &w->bare[i];
+        struct bare_uuid *u = &w->bare_uuid[i];
+        struct bare_name *m = &w->bare_name[i];
 
-        b->uuid = w->uuids[i];
-        b->name = w->names[i];
-        b->len = strlen(b->name);
-        b->obj = w->objs[i];
+        cds_lfht_node_init(&u->node);
+        u->uuid = w->uuids[i];
+        u->obj = w->objs[i];
+        cds_lfht_node_init(&m->node);
+        m->obj = w->objs[i];
+        m->len = strlen(w->names[i]);
+        memcpy(m->name, w->names[i], m->len + 1);
         rcu_read_lock();
-        cds_lfht_add(w->lfht_uuid, hash_uuid(&b->uuid), &b->uuid_node);
-        cds_lfht_add(w->lfht_name, hash_name(b->name, b->len), &b->name_node);
+        cds_lfht_add(w->lfht_uuid, hash_uuid(&u->uuid), &u->node);
+        cds_lfht_add(w->lfht_name, hash_name(m->name, m->len), &m->node);
         rcu_read_unlock();
         if (i + 1 > buckets) {
             buckets *= 2;
@@ -229,8 +293,8 @@ static struct world *world_new(size_t n)
     w->names = xcalloc(n, sizeof(*w->names));
 #ifdef MOOR_BENCH_HAVE_GLIB
     g_rw_lock_init(&w->lock);
-    w->by_uuid = g_hash_table_new(g_uuid_hash, g_uuid_equal);
-    w->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+    w->by_uuid = g_hash_table_new_full(g_uuid_hash, g_uuid_equal, g_free, NULL);
+    w->by_name = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 #endif
     for (size_t i = 0; i < n; i++) {
         w->objs[i] = moor_object_new(obj_class);
@@ -239,8 +303,8 @@ static struct world *world_new(size_t n)
             moor_registry_add(w->reg, w->objs[i], &w->uuids[i], w->names[i], &err) < 0)
             bench_fail("registry setup: %s", moor_error_message(&err));
 #ifdef MOOR_BENCH_HAVE_GLIB
-        g_hash_table_insert(w->by_uuid, &w->uuids[i], w->objs[i]);
-        g_hash_table_insert(w->by_name, w->names[i], w->objs[i]);
+        g_hash_table_insert(w->by_uuid, g_memdup2(&w->uuids[i], sizeof(w->uuids[i])), w->objs[i]);
+        g_hash_table_insert(w->by_name, g_strdup(w->names[i]), w->objs[i]);
 #endif
     }
     world_bare(w);
@@ -393,12 +457,26 @@ static inline size_t next_index(uint64_t *x, size_t n)
 
 #define SEED(x) uint64_t x = ((uint64_t)(uintptr_t)&x * UINT64_C(0x9e3779b97f4a7c15)) | 1
 
-static inline void loop_reg_uuid(struct world *w, uint64_t iters)
+/* The keys a loop looks up: all of them, or (@half) one half of them,
+ * the two halves taken in turn by the loops that start, so that the two
+ * threads of a 2-thread run share no object. */
+static void key_range(struct world *w, bool half, size_t *base, size_t *span)
 {
+    /* relaxed: only hands out halves; the harness's barrier orders the rest. */
+    unsigned turn = atomic_fetch_add_explicit(&w->turn, 1, memory_order_relaxed);
+
+    *span = half ? w->n / 2 : w->n;
+    *base = half && (turn & 1) ? w->n / 2 : 0;
+}
+
+static inline void loop_reg_uuid(struct world *w, uint64_t iters, bool half)
+{
+    size_t base, span;
     SEED(x);
 
+    key_range(w, half, &base, &span);
     for (uint64_t i = 0; i < iters; i++) {
-        void *obj = moor_registry_find_uuid(w->reg, &w->uuids[next_index(&x, w->n)]);
+        void *obj = moor_registry_find_uuid(w->reg, &w->uuids[base + next_index(&x, span)]);
 
         if (!obj)
             bench_fail("reg_uuid: miss");
@@ -421,7 +499,9 @@ static inline void loop_reg_name(struct world *w, uint64_t iters)
     }
 }
 
-static inline void loop_lfht_uuid(struct world *w, uint64_t iters)
+/* @ref false: the lookup alone, no reference taken (lfht_uuid_1k_noref):
+ * what the object's counter costs, alone and when threads share objects. */
+static inline void loop_lfht_uuid(struct world *w, uint64_t iters, bool ref)
 {
     SEED(x);
 
@@ -435,11 +515,14 @@ static inline void loop_lfht_uuid(struct world *w, uint64_t iters)
         cds_lfht_lookup(w->lfht_uuid, hash_uuid(key), match_uuid, key, &it);
         node = cds_lfht_iter_get_node(&it);
         if (node)
-            obj = moor_ref(caa_container_of(node, struct bare, uuid_node)->obj);
+            obj = caa_container_of(node, struct bare_uuid, node)->obj;
+        if (ref)
+            moor_ref(obj);
         rcu_read_unlock();
         if (!obj)
             bench_fail("lfht_uuid: miss");
-        moor_unref(obj);
+        if (ref)
+            moor_unref(obj);
         bench_clobber();
     }
 }
@@ -449,16 +532,17 @@ static inline void loop_lfht_name(struct world *w, uint64_t iters)
     SEED(x);
 
     for (uint64_t i = 0; i < iters; i++) {
-        const char *key = w->names[next_index(&x, w->n)];
+        const char *name = w->names[next_index(&x, w->n)];
+        struct name_key key = {name, strlen(name)};
         struct cds_lfht_iter it;
         struct cds_lfht_node *node;
         void *obj = NULL;
 
         rcu_read_lock();
-        cds_lfht_lookup(w->lfht_name, hash_name(key, strlen(key)), match_name, key, &it);
+        cds_lfht_lookup(w->lfht_name, hash_name(key.s, key.len), match_name, &key, &it);
         node = cds_lfht_iter_get_node(&it);
         if (node)
-            obj = moor_ref(caa_container_of(node, struct bare, name_node)->obj);
+            obj = moor_ref(caa_container_of(node, struct bare_name, node)->obj);
         rcu_read_unlock();
         if (!obj)
             bench_fail("lfht_name: miss");
@@ -468,12 +552,15 @@ static inline void loop_lfht_name(struct world *w, uint64_t iters)
 }
 
 #ifdef MOOR_BENCH_HAVE_GLIB
-static inline void loop_ghash(struct world *w, GHashTable *table, bool by_uuid, uint64_t iters)
+static inline void loop_ghash(struct world *w, GHashTable *table, bool by_uuid, uint64_t iters,
+                              bool half)
 {
+    size_t base, span;
     SEED(x);
 
+    key_range(w, half, &base, &span);
     for (uint64_t i = 0; i < iters; i++) {
-        size_t k = next_index(&x, w->n);
+        size_t k = base + next_index(&x, span);
         const void *key = by_uuid ? (const void *)&w->uuids[k] : (const void *)w->names[k];
         void *obj;
 
@@ -491,7 +578,7 @@ static inline void loop_ghash(struct world *w, GHashTable *table, bool by_uuid, 
 #define REG_LOOPS(size)                                                                            \
     BENCH_LOOP(bench_loop_lfht_uuid_##size, state, iters)                                          \
     {                                                                                              \
-        loop_lfht_uuid(state, iters);                                                              \
+        loop_lfht_uuid(state, iters, true);                                                        \
     }                                                                                              \
     BENCH_LOOP(bench_loop_lfht_name_##size, state, iters)                                          \
     {                                                                                              \
@@ -499,7 +586,7 @@ static inline void loop_ghash(struct world *w, GHashTable *table, bool by_uuid, 
     }                                                                                              \
     BENCH_LOOP(bench_loop_reg_uuid_##size, state, iters)                                           \
     {                                                                                              \
-        loop_reg_uuid(state, iters);                                                               \
+        loop_reg_uuid(state, iters, false);                                                        \
     }                                                                                              \
     BENCH_LOOP(bench_loop_reg_name_##size, state, iters)                                           \
     {                                                                                              \
@@ -507,7 +594,7 @@ static inline void loop_ghash(struct world *w, GHashTable *table, bool by_uuid, 
     }                                                                                              \
     BENCH_LOOP(bench_loop_reg_uuid_##size##_writer, state, iters)                                  \
     {                                                                                              \
-        loop_reg_uuid(state, iters);                                                               \
+        loop_reg_uuid(state, iters, false);                                                        \
     }                                                                                              \
     BENCH_LOOP(bench_loop_reg_name_##size##_writer, state, iters)                                  \
     {                                                                                              \
@@ -518,22 +605,38 @@ static inline void loop_ghash(struct world *w, GHashTable *table, bool by_uuid, 
 REG_LOOPS(1k);
 REG_LOOPS(100k);
 
+BENCH_LOOP(bench_loop_lfht_uuid_1k_noref, state, iters)
+{
+    loop_lfht_uuid(state, iters, false);
+}
+
+BENCH_LOOP(bench_loop_reg_uuid_1k_half, state, iters)
+{
+    loop_reg_uuid(state, iters, true);
+}
+
 #ifdef MOOR_BENCH_HAVE_GLIB
 #define GHASH_LOOPS(size)                                                                          \
     BENCH_LOOP(bench_loop_ghash_uuid_##size, state, iters)                                         \
     {                                                                                              \
         struct world *w = state;                                                                   \
-        loop_ghash(w, w->by_uuid, true, iters);                                                    \
+        loop_ghash(w, w->by_uuid, true, iters, false);                                             \
     }                                                                                              \
     BENCH_LOOP(bench_loop_ghash_name_##size, state, iters)                                         \
     {                                                                                              \
         struct world *w = state;                                                                   \
-        loop_ghash(w, w->by_name, false, iters);                                                   \
+        loop_ghash(w, w->by_name, false, iters, false);                                            \
     }                                                                                              \
     struct bench__ghash_loops_##size##_semicolon
 
 GHASH_LOOPS(1k);
 GHASH_LOOPS(100k);
+
+BENCH_LOOP(bench_loop_ghash_uuid_1k_half, state, iters)
+{
+    struct world *w = state;
+    loop_ghash(w, w->by_uuid, true, iters, true);
+}
 #endif
 
 /* ---- registration --------------------------------------------------------- */
@@ -542,6 +645,8 @@ GHASH_LOOPS(100k);
 static const struct bench_case registry_cases[] = {
     {"lfht_uuid_1k", NULL, C, setup_1k, keep_world, bench_loop_lfht_uuid_1k},
     {"reg_uuid_1k", "lfht_uuid_1k", C, setup_1k, keep_world, bench_loop_reg_uuid_1k},
+    {"lfht_uuid_1k_noref", "lfht_uuid_1k", C, setup_1k, keep_world, bench_loop_lfht_uuid_1k_noref},
+    {"reg_uuid_1k_half", "reg_uuid_1k", C, setup_1k, keep_world, bench_loop_reg_uuid_1k_half},
     {"lfht_name_1k", NULL, C, setup_1k, keep_world, bench_loop_lfht_name_1k},
     {"reg_name_1k", "lfht_name_1k", C, setup_1k, keep_world, bench_loop_reg_name_1k},
     {"lfht_uuid_100k", NULL, C, setup_100k, keep_world, bench_loop_lfht_uuid_100k},
@@ -553,6 +658,8 @@ static const struct bench_case registry_cases[] = {
     {"ghash_name_1k", "reg_name_1k", C, setup_1k, keep_world, bench_loop_ghash_name_1k},
     {"ghash_uuid_100k", "reg_uuid_100k", C, setup_100k, keep_world, bench_loop_ghash_uuid_100k},
     {"ghash_name_100k", "reg_name_100k", C, setup_100k, keep_world, bench_loop_ghash_name_100k},
+    {"ghash_uuid_1k_half", "reg_uuid_1k_half", C, setup_1k, keep_world,
+     bench_loop_ghash_uuid_1k_half},
 #endif
     {"reg_uuid_1k_writer", "reg_uuid_1k", C, setup_1k_writer, writer_stop,
      bench_loop_reg_uuid_1k_writer},

@@ -17,10 +17,21 @@
 # Output: a table for people, then one JSON object per case (lines starting
 # with '{'; `grep '^{'` extracts them):
 #   {"bench": NAME, "ir_per_iter": X, "delta_vs_atomic_pair": X}
+#
+# CALLGRIND_CACHE=1 also runs callgrind's cache model and adds, per
+# iteration, the simulated first-level data read misses (d1_miss) and
+# last-level ones (ll_miss): a machine- and load-independent count of the
+# memory traffic a lookup causes, for cases whose cost is cache misses
+# (the 100k registry cases; name them with CALLGRIND_CASES). The model's
+# caches are CALLGRIND_CACHE_ARGS, by default a 48 KiB 12-way L1 and an
+# 8 MiB 16-way last level, 64-byte lines. It models neither TLBs nor
+# prefetching nor other cores, so it ranks layouts, it does not time them.
 set -eu
 
 exe=${1:?usage: bench/callgrind.sh path/to/moor-bench [ITERS]}
 iters=${2:-1000000}
+cache=${CALLGRIND_CACHE:-0}
+cache_args=${CALLGRIND_CACHE_ARGS:---D1=49152,12,64 --LL=8388608,16,64}
 # Every registered case but the slow set-ups (100k-object tables, a
 # background writer), the event-loop dispatch cases (three system calls
 # per iteration: minutes each under valgrind, and their baseline is the bare
@@ -33,16 +44,31 @@ command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind not found" >&2;
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Instructions per iteration of case $1, from the callgrind totals.
+# Instructions (and with CALLGRIND_CACHE=1, "IR D1 LL" misses) per
+# iteration of case $1, from the callgrind totals.
 ir_per_iter() {
     out="$tmp/callgrind.out.$1"
+    if [ "$cache" = 1 ]; then
+        # shellcheck disable=SC2086 # cache_args is a list of options
+        set -- "$1" --cache-sim=yes $cache_args
+    fi
+    c=$1
+    shift
     valgrind --tool=callgrind --callgrind-out-file="$out" \
-        --toggle-collect="bench_loop_$1" \
-        "$exe" --filter "$1" --threads 1 --runs 1 --iters "$iters" --json \
+        --toggle-collect="bench_loop_$c" "$@" \
+        "$exe" --filter "$c" --threads 1 --runs 1 --iters "$iters" --json \
         >/dev/null 2>"$tmp/valgrind.log" ||
         { cat "$tmp/valgrind.log" >&2; exit 1; }
-    awk -v iters="$iters" '/^(summary|totals):/ { ir = $2 }
-        END { printf "%.3f\n", ir / (2 * iters) }' "$out"
+    awk -v iters="$iters" -v cache="$cache" '
+        /^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+        /^(summary|totals):/ { for (i = 2; i <= NF; i++) v[i] = $i }
+        END {
+            n = 2 * iters
+            if (cache == 1)
+                printf "%.3f:%.3f:%.3f\n", v[col["Ir"]] / n, v[col["D1mr"]] / n, v[col["DLmr"]] / n
+            else
+                printf "%.3f\n", v[col["Ir"]] / n
+        }' "$out"
 }
 
 known=$("$exe" --list | awk '{ print $1 }')
@@ -55,15 +81,27 @@ for c in $cases; do
     results="$results $c=$(ir_per_iter "$c")"
 done
 
-base=$(echo "$results" | tr ' ' '\n' | awk -F= '$1 == "atomic_pair" { print $2 }')
+base=$(echo "$results" | tr ' ' '\n' | awk -F'[=:]' '$1 == "atomic_pair" { print $2 }')
 printf '# callgrind, %s iterations: instructions per iteration (loop + callees)\n' "$iters"
-printf '%-24s %12s %22s\n' bench ir_per_iter delta_vs_atomic_pair
+if [ "$cache" = 1 ]; then
+    printf '# cache model: %s; d1_miss, ll_miss: data read misses per iteration\n' "$cache_args"
+    printf '%-24s %12s %22s %9s %9s\n' bench ir_per_iter delta_vs_atomic_pair d1_miss ll_miss
+else
+    printf '%-24s %12s %22s\n' bench ir_per_iter delta_vs_atomic_pair
+fi
 for r in $results; do
-    printf '%-24s %12s %22s\n' "${r%%=*}" "${r#*=}" \
-        "$(awk -v a="${r#*=}" -v b="$base" 'BEGIN { printf "%+.3f", a - b }')"
+    echo "${r#*=}" | awk -F: -v n="${r%%=*}" -v b="$base" '{
+        d = b == "" ? "-" : sprintf("%+.3f", $1 - b)
+        if (NF == 3)
+            printf "%-24s %12s %22s %9s %9s\n", n, $1, d, $2, $3
+        else
+            printf "%-24s %12s %22s\n", n, $1, d }'
 done
 for r in $results; do
-    awk -v n="${r%%=*}" -v a="${r#*=}" -v b="$base" 'BEGIN {
-        printf "{\"bench\": \"%s\", \"ir_per_iter\": %.3f, \"delta_vs_atomic_pair\": %.3f}\n",
-            n, a, a - b }'
+    echo "${r#*=}" | awk -F: -v n="${r%%=*}" -v b="$base" '{
+        d = b == "" ? "null" : sprintf("%.3f", $1 - b)
+        printf "{\"bench\": \"%s\", \"ir_per_iter\": %.3f, \"delta_vs_atomic_pair\": %s", n, $1, d
+        if (NF == 3)
+            printf ", \"d1_miss\": %.3f, \"ll_miss\": %.3f", $2, $3
+        printf "}\n" }'
 done

@@ -295,6 +295,78 @@ static void test_add_find(void **state)
     moor_unref(vm);
 }
 
+/* Keys are hashed and compared a word at a time, with separate paths for
+ * short keys and for a last partial word: every length up to 40 and the
+ * limit must be found, and a key one byte off (first, middle or last
+ * byte), one shorter or one longer must not be. */
+#define LEN_COUNT 41
+
+static void name_of_length(char *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (char)('a' + (i * 7) % 26);
+    buf[len] = '\0';
+}
+
+/* Lengths 1..40, then the limit. */
+static size_t len_at(size_t k)
+{
+    return k + 1 < LEN_COUNT ? k + 1 : MOOR_REGISTRY_NAME_MAX;
+}
+
+static void test_keys_of_every_length(void **state)
+{
+    moor_registry *reg = reg_new();
+    struct vm *vms[LEN_COUNT];
+    char name[MOOR_REGISTRY_NAME_MAX + 2], uuid_text[MOOR_UUID_STRING_SIZE];
+    moor_uuid u;
+
+    (void)state;
+    for (size_t k = 0; k < LEN_COUNT; k++) {
+        vms[k] = vm_new();
+        snprintf(uuid_text, sizeof(uuid_text), "00000000-0000-4000-8000-%012zx", k + 1);
+        name_of_length(name, len_at(k));
+        must_add(reg, vms[k], uuid_text, name);
+    }
+    for (size_t k = 0; k < LEN_COUNT; k++) {
+        size_t len = len_at(k);
+        size_t spots[3] = {0, len / 2, len - 1};
+        void *got;
+
+        name_of_length(name, len);
+        got = moor_registry_find_name(reg, name);
+        assert_ptr_equal(got, vms[k]);
+        moor_unref(got);
+        for (int s = 0; s < 3; s++) {
+            name_of_length(name, len);
+            name[spots[s]] = name[spots[s]] == 'Z' ? 'Y' : 'Z';
+            assert_null(moor_registry_find_name(reg, name));
+        }
+        if (len > 1 && (k == 0 || len - 1 != len_at(k - 1))) {
+            name_of_length(name, len - 1);
+            assert_null(moor_registry_find_name(reg, name));
+        }
+        if (len < MOOR_REGISTRY_NAME_MAX && (k + 1 == LEN_COUNT || len + 1 != len_at(k + 1))) {
+            name_of_length(name, len + 1);
+            assert_null(moor_registry_find_name(reg, name));
+        }
+        /* UUIDs: the registered one, and one off in its first or last byte */
+        snprintf(uuid_text, sizeof(uuid_text), "00000000-0000-4000-8000-%012zx", k + 1);
+        u = uuid_of(uuid_text);
+        got = moor_registry_find_uuid(reg, &u);
+        assert_ptr_equal(got, vms[k]);
+        moor_unref(got);
+        u.bytes[0] ^= 0x80;
+        assert_null(moor_registry_find_uuid(reg, &u));
+        u.bytes[0] ^= 0x80;
+        u.bytes[15] ^= 0x80;
+        assert_null(moor_registry_find_uuid(reg, &u));
+    }
+    moor_unref(reg);
+    for (size_t k = 0; k < LEN_COUNT; k++)
+        moor_unref(vms[k]);
+}
+
 /* An add that must fail with @code and a message containing @text, and
  * change nothing. */
 static void expect_add_error(moor_registry *reg, void *obj, const moor_uuid *u, const char *name,
@@ -419,17 +491,26 @@ static void test_add_out_of_memory(void **state)
     moor_uuid u = uuid_of(UUID_A);
     moor_error err = MOOR_ERROR_INIT;
 
+    unsigned long nth = 1;
+    int rc;
+
     (void)state;
-    for (unsigned long nth = 1; nth <= 2; nth++) {
+    /* Fail the 1st, 2nd, ... allocation until the add allocates no more
+     * than that: every failure is clean. */
+    for (;; nth++) {
         moor_debug_fail_alloc(nth);
-        assert_int_equal(moor_registry_add(reg, vm, &u, "web1", &err), -ENOMEM);
+        rc = moor_registry_add(reg, vm, &u, "web1", &err);
+        if (rc == 0)
+            break;
+        assert_int_equal(rc, -ENOMEM);
         tu_assert_contains(moor_error_message(&err),
                            "moor_registry_add(name 'web1'): out of memory");
         assert_int_equal(moor_registry_count(reg), 0);
         assert_int_equal(moor_object_refcount(vm), 1);
     }
     moor_debug_fail_alloc(0);
-    assert_int_equal(moor_registry_add(reg, vm, &u, "web1", &err), 0);
+    assert_true(nth > 1); /* the add allocates */
+    assert_int_equal(moor_registry_count(reg), 1);
     moor_unref(reg);
     moor_unref(vm);
 }
@@ -533,6 +614,16 @@ static void test_rename(void **state)
     /* The old name is free for others. */
     assert_int_equal(moor_registry_rename(reg, b, "alpha", &err), 0);
     got = moor_registry_find_name(reg, "alpha");
+    assert_ptr_equal(got, b);
+    moor_unref(got);
+
+    /* Renamed again, then back to the name it was added with (its first
+     * name node, kept with the entry, stays unlinked; a new one is made). */
+    assert_int_equal(moor_registry_rename(reg, b, "delta", &err), 0);
+    assert_int_equal(moor_registry_rename(reg, b, "beta", &err), 0);
+    assert_null(moor_registry_find_name(reg, "alpha"));
+    assert_null(moor_registry_find_name(reg, "delta"));
+    got = moor_registry_find_name(reg, "beta");
     assert_ptr_equal(got, b);
     moor_unref(got);
     assert_int_equal(moor_registry_count(reg), 2);
@@ -897,6 +988,7 @@ int main(void)
         REG_TEST(test_unref_drops_every_reference),
         REG_TEST(test_destroy_from_reclaim_thread),
         REG_TEST(test_add_find),
+        REG_TEST(test_keys_of_every_length),
         REG_TEST(test_add_bad_arguments),
         REG_TEST(test_add_name_validation),
         REG_TEST(test_add_duplicates),
