@@ -144,7 +144,10 @@ void moor_debug_report(moor_misuse kind, const void *subject, const char *fmt, .
 
 int moor__thread_id(void)
 {
-    static _Thread_local int tid;
+    /* initial-exec: a direct %fs-relative load instead of a __tls_get_addr
+     * call on every lock and unlock; libmoor is not meant to be dlopen()ed
+     * late into a process short of static TLS space. */
+    static _Thread_local int tid __attribute__((tls_model("initial-exec")));
 
     if (!tid)
         tid = (int)syscall(SYS_gettid);
