@@ -70,9 +70,9 @@
  * and small. A member is one block: its first name node, then the entry,
  * whose first 48 bytes are what lookups read: the current-name pointer,
  * which a lookup by name reads right after the name node, then the UUID
- * node, the UUID and the object pointer, for lookups by UUID. The name node also
- * holds a copy of the object pointer, so the object's line is fetched
- * together with the entry's rather than after it. Names given by rename
+ * node, the UUID and the object pointer, for lookups by UUID. The name
+ * node also holds a copy of the object pointer, so the object's line is
+ * fetched together with the entry's rather than after it. Names given by rename
  * get blocks of their own. What writers store to all the time (the
  * registry's mutexes and count) is kept off the lines readers read.
  *
