@@ -68,11 +68,11 @@
  * (bucket, node, object), and in a VM every TLB miss is a costly
  * two-level page walk, so the layout keeps a member's parts together
  * and small. A member is one block: its first name node, then the entry,
- * whose first 48 bytes are what a lookup by UUID reads (node, UUID,
- * object pointer, current-name pointer). A lookup by name reads the name
- * node and that pointer: adjacent lines of one block. The name node also
- * holds a copy of the object pointer, so the object's line is fetched
- * together with the entry's rather than after it. Names given by rename
+ * whose first 48 bytes are what lookups read: the current-name pointer,
+ * which a lookup by name reads right after the name node, then the UUID
+ * node, the UUID and the object pointer, for lookups by UUID. The name
+ * node also holds a copy of the object pointer, so the object's line is
+ * fetched together with the entry's rather than after it. Names given by rename
  * get blocks of their own. What writers store to all the time (the
  * registry's mutexes and count) is kept off the lines readers read.
  *
@@ -152,11 +152,12 @@ struct name_node {
 
 /* One member, allocated right behind its first name node. */
 struct entry {
-    /* what lookups read */
-    struct cds_lfht_node uuid_node; /* in by_uuid */
-    moor_uuid uuid;
-    moor_object *obj;                 /* the registry's reference */
+    /* what lookups read: by name, the first field, right behind the
+     * name node; by UUID, the next three */
     _Atomic(struct name_node *) name; /* the current name node */
+    struct cds_lfht_node uuid_node;   /* in by_uuid */
+    moor_uuid uuid;
+    moor_object *obj; /* the registry's reference */
     /* writers, the deferred release, *_locked lookups */
     struct name_node *first;       /* the start of the block */
     struct cds_lfht_node obj_node; /* in by_obj */
@@ -437,11 +438,11 @@ static struct rcu_head *name_node_head(struct name_node *n)
 
 /*
  * A new entry and its first name node in one block: the name node, then
- * the entry. A lookup by name reads the node and the entry's current-name
- * pointer, a lookup by UUID the entry's first 48 bytes: with the name in
- * between, that is two or three adjacent cache lines, wherever the
- * allocator put the block, and adjacent lines are cheap to fetch together
- * (one page, one TLB entry, and the CPU's adjacent-line prefetch).
+ * the entry. A lookup by name reads the node and the current-name pointer
+ * just behind it, a lookup by UUID the next 40 bytes: for short names,
+ * one or two adjacent cache lines each, wherever the allocator put the
+ * block, and adjacent lines are cheap to fetch together (one page, one
+ * TLB entry, and the CPU's adjacent-line prefetch).
  * Tried and measured worse at 100k members: each part cache-line aligned
  * in its own block (one line per lookup, but 70 % more memory and parts
  * farther apart; see docs/registry.md).
