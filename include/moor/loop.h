@@ -119,7 +119,8 @@ MOOR_EXPORT int moor_loop_add_fd(moor_loop *loop, int fd, unsigned events, moor_
 
 /*
  * moor_loop_update_fd - change the events fd handler @id waits for.
- * Locks, Blocks, Context: as moor_loop_add_fd().
+ * Ownership: nothing changes hands. Locks, Blocks, Context: as
+ * moor_loop_add_fd().
  * Returns: 0; -ENOENT (no such live fd handler); -EINVAL (bad @events);
  * or the -errno of epoll_ctl(). Nothing changes on failure.
  */
@@ -147,7 +148,8 @@ MOOR_EXPORT int moor_loop_add_timer(moor_loop *loop, uint32_t delay_ms, uint32_t
  * moor_loop_update_timer - re-arm timer @id: due @delay_ms from now, then
  * every @period_ms (0: one-shot). Works from the timer's own callback (the
  * new schedule holds after it returns).
- * Returns: 0; -ENOENT (no such live timer). Locks, Blocks: as add.
+ * Ownership: nothing changes hands. Locks, Blocks: as add.
+ * Returns: 0; -ENOENT (no such live timer).
  */
 MOOR_EXPORT int moor_loop_update_timer(moor_loop *loop, uint64_t id, uint32_t delay_ms,
                                        uint32_t period_ms, moor_error *err);
@@ -161,7 +163,8 @@ MOOR_EXPORT int moor_loop_update_timer(moor_loop *loop, uint64_t id, uint32_t de
  * moor_loop_remove_sync() to wait for that. When no iteration is in
  * progress the free_fn runs in the calling thread before this returns;
  * otherwise in the thread whose iteration ends last.
- * Locks: none that the free_fn takes. Blocks: briefly on the handler
+ * Ownership: the handler's opaque goes back through its free_fn (see
+ * above). Locks: none that the free_fn takes. Blocks: briefly on the handler
  * table's mutex, plus the free_fn when it runs here; never on a callback.
  * Context: any thread, including any callback.
  * Returns: 0; -ENOENT if @id is not a live handler of @loop (never added,
@@ -178,7 +181,8 @@ MOOR_EXPORT int moor_loop_remove(moor_loop *loop, uint64_t id);
  * nested under it) the calling thread's own frames cannot finish first:
  * it does not wait for them, and the removed handler is never started
  * again; what the running callback uses must then be freed in free_fn.
- * Locks: the caller must hold no lock that the callback takes.
+ * Ownership: as moor_loop_remove(). Locks: the caller must hold no lock
+ * that the callback takes.
  * Blocks: until the callback running in another thread returns (unbounded:
  * as long as that callback runs). Context: any thread.
  * Returns: as moor_loop_remove().
@@ -213,7 +217,8 @@ MOOR_EXPORT int moor_loop_schedule(moor_loop *loop, moor_loop_call_fn fn, void *
  * timer change from another thread, or another thread waiting for its
  * turn). A thread waiting for its turn returns 0 when its timeout passes
  * or a wakeup/quit comes first; turns are handed over in FIFO order.
- * Locks: see the file comment. Blocks: up to @timeout_ms for events (also
+ * Ownership: iterate holds a reference of its own while it runs; nothing
+ * else changes hands. Locks: see the file comment. Blocks: up to @timeout_ms for events (also
  * to get its turn if another thread is iterating), plus the time the
  * callbacks take. Context: any thread; may nest inside a callback of
  * @loop in the thread that owns the iteration.
@@ -227,7 +232,7 @@ MOOR_EXPORT int moor_loop_iterate(moor_loop *loop, int timeout_ms);
  * moor_loop_run - iterate until moor_loop_quit().
  * A quit ends every run of @loop in progress when it is made (nested ones
  * and other threads' included); a later run starts afresh.
- * Locks, Blocks, Context: as moor_loop_iterate(), until quit.
+ * Ownership, Locks, Blocks, Context: as moor_loop_iterate(), until quit.
  * Returns: 0 after a quit; -EINVAL; or the first hard error of iterate.
  */
 MOOR_EXPORT int moor_loop_run(moor_loop *loop);
@@ -235,6 +240,7 @@ MOOR_EXPORT int moor_loop_run(moor_loop *loop);
 /*
  * moor_loop_quit - make the runs in progress return (see moor_loop_run()).
  * moor_loop_wakeup - make a sleeping iteration return early.
+ * Ownership: nothing changes hands. Returns: nothing.
  * Locks: none. Blocks: no (one eventfd write). Context: any thread,
  * including callbacks. NULL-safe.
  */
@@ -257,6 +263,7 @@ MOOR_EXPORT int moor_loop_thread_start(moor_loop *loop, moor_error *err);
 
 /*
  * moor_loop_thread_stop - quit the loop thread and join it.
+ * Ownership: the thread is joined; @loop stays the caller's.
  * Locks: none that a callback of @loop takes. Blocks: until the running
  * callbacks return (and a concurrent stop's join ends). Context: any
  * thread; from the loop thread itself it fails at once, even while
@@ -269,7 +276,8 @@ MOOR_EXPORT int moor_loop_thread_stop(moor_loop *loop);
 /*
  * moor_loop_in_loop - whether the calling thread is iterating @loop now
  * (inside moor_loop_iterate(), typically in one of its callbacks).
- * Locks: none. Blocks: no. Returns: true or false (false for NULL).
+ * Ownership: none. Locks: none. Blocks: no.
+ * Returns: true or false (false for NULL).
  */
 MOOR_EXPORT bool moor_loop_in_loop(const moor_loop *loop);
 

@@ -264,7 +264,8 @@ MOOR_EXPORT int moor_monitor_call(moor_monitor *mon, const void *request, void *
 /*
  * moor_monitor_payload_free - free a payload received from
  * moor_monitor_call() or kept from on_event, with @mon's codec.
- * NULL-safe (both). Locks: none. Blocks: no. Context: any thread.
+ * NULL-safe (both). Ownership: @payload is freed; @mon stays the
+ * caller's. Locks: none. Blocks: no. Context: any thread.
  * Returns: nothing.
  */
 MOOR_EXPORT void moor_monitor_payload_free(moor_monitor *mon, void *payload);
@@ -301,7 +302,9 @@ MOOR_EXPORT int moor_monitor_enter(moor_monitor *mon, void *obj);
  * reference is dropped before @obj is locked: a last unref of the monitor
  * may drop the last reference to its loop too, whose dispose joins the
  * loop thread, and a callback running there may need @obj.
- * Locks: @obj must not be locked on entry; it is on return.
+ * Ownership: drops the monitor reference taken by enter; the caller keeps
+ * its own references. Locks: @obj must not be locked on entry; it is on
+ * return.
  * Blocks: on @obj's mutex (short by rule 4). If the reference was the
  * last one: not on a monitor callback (each runs holding a reference, so
  * none is running), only on a dispatch that already found the monitor
@@ -322,6 +325,8 @@ MOOR_EXPORT int moor_monitor_exit(moor_monitor *mon, void *obj);
  * moor_monitor_exit() returns -ESRCH. on_eof is not run. Idempotent; the
  * last unref does it if nobody did. The socket is shut down at once and
  * closed when the loop lets go of it. Does not drop a reference.
+ * Ownership: the caller's reference stays the caller's; the monitor closes
+ * the fd (as above).
  * Locks: the caller must hold no lock that on_event/on_eof take, such as
  * the owner's mutex: from a thread other than the loop's, close waits for
  * a callback in flight. (Closing with the owner locked is reported as
@@ -336,7 +341,8 @@ MOOR_EXPORT void moor_monitor_close(moor_monitor *mon);
 /*
  * moor_monitor_get_stats - counters and state, for tests and
  * introspection; stale as soon as returned.
- * Locks: the monitor's mutex briefly. Blocks: no.
+ * Ownership: plain copies into the caller's struct. Locks: the monitor's
+ * mutex briefly. Blocks: no.
  * Returns: 0; -EINVAL (NULL argument, reported as misuse).
  */
 MOOR_EXPORT int moor_monitor_get_stats(moor_monitor *mon, moor_monitor_stats *out);
