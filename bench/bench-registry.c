@@ -49,6 +49,14 @@
  *                         readers' cost can be read as a function of the
  *                         write rate. Baseline: reg_*; the target is a
  *                         ratio < 1.2.
+ *                         The writer runs only during the case's own
+ *                         runs (the harness alternates them with the
+ *                         baseline's, on the same world): begin_run starts
+ *                         it and returns once its pool of objects is
+ *                         built; end_run stops and joins it and waits
+ *                         (rcu_barrier) for the releases it deferred. The
+ *                         stderr report sums over those runs, calibration
+ *                         and warm-up included.
  *
  * Table sizing. The registry sizes its tables itself: created with 64
  * buckets, no CDS_LFHT_AUTO_RESIZE, doubled with cds_lfht_resize() by the
@@ -128,14 +136,24 @@ struct world {
     GRWLock lock;
     GHashTable *by_uuid, *by_name;
 #endif
-    /* the writer of the *_writer cases */
-    pthread_t writer;
-    atomic_bool writer_stop;
-    atomic_ulong writer_pairs;
-    long writer_period_ns; /* 0: as fast as WRITER_PAUSE_NS allows */
-    double writer_t0;
-    double writer_cpu_ns; /* the writer thread's CPU time, set at its end */
-    atomic_uint turn;     /* see key_range() */
+    atomic_uint turn; /* see key_range() */
+};
+
+/* A *_writer case's state: the world its readers use and the writer,
+ * which runs only during the case's own runs (writer_begin_run). */
+struct writer {
+    struct world *w;
+    long period_ns; /* 0: as fast as WRITER_PAUSE_NS allows */
+    pthread_t thread;
+    pthread_barrier_t ready; /* the writer has built its pool */
+    atomic_bool stop;
+    unsigned long pairs; /* this run's; written by the writer, read after the join */
+    double cpu_ns;       /* the writer's CPU time while writing; the same */
+    double t0;           /* when this run's writing began */
+    /* summed over every run, for the report at teardown (main thread) */
+    unsigned runs;
+    unsigned long total_pairs;
+    double total_wall_ns, total_cpu_ns;
 };
 
 static const moor_class *obj_class;
@@ -353,15 +371,15 @@ static void keep_world(void *state)
 
 /* Sleep until the next pair is due: WRITER_PAUSE_NS after the last one, or
  * at the next multiple of the period (deadlines missed are not made up). */
-static void writer_wait(const struct world *w, struct timespec *next)
+static void writer_wait(const struct writer *wr, struct timespec *next)
 {
     struct timespec pause = {0, WRITER_PAUSE_NS};
 
-    if (!w->writer_period_ns) {
+    if (!wr->period_ns) {
         nanosleep(&pause, NULL);
         return;
     }
-    next->tv_nsec += w->writer_period_ns;
+    next->tv_nsec += wr->period_ns;
     while (next->tv_nsec >= 1000000000) {
         next->tv_nsec -= 1000000000;
         next->tv_sec++;
@@ -369,95 +387,136 @@ static void writer_wait(const struct world *w, struct timespec *next)
     clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL);
 }
 
+static double thread_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
 static void *writer_main(void *arg)
 {
-    struct world *w = arg;
-    struct timespec next, cpu;
+    struct writer *wr = arg;
+    struct timespec next;
     void *objs[WRITER_POOL];
     moor_uuid uuids[WRITER_POOL];
     char name[NAME_SIZE];
     moor_error err = MOOR_ERROR_INIT;
     unsigned long i = 0;
+    double cpu0;
 
     for (int k = 0; k < WRITER_POOL; k++) {
         objs[k] = moor_object_new(obj_class);
         if (!objs[k] || moor_uuid_generate(&uuids[k], &err) < 0)
             bench_fail("writer setup: %s", moor_error_message(&err));
     }
+    pthread_barrier_wait(&wr->ready);
+    cpu0 = thread_cpu_ns();
     clock_gettime(CLOCK_MONOTONIC, &next);
     /* relaxed: a stop flag; the join orders everything else. */
-    while (!atomic_load_explicit(&w->writer_stop, memory_order_relaxed)) {
+    while (!atomic_load_explicit(&wr->stop, memory_order_relaxed)) {
         unsigned k = (unsigned)(i % WRITER_POOL);
 
         snprintf(name, sizeof(name), "writer-%u", k);
-        if (moor_registry_add(w->reg, objs[k], &uuids[k], name, &err) < 0 ||
-            moor_registry_remove(w->reg, objs[k], &err) < 0)
+        if (moor_registry_add(wr->w->reg, objs[k], &uuids[k], name, &err) < 0 ||
+            moor_registry_remove(wr->w->reg, objs[k], &err) < 0)
             bench_fail("writer: %s", moor_error_message(&err));
         i++;
-        atomic_store_explicit(&w->writer_pairs, i, memory_order_relaxed);
-        writer_wait(w, &next);
+        writer_wait(wr, &next);
     }
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
-    w->writer_cpu_ns = (double)cpu.tv_sec * 1e9 + (double)cpu.tv_nsec; /* read after the join */
+    wr->cpu_ns = thread_cpu_ns() - cpu0;
+    wr->pairs = i;
     for (int k = 0; k < WRITER_POOL; k++)
         moor_unref(objs[k]); /* the registry's references go after a grace period */
     return NULL;
 }
 
-static void *writer_start(struct world *w, long period_ns)
+static void *writer_new(struct world *w, long period_ns)
 {
-    w->writer_period_ns = period_ns;
-    atomic_store(&w->writer_stop, false);
-    atomic_store(&w->writer_pairs, 0);
-    w->writer_t0 = now_ns();
-    if (pthread_create(&w->writer, NULL, writer_main, w))
-        bench_fail("pthread_create failed");
-    return w;
+    struct writer *wr = xcalloc(1, sizeof(*wr));
+
+    wr->w = w;
+    wr->period_ns = period_ns;
+    if (pthread_barrier_init(&wr->ready, NULL, 2))
+        bench_fail("pthread_barrier_init failed");
+    return wr;
 }
 
 static void *setup_1k_writer(void)
 {
-    return writer_start(setup_1k(), 0);
+    return writer_new(setup_1k(), 0);
 }
 
 static void *setup_100k_writer(void)
 {
-    return writer_start(setup_100k(), 0);
+    return writer_new(setup_100k(), 0);
 }
 
 static void *setup_1k_writer100(void)
 {
-    return writer_start(setup_1k(), 10000000);
+    return writer_new(setup_1k(), 10000000);
 }
 
 static void *setup_1k_writer1000(void)
 {
-    return writer_start(setup_1k(), 1000000);
+    return writer_new(setup_1k(), 1000000);
 }
 
 static void *setup_100k_writer100(void)
 {
-    return writer_start(setup_100k(), 10000000);
+    return writer_new(setup_100k(), 10000000);
 }
 
 static void *setup_100k_writer1000(void)
 {
-    return writer_start(setup_100k(), 1000000);
+    return writer_new(setup_100k(), 1000000);
 }
 
-static void writer_stop(void *state)
+/* Before each run: start the writer; return once it is about to write. */
+static void writer_begin_run(void *state)
 {
-    struct world *w = state;
-    double secs;
+    struct writer *wr = state;
 
-    atomic_store(&w->writer_stop, true);
-    pthread_join(w->writer, NULL);
-    secs = (now_ns() - w->writer_t0) / 1e9;
-    fprintf(stderr,
-            "  (writer on %zu objects: %.0f add+remove pairs/s, %.1f%% of a CPU, %.1f us CPU per "
-            "pair)\n",
-            w->n, (double)atomic_load(&w->writer_pairs) / secs, w->writer_cpu_ns / 1e9 / secs * 100,
-            w->writer_cpu_ns / 1e3 / (double)(atomic_load(&w->writer_pairs) + 1));
+    /* relaxed: pthread_create orders it before the writer's first load. */
+    atomic_store_explicit(&wr->stop, false, memory_order_relaxed);
+    if (pthread_create(&wr->thread, NULL, writer_main, wr))
+        bench_fail("pthread_create failed");
+    pthread_barrier_wait(&wr->ready);
+    wr->t0 = now_ns();
+}
+
+/* After each run: stop the writer, run the releases it deferred (so that
+ * they do not fall into another case's run), add up its figures. */
+static void writer_end_run(void *state)
+{
+    struct writer *wr = state;
+
+    wr->total_wall_ns += now_ns() - wr->t0;
+    /* relaxed: a stop flag; the join orders everything else. */
+    atomic_store_explicit(&wr->stop, true, memory_order_relaxed);
+    pthread_join(wr->thread, NULL);
+    rcu_barrier();
+    wr->runs++;
+    wr->total_pairs += wr->pairs;
+    wr->total_cpu_ns += wr->cpu_ns;
+}
+
+/* The writer's rate and CPU use over all the case's runs, to stderr. */
+static void writer_teardown(void *state)
+{
+    struct writer *wr = state;
+    double secs = wr->total_wall_ns / 1e9;
+
+    if (wr->runs)
+        fprintf(stderr,
+                "  (writer on %zu objects, %u runs, %.2f s: %.0f add+remove pairs/s, %.1f%% of a "
+                "CPU, %.1f us CPU per pair)\n",
+                wr->w->n, wr->runs, secs, (double)wr->total_pairs / secs,
+                wr->total_cpu_ns / 1e9 / secs * 100,
+                wr->total_cpu_ns / 1e3 / (double)(wr->total_pairs + 1));
+    pthread_barrier_destroy(&wr->ready);
+    free(wr);
 }
 
 /* ---- the loops ---------------------------------------------------------- */
@@ -610,11 +669,11 @@ static inline void loop_ghash(struct world *w, GHashTable *table, bool by_uuid, 
     }                                                                                              \
     BENCH_LOOP(bench_loop_reg_uuid_##size##_writer, state, iters)                                  \
     {                                                                                              \
-        loop_reg_uuid(state, iters, false);                                                        \
+        loop_reg_uuid(((struct writer *)state)->w, iters, false);                                  \
     }                                                                                              \
     BENCH_LOOP(bench_loop_reg_name_##size##_writer, state, iters)                                  \
     {                                                                                              \
-        loop_reg_name(state, iters);                                                               \
+        loop_reg_name(((struct writer *)state)->w, iters);                                         \
     }                                                                                              \
     struct bench__reg_loops_##size##_semicolon
 
@@ -677,22 +736,22 @@ static const struct bench_case registry_cases[] = {
     {"ghash_uuid_1k_half", "reg_uuid_1k_half", C, setup_1k, keep_world,
      bench_loop_ghash_uuid_1k_half},
 #endif
-    {"reg_uuid_1k_writer", "reg_uuid_1k", C, setup_1k_writer, writer_stop,
-     bench_loop_reg_uuid_1k_writer},
-    {"reg_name_1k_writer", "reg_name_1k", C, setup_1k_writer, writer_stop,
-     bench_loop_reg_name_1k_writer},
-    {"reg_uuid_100k_writer", "reg_uuid_100k", C, setup_100k_writer, writer_stop,
-     bench_loop_reg_uuid_100k_writer},
-    {"reg_name_100k_writer", "reg_name_100k", C, setup_100k_writer, writer_stop,
-     bench_loop_reg_name_100k_writer},
-    {"reg_uuid_1k_writer100", "reg_uuid_1k", C, setup_1k_writer100, writer_stop,
-     bench_loop_reg_uuid_1k_writer},
-    {"reg_uuid_1k_writer1000", "reg_uuid_1k", C, setup_1k_writer1000, writer_stop,
-     bench_loop_reg_uuid_1k_writer},
-    {"reg_uuid_100k_writer100", "reg_uuid_100k", C, setup_100k_writer100, writer_stop,
-     bench_loop_reg_uuid_100k_writer},
-    {"reg_uuid_100k_writer1000", "reg_uuid_100k", C, setup_100k_writer1000, writer_stop,
-     bench_loop_reg_uuid_100k_writer},
+    {"reg_uuid_1k_writer", "reg_uuid_1k", C, setup_1k_writer, writer_teardown,
+     bench_loop_reg_uuid_1k_writer, writer_begin_run, writer_end_run},
+    {"reg_name_1k_writer", "reg_name_1k", C, setup_1k_writer, writer_teardown,
+     bench_loop_reg_name_1k_writer, writer_begin_run, writer_end_run},
+    {"reg_uuid_100k_writer", "reg_uuid_100k", C, setup_100k_writer, writer_teardown,
+     bench_loop_reg_uuid_100k_writer, writer_begin_run, writer_end_run},
+    {"reg_name_100k_writer", "reg_name_100k", C, setup_100k_writer, writer_teardown,
+     bench_loop_reg_name_100k_writer, writer_begin_run, writer_end_run},
+    {"reg_uuid_1k_writer100", "reg_uuid_1k", C, setup_1k_writer100, writer_teardown,
+     bench_loop_reg_uuid_1k_writer, writer_begin_run, writer_end_run},
+    {"reg_uuid_1k_writer1000", "reg_uuid_1k", C, setup_1k_writer1000, writer_teardown,
+     bench_loop_reg_uuid_1k_writer, writer_begin_run, writer_end_run},
+    {"reg_uuid_100k_writer100", "reg_uuid_100k", C, setup_100k_writer100, writer_teardown,
+     bench_loop_reg_uuid_100k_writer, writer_begin_run, writer_end_run},
+    {"reg_uuid_100k_writer1000", "reg_uuid_100k", C, setup_100k_writer1000, writer_teardown,
+     bench_loop_reg_uuid_100k_writer, writer_begin_run, writer_end_run},
 };
 #undef C
 

@@ -52,8 +52,18 @@
  *   - results a real caller would test (dec_and_test, weak_get) are
  *     tested, and a failure calls bench_fail();
  *   - the baseline is named by the case and measured in the same process
- *     and the same run, at the same thread count; the harness runs it
- *     first even when --filter would leave it out.
+ *     and the same run, at the same thread count, even when --filter
+ *     would leave it out: by default in alternating rounds with the case,
+ *     so both cases' states are alive at once (moor-bench.c, the top);
+ *   - so a case whose state has activity of its own (a thread that
+ *     writes, a stream of jobs) does not start it in setup, where it
+ *     would also run during the baseline's runs: it starts it in
+ *     begin_run and stops it, fully (threads joined, deferred work
+ *     drained), in end_run. The harness calls the two around every run of
+ *     that case, calibration and warm-up included, outside the timed
+ *     interval. Anything the case reports (a rate, a CPU share) is summed
+ *     over the runs and printed by teardown. A thread that only waits
+ *     (an echo peer blocked in read()) may stay up from setup.
  *
  * Threads: a BENCH_CONTENDED case is also run by N threads at once on the
  * same state, all released together by a barrier. Its figure is
@@ -83,6 +93,11 @@ struct bench_case {
     void *(*setup)(void); /* shared state (NULL is fine); bench_fail() on error */
     void (*teardown)(void *state);
     bench_loop_fn loop;
+    /* Optional (NULL, or left out of a positional initialiser): called
+     * just before and just after every run of this case's loop, outside
+     * the time, to start and stop background activity (see the top). */
+    void (*begin_run)(void *state);
+    void (*end_run)(void *state);
 };
 
 /* Declare a timed loop; @fn should be bench_loop_CASE (see the top). */

@@ -7,11 +7,14 @@
 # Usage: bench/callgrind.sh path/to/moor-bench [ITERS]
 #
 # Method: one valgrind run per case, `moor-bench --filter CASE --threads 1
-# --runs 1 --iters ITERS` (default ITERS 1000000), with collection switched
-# on only inside the case's loop function, bench_loop_CASE (never inlined;
-# see bench/bench.h), callees included. moor-bench runs that loop twice per
-# figure (warm-up + one run), so instructions per iteration = total Ir /
+# --runs 1 --iters ITERS --unpaired` (default ITERS 1000000), with
+# collection switched on only inside the case's loop function,
+# bench_loop_CASE (never inlined; see bench/bench.h), callees included.
+# Unpaired, moor-bench measures each case once and runs its loop twice
+# (warm-up + one run), so instructions per iteration = total Ir /
 # (2 * ITERS); the loop's entry and exit add under 0.0001 at 1000000.
+# (Paired, a case that is also the baseline of another case the filter
+# matches would run again in that case's rounds and be counted twice.)
 # Instruction counts do not depend on the machine's load, unlike times.
 #
 # Output: a table for people, then one JSON object per case (lines starting
@@ -35,10 +38,11 @@ cache_args=${CALLGRIND_CACHE_ARGS:---D1=49152,12,64 --LL=8388608,16,64}
 # Every registered case but the slow set-ups (100k-object tables, a
 # background writer), the event-loop dispatch cases (three system calls
 # per iteration: minutes each under valgrind, and their baseline is the bare
-# epoll loop, not the atomic pair; see docs/loop.md for their command) and
-# the monitor's round trips (threads and sockets, not a fast path);
-# CALLGRIND_CASES="a b" picks others.
-cases=${CALLGRIND_CASES:-$("$exe" --list | awk '$1 !~ /100k|writer|_dispatch$|monitor_/ { print $1 }')}
+# epoll loop, not the atomic pair; see docs/loop.md for their command), the
+# monitor's round trips (threads and sockets, not a fast path) and the
+# job fairness trials (each one waits for sleeping threads, up to 5 ms:
+# ITERS of them take hours); CALLGRIND_CASES="a b" picks others.
+cases=${CALLGRIND_CASES:-$("$exe" --list | awk '$1 !~ /100k|writer|_dispatch$|monitor_|fair_/ { print $1 }')}
 
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind not found" >&2; exit 1; }
 tmp=$(mktemp -d)
@@ -56,7 +60,7 @@ ir_per_iter() {
     shift
     valgrind --tool=callgrind --callgrind-out-file="$out" \
         --toggle-collect="bench_loop_$c" "$@" \
-        "$exe" --filter "$c" --threads 1 --runs 1 --iters "$iters" --json \
+        "$exe" --filter "$c" --threads 1 --runs 1 --iters "$iters" --unpaired --json \
         >/dev/null 2>"$tmp/valgrind.log" ||
         { cat "$tmp/valgrind.log" >&2; exit 1; }
     awk -v iters="$iters" -v cache="$cache" '

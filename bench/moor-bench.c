@@ -2,17 +2,53 @@
 /*
  * bench/moor-bench.c - the one benchmark harness of moor.
  *
- * Usage: moor-bench [--filter SUBSTR] [--threads N] [--runs R] [--iters I] [--json] [--list]
+ * Usage: moor-bench [--filter SUBSTR] [--threads N] [--runs R] [--iters I] [--unpaired]
+ *                   [--json] [--list]
  *
- * Method, per case and thread count:
- *   1. calibrate: run the loop with growing iteration counts until one run
- *      takes at least 20 ms, then size it for ~30 ms (each run then lasts
- *      20-50 ms on a quiet machine). --iters I skips this and uses I, for
- *      instruction counting under callgrind;
- *   2. one warm-up run, not recorded (so a figure executes the loop R + 1
- *      times; bench/callgrind.sh counts on that);
- *   3. R recorded runs (default 11); the figures are the median, minimum
- *      and maximum over them, in nanoseconds per operation.
+ * Runs: a run is one call of a case's loop (in N threads at once at N > 1),
+ * timed from the start to the end; the case's begin_run and end_run hooks,
+ * if any, are called just before and after it, outside the time. Every
+ * run below, calibration and warm-up included, is such a run.
+ *
+ * Calibration: run the loop with growing iteration counts until one run
+ * takes at least 20 ms, then size it for ~30 ms (each run then lasts 20-50
+ * ms on a quiet machine). --iters I skips this and uses I, for instruction
+ * counting under callgrind.
+ *
+ * A case without a baseline (or with --unpaired): set up, calibrate, one
+ * warm-up run, not recorded, then R recorded runs (default 11); teardown.
+ * The figures are the median, minimum and maximum over the R runs, in
+ * nanoseconds per operation. The loop runs R + 1 times after calibration
+ * (bench/callgrind.sh counts on that, and passes --unpaired).
+ *
+ * A case with a baseline (paired, the default): the host this was written
+ * on changes speed by 30-50 % over tens of seconds, and a ratio of two
+ * blocks of runs, one after the other, takes in any such shift between
+ * them. Instead both states are set up (baseline first), each is
+ * calibrated on its own, each gets one warm-up run, then R rounds of one
+ * run of each, alternating which goes first (B C, C B, B C, ...). The
+ * case's figures are its median, minimum and maximum over its R runs; the
+ * baseline's median over its R paired runs is reported beside them, and
+ * the ratio is the median of the R per-round ratios case / baseline (each
+ * in ns per op), with their minimum and maximum. A drift much slower than
+ * a round (~60 ms) thus mostly cancels out of each round's ratio, and the
+ * alternation keeps a steady trend from always favouring one side. Both
+ * states are alive through the rounds, which is why background activity
+ * belongs in begin_run/end_run, never in setup (see bench.h). The loop of
+ * each also runs R + 1 times after calibration.
+ *
+ * The baseline's own line: before its first paired use at a thread count,
+ * a baseline gets its own figure, as any case (stand-alone if it has no
+ * baseline itself, otherwise paired with its own). A chain such as
+ * ghash_uuid_1k -> reg_uuid_1k -> lfht_uuid_1k is thus measured pair by
+ * pair: lfht alone, lfht with reg, reg with ghash; each ratio comes from
+ * its own pair. The middle of a chain, and any baseline shared by several
+ * cases, is therefore run once more per case that uses it: a full run
+ * takes about twice as long as with --unpaired.
+ *
+ * --unpaired: the former method, kept for comparison. The baseline's own
+ * figure (measured first, above) is the one compared with; the case is
+ * measured stand-alone afterwards; ratio = median / baseline median.
  *
  * Threads: a single-thread case runs in the main thread. At N > 1 threads
  * (BENCH_CONTENDED cases only), N fresh threads meet at a barrier and each
@@ -20,19 +56,22 @@
  * from the earliest start to the latest end, and ns/op is that wall time
  * divided by the per-thread iteration count: the cost of one operation as
  * each thread sees it while all N contend. Thread counts run: 1, then
- * powers of two below N, then N (default N = 2, so 1 and 2).
- *
- * Baselines: a case names another case as its baseline; the harness
- * measures the baseline first, at the same thread count and in the same
- * run, even if --filter leaves it out, and reports ratio = median /
- * baseline median.
+ * powers of two below N, then N (default N = 2, so 1 and 2). A baseline
+ * is used at the same thread count only, and measured even if --filter
+ * leaves it out.
  *
  * Output: a table for people, or with --json one object per line:
  *   {"bench": NAME, "threads": N, "median_ns": X, "min_ns": X, "max_ns": X,
- *    "baseline": NAME-or-null, "ratio": X-or-null}
+ *    "baseline": NAME-or-null, "ratio": X-or-null, "paired": BOOL,
+ *    "baseline_median_ns": X-or-null, "ratio_min": X-or-null,
+ *    "ratio_max": X-or-null}
+ * "paired" says how the ratio was measured (above); ratio_min and
+ * ratio_max are null when unpaired; the baseline fields are null when the
+ * case has no baseline at this thread count.
  * The registry of cases is filled by constructors (see bench.h).
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -47,6 +86,7 @@
 #define MAX_GROUPS    64
 #define MAX_THREADS   256
 #define DEFAULT_RUNS  11
+#define MAX_RUNS      1000
 #define MIN_RUN_NS    20e6 /* calibration stops once a run lasts this long */
 #define TARGET_RUN_NS 30e6 /* ... and then sizes runs for this */
 
@@ -87,18 +127,21 @@ struct options {
     int max_threads;
     int runs;
     uint64_t iters; /* 0: calibrate */
+    bool unpaired;
     bool json;
     bool list;
 };
 
 static void usage(FILE *f)
 {
-    fputs("usage: moor-bench [--filter SUBSTR] [--threads N] [--runs R] [--iters I] [--json]\n"
-          "                  [--list]\n"
+    fputs("usage: moor-bench [--filter SUBSTR] [--threads N] [--runs R] [--iters I] [--unpaired]\n"
+          "                  [--json] [--list]\n"
           "  --filter SUBSTR  only cases whose name contains SUBSTR (and their baselines)\n"
           "  --threads N      run contended cases at 1, 2, 4, ... and N threads (default 2)\n"
-          "  --runs R         recorded runs per figure (default 11)\n"
+          "  --runs R         recorded runs (rounds, when paired) per figure (default 11)\n"
           "  --iters I        iterations per run and thread, instead of calibrating\n"
+          "  --unpaired       measure a baseline and its case one after the other, not in\n"
+          "                   alternating rounds\n"
           "  --json           one JSON object per line instead of a table\n"
           "  --list           print each case's name and baseline, run nothing\n",
           f);
@@ -118,25 +161,32 @@ static long parse_number(const char *opt, const char *arg, long min, long max)
     return v;
 }
 
+/* A flag without a value: sets it and returns true, or returns false. */
+static bool parse_flag(const char *a, struct options *o)
+{
+    if (!strcmp(a, "--json"))
+        o->json = true;
+    else if (!strcmp(a, "--list"))
+        o->list = true;
+    else if (!strcmp(a, "--unpaired"))
+        o->unpaired = true;
+    else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        usage(stdout);
+        exit(0);
+    } else
+        return false;
+    return true;
+}
+
 static void parse_options(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){NULL, 2, DEFAULT_RUNS, 0, false, false};
+    *o = (struct options){.max_threads = 2, .runs = DEFAULT_RUNS};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-        if (!strcmp(a, "--json")) {
-            o->json = true;
+        if (parse_flag(a, o))
             continue;
-        }
-        if (!strcmp(a, "--list")) {
-            o->list = true;
-            continue;
-        }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        }
         if (!strcmp(a, "--filter")) {
             if (!v)
                 bench_fail("--filter needs a value");
@@ -144,7 +194,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         } else if (!strcmp(a, "--threads")) {
             o->max_threads = (int)parse_number(a, v, 1, MAX_THREADS);
         } else if (!strcmp(a, "--runs")) {
-            o->runs = (int)parse_number(a, v, 1, 1000);
+            o->runs = (int)parse_number(a, v, 1, MAX_RUNS);
         } else if (!strcmp(a, "--iters")) {
             o->iters = (uint64_t)parse_number(a, v, 1, 1L << 40);
         } else {
@@ -211,16 +261,24 @@ static double run_threads(const struct bench_case *c, void *state, int threads, 
     return last - first;
 }
 
-/* One run; returns its wall time in ns. */
+/* One run between the case's per-run hooks; returns its wall time in ns
+ * (the hooks' time excluded). */
 static double run_once(const struct bench_case *c, void *state, int threads, uint64_t iters)
 {
-    double t0;
+    double t;
 
-    if (threads > 1)
-        return run_threads(c, state, threads, iters);
-    t0 = now_ns();
-    c->loop(state, iters);
-    return now_ns() - t0;
+    if (c->begin_run)
+        c->begin_run(state);
+    if (threads > 1) {
+        t = run_threads(c, state, threads, iters);
+    } else {
+        t = now_ns();
+        c->loop(state, iters);
+        t = now_ns() - t;
+    }
+    if (c->end_run)
+        c->end_run(state);
+    return t;
 }
 
 /* Iterations per thread that make one run last about TARGET_RUN_NS. */
@@ -240,10 +298,26 @@ static uint64_t calibrate(const struct bench_case *c, void *state, int threads)
 
 /* ---- one figure --------------------------------------------------------- */
 
+struct stats {
+    double median, min, max;
+};
+
 struct result {
     bool done, running;
+    bool has_base; /* a baseline was measured at this thread count */
+    bool paired;   /* ... in the same rounds as the case */
     uint64_t iters;
-    double median, min, max; /* ns per op (per thread) */
+    struct stats ns;    /* ns per op (per thread) */
+    double base_median; /* the baseline's: from the paired runs, or its own figure */
+    struct stats ratio; /* unpaired: median / base_median, min and max NAN */
+};
+
+/* A case during a figure: its state, iterations per run, recorded runs. */
+struct subject {
+    const struct bench_case *c;
+    void *state;
+    uint64_t iters;
+    double ns[MAX_RUNS]; /* ns per op of each recorded run */
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -253,22 +327,93 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void measure(const struct bench_case *c, int threads, const struct options *o,
-                    struct result *r)
+/* Median, minimum and maximum of @v[0..n); sorts @v. */
+static struct stats summarize(double *v, int n)
 {
-    double ns[1000];
-    void *state = c->setup ? c->setup() : NULL;
+    qsort(v, (size_t)n, sizeof(v[0]), cmp_double);
+    return (struct stats){
+        .median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2,
+        .min = v[0],
+        .max = v[n - 1],
+    };
+}
 
-    r->iters = o->iters ? o->iters : calibrate(c, state, threads);
-    run_once(c, state, threads, r->iters); /* warm-up */
+static void subject_setup(struct subject *s, const struct bench_case *c)
+{
+    s->c = c;
+    s->state = c->setup ? c->setup() : NULL;
+}
+
+static void subject_calibrate(struct subject *s, int threads, const struct options *o)
+{
+    s->iters = o->iters ? o->iters : calibrate(s->c, s->state, threads);
+}
+
+/* One run of @s; returns its ns per op. */
+static double subject_run(struct subject *s, int threads)
+{
+    return run_once(s->c, s->state, threads, s->iters) / (double)s->iters;
+}
+
+static void subject_teardown(struct subject *s)
+{
+    if (s->c->teardown)
+        s->c->teardown(s->state);
+}
+
+/* @c alone: warm-up, then o->runs recorded runs. */
+static void measure_alone(const struct bench_case *c, int threads, const struct options *o,
+                          struct result *r)
+{
+    struct subject s;
+
+    subject_setup(&s, c);
+    subject_calibrate(&s, threads, o);
+    subject_run(&s, threads); /* warm-up */
     for (int i = 0; i < o->runs; i++)
-        ns[i] = run_once(c, state, threads, r->iters) / (double)r->iters;
-    if (c->teardown)
-        c->teardown(state);
-    qsort(ns, (size_t)o->runs, sizeof(ns[0]), cmp_double);
-    r->min = ns[0];
-    r->max = ns[o->runs - 1];
-    r->median = o->runs % 2 ? ns[o->runs / 2] : (ns[o->runs / 2 - 1] + ns[o->runs / 2]) / 2;
+        s.ns[i] = subject_run(&s, threads);
+    subject_teardown(&s);
+    r->iters = s.iters;
+    r->ns = summarize(s.ns, o->runs);
+}
+
+/* @c and its baseline @b in alternating rounds (see the top). */
+static void measure_paired(const struct bench_case *c, const struct bench_case *b, int threads,
+                           const struct options *o, struct result *r)
+{
+    struct subject base, cs;
+    double ratio[MAX_RUNS];
+
+    subject_setup(&base, b);
+    subject_setup(&cs, c);
+    subject_calibrate(&base, threads, o);
+    subject_calibrate(&cs, threads, o);
+    subject_run(&base, threads); /* warm-ups */
+    subject_run(&cs, threads);
+    for (int i = 0; i < o->runs; i++) {
+        struct subject *first = i % 2 ? &cs : &base, *second = i % 2 ? &base : &cs;
+
+        first->ns[i] = subject_run(first, threads);
+        second->ns[i] = subject_run(second, threads);
+        ratio[i] = cs.ns[i] / base.ns[i];
+    }
+    subject_teardown(&cs);
+    subject_teardown(&base);
+    r->iters = cs.iters;
+    r->ns = summarize(cs.ns, o->runs);
+    r->base_median = summarize(base.ns, o->runs).median;
+    r->ratio = summarize(ratio, o->runs);
+    r->has_base = r->paired = true;
+}
+
+/* @c with --unpaired: alone, compared with its baseline's own figure. */
+static void measure_unpaired(const struct bench_case *c, const struct result *base, int threads,
+                             const struct options *o, struct result *r)
+{
+    measure_alone(c, threads, o, r);
+    r->has_base = true;
+    r->base_median = base->ns.median;
+    r->ratio = (struct stats){r->ns.median / base->ns.median, NAN, NAN};
 }
 
 /* ---- output -------------------------------------------------------------- */
@@ -277,34 +422,77 @@ static void print_header(const struct options *o)
 {
     if (o->json)
         return;
-    printf("# moor-bench: %d runs per figure, ns per operation per thread, "
-           "ratio = median / baseline median (same run, same threads)\n",
-           o->runs);
-    printf("%-24s %7s %12s %10s %10s %10s %7s  %s\n", "bench", "threads", "iters", "median_ns",
-           "min_ns", "max_ns", "ratio", "baseline");
+    if (o->unpaired)
+        printf("# moor-bench (unpaired): %d runs per figure, ns per operation per thread; "
+               "ratio = median / the baseline's median, measured just before\n",
+               o->runs);
+    else
+        printf("# moor-bench: %d runs per figure, ns per operation per thread; with a baseline, "
+               "%d rounds of one run of each (base_ns: its median there), ratio = median of the "
+               "rounds' ratios, r_min and r_max their range\n",
+               o->runs, o->runs);
+    printf("%-24s %7s %12s %10s %10s %10s %10s %7s %7s %7s  %s\n", "bench", "threads", "iters",
+           "median_ns", "min_ns", "max_ns", "base_ns", "ratio", "r_min", "r_max", "baseline");
+}
+
+/* A number, or null for NAN. */
+static void print_json_number(const char *key, double v, const char *sep)
+{
+    if (isnan(v))
+        printf("\"%s\": null%s", key, sep);
+    else
+        printf("\"%s\": %.3f%s", key, v, sep);
+}
+
+static void print_json(const struct bench_case *c, int threads, const struct result *r)
+{
+    printf("{\"bench\": \"%s\", \"threads\": %d, \"median_ns\": %.3f, \"min_ns\": %.3f, "
+           "\"max_ns\": %.3f, ",
+           c->name, threads, r->ns.median, r->ns.min, r->ns.max);
+    if (!r->has_base) {
+        printf("\"baseline\": null, \"ratio\": null, \"paired\": false, "
+               "\"baseline_median_ns\": null, \"ratio_min\": null, \"ratio_max\": null}\n");
+        return;
+    }
+    printf("\"baseline\": \"%s\", ", c->baseline);
+    print_json_number("ratio", r->ratio.median, ", ");
+    printf("\"paired\": %s, ", r->paired ? "true" : "false");
+    print_json_number("baseline_median_ns", r->base_median, ", ");
+    print_json_number("ratio_min", r->ratio.min, ", ");
+    print_json_number("ratio_max", r->ratio.max, "}\n");
+}
+
+/* A table cell: " " and the number, or "-" for NAN. */
+static void print_cell(int width, int precision, double v)
+{
+    if (isnan(v))
+        printf(" %*s", width, "-");
+    else
+        printf(" %*.*f", width, precision, v);
+}
+
+static void print_row(const struct bench_case *c, int threads, const struct result *r)
+{
+    printf("%-24s %7d %12llu %10.2f %10.2f %10.2f", c->name, threads, (unsigned long long)r->iters,
+           r->ns.median, r->ns.min, r->ns.max);
+    if (!r->has_base) {
+        printf(" %10s %7s %7s %7s  %s\n", "-", "-", "-", "-", c->baseline ? c->baseline : "-");
+        return;
+    }
+    print_cell(10, 2, r->base_median);
+    print_cell(7, 3, r->ratio.median);
+    print_cell(7, 3, r->ratio.min);
+    print_cell(7, 3, r->ratio.max);
+    printf("  %s\n", c->baseline);
 }
 
 static void print_result(const struct bench_case *c, int threads, const struct result *r,
-                         const struct result *base, const struct options *o)
+                         const struct options *o)
 {
-    double ratio = base ? r->median / base->median : 0;
-
-    if (o->json) {
-        printf("{\"bench\": \"%s\", \"threads\": %d, \"median_ns\": %.3f, \"min_ns\": %.3f, "
-               "\"max_ns\": %.3f, ",
-               c->name, threads, r->median, r->min, r->max);
-        if (base)
-            printf("\"baseline\": \"%s\", \"ratio\": %.3f}\n", c->baseline, ratio);
-        else
-            printf("\"baseline\": null, \"ratio\": null}\n");
-    } else {
-        printf("%-24s %7d %12llu %10.2f %10.2f %10.2f ", c->name, threads,
-               (unsigned long long)r->iters, r->median, r->min, r->max);
-        if (base)
-            printf("%7.3f  %s\n", ratio, c->baseline);
-        else
-            printf("%7s  %s\n", "-", c->baseline ? c->baseline : "-");
-    }
+    if (o->json)
+        print_json(c, threads, r);
+    else
+        print_row(c, threads, r);
     fflush(stdout);
 }
 
@@ -340,31 +528,44 @@ static bool runs_at(const struct bench_case *c, int threads)
     return threads == 1 || (c->flags & BENCH_CONTENDED);
 }
 
-/* Measure case @i at @threads (index @t), its baseline first. */
+/* The index of @c's baseline if it runs at @threads, else -1. */
+static long baseline_at(const struct bench_case *c, int threads)
+{
+    long b;
+
+    if (!c->baseline)
+        return -1;
+    b = find_case(c->baseline);
+    if (b < 0)
+        bench_fail("%s: unknown baseline '%s'", c->name, c->baseline);
+    return runs_at(cases[b], threads) ? b : -1;
+}
+
+/* Measure case @i at @threads (index @t), its baseline's own figure first. */
 static void ensure(size_t i, int threads, size_t t, size_t nthreads, struct result *results,
                    const struct options *o)
 {
     const struct bench_case *c = cases[i];
     struct result *r = &results[i * nthreads + t];
+    long b = baseline_at(c, threads);
     const struct result *base = NULL;
 
     if (r->done || r->running)
         return;
     r->running = true;
-    if (c->baseline) {
-        long b = find_case(c->baseline);
-
-        if (b < 0)
-            bench_fail("%s: unknown baseline '%s'", c->name, c->baseline);
-        if (runs_at(cases[b], threads)) {
-            ensure((size_t)b, threads, t, nthreads, results, o);
-            base = &results[(size_t)b * nthreads + t];
-            base = base->done ? base : NULL;
-        }
+    if (b >= 0) {
+        ensure((size_t)b, threads, t, nthreads, results, o);
+        base = &results[(size_t)b * nthreads + t];
+        base = base->done ? base : NULL; /* NULL: a cycle of baselines */
     }
-    measure(c, threads, o, r);
+    if (!base)
+        measure_alone(c, threads, o, r);
+    else if (o->unpaired)
+        measure_unpaired(c, base, threads, o, r);
+    else
+        measure_paired(c, cases[b], threads, o, r);
     r->done = true;
-    print_result(c, threads, r, base, o);
+    print_result(c, threads, r, o);
 }
 
 static int list_cases(void)
