@@ -41,6 +41,12 @@
  * unlinks the old node (already non-current). So no instant exists at which
  * both names, or neither, resolve. Under the registry mutex only current
  * nodes are in the name table, which keeps the uniqueness checks simple.
+ * So that a lookup need not read entry->name (often one more cache line)
+ * in the common case, each node has a `trusted` flag, in the line the
+ * lookup reads anyway: a trusted node is current. Rename clears the old
+ * node's flag before the switch and sets the new one's after it; a lookup
+ * that finds an untrusted node falls back to the entry->name check. The
+ * protocol, and that both orders matter, is checked in models/registry.pml.
  *
  * Table sizes. The registry sizes its tables itself; liburcu's automatic
  * resizing is off. That resizing is lazy: it is queued through call_rcu
@@ -147,6 +153,7 @@ struct name_node {
     struct entry *entry;       /* set before publication, then constant */
     moor_object *obj;          /* entry->obj, so a lookup fetches both at once */
     uint16_t len;
+    atomic_bool trusted; /* current, and no rename is moving away from it */
     char name[];
 };
 
@@ -408,12 +415,15 @@ static size_t name_node_size(size_t len)
     return (size + _Alignof(struct entry) - 1) & ~(_Alignof(struct entry) - 1);
 }
 
-static void name_node_init(struct name_node *n, const char *name, size_t len)
+/* @trusted: a member's first node is current from its publication on; a
+ * rename's new node becomes trusted only after the switch. */
+static void name_node_init(struct name_node *n, const char *name, size_t len, bool trusted)
 {
     cds_lfht_node_init(&n->node);
     n->entry = NULL;
     n->obj = NULL;
     n->len = (uint16_t)len;
+    atomic_init(&n->trusted, trusted);
     memcpy(n->name, name, len);
     n->name[len] = '\0';
 }
@@ -427,7 +437,7 @@ static struct name_node *name_node_new(const char *name, size_t len)
     if (!block)
         return NULL;
     n = (struct name_node *)(block + sizeof(struct rcu_head));
-    name_node_init(n, name, len);
+    name_node_init(n, name, len, false);
     return n;
 }
 
@@ -458,7 +468,7 @@ static struct entry *entry_new(const moor_uuid *uuid, const char *name, size_t l
         return NULL;
     n = (struct name_node *)block;
     e = (struct entry *)(block + off);
-    name_node_init(n, name, len);
+    name_node_init(n, name, len, true);
     n->entry = e;
     cds_lfht_node_init(&e->uuid_node);
     cds_lfht_node_init(&e->obj_node);
@@ -560,6 +570,10 @@ static struct entry *lookup_name_rcu(moor_registry *reg, const char *name, size_
         return NULL;
     n = caa_container_of(node, struct name_node, node);
     *via = n;
+    /* acquire: pairs with the release store after rename's switch; a
+     * trusted node is current (models/registry.pml). */
+    if (atomic_load_explicit(&n->trusted, memory_order_acquire))
+        return n->entry;
     /* acquire: pairs with the release store of rename; a node that is no
      * longer current is an old name, which no longer resolves. */
     if (atomic_load_explicit(&n->entry->name, memory_order_acquire) != n)
@@ -902,9 +916,15 @@ static int rename_locked(moor_registry *reg, void *obj, struct name_node *n, str
     n->obj = e->obj;
     tsan_publish(n);
     cds_lfht_add(reg->by_name, hash_name(reg->seed, n->name, n->len), &n->node);
+    /* relaxed: the release store of the switch below orders it before the
+     * switch, so whoever has seen the switch sees the old node untrusted. */
+    atomic_store_explicit(&cur->trusted, false, memory_order_relaxed);
     /* release: the switch-over instant; pairs with the acquire load in
      * lookup_name_rcu(). */
     atomic_store_explicit(&e->name, n, memory_order_release);
+    /* release: a lookup that trusts the new node has seen the switch (and
+     * the old node's flag cleared before it). */
+    atomic_store_explicit(&n->trusted, true, memory_order_release);
     cds_lfht_del(reg->by_name, &cur->node);
     *old = cur == e->first ? NULL : cur;
     return 1;
