@@ -367,6 +367,20 @@ static struct fair_state *fair_setup(const struct scheme *scheme, void *impl)
 
 /* Before each run: start the stream; return once two QUERY jobs are held,
  * so that the run's first trial does not wait for the threads to start. */
+/* Until the stream holds at least two QUERY jobs; a stream that never
+ * gets there within 10 s is broken, and the bench says so. */
+static void wait_holding(struct fair_state *f)
+{
+    uint64_t deadline = mono_ns() + UINT64_C(10000000000);
+
+    /* seq_cst, as every access to the stream's flags; only a count is read. */
+    while (atomic_load(&f->holding) < 2) {
+        if (mono_ns() > deadline)
+            bench_fail("%s: the QUERY stream never held two jobs", f->scheme->name);
+        sched_yield();
+    }
+}
+
 static void fair_begin_run(void *state)
 {
     struct fair_state *f = state;
@@ -376,8 +390,7 @@ static void fair_begin_run(void *state)
     for (int i = 0; i < QUERY_THREADS; i++)
         if (pthread_create(&f->stream[i], NULL, stream_main, f))
             bench_fail("pthread_create failed");
-    while (atomic_load(&f->holding) < 2)
-        sched_yield();
+    wait_holding(f);
 }
 
 /* After each run: stop the stream, so that it does not compete with the
@@ -429,8 +442,7 @@ static void fair_trial(struct fair_state *f)
 {
     uint64_t t0, wait;
 
-    while (atomic_load(&f->holding) < 2)
-        sched_yield();
+    wait_holding(f);
     t0 = mono_ns();
     if (!f->scheme->excl_begin(f->impl, TRIAL_CAP_MS)) {
         f->starved++;

@@ -106,6 +106,12 @@ void bench_register(const struct bench_case *cases, size_t n)
 {
     if (ngroups == MAX_GROUPS)
         bench_fail("too many bench files; raise MAX_GROUPS");
+    /* Case tables leave the optional hooks out positionally (the bench is
+     * built without -Wmissing-field-initializers), so a row that also
+     * lost a required field would compile: refuse it here. */
+    for (size_t i = 0; i < n; i++)
+        if (!cases[i].name || !cases[i].loop)
+            bench_fail("case %zu of a bench file has no %s", i, cases[i].name ? "loop" : "name");
     groups[ngroups].cases = cases;
     groups[ngroups].n = n;
     ngroups++;
@@ -441,7 +447,7 @@ static void print_header(const struct options *o)
 /* A number, or null for NAN. */
 static void print_json_number(const char *key, double v, const char *sep)
 {
-    if (isnan(v))
+    if (!isfinite(v))
         printf("\"%s\": null%s", key, sep);
     else
         printf("\"%s\": %.3f%s", key, v, sep);
@@ -468,7 +474,7 @@ static void print_json(const struct bench_case *c, int threads, const struct res
 /* A table cell: " " and the number, or "-" for NAN. */
 static void print_cell(int width, int precision, double v)
 {
-    if (isnan(v))
+    if (!isfinite(v))
         printf(" %*s", width, "-");
     else
         printf(" %*.*f", width, precision, v);

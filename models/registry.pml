@@ -38,7 +38,8 @@
  * two lookups of X and Y cannot both succeed, or both fail, unless the
  * name changed while they ran.
  *
- * Memory ordering. Spin explores sequentially consistent interleavings;
+ * Memory ordering. Spin explores sequentially consistent interleavings
+ * only, so the model checks the order of the steps, not the C11 orders;
  * the C code gets the orders the model relies on as follows. Step 2 is
  * ordered before the switch by the switch's release store; a reader that
  * saw the switch (cur == m, or m trusted, which step 4's release store
@@ -54,7 +55,10 @@
  *                       new name succeeds before the old one stops;
  *   BROKEN_NO_CHECK     a lookup accepts any node it finds (no state byte,
  *                       no entry->name): an old node still linked after
- *                       the switch resolves the old name.
+ *                       the switch resolves the old name;
+ *   BROKEN_NO_FALLBACK  a lookup rejects every untrusted node instead of
+ *                       reading entry->name: during a rename neither name
+ *                       resolves (this one trips the other assertion).
  */
 
 #ifndef ROUNDS
@@ -162,6 +166,8 @@ proctype reader(byte id; byte k)
         :: p == NONE -> found = false
 #ifdef BROKEN_NO_CHECK
         :: p != NONE -> found = true
+#elif defined(BROKEN_NO_FALLBACK)
+        :: p != NONE -> found = trusted[p]
 #else
         :: p != NONE && trusted[p] -> found = true
         :: p != NONE && !trusted[p] -> found = (cur == p)
