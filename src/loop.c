@@ -88,6 +88,7 @@
 #include <moor/vlist.h>
 
 #include "debug-internal.h"
+#include "object-internal.h"
 
 #define LOOP_MAGIC    0x6c6f6f70u /* "loop" */
 #define LOOP_DEAD     0x64656164u /* "dead" */
@@ -209,17 +210,16 @@ static struct timespec ns_to_timespec(int64_t ns)
     return ts;
 }
 
-static _Atomic(const moor_class *) loop_klass;
+static void loop_dispose(void *obj);
+static struct moor__lazy_class loop_klass =
+    MOOR__LAZY_CLASS_INIT("moor_loop", sizeof(moor_loop), loop_dispose);
 
 /* A live loop: a moor object of class moor_loop (its header checked first,
  * so any moor object can be asked) that is not being disposed. */
 static bool loop_valid(const moor_loop *loop)
 {
-    /* relaxed: a loop exists only after the class was published to its
-     * creator, and a caller got the pointer from that thread. */
     return loop && loop->parent.magic == MOOR__OBJECT_MAGIC &&
-           loop->parent.klass == atomic_load_explicit(&loop_klass, memory_order_relaxed) &&
-           loop->magic == LOOP_MAGIC;
+           loop->parent.klass == moor__lazy_class_peek(&loop_klass) && loop->magic == LOOP_MAGIC;
 }
 
 /* -EINVAL for a NULL or non-loop pointer; a non-loop is also reported. */
@@ -240,31 +240,6 @@ static void kick(moor_loop *loop)
     /* EAGAIN only if the counter is near 2^64: it is then readable anyway. */
     while (write(loop->evfd, &one, sizeof(one)) < 0 && errno == EINTR)
         ;
-}
-
-/* ---- the class --------------------------------------------------------- */
-
-static void loop_dispose(void *obj);
-
-static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
-
-static const moor_class *loop_class(moor_error *err)
-{
-    /* acquire: pairs with the release below; the class is then complete. */
-    const moor_class *k = atomic_load_explicit(&loop_klass, memory_order_acquire);
-
-    if (k)
-        return k;
-    pthread_mutex_lock(&class_lock);
-    /* relaxed: class_lock orders the writers. */
-    k = atomic_load_explicit(&loop_klass, memory_order_relaxed);
-    if (!k) {
-        k = moor_class_new("moor_loop", moor_object_class(), sizeof(moor_loop), loop_dispose, err);
-        /* release: publishes the class to lock-free readers above. */
-        atomic_store_explicit(&loop_klass, k, memory_order_release);
-    }
-    pthread_mutex_unlock(&class_lock);
-    return k;
 }
 
 /* ---- handlers: memory and the id table ---------------------------------- */
@@ -1333,7 +1308,7 @@ static bool cond_init_monotonic(pthread_cond_t *c)
 
 moor_loop *moor_loop_new(moor_error *err)
 {
-    const moor_class *klass = loop_class(err);
+    const moor_class *klass = moor__lazy_class_get(&loop_klass, err);
     moor_loop *loop;
 
     if (!klass)

@@ -103,6 +103,7 @@
 
 #include "debug-internal.h"
 #include "monitor-internal.h"
+#include "object-internal.h"
 
 #ifdef MOOR_TSAN
 #include <sanitizer/tsan_interface.h>
@@ -214,35 +215,13 @@ struct moor_monitor {
 /* ---- class -------------------------------------------------------------- */
 
 static void monitor_dispose(void *obj);
-
-static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
-static _Atomic(const moor_class *) monitor_klass;
-
-static const moor_class *monitor_class(moor_error *err)
-{
-    /* acquire: pairs with the release below; the class is then complete. */
-    const moor_class *k = atomic_load_explicit(&monitor_klass, memory_order_acquire);
-
-    if (k)
-        return k;
-    pthread_mutex_lock(&class_lock);
-    /* relaxed: class_lock orders the writers. */
-    k = atomic_load_explicit(&monitor_klass, memory_order_relaxed);
-    if (!k) {
-        k = moor_class_new("moor_monitor", moor_object_class(), sizeof(moor_monitor),
-                           monitor_dispose, err);
-        /* release: publishes the class to the lock-free readers above. */
-        atomic_store_explicit(&monitor_klass, k, memory_order_release);
-    }
-    pthread_mutex_unlock(&class_lock);
-    return k;
-}
+static struct moor__lazy_class monitor_klass =
+    MOOR__LAZY_CLASS_INIT("moor_monitor", sizeof(moor_monitor), monitor_dispose);
 
 /* Whether @mon is a live monitor (a question, no report). */
 static bool is_monitor(const void *mon)
 {
-    /* acquire: as in monitor_class(). */
-    const moor_class *k = atomic_load_explicit(&monitor_klass, memory_order_acquire);
+    const moor_class *k = moor__lazy_class_peek(&monitor_klass);
 
     return mon && k && moor_is_a(mon, k);
 }
@@ -954,7 +933,7 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
 
     if (check_new_args(loop, fd, codec, owner, options, err) < 0 || check_socket(fd, err) < 0)
         return NULL;
-    if (!(klass = monitor_class(err)))
+    if (!(klass = moor__lazy_class_get(&monitor_klass, err)))
         return NULL;
     if (!(mon = moor_object_new(klass))) {
         moor_error_set(err, -ENOMEM, "moor_monitor_new: out of memory");

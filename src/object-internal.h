@@ -6,6 +6,10 @@
 #ifndef MOOR_OBJECT_INTERNAL_H
 #define MOOR_OBJECT_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <moor/error.h>
 #include <moor/object.h>
 
 /* Report every class with live objects through the misuse hook (used at
@@ -20,5 +24,35 @@ pthread_mutex_t *moor__lockable_mutex(void *obj);
  * behind moor_lock's back: call _release before and _reacquire after. */
 void moor__lockable_owner_release(void *obj);
 void moor__lockable_owner_reacquire(void *obj);
+
+/* A class of moor's own (loop, monitor, registry): created by whichever
+ * thread first needs it, then read without a lock. One static instance per
+ * class, initialised with MOOR__LAZY_CLASS_INIT. */
+struct moor__lazy_class {
+    _Atomic(const moor_class *) klass;
+    pthread_mutex_t lock; /* leaf: serialises the creation */
+    const char *name;
+    size_t size;
+    moor_dispose_fn dispose;
+};
+
+#define MOOR__LAZY_CLASS_INIT(name, size, dispose)                                                 \
+    {                                                                                              \
+        NULL, PTHREAD_MUTEX_INITIALIZER, (name), (size), (dispose)                                 \
+    }
+
+/* The class, created (parent moor_object_class()) on the first call. NULL
+ * with @err set if that failed (out of memory); a later call tries again.
+ * Takes @lc's leaf mutex only until the class exists. */
+const moor_class *moor__lazy_class_get(struct moor__lazy_class *lc, moor_error *err);
+
+/* The class if it was created, else NULL: for telling whether an object
+ * is of this class. */
+static inline const moor_class *moor__lazy_class_peek(struct moor__lazy_class *lc)
+{
+    /* relaxed: the pointer is only compared with an object's class, which
+     * that object's creator published; it is not dereferenced here. */
+    return atomic_load_explicit(&lc->klass, memory_order_relaxed);
+}
 
 #endif /* MOOR_OBJECT_INTERNAL_H */

@@ -625,6 +625,25 @@ void moor__lockable_owner_reacquire(void *obj)
     set_owner(obj, moor__thread_id());
 }
 
+const moor_class *moor__lazy_class_get(struct moor__lazy_class *lc, moor_error *err)
+{
+    /* acquire: pairs with the release below; the class is then complete. */
+    const moor_class *k = atomic_load_explicit(&lc->klass, memory_order_acquire);
+
+    if (k)
+        return k;
+    pthread_mutex_lock(&lc->lock);
+    /* relaxed: lc->lock orders the writers. */
+    k = atomic_load_explicit(&lc->klass, memory_order_relaxed);
+    if (!k) {
+        k = moor_class_new(lc->name, moor_object_class(), lc->size, lc->dispose, err);
+        /* release: publishes the class to the lock-free readers above. */
+        atomic_store_explicit(&lc->klass, k, memory_order_release);
+    }
+    pthread_mutex_unlock(&lc->lock);
+    return k;
+}
+
 /* ---- census ---------------------------------------------------------- */
 
 size_t moor_census(moor_census_entry *out, size_t cap)

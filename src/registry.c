@@ -120,6 +120,7 @@
 #include <moor/registry.h>
 
 #include "debug-internal.h"
+#include "object-internal.h"
 
 #ifdef MOOR_TSAN
 #include <sanitizer/tsan_interface.h>
@@ -381,28 +382,8 @@ static const char *class_of(const void *obj)
 
 static void registry_dispose(void *obj);
 
-static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
-static _Atomic(const moor_class *) registry_klass;
-
-static const moor_class *registry_class(moor_error *err)
-{
-    /* acquire: pairs with the release below; the class is then complete. */
-    const moor_class *k = atomic_load_explicit(&registry_klass, memory_order_acquire);
-
-    if (k)
-        return k;
-    pthread_mutex_lock(&class_lock);
-    /* relaxed: class_lock orders the writers. */
-    k = atomic_load_explicit(&registry_klass, memory_order_relaxed);
-    if (!k) {
-        k = moor_class_new("moor_registry", moor_object_class(), sizeof(moor_registry),
-                           registry_dispose, err);
-        /* release: publishes the class to lock-free readers above. */
-        atomic_store_explicit(&registry_klass, k, memory_order_release);
-    }
-    pthread_mutex_unlock(&class_lock);
-    return k;
-}
+static struct moor__lazy_class registry_klass =
+    MOOR__LAZY_CLASS_INIT("moor_registry", sizeof(moor_registry), registry_dispose);
 
 /* ---- entries and name nodes ------------------------------------------- */
 
@@ -719,7 +700,7 @@ static void fit_tables(moor_registry *reg)
 
 moor_registry *moor_registry_new(moor_error *err)
 {
-    const moor_class *klass = registry_class(err);
+    const moor_class *klass = moor__lazy_class_get(&registry_klass, err);
     moor_registry *reg;
 
     if (!klass)
