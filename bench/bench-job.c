@@ -365,8 +365,6 @@ static struct fair_state *fair_setup(const struct scheme *scheme, void *impl)
     return f;
 }
 
-/* Before each run: start the stream; return once two QUERY jobs are held,
- * so that the run's first trial does not wait for the threads to start. */
 /* Until the stream holds at least two QUERY jobs; a stream that never
  * gets there within 10 s is broken, and the bench says so. */
 static void wait_holding(struct fair_state *f)
@@ -381,6 +379,8 @@ static void wait_holding(struct fair_state *f)
     }
 }
 
+/* Before each run: start the stream; return once two QUERY jobs are held,
+ * so that the run's first trial does not wait for the threads to start. */
 static void fair_begin_run(void *state)
 {
     struct fair_state *f = state;

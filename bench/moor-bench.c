@@ -444,7 +444,7 @@ static void print_header(const struct options *o)
            "median_ns", "min_ns", "max_ns", "base_ns", "ratio", "r_min", "r_max", "baseline");
 }
 
-/* A number, or null for NAN. */
+/* A number, or null if it is not finite (NAN: no such figure). */
 static void print_json_number(const char *key, double v, const char *sep)
 {
     if (!isfinite(v))
@@ -471,7 +471,7 @@ static void print_json(const struct bench_case *c, int threads, const struct res
     print_json_number("ratio_max", r->ratio.max, "}\n");
 }
 
-/* A table cell: " " and the number, or "-" for NAN. */
+/* A table cell: " " and the number, or "-" if it is not finite. */
 static void print_cell(int width, int precision, double v)
 {
     if (!isfinite(v))
