@@ -11,7 +11,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Benchmark baselines only: glib. Apps: json-c, QEMU.
 DEB_PACKAGES = meson ninja-build pkg-config gcc clang libclang-rt-dev \
 	liburcu-dev libcmocka-dev libjson-c-dev libglib2.0-dev \
-	valgrind spin clang-format
+	valgrind spin clang-format \
+	libmicrohttpd-dev libcurl4-openssl-dev qemu-system-x86 qemu-utils
 
 .PHONY: all deps build check bench callgrind ci format clean
 

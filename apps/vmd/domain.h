@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * domain.h - domains and the operations the API calls on them.
+ *
+ * This is the one interface between the HTTP side (http.c, pool.c, api.c)
+ * and the side that manages QEMU (domain.c, config.c, qmp.c, process.c,
+ * store.c). The API side parses and validates a request into the typed
+ * arguments below and calls exactly one vmd_domain_* operation from a
+ * worker thread; it never sees a domain's fields or QEMU.
+ *
+ * Every operation:
+ *   - runs on a worker thread (never the loop thread) with no lock held;
+ *   - follows the seeds' pattern inside: lookup (owned reference) -> lock ->
+ *     job begin -> unlock around QMP calls (moor_monitor_enter/exit) ->
+ *     re-check -> job end -> moor_end_api;
+ *   - blocks at most: job wait (opt.job_timeout_ms) + one QMP deadline
+ *     (opt.qmp_timeout_ms) per QMP call it makes, documented per op;
+ *   - returns 0 and sets *@out to a new JSON object (the response body; the
+ *     caller puts it), or a negative errno with @err's message naming the
+ *     domain, the operation and, for a wait, the holder. *@out is untouched
+ *     on failure.
+ *
+ * Error codes and the HTTP status the API maps them to (api.c has the one
+ * table; docs/vmd.md and docs/api/moor-vmd.yaml list them):
+ *   -EINVAL     400  bad argument (a config field, a QMP command name)
+ *   -ENOENT     404  no such domain (also: removed while we waited, -ESRCH)
+ *   -EEXIST     409  name or uuid already defined
+ *   -EBUSY      409  the domain is busy: a job did not come in time (names
+ *                    the holder), or it is in the wrong state for this op
+ *                    ("domain vm1 is running: undefine needs it shut off")
+ *   -ENOTCONN   409  the domain is not running (no QEMU to talk to)
+ *   -EAGAIN     503  too many requests queued (the pool's refusal)
+ *   -ETIMEDOUT  504  QEMU did not answer in time, or its monitor is marked
+ *                    unresponsive ("QEMU has not answered query-status for 12 s")
+ *   -EREMOTEIO  502  QEMU refused the command (its QMP error text)
+ *   -EPIPE      502  QEMU went away during the call
+ *   -EMSGSIZE   413  body too large (the HTTP layer's)
+ *   -EPERM      403  peer uid refused (the HTTP layer's)
+ *   anything else 500.
+ */
+#ifndef MOOR_VMD_DOMAIN_H
+#define MOOR_VMD_DOMAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <moor/error.h>
+#include <moor/registry.h>
+
+#include "vmd.h"
+
+struct json_object;
+
+/* A domain: a lockable moor object in vmd->domains. Opaque outside domain.c. */
+typedef struct vmd_domain vmd_domain;
+
+enum vmd_machine { VMD_MACHINE_PC = 0, VMD_MACHINE_Q35, VMD_MACHINE_NONE };
+enum vmd_accel { VMD_ACCEL_AUTO = 0, VMD_ACCEL_KVM, VMD_ACCEL_TCG };
+
+#define VMD_EXTRA_ARGS_MAX 64
+
+/* A validated domain config (the body of POST /v1/domains, and the file
+ * <state_dir>/domains/<uuid>.json). Owns its strings. */
+struct vmd_domain_config {
+    char name[VMD_NAME_MAX + 1];
+    moor_uuid uuid;
+    uint64_t memory_mib; /* 1..1048576; default 128 */
+    unsigned vcpus;      /* 1..64; default 1 */
+    enum vmd_machine machine; /* default pc */
+    char *emulator;      /* absolute path or a name looked up on PATH; default qemu-system-x86_64 */
+    enum vmd_accel accel; /* auto: kvm if /dev/kvm is usable, else tcg */
+    char **extra_args;   /* NULL or n_extra_args strings: appended to QEMU's argv (unsafe) */
+    unsigned n_extra_args;
+};
+
+/*
+ * vmd_config_parse - a config from JSON: every field checked, unknown
+ * fields refused, defaults filled, a uuid generated if absent (config.c).
+ * Ownership: *@out is the caller's (vmd_config_clear); untouched on failure.
+ * Returns 0; -EINVAL naming the field and why; -ENOMEM.
+ */
+int vmd_config_parse(struct json_object *json, struct vmd_domain_config *out, moor_error *err);
+
+/* vmd_config_to_json - the config as JSON (new object). NULL on -ENOMEM. */
+struct json_object *vmd_config_to_json(const struct vmd_domain_config *cfg);
+
+/* vmd_config_clear - free what @cfg owns and zero it. NULL-safe. */
+void vmd_config_clear(struct vmd_domain_config *cfg);
+
+/* ---- the daemon's domains ------------------------------------------------ */
+
+/*
+ * vmd_domains_load - at start-up: load every config from the state dir and,
+ * for each status file in the runtime dir, reconnect to the QEMU still
+ * running (or clean up after one that is gone). Runs after vmd->loop,
+ * vmd->domains and vmd->events exist and the loop thread runs.
+ * Blocks: up to one QMP deadline per running domain (reconnects run in parallel).
+ * Returns 0, or a negative errno when the state dir cannot be read.
+ */
+int vmd_domains_load(struct vmd *vmd, moor_error *err);
+
+/*
+ * vmd_domains_shutdown - at daemon exit: close every monitor and drop every
+ * domain from the registry; QEMU processes keep running (their status files
+ * stay, so the next daemon reconnects). Waits for no job: callers were
+ * already drained by the pool.
+ */
+void vmd_domains_shutdown(struct vmd *vmd);
+
+/*
+ * vmd_domain_lookup - a domain by name or by canonical uuid text.
+ * Lock-free (registry). Ownership: a new reference (moor_unref), or NULL.
+ * Context: any thread, the loop thread included (never blocks).
+ */
+vmd_domain *vmd_domain_lookup(struct vmd *vmd, const char *name_or_uuid);
+
+/* vmd_domain_uuid / vmd_domain_name - for the pool's lanes and log lines.
+ * Borrowed while the caller holds a reference; the name may change only by
+ * undefine+define (never in place), so it is stable for a reference. */
+const moor_uuid *vmd_domain_uuid(vmd_domain *dom);
+const char *vmd_domain_name(vmd_domain *dom);
+
+/* ---- operations (one per route; see docs/vmd.md for each) ---------------- */
+
+/* GET /v1/domains: {"domains": [<summary>...]} sorted by name. No job. */
+int vmd_domain_list(struct vmd *vmd, struct json_object **out, moor_error *err);
+
+/* POST /v1/domains: define. Consumes *@cfg (cleared on return, success or not).
+ * Writes the config file atomically before the domain becomes visible.
+ * -EEXIST naming the key that clashed. 201 with the domain's info. */
+int vmd_domain_define(struct vmd *vmd, struct vmd_domain_config *cfg, struct json_object **out,
+                      moor_error *err);
+
+/* GET /v1/domains/{id}: info (config, state, reason, pid, tainted,
+ * monitor responsiveness, current job). Mutex only, no job, no QEMU. */
+int vmd_domain_info(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
+                    moor_error *err);
+
+/* DELETE /v1/domains/{id}: undefine; -EBUSY unless shut off. MODIFY job. */
+int vmd_domain_undefine(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
+                        moor_error *err);
+
+/* GET /v1/domains/{id}/state: {"state","reason","tainted","monitor"}.
+ * Mutex only: never a job, never QEMU, so it answers during any job. */
+int vmd_domain_state(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
+                     moor_error *err);
+
+/* GET /v1/domains/{id}/stats: QUERY job; asks QEMU (query-status,
+ * query-cpus-fast, query-blockstats). */
+int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
+                     moor_error *err);
+
+/* POST /v1/domains/{id}/start {"paused": bool}: MODIFY job; spawns QEMU,
+ * connects QMP, `cont` unless paused. */
+int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_object **out,
+                     moor_error *err);
+
+/* POST /v1/domains/{id}/shutdown {"timeout_ms": N} (0: opt.shutdown_ms):
+ * MODIFY job; system_powerdown, then waits for QEMU to exit up to the
+ * timeout; -ETIMEDOUT ("still running after N s") if it does not. */
+int vmd_domain_shutdown(struct vmd *vmd, vmd_domain *dom, unsigned timeout_ms,
+                        struct json_object **out, moor_error *err);
+
+/* POST /v1/domains/{id}/destroy: DESTROY job (jumps the queue, allowed
+ * beside any job); SIGTERM, SIGKILL after opt.destroy_grace_ms, at once if
+ * the monitor is unresponsive or the process stopped. Never waits for QMP. */
+int vmd_domain_destroy(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
+                       moor_error *err);
+
+/* POST /v1/domains/{id}/{suspend,resume,reset}: MODIFY job; stop / cont /
+ * system_reset. */
+int vmd_domain_suspend(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
+                       moor_error *err);
+int vmd_domain_resume(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
+                      moor_error *err);
+int vmd_domain_reset(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
+                     moor_error *err);
+
+/* POST /v1/domains/{id}/qmp {"execute": "...", "arguments": {...}}: MODIFY
+ * job; raw pass-through; marks the domain tainted. Takes a reference to
+ * @arguments (may be NULL). {"return": ...} on success; a QMP error is
+ * -EREMOTEIO with QEMU's class and text. */
+int vmd_domain_qmp(struct vmd *vmd, vmd_domain *dom, const char *execute,
+                   struct json_object *arguments, struct json_object **out, moor_error *err);
+
+/* GET /v1/debug, the domains' part: adds "census" (live objects per class),
+ * "jobs" (each held or waited: domain, kind, api, thread, age_ms) and
+ * "monitors" (each domain's pending QMP calls: command, age_ms, deadline_ms,
+ * responsive) to @into. Never blocks on a job. */
+int vmd_domains_debug(struct vmd *vmd, struct json_object *into, moor_error *err);
+
+#endif /* MOOR_VMD_DOMAIN_H */
