@@ -64,12 +64,12 @@ enum vmd_accel { VMD_ACCEL_AUTO = 0, VMD_ACCEL_KVM, VMD_ACCEL_TCG };
 struct vmd_domain_config {
     char name[VMD_NAME_MAX + 1];
     moor_uuid uuid;
-    uint64_t memory_mib; /* 1..1048576; default 128 */
-    unsigned vcpus;      /* 1..64; default 1 */
+    uint64_t memory_mib;      /* 1..1048576; default 128 */
+    unsigned vcpus;           /* 1..64; default 1 */
     enum vmd_machine machine; /* default pc */
-    char *emulator;      /* absolute path or a name looked up on PATH; default qemu-system-x86_64 */
+    char *emulator; /* absolute path or a name looked up on PATH; default qemu-system-x86_64 */
     enum vmd_accel accel; /* auto: kvm if /dev/kvm is usable, else tcg */
-    char **extra_args;   /* NULL or n_extra_args strings: appended to QEMU's argv (unsafe) */
+    char **extra_args;    /* NULL or n_extra_args strings: appended to QEMU's argv (unsafe) */
     unsigned n_extra_args;
 };
 
@@ -133,8 +133,7 @@ int vmd_domain_define(struct vmd *vmd, struct vmd_domain_config *cfg, struct jso
 
 /* GET /v1/domains/{id}: info (config, state, reason, pid, tainted,
  * monitor responsiveness, current job). Mutex only, no job, no QEMU. */
-int vmd_domain_info(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
-                    moor_error *err);
+int vmd_domain_info(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
 
 /* DELETE /v1/domains/{id}: undefine; -EBUSY unless shut off. MODIFY job. */
 int vmd_domain_undefine(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
@@ -142,13 +141,11 @@ int vmd_domain_undefine(struct vmd *vmd, vmd_domain *dom, struct json_object **o
 
 /* GET /v1/domains/{id}/state: {"state","reason","tainted","monitor"}.
  * Mutex only: never a job, never QEMU, so it answers during any job. */
-int vmd_domain_state(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
-                     moor_error *err);
+int vmd_domain_state(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
 
 /* GET /v1/domains/{id}/stats: QUERY job; asks QEMU (query-status,
  * query-cpus-fast, query-blockstats). */
-int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
-                     moor_error *err);
+int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
 
 /* POST /v1/domains/{id}/start {"paused": bool}: MODIFY job; spawns QEMU,
  * connects QMP, `cont` unless paused. */
@@ -164,17 +161,13 @@ int vmd_domain_shutdown(struct vmd *vmd, vmd_domain *dom, unsigned timeout_ms,
 /* POST /v1/domains/{id}/destroy: DESTROY job (jumps the queue, allowed
  * beside any job); SIGTERM, SIGKILL after opt.destroy_grace_ms, at once if
  * the monitor is unresponsive or the process stopped. Never waits for QMP. */
-int vmd_domain_destroy(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
-                       moor_error *err);
+int vmd_domain_destroy(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
 
 /* POST /v1/domains/{id}/{suspend,resume,reset}: MODIFY job; stop / cont /
  * system_reset. */
-int vmd_domain_suspend(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
-                       moor_error *err);
-int vmd_domain_resume(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
-                      moor_error *err);
-int vmd_domain_reset(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
-                     moor_error *err);
+int vmd_domain_suspend(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
+int vmd_domain_resume(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
+int vmd_domain_reset(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
 
 /* POST /v1/domains/{id}/qmp {"execute": "...", "arguments": {...}}: MODIFY
  * job; raw pass-through; marks the domain tainted. Takes a reference to

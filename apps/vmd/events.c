@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,11 +25,11 @@ struct subscriber {
 
 struct vmd_events {
     pthread_mutex_t lock;
-    char **ring;       /* capacity lines, NULL until written */
+    char **ring; /* capacity lines, NULL until written */
     size_t *lens;
     size_t capacity;
-    uint64_t next;     /* sequence number of the next line */
-    uint64_t lost;     /* lines dropped for lack of memory */
+    uint64_t next; /* sequence number of the next line */
+    uint64_t lost; /* lines dropped for lack of memory */
     struct subscriber subs[VMD_EVENTS_MAX_SUBSCRIBERS];
 };
 
@@ -94,7 +95,7 @@ static char *format_line(uint64_t seq, const char *type, const char *domain,
     if (data && json_object_is_type(data, json_type_object)) {
         json_object_object_foreach(data, key, val)
         {
-            if (!json_object_object_get_ex(line, key))
+            if (!json_object_object_get_ex(line, key, NULL))
                 json_object_object_add(line, key, json_object_get(val));
         }
     }

@@ -28,7 +28,7 @@
 #include <moor/loop.h>
 #include <moor/registry.h>
 
-#define VMD_VERSION "0.1.0"
+#define VMD_VERSION     "0.1.0"
 #define VMD_API_VERSION "v1"
 
 /* Defaults of the daemon's flags (documented in moor-vmd --help and docs/vmd.md). */
@@ -49,11 +49,11 @@ enum vmd_log_format {
 /* The daemon's options: flags, with the defaults above filled in by main.c.
  * Strings are owned by the struct (freed by vmd_options_clear in main.c). */
 struct vmd_options {
-    char *state_dir;   /* configs: <state_dir>/domains/<uuid>.json */
-    char *runtime_dir; /* status files, QMP sockets, pid files */
-    char *log_dir;     /* QEMU logs: <log_dir>/<name>.log (default <state_dir>/log) */
-    char *socket_path; /* default <runtime_dir>/moor-vmd.sock */
-    char *runas;       /* NULL, or the user QEMU runs as (-runas) */
+    char *state_dir;           /* configs: <state_dir>/domains/<uuid>.json */
+    char *runtime_dir;         /* status files, QMP sockets, pid files */
+    char *log_dir;             /* QEMU logs: <log_dir>/<name>.log (default <state_dir>/log) */
+    char *socket_path;         /* default <runtime_dir>/moor-vmd.sock */
+    char *runas;               /* NULL, or the user QEMU runs as (-runas) */
     unsigned workers;          /* worker threads (default VMD_DEFAULT_WORKERS) */
     unsigned domain_workers;   /* most workers busy on one domain (0: workers / 4, at least 1) */
     unsigned queue_max;        /* requests queued per domain beyond that (0: 4 * workers) */
