@@ -567,11 +567,16 @@ void moor_unlock(void *obj)
         return;
     owner = owner_of(l);
     if (owner != moor__thread_id()) {
-        moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
-                          "moor_unlock of object %p (class '%s') by thread %d, but %s %d; "
-                          "left locked",
-                          obj, l->parent.klass->name, moor__thread_id(),
-                          owner ? "it is held by thread" : "it is not locked", owner);
+        if (owner)
+            moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
+                              "moor_unlock of object %p (class '%s') by thread %d, but it is "
+                              "held by thread %d; left locked",
+                              obj, l->parent.klass->name, moor__thread_id(), owner);
+        else
+            moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
+                              "moor_unlock of object %p (class '%s') by thread %d, but it is "
+                              "not locked; nothing done",
+                              obj, l->parent.klass->name, moor__thread_id());
         return;
     }
     set_owner(l, 0);
@@ -591,11 +596,19 @@ void moor_assert_locked(const void *obj)
 {
     moor_lockable *l = lockable_of(obj, "moor_assert_locked");
 
-    if (l && owner_of(l) != moor__thread_id())
+    int owner;
+
+    if (!l || (owner = owner_of(l)) == moor__thread_id())
+        return;
+    if (owner)
         moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
-                          "object %p (class '%s') must be locked by thread %d, but is %s %d", obj,
-                          l->parent.klass->name, moor__thread_id(),
-                          owner_of(l) ? "held by thread" : "unlocked", owner_of(l));
+                          "object %p (class '%s') must be locked by thread %d, but is held by "
+                          "thread %d",
+                          obj, l->parent.klass->name, moor__thread_id(), owner);
+    else
+        moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
+                          "object %p (class '%s') must be locked by thread %d, but is not locked",
+                          obj, l->parent.klass->name, moor__thread_id());
 }
 
 void moor__end_api(void *obj)
