@@ -143,7 +143,7 @@ struct pending {
     uint64_t id;
     sem_t sem;
     bool done;
-    int rc;                             /* 0, -EPIPE or the peer's status */
+    int rc;                             /* 0, -EPIPE or -EREMOTEIO (refused) */
     void *payload;                      /* rc == 0: the reply's payload */
     char text[MOOR_ERROR_MESSAGE_SIZE]; /* rc < 0: why */
 };
@@ -622,8 +622,11 @@ static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
     if (!p) {
         mon->stats.stray++;
     } else if (msg->status < 0) {
+        /* A refusal is always -EREMOTEIO to the caller, whatever code the
+         * codec chose: the channel's own failures (-EPIPE, -ETIMEDOUT...)
+         * must stay distinguishable from the peer saying no. */
         mon->stats.replies++;
-        pending_complete_locked(mon, p, msg->status, NULL,
+        pending_complete_locked(mon, p, -EREMOTEIO, NULL,
                                 msg->error ? msg->error : strerror(-msg->status));
     } else {
         mon->stats.replies++;
@@ -1161,7 +1164,7 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
     rc = queue_and_wait(mon, &p, o, &deadline);
     sem_destroy(&p.sem);
 
-    if (rc == -ENOBUFS) /* checked before p.rc: the peer's status could be any code */
+    if (rc == -ENOBUFS) /* not queued: p.rc was never set */
         return moor_error_set(err, rc, "monitor '%s': '%s' not queued: %s", mon->name, what,
                               p.text);
     if (rc == -ETIMEDOUT)
