@@ -408,6 +408,12 @@ int moor_job_init(moor_job *job, void *obj, const char *label)
     if (!job || !moor__lockable_mutex(obj))
         return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_init",
                       "needs a job and a lockable object (got %p, %p)", (void *)job, obj);
+    if (!moor__object_contains(obj, job, sizeof(*job)))
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_init",
+                      "job %p is not inside object %p (class '%s'): a job is embedded in "
+                      "the object it guards",
+                      (void *)job, obj, moor_class_name(moor_object_get_class(obj)));
+    moor__lockable_embed(obj, +1);
     memset(job, 0, sizeof(*job));
     job->obj = obj;
     job->holders = job->inline_holders;
@@ -428,6 +434,10 @@ void moor_job_destroy(moor_job *job)
     if (job->holders != job->inline_holders)
         moor__free(job->holders);
     job->holders = job->inline_holders;
+    /* Only a job inside its object was counted by init (a copy elsewhere,
+     * which the header forbids anyway, was not). */
+    if (moor__object_contains(job->obj, job, sizeof(*job)))
+        moor__lockable_embed(job->obj, -1);
     job->obj = NULL;
 }
 

@@ -451,6 +451,48 @@ static void weak_detach_all(moor_object *o)
 
 /* ---- last unref ------------------------------------------------------ */
 
+/* acquire/release: the hook is a function pointer published once; nothing
+ * else travels with it. */
+static _Atomic(moor__dispose_check_fn) dispose_check;
+
+void moor__set_dispose_check(moor__dispose_check_fn fn)
+{
+    /* release: see dispose_check. */
+    atomic_store_explicit(&dispose_check, fn, memory_order_release);
+}
+
+void moor__lockable_embed(void *obj, int delta)
+{
+    ((moor_lockable *)obj)->embedded += (unsigned)delta;
+}
+
+bool moor__object_contains(const void *obj, const void *p, size_t len)
+{
+    const moor_object *o = obj;
+    uintptr_t start = (uintptr_t)obj, at = (uintptr_t)p;
+
+    return object_live(o) && at >= start && len <= o->klass->size &&
+           at - start <= o->klass->size - len;
+}
+
+/* After the dispose functions, before the memory goes: embedded
+ * primitives that were never destroyed would keep pointing into it (a
+ * blocker's tokens) or leak (a job's holder array). */
+static void check_undestroyed(moor_object *o)
+{
+    const moor_class *klass = o->klass;
+    /* acquire: see dispose_check. */
+    moor__dispose_check_fn check = atomic_load_explicit(&dispose_check, memory_order_acquire);
+
+    if ((klass->flags & CLASS_LOCKABLE) && ((moor_lockable *)o)->embedded)
+        moor_debug_report(MOOR_MISUSE_NOT_DESTROYED, o,
+                          "object %p (class '%s') disposed with %u job(s) still set up in it: "
+                          "its dispose function must call moor_job_destroy()",
+                          (void *)o, klass->name, ((moor_lockable *)o)->embedded);
+    if (check)
+        check(o, klass->size, klass->name);
+}
+
 static void lockable_dispose(void *obj)
 {
     pthread_mutex_destroy(&((moor_lockable *)obj)->mutex);
@@ -487,6 +529,7 @@ void moor__object_last_unref(moor_object *o)
         if (k->dispose)
             k->dispose(o);
     }
+    check_undestroyed(o);
     track_remove(o);
     /* relaxed: a statistic; see the header. */
     atomic_fetch_sub_explicit(&klass->live, 1, memory_order_relaxed);

@@ -48,6 +48,8 @@ typedef enum moor_misuse {
     MOOR_MISUSE_LOCKCNT_UNDERFLOW, /* end of a visit that was never begun */
     MOOR_MISUSE_BLOCKS_LEFT,       /* blocker set destroyed with blocks in place */
     MOOR_MISUSE_UNBLOCK_UNKNOWN,   /* unblock of a token that names no block */
+    MOOR_MISUSE_NOT_DESTROYED,     /* object freed with a job or blocker set in it
+                                    * still set up (dispose forgot _destroy) */
 } moor_misuse;
 
 /*

@@ -188,17 +188,27 @@ MOOR_EXPORT const char *moor_job_set_current_api(const char *api);
  *
  * @label names the object in messages ("web1"), copied; NULL names it by
  * address. Defaults: timeout MOOR_JOB_DEFAULT_TIMEOUT_MS, no waiter cap.
- * @job must not be moved or copied afterwards.
+ * @job must lie inside @obj's instance (checked) and must not be moved or
+ * copied afterwards. Pair it with moor_job_destroy() in the object's
+ * dispose function: an object freed with a job still set up in it is
+ * reported (MOOR_MISUSE_NOT_DESTROYED), always, not only under MOOR_DEBUG.
+ * MOOR_JOB_INIT(obj, member, label) names the object once.
  * Ownership: @job stays the caller's; @obj is borrowed (the job lives
  * inside it). Locks: none needed (the object is not shared yet).
  * Blocks: no. Returns: 0, or -EINVAL (also reported as misuse) when @job
- * is NULL or @obj is not a lockable object.
+ * is NULL, @obj is not a lockable object, or @job is not inside @obj.
  */
 MOOR_EXPORT int moor_job_init(moor_job *job, void *obj, const char *label);
 
+/* MOOR_JOB_INIT - moor_job_init() of the job that is member @member of
+ * object pointer @obj: MOOR_JOB_INIT(vm, job, "web1") sets up vm->job in
+ * vm. @obj is evaluated twice. */
+#define MOOR_JOB_INIT(obj, member, label) moor_job_init(&(obj)->member, (obj), (label))
+
 /*
  * moor_job_destroy - release what @job holds; NULL-safe. Call from the
- * object's dispose function. A job still held or waited for is reported
+ * object's dispose function (forgetting it is reported when the object is
+ * freed, see moor_job_init). A job still held or waited for is reported
  * as misuse (it cannot happen when every holder owns a reference).
  * Ownership: frees the heap holder array, if any; @job's storage stays
  * the caller's. Locks: none (the object is being disposed). Blocks: no.

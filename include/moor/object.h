@@ -68,6 +68,7 @@ typedef struct moor_lockable {
     moor_object parent;
     pthread_mutex_t mutex;
     atomic_int owner;
+    unsigned embedded; /* jobs set up in it and not yet destroyed */
 } moor_lockable;
 
 /* A weak reference: embeddable, caller-allocated, zero-initialisable. It

@@ -1134,6 +1134,40 @@ static void test_destroy_while_held_reported(void **state)
     moor_unref(vm);
 }
 
+/* Issue 11, point 8: MOOR_JOB_INIT names the object once; a job must lie
+ * inside the object given; an object freed with its job still set up (a
+ * dispose function without moor_job_destroy) is reported. */
+static const moor_class *forgetful_class;
+
+static void forgetful_dispose(void *obj)
+{
+    (void)obj; /* forgets moor_job_destroy() */
+}
+
+static void test_init_checks_and_forgotten_destroy(void **state)
+{
+    struct vm *vm = moor_object_new(vm_class);
+    struct vm *bad = moor_object_new(forgetful_class);
+    moor_job outside;
+
+    (void)state;
+    assert_non_null(vm);
+    assert_non_null(bad);
+    assert_int_equal(MOOR_JOB_INIT(vm, job, "once"), 0);
+    assert_string_equal(snap(vm).object, "test.vm 'once'");
+
+    assert_int_equal(moor_job_init(&outside, vm, "stray"), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "is not inside object");
+
+    assert_int_equal(MOOR_JOB_INIT(bad, job, "forgot"), 0);
+    moor_unref(bad);
+    tu_expect_report(MOOR_MISUSE_NOT_DESTROYED, bad,
+                     "(class 'test.forgetful') disposed with 1 job(s) still set up in it: its "
+                     "dispose function must call moor_job_destroy()");
+    moor_unref(vm); /* vm_dispose destroys its job: no report */
+    tu_expect_no_report();
+}
+
 int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
@@ -1141,7 +1175,9 @@ int main(void)
 
     vm_class =
         moor_class_new("test.vm", moor_lockable_class(), sizeof(struct vm), vm_dispose, &err);
-    if (!vm_class)
+    forgetful_class = moor_class_new("test.forgetful", moor_lockable_class(), sizeof(struct vm),
+                                     forgetful_dispose, &err);
+    if (!vm_class || !forgetful_class)
         return 1;
     k = moor_job_kind_register("LIST", MOOR_JOB_SHARED, &err);
     if (k < 0)
@@ -1183,6 +1219,7 @@ int main(void)
         TU_TEST(test_begin_without_mutex),
         TU_TEST(test_misuse_default_hook),
         TU_TEST(test_destroy_while_held_reported),
+        TU_TEST(test_init_checks_and_forgotten_destroy),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
