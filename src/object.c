@@ -35,6 +35,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -570,6 +571,17 @@ static void set_owner(moor_lockable *l, int tid)
     atomic_store_explicit(&l->owner, tid, memory_order_relaxed);
 }
 
+/* "held by thread N" or "not locked" (owner 0 is nobody, not a thread),
+ * for misuse reports; written into @buf, which is returned. */
+static const char *lock_state(int owner, char *buf, size_t size)
+{
+    if (owner)
+        snprintf(buf, size, "held by thread %d", owner);
+    else
+        snprintf(buf, size, "not locked");
+    return buf;
+}
+
 void moor_lock(void *obj)
 {
     moor_lockable *l = lockable_of(obj, "moor_lock");
@@ -610,16 +622,13 @@ void moor_unlock(void *obj)
         return;
     owner = owner_of(l);
     if (owner != moor__thread_id()) {
-        if (owner)
-            moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
-                              "moor_unlock of object %p (class '%s') by thread %d, but it is "
-                              "held by thread %d; left locked",
-                              obj, l->parent.klass->name, moor__thread_id(), owner);
-        else
-            moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
-                              "moor_unlock of object %p (class '%s') by thread %d, but it is "
-                              "not locked; nothing done",
-                              obj, l->parent.klass->name, moor__thread_id());
+        char state[48];
+
+        moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
+                          "moor_unlock of object %p (class '%s') by thread %d, but it is %s; %s",
+                          obj, l->parent.klass->name, moor__thread_id(),
+                          lock_state(owner, state, sizeof(state)),
+                          owner ? "left locked" : "nothing done");
         return;
     }
     set_owner(l, 0);
@@ -638,20 +647,15 @@ bool moor_lock_held(const void *obj)
 void moor_assert_locked(const void *obj)
 {
     moor_lockable *l = lockable_of(obj, "moor_assert_locked");
-
+    char state[48];
     int owner;
 
     if (!l || (owner = owner_of(l)) == moor__thread_id())
         return;
-    if (owner)
-        moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
-                          "object %p (class '%s') must be locked by thread %d, but is held by "
-                          "thread %d",
-                          obj, l->parent.klass->name, moor__thread_id(), owner);
-    else
-        moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
-                          "object %p (class '%s') must be locked by thread %d, but is not locked",
-                          obj, l->parent.klass->name, moor__thread_id());
+    moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
+                      "object %p (class '%s') must be locked by thread %d, but is %s", obj,
+                      l->parent.klass->name, moor__thread_id(),
+                      lock_state(owner, state, sizeof(state)));
 }
 
 void moor__end_api(void *obj)
