@@ -129,8 +129,8 @@ static void fig_add(int f, double v, double base)
 static void print_figs(bool json)
 {
     if (!json)
-        printf("%-28s %-8s %12s %12s %12s %12s %8s  %s\n", "figure", "unit", "median", "min", "max",
-               "baseline", "ratio", "goal");
+        printf("%-26s %-7s %10s %10s %10s  %-10s %10s %7s  %s\n", "figure", "unit", "median", "min",
+               "max", "baseline", "its median", "ratio", "goal");
     for (int f = 0; f < N_FIGS; f++) {
         struct fig *g = &figs[f];
         double v[MAX_RUNS], r[MAX_RUNS], b[MAX_RUNS], med, bmed = 0, rmed = 0, lo, hi;
@@ -158,12 +158,15 @@ static void print_figs(bool json)
             if (g->goal)
                 printf(",\"goal\":\"%s\"", g->goal);
             printf("}\n");
-        } else if (g->baseline) {
-            printf("%-28s %-8s %12.1f %12.1f %12.1f %12.1f %8.3f  %s (baseline %s)\n", g->name,
-                   g->unit, med, lo, hi, bmed, rmed, g->goal ? g->goal : "", g->baseline);
         } else {
-            printf("%-28s %-8s %12.1f %12.1f %12.1f %12s %8s  %s\n", g->name, g->unit, med, lo, hi,
-                   "-", "-", g->goal ? g->goal : "");
+            char bm[16] = "-", ra[16] = "-";
+
+            if (g->baseline) {
+                snprintf(bm, sizeof(bm), "%.1f", bmed);
+                snprintf(ra, sizeof(ra), "%.3f", rmed);
+            }
+            printf("%-26s %-7s %10.1f %10.1f %10.1f  %-10s %10s %7s  %s\n", g->name, g->unit, med,
+                   lo, hi, g->baseline ? g->baseline : "-", bm, ra, g->goal ? g->goal : "");
         }
     }
 }
