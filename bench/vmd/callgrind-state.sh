@@ -9,10 +9,13 @@
 #
 # Method: difference of totals, no toggling. moor-vmd runs three times
 # under `valgrind --tool=callgrind` (its QEMU child is not traced), each
-# time doing the same things, start-up to SIGTERM: define and start one
-# `-machine none` domain, then one curl process (one kept-alive connection)
-# sends A: N state calls; B: 2N state calls; C: N state + N version calls;
-# then destroy, undefine, SIGTERM. Everything but the calls is the same in
+# time doing the same things, start-up to SIGTERM: define one domain, then
+# one curl process (one kept-alive connection) sends A: N state calls;
+# B: 2N state calls; C: N state + N version calls; then undefine, SIGTERM.
+# The domain stays shut off: under valgrind (3.19) moor-vmd cannot start
+# QEMU (valgrind answers pidfd_open with ENOSYS), and a state call never
+# talks to QEMU anyway; a running domain's state adds only its monitor's
+# "responsive" fields. Everything but the calls is the same in
 # the three runs, so
 #   ir_per_state   = (Ir(B) - Ir(A)) / N
 #   ir_per_version = (Ir(C) - Ir(A)) / N
@@ -46,9 +49,14 @@ urls() {
     done
 }
 
-api() { # METHOD PATH [BODY]: fails unless 2xx
-    curl -sf --unix-socket "$sock" -X "$1" ${3:+-H 'Content-Type: application/json' -d "$3"} \
-        "http://localhost$2" >/dev/null
+api() { # METHOD PATH [BODY]: fails, saying why, unless 2xx
+    code=$(curl -s --unix-socket "$sock" -X "$1" -o "$tmp/body" -w '%{http_code}' \
+        ${3:+-H 'Content-Type: application/json' -d "$3"} "http://localhost$2") || code=000
+    case $code in
+    2*) return 0 ;;
+    esac
+    echo "callgrind-state.sh: $1 $2: $code $(cat "$tmp/body" 2>/dev/null)" >&2
+    return 1
 }
 
 # run NAME STATE_CALLS VERSION_CALLS: total Ir of one daemon run.
@@ -60,9 +68,8 @@ run() {
         "$daemon" --state-dir "$dir/state" --runtime-dir "$dir/run" --socket "$sock" \
         >"$dir/log" 2>&1 &
     vg_pid=$!
-    # A subshell ($(run ...)) has its own trap: on a failure, destroy the
-    # domain (its QEMU) if the daemon still answers, then kill the daemon.
-    trap 'api POST "/v1/domains/$dom/destroy" 2>/dev/null; kill -KILL "$vg_pid" 2>/dev/null' EXIT
+    # A subshell ($(run ...)) has its own trap: on a failure, kill the daemon.
+    trap 'kill -KILL "$vg_pid" 2>/dev/null || :' EXIT
     i=0
     until curl -sf --unix-socket "$sock" http://localhost/v1/version >/dev/null 2>&1; do
         i=$((i + 1))
@@ -70,10 +77,8 @@ run() {
         sleep 0.1
     done
     api POST /v1/domains "{\"name\":\"$dom\",\"machine\":\"none\",\"accel\":\"tcg\",\"memory_mib\":32}"
-    api POST "/v1/domains/$dom/start"
     { urls "/v1/domains/$dom/state" "$2"; urls /v1/version "$3"; } >"$dir/urls"
     curl -sf --unix-socket "$sock" -K "$dir/urls"
-    api POST "/v1/domains/$dom/destroy"
     api DELETE "/v1/domains/$dom"
     kill -TERM "$vg_pid"
     wait "$vg_pid" || { echo "callgrind-state.sh: moor-vmd failed" >&2; cat "$dir/log" >&2; exit 1; }
