@@ -356,7 +356,17 @@ static int shut_down(struct demo *dm, moor_error *err)
         return rc;
     if ((rc = drive_wait_pids_gone(dm->pids, N_DOMAINS, 5000, err)) < 0)
         return rc;
-    say(dm, "moor-vmd stopped (SIGTERM, exit 0); none of the %d QEMU pids is alive", N_DOMAINS);
+    for (unsigned i = 0; i < N_DOMAINS; i++) {
+        pid_t stray = drive_find_qemu(dm->names[i]);
+
+        if (stray)
+            return moor_error_set(err, -EEXIST, "a QEMU for %s is still running: pid %d",
+                                  dm->names[i], (int)stray);
+    }
+    say(dm,
+        "moor-vmd stopped (SIGTERM, exit 0); none of the %d QEMU pids is alive, and no "
+        "process in /proc is a QEMU of these domains",
+        N_DOMAINS);
     return 0;
 }
 
@@ -630,10 +640,18 @@ static void fail_cleanup(struct demo *dm)
     vmctl_client_free(dm->c);
     dm->c = NULL;
     drive_daemon_kill(&dm->d);
-    for (unsigned i = 0; i < N_DOMAINS; i++)
-        if (drive_kill_qemu(dm->pids[i], dm->names[i]))
-            fprintf(stderr, "moor-vmd-demo: killed leftover QEMU pid %d (%s)\n", (int)dm->pids[i],
-                    dm->names[i]);
+    for (unsigned i = 0; i < N_DOMAINS; i++) {
+        pid_t pid = dm->pids[i];
+
+        /* The pid we know, then any other QEMU of that name (one whose
+         * start failed before we learnt its pid); a few rounds at most. */
+        for (int round = 0; round < 4 && pid > 0; round++) {
+            if (drive_kill_qemu(pid, dm->names[i]))
+                fprintf(stderr, "moor-vmd-demo: killed leftover QEMU pid %d (%s)\n", (int)pid,
+                        dm->names[i]);
+            pid = drive_find_qemu(dm->names[i]);
+        }
+    }
 }
 
 int main(int argc, char **argv)

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "drive.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -355,6 +356,25 @@ bool drive_kill_qemu(pid_t pid, const char *name)
         !cmdline_has(pid, name))
         return false;
     return kill(pid, SIGKILL) == 0;
+}
+
+pid_t drive_find_qemu(const char *name)
+{
+    DIR *proc = opendir("/proc");
+    struct dirent *e;
+    pid_t found = 0;
+
+    if (!proc)
+        return 0;
+    while (!found && (e = readdir(proc))) {
+        pid_t pid = (pid_t)strtol(e->d_name, NULL, 10);
+
+        if (pid > 0 && drive_pid_alive(pid) && cmdline_has(pid, "qemu-system") &&
+            cmdline_has(pid, name))
+            found = pid;
+    }
+    closedir(proc);
+    return found;
 }
 
 /* ---- load --------------------------------------------------------------- */

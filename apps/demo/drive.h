@@ -148,6 +148,13 @@ int drive_wait_pids_gone(const pid_t *pids, size_t n, unsigned timeout_ms, moor_
  */
 bool drive_kill_qemu(pid_t pid, const char *name);
 
+/*
+ * drive_find_qemu - any live process whose /proc cmdline names qemu-system
+ * and @name (a unique domain name): its pid, or 0 when there is none. Scans
+ * /proc once; never blocks.
+ */
+pid_t drive_find_qemu(const char *name);
+
 /* ---- load --------------------------------------------------------------- */
 
 enum drive_kind {
