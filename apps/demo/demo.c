@@ -46,6 +46,12 @@ static const char *const window_names[N_WINDOWS] = {"all 8 healthy", "1 frozen",
 
 /* A record's tag is the window it was picked in. */
 
+/* One client thread's own picker state (only that thread touches it while
+ * the load runs): which of its owned domains it has paused. */
+struct demo_thread {
+    bool paused[N_DOMAINS];
+};
+
 struct demo {
     const char *exe; /* moor-vmd */
     struct drive_daemon d;
@@ -65,11 +71,7 @@ struct demo {
     /* Guards first_unexpected (written once by a load thread). */
     pthread_mutex_t lock;
     char first_unexpected[384];
-};
-
-/* Per-thread picker state: which owned domains it has paused. */
-struct demo_thread {
-    bool paused[N_DOMAINS];
+    struct demo_thread threads[N_CLIENTS]; /* [i]: client thread i's */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -131,7 +133,7 @@ static bool frozen_live(struct demo *dm)
 static bool demo_pick(struct drive_thread *t, struct drive_op *op)
 {
     struct demo *dm = t->load->opaque;
-    struct demo_thread *st = t->state;
+    struct demo_thread *st = &dm->threads[t->index];
     uint64_t s = t->cursor++, idx = s - s / 5; /* idx: count of state/stats picks */
     int win = atomic_load_explicit(&dm->window, memory_order_relaxed);
 
@@ -180,7 +182,7 @@ static void demo_done(struct drive_thread *t, const struct drive_op *op, const s
                       const char *message)
 {
     struct demo *dm = t->load->opaque;
-    struct demo_thread *st = t->state;
+    struct demo_thread *st = &dm->threads[t->index];
 
     atomic_fetch_add_explicit(&dm->calls, 1, memory_order_relaxed);
     if (op->dom != FROZEN)
@@ -569,8 +571,8 @@ static int parse_args(int argc, char **argv, char *daemon, double *seconds, bool
 }
 
 /* The load from start to stop, with the freeze and destroy inside it. */
-static int run_load(struct demo *dm, struct drive_load *l, struct demo_thread *st,
-                    struct windows *w, uint64_t *destroy_ns, moor_error *err)
+static int run_load(struct demo *dm, struct drive_load *l, struct windows *w, uint64_t *destroy_ns,
+                    moor_error *err)
 {
     int rc;
 
@@ -584,8 +586,6 @@ static int run_load(struct demo *dm, struct drive_load *l, struct demo_thread *s
                              .opaque = dm};
     if ((rc = drive_load_start(l, err)) < 0)
         return rc;
-    for (unsigned i = 0; i < N_CLIENTS; i++)
-        l->threads[i].state = &st[i];
     w->start[WIN_HEALTHY] = drive_now_ns();
     say(dm, "%d client threads calling state/stats/suspend/resume on all %d domains", N_CLIENTS,
         N_DOMAINS);
@@ -607,13 +607,11 @@ static int run_load(struct demo *dm, struct drive_load *l, struct demo_thread *s
 static int run(struct demo *dm, moor_error *err)
 {
     static const char *const flags[] = {"--qmp-timeout", "2", NULL};
-    struct demo_thread st[N_CLIENTS];
     struct drive_load l = {0};
     struct windows w = {{0}};
     uint64_t destroy_ns = 0, ready_ns = 0, reconnect_ns = 0;
     int rc;
 
-    memset(st, 0, sizeof(st));
     if ((rc = drive_daemon_init(&dm->d, dm->exe, "moor-vmd-demo", flags, err)) < 0)
         return rc;
     say(dm, "starting %s (--qmp-timeout %d) in %s", dm->d.exe, QMP_TIMEOUT_S, dm->d.base);
@@ -623,7 +621,7 @@ static int run(struct demo *dm, moor_error *err)
         return err->code;
     if ((rc = start_domains(dm, err)) < 0)
         return rc;
-    rc = run_load(dm, &l, st, &w, &destroy_ns, err);
+    rc = run_load(dm, &l, &w, &destroy_ns, err);
     if (rc == 0)
         rc = kill_and_reconnect(dm, &ready_ns, &reconnect_ns, err);
     if (rc == 0)
@@ -641,7 +639,7 @@ static void fail_cleanup(struct demo *dm)
     dm->c = NULL;
     drive_daemon_kill(&dm->d);
     for (unsigned i = 0; i < N_DOMAINS; i++) {
-        pid_t pid = dm->pids[i];
+        pid_t pid = dm->pids[i] > 0 ? dm->pids[i] : drive_find_qemu(dm->names[i]);
 
         /* The pid we know, then any other QEMU of that name (one whose
          * start failed before we learnt its pid); a few rounds at most. */
