@@ -19,7 +19,9 @@
  *                   others.p99: the 4 clients' p99, baseline the same 4-client
  *                   mix just before with nothing frozen (goal: ratio <= 1.2).
  *                   failfast.p50/p99: latency of the frozen domain's calls
- *                   that started after its first 504 came back (goal < 10 ms).
+ *                   that started after its first 504 came back (goal < 10 ms);
+ *                   failfast.calls_per_s: how many of those the 32 callers
+ *                   made per second (they compete with the others for CPU).
  *                   Then SIGCONT, and the domain must answer stats again.
  *   start8          8 new domains started at once by 8 clients, until all
  *                   8 answered; baseline: one domain started alone.
@@ -93,6 +95,7 @@ enum {
     F_OTHERS_P99,
     F_FAILFAST_P50,
     F_FAILFAST_P99,
+    F_FAILFAST_CPS,
     F_FIRST_TIMEOUT,
     F_START8,
     F_RECONNECT32,
@@ -148,6 +151,10 @@ static struct fig figs[N_FIGS] = {
                         .unit = "us",
                         .baseline = NULL,
                         .goal = "< 10000 us"},
+    [F_FAILFAST_CPS] = {.name = "vmd.frozen.failfast.calls_per_s",
+                        .unit = "calls/s",
+                        .baseline = NULL,
+                        .goal = NULL},
     [F_FIRST_TIMEOUT] = {.name = "vmd.frozen.first_timeout",
                          .unit = "ms",
                          .baseline = NULL,
@@ -384,7 +391,7 @@ static int frozen(struct bench *b, moor_error *err)
     struct drive_load l;
     struct drive_lat lat = {0};
     struct load_fig base;
-    uint64_t t0, first = UINT64_MAX;
+    uint64_t t0, first = UINT64_MAX, last = 0;
     int rc;
 
     if ((rc = measure(b, PLAN_MIX, N_OTHER_CLI, &base, err)) < 0)
@@ -404,6 +411,8 @@ static int frozen(struct bench *b, moor_error *err)
 
             if (r->tag == 1 && r->status == 504 && r->start_ns + r->lat_ns < first)
                 first = r->start_ns + r->lat_ns;
+            if (r->tag == 1 && r->start_ns + r->lat_ns > last)
+                last = r->start_ns + r->lat_ns;
         }
     if (first == UINT64_MAX) {
         drive_load_free(&l);
@@ -413,6 +422,10 @@ static int frozen(struct bench *b, moor_error *err)
     select_lat(&l, 1, 504, first, &lat);
     fig_add(F_FAILFAST_P50, (double)drive_lat_pct(&lat, 50) / 1e3, 0);
     fig_add(F_FAILFAST_P99, (double)drive_lat_pct(&lat, 99) / 1e3, 0);
+    /* How hard the 32 callers hammer the daemon once their calls fail fast:
+     * context for others.p99 on a machine with few cores. */
+    if (last > first)
+        fig_add(F_FAILFAST_CPS, (double)lat.n / ((double)(last - first) / 1e9), 0);
     drive_lat_free(&lat);
     drive_load_free(&l);
     return wait_thawed(b, err);
