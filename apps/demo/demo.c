@@ -213,9 +213,7 @@ static int start_domains(struct demo *dm, moor_error *err)
     int rc;
 
     for (unsigned i = 0; i < N_DOMAINS; i++) {
-        if ((rc = drive_domain_define(dm->c, dm->names[i], 32, err)) < 0 ||
-            (rc = drive_domain_op(dm->c, dm->names[i], "start", err)) < 0 ||
-            (rc = drive_domain_pid(dm->c, dm->names[i], &dm->pids[i], NULL, 0, err)) < 0)
+        if ((rc = drive_domain_launch(dm->c, dm->names[i], 32, &dm->pids[i], err)) < 0)
             return rc;
     }
     say(dm, "defined and started %d domains (-machine none, TCG, 32 MiB) in %.0f ms", N_DOMAINS,
@@ -289,10 +287,8 @@ static int freeze_and_destroy(struct demo *dm, uint64_t *destroy_ns, moor_error 
 static int kill_and_reconnect(struct demo *dm, uint64_t *ready_ns, uint64_t *all_ns,
                               moor_error *err)
 {
-    uint64_t t, deadline;
-    bool ok[N_DOMAINS] = {false};
-    unsigned left = N_DOMAINS - 1;
-    char path[128], reason[32];
+    uint64_t t;
+    char reason[32];
     int rc;
 
     drive_daemon_kill(&dm->d);
@@ -301,26 +297,8 @@ static int kill_and_reconnect(struct demo *dm, uint64_t *ready_ns, uint64_t *all
     if ((rc = drive_daemon_start(&dm->d, 10000, err)) < 0)
         return rc;
     *ready_ns = drive_now_ns() - t;
-    deadline = t + 30ull * 1000000000u;
-    while (left) {
-        for (unsigned i = 0; i < N_DOMAINS - 1; i++) {
-            drive_autoresponse struct vmctl_response r = {0};
-
-            if (ok[i])
-                continue;
-            snprintf(path, sizeof(path), "/v1/domains/%s/stats", dm->names[i]);
-            if (vmctl_request(dm->c, "GET", path, NULL, &r, NULL) == 0 && r.status == 200) {
-                ok[i] = true;
-                left--;
-            }
-        }
-        if (left && drive_now_ns() > deadline)
-            return moor_error_set(err, -ETIMEDOUT,
-                                  "%u domains did not answer stats within 30 s of the restart",
-                                  left);
-        if (left && !nap(0.002))
-            return moor_error_set(err, -EINTR, "interrupted");
-    }
+    if ((rc = drive_wait_stats(dm->c, dm->domv, N_DOMAINS - 1, 30000, err)) < 0)
+        return rc;
     *all_ns = drive_now_ns() - t;
     for (unsigned i = 0; i < N_DOMAINS - 1; i++) {
         pid_t pid;
@@ -528,14 +506,14 @@ static int parse_args(int argc, char **argv, char *daemon, double *seconds, bool
                                          {"keep", no_argument, NULL, 'k'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    char self[PATH_MAX];
-    ssize_t n;
+    moor_error err = MOOR_ERROR_INIT;
+    const char *given = NULL;
     int c;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
-            snprintf(daemon, PATH_MAX, "%s", optarg);
+            given = optarg;
             break;
         case 's':
             *seconds = strtod(optarg, NULL);
@@ -555,16 +533,8 @@ static int parse_args(int argc, char **argv, char *daemon, double *seconds, bool
             return 2;
         }
     }
-    if (!daemon[0]) {
-        n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-        if (n < 0)
-            return 2;
-        self[n] = '\0';
-        *strrchr(self, '/') = '\0';
-        snprintf(daemon, PATH_MAX, "%.*s/../vmd/moor-vmd", PATH_MAX - 20, self);
-    }
-    if (access(daemon, X_OK) < 0) {
-        fprintf(stderr, "moor-vmd-demo: no moor-vmd at %s (use --daemon PATH)\n", daemon);
+    if (drive_find_daemon(given, "../vmd/moor-vmd", daemon, &err) < 0) {
+        fprintf(stderr, "moor-vmd-demo: %s\n", err.message);
         return 2;
     }
     return 0;

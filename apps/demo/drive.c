@@ -224,6 +224,27 @@ void drive_daemon_cleanup(struct drive_daemon *d, bool keep)
         nftw(d->base, remove_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int drive_find_daemon(const char *given, const char *rel, char *out, moor_error *err)
+{
+    char self[PATH_MAX];
+    ssize_t n;
+
+    if (given && *given) {
+        snprintf(out, PATH_MAX, "%s", given);
+    } else {
+        n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n < 0)
+            return moor_error_set(err, -errno, "readlink /proc/self/exe: %s", strerror(errno));
+        self[n] = '\0';
+        *strrchr(self, '/') = '\0';
+        if ((size_t)snprintf(out, PATH_MAX, "%s/%s", self, rel) >= PATH_MAX)
+            return moor_error_set(err, -ENOENT, "path too long: %s/%s", self, rel);
+    }
+    if (access(out, X_OK) < 0)
+        return moor_error_set(err, -ENOENT, "no moor-vmd at %s (use --daemon PATH)", out);
+    return 0;
+}
+
 /* ---- calls -------------------------------------------------------------- */
 
 int drive_call(struct vmctl_client *c, const char *method, const char *path, const char *body,
@@ -257,6 +278,17 @@ int drive_domain_define(struct vmctl_client *c, const char *name, unsigned memor
              "{\"name\":\"%s\",\"machine\":\"none\",\"accel\":\"tcg\",\"memory_mib\":%u}", name,
              memory_mib);
     return drive_call(c, "POST", "/v1/domains", body, 201, NULL, err);
+}
+
+int drive_domain_launch(struct vmctl_client *c, const char *name, unsigned memory_mib, pid_t *pid,
+                        moor_error *err)
+{
+    int rc;
+
+    if ((rc = drive_domain_define(c, name, memory_mib, err)) < 0 ||
+        (rc = drive_domain_op(c, name, "start", err)) < 0)
+        return rc;
+    return drive_domain_pid(c, name, pid, NULL, 0, err);
 }
 
 int drive_domain_op(struct vmctl_client *c, const char *name, const char *op, moor_error *err)
@@ -293,6 +325,54 @@ int drive_domain_pid(struct vmctl_client *c, const char *name, pid_t *pid, char 
         snprintf(reason, reason_len, "%s",
                  json_object_object_get_ex(r.json, "reason", &v) ? json_object_get_string(v) : "?");
     }
+    return 0;
+}
+
+/* One stats call on @name: 200 or not; the last answer kept in @last. */
+static bool stats_ok(struct vmctl_client *c, const char *name, char *last, size_t len)
+{
+    drive_autoresponse struct vmctl_response r = {0};
+    moor_error e = MOOR_ERROR_INIT;
+    char path[160];
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/stats", name);
+    if (vmctl_request(c, "GET", path, NULL, &r, &e) < 0)
+        snprintf(last, len, "%s", e.message);
+    else
+        snprintf(last, len, "%ld %s", r.status, r.body);
+    return r.status == 200;
+}
+
+int drive_wait_stats(struct vmctl_client *c, const char *const *names, size_t n,
+                     unsigned timeout_ms, moor_error *err)
+{
+    uint64_t deadline = drive_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    char last[160] = "";
+    size_t left = n, first = 0;
+    bool *ok = calloc(n ? n : 1, sizeof(*ok));
+
+    if (!ok)
+        return moor_error_set(err, -ENOMEM, "out of memory");
+    for (;;) {
+        for (size_t i = 0; i < n; i++) {
+            if (!ok[i] && stats_ok(c, names[i], last, sizeof(last))) {
+                ok[i] = true;
+                left--;
+            }
+        }
+        if (!left)
+            break;
+        if (drive_now_ns() > deadline) {
+            while (ok[first])
+                first++;
+            free(ok);
+            return moor_error_set(err, -ETIMEDOUT,
+                                  "%zu of %zu domains did not answer stats within %u ms; %s: %s",
+                                  left, n, timeout_ms, names[first], last);
+        }
+        sleep_ms(2);
+    }
+    free(ok);
     return 0;
 }
 

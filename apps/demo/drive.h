@@ -91,6 +91,14 @@ int drive_daemon_stop(struct drive_daemon *d, unsigned timeout_ms, moor_error *e
  * below it unless @keep (then its path stays for a person to read). */
 void drive_daemon_cleanup(struct drive_daemon *d, bool keep);
 
+/*
+ * drive_find_daemon - the moor-vmd to run: @given when not NULL/empty, else
+ * @rel (e.g. "../vmd/moor-vmd") from the directory of this executable (the
+ * build tree's layout). Fills @out (PATH_MAX bytes).
+ * Returns 0; -ENOENT (not executable there: the message names the path).
+ */
+int drive_find_daemon(const char *given, const char *rel, char *out, moor_error *err);
+
 /* ---- calls -------------------------------------------------------------- */
 
 /*
@@ -112,6 +120,14 @@ int drive_call(struct vmctl_client *c, const char *method, const char *path, con
 int drive_domain_define(struct vmctl_client *c, const char *name, unsigned memory_mib,
                         moor_error *err);
 
+/*
+ * drive_domain_launch - define @name (as drive_domain_define), start it,
+ * and read its QEMU pid into *@pid. Returns 0, or the first step's error
+ * (a domain defined but not started stays defined).
+ */
+int drive_domain_launch(struct vmctl_client *c, const char *name, unsigned memory_mib, pid_t *pid,
+                        moor_error *err);
+
 /* drive_domain_op - POST /v1/domains/@name/@op (start, destroy, ...) with
  * no body; 200 wanted. Returns as drive_call. */
 int drive_domain_op(struct vmctl_client *c, const char *name, const char *op, moor_error *err);
@@ -127,6 +143,16 @@ int drive_domain_undefine(struct vmctl_client *c, const char *name, moor_error *
  */
 int drive_domain_pid(struct vmctl_client *c, const char *name, pid_t *pid, char *reason,
                      size_t reason_len, moor_error *err);
+
+/*
+ * drive_wait_stats - poll GET /v1/domains/{name}/stats for each of the @n
+ * domains @names until every one has answered 200 once (any other answer,
+ * or none, is retried 2 ms later). Blocks: up to @timeout_ms.
+ * Returns 0; -ETIMEDOUT with the message naming how many, the first one
+ * still silent and its last answer.
+ */
+int drive_wait_stats(struct vmctl_client *c, const char *const *names, size_t n,
+                     unsigned timeout_ms, moor_error *err);
 
 /* ---- QEMU processes by pid ---------------------------------------------- */
 

@@ -369,21 +369,11 @@ static int state_scaling(struct bench *b, moor_error *err)
  * the unresponsive mark). */
 static int wait_thawed(struct bench *b, moor_error *err)
 {
-    uint64_t deadline = drive_now_ns() + 15ull * 1000000000u;
-    char path[96];
+    int rc = drive_wait_stats(b->c, b->domv, 1, 15000, err);
 
-    snprintf(path, sizeof(path), "/v1/domains/%s/stats", b->names[0]);
-    for (;;) {
-        drive_autoresponse struct vmctl_response r = {0};
-
-        if (vmctl_request(b->c, "GET", path, NULL, &r, err) == 0 && r.status == 200)
-            return 0;
-        if (drive_now_ns() > deadline)
-            return moor_error_set(err, -ETIMEDOUT,
-                                  "%s did not answer stats within 15 s of SIGCONT: %ld %s",
-                                  b->names[0], r.status, r.body ? r.body : "");
-        nap(0.01);
-    }
+    if (rc < 0)
+        moor_error_prefix(err, "after SIGCONT: ");
+    return rc;
 }
 
 static int frozen(struct bench *b, moor_error *err)
@@ -507,10 +497,7 @@ static int start8(struct bench *b, moor_error *err)
 
 static int reconnect32(struct bench *b, moor_error *err)
 {
-    bool ok[N_DOMAINS] = {false};
-    unsigned left = N_DOMAINS;
-    uint64_t t, cold, deadline;
-    char path[96];
+    uint64_t t, cold;
     int rc;
 
     t = drive_now_ns();
@@ -523,26 +510,8 @@ static int reconnect32(struct bench *b, moor_error *err)
     t = drive_now_ns();
     if ((rc = drive_daemon_start(&b->d, 10000, err)) < 0)
         return rc;
-    deadline = t + 30ull * 1000000000u;
-    while (left) {
-        for (unsigned i = 0; i < N_DOMAINS; i++) {
-            drive_autoresponse struct vmctl_response r = {0};
-
-            if (ok[i])
-                continue;
-            snprintf(path, sizeof(path), "/v1/domains/%s/stats", b->names[i]);
-            if (vmctl_request(b->c, "GET", path, NULL, &r, NULL) == 0 && r.status == 200) {
-                ok[i] = true;
-                left--;
-            }
-        }
-        if (left && drive_now_ns() > deadline)
-            return moor_error_set(err, -ETIMEDOUT,
-                                  "%u domains did not answer stats within 30 s of the restart",
-                                  left);
-        if (left)
-            nap(0.002);
-    }
+    if ((rc = drive_wait_stats(b->c, b->domv, N_DOMAINS, 30000, err)) < 0)
+        return rc;
     fig_add(F_RECONNECT32, (double)(drive_now_ns() - t) / 1e6, (double)cold / 1e6);
     return 0;
 }
@@ -561,9 +530,7 @@ static int setup(struct bench *b, moor_error *err)
     if (!(b->c = vmctl_client_new(b->d.socket_path, 60000, err)))
         return err->code;
     for (unsigned i = 0; i < N_DOMAINS; i++)
-        if ((rc = drive_domain_define(b->c, b->names[i], 32, err)) < 0 ||
-            (rc = drive_domain_op(b->c, b->names[i], "start", err)) < 0 ||
-            (rc = drive_domain_pid(b->c, b->names[i], &b->pids[i], NULL, 0, err)) < 0)
+        if ((rc = drive_domain_launch(b->c, b->names[i], 32, &b->pids[i], err)) < 0)
             return rc;
     return 0;
 }
@@ -631,12 +598,13 @@ static int parse_args(int argc, char **argv, struct bench *b, char *daemon)
     bool quick = false;
     int runs = 0, c;
     double secs = 0;
-    ssize_t n;
+    moor_error err = MOOR_ERROR_INIT;
+    const char *given = NULL;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
-            snprintf(daemon, PATH_MAX, "%s", optarg);
+            given = optarg;
             break;
         case 'r':
             runs = atoi(optarg);
@@ -664,16 +632,8 @@ static int parse_args(int argc, char **argv, struct bench *b, char *daemon)
         fprintf(stderr, "moor-vmd-bench: --runs 1..%d, --seconds 0.1..60\n", MAX_RUNS);
         return 2;
     }
-    if (!daemon[0]) {
-        n = readlink("/proc/self/exe", daemon, PATH_MAX - 1);
-        if (n < 0)
-            return 2;
-        daemon[n] = '\0';
-        *strrchr(daemon, '/') = '\0';
-        strncat(daemon, "/../../apps/vmd/moor-vmd", PATH_MAX - strlen(daemon) - 1);
-    }
-    if (access(daemon, X_OK) < 0) {
-        fprintf(stderr, "moor-vmd-bench: no moor-vmd at %s (use --daemon PATH)\n", daemon);
+    if (drive_find_daemon(given, "../../apps/vmd/moor-vmd", daemon, &err) < 0) {
+        fprintf(stderr, "moor-vmd-bench: %s\n", err.message);
         return 2;
     }
     return 0;
