@@ -68,9 +68,12 @@ struct demo {
     atomic_int window;
     atomic_ullong calls, other_calls, frozen_fails, unexpected;
     atomic_ullong freeze_ns, destroy_start_ns; /* 0 until SIGSTOP / destroy */
-    /* Guards first_unexpected (written once by a load thread). */
+    /* Guards the messages below (written by load threads, read by main). */
     pthread_mutex_t lock;
     char first_unexpected[384];
+    char first_timeout[256];               /* the frozen domain's first 504 message */
+    char last_fast[256];                   /* its latest 504 that came back fast */
+    bool timeout_shown;                    /* main: first_timeout already printed */
     struct demo_thread threads[N_CLIENTS]; /* [i]: client thread i's */
 };
 
@@ -194,6 +197,14 @@ static void demo_done(struct drive_thread *t, const struct drive_op *op, const s
     }
     if (expected_error(dm, r)) {
         atomic_fetch_add_explicit(&dm->frozen_fails, 1, memory_order_relaxed);
+        pthread_mutex_lock(&dm->lock);
+        if (!dm->first_timeout[0])
+            snprintf(dm->first_timeout, sizeof(dm->first_timeout), "%u %s after %.2f s: %s",
+                     r->status, r->code, (double)r->lat_ns / 1e9, message ? message : "");
+        else if (r->lat_ns < 100 * 1000000u)
+            snprintf(dm->last_fast, sizeof(dm->last_fast), "%u %s after %.2f ms: %s", r->status,
+                     r->code, ms(r->lat_ns), message ? message : "");
+        pthread_mutex_unlock(&dm->lock);
         return;
     }
     if (atomic_fetch_add_explicit(&dm->unexpected, 1, memory_order_relaxed) == 0) {
@@ -221,9 +232,17 @@ static int start_domains(struct demo *dm, moor_error *err)
     return 0;
 }
 
-/* One progress line while the load runs. */
+/* One progress line while the load runs, after the frozen domain's first
+ * 504 when it came since the last one. */
 static void progress(struct demo *dm, uint64_t since, unsigned long long others0)
 {
+    pthread_mutex_lock(&dm->lock);
+    if (dm->first_timeout[0] && !dm->timeout_shown) {
+        say(dm, "%s: %s", dm->names[FROZEN], dm->first_timeout);
+        dm->timeout_shown = true;
+    }
+    pthread_mutex_unlock(&dm->lock);
+
     unsigned long long others = atomic_load_explicit(&dm->other_calls, memory_order_relaxed);
     double s = (double)(drive_now_ns() - since) / 1e9;
 
@@ -444,6 +463,8 @@ static void report_frozen(const struct demo *dm, const struct drive_load *l, uin
                fast.n, ms(drive_lat_pct(&fast, 50)), ms(drive_lat_pct(&fast, 99)),
                ms(drive_lat_pct(&fast, 100)));
     }
+    if (dm->last_fast[0])
+        printf("    the last of them: %s\n", dm->last_fast);
     drive_lat_free(&fast);
     drive_lat_free(&state);
 }
