@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -84,12 +85,16 @@ int drive_daemon_init(struct drive_daemon *d, const char *exe, const char *tag,
     return 0;
 }
 
-/* In the child: stdout/stderr to the log, then exec. Never returns. */
+/* In the child: stdout/stderr to the log, then exec. Never returns. The
+ * daemon gets SIGKILL if we die first (a crashed demo leaves no daemon;
+ * drive_daemon_start runs on the main thread, which lives to the end). */
 static void exec_daemon(const struct drive_daemon *d)
 {
     const char *argv[DRIVE_MAX_FLAGS + 8];
     size_t n = 0;
     int fd = open(d->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
 
     if (fd >= 0) {
         dup2(fd, STDOUT_FILENO);

@@ -68,10 +68,11 @@ int drive_daemon_init(struct drive_daemon *d, const char *exe, const char *tag,
 /*
  * drive_daemon_start - fork+exec moor-vmd on @d's dirs and socket (stdout
  * and stderr appended to d->log_path), then wait until GET /v1/version
- * answers 200. Blocks: up to @timeout_ms. On failure the process, if it
- * started, is killed and reaped (d->pid back to 0).
- * Returns 0; -EALREADY (already running); -ETIMEDOUT (not ready in time);
- * -ECHILD (it exited: the message gives its status); -errno of fork.
+ * answers 200. The daemon is SIGKILLed by the kernel if the calling thread
+ * exits first (PR_SET_PDEATHSIG): call it from the main thread. Blocks: up to @timeout_ms. On
+ * failure the process, if it started, is killed and reaped (d->pid back to 0). Returns 0; -EALREADY
+ * (already running); -ETIMEDOUT (not ready in time); -ECHILD (it exited: the message gives its
+ * status); -errno of fork.
  */
 int drive_daemon_start(struct drive_daemon *d, unsigned timeout_ms, moor_error *err);
 
