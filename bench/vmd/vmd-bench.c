@@ -16,8 +16,11 @@
  *                   lock and the JSON of its state add.
  *   frozen.*        one QEMU SIGSTOPped; 32 clients call stats on it while 4
  *                   call state and stats on the other 31, for 1 s + S s.
- *                   others.p99: the 4 clients' p99, baseline the same 4-client
- *                   mix just before with nothing frozen (goal: ratio <= 1.2).
+ *                   others.p99: the 4 clients' p99; baseline "unfrozen": the
+ *                   same 36 clients just before with nothing frozen (goal:
+ *                   ratio <= 1.2). others.p99.vs_alone: the same p99 beside
+ *                   the 4 clients alone (baseline "alone"): what the 32 extra
+ *                   callers cost the others, frozen or not, on this machine.
  *                   failfast.p50/p99: latency of the frozen domain's calls
  *                   that started after its first 504 came back (goal < 10 ms);
  *                   failfast.calls_per_s: how many of those the 32 callers
@@ -93,6 +96,7 @@ enum {
     F_STATE_P50_8,
     F_STATE_P99_8,
     F_OTHERS_P99,
+    F_OTHERS_P99_ALONE,
     F_FAILFAST_P50,
     F_FAILFAST_P99,
     F_FAILFAST_CPS,
@@ -143,6 +147,10 @@ static struct fig figs[N_FIGS] = {
                       .unit = "us",
                       .baseline = "unfrozen",
                       .goal = "ratio <= 1.2"},
+    [F_OTHERS_P99_ALONE] = {.name = "vmd.frozen.others.p99.vs_alone",
+                            .unit = "us",
+                            .baseline = "alone",
+                            .goal = NULL},
     [F_FAILFAST_P50] = {.name = "vmd.frozen.failfast.p50",
                         .unit = "us",
                         .baseline = NULL,
@@ -178,7 +186,7 @@ static void fig_add(int f, double v, double base)
 static void print_figs(bool json)
 {
     if (!json)
-        printf("%-26s %-7s %10s %10s %10s  %-10s %10s %7s  %s\n", "figure", "unit", "median", "min",
+        printf("%-32s %-7s %10s %10s %10s  %-10s %10s %7s  %s\n", "figure", "unit", "median", "min",
                "max", "baseline", "its median", "ratio", "goal");
     for (int f = 0; f < N_FIGS; f++) {
         struct fig *g = &figs[f];
@@ -214,7 +222,7 @@ static void print_figs(bool json)
                 snprintf(bm, sizeof(bm), "%.1f", bmed);
                 snprintf(ra, sizeof(ra), "%.3f", rmed);
             }
-            printf("%-26s %-7s %10.1f %10.1f %10.1f  %-10s %10s %7s  %s\n", g->name, g->unit, med,
+            printf("%-32s %-7s %10.1f %10.1f %10.1f  %-10s %10s %7s  %s\n", g->name, g->unit, med,
                    lo, hi, g->baseline ? g->baseline : "-", bm, ra, g->goal ? g->goal : "");
         }
     }
@@ -380,11 +388,13 @@ static int frozen(struct bench *b, moor_error *err)
 {
     struct drive_load l;
     struct drive_lat lat = {0};
-    struct load_fig base;
+    struct load_fig alone, unfrozen;
     uint64_t t0, first = UINT64_MAX, last = 0;
+    double p99;
     int rc;
 
-    if ((rc = measure(b, PLAN_MIX, N_OTHER_CLI, &base, err)) < 0)
+    if ((rc = measure(b, PLAN_MIX, N_OTHER_CLI, &alone, err)) < 0 ||
+        (rc = measure(b, PLAN_FROZEN, N_FROZEN_CLI + N_OTHER_CLI, &unfrozen, err)) < 0)
         return rc;
     t0 = drive_now_ns();
     kill(b->pids[0], SIGSTOP);
@@ -393,7 +403,9 @@ static int frozen(struct bench *b, moor_error *err)
     if (rc < 0)
         return rc;
     select_lat(&l, 0, 200, 0, &lat);
-    fig_add(F_OTHERS_P99, (double)drive_lat_pct(&lat, 99) / 1e3, base.p99_us);
+    p99 = (double)drive_lat_pct(&lat, 99) / 1e3;
+    fig_add(F_OTHERS_P99, p99, unfrozen.p99_us);
+    fig_add(F_OTHERS_P99_ALONE, p99, alone.p99_us);
     drive_lat_free(&lat);
     for (unsigned i = 0; i < l.n_threads; i++)
         for (size_t j = 0; j < l.threads[i].n_recs; j++) {
