@@ -17,7 +17,8 @@
  * plan says so (a QMP call on the frozen domain), any other fails the demo.
  * Each thread owns two domains for suspend/resume (so a suspend never
  * meets a domain another thread paused: no 409 is expected) and calls
- * state and stats on all of them.
+ * state and stats on the 7 that stay healthy; one thread also calls the
+ * domain that gets frozen (see demo_pick).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +26,7 @@
 #include <json-c/json.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +42,10 @@
 
 /* Where a domain stands, as the pickers see it (dom_phase). */
 enum { DOM_HEALTHY = 0, DOM_FROZEN, DOM_RETIRED };
-/* The windows of the run, for the per-window figures. */
+/* The windows of the run, for the per-window figures; a record's tag is
+ * the window it was picked in. */
 enum { WIN_HEALTHY = 0, WIN_FROZEN, WIN_AFTER, N_WINDOWS };
 static const char *const window_names[N_WINDOWS] = {"all 8 healthy", "1 frozen", "after destroy"};
-
-/* A record's tag is the window it was picked in. */
 
 /* One client thread's own picker state (only that thread touches it while
  * the load runs): which of its owned domains it has paused. */
@@ -95,13 +96,18 @@ static double ms(uint64_t ns)
     return (double)ns / 1e6;
 }
 
-#define say(dm, ...)                                                                               \
-    do {                                                                                           \
-        printf("[%5.1fs] ", secs_since(dm, drive_now_ns()));                                       \
-        printf(__VA_ARGS__);                                                                       \
-        putchar('\n');                                                                             \
-        fflush(stdout);                                                                            \
-    } while (0)
+/* A progress line: "[ 12.3s] ...". Main thread only. */
+__attribute__((format(printf, 2, 3))) static void say(const struct demo *dm, const char *fmt, ...)
+{
+    va_list ap;
+
+    printf("[%5.1fs] ", secs_since(dm, drive_now_ns()));
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
 
 /* Sleep @s seconds in small steps; false if interrupted (Ctrl-C). */
 static bool nap(double s)
