@@ -543,6 +543,7 @@ static struct outnode *gather_locked(moor_monitor *mon, struct msghdr *mh, struc
             continue;
         mh->msg_control = ctl->buf;
         mh->msg_controllen = CMSG_SPACE(sizeof(int) * p->nfds);
+        memset(ctl->buf, 0, mh->msg_controllen); /* the alignment padding too */
         c = CMSG_FIRSTHDR(mh);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
