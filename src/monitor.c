@@ -1226,7 +1226,10 @@ static void out_withdraw_locked(moor_monitor *mon, struct outnode *o)
 
 /* After the wait of a call with descriptors, however it ended: once no
  * writer is in flight, a node still linked to @p has sent nothing (see the
- * theory) and is withdrawn, closing the duplicates. */
+ * theory) and is withdrawn, closing the duplicates; a request never queued
+ * still has its duplicates, closed here. Afterwards nothing points to @p.
+ * @p's fields are read under the lock: until then a writer or a close may
+ * be releasing them. */
 static void settle_fds(moor_monitor *mon, struct pending *p)
 {
     pthread_mutex_lock(&mon->lock);
@@ -1235,6 +1238,8 @@ static void settle_fds(moor_monitor *mon, struct pending *p)
     if (p->node)
         out_withdraw_locked(mon, p->node);
     pthread_mutex_unlock(&mon->lock);
+    close_fds(p->fds, p->nfds); /* not queued: still ours */
+    p->nfds = 0;
 }
 
 static int check_call(moor_monitor *mon, const char *fn, const void *request, int timeout_ms,
@@ -1313,10 +1318,8 @@ static int call(moor_monitor *mon, const void *request, const int *fds, unsigned
     deadline = moor__deadline_after_ms(ms);
     rc = queue_and_wait(mon, &p, o, &deadline);
     sem_destroy(&p.sem);
-    if (p.nfds) {
-        settle_fds(mon, &p);      /* queued: sent, or withdrawn and closed */
-        close_fds(p.fds, p.nfds); /* not queued: still ours */
-    }
+    if (nfds)
+        settle_fds(mon, &p); /* sent, or closed */
 
     if (rc == -ENOBUFS) /* checked before p.rc: the peer's status could be any code */
         return moor_error_set(err, rc, "monitor '%s': '%s' not queued: %s", mon->name, what,
