@@ -155,18 +155,12 @@ static const struct route routes[] = {
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
-size_t vmd_api_routes(const struct vmd_api_route **out)
+size_t vmd_api_routes(struct vmd_api_route *out, size_t cap)
 {
-    static struct vmd_api_route table[N_ROUTES];
-
-    /* Filled on every call with the same constants: no state to race on. */
-    for (size_t i = 0; i < N_ROUTES; i++)
-        table[i] = (struct vmd_api_route){routes[i].method, routes[i].path};
-    *out = table;
+    for (size_t i = 0; i < N_ROUTES && i < cap; i++)
+        out[i] = (struct vmd_api_route){routes[i].method, routes[i].path};
     return N_ROUTES;
 }
-
-#define MAX_SEGMENTS 5
 
 /* Whether @path matches @pattern; the "{id}" segment goes to @id. */
 static bool path_match(const char *pattern, const char *path, const char **id, size_t *id_len)

@@ -51,8 +51,10 @@ struct vmd_api_route {
     const char *path; /* "/v1/domains/{id}/start" */
 };
 
-/* vmd_api_routes - the routes served, in table order; *@out is static. */
-size_t vmd_api_routes(const struct vmd_api_route **out);
+/* vmd_api_routes - the routes served, in table order: up to @cap of them
+ * into @out (strings static). Returns how many there are (may exceed @cap).
+ * Any thread; no locks. */
+size_t vmd_api_routes(struct vmd_api_route *out, size_t cap);
 
 struct vmd_request; /* request.h: a parsed, validated request */
 

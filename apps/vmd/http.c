@@ -476,6 +476,38 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     *con_cls = NULL;
 }
 
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* MHD's URL unescaper, in place: %HH is decoded unless it would give a
+ * control character (NUL included, which would cut the path short as a C
+ * string); those stay "%HH", which no route or id accepts. */
+static size_t unescape(void *cls, struct MHD_Connection *mc, char *s)
+{
+    char *out = s;
+
+    (void)cls;
+    (void)mc;
+    for (const char *in = s; *in;) {
+        int hi = in[0] == '%' ? hex_value(in[1]) : -1;
+        int lo = hi >= 0 ? hex_value(in[2]) : -1;
+        int c = hi * 16 + lo;
+        if (lo >= 0 && c >= 0x20 && c != 0x7f) {
+            *out++ = (char)c;
+            in += 3;
+        } else {
+            *out++ = *in++;
+        }
+    }
+    *out = '\0';
+    return (size_t)(out - s);
+}
+
 __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[256];
@@ -578,7 +610,8 @@ static int start_mhd(struct vmd_http *h, moor_error *err)
 
     h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
                               on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                              MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_END);
     if (!h->mhd)
         return moor_error_set(err, -EIO, "libmicrohttpd did not start on %s", h->socket_path);
     h->listen_fd = -1; /* MHD's now */
