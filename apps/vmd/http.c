@@ -6,8 +6,7 @@
  * sockets in an epoll set of its own, whose descriptor the moor loop
  * watches; when it is readable, or when the timer armed from
  * MHD_get_timeout() fires, the loop thread calls MHD_run(). Every MHD call
- * but MHD_resume_connection's thread-safe fallback below happens on the
- * loop thread, so MHD needs no locks of ours and the connection states
+ * happens on the loop thread, so MHD needs no locks of ours and the connection states
  * (struct conn, struct stream) are loop-thread data.
  *
  * A request: the first call of the access handler checks the peer's uid
@@ -201,20 +200,21 @@ static void deliver(moor_loop *loop, void *opaque)
     run_mhd(c->http);
 }
 
-/* On a worker (or the draining thread): hand @resp to the loop thread. */
+/* On a worker (or the draining thread): hand @resp to the loop thread.
+ * Only the loop thread touches MHD, so a failed schedule (no memory) is
+ * retried rather than resuming the connection from here. */
 static void on_done(void *opaque, struct vmd_response *resp)
 {
     struct conn *c = opaque;
+    bool logged = false;
 
     c->resp = *resp; /* published to the loop by the schedule's mutex */
-    if (moor_loop_schedule(c->http->vmd->loop, deliver, c, NULL, NULL) == 0)
-        return;
-    /* No memory for the callback: MHD_resume_connection is safe from any
-     * thread and wakes MHD's epoll through its ITC; the handler, on the
-     * loop thread, then finds resp_ready. */
-    vmd_log(VMD_LOG_ERR, NULL, NULL, "cannot schedule a response: resuming from a worker");
-    c->resp_ready = true;
-    MHD_resume_connection(c->mc);
+    while (moor_loop_schedule(c->http->vmd->loop, deliver, c, NULL, NULL) < 0) {
+        if (!logged)
+            vmd_log(VMD_LOG_ERR, NULL, NULL, "cannot schedule a response: retrying");
+        logged = true;
+        usleep(1000);
+    }
 }
 
 /* ---- event streams -------------------------------------------------------- */
@@ -451,7 +451,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return queue(c, &c->resp);
     }
     if (*upload_data_size) {
-        take_body(c, upload_data, *upload_data_size);
+        if (!c->answered) /* a refused request's body is dropped */
+            take_body(c, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }
