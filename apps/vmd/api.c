@@ -184,14 +184,14 @@ static bool path_match(const char *pattern, const char *path, const char **id, s
     return !*pattern && !*path;
 }
 
-static bool id_valid(const char *id, size_t len)
+bool vmd_token_valid(const char *s, size_t len, size_t max, const char *punct)
 {
-    if (len < 1 || len > VMD_NAME_MAX)
+    if (len < 1 || len > max)
         return false;
     for (size_t i = 0; i < len; i++) {
-        char c = id[i];
+        char c = s[i];
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
+                  (c && strchr(punct, c));
         if (!ok)
             return false;
     }
@@ -295,7 +295,7 @@ int vmd_api_parse(struct vmd *vmd, const char *method, const char *url, const ch
     const struct route *r = route_find(method, url, &id, &id_len, resp);
     if (!r)
         return resp->status == 404 ? -ENOENT : -EINVAL;
-    if (id && !id_valid(id, id_len)) {
+    if (id && !vmd_token_valid(id, id_len, VMD_NAME_MAX, "._-")) {
         vmd_api_error(resp, -EINVAL, "a domain id is a name [A-Za-z0-9._-]{1,64} or a UUID");
         return -EINVAL;
     }

@@ -82,20 +82,6 @@ int vmd_parse_shutdown(struct json_object *body, struct vmd_request *req, moor_e
     return 0;
 }
 
-static bool qmp_command_valid(const char *s, size_t len)
-{
-    if (len < 1 || len > VMD_QMP_COMMAND_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '_';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 int vmd_parse_qmp(struct json_object *body, struct vmd_request *req, moor_error *err)
 {
     static const char *const known[] = {"execute", "arguments", NULL};
@@ -111,7 +97,7 @@ int vmd_parse_qmp(struct json_object *body, struct vmd_request *req, moor_error 
         return moor_error_set(err, -EINVAL, "\"execute\" must be a string");
     const char *name = json_object_get_string(exec);
     size_t len = (size_t)json_object_get_string_len(exec);
-    if (!qmp_command_valid(name, len) || strlen(name) != len)
+    if (!vmd_token_valid(name, len, VMD_QMP_COMMAND_MAX, "_-") || strlen(name) != len)
         return moor_error_set(err, -EINVAL, "\"execute\" must match [A-Za-z0-9_-]{1,%d}",
                               VMD_QMP_COMMAND_MAX);
     if (json_object_object_get_ex(body, "arguments", &args) &&

@@ -58,6 +58,13 @@ struct vmd_request {
     void *opaque;
 };
 
+/*
+ * vmd_token_valid - whether @s (@len bytes, not NUL-terminated) is 1..@max
+ * of ASCII letters, digits and the characters of @punct: the one check of
+ * ids ("._-", VMD_NAME_MAX) and QMP command names ("_-"). (api.c)
+ */
+bool vmd_token_valid(const char *s, size_t len, size_t max, const char *punct);
+
 /* req-domains.c: /v1/domains and /v1/domains/{id}[/action]. */
 int vmd_parse_empty(struct json_object *body, struct vmd_request *req, moor_error *err);
 int vmd_parse_define(struct json_object *body, struct vmd_request *req, moor_error *err);
