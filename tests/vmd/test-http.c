@@ -657,6 +657,71 @@ static void test_many_hung_domains(void **state)
     fx_free(fx);
 }
 
+/* Several clients, each on one keep-alive connection, mixing calls that
+ * skip the lanes with lane calls on four domains. */
+struct hammer {
+    pthread_t thread;
+    const char *sock;
+    int id;
+    int ok, bad;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    CURL *c = curl_easy_init();
+    struct reply r = {0};
+    char url[128];
+
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, h->sock);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)WAIT_MS);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    for (int i = 0; i < 40; i++) {
+        static const char *const what[] = {"", "/state", "/stats"};
+        snprintf(url, sizeof(url), "http://localhost/v1/domains/c%d%s", (h->id + i) % 4,
+                 what[i % 3]);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        long status = 0;
+        if (curl_easy_perform(c) == CURLE_OK &&
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
+            h->ok++;
+        else
+            h->bad++;
+        free(r.body);
+        r.body = NULL;
+        r.len = 0;
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+static void test_concurrent_clients(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new(4, 0, 0);
+    struct hammer h[8];
+    char body[64];
+
+    for (int i = 0; i < 4; i++) {
+        snprintf(body, sizeof(body), "{\"name\":\"c%d\"}", i);
+        expect(fx, "POST", "/v1/domains", body, 201, NULL);
+        snprintf(body, sizeof(body), "/v1/domains/c%d/start", i);
+        expect(fx, "POST", body, NULL, 200, NULL);
+    }
+    for (int i = 0; i < 8; i++) {
+        h[i] = (struct hammer){.sock = fx->sock, .id = i};
+        assert_int_equal(pthread_create(&h[i].thread, NULL, hammer_main, &h[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(h[i].thread, NULL);
+        assert_int_equal(h[i].bad, 0);
+        assert_int_equal(h[i].ok, 40);
+    }
+    fx_free(fx);
+}
+
 /* ---- events ---------------------------------------------------------------- */
 
 struct stream_client {
@@ -992,13 +1057,21 @@ static void test_main_signal(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_routes),       cmocka_unit_test(test_bad_requests),
-        cmocka_unit_test(test_error_table),  cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_socket_modes), cmocka_unit_test(test_other_uid),
-        cmocka_unit_test(test_lanes),        cmocka_unit_test(test_many_hung_domains),
-        cmocka_unit_test(test_events),       cmocka_unit_test(test_shutdown_drains),
-        cmocka_unit_test(test_serve),        cmocka_unit_test(test_openapi_routes),
-        cmocka_unit_test(test_main_flags),   cmocka_unit_test(test_main_signal),
+        cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_error_table),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_socket_modes),
+        cmocka_unit_test(test_other_uid),
+        cmocka_unit_test(test_lanes),
+        cmocka_unit_test(test_many_hung_domains),
+        cmocka_unit_test(test_concurrent_clients),
+        cmocka_unit_test(test_events),
+        cmocka_unit_test(test_shutdown_drains),
+        cmocka_unit_test(test_serve),
+        cmocka_unit_test(test_openapi_routes),
+        cmocka_unit_test(test_main_flags),
+        cmocka_unit_test(test_main_signal),
     };
 
     signal(SIGPIPE, SIG_IGN);
