@@ -46,8 +46,9 @@
 #include "events.h"
 #include "log.h"
 
-#define STREAM_BLOCK     (64u * 1024u) /* content reader buffer; longest event line */
-#define MHD_MAX_DELAY_MS 60000u        /* timer period when MHD wants none */
+#define STREAM_BLOCK     (64u * 1024u)  /* content reader buffer: the longest event line */
+#define CONN_MEMORY      (256u * 1024u) /* per connection, so that STREAM_BLOCK fits */
+#define MHD_MAX_DELAY_MS 60000u         /* timer period when MHD wants none */
 #define LISTEN_BACKLOG   64
 
 struct stream;
@@ -83,9 +84,10 @@ struct stream {
     struct vmd_http *http;
     struct MHD_Connection *mc;
     struct stream *next;
-    int sub;         /* event bus subscriber id */
-    uint64_t cursor; /* next line to send */
-    int hup_fd;      /* our duplicate of the socket, watched for hang-up */
+    int sub;           /* event bus subscriber id */
+    uint64_t cursor;   /* next line to send */
+    size_t stalled_at; /* the room a too long line did not fit in, or 0 */
+    int hup_fd;        /* our duplicate of the socket, watched for hang-up */
     uint64_t hup_id;
     bool suspended;
     bool gone;
@@ -247,6 +249,7 @@ static void stream_notify(void *opaque)
     /* acq_rel: pairs with the exchange in wake_streams. */
     if (atomic_exchange_explicit(&h->wake_pending, true, memory_order_acq_rel))
         return;
+    /* No memory: this wake is lost; the next line's notify tries again. */
     if (moor_loop_schedule(h->vmd->loop, wake_streams, h, NULL, NULL) < 0)
         atomic_store_explicit(&h->wake_pending, false, memory_order_release);
 }
@@ -275,13 +278,19 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     if (s->gone)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     ssize_t n = vmd_events_read(s->http->vmd->events, &s->cursor, buf, max);
-    if (n > 0)
+    if (n > 0) {
+        s->stalled_at = 0;
         return n;
-    if (n == -ENOBUFS && max < STREAM_BLOCK)
-        return 0; /* MHD sends what it has, then asks again with more room */
+    }
+    /* A line longer than @max: MHD sends what it holds and asks again with
+     * more room; asked twice with the same room, it has no more to give. */
+    if (n == -ENOBUFS && s->stalled_at != max) {
+        s->stalled_at = max;
+        return 0;
+    }
     if (n == -ENOBUFS) {
-        vmd_log(VMD_LOG_WARNING, NULL, "events", "an event line is over %u bytes: stream ended",
-                STREAM_BLOCK);
+        vmd_log(VMD_LOG_WARNING, NULL, "events", "an event line is over %zu bytes: stream ended",
+                max);
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     if (s->http->stopping)
@@ -326,7 +335,7 @@ static enum MHD_Result start_stream(struct conn *c)
     if (s->sub < 0) {
         int code = s->sub;
         free(s);
-        return queue_error(c, code == -EAGAIN ? -EAGAIN : code,
+        return queue_error(c, code,
                            code == -EAGAIN ? "too many event streams" : "cannot subscribe");
     }
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
@@ -609,10 +618,11 @@ static int start_mhd(struct vmd_http *h, moor_error *err)
 {
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
-    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                              on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                              MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_END);
+    h->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+        MHD_OPTION_LISTEN_SOCKET, h->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONN_MEMORY, MHD_OPTION_END);
     if (!h->mhd)
         return moor_error_set(err, -EIO, "libmicrohttpd did not start on %s", h->socket_path);
     h->listen_fd = -1; /* MHD's now */

@@ -729,7 +729,7 @@ struct stream_client {
     const char *sock;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    char buf[8192];
+    char buf[131072];
     size_t len;
     bool stop, done;
     long status;
@@ -835,6 +835,18 @@ static void test_events(void **state)
     stream_wait_for(&s[1], "\"domain\":\"ev1\"");
     expect(fx, "POST", "/v1/domains/ev1/start", NULL, 200, NULL);
     stream_wait_for(&s[0], "\"reason\":\"booted\"");
+    /* a line longer than MHD's default buffers (40 KB) arrives whole */
+    char *big = malloc(40001);
+    assert_non_null(big);
+    memset(big, 'x', 40000);
+    memcpy(big + 40000 - 8, "THE-END!", 8);
+    big[40000] = '\0';
+    struct json_object *data = json_object_new_object();
+    json_object_object_add(data, "blob", json_object_new_string(big));
+    free(big);
+    assert_int_equal(vmd_events_publish(fx->vmd.events, "qmp", "ev1", data), 0);
+    stream_wait_for(&s[0], "THE-END!\"");
+    stream_wait_for(&s[1], "THE-END!\"");
     assert_non_null(strstr(s[0].buf, "\"type\":\"lifecycle\""));
     /* a client that goes away while nothing is published is noticed */
     stream_stop(&s[0]);
