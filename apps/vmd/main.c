@@ -37,26 +37,31 @@
 #define MAX_TIMEOUT_SEC 3600u
 #define MAX_GRACE_MS    60000u
 
-static const char usage_text[] =
-    "Usage: moor-vmd [OPTION]...\n"
-    "Manage QEMU virtual machines; serve the API over a UNIX socket (foreground).\n"
-    "\n"
-    "  --state-dir DIR         configs and logs (default: /var/lib/moor-vmd as root,\n"
-    "                          else $XDG_STATE_HOME/moor-vmd or ~/.local/state/moor-vmd)\n"
-    "  --runtime-dir DIR       status files, QMP sockets (default: /run/moor-vmd as root,\n"
-    "                          else $XDG_RUNTIME_DIR/moor-vmd)\n"
-    "  --socket PATH           the API socket (default: RUNTIME-DIR/moor-vmd.sock)\n"
-    "  --workers N             worker threads for API calls (default: 8)\n"
-    "  --domain-workers N      most workers one domain's calls may hold (default: workers/4,\n"
-    "                          at least 1)\n"
-    "  --queue-max N           most calls queued per domain beyond that (default: 4*workers)\n"
-    "  --qmp-timeout SECONDS   deadline of every QMP call (default: 10)\n"
-    "  --job-timeout SECONDS   deadline of a wait for a domain's job (default: 30)\n"
-    "  --destroy-grace MS      SIGTERM to SIGKILL on destroy (default: 1000)\n"
-    "  --runas USER            run QEMU as USER (default: the daemon's user)\n"
-    "  --log-format FORMAT     text or journal (default: text)\n"
-    "  --help                  print this help and exit\n"
-    "  --version               print the version and exit\n";
+static void usage(void)
+{
+    printf("Usage: moor-vmd [OPTION]...\n"
+           "Manage QEMU virtual machines; serve the API over a UNIX socket (foreground).\n"
+           "\n"
+           "  --state-dir DIR         configs and logs (default: /var/lib/moor-vmd as root,\n"
+           "                          else $XDG_STATE_HOME/moor-vmd or ~/.local/state/moor-vmd)\n"
+           "  --runtime-dir DIR       status files, QMP sockets (default: /run/moor-vmd as root,\n"
+           "                          else $XDG_RUNTIME_DIR/moor-vmd)\n"
+           "  --socket PATH           the API socket (default: RUNTIME-DIR/moor-vmd.sock)\n"
+           "  --workers N             worker threads for API calls (default: %u)\n"
+           "  --domain-workers N      most workers one domain's calls may hold (default:\n"
+           "                          workers/4, at least 1)\n"
+           "  --queue-max N           most calls queued per domain beyond that (default:\n"
+           "                          4*workers)\n"
+           "  --qmp-timeout SECONDS   deadline of every QMP call (default: %u)\n"
+           "  --job-timeout SECONDS   deadline of a wait for a domain's job (default: %u)\n"
+           "  --destroy-grace MS      SIGTERM to SIGKILL on destroy (default: %u)\n"
+           "  --runas USER            run QEMU as USER (default: the daemon's user)\n"
+           "  --log-format FORMAT     text or journal (default: text)\n"
+           "  --help                  print this help and exit\n"
+           "  --version               print the version and exit\n",
+           VMD_DEFAULT_WORKERS, VMD_DEFAULT_QMP_TIMEOUT_MS / 1000,
+           VMD_DEFAULT_JOB_TIMEOUT_MS / 1000, VMD_DEFAULT_DESTROY_GRACE_MS);
+}
 
 enum {
     OPT_STATE_DIR = 256,
@@ -175,7 +180,7 @@ static int apply_option(struct vmd_options *opt, int c, const char *arg)
         }
         return 0;
     case OPT_HELP:
-        fputs(usage_text, stdout);
+        usage();
         return 1;
     case OPT_VERSION:
         printf("moor-vmd %s (API %s)\n", VMD_VERSION, VMD_API_VERSION);
