@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -535,7 +536,9 @@ static int child_as_nobody(const char *sock)
 
     if (setgid(65534) < 0 || setuid(65534) < 0)
         return 10;
-    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", sock);
+    if (strlen(sock) >= sizeof(addr.sun_path))
+        return 15;
+    memcpy(addr.sun_path, sock, strlen(sock) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
         return 11;
@@ -560,13 +563,25 @@ static void test_other_uid(void **state)
     assert_int_equal(chmod(fx->dir, 0711), 0);
     assert_int_equal(chmod(fx->run, 0711), 0);
     assert_int_equal(chmod(fx->sock, 0666), 0);
+    /* the daemon's log (stderr) goes to a file for the refusal's line */
+    char log_path[200], log[4096] = "";
+    snprintf(log_path, sizeof(log_path), "%s/log", fx->dir);
+    int log_fd = open(log_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int saved = dup(STDERR_FILENO);
+    assert_true(log_fd >= 0 && saved >= 0);
+    assert_int_equal(dup2(log_fd, STDERR_FILENO), STDERR_FILENO);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
         _exit(child_as_nobody(fx->sock));
     assert_int_equal(waitpid(pid, &status, 0), pid);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    assert_true(pread(log_fd, log, sizeof(log) - 1, 0) > 0);
+    close(log_fd);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
+    assert_non_null(strstr(log, "refused a connection from uid 65534"));
     /* we (root / the owner) are still served */
     expect(fx, "GET", "/v1/version", NULL, 200, NULL);
     fx_free(fx);
