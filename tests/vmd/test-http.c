@@ -909,6 +909,43 @@ static void test_shutdown_drains(void **state)
     fx_free(fx);
 }
 
+static int raw_connect(const char *sock)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    assert_true(strlen(sock) < sizeof(addr.sun_path));
+    memcpy(addr.sun_path, sock, strlen(sock) + 1);
+    assert_int_equal(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    return fd;
+}
+
+static void test_client_leaves_early(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new(2, 1, 4);
+    static const char req[] = "POST /v1/domains/gone/start HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: 0\r\n\r\n";
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"gone\"}", 201, NULL);
+    ops_double_block("gone");
+    int fd = raw_connect(fx->sock);
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    assert_int_equal(ops_double_wait_blocked("gone", 1, WAIT_MS), 1);
+    /* a queued one too, then both clients go away */
+    int fd2 = raw_connect(fx->sock);
+    assert_int_equal(write(fd2, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    wait_figure(fx, lane0_queued, 1, "the second request queued");
+    close(fd);
+    close(fd2);
+    ops_double_release("gone");
+    /* their answers find no client; the daemon carries on */
+    wait_figure(fx, pool_queued, 0, "queue empty");
+    expect(fx, "GET", "/v1/domains/gone/state", NULL, 200, NULL);
+    fx_free(fx);
+}
+
 /* ---- the request path without a socket ---------------------------------- */
 
 static void test_serve(void **state)
@@ -1095,6 +1132,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_clients),
         cmocka_unit_test(test_events),
         cmocka_unit_test(test_shutdown_drains),
+        cmocka_unit_test(test_client_leaves_early),
         cmocka_unit_test(test_serve),
         cmocka_unit_test(test_openapi_routes),
         cmocka_unit_test(test_main_flags),
