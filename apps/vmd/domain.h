@@ -87,6 +87,14 @@ struct json_object *vmd_config_to_json(const struct vmd_domain_config *cfg);
 /* vmd_config_clear - free what @cfg owns and zero it. NULL-safe. */
 void vmd_config_clear(struct vmd_domain_config *cfg);
 
+/* vmd_config_copy - a deep copy of @src into *@dst (the caller's, to clear).
+ * Returns 0 or -ENOMEM (*@dst untouched). */
+int vmd_config_copy(struct vmd_domain_config *dst, const struct vmd_domain_config *src);
+
+/* vmd_config_machine_name / vmd_config_accel_name - "pc", "tcg"... (static). */
+const char *vmd_config_machine_name(enum vmd_machine m);
+const char *vmd_config_accel_name(enum vmd_accel a);
+
 /* ---- the daemon's domains ------------------------------------------------ */
 
 /*
