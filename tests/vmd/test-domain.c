@@ -1,0 +1,474 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-domain.c - the domain ops called directly (no HTTP): the state
+ * table exhaustively, then real QEMU (qemu-system-x86_64 -machine none):
+ * the whole lifecycle, a paused start, a QEMU killed with SIGKILL, a QEMU
+ * frozen with SIGSTOP, and a daemon restart that reconnects. A missing
+ * QEMU fails these tests: it is never a skip.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+
+#include "process.h"
+#include "test-util.h"
+#include "vmd-test.h"
+
+TU_TSAN_IGNORE_LIBURCU;
+
+/* ---- the state table ------------------------------------------------------ */
+
+/* The table as the API document states it, written out independently. */
+static const char *const expected[VMD_OP__COUNT] = {
+    /*             shutoff running paused */
+    [VMD_OP_INFO] = "yyy",    [VMD_OP_STATE] = "yyy",    [VMD_OP_STATS] = "nyy",
+    [VMD_OP_START] = "ynn",   [VMD_OP_SHUTDOWN] = "nyy", [VMD_OP_DESTROY] = "nyy",
+    [VMD_OP_SUSPEND] = "nyn", [VMD_OP_RESUME] = "nny",   [VMD_OP_RESET] = "nyy",
+    [VMD_OP_QMP] = "nyy",     [VMD_OP_UNDEFINE] = "ynn",
+};
+
+static void test_state_table(void **state)
+{
+    moor_error err = MOOR_ERROR_INIT;
+
+    (void)state;
+    for (int op = 0; op < VMD_OP__COUNT; op++) {
+        for (int st = 0; st < VMD_STATE__COUNT; st++) {
+            bool want = expected[op][st] == 'y';
+            moor_error_clear(&err);
+            int rc = vmd_op_check(op, st, "vm1", &err);
+            if (vmd_op_allowed(op, st) != want)
+                fail_msg("%s in %s: table says %d", vmd_op_name(op), vmd_state_name(st), !want);
+            if (want) {
+                assert_int_equal(rc, 0);
+                continue;
+            }
+            assert_int_equal(rc, st == VMD_STATE_SHUTOFF ? -ENOTCONN : -EBUSY);
+            tu_assert_contains(moor_error_message(&err), "domain vm1 is ");
+            tu_assert_contains(moor_error_message(&err), vmd_op_name(op));
+        }
+    }
+    assert_int_equal(vmd_op_check(VMD_OP_UNDEFINE, VMD_STATE_RUNNING, "vm1", &err), -EBUSY);
+    assert_string_equal(moor_error_message(&err),
+                        "domain vm1 is running: undefine needs it shut off");
+    assert_int_equal(vmd_op_check(VMD_OP_SUSPEND, VMD_STATE_SHUTOFF, "vm1", &err), -ENOTCONN);
+    assert_string_equal(moor_error_message(&err),
+                        "domain vm1 is not running: suspend needs it running");
+    assert_int_equal(vmd_op_check(VMD_OP__COUNT, VMD_STATE_RUNNING, "vm1", &err), -EINVAL);
+    assert_int_equal(vmd_op_check(VMD_OP_INFO, VMD_STATE__COUNT, "vm1", &err), -EINVAL);
+    assert_false(vmd_op_allowed(VMD_OP__COUNT, VMD_STATE_SHUTOFF));
+    assert_string_equal(vmd_state_name(VMD_STATE__COUNT), "?");
+    for (int r = 1; r < VMD_REASON__COUNT; r++)
+        assert_string_not_equal(vmd_reason_name(r), "?");
+}
+
+/* ---- real QEMU ------------------------------------------------------------- */
+
+static int vt_setup(void **state)
+{
+    tu_setup(state);
+    assert_int_equal(access("/usr/bin/qemu-system-x86_64", X_OK), 0); /* fail, never skip */
+    return 0;
+}
+
+static int vt_teardown(void **state)
+{
+    vt_kill_leftovers();
+    return tu_teardown(state);
+}
+
+#define VT_TEST(fn) cmocka_unit_test_setup_teardown(fn, vt_setup, vt_teardown)
+
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        struct json_object *out_ = NULL;                                                           \
+        moor_error e_ = MOOR_ERROR_INIT;                                                           \
+        int rc_ = call(&t.vmd, d, &out_, &e_);                                                     \
+        if (rc_ < 0)                                                                               \
+            fail_msg("%s: %d %s", #call, rc_, moor_error_message(&e_));                            \
+        json_object_put(out_);                                                                     \
+    } while (0)
+
+#define FAILS(call, code, text)                                                                    \
+    do {                                                                                           \
+        struct json_object *out_ = NULL;                                                           \
+        moor_error e_ = MOOR_ERROR_INIT;                                                           \
+        int rc_ = call(&t.vmd, d, &out_, &e_);                                                     \
+        if (rc_ != (code))                                                                         \
+            fail_msg("%s: expected %d, got %d %s", #call, (code), rc_, moor_error_message(&e_));   \
+        tu_assert_contains(moor_error_message(&e_), text);                                         \
+        assert_null(out_);                                                                         \
+    } while (0)
+
+static int start_running(struct vmd *v, vmd_domain *d, struct json_object **out, moor_error *e)
+{
+    return vmd_domain_start(v, d, false, out, e);
+}
+
+static int start_paused(struct vmd *v, vmd_domain *d, struct json_object **out, moor_error *e)
+{
+    return vmd_domain_start(v, d, true, out, e);
+}
+
+static const char *stats_status(struct vt *t, vmd_domain *d)
+{
+    static char buf[32];
+    struct json_object *o = NULL, *s, *v;
+    moor_error err = MOOR_ERROR_INIT;
+
+    if (vmd_domain_stats(&t->vmd, d, &o, &err) < 0)
+        fail_msg("stats: %s", moor_error_message(&err));
+    assert_true(json_object_object_get_ex(o, "status", &s));
+    assert_true(json_object_object_get_ex(s, "status", &v));
+    snprintf(buf, sizeof(buf), "%s", json_object_get_string(v));
+    assert_true(json_object_object_get_ex(o, "vcpus", &v));
+    assert_true(json_object_is_type(v, json_type_array));
+    json_object_put(o);
+    return buf;
+}
+
+static void test_lifecycle(void **state)
+{
+    struct vt t;
+    moor_error err = MOOR_ERROR_INIT;
+    struct json_object *out = NULL;
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "life");
+    vt_assert_state(&t, d, "shutoff", "defined");
+    FAILS(vmd_domain_suspend, -ENOTCONN, "domain life is not running");
+    FAILS(vmd_domain_destroy, -ENOTCONN, "not running");
+
+    /* a second define of the name is refused */
+    struct vmd_domain_config cfg;
+    struct json_object *o = json_tokener_parse("{\"name\":\"life\"}");
+    assert_int_equal(vmd_config_parse(o, &cfg, &err), 0);
+    json_object_put(o);
+    assert_int_equal(vmd_domain_define(&t.vmd, &cfg, &out, &err), -EEXIST);
+    tu_assert_contains(moor_error_message(&err), "name life is taken");
+
+    OK(start_running);
+    vt_assert_state(&t, d, "running", "booted");
+    pid_t pid = vt_pid(&t, d);
+    assert_true(pid > 0);
+    assert_int_equal(kill(pid, 0), 0);
+    FAILS(start_running, -EBUSY, "domain life is running: start needs it shut off");
+    FAILS(vmd_domain_undefine, -EBUSY, "undefine needs it shut off");
+    FAILS(vmd_domain_resume, -EBUSY, "resume needs it paused");
+
+    OK(vmd_domain_suspend);
+    vt_assert_state(&t, d, "paused", "user");
+    assert_string_equal(stats_status(&t, d), "paused");
+    OK(vmd_domain_resume);
+    vt_assert_state(&t, d, "running", "resumed");
+    assert_string_equal(stats_status(&t, d), "running");
+    OK(vmd_domain_reset);
+    vt_assert_state(&t, d, "running", "reset");
+
+    /* raw QMP: a reply, a refusal with QEMU's class, and the taint */
+    assert_int_equal(vmd_domain_qmp(&t.vmd, d, "query-version", NULL, &out, &err), 0);
+    struct json_object *ret, *q;
+    assert_true(json_object_object_get_ex(out, "return", &ret));
+    assert_true(json_object_object_get_ex(ret, "qemu", &q));
+    json_object_put(out);
+    out = NULL;
+    assert_int_equal(vmd_domain_qmp(&t.vmd, d, "no-such-command", NULL, &out, &err), -EREMOTEIO);
+    tu_assert_contains(moor_error_message(&err), "CommandNotFound");
+    assert_null(out);
+    assert_int_equal(vmd_domain_qmp(&t.vmd, d, "bad name", NULL, &out, &err), -EINVAL);
+    char buf[32];
+    vt_field(&t, d, "tainted", buf, sizeof(buf));
+    assert_string_equal(buf, "true");
+
+    /* the list and the debug view */
+    assert_int_equal(vmd_domain_list(&t.vmd, &out, &err), 0);
+    tu_assert_contains(json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN),
+                       "\"name\":\"life\"");
+    json_object_put(out);
+    out = json_object_new_object();
+    assert_int_equal(vmd_domains_debug(&t.vmd, out, &err), 0);
+    tu_assert_contains(json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN),
+                       "\"responsive\":true");
+    tu_assert_contains(json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN), "vmd_domain");
+    json_object_put(out);
+
+    OK(vmd_domain_destroy);
+    vt_assert_state(&t, d, "shutoff", "destroyed");
+    vt_assert_gone(pid);
+    assert_int_equal(vt_pid(&t, d), 0);
+    assert_true(vt_event_seen(&t, "\"reason\":\"destroyed\""));
+    assert_true(vt_event_seen(&t, "\"event\":\"STOP\""));
+
+    OK(vmd_domain_undefine);
+    FAILS(vmd_domain_undefine, -ENOENT, "no longer defined");
+    moor_unref(d);
+    assert_null(vmd_domain_lookup(&t.vmd, "life"));
+    vt_fini(&t);
+    vt_rmrf(t.root);
+}
+
+static void test_start_paused(void **state)
+{
+    struct vt t;
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "paused1");
+    OK(start_paused);
+    vt_assert_state(&t, d, "paused", "starting");
+    pid_t pid = vt_pid(&t, d);
+    assert_string_equal(stats_status(&t, d), "prelaunch");
+    OK(vmd_domain_resume);
+    vt_assert_state(&t, d, "running", "resumed");
+    OK(vmd_domain_destroy);
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_fini(&t);
+    vt_rmrf(t.root);
+}
+
+struct call {
+    struct vt *t;
+    vmd_domain *d;
+    int (*fn)(struct vmd *, vmd_domain *, struct json_object **, moor_error *);
+    int rc;
+    int64_t took_ms;
+    moor_error err;
+};
+
+static void *call_main(void *arg)
+{
+    struct call *c = arg;
+    struct json_object *out = NULL;
+    int64_t t0 = vt_now_ms();
+
+    moor_error_clear(&c->err);
+    c->rc = c->fn(&c->t->vmd, c->d, &out, &c->err);
+    c->took_ms = vt_now_ms() - t0;
+    json_object_put(out);
+    return NULL;
+}
+
+/* Poll the debug view until @text shows in it, for up to 5 s. */
+static void wait_debug(struct vt *t, const char *text)
+{
+    int64_t deadline = vt_now_ms() + 5000;
+    for (;;) {
+        struct json_object *o = json_object_new_object();
+        moor_error err = MOOR_ERROR_INIT;
+        assert_int_equal(vmd_domains_debug(&t->vmd, o, &err), 0);
+        bool seen = strstr(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), text) != NULL;
+        json_object_put(o);
+        if (seen)
+            return;
+        if (vt_now_ms() > deadline)
+            fail_msg("'%s' not in the debug view after 5 s", text);
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int stats_op(struct vmd *v, vmd_domain *d, struct json_object **out, moor_error *e)
+{
+    return vmd_domain_stats(v, d, out, e);
+}
+
+static void test_sigkill_crashes_and_frees_waiters(void **state)
+{
+    struct vt t;
+    pthread_t ta, tb;
+
+    (void)state;
+    vt_init(&t, NULL, 4000);
+    vmd_domain *d = vt_define(&t, "crash");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+
+    /* Freeze QEMU so stats sits in its QMP call holding a QUERY job, and
+     * suspend queues behind it for the MODIFY job. */
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    struct call a = {.t = &t, .d = d, .fn = stats_op};
+    struct call b = {.t = &t, .d = d, .fn = vmd_domain_suspend};
+    assert_int_equal(pthread_create(&ta, NULL, call_main, &a), 0);
+    wait_debug(&t, "\"command\":\"query-status\"");
+    assert_int_equal(pthread_create(&tb, NULL, call_main, &b), 0);
+    wait_debug(&t, "\"waiters\":1");
+
+    int64_t t0 = vt_now_ms();
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    /* Both freed by the exit, well before the 4 s QMP deadline. */
+    assert_true(vt_now_ms() - t0 < 3000);
+    assert_int_equal(a.rc, -EPIPE);
+    assert_int_equal(b.rc, -ENOTCONN);
+    tu_assert_contains(moor_error_message(&b.err), "domain crash stopped (crashed) while suspend");
+    vt_assert_state(&t, d, "shutoff", "crashed");
+    assert_true(vt_event_seen(&t, "\"reason\":\"crashed\""));
+    vt_assert_gone(pid);
+
+    /* it starts again */
+    OK(start_running);
+    pid = vt_pid(&t, d);
+    OK(vmd_domain_destroy);
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_fini(&t);
+    vt_rmrf(t.root);
+}
+
+static void test_sigstop_times_out_then_fails_fast(void **state)
+{
+    struct vt t;
+    struct json_object *out = NULL;
+    moor_error err = MOOR_ERROR_INIT;
+
+    (void)state;
+    vt_init(&t, NULL, 500);
+    vmd_domain *d = vt_define(&t, "frozen");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+
+    int64_t t0 = vt_now_ms();
+    assert_int_equal(vmd_domain_stats(&t.vmd, d, &out, &err), -ETIMEDOUT);
+    int64_t first = vt_now_ms() - t0;
+    assert_true(first >= 450 && first < 5000);
+    assert_null(out);
+
+    t0 = vt_now_ms();
+    assert_int_equal(vmd_domain_stats(&t.vmd, d, &out, &err), -ETIMEDOUT);
+    assert_true(vt_now_ms() - t0 < 200);
+    tu_assert_contains(moor_error_message(&err), "QEMU has not answered query-status for");
+    assert_int_equal(vmd_domain_suspend(&t.vmd, d, &out, &err), -ETIMEDOUT);
+
+    assert_int_equal(vmd_domain_state(&t.vmd, d, &out, &err), 0);
+    tu_assert_contains(json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN),
+                       "\"responsive\":false");
+    json_object_put(out);
+    out = NULL;
+
+    /* destroy does not wait for the grace period: SIGKILL at once */
+    t0 = vt_now_ms();
+    OK(vmd_domain_destroy);
+    assert_true(vt_now_ms() - t0 < 900);
+    vt_assert_state(&t, d, "shutoff", "destroyed");
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_fini(&t);
+    vt_rmrf(t.root);
+}
+
+static void test_destroy_stopped_without_timeout(void **state)
+{
+    struct vt t;
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "stopped");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    /* 'T' in /proc: SIGKILL at once, not SIGTERM and a 1 s grace */
+    int64_t deadline = vt_now_ms() + 5000;
+    char st = 0;
+    while (vmd_process_stat(pid, &st, NULL) == 0 && st != 'T') {
+        if (vt_now_ms() > deadline)
+            fail_msg("pid %d never showed as stopped", (int)pid);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(st, 'T');
+    int64_t t0 = vt_now_ms();
+    OK(vmd_domain_destroy);
+    assert_true(vt_now_ms() - t0 < 900);
+    vt_assert_state(&t, d, "shutoff", "destroyed");
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_fini(&t);
+    vt_rmrf(t.root);
+}
+
+static void test_reconnect_after_restart(void **state)
+{
+    struct vt t, t2;
+    moor_error err = MOOR_ERROR_INIT;
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "r1");
+    OK(start_running);
+    pid_t p1 = vt_pid(&t, d);
+    moor_unref(d);
+    d = vt_define(&t, "r2");
+    OK(start_paused);
+    pid_t p2 = vt_pid(&t, d);
+    moor_unref(d);
+    moor_unref(vt_define(&t, "r3")); /* never started */
+
+    char root[64];
+    snprintf(root, sizeof(root), "%s", t.root);
+    vt_fini(&t); /* the daemon goes; QEMU stays */
+    assert_int_equal(kill(p1, 0), 0);
+    assert_int_equal(kill(p2, 0), 0);
+
+    vt_init(&t2, root, 5000);
+    assert_int_equal(vmd_domains_load(&t2.vmd, &err), 0);
+    assert_int_equal(moor_registry_count(t2.vmd.domains), 3);
+    d = vmd_domain_lookup(&t2.vmd, "r1");
+    assert_non_null(d);
+    vt_assert_state(&t2, d, "running", "reconnected");
+    assert_int_equal(vt_pid(&t2, d), p1);
+    assert_string_equal(stats_status(&t2, d), "running");
+    struct json_object *out = NULL;
+    assert_int_equal(vmd_domain_destroy(&t2.vmd, d, &out, &err), 0);
+    json_object_put(out);
+    vt_assert_gone(p1);
+    moor_unref(d);
+
+    d = vmd_domain_lookup(&t2.vmd, "r2");
+    vt_assert_state(&t2, d, "paused", "reconnected");
+    assert_int_equal(vt_pid(&t2, d), p2);
+    assert_int_equal(vmd_domain_resume(&t2.vmd, d, &out, &err), 0);
+    json_object_put(out);
+    vt_assert_state(&t2, d, "running", "resumed");
+    /* kill -9 of QEMU while adopted: no child of ours, the pidfd still tells */
+    assert_int_equal(kill(p2, SIGKILL), 0);
+    int64_t deadline = vt_now_ms() + 5000;
+    for (char s[32] = "";; vt_field(&t2, d, "state", s, sizeof(s))) {
+        if (strcmp(s, "shutoff") == 0)
+            break;
+        if (vt_now_ms() > deadline)
+            fail_msg("the adopted QEMU's death was not seen in 5 s");
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    vt_assert_state(&t2, d, "shutoff", "crashed");
+    vt_assert_gone(p2);
+    moor_unref(d);
+
+    d = vmd_domain_lookup(&t2.vmd, "r3");
+    vt_assert_state(&t2, d, "shutoff", "defined");
+    moor_unref(d);
+    vt_fini(&t2);
+    vt_rmrf(root);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TU_TEST(test_state_table),
+        VT_TEST(test_lifecycle),
+        VT_TEST(test_start_paused),
+        VT_TEST(test_sigkill_crashes_and_frees_waiters),
+        VT_TEST(test_sigstop_times_out_then_fails_fast),
+        VT_TEST(test_destroy_stopped_without_timeout),
+        VT_TEST(test_reconnect_after_restart),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
