@@ -17,7 +17,7 @@
  * process's exit (on_pidfd) lock the domain, update its state, publish an
  * event, and never block. What must not be done under the mutex (closing
  * the monitor, which waits for a callback in flight; removing the pidfd
- * watch; unlinking files) is collected in a struct teardown and done after
+ * watch) is collected in a struct teardown and done after
  * the unlock, by whichever thread saw the exit first: the loop, or a
  * destroy/shutdown worker that waited on the pidfd itself.
  */
@@ -157,7 +157,6 @@ struct vmd_domain {
 struct teardown {
     vmd_qmp *qmp;
     uint64_t handler;
-    bool runtime_files;
 };
 
 static void domain_dispose(void *obj)
@@ -228,7 +227,6 @@ const char *vmd_domain_name(vmd_domain *dom)
 {
     return dom->cfg.name;
 }
-
 
 /* ---- JSON views (mutex held) ------------------------------------------------- */
 
@@ -361,7 +359,9 @@ static void proc_stopped_locked(vmd_domain *d, struct teardown *td)
                 "QEMU pid %d is gone", (int)d->proc.pid);
     td->qmp = moor_steal(&d->proc.qmp);
     td->handler = d->proc.handler;
-    td->runtime_files = true;
+    /* Now, not after the unlock: a start that follows at once must not
+     * lose its fresh files to this late cleanup. (No fsync: see store.h.) */
+    vmd_store_runtime_remove(&d->vmd->opt, &d->cfg.uuid, false);
     vmd_process_argv_free(d->proc.argv);
     memset(&d->proc, 0, sizeof(d->proc));
     d->proc.pidfd = -1;
@@ -381,8 +381,6 @@ static void teardown_finish(vmd_domain *d, struct teardown *td)
     }
     if (td->handler)
         moor_loop_remove(d->vmd->loop, td->handler);
-    if (td->runtime_files)
-        vmd_store_runtime_remove(&d->vmd->opt, &d->cfg.uuid);
     memset(td, 0, sizeof(*td));
 }
 
@@ -818,7 +816,7 @@ static int launch_spawn(vmd_domain *d, struct launch *l, moor_error *err)
         vmd_store_runtime_path(opt, &d->cfg.uuid, ".pid", pid_path) < 0 ||
         vmd_store_log_path(opt, d->cfg.name, log_path) < 0)
         return moor_error_set(err, -ENAMETOOLONG, "runtime paths too long");
-    vmd_store_runtime_remove(opt, &d->cfg.uuid); /* left by a crash */
+    vmd_store_runtime_remove(opt, &d->cfg.uuid, true); /* left by a crash */
     int rc = vmd_process_argv(&spec, &l->argv, err);
     rc = rc ?: vmd_process_listen(qmp_path, &lfd, err);
     struct vmd_status st = {.argv = l->argv, .state = "paused", .reason = "starting"};
@@ -904,7 +902,7 @@ static int launch(vmd_domain *d, struct launch *l, moor_error *err)
     if (rc < 0) {
         launch_kill(l);
         launch_clear(l);
-        vmd_store_runtime_remove(&d->vmd->opt, &d->cfg.uuid);
+        vmd_store_runtime_remove(&d->vmd->opt, &d->cfg.uuid, true);
     }
     return rc;
 }
@@ -1342,7 +1340,7 @@ void vmd_domains_shutdown(struct vmd *vmd)
             moor_loop_remove_sync(vmd->loop, handler);
         moor_registry_remove(vmd->domains, d, NULL);
     }
-    if (n > 0)
+    if (n >= 0)
         moor_registry_array_free(objs);
 }
 

@@ -288,14 +288,19 @@ int vmd_store_status_load(const struct vmd_options *opt, const moor_uuid *uuid,
     return 0;
 }
 
-void vmd_store_runtime_remove(const struct vmd_options *opt, const moor_uuid *uuid)
+void vmd_store_runtime_remove(const struct vmd_options *opt, const moor_uuid *uuid, bool sync)
 {
     static const char *const suffixes[] = {".status", ".qmp", ".pid"};
     char path[PATH_MAX];
 
-    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
-        if (vmd_store_runtime_path(opt, uuid, suffixes[i], path) == 0)
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        if (vmd_store_runtime_path(opt, uuid, suffixes[i], path) < 0)
+            continue;
+        if (sync)
             unlink_synced(path, NULL);
+        else
+            unlink(path);
+    }
 }
 
 int vmd_store_pidfile_read(const struct vmd_options *opt, const moor_uuid *uuid)
@@ -378,7 +383,7 @@ static void load_status_file(struct vmd *vmd, const moor_uuid *uuid)
     }
     if (rc < 0) {
         vmd_log(VMD_LOG_WARNING, u, "load", "not reconnected: %s", moor_error_message(&err));
-        vmd_store_runtime_remove(&vmd->opt, uuid);
+        vmd_store_runtime_remove(&vmd->opt, uuid, true);
     }
 }
 

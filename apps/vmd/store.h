@@ -74,8 +74,11 @@ int vmd_store_status_load(const struct vmd_options *opt, const moor_uuid *uuid,
                           struct vmd_status *st, moor_error *err);
 
 /* vmd_store_runtime_remove - unlink the status file, the QMP socket and
- * the pidfile of @uuid (missing ones are fine). */
-void vmd_store_runtime_remove(const struct vmd_options *opt, const moor_uuid *uuid);
+ * the pidfile of @uuid (missing ones are fine); with @sync, fsync the
+ * directory too. Without it this never waits for the disk, so the loop
+ * thread may call it under a domain mutex: a lost unlink only leaves a
+ * status file whose pid is gone, which the next start-up cleans up. */
+void vmd_store_runtime_remove(const struct vmd_options *opt, const moor_uuid *uuid, bool sync);
 
 /* vmd_status_clear - free what @st owns and zero it. NULL-safe. */
 void vmd_status_clear(struct vmd_status *st);

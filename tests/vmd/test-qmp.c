@@ -303,8 +303,8 @@ static void test_calls_and_unresponsive_mark(void **state)
     vmd_qmp_close(q);
     assert_int_equal(vmd_qmp_call(q, "query-status", NULL, NULL, &err), -EPIPE);
     moor_unref(q);
+    pthread_join(t, NULL); /* the close shut the socket down: the peer saw EOF */
     close(sv[1]);
-    pthread_join(t, NULL);
     close(p.go[0]);
     close(p.go[1]);
     moor_loop_thread_stop(loop);

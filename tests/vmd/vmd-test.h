@@ -20,6 +20,7 @@
 
 #include "domain.h"
 #include "events.h"
+#include "process.h"
 #include "store.h"
 #include "vmd.h"
 
@@ -152,6 +153,22 @@ static inline void vt_field(struct vt *t, vmd_domain *d, const char *key, char *
             fail_msg("domain is %s (%s), expected %s (%s)", s_, r_, (st), (why));                  \
     } while (0)
 
+/* Wait (up to 5 s) until the domain is in @st: the loop thread applies
+ * a QEMU exit a moment after the monitor's end of file fails the calls. */
+static inline void vt_wait_state(struct vt *t, vmd_domain *d, const char *st)
+{
+    int64_t deadline = vt_now_ms() + 5000;
+    char s[32];
+
+    for (vt_field(t, d, "state", s, sizeof(s)); strcmp(s, st) != 0;
+         vt_field(t, d, "state", s, sizeof(s))) {
+        if (vt_now_ms() > deadline)
+            fail_msg("domain still %s 5 s later, expected %s", s, st);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* The QEMU pid (0 when shut off); recorded for vt_kill_leftovers. */
 static inline pid_t vt_pid(struct vt *t, vmd_domain *d)
 {
@@ -176,6 +193,23 @@ static inline void vt_assert_gone(pid_t pid)
         struct timespec ts = {0, 5000000};
         nanosleep(&ts, NULL);
     }
+}
+
+/* SIGSTOP @pid and wait (up to 5 s) until /proc shows it stopped ('T'):
+ * from then on it answers nothing. */
+static inline void vt_freeze(pid_t pid)
+{
+    int64_t deadline = vt_now_ms() + 5000;
+    char st = 0;
+
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    while (vmd_process_stat(pid, &st, NULL) == 0 && st != 'T') {
+        if (vt_now_ms() > deadline)
+            fail_msg("pid %d not stopped 5 s after SIGSTOP", (int)pid);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(st, 'T');
 }
 
 /* Whether the bus has published a lifecycle line with @text in it. */
