@@ -934,7 +934,6 @@ int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_
     vmd_domain *d = moor_ref(dom);
     struct launch l = {.pidfd = -1};
 
-    (void)vmd;
     moor_lock(d);
     int rc = begin_locked(d, VMD_OP_START, MOOR_JOB_MODIFY, "start", err);
     if (rc < 0) {
@@ -946,9 +945,12 @@ int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_
     moor_lock(d);
     rc = rc ?: launch_adopt_locked(d, &l, true, err);
     if (rc < 0) {
+        char log[PATH_MAX] = "";
         launch_clear(&l);
+        vmd_store_log_path(&vmd->opt, d->cfg.name, log);
+        vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s (QEMU's output: %s)",
+                moor_error_message(err), log);
         moor_error_prefix(err, "domain %s: start: ", d->cfg.name);
-        vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s", moor_error_message(err));
         set_state_locked(d, VMD_STATE_SHUTOFF, VMD_REASON_FAILED);
         return finish(&d, rc, out, err);
     }
@@ -1156,11 +1158,10 @@ int vmd_domain_shutdown(struct vmd *vmd, vmd_domain *dom, unsigned timeout_ms,
         d->stop_reason = VMD_REASON_SHUTDOWN;
         if (!wait_gone_locked(d, pidfd, ms)) {
             d->stop_reason = VMD_REASON_NONE;
-            rc = moor_error_set(err, -ETIMEDOUT,
-                                "domain %s: shutdown: still running %.1f s "
-                                "after system_powerdown",
-                                d->cfg.name, ms / 1000.0);
+            rc = moor_error_set(err, -ETIMEDOUT, "still running %.1f s after system_powerdown",
+                                ms / 1000.0);
             vmd_log(VMD_LOG_WARNING, d->cfg.name, "shutdown", "%s", moor_error_message(err));
+            moor_error_prefix(err, "domain %s: shutdown: ", d->cfg.name);
         }
     }
     if (pidfd >= 0)
@@ -1241,27 +1242,79 @@ static int check_ours(pid_t pid, const struct vmd_status *st, uint64_t *start, m
     return 0;
 }
 
+/*
+ * Open the QEMU @st describes and check it is the one we started. The
+ * pidfd is opened first, so the checks are about that very process (a pid
+ * reused later cannot slip in between). Returns the pidfd, or -ESRCH.
+ */
+static int open_ours(struct vmd *vmd, const moor_uuid *uuid, const struct vmd_status *st,
+                     pid_t *pid, uint64_t *start, moor_error *err)
+{
+    *pid = st->pid ? st->pid : vmd_store_pidfile_read(&vmd->opt, uuid);
+    if (*pid <= 0)
+        return moor_error_set(err, -ESRCH, "QEMU was being started and left no pid");
+    int fd = vmd_process_pidfd(*pid, err);
+    if (fd < 0)
+        return moor_error_set(err, -ESRCH, "QEMU pid %d is gone", (int)*pid);
+    int rc = check_ours(*pid, st, start, err);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* A QEMU of ours we cannot manage (no config, no monitor): kill it rather
+ * than leave it running unmanaged, as libvirt does. Consumes @pidfd. */
+static void kill_unmanageable(int pidfd, pid_t pid, const char *who, const char *why)
+{
+    vmd_log(VMD_LOG_WARNING, who, "reconnect", "SIGKILL to QEMU pid %d: %s", (int)pid, why);
+    vmd_process_signal(pidfd, SIGKILL);
+    vmd_process_wait_exit(pidfd, KILL_WAIT_MS);
+    close(pidfd);
+}
+
 static int reconnect_proc(vmd_domain *d, const struct vmd_status *st, struct launch *l,
                           moor_error *err)
 {
     char path[PATH_MAX];
-    pid_t pid = st->pid ? st->pid : vmd_store_pidfile_read(&d->vmd->opt, &d->cfg.uuid);
+    pid_t pid;
 
-    if (pid <= 0)
-        return moor_error_set(err, -ESRCH, "QEMU was being started and left no pid");
-    int fd = vmd_process_pidfd(pid, err);
+    int fd = open_ours(d->vmd, &d->cfg.uuid, st, &pid, &l->start_time, err);
     if (fd < 0)
-        return moor_error_set(err, -ESRCH, "QEMU pid %d is gone", (int)pid);
-    l->pidfd = fd; /* opened first: the checks below are then about this very process */
-    int rc = check_ours(pid, st, &l->start_time, err);
+        return fd;
+    vmd_store_runtime_path(&d->vmd->opt, &d->cfg.uuid, ".qmp", path);
+    int rc = launch_connect(d, path, l, err);
+    rc = rc ?: copy_argv(st->argv, &l->argv);
     if (rc < 0) {
-        close(fd);
-        l->pidfd = -1;
+        kill_unmanageable(fd, pid, d->cfg.name, moor_error_message(err));
+        launch_clear(l);
         return rc;
     }
+    l->pidfd = fd;
     l->pid = pid;
-    vmd_store_runtime_path(&d->vmd->opt, &d->cfg.uuid, ".qmp", path);
-    return launch_connect(d, path, l, err);
+    return 0;
+}
+
+/* A status file whose domain is gone: kill its QEMU if it is ours. */
+static int reconnect_orphan(struct vmd *vmd, const moor_uuid *uuid, const struct vmd_status *st,
+                            moor_error *err)
+{
+    char u[MOOR_UUID_STRING_SIZE];
+    uint64_t start;
+    pid_t pid;
+    moor_error ignored = MOOR_ERROR_INIT;
+
+    moor_uuid_format(uuid, u);
+    int fd = open_ours(vmd, uuid, st, &pid, &start, &ignored);
+    if (fd >= 0)
+        kill_unmanageable(fd, pid, u, "no domain has this uuid");
+    return moor_error_set(err, -ENOENT, "no domain has this uuid");
+}
+
+static enum vmd_state state_hint(const char *text)
+{
+    return strcmp(text, "running") == 0 ? VMD_STATE_RUNNING : VMD_STATE_PAUSED;
 }
 
 /* query-status's "running" flag. Mutex held (released for the call). */
@@ -1284,7 +1337,7 @@ int vmd_domain_reconnect(struct vmd *vmd, const moor_uuid *uuid, const struct vm
     vmd_domain *d = moor_registry_find_uuid(vmd->domains, uuid);
 
     if (!d)
-        return moor_error_set(err, -ENOENT, "no domain has this uuid");
+        return reconnect_orphan(vmd, uuid, st, err);
     moor_lock(d);
     int rc = begin_locked(d, VMD_OP_START, MOOR_JOB_MODIFY, "reconnect", err);
     if (rc < 0) {
@@ -1293,25 +1346,21 @@ int vmd_domain_reconnect(struct vmd *vmd, const moor_uuid *uuid, const struct vm
     }
     moor_unlock(d);
     rc = reconnect_proc(d, st, &l, err);
-    rc = rc ?: copy_argv(st->argv, &l.argv);
     moor_lock(d);
-    if (rc == 0) {
-        /* only an adopt failure (no memory) kills QEMU, as start would */
-        rc = launch_adopt_locked(d, &l, false, err);
-    }
+    rc = rc ?: launch_adopt_locked(d, &l, false, err); /* kills QEMU on failure */
     if (rc == 0) {
         d->tainted = st->tainted;
+        /* The file's state until QEMU says; then QEMU's. An adopted QEMU
+         * that does not answer stays running, for destroy to kill. */
+        set_state_locked(d, state_hint(st->state), VMD_REASON_RECONNECTED);
         rc = sync_state_locked(d, err);
         vmd_log(VMD_LOG_INFO, d->cfg.name, "reconnect", "QEMU pid %d: %s", (int)d->proc.pid,
                 rc == 0 ? vmd_state_name(d->state) : moor_error_message(err));
-        rc = 0; /* adopted: an unresponsive QEMU is still ours to destroy */
+        rc = 0;
         status_save_locked(d);
     } else {
-        if (l.pidfd >= 0)
-            close(l.pidfd);
-        launch_clear(&l);
-        if (rc == -ESRCH)
-            set_state_locked(d, VMD_STATE_SHUTOFF, VMD_REASON_CRASHED);
+        set_state_locked(d, VMD_STATE_SHUTOFF,
+                         rc == -ESRCH ? VMD_REASON_CRASHED : VMD_REASON_FAILED);
     }
     moor_job_end(&d->job);
     moor_end_api(&d);

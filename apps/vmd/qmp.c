@@ -277,10 +277,12 @@ static int read_line(int fd, int64_t deadline, const char *what, struct json_obj
         ssize_t n = recv(fd, buf, QMP_LINE_MAX, MSG_PEEK | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
-        if (n <= 0) {
-            rc = n == 0
-                     ? moor_error_set(err, -EPIPE, "QMP handshake: QEMU closed before its %s", what)
-                     : moor_error_set(err, -errno, "QMP handshake: recv: %s", strerror(errno));
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+            rc = moor_error_set(err, -EPIPE, "QMP handshake: QEMU closed before its %s", what);
+            break;
+        }
+        if (n < 0) {
+            rc = moor_error_set(err, -errno, "QMP handshake: recv: %s", strerror(errno));
             break;
         }
         char *nl = memchr(buf, '\n', (size_t)n);

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -387,21 +388,87 @@ static void load_status_file(struct vmd *vmd, const moor_uuid *uuid)
     }
 }
 
+/* Reconnects run in parallel, this many at once, so a start-up with hung
+ * QEMUs costs about one QMP deadline per batch, not one per domain. */
+#define RECONNECT_BATCH 16
+
+struct reconnect {
+    struct vmd *vmd;
+    moor_uuid uuid;
+    pthread_t thread;
+    bool started;
+};
+
+static void *reconnect_main(void *arg)
+{
+    struct reconnect *r = arg;
+    load_status_file(r->vmd, &r->uuid);
+    return NULL;
+}
+
+/* Reconnect @n domains, each in a thread of its own (inline if none can be
+ * made). */
+static void reconnect_batch(struct reconnect *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        r[i].started = pthread_create(&r[i].thread, NULL, reconnect_main, &r[i]) == 0;
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].started)
+            pthread_join(r[i].thread, NULL);
+        else
+            reconnect_main(&r[i]);
+    }
+}
+
+/* The uuids of every status file, read before any is touched: reconnects
+ * rewrite (rename) and remove status files, which a readdir in progress
+ * might or might not show. Ownership: *@out is the caller's (free). */
+static int list_status_files(const char *dir, moor_uuid **out, size_t *n, moor_error *err)
+{
+    moor_uuid *list = NULL, u;
+    size_t cap = 0;
+
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return moor_error_set(err, -errno, "cannot read %s: %s", dir, strerror(errno));
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!uuid_file(e->d_name, ".status", &u))
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            moor_uuid *bigger = realloc(list, cap * sizeof(*list));
+            if (!bigger) {
+                free(list);
+                closedir(d);
+                return moor_error_set(err, -ENOMEM, "out of memory");
+            }
+            list = bigger;
+        }
+        list[(*n)++] = u;
+    }
+    closedir(d);
+    *out = list;
+    return 0;
+}
+
 int vmd_domains_load(struct vmd *vmd, moor_error *err)
 {
-    moor_uuid uuid;
+    struct reconnect batch[RECONNECT_BATCH];
+    moor_uuid *uuids = NULL;
+    size_t n = 0;
 
     int rc = vmd_store_prepare(&vmd->opt, err);
     rc = rc ?: load_configs(vmd, err);
+    rc = rc ?: list_status_files(vmd->opt.runtime_dir, &uuids, &n, err);
     if (rc < 0)
         return rc;
-    DIR *d = opendir(vmd->opt.runtime_dir);
-    if (!d)
-        return moor_error_set(err, -errno, "cannot read %s: %s", vmd->opt.runtime_dir,
-                              strerror(errno));
-    for (struct dirent *e; (e = readdir(d));)
-        if (uuid_file(e->d_name, ".status", &uuid))
-            load_status_file(vmd, &uuid);
-    closedir(d);
+    for (size_t i = 0; i < n; i += RECONNECT_BATCH) {
+        size_t k = n - i < RECONNECT_BATCH ? n - i : RECONNECT_BATCH;
+        for (size_t j = 0; j < k; j++)
+            batch[j] = (struct reconnect){.vmd = vmd, .uuid = uuids[i + j]};
+        reconnect_batch(batch, k);
+    }
+    free(uuids);
     return 0;
 }

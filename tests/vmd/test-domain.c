@@ -451,6 +451,218 @@ static void test_reconnect_after_restart(void **state)
     vt_rmrf(root);
 }
 
+static int shutdown_300ms(struct vmd *v, vmd_domain *d, struct json_object **out, moor_error *e)
+{
+    return vmd_domain_shutdown(v, d, 300, out, e);
+}
+
+static int qmp_quit(struct vmd *v, vmd_domain *d, struct json_object **out, moor_error *e)
+{
+    return vmd_domain_qmp(v, d, "quit", NULL, out, e);
+}
+
+static void test_shutdown_and_guest_quit(void **state)
+{
+    struct vt t;
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "down");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    /* -machine none has no ACPI: the powerdown request changes nothing */
+    int64_t t0 = vt_now_ms();
+    FAILS(shutdown_300ms, -ETIMEDOUT, "domain down: shutdown: still running 0.3 s after");
+    assert_true(vt_now_ms() - t0 >= 250);
+    vt_assert_state(&t, d, "running", "booted");
+    /* QEMU leaving on its own after SHUTDOWN is a shutdown, not a crash */
+    OK(qmp_quit);
+    vt_wait_state(&t, d, "shutoff");
+    vt_assert_state(&t, d, "shutoff", "shutdown");
+    assert_true(vt_event_seen(&t, "\"event\":\"SHUTDOWN\""));
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_fini(&t);
+    vt_rmrf(t.root);
+}
+
+static void test_argv(void **state)
+{
+    struct vmd_domain_config cfg;
+    moor_error err = MOOR_ERROR_INIT;
+    char **argv;
+
+    (void)state;
+    struct json_object *o =
+        json_tokener_parse("{\"name\":\"a1\",\"machine\":\"q35\",\"accel\":\"tcg\",\"vcpus\":2,"
+                           "\"memory_mib\":256,\"emulator\":\"/usr/bin/qemu-system-x86_64\","
+                           "\"extra_args\":[\"-device\",\"x y\"]}");
+    assert_int_equal(vmd_config_parse(o, &cfg, &err), 0);
+    json_object_put(o);
+    struct vmd_process_spec spec = {
+        .cfg = &cfg, .pidfile = "/r/u.pid", .runas = "nobody", .log_path = "/l/a1.log"};
+    assert_int_equal(vmd_process_argv(&spec, &argv, &err), 0);
+    static const char *const want[] = {
+        "/usr/bin/qemu-system-x86_64",
+        "-S",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-name",
+        "a1",
+        "-machine",
+        "q35,accel=tcg",
+        "-m",
+        "256",
+        "-smp",
+        "2",
+        "-pidfile",
+        "/r/u.pid",
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-runas",
+        "nobody",
+        "-chardev",
+        "socket,id=qmp,fd=3,server=on,wait=off",
+        "-mon",
+        "chardev=qmp,mode=control",
+        "-device",
+        "x y",
+        NULL};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        if (!want[i]) {
+            assert_null(argv[i]);
+            break;
+        }
+        assert_non_null(argv[i]);
+        assert_string_equal(argv[i], want[i]);
+    }
+    vmd_process_argv_free(argv);
+
+    /* a bare name is looked up on PATH */
+    free(cfg.emulator);
+    cfg.emulator = strdup("no-such-emulator-here");
+    assert_int_equal(vmd_process_argv(&spec, &argv, &err), -ENOENT);
+    tu_assert_contains(moor_error_message(&err), "no-such-emulator-here' not found on PATH");
+    vmd_config_clear(&cfg);
+}
+
+static void test_start_failure(void **state)
+{
+    struct vt t;
+    struct vmd_domain_config cfg;
+    moor_error err = MOOR_ERROR_INIT;
+    struct json_object *out = NULL;
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    /* QEMU refuses an unknown option and exits: start fails, shutoff (failed) */
+    struct json_object *o = json_tokener_parse(
+        "{\"name\":\"bad\",\"machine\":\"none\",\"accel\":\"tcg\",\"extra_args\":[\"-bogus\"]}");
+    assert_int_equal(vmd_config_parse(o, &cfg, &err), 0);
+    json_object_put(o);
+    assert_int_equal(vmd_domain_define(&t.vmd, &cfg, &out, &err), 0);
+    json_object_put(out);
+    vmd_domain *d = vmd_domain_lookup(&t.vmd, "bad");
+    assert_non_null(d);
+    FAILS(start_running, -EPIPE, "domain bad: start: ");
+    vt_assert_state(&t, d, "shutoff", "failed");
+    assert_int_equal(vt_pid(&t, d), 0);
+    /* its log says why */
+    char log[256], line[512] = "";
+    snprintf(log, sizeof(log), "%s/bad.log", t.vmd.opt.log_dir);
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    tu_assert_contains(line, "-bogus");
+    moor_unref(d);
+    vt_fini(&t);
+    vt_rmrf(t.root);
+}
+
+/* A status file for @d claiming @pid runs @argv0. */
+static void fake_status(struct vt *t, vmd_domain *d, pid_t pid, const char *argv0)
+{
+    char *argv[] = {(char *)argv0, NULL};
+    struct vmd_status st = {.pid = pid, .start_time = 1, .argv = argv, .state = "running"};
+    moor_error err = MOOR_ERROR_INIT;
+    assert_int_equal(vmd_store_status_save(&t->vmd.opt, vmd_domain_uuid(d), &st, &err), 0);
+}
+
+static bool status_exists(struct vt *t, const moor_uuid *u)
+{
+    char path[PATH_MAX];
+    assert_int_equal(vmd_store_runtime_path(&t->vmd.opt, u, ".status", path), 0);
+    return access(path, F_OK) == 0;
+}
+
+static void test_load_cleans_up(void **state)
+{
+    struct vt t;
+    moor_error err = MOOR_ERROR_INIT;
+    char root[64];
+
+    (void)state;
+    vt_init(&t, NULL, 500);
+    snprintf(root, sizeof(root), "%s", t.root);
+    /* gone: a pid that exited */
+    pid_t dead = fork();
+    if (dead == 0)
+        _exit(0);
+    assert_int_equal(waitpid(dead, NULL, 0), dead);
+    vmd_domain *gone = vt_define(&t, "gone");
+    fake_status(&t, gone, dead, "/usr/bin/qemu-system-x86_64");
+    /* alive but not ours: this very test process */
+    vmd_domain *other = vt_define(&t, "other");
+    fake_status(&t, other, getpid(), "/usr/bin/qemu-system-x86_64");
+    /* ours but its domain's config is gone: killed, never left unmanaged */
+    vmd_domain *orphan = vt_define(&t, "orphan");
+    struct json_object *out = NULL;
+    assert_int_equal(vmd_domain_start(&t.vmd, orphan, false, &out, &err), 0);
+    json_object_put(out);
+    pid_t p_orphan = vt_pid(&t, orphan);
+    moor_uuid u_orphan = *vmd_domain_uuid(orphan), u_gone = *vmd_domain_uuid(gone),
+              u_other = *vmd_domain_uuid(other);
+    /* ours but hung: it cannot be reconnected, so it is killed too */
+    vmd_domain *hung = vt_define(&t, "hung");
+    assert_int_equal(vmd_domain_start(&t.vmd, hung, false, &out, &err), 0);
+    json_object_put(out);
+    pid_t p_hung = vt_pid(&t, hung);
+    moor_unref(gone);
+    moor_unref(other);
+    moor_unref(orphan);
+    moor_unref(hung);
+    assert_int_equal(vmd_store_config_remove(&t.vmd.opt, &u_orphan, &err), 0);
+    vt_fini(&t);
+    vt_freeze(p_hung);
+
+    vt_init(&t, root, 500);
+    int64_t t0 = vt_now_ms();
+    assert_int_equal(vmd_domains_load(&t.vmd, &err), 0);
+    assert_true(vt_now_ms() - t0 < 5000);
+    assert_int_equal(moor_registry_count(t.vmd.domains), 3);
+    vmd_domain *d = vmd_domain_lookup(&t.vmd, "gone");
+    vt_assert_state(&t, d, "shutoff", "crashed");
+    moor_unref(d);
+    d = vmd_domain_lookup(&t.vmd, "other");
+    vt_assert_state(&t, d, "shutoff", "crashed");
+    moor_unref(d);
+    d = vmd_domain_lookup(&t.vmd, "hung");
+    vt_assert_state(&t, d, "shutoff", "failed");
+    moor_unref(d);
+    assert_null(vmd_domain_lookup(&t.vmd, "orphan"));
+    assert_false(status_exists(&t, &u_gone));
+    assert_false(status_exists(&t, &u_other));
+    assert_false(status_exists(&t, &u_orphan));
+    vt_assert_gone(p_orphan);
+    vt_assert_gone(p_hung);
+    assert_int_equal(kill(getpid(), 0), 0);
+    vt_fini(&t);
+    vt_rmrf(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +673,10 @@ int main(void)
         VT_TEST(test_sigstop_times_out_then_fails_fast),
         VT_TEST(test_destroy_stopped_without_timeout),
         VT_TEST(test_reconnect_after_restart),
+        VT_TEST(test_shutdown_and_guest_quit),
+        TU_TEST(test_argv),
+        VT_TEST(test_start_failure),
+        VT_TEST(test_load_cleans_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
