@@ -484,33 +484,39 @@ static const moor_monitor_callbacks qmp_callbacks = {
 
 /* Check the table, begin a job of @kind, check again. Mutex held
  * throughout (released while waiting). On failure no job is held. */
+/* A job begin's failure in the API's terms (domain.h's table). */
+static int job_refusal_locked(vmd_domain *d, int rc, const char *api, moor_error *err)
+{
+    if (rc == -ETIMEDOUT) {
+        moor_error_prefix(err, "domain %s is busy: ", d->cfg.name);
+        if (err)
+            err->code = -EBUSY;
+        return -EBUSY;
+    }
+    if (rc == -ESRCH && d->removed)
+        return moor_error_set(err, -ENOENT, "domain %s was undefined while %s waited", d->cfg.name,
+                              api);
+    if (rc == -ESRCH)
+        return moor_error_set(err, -ENOTCONN, "domain %s stopped (%s) while %s waited", d->cfg.name,
+                              vmd_reason_name(d->reason), api);
+    return rc;
+}
+
+/* Check the table, begin a job of @kind, check again. Mutex held
+ * throughout (released while waiting). On failure no job is held, and the
+ * refusal is logged. */
 static int begin_locked(vmd_domain *d, enum vmd_op op, unsigned kind, const char *api,
                         moor_error *err)
 {
     int rc = d->removed ? moor_error_set(err, -ENOENT, "domain %s: no longer defined", d->cfg.name)
                         : vmd_op_check(op, d->state, d->cfg.name, err);
+    if (rc == 0 && (rc = moor_job_begin(&d->job, kind, api, err)) < 0)
+        rc = job_refusal_locked(d, rc, api, err);
+    else if (rc == 0 && (rc = vmd_op_check(op, d->state, d->cfg.name, err)) < 0)
+        moor_job_end(&d->job); /* the state changed while we waited */
     if (rc < 0)
-        return rc;
-    rc = moor_job_begin(&d->job, kind, api, err);
-    if (rc == -ETIMEDOUT) {
-        moor_error_prefix(err, "domain %s is busy: ", d->cfg.name);
-        rc = -EBUSY;
-        if (err)
-            err->code = -EBUSY;
-    } else if (rc == -ESRCH && d->removed)
-        rc = moor_error_set(err, -ENOENT, "domain %s was undefined while %s waited", d->cfg.name,
-                            api);
-    else if (rc == -ESRCH)
-        rc = moor_error_set(err, -ENOTCONN, "domain %s stopped (%s) while %s waited", d->cfg.name,
-                            vmd_reason_name(d->reason), api);
-    if (rc < 0) {
-        if (rc == -EBUSY)
-            vmd_log(VMD_LOG_WARNING, d->cfg.name, api, "%s", moor_error_message(err));
-        return rc;
-    }
-    rc = vmd_op_check(op, d->state, d->cfg.name, err);
-    if (rc < 0)
-        moor_job_end(&d->job);
+        vmd_log(rc == -EBUSY ? VMD_LOG_WARNING : VMD_LOG_NOTICE, d->cfg.name, api, "refused: %s",
+                moor_error_message(err));
     return rc;
 }
 
@@ -710,26 +716,28 @@ int vmd_domain_define(struct vmd *vmd, struct vmd_domain_config *cfg, struct jso
     return rc;
 }
 
-int vmd_domain_info(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err)
+/* A view built under the mutex alone: no job, no QEMU. */
+static int view(vmd_domain *dom, struct json_object *(*build)(vmd_domain *d),
+                struct json_object **out, moor_error *err)
 {
     vmd_domain *d = moor_ref(dom);
 
-    (void)vmd;
     moor_lock(d);
-    int rc = give(info_locked(d), out, err);
+    int rc = give(build(d), out, err);
     moor_end_api(&d);
     return rc;
 }
 
+int vmd_domain_info(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err)
+{
+    (void)vmd;
+    return view(dom, info_locked, out, err);
+}
+
 int vmd_domain_state(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err)
 {
-    vmd_domain *d = moor_ref(dom);
-
     (void)vmd;
-    moor_lock(d);
-    int rc = give(state_locked(d), out, err);
-    moor_end_api(&d);
-    return rc;
+    return view(dom, state_locked, out, err);
 }
 
 int vmd_domain_undefine(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err)

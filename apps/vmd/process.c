@@ -158,7 +158,8 @@ static int unix_address(const char *path, struct sockaddr_un *sa, moor_error *er
     return 0;
 }
 
-int vmd_process_listen(const char *path, int *out, moor_error *err)
+/* A UNIX stream socket on @path: bound and listening, or connected. */
+static int unix_socket(const char *path, bool server, int *out, moor_error *err)
 {
     struct sockaddr_un sa;
     int rc = unix_address(path, &sa, err);
@@ -168,8 +169,11 @@ int vmd_process_listen(const char *path, int *out, moor_error *err)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return moor_error_set(err, -errno, "socket: %s", strerror(errno));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
-        rc = moor_error_set(err, -errno, "cannot listen on %s: %s", path, strerror(errno));
+    bool ok = server ? bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 1) == 0
+                     : connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    if (!ok) {
+        rc = moor_error_set(err, -errno, "cannot %s %s: %s", server ? "listen on" : "connect to",
+                            path, strerror(errno));
         close(fd);
         return rc;
     }
@@ -177,23 +181,14 @@ int vmd_process_listen(const char *path, int *out, moor_error *err)
     return 0;
 }
 
+int vmd_process_listen(const char *path, int *out, moor_error *err)
+{
+    return unix_socket(path, true, out, err);
+}
+
 int vmd_process_connect(const char *path, int *out, moor_error *err)
 {
-    struct sockaddr_un sa;
-    int rc = unix_address(path, &sa, err);
-
-    if (rc < 0)
-        return rc;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return moor_error_set(err, -errno, "socket: %s", strerror(errno));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        rc = moor_error_set(err, -errno, "cannot connect to %s: %s", path, strerror(errno));
-        close(fd);
-        return rc;
-    }
-    *out = fd;
-    return 0;
+    return unix_socket(path, false, out, err);
 }
 
 /* In the child: async-signal-safe calls only. */
