@@ -413,6 +413,17 @@ static void test_reconnect_after_restart(void **state)
 
     char root[64];
     snprintf(root, sizeof(root), "%s", t.root);
+    /* r2 as if the daemon died between fork and the status file naming
+     * the pid: pid 0 there, and QEMU's -pidfile says which one it is. */
+    d = vmd_domain_lookup(&t.vmd, "r2");
+    struct vmd_status st;
+    assert_int_equal(vmd_store_status_load(&t.vmd.opt, vmd_domain_uuid(d), &st, &err), 0);
+    assert_int_equal(st.pid, p2);
+    st.pid = 0;
+    st.start_time = 0;
+    assert_int_equal(vmd_store_status_save(&t.vmd.opt, vmd_domain_uuid(d), &st, &err), 0);
+    vmd_status_clear(&st);
+    moor_unref(d);
     vt_fini(&t); /* the daemon goes; QEMU stays */
     assert_int_equal(kill(p1, 0), 0);
     assert_int_equal(kill(p2, 0), 0);
@@ -663,6 +674,61 @@ static void test_load_cleans_up(void **state)
     vt_rmrf(root);
 }
 
+struct hammer {
+    struct vt *t;
+    vmd_domain *d;
+    int ok, failed;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    for (int i = 0; i < 25; i++) {
+        struct json_object *out = NULL;
+        moor_error err = MOOR_ERROR_INIT;
+        if (vmd_domain_stats(&h->t->vmd, h->d, &out, &err) == 0)
+            h->ok++;
+        else
+            h->failed++;
+        json_object_put(out);
+    }
+    return NULL;
+}
+
+/* Shared QUERY jobs from four threads while the main thread suspends and
+ * resumes (exclusive MODIFY jobs): every call succeeds, none starves. */
+static void test_concurrent_ops(void **state)
+{
+    struct vt t;
+    pthread_t th[4];
+    struct hammer h[4];
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "busy");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    for (int i = 0; i < 4; i++) {
+        h[i] = (struct hammer){.t = &t, .d = d};
+        assert_int_equal(pthread_create(&th[i], NULL, hammer_main, &h[i]), 0);
+    }
+    for (int i = 0; i < 10; i++) {
+        OK(vmd_domain_suspend);
+        OK(vmd_domain_resume);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(h[i].ok, 25);
+        assert_int_equal(h[i].failed, 0);
+    }
+    vt_assert_state(&t, d, "running", "resumed");
+    OK(vmd_domain_destroy);
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_fini(&t);
+    vt_rmrf(t.root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -677,6 +743,7 @@ int main(void)
         TU_TEST(test_argv),
         VT_TEST(test_start_failure),
         VT_TEST(test_load_cleans_up),
+        VT_TEST(test_concurrent_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
