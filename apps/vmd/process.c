@@ -219,7 +219,12 @@ __attribute__((noreturn)) static void child(char *const *argv, int null_fd, int 
         goto fail;
     if (setsid() < 0)
         goto fail;
-    signal(SIGPIPE, SIG_DFL);
+    /* Dispositions the daemon set (ignored SIGPIPE, say) must not leak
+     * into QEMU; handlers are reset by exec anyway. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL); /* fails harmlessly for reserved ones */
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
     execv(argv[0], argv);

@@ -48,7 +48,9 @@ moor_monitor_codec vmd_qmp_codec(void);
 bool vmd_qmp_command_ok(const char *name);
 
 /* A QMP connection: a moor object (class "vmd_qmp") owning the monitor
- * and the unresponsive mark. Thread-safe; its mutex is a leaf. */
+ * and the unresponsive mark. Thread-safe. Lock order: its mutex may be
+ * taken under an object mutex, and takes only the monitor's internal
+ * mutex inside (to read its counters). */
 typedef struct vmd_qmp vmd_qmp;
 
 /*
