@@ -235,20 +235,6 @@ static void add_str(struct json_object *o, const char *k, const char *v)
     json_object_object_add(o, k, json_object_new_string(v));
 }
 
-static struct json_object *summary_locked(vmd_domain *d)
-{
-    struct json_object *o = json_object_new_object();
-    if (!o)
-        return NULL;
-    add_str(o, "name", d->cfg.name);
-    add_str(o, "uuid", d->uuid_text);
-    add_str(o, "state", vmd_state_name(d->state));
-    add_str(o, "reason", vmd_reason_name(d->reason));
-    if (d->proc.pid > 0)
-        json_object_object_add(o, "pid", json_object_new_int64(d->proc.pid));
-    return o;
-}
-
 static struct json_object *monitor_locked(vmd_domain *d)
 {
     struct json_object *m = json_object_new_object();
@@ -279,7 +265,14 @@ static struct json_object *job_locked(vmd_domain *d)
     return j;
 }
 
-static struct json_object *state_locked(vmd_domain *d)
+/* What a view holds beyond name, uuid, state and reason. */
+enum {
+    VIEW_PID = 1u << 0,    /* "pid" while QEMU runs */
+    VIEW_HEALTH = 1u << 1, /* "tainted", "monitor" */
+    VIEW_CONFIG = 1u << 2, /* "config", "job" */
+};
+
+static struct json_object *view_locked(vmd_domain *d, unsigned what)
 {
     struct json_object *o = json_object_new_object();
     if (!o)
@@ -288,25 +281,34 @@ static struct json_object *state_locked(vmd_domain *d)
     add_str(o, "uuid", d->uuid_text);
     add_str(o, "state", vmd_state_name(d->state));
     add_str(o, "reason", vmd_reason_name(d->reason));
-    json_object_object_add(o, "tainted", json_object_new_boolean(d->tainted));
-    if (d->proc.qmp)
-        json_object_object_add(o, "monitor", monitor_locked(d));
+    if ((what & VIEW_PID) && d->proc.pid > 0)
+        json_object_object_add(o, "pid", json_object_new_int64(d->proc.pid));
+    if (what & VIEW_CONFIG)
+        json_object_object_add(o, "config", vmd_config_to_json(&d->cfg));
+    if (what & VIEW_HEALTH) {
+        json_object_object_add(o, "tainted", json_object_new_boolean(d->tainted));
+        if (d->proc.qmp)
+            json_object_object_add(o, "monitor", monitor_locked(d));
+    }
+    struct json_object *j = (what & VIEW_CONFIG) ? job_locked(d) : NULL;
+    if (j)
+        json_object_object_add(o, "job", j);
     return o;
+}
+
+static struct json_object *summary_locked(vmd_domain *d)
+{
+    return view_locked(d, VIEW_PID);
+}
+
+static struct json_object *state_locked(vmd_domain *d)
+{
+    return view_locked(d, VIEW_HEALTH);
 }
 
 static struct json_object *info_locked(vmd_domain *d)
 {
-    struct json_object *o = summary_locked(d);
-    if (!o)
-        return NULL;
-    json_object_object_add(o, "config", vmd_config_to_json(&d->cfg));
-    json_object_object_add(o, "tainted", json_object_new_boolean(d->tainted));
-    if (d->proc.qmp)
-        json_object_object_add(o, "monitor", monitor_locked(d));
-    struct json_object *j = job_locked(d);
-    if (j)
-        json_object_object_add(o, "job", j);
-    return o;
+    return view_locked(d, VIEW_PID | VIEW_HEALTH | VIEW_CONFIG);
 }
 
 /* Set *@out to @o, or fail with -ENOMEM when building it failed. */

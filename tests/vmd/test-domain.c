@@ -207,8 +207,7 @@ static void test_lifecycle(void **state)
     FAILS(vmd_domain_undefine, -ENOENT, "no longer defined");
     moor_unref(d);
     assert_null(vmd_domain_lookup(&t.vmd, "life"));
-    vt_fini(&t);
-    vt_rmrf(t.root);
+    vt_done(&t);
 }
 
 static void test_start_paused(void **state)
@@ -227,8 +226,7 @@ static void test_start_paused(void **state)
     OK(vmd_domain_destroy);
     vt_assert_gone(pid);
     moor_unref(d);
-    vt_fini(&t);
-    vt_rmrf(t.root);
+    vt_done(&t);
 }
 
 struct call {
@@ -325,8 +323,7 @@ static void test_sigkill_crashes_and_frees_waiters(void **state)
     OK(vmd_domain_destroy);
     vt_assert_gone(pid);
     moor_unref(d);
-    vt_fini(&t);
-    vt_rmrf(t.root);
+    vt_done(&t);
 }
 
 static void test_sigstop_times_out_then_fails_fast(void **state)
@@ -367,8 +364,7 @@ static void test_sigstop_times_out_then_fails_fast(void **state)
     vt_assert_state(&t, d, "shutoff", "destroyed");
     vt_assert_gone(pid);
     moor_unref(d);
-    vt_fini(&t);
-    vt_rmrf(t.root);
+    vt_done(&t);
 }
 
 static void test_destroy_stopped_without_timeout(void **state)
@@ -387,8 +383,7 @@ static void test_destroy_stopped_without_timeout(void **state)
     vt_assert_state(&t, d, "shutoff", "destroyed");
     vt_assert_gone(pid);
     moor_unref(d);
-    vt_fini(&t);
-    vt_rmrf(t.root);
+    vt_done(&t);
 }
 
 static void test_reconnect_after_restart(void **state)
@@ -490,8 +485,7 @@ static void test_shutdown_and_guest_quit(void **state)
     assert_true(vt_event_seen(&t, "\"event\":\"SHUTDOWN\""));
     vt_assert_gone(pid);
     moor_unref(d);
-    vt_fini(&t);
-    vt_rmrf(t.root);
+    vt_done(&t);
 }
 
 static void test_argv(void **state)
@@ -586,8 +580,7 @@ static void test_start_failure(void **state)
     fclose(f);
     tu_assert_contains(line, "-bogus");
     moor_unref(d);
-    vt_fini(&t);
-    vt_rmrf(t.root);
+    vt_done(&t);
 }
 
 /* A status file for @d claiming @pid runs @argv0. */
@@ -722,8 +715,7 @@ static void test_concurrent_ops(void **state)
     OK(vmd_domain_destroy);
     vt_assert_gone(pid);
     moor_unref(d);
-    vt_fini(&t);
-    vt_rmrf(t.root);
+    vt_done(&t);
 }
 
 int main(void)

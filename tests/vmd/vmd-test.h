@@ -100,6 +100,13 @@ static inline void vt_rmrf(const char *root)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The end of a test: tear down and remove the root. */
+static inline void vt_done(struct vt *t)
+{
+    vt_fini(t);
+    vt_rmrf(t->root);
+}
+
 static inline void vt_kill_leftovers(void)
 {
     for (unsigned i = 0; i < vt_npids; i++) {
