@@ -639,6 +639,18 @@ static void test_load_cleans_up(void **state)
     vt_fini(&t);
     vt_freeze(p_hung);
 
+    /* a torn write's temporary file and a corrupt config are skipped */
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/state/domains/%s", root,
+             "11111111-2222-4333-8444-555555555555.json");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"name\": \"torn", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/state/domains/x.json.tmp.1.2", root);
+    assert_non_null(f = fopen(path, "w"));
+    fclose(f);
+
     vt_init(&t, root, 500);
     int64_t t0 = vt_now_ms();
     assert_int_equal(vmd_domains_load(&t.vmd, &err), 0);
