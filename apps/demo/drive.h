@@ -226,9 +226,11 @@ struct drive_thread {
     struct vmctl_client *client;
     struct drive_rec *recs;
     size_t n_recs, cap_recs;
-    uint64_t cursor; /* free for the picker (e.g. a round-robin position) */
-    void *state;     /* free for the picker (per-thread data it owns) */
-    int failed;      /* 0, or -ENOMEM when a record could not be kept */
+    /* Free for the picker (e.g. a round-robin position); 0 at start. Other
+     * per-thread picker data belongs in the load's opaque data, by index:
+     * a thread runs as soon as drive_load_start creates it. */
+    uint64_t cursor;
+    int failed; /* 0, or -ENOMEM when a record could not be kept */
 };
 
 /*
@@ -236,8 +238,9 @@ struct drive_thread {
  * pick(t, op) runs on thread t before each call and returns false to end
  * that thread; done(t, op, rec, message) (may be NULL) runs after each
  * call with its record and, for an error, the daemon's message (borrowed
- * for the call; NULL when none), e.g. to flip a suspended flag. Both run on the load's
- * threads, concurrently across threads: what they share is theirs to guard.
+ * for the call; NULL when none), e.g. to flip a suspended flag. Both run
+ * on the load's threads, concurrently across threads: what they share is
+ * theirs to guard.
  */
 struct drive_load {
     const char *socket_path;
@@ -258,6 +261,7 @@ struct drive_load {
  * drive_load_start - create the clients and start the threads; the load's
  * fields above `stop` must be set. Returns 0; -ENOMEM; -errno of
  * pthread_create (the threads already started are stopped and joined).
+ * Success or not, drive_load_free releases what it made.
  */
 int drive_load_start(struct drive_load *l, moor_error *err);
 
