@@ -46,9 +46,13 @@
 #include "events.h"
 #include "log.h"
 
-#define STREAM_BLOCK     (64u * 1024u)  /* content reader buffer: the longest event line */
-#define CONN_MEMORY      (256u * 1024u) /* per connection, so that STREAM_BLOCK fits */
-#define MHD_MAX_DELAY_MS 60000u         /* timer period when MHD wants none */
+/* Event lines are copied to MHD in pieces of at most STREAM_BLOCK bytes, so
+ * connections keep MHD's default memory (32 KiB): MHD clears a connection's
+ * whole pool between keep-alive requests, so every KiB of it is paid on
+ * every request. A line longer than STREAM_LINE_MAX ends the stream. */
+#define STREAM_BLOCK     (4u * 1024u)
+#define STREAM_LINE_MAX  (1u << 20)
+#define MHD_MAX_DELAY_MS 60000u /* timer period when MHD wants none */
 #define LISTEN_BACKLOG   64
 
 struct stream;
@@ -84,10 +88,13 @@ struct stream {
     struct vmd_http *http;
     struct MHD_Connection *mc;
     struct stream *next;
-    int sub;           /* event bus subscriber id */
-    uint64_t cursor;   /* next line to send */
-    size_t stalled_at; /* the room a too long line did not fit in, or 0 */
-    int hup_fd;        /* our duplicate of the socket, watched for hang-up */
+    int sub;          /* event bus subscriber id */
+    uint64_t cursor;  /* next line to read from the bus */
+    char *line;       /* the line being sent, or NULL */
+    size_t line_size; /* bytes allocated at line */
+    size_t line_len;  /* its length */
+    size_t line_off;  /* bytes of it already handed to MHD */
+    int hup_fd;       /* our duplicate of the socket, watched for hang-up */
     uint64_t hup_id;
     bool suspended;
     bool gone;
@@ -270,28 +277,54 @@ static void stream_hup(moor_loop *loop, uint64_t id, int fd, unsigned revents, v
     }
 }
 
+/* Read the next line of the bus into s->line, growing it up to
+ * STREAM_LINE_MAX. Returns its length, 0 if none is ready, or -ENOBUFS
+ * (too long) / -ENOMEM. */
+static ssize_t stream_next_line(struct stream *s)
+{
+    for (;;) {
+        ssize_t n = s->line
+                        ? vmd_events_read(s->http->vmd->events, &s->cursor, s->line, s->line_size)
+                        : -ENOBUFS;
+        size_t size = s->line_size ? s->line_size * 2 : STREAM_BLOCK;
+        char *p;
+
+        if (n != -ENOBUFS)
+            return n;
+        if (s->line_size >= STREAM_LINE_MAX)
+            return -ENOBUFS;
+        p = realloc(s->line, size);
+        if (!p)
+            return -ENOMEM;
+        s->line = p;
+        s->line_size = size;
+    }
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct stream *s = cls;
+    size_t n;
 
     (void)pos;
     if (s->gone)
         return MHD_CONTENT_READER_END_WITH_ERROR;
-    ssize_t n = vmd_events_read(s->http->vmd->events, &s->cursor, buf, max);
-    if (n > 0) {
-        s->stalled_at = 0;
-        return n;
+    if (s->line_off == s->line_len) {
+        ssize_t len = stream_next_line(s);
+
+        if (len < 0) {
+            vmd_log(VMD_LOG_WARNING, NULL, "events", "event stream ended: %s",
+                    len == -ENOBUFS ? "a line is over 1 MiB" : "out of memory");
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        s->line_len = (size_t)len;
+        s->line_off = 0;
     }
-    /* A line longer than @max: MHD sends what it holds and asks again with
-     * more room; asked twice with the same room, it has no more to give. */
-    if (n == -ENOBUFS && s->stalled_at != max) {
-        s->stalled_at = max;
-        return 0;
-    }
-    if (n == -ENOBUFS) {
-        vmd_log(VMD_LOG_WARNING, NULL, "events", "an event line is over %zu bytes: stream ended",
-                max);
-        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (s->line_len > 0) {
+        n = s->line_len - s->line_off < max ? s->line_len - s->line_off : max;
+        memcpy(buf, s->line + s->line_off, n);
+        s->line_off += n;
+        return (ssize_t)n;
     }
     if (s->http->stopping)
         return MHD_CONTENT_READER_END_OF_STREAM;
@@ -318,6 +351,7 @@ static void stream_free(void *cls)
         }
     }
     atomic_fetch_sub_explicit(&h->n_streams, 1, memory_order_relaxed);
+    free(s->line);
     free(s);
 }
 
@@ -618,11 +652,10 @@ static int start_mhd(struct vmd_http *h, moor_error *err)
 {
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
-    h->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-        MHD_OPTION_LISTEN_SOCKET, h->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)CONN_MEMORY, MHD_OPTION_END);
+    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+                              on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                              MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_END);
     if (!h->mhd)
         return moor_error_set(err, -EIO, "libmicrohttpd did not start on %s", h->socket_path);
     h->listen_fd = -1; /* MHD's now */
