@@ -524,8 +524,8 @@ static int cmd_stats(struct vmctl_client *c, const struct vmctl_args *a)
 
 /* ---- qmp ------------------------------------------------------------------- */
 
-/* The body of POST .../qmp: JSON as given, or a bare command name as
- * {"execute":NAME}. Ownership: the caller's (free); NULL after a usage
+/* The body of POST .../qmp: JSON as given, or a bare command name
+ * ([A-Za-z0-9_-]+) as {"execute":NAME}. Ownership: the caller's (free); NULL after a usage
  * message. */
 static char *qmp_body(const char *arg)
 {
@@ -533,11 +533,12 @@ static char *qmp_body(const char *arg)
     struct json_object *json;
     char *body = NULL;
 
-    if (strspn(arg, " \t\n") == strlen(arg)) {
+    if (!*arg) {
         fprintf(stderr, "moor-vmctl: qmp: empty command\n");
         return NULL;
     }
-    if (arg[strspn(arg, " \t\n")] != '{') {
+    if (strspn(arg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") ==
+        strlen(arg)) {
         json = json_object_new_object();
         if (json && json_object_object_add(json, "execute", json_object_new_string(arg)) == 0)
             body = strdup(json_object_to_json_string_ext(json, JSON_C_TO_STRING_PLAIN));

@@ -190,11 +190,14 @@ static int common_option(int opt, const char *cmd, struct vmctl_args *a)
 
 static int bad_option(const char *cmd, int opt, char **argv)
 {
+    const char *last = argv[optind - 1];
     char shortopt[3] = {'-', (char)optopt, '\0'};
+    const char *name = strncmp(last, "--", 2) == 0 ? last : shortopt;
+    int len = (int)strcspn(name, "=");
 
     if (opt == ':')
-        return usage_error(cmd, "option '%s' needs a value", optopt ? shortopt : argv[optind - 1]);
-    return usage_error(cmd, "unrecognized option '%s'", optopt ? shortopt : argv[optind - 1]);
+        return usage_error(cmd, "option '%.*s' needs a value", len, name);
+    return usage_error(cmd, "unrecognized option '%.*s'", len, name);
 }
 
 /* Global options; on return *@first is the index of the command in argv. */
