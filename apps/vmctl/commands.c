@@ -12,6 +12,7 @@
 #include "vmctl.h"
 #include "table.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <string.h>
@@ -457,9 +458,9 @@ static int add_block_row(struct vmctl_table *t, struct json_object *b)
     const char *dev = vmctl_field(b, "device");
 
     if (!*dev || strcmp(dev, "-") == 0)
-        dev = vmctl_field(b, "qdev");
-    if (!*dev || strcmp(dev, "-") == 0)
         dev = vmctl_field(b, "node-name");
+    if (!*dev || strcmp(dev, "-") == 0)
+        dev = vmctl_field(b, "qdev");
     snprintf(name, sizeof(name), "%s", dev);
     json_object_object_get_ex(b, "stats", &stats);
     for (size_t i = 0; i < 5; i++) {
@@ -657,17 +658,32 @@ static int cmd_events(struct vmctl_client *c, const struct vmctl_args *a)
 
 /* ---- debug ------------------------------------------------------------------ */
 
-/* "live_objects" -> "Live objects:"; "age_ms" -> "Age:" */
+/* Words written in capitals wherever they appear in a label. */
+static bool is_acronym(const char *word, size_t len)
+{
+    static const char *const acronyms[] = {"qmp", "uuid", "pid", "api", "id", "cpu", "qemu"};
+
+    for (size_t i = 0; i < sizeof(acronyms) / sizeof(acronyms[0]); i++)
+        if (strlen(acronyms[i]) == len && strncmp(word, acronyms[i], len) == 0)
+            return true;
+    return false;
+}
+
+/* A key as a label: "live_objects" -> "Live objects:", "qmp_pending" ->
+ * "QMP pending:", "age_ms" -> "Age:"; @upper: a table header ("AGE"). */
 static void key_label(const char *key, char *buf, size_t size, bool upper)
 {
-    size_t len = strlen(key), i;
+    size_t len = strlen(key), i, word = 0;
 
     if (len > 3 && strcmp(key + len - 3, "_ms") == 0)
         len -= 3;
     for (i = 0; i < len && i + 2 < size; i++) {
-        char ch = key[i] == '_' || key[i] == '-' ? ' ' : key[i];
+        bool sep = key[i] == '_' || key[i] == '-';
+        bool caps = upper || i == 0 || is_acronym(key + word, strcspn(key + word, "_-"));
 
-        buf[i] = upper || i == 0 ? (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch) : ch;
+        if (sep)
+            word = i + 1;
+        buf[i] = sep ? ' ' : caps ? (char)toupper((unsigned char)key[i]) : key[i];
     }
     if (!upper)
         buf[i++] = ':';
