@@ -902,7 +902,7 @@ const struct vmctl_command vmctl_commands[] = {
      "One line per event: TIME DOMAIN TYPE details. With --json, the daemon's\n"
      "JSON lines as they are. Stops on SIGINT or SIGTERM (exit 0), when the daemon\n"
      "closes the stream, or after the global --timeout if one was given.\n",
-     0, 0, 0, cmd_events},
+     VMCTL_FOLLOWS, 0, 0, cmd_events},
     {"debug", "", "", "what the daemon holds: objects, jobs, QMP calls, workers", "GET /v1/debug",
      NULL, 0, 0, 0, cmd_debug},
     {"version", "", "", "the client's, the daemon's and QEMU's versions", "GET /v1/version", NULL,

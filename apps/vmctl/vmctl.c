@@ -316,11 +316,14 @@ static int help(int argc, char **argv)
     return VMCTL_EXIT_OK;
 }
 
-/* The bound of each request: the shutdown wait must fit inside it. */
+/* The bound of each request: none for a stream unless asked for; the
+ * shutdown wait must fit inside it. */
 static long request_timeout(const struct vmctl_command *cmd, const struct vmctl_args *a)
 {
     long need;
 
+    if ((cmd->options & VMCTL_FOLLOWS) && !a->timeout_given)
+        return 0;
     if (!(cmd->options & VMCTL_OPT_WAIT) || a->timeout_ms == 0)
         return a->timeout_ms;
     need = (a->wait_ms >= 0 ? a->wait_ms : DEFAULT_SHUTDOWN_MS) + SHUTDOWN_MARGIN_MS;

@@ -33,6 +33,7 @@ enum {
     VMCTL_OPT_PAUSED = 1u << 0, /* start --paused */
     VMCTL_OPT_WAIT = 1u << 1,   /* shutdown --timeout SECONDS */
     VMCTL_OPT_ALL = 1u << 2,    /* list --all (accepted; every domain is listed) */
+    VMCTL_FOLLOWS = 1u << 3,    /* a stream: unbounded unless --timeout is given */
 };
 
 /* The command line, parsed. Strings point into argv. */

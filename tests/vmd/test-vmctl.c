@@ -913,6 +913,16 @@ static void test_daemon_refuses(void **state)
     expect_status(&p, 1);
     assert_non_null(strstr(p.out_buf, "\"code\":\"EBUSY\""));
 
+    /* An error answer to the stream: its message, not an event line. */
+    server_reset(s, (struct canned){503,
+                                    "{\"error\":{\"code\":\"EAGAIN\",\"message\":\"too many "
+                                    "event readers (64)\"}}",
+                                    NULL});
+    run(&p, ARGS("--socket", s->path, "events"));
+    expect_status(&p, 1);
+    assert_string_equal(p.err_buf, "moor-vmctl: too many event readers (64)\n");
+    assert_int_equal(p.out_len, 0);
+
     /* No error object: the status. */
     server_reset(s, (struct canned){500, NULL, NULL});
     run(&p, ARGS("--socket", s->path, "destroy", "vm1"));
@@ -1009,6 +1019,23 @@ static void test_events(void **state)
     follow_events(s, true, raw[0], raw[1]);
 }
 
+/* --timeout before `events`: follow for that long, then end with 0. */
+static void test_events_timeout(void **state)
+{
+    struct server *s = *state;
+    struct proc p;
+    int64_t start = now_ms();
+
+    server_reset(s, (struct canned){200, NULL, event_lines});
+    spawn(&p, ARGS("--socket", s->path, "--timeout", "0.5", "events"), NULL, NULL);
+    release(s, 1);
+    read_until(&p, "qmp  event=STOP");
+    finish(&p);
+    expect_status(&p, 0);
+    assert_true(now_ms() - start >= 500);
+    assert_int_equal(p.err_len, 0);
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 /* memcheck's path from PATH (a regular file: meson's PATH may start with a
@@ -1048,6 +1075,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_daemon_refuses, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_no_daemon, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_events, server_setup, server_teardown),
+        cmocka_unit_test_setup_teardown(test_events_timeout, server_setup, server_teardown),
     };
     int rc;
 
