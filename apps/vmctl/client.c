@@ -131,7 +131,6 @@ static size_t collect(char *ptr, size_t size, size_t nmemb, void *opaque)
 static int transport_error(struct vmctl_client *c, CURLcode rc, moor_error *err)
 {
     const char *why = c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc);
-
     long os_errno = 0;
 
     switch (rc) {

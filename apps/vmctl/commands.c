@@ -117,24 +117,27 @@ static char *read_all(FILE *f, const char *name)
     size_t len = 0, cap = 4096;
     char *buf = malloc(cap + 1), *p;
 
-    while (buf) {
-        size_t n = fread(buf + len, 1, cap - len, f);
+    for (;;) {
+        size_t n = buf ? fread(buf + len, 1, cap - len, f) : 0;
 
         len += n;
-        if (n == 0)
+        if (!buf || n == 0)
             break;
         if (len > CONFIG_MAX) {
             vmctl_errorf("%s: over 1 MiB, the daemon's limit for a config", name);
             free(buf);
             return NULL;
         }
-        if (len == cap) {
-            p = realloc(buf, cap * 2 + 1);
-            if (!p)
-                break;
-            buf = p;
-            cap *= 2;
+        if (len < cap)
+            continue;
+        p = realloc(buf, cap * 2 + 1);
+        if (!p) {
+            free(buf);
+            buf = NULL;
+            break;
         }
+        buf = p;
+        cap *= 2;
     }
     if (!buf || ferror(f)) {
         vmctl_errorf("%s: %s", name, buf ? strerror(errno) : "out of memory");
@@ -300,14 +303,23 @@ static void state_text(struct json_object *obj, char *buf, size_t size)
     snprintf(buf, size, "%s (%s)", vmctl_field(obj, "state"), vmctl_field(obj, "reason"));
 }
 
+/* The object in field @key of @obj, or NULL (absent, or not an object). */
+static struct json_object *object_field(struct json_object *obj, const char *key)
+{
+    struct json_object *v;
+
+    return json_object_object_get_ex(obj, key, &v) && json_object_is_type(v, json_type_object)
+               ? v
+               : NULL;
+}
+
 /* "responsive", "unresponsive for 12.0 s", or "-" (no monitor: not running). */
 static void monitor_text(struct json_object *obj, char *buf, size_t size)
 {
-    struct json_object *mon;
+    struct json_object *mon = object_field(obj, "monitor");
     char age[32];
 
-    if (!json_object_object_get_ex(obj, "monitor", &mon) ||
-        !json_object_is_type(mon, json_type_object)) {
+    if (!mon) {
         snprintf(buf, size, "-");
         return;
     }
@@ -354,11 +366,10 @@ static int print_pairs(const char *const (*rows)[2], size_t n, size_t indent)
 /* "modify (start), held for 1.2 s", or "-". */
 static void job_text(struct json_object *obj, char *buf, size_t size)
 {
-    struct json_object *job;
+    struct json_object *job = object_field(obj, "job");
     char age[32];
 
-    if (!json_object_object_get_ex(obj, "job", &job) ||
-        !json_object_is_type(job, json_type_object)) {
+    if (!job) {
         snprintf(buf, size, "-");
         return;
     }
@@ -388,7 +399,7 @@ static void extra_args_text(struct json_object *config, char *buf, size_t size)
 static int cmd_info(struct vmctl_client *c, const struct vmctl_args *a)
 {
     struct vmctl_response r vmctl_autoresponse = {0};
-    struct json_object *body, *config = NULL;
+    struct json_object *body, *config;
     char state[160], memory[32], monitor[64], job[160], extra[512], pid[24], vcpus[24];
     int rc = domain_get(c, a, "info", "", &r);
 
@@ -397,7 +408,7 @@ static int cmd_info(struct vmctl_client *c, const struct vmctl_args *a)
     body = vmctl_body(&r);
     if (!body)
         return VMCTL_EXIT_FAILED;
-    json_object_object_get_ex(body, "config", &config);
+    config = object_field(body, "config");
     state_text(body, state, sizeof(state));
     monitor_text(body, monitor, sizeof(monitor));
     job_text(body, job, sizeof(job));
