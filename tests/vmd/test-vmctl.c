@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -339,9 +340,10 @@ static char **child_env(const char *const *extra)
     return env;
 }
 
-/* Start moor-vmctl with @args (NULL-terminated); @input goes to its stdin. */
-static void spawn(struct proc *p, const char *const *args, const char *input,
-                  const char *const *extra_env)
+/* Start moor-vmctl with @args (NULL-terminated); @input goes to its stdin;
+ * its stdout is a pipe, or a terminal (a pty) when @tty. */
+static void spawn_io(struct proc *p, const char *const *args, const char *input,
+                     const char *const *extra_env, bool tty)
 {
     const char *argv[48];
     char **env = child_env(extra_env);
@@ -363,7 +365,12 @@ static void spawn(struct proc *p, const char *const *args, const char *input,
         argv[n++] = args[i];
     }
     argv[n] = NULL;
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    if (tty) {
+        assert_int_equal(openpty(&out[0], &out[1], NULL, NULL, NULL), 0);
+        assert_int_equal(fcntl(out[0], F_SETFD, FD_CLOEXEC), 0);
+        assert_int_equal(fcntl(out[1], F_SETFD, FD_CLOEXEC), 0);
+    } else
+        assert_int_equal(pipe2(out, O_CLOEXEC), 0);
     assert_int_equal(pipe2(err, O_CLOEXEC), 0);
     assert_int_equal(pipe2(in, O_CLOEXEC), 0);
     memset(p, 0, sizeof(*p));
@@ -385,6 +392,12 @@ static void spawn(struct proc *p, const char *const *args, const char *input,
     close(in[1]);
     p->out = out[0];
     p->err = err[0];
+}
+
+static void spawn(struct proc *p, const char *const *args, const char *input,
+                  const char *const *extra_env)
+{
+    spawn_io(p, args, input, extra_env, false);
 }
 
 /* Read what is ready on the pipes, waiting up to @timeout_ms; false when both are closed. */
@@ -781,6 +794,14 @@ static void test_json_output(void **state)
     expect_status(&p, 0);
     assert_int_equal(p.out_len, strlen(state_body) + 1);
     assert_memory_equal(p.out_buf, state_body, strlen(state_body));
+
+    /* On a terminal: indented (the pty turns "\n" into "\r\n"). */
+    server_reset(s, (struct canned){200, list_body, NULL});
+    spawn_io(&p, ARGS("--socket", s->path, "--json", "list"), NULL, NULL, true);
+    finish(&p);
+    expect_status(&p, 0);
+    assert_non_null(
+        strstr(p.out_buf, "{\r\n  \"domains\": [\r\n    {\r\n      \"name\": \"a\",\r\n"));
 
     /* Without --json: the state and its reason. */
     server_reset(s, (struct canned){200, state_body, NULL});
