@@ -672,7 +672,8 @@ static int cmd_events(struct vmctl_client *c, const struct vmctl_args *a)
 /* Words written in capitals wherever they appear in a label. */
 static bool is_acronym(const char *word, size_t len)
 {
-    static const char *const acronyms[] = {"qmp", "uuid", "pid", "api", "id", "cpu", "qemu"};
+    static const char *const acronyms[] = {"qmp", "uuid", "pid",  "api",
+                                           "id",  "cpu",  "qemu", "http"};
 
     for (size_t i = 0; i < sizeof(acronyms) / sizeof(acronyms[0]); i++)
         if (strlen(acronyms[i]) == len && strncmp(word, acronyms[i], len) == 0)
@@ -858,12 +859,10 @@ static int cmd_version(struct vmctl_client *c, const struct vmctl_args *a)
     snprintf(daemon, sizeof(daemon), "moor-vmd %s (API %s)", vmctl_field(body, "version"),
              vmctl_field(body, "api"));
     snprintf(qemu, sizeof(qemu), "%s", vmctl_field(body, "qemu"));
-    {
-        const char *const rows[][2] = {{"Daemon:", daemon}, {"QEMU:", qemu}};
-
-        /* Same column as "Client:  " above. */
-        printf("%-9s%s\n%-9s%s\n", rows[0][0], rows[0][1], rows[1][0], rows[1][1]);
-    }
+    /* Same column as "Client:  " above; QEMU's only when the daemon knows it. */
+    printf("Daemon:  %s\n", daemon);
+    if (strcmp(qemu, "-") != 0)
+        printf("QEMU:    %s\n", qemu);
     return fflush(stdout) == EOF ? VMCTL_EXIT_FAILED : VMCTL_EXIT_OK;
 }
 

@@ -5,10 +5,11 @@
  * The daemon is not needed: a thread of this test listens on a UNIX socket,
  * records each request (method, path, body) and answers from a script
  * (status + body, or a stream of lines released one at a time by the
- * test). moor-vmctl runs as a child process (fork + execve with argv
- * arrays, never a shell), its stdout and stderr captured through pipes;
- * under `meson test --setup valgrind` (MOOR_UNDER_VALGRIND=1) the child runs
- * under memcheck too, and any error or leak changes its exit status.
+ * test), and at the end against moor-vmd's real HTTP side with in-memory
+ * domains (moor-vmd-double, $MOOR_VMD_DOUBLE). moor-vmctl runs as a child process (fork + execve
+ * with argv arrays, never a shell), its stdout and stderr captured through pipes; under `meson test
+ * --setup valgrind` (MOOR_UNDER_VALGRIND=1) the child runs under memcheck too, and any error or
+ * leak changes its exit status.
  *
  * Usage: test-vmctl PATH-TO-moor-vmctl
  */
@@ -22,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <pty.h>
 #include <pthread.h>
@@ -1057,6 +1059,132 @@ static void test_events_timeout(void **state)
     assert_int_equal(p.err_len, 0);
 }
 
+/* ---- against moor-vmd ------------------------------------------------------- */
+
+/* Wait up to the deadline for @pid to exit; its status, or -1 (then killed). */
+static int wait_exit(pid_t pid)
+{
+    int64_t deadline = now_ms() + deadline_ms;
+    int status = 0;
+    pid_t got;
+
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && remaining(deadline) > 0)
+        poll(NULL, 0, 10);
+    if (got != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+struct daemon {
+    char dir[32];
+    char sock[96];
+    char file[96];
+    pid_t pid; /* 0 once it exited */
+};
+
+/* Start moor-vmd-double on fresh directories and wait for its socket. */
+static int daemon_setup(void **state)
+{
+    const char *bin = getenv("MOOR_VMD_DOUBLE");
+    struct daemon *d = calloc(1, sizeof(*d));
+    char state_dir[64], run_dir[64];
+    int64_t deadline = now_ms() + deadline_ms;
+    struct stat st;
+    FILE *f;
+
+    assert_non_null(d);
+    *state = d;
+    if (!bin)
+        fail_msg("MOOR_VMD_DOUBLE is not set (meson test sets it)");
+    snprintf(d->dir, sizeof(d->dir), "/tmp/test-vmctl-vmd.XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    snprintf(state_dir, sizeof(state_dir), "%s/state", d->dir);
+    snprintf(run_dir, sizeof(run_dir), "%s/run", d->dir);
+    snprintf(d->sock, sizeof(d->sock), "%s/moor-vmd.sock", run_dir);
+    snprintf(d->file, sizeof(d->file), "%s/vm1.json", d->dir);
+    f = fopen(d->file, "w");
+    assert_non_null(f);
+    fputs("{\"name\":\"vm1\",\"memory_mib\":64}\n", f);
+    fclose(f);
+    d->pid = fork();
+    assert_true(d->pid >= 0);
+    if (d->pid == 0) {
+        execl(bin, bin, "--state-dir", state_dir, "--runtime-dir", run_dir, "--workers", "2",
+              (char *)NULL);
+        _exit(127);
+    }
+    while (stat(d->sock, &st) != 0 && remaining(deadline) > 0)
+        poll(NULL, 0, 10);
+    if (stat(d->sock, &st) != 0)
+        fail_msg("moor-vmd-double did not create %s within %d ms", d->sock, deadline_ms);
+    return 0;
+}
+
+/* Kill a daemon a failed test left running; remove its directories. */
+static int daemon_teardown(void **state)
+{
+    struct daemon *d = *state;
+
+    if (d->pid > 0) {
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, NULL, 0);
+    }
+    if (d->dir[0])
+        nftw(d->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(d);
+    return 0;
+}
+
+/* The real HTTP side of moor-vmd (with the in-memory domain ops of
+ * ops-double.c): a domain's life through moor-vmctl alone. */
+static void test_against_daemon(void **state)
+{
+    struct daemon *d = *state;
+    const char *sock = d->sock;
+    struct proc p;
+    int status;
+
+    run(&p, ARGS("--socket", sock, "define", d->file));
+    expect_status(&p, 0);
+    assert_non_null(strstr(p.out_buf, "Domain 'vm1' defined from "));
+    run(&p, ARGS("--socket", sock, "list"));
+    expect_status(&p, 0);
+    if (strncmp(p.out_buf, "NAME  STATE    REASON   PID  UUID\nvm1   shutoff  defined  -    ", 63))
+        fail_msg("list printed:\n%s", p.out_buf);
+    run(&p, ARGS("--socket", sock, "start", "vm1"));
+    expect_status(&p, 0);
+    run(&p, ARGS("--socket", sock, "state", "vm1"));
+    expect_status(&p, 0);
+    assert_true(strncmp(p.out_buf, "running (", 9) == 0);
+    run(&p, ARGS("--socket", sock, "undefine", "vm1"));
+    expect_status(&p, 1); /* running: the daemon says no, in its words */
+    assert_true(strncmp(p.err_buf, "moor-vmctl: ", 12) == 0 && strstr(p.err_buf, "vm1"));
+    run(&p, ARGS("--socket", sock, "info", "nosuch"));
+    expect_status(&p, 1);
+    assert_true(strncmp(p.err_buf, "moor-vmctl: ", 12) == 0 && strstr(p.err_buf, "nosuch"));
+    run(&p, ARGS("--socket", sock, "destroy", "vm1"));
+    expect_status(&p, 0);
+    run(&p, ARGS("--socket", sock, "undefine", "vm1"));
+    expect_status(&p, 0);
+    run(&p, ARGS("--socket", sock, "--json", "list"));
+    expect_status(&p, 0);
+    assert_string_equal(p.out_buf, "{\"domains\":[]}\n");
+
+    assert_int_equal(kill(d->pid, SIGTERM), 0);
+    status = wait_exit(d->pid);
+    d->pid = 0;
+    assert_int_equal(status, 0); /* 0: it stopped cleanly, census at zero */
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 /* memcheck's path from PATH (a regular file: meson's PATH may start with a
@@ -1097,6 +1225,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_no_daemon, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_events, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_events_timeout, server_setup, server_teardown),
+        cmocka_unit_test_setup_teardown(test_against_daemon, daemon_setup, daemon_teardown),
     };
     int rc;
 
