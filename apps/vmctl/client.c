@@ -21,6 +21,7 @@ struct vmctl_client {
     CURL *curl;
     char *socket_path;
     long timeout_ms;
+    const volatile sig_atomic_t *cancel; /* NULL, or give up once non-zero */
     char curl_error[CURL_ERROR_SIZE];
 };
 
@@ -77,6 +78,21 @@ void vmctl_client_free(struct vmctl_client *c)
     free(c);
 }
 
+void vmctl_client_set_cancel(struct vmctl_client *c, const volatile sig_atomic_t *flag)
+{
+    c->cancel = flag;
+}
+
+/* libcurl's progress callback: non-zero aborts the transfer. */
+static int check_cancel(void *opaque, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                        curl_off_t ulnow)
+{
+    const struct vmctl_client *c = opaque;
+
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return *c->cancel != 0;
+}
+
 void vmctl_response_clear(struct vmctl_response *r)
 {
     if (!r)
@@ -115,11 +131,21 @@ static size_t collect(char *ptr, size_t size, size_t nmemb, void *opaque)
 static int transport_error(struct vmctl_client *c, CURLcode rc, moor_error *err)
 {
     const char *why = c->curl_error[0] ? c->curl_error : curl_easy_strerror(rc);
+    long os_errno = 0;
 
     switch (rc) {
     case CURLE_COULDNT_CONNECT:
-        return moor_error_set(err, -ECONNREFUSED, "cannot connect to moor-vmd at %s: %s",
-                              c->socket_path, why);
+        /* The socket's own errno says more than libcurl's text, which
+         * speaks of a TCP port. */
+        curl_easy_getinfo(c->curl, CURLINFO_OS_ERRNO, &os_errno);
+        if (os_errno == EACCES)
+            return moor_error_set(err, -EACCES, "cannot connect to moor-vmd at %s: %s",
+                                  c->socket_path, strerror(EACCES));
+        return moor_error_set(err, os_errno == ENOENT ? -ENOENT : -ECONNREFUSED,
+                              "cannot connect to moor-vmd at %s: is it running? (%s)",
+                              c->socket_path, os_errno ? strerror((int)os_errno) : why);
+    case CURLE_ABORTED_BY_CALLBACK:
+        return moor_error_set(err, -ECANCELED, "request to moor-vmd interrupted");
     case CURLE_OPERATION_TIMEDOUT:
         return moor_error_set(err, -ETIMEDOUT, "moor-vmd at %s did not answer within %ld ms",
                               c->socket_path, c->timeout_ms);
@@ -141,6 +167,13 @@ static void prepare(struct vmctl_client *c, const char *method, const char *path
     c->curl_error[0] = '\0';
     curl_easy_setopt(c->curl, CURLOPT_UNIX_SOCKET_PATH, c->socket_path);
     curl_easy_setopt(c->curl, CURLOPT_URL, url);
+    /* The path as given: "." and ".." segments are names to the daemon. */
+    curl_easy_setopt(c->curl, CURLOPT_PATH_AS_IS, 1L);
+    if (c->cancel) {
+        curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c->curl, CURLOPT_XFERINFOFUNCTION, check_cancel);
+        curl_easy_setopt(c->curl, CURLOPT_XFERINFODATA, c);
+    }
     curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->curl_error);
     curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
     if (c->timeout_ms > 0)
@@ -200,12 +233,15 @@ int vmctl_request(struct vmctl_client *c, const char *method, const char *path, 
     return 0;
 }
 
-/* Streaming: lines are cut out of the buffer as they complete. */
+/* Streaming: lines are cut out of the buffer as they complete. An error
+ * answer (non-2xx) is not a stream: its body is kept whole for the message. */
 struct stream {
     struct body buf;
+    CURL *curl;
     bool (*on_line)(const char *line, size_t len, void *opaque);
     void *opaque;
     bool stopped;
+    long status; /* 0 until the first body bytes */
 };
 
 static size_t stream_collect(char *ptr, size_t size, size_t nmemb, void *opaque)
@@ -214,8 +250,12 @@ static size_t stream_collect(char *ptr, size_t size, size_t nmemb, void *opaque)
     size_t n = size * nmemb, start = 0;
     char *nl;
 
+    if (!s->status)
+        curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &s->status);
     if (collect(ptr, size, nmemb, &s->buf) != n)
         return 0;
+    if (s->status < 200 || s->status >= 300)
+        return n;
     while ((nl = memchr(s->buf.data + start, '\n', s->buf.len - start))) {
         size_t len = (size_t)(nl - (s->buf.data + start));
 
@@ -231,12 +271,26 @@ static size_t stream_collect(char *ptr, size_t size, size_t nmemb, void *opaque)
     return n;
 }
 
+/* The message of a non-2xx answer to a stream request, into @err. */
+static void stream_error(struct stream *s, long status, moor_error *err)
+{
+    struct vmctl_response r = {.status = status, .body = s->buf.data, .body_len = s->buf.len};
+
+    if (r.body)
+        parse_body(&r);
+    if (r.error_message && *r.error_message)
+        moor_error_set(err, -EIO, "%s", r.error_message);
+    else
+        moor_error_set(err, -EIO, "moor-vmd answered HTTP %ld", status);
+    json_object_put(r.json);
+}
+
 long vmctl_stream(struct vmctl_client *c, const char *path,
                   bool (*on_line)(const char *line, size_t len, void *opaque), void *opaque,
                   moor_error *err)
 {
     struct curl_slist *headers = NULL;
-    struct stream s = {.on_line = on_line, .opaque = opaque};
+    struct stream s = {.curl = c ? c->curl : NULL, .on_line = on_line, .opaque = opaque};
     long status = 0;
     CURLcode rc;
 
@@ -246,11 +300,18 @@ long vmctl_stream(struct vmctl_client *c, const char *path,
     curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, stream_collect);
     curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &s);
     rc = curl_easy_perform(c->curl);
-    free(s.buf.data);
-    if (rc != CURLE_OK && !(s.stopped && rc == CURLE_WRITE_ERROR))
+    if (rc == CURLE_ABORTED_BY_CALLBACK)
+        s.stopped = true; /* the cancel flag */
+    if (rc != CURLE_OK &&
+        !(s.stopped && (rc == CURLE_WRITE_ERROR || rc == CURLE_ABORTED_BY_CALLBACK))) {
+        free(s.buf.data);
         return transport_error(c, s.buf.failed ? CURLE_OUT_OF_MEMORY : rc, err);
+    }
     /* A transfer stopped by its write callback: libcurl closes that
      * connection, so the next request starts on a fresh one. */
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status >= 300)
+        stream_error(&s, status, err);
+    free(s.buf.data);
     return status;
 }

@@ -11,6 +11,7 @@
 #ifndef MOOR_VMCTL_CLIENT_H
 #define MOOR_VMCTL_CLIENT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -47,8 +48,10 @@ void vmctl_client_free(struct vmctl_client *c);
  * Blocks: up to the client's timeout. Ownership: *@out is the caller's
  * (vmctl_response_clear), filled on success only.
  * Returns 0 when an HTTP answer arrived (whatever its status); or
- * -ECONNREFUSED / -ENOENT (no daemon at the socket), -ETIMEDOUT, -EIO
- * (another transport failure: the message is libcurl's), -ENOMEM.
+ * -ECONNREFUSED / -ENOENT (no daemon at the socket: the message is
+ * "cannot connect to moor-vmd at PATH: is it running?"), -EACCES,
+ * -ETIMEDOUT, -ECANCELED (the cancel flag was raised), -EIO (another
+ * transport failure: the message is libcurl's), -ENOMEM.
  */
 int vmctl_request(struct vmctl_client *c, const char *method, const char *path, const char *body,
                   struct vmctl_response *out, moor_error *err);
@@ -57,13 +60,24 @@ int vmctl_request(struct vmctl_client *c, const char *method, const char *path, 
  * vmctl_stream - GET @path and call @on_line for each complete line of the
  * body as it arrives (a streaming response such as /v1/events). @on_line
  * returns true to go on, false to stop (the connection is then closed).
- * Blocks until the stream ends, @on_line stops it, or the timeout.
- * Returns: the HTTP status (> 0) when the stream ended or was stopped;
- * a negative errno as vmctl_request.
+ * Blocks until the stream ends, @on_line stops it, the cancel flag is
+ * raised, or the timeout.
+ * Returns: the HTTP status (> 0) when the stream ended or was stopped (by
+ * @on_line or the cancel flag); a negative errno as vmctl_request. For a
+ * non-2xx status @on_line is never called and @err holds the daemon's
+ * error message (or the status line).
  */
 long vmctl_stream(struct vmctl_client *c, const char *path,
                   bool (*on_line)(const char *line, size_t len, void *opaque), void *opaque,
                   moor_error *err);
+
+/*
+ * vmctl_client_set_cancel - make @c's requests give up soon (within about
+ * a second: libcurl's idle progress tick) once *@flag is non-zero, e.g. set
+ * by a SIGINT handler. NULL: no cancel flag (the default). The flag must
+ * outlive the client. Blocks: no.
+ */
+void vmctl_client_set_cancel(struct vmctl_client *c, const volatile sig_atomic_t *flag);
 
 /* vmctl_response_clear - free what @r holds and zero it. NULL-safe. */
 void vmctl_response_clear(struct vmctl_response *r);
