@@ -894,6 +894,11 @@ static int fq_signalfd(void)
     sigset_t set;
     int fd;
 
+    /* Dispositions survive exec: a parent that ignored these (a daemon
+     * often ignores SIGPIPE and may ignore others) must not make us deaf. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
