@@ -532,10 +532,12 @@ static void *ev_thread(void *arg)
 static void test_events_stream(void **state)
 {
     struct fx *fx = *state;
-    struct ev_reader r = {.d = &fx->d};
+    static struct ev_reader r; /* static: outlives a failed test's frame */
     pthread_t t;
     uint64_t end;
 
+    memset(&r, 0, sizeof(r));
+    r.d = &fx->d;
     define_fake(fx, "ev1", NULL);
     start(fx, "ev1", false);
     assert_int_equal(pthread_create(&t, NULL, ev_thread, &r), 0);
@@ -806,7 +808,7 @@ static void *hung_call(void *arg)
 static void test_hung_qemu(void **state)
 {
     struct fx *fx = *state;
-    struct hung_caller callers[HUNG_CALLERS];
+    static struct hung_caller callers[HUNG_CALLERS]; /* outlive a failed test's frame */
     pthread_t threads[HUNG_CALLERS];
     static const char *const others[] = {"ok1", "ok2", "ok3"};
     uint64_t t0, worst = 0;
