@@ -147,8 +147,9 @@ pid_t vh_domain_pid(struct vmctl_client *c, const char *name);
 int vh_wait_state(struct vmctl_client *c, const char *name, const char *state, const char *reason);
 
 /*
- * vh_destroy_all - destroy every running or paused domain and undefine
- * every domain (for test ends). Returns 0 or the first failure.
+ * vh_destroy_all - destroy every running or paused domain (200, or 409
+ * when it stopped on its own meanwhile) and undefine every domain (200),
+ * for test ends. Returns 0 or the first failure.
  */
 int vh_destroy_all(struct vh_daemon *d, struct vmctl_client *c);
 
