@@ -227,8 +227,8 @@ static void test_version(void **state)
     json_object *v = expect_json(fx, 200, "GET", "/v1/version", NULL);
 
     assert_non_null(vh_json_str(v, "version"));
+    assert_true(*vh_json_str(v, "version"));
     assert_string_equal(vh_json_str(v, "api"), "v1");
-    assert_non_null(vh_json_get(v, "qemu"));
     json_object_put(v);
 }
 
