@@ -511,7 +511,10 @@ static bool ev_line(const char *line, size_t len, void *opaque)
 
         if (strcmp(type, "qmp") == 0 && ev && strcmp(ev, "STOP") == 0)
             atomic_store(&r->seen_stop, true);
-        if (strcmp(type, "lifecycle") == 0 && st && strcmp(st, "shutoff") == 0)
+        const char *why = vh_json_str(j, "reason");
+
+        if (strcmp(type, "lifecycle") == 0 && st && strcmp(st, "shutoff") == 0 && why &&
+            strcmp(why, "destroyed") == 0)
             atomic_store(&r->seen_off, true);
     }
     json_object_put(j);

@@ -88,7 +88,7 @@ enum {
     EV_STOP = 1u << 2,    /* qmp STOP */
     EV_RESUME = 1u << 3,  /* qmp RESUME */
     EV_RESET = 1u << 4,   /* qmp RESET */
-    EV_OFF = 1u << 5,     /* lifecycle shutoff */
+    EV_OFF = 1u << 5,     /* lifecycle shutoff, once it ran (not "defined") */
 };
 
 static bool on_line(const char *line, size_t len, void *opaque)
@@ -97,6 +97,7 @@ static bool on_line(const char *line, size_t len, void *opaque)
     json_object *j = json_tokener_parse(line);
     const char *type = vh_json_str(j, "type"), *dom = vh_json_str(j, "domain");
     const char *st = vh_json_str(j, "state"), *ev = vh_json_str(j, "event");
+    const char *why = vh_json_str(j, "reason");
     unsigned bit = 0;
 
     (void)len;
@@ -104,10 +105,10 @@ static bool on_line(const char *line, size_t len, void *opaque)
         atomic_store(&s->bad, true);
     if (type && dom && strcmp(dom, "real1") == 0) {
         if (strcmp(type, "lifecycle") == 0 && st)
-            bit = !strcmp(st, "paused")    ? EV_PAUSED
-                  : !strcmp(st, "running") ? EV_RUNNING
-                  : !strcmp(st, "shutoff") ? EV_OFF
-                                           : 0;
+            bit = !strcmp(st, "paused")                                          ? EV_PAUSED
+                  : !strcmp(st, "running")                                       ? EV_RUNNING
+                  : !strcmp(st, "shutoff") && why && strcmp(why, "defined") != 0 ? EV_OFF
+                                                                                 : 0;
         if (strcmp(type, "qmp") == 0 && ev)
             bit = !strcmp(ev, "STOP")     ? EV_STOP
                   : !strcmp(ev, "RESUME") ? EV_RESUME
