@@ -56,7 +56,7 @@ static uint64_t vh_now_ms(void)
 /* Print the last lines of the daemon's log, to explain a failure. */
 static void vh_log_tail(const struct vh_daemon *d)
 {
-    char buf[4096];
+    char buf[16384]; /* a sanitizer report with its stacks fits */
     int fd = open(d->log_path, O_RDONLY | O_CLOEXEC);
     off_t size;
     ssize_t n;
