@@ -76,12 +76,14 @@ static void vh_log_tail(const struct vh_daemon *d)
 static bool vh_executable(const char *var, char *out, size_t size)
 {
     const char *p = getenv(var);
+    char abs[PATH_MAX];
 
-    if (!p || !*p || access(p, X_OK) != 0 || strlen(p) >= size) {
+    /* Absolute: the daemon refuses a relative emulator path, and runs elsewhere. */
+    if (!p || !*p || access(p, X_OK) != 0 || !realpath(p, abs) || strlen(abs) >= size) {
         vh_log("$%s must name an executable (meson sets it), got '%s'", var, p ? p : "");
         return false;
     }
-    strcpy(out, p);
+    strcpy(out, abs);
     return true;
 }
 
