@@ -404,6 +404,9 @@ struct vmctl_client *vh_client_new(const struct vh_daemon *d)
 
 static int vh_vcall(struct vmctl_client *c, struct vmctl_response *out, const char *method,
                     const char *path, const char *body_fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+static int vh_vcall(struct vmctl_client *c, struct vmctl_response *out, const char *method,
+                    const char *path, const char *body_fmt, va_list ap)
 {
     char *body = NULL;
     moor_error err = {0};
