@@ -850,6 +850,31 @@ static void test_hung_qemu(void **state)
     if (worst > 1500)
         fail_msg("a stats call on a healthy domain took %llu ms while one QEMU was frozen",
                  (unsigned long long)worst);
+    /* The frozen one's state never waits: no job, no QEMU. */
+    t0 = now_ms();
+    json_object_put(get(fx, "frozen", "state"));
+    if (now_ms() - t0 > FAST_MS)
+        fail_msg("state of the frozen domain took %llu ms", (unsigned long long)(now_ms() - t0));
+    /* Once a call has timed out, a new one fails at once (504, naming the
+     * command), even with the others still queued. */
+    t0 = now_ms();
+    for (;;) {
+        struct vmctl_response r;
+        uint64_t t1 = now_ms();
+        long last;
+
+        assert_int_equal(vh_call(fx->c, &r, "GET", "/v1/domains/frozen/stats", NULL), 0);
+        if (r.status == 504 && now_ms() - t1 <= FAST_MS) {
+            assert_non_null(strstr(r.error_message, "query-"));
+            vmctl_response_clear(&r);
+            break;
+        }
+        last = r.status;
+        vmctl_response_clear(&r);
+        if (now_ms() - t0 > 2000 + 3000 + 2000)
+            fail_msg("stats on the frozen domain never failed fast (last: %ld after %llu ms)", last,
+                     (unsigned long long)(now_ms() - t1));
+    }
     /* Destroy of the frozen one returns within a bound, jumping the queue. */
     t0 = now_ms();
     op(fx, 200, "frozen", "destroy", NULL);
