@@ -903,41 +903,77 @@ static void test_hung_qemu(void **state)
 
 /* ---- security -------------------------------------------------------------- */
 
-/* In a child as uid/gid 65534: connect, send one request, return the status. */
-static int nobody_request(const char *socket_path)
+/* Send @req (with "Connection: close") on a new connection to @socket_path
+ * and read the answer into @buf, NUL-ended: until the peer closes, @buf is
+ * full, or, with @headers_only, the headers ended. Each read waits at most
+ * 5 s. Returns 0, or 1 (connect), 2 (write). */
+static int raw_request(const char *socket_path, const char *req, char *buf, size_t size,
+                       bool headers_only)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    static const char req[] = "GET /v1/version HTTP/1.1\r\nHost: localhost\r\n"
-                              "Connection: close\r\n\r\n";
-    char buf[512] = "";
     size_t got = 0;
     int fd;
 
-    if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
-        return 90;
+    buf[0] = '\0';
     if (strlen(socket_path) >= sizeof(sa.sun_path))
-        return 91;
+        return 1;
     memcpy(sa.sun_path, socket_path, strlen(socket_path) + 1);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        return 91;
-    if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1)
-        return 92;
-    for (;;) {
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+    if (write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+        close(fd);
+        return 2;
+    }
+    while (got + 1 < size && !(headers_only && strstr(buf, "\r\n\r\n"))) {
         struct pollfd p = {fd, POLLIN, 0};
         ssize_t n;
 
-        if (got + 1 >= sizeof(buf) || poll(&p, 1, 5000) != 1)
+        if (poll(&p, 1, 5000) != 1)
             break;
-        n = read(fd, buf + got, sizeof(buf) - 1 - got);
+        n = read(fd, buf + got, size - 1 - got);
         if (n <= 0)
             break;
         got += (size_t)n;
+        buf[got] = '\0';
     }
-    buf[got] = '\0';
+    close(fd);
+    return 0;
+}
+
+/* In a child as uid/gid 65534: one request; 0 if it got 403 EPERM. */
+static int nobody_request(const char *socket_path)
+{
+    static const char req[] = "GET /v1/version HTTP/1.1\r\nHost: localhost\r\n"
+                              "Connection: close\r\n\r\n";
+    char buf[1024];
+    int rc;
+
+    if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+        return 90;
+    rc = raw_request(socket_path, req, buf, sizeof(buf), false);
+    if (rc)
+        return 90 + rc;
     if (strncmp(buf, "HTTP/1.1 403", 12) != 0 && strncmp(buf, "HTTP/1.0 403", 12) != 0)
         return 93;
     return strstr(buf, "EPERM") ? 0 : 94;
+}
+
+/* Whether the daemon's log contains @needle. */
+static bool log_has(const struct vh_daemon *d, const char *needle)
+{
+    FILE *f = fopen(d->log_path, "r");
+    char line[1024];
+    bool found = false;
+
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return found;
 }
 
 static void test_security(void **state)
@@ -969,8 +1005,55 @@ static void test_security(void **state)
         fail_msg("request as uid 65534: wait status 0x%x (90 setuid, 91 connect, 92 write, "
                  "93 not 403, 94 no EPERM code)",
                  status);
+    assert_true(log_has(&fx->d, "uid 65534")); /* the refusal is logged */
     /* The daemon goes on serving its owner. */
     json_object_put(expect_json(fx, 200, "GET", "/v1/version", NULL));
+}
+
+/* What the JSON client does not show: headers the contract names. */
+static void test_headers(void **state)
+{
+    struct fx *fx = *state;
+    char buf[2048], req[PATH_MAX + 512], body[PATH_MAX + 128], want[80];
+    json_object *i;
+
+    snprintf(body, sizeof(body), "{\"name\":\"hdr\",\"emulator\":\"%s\"}", fx->d.fake_qemu);
+    snprintf(req, sizeof(req),
+             "POST /v1/domains HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    assert_int_equal(raw_request(fx->d.socket_path, req, buf, sizeof(buf), false), 0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 201", 12), 0);
+    i = get(fx, "hdr", NULL);
+    snprintf(want, sizeof(want), "Location: /v1/domains/%s\r\n", vh_json_str(i, "uuid"));
+    json_object_put(i);
+    if (!strcasestr(buf, want))
+        fail_msg("define: no '%s' in %s", want, buf);
+    /* 405 lists what is allowed. */
+    assert_int_equal(raw_request(fx->d.socket_path,
+                                 "DELETE /v1/version HTTP/1.1\r\nHost: localhost\r\n"
+                                 "Connection: close\r\n\r\n",
+                                 buf, sizeof(buf), false),
+                     0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 405", 12), 0);
+    if (!strcasestr(buf, "\r\nAllow: GET"))
+        fail_msg("405 without 'Allow: GET': %s", buf);
+    /* JSON answers say so; the event stream is ndjson. */
+    assert_int_equal(raw_request(fx->d.socket_path,
+                                 "GET /v1/domains HTTP/1.1\r\nHost: localhost\r\n"
+                                 "Connection: close\r\n\r\n",
+                                 buf, sizeof(buf), false),
+                     0);
+    if (!strcasestr(buf, "\r\nContent-Type: application/json"))
+        fail_msg("GET /v1/domains: no JSON content type: %s", buf);
+    assert_int_equal(raw_request(fx->d.socket_path,
+                                 "GET /v1/events HTTP/1.1\r\nHost: localhost\r\n"
+                                 "Connection: close\r\n\r\n",
+                                 buf, sizeof(buf), true),
+                     0);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200", 12), 0);
+    if (!strcasestr(buf, "\r\nContent-Type: application/x-ndjson"))
+        fail_msg("GET /v1/events: not application/x-ndjson: %s", buf);
 }
 
 /* ---- restart ---------------------------------------------------------------- */
@@ -1052,6 +1135,7 @@ int main(void)
         T_FAULT(test_crash_and_exit),
         cmocka_unit_test_setup_teardown(test_hung_qemu, fx_setup_hung, fx_teardown),
         T(test_security),
+        T(test_headers),
         T(test_restart_reconnects),
     };
 
