@@ -264,6 +264,8 @@ int main(int argc, char **argv)
         fail("%d QEMU processes left after the daemon stopped", leftovers);
     for (int i = 0; i < SV_NOPS; i++)
         total += atomic_load(&sv_calls[i]);
+    if (total < threads)
+        fail("only %lu calls answered in %.1f s", total, seconds);
     printf(STRESS_PROG ": %u threads, %.1f s, %lu calls:", threads, seconds, total);
     for (int s = 100; s < 600; s++)
         if (atomic_load(&sv_by_status[s]))

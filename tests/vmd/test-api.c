@@ -1078,7 +1078,7 @@ static void test_restart_reconnects(void **state)
     fx->c = vh_client_new(&fx->d);
     assert_non_null(fx->c);
     for (size_t i = 0; i < 4; i++) {
-        assert_state(fx, names[i], i == 3 ? "paused" : "running", NULL);
+        assert_state(fx, names[i], i == 3 ? "paused" : "running", "reconnected");
         assert_int_equal(vh_domain_pid(fx->c, names[i]), pids[i]);
         json_object_put(get(fx, names[i], "stats")); /* the monitor answers */
     }

@@ -210,7 +210,7 @@ static void test_kill9_restart_three(void **state)
     for (size_t i = 0; i < 3; i++) {
         char path[160];
 
-        assert_int_equal(vh_wait_state(rq->c, names[i], "running", NULL), 0);
+        assert_int_equal(vh_wait_state(rq->c, names[i], "running", "reconnected"), 0);
         assert_int_equal(vh_domain_pid(rq->c, names[i]), pids[i]);
         snprintf(path, sizeof(path), "/v1/domains/%s/stats", names[i]);
         assert_int_equal(vh_expect(rq->c, 200, &r, "GET", path, NULL), 0);
