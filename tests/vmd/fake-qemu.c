@@ -206,10 +206,19 @@ static bool fq_parse_number(const char *s, long *out)
     return true;
 }
 
+/* A command name argument: non-empty, no ':', fits f->cmd. */
+static bool fq_parse_cmd(const char *arg, struct fq_fault *f)
+{
+    if (!arg || !*arg || strchr(arg, ':') || strlen(arg) >= sizeof(f->cmd))
+        return false;
+    strcpy(f->cmd, arg);
+    return true;
+}
+
 /* One "kind[:arg[:arg]]" item into @f. */
 static bool fq_parse_fault(char *item, struct fq_fault *f)
 {
-    char *arg = strchr(item, ':');
+    char *arg = strchr(item, ':'), *ms;
 
     if (arg)
         *arg++ = '\0';
@@ -222,19 +231,15 @@ static bool fq_parse_fault(char *item, struct fq_fault *f)
         case 0:
             return arg == NULL;
         case 1:
-            return arg && *arg && !strchr(arg, ':') && strlen(arg) < sizeof(f->cmd) &&
-                   strcpy(f->cmd, arg);
+            return fq_parse_cmd(arg, f);
         case 2:
             return arg && fq_parse_number(arg, &f->n);
-        default: {
-            char *ms = arg ? strchr(arg, ':') : NULL;
-
+        default: /* CMD:MS */
+            ms = arg ? strchr(arg, ':') : NULL;
             if (!ms)
                 return false;
             *ms++ = '\0';
-            return *arg && strlen(arg) < sizeof(f->cmd) && strcpy(f->cmd, arg) &&
-                   fq_parse_number(ms, &f->n);
-        }
+            return fq_parse_cmd(arg, f) && fq_parse_number(ms, &f->n);
         }
     }
     return false;

@@ -68,7 +68,9 @@ int vh_init(struct vh_daemon *d, const char *const *flags);
  */
 int vh_start(struct vh_daemon *d);
 
-/* vh_kill9 - SIGKILL the daemon and reap it (bounded). Its QEMUs keep running. */
+/* vh_kill9 - SIGKILL the daemon and reap it. Its QEMUs keep running.
+ * Blocks: up to VH_EXIT_MS. Returns 0 (also when it was not running), or
+ * -ETIMEDOUT / waitpid's -errno. */
 int vh_kill9(struct vh_daemon *d);
 
 /* vh_restart - vh_kill9 (if running), then vh_start. */
@@ -91,16 +93,20 @@ int vh_stop(struct vh_daemon *d, int *status);
  */
 int vh_finish(struct vh_daemon *d);
 
-/* vh_note_pid - remember a QEMU pid for vh_finish. Thread-safe. */
+/* vh_note_pid - remember a QEMU pid for vh_finish (at most VH_MAX_QEMU).
+ * Locks: d->lock, briefly. Context: any thread. */
 void vh_note_pid(struct vh_daemon *d, pid_t pid);
 
-/* vh_pid_alive - @pid exists and is not a zombie. */
+/* vh_pid_alive - @pid exists and is not a zombie (/proc). Any thread. */
 bool vh_pid_alive(pid_t pid);
 
-/* vh_wait_pid_gone - wait up to @bound_ms for @pid to be gone; 0 or -ETIMEDOUT. */
+/* vh_wait_pid_gone - wait up to @bound_ms for @pid (not necessarily our
+ * child) to be gone or a zombie. Any thread. Returns 0 or -ETIMEDOUT. */
 int vh_wait_pid_gone(pid_t pid, int bound_ms);
 
-/* vh_client_new - a client for the calling thread (vmctl_client_free). */
+/* vh_client_new - a client for the calling thread, each request bounded
+ * by VH_REQUEST_MS. Ownership: the caller's (vmctl_client_free). Returns
+ * NULL on -ENOMEM (printed). Any thread. */
 struct vmctl_client *vh_client_new(const struct vh_daemon *d);
 
 /*
@@ -137,7 +143,8 @@ int vh_define_real(struct vh_daemon *d, struct vmctl_client *c, const char *name
  */
 pid_t vh_start_domain(struct vh_daemon *d, struct vmctl_client *c, const char *name, bool paused);
 
-/* vh_domain_pid - the pid of a running domain (GET info), or a negative errno. */
+/* vh_domain_pid - the pid of a running domain (GET info): > 0, or -ESRCH
+ * (no pid in the info), -EPROTO (not 200), a transport -errno. */
 pid_t vh_domain_pid(struct vmctl_client *c, const char *name);
 
 /*
