@@ -80,6 +80,15 @@ static int fx_setup_faults(void **state)
     return fx_setup_flags(state, flags);
 }
 
+static int fx_setup_queue(void **state)
+{
+    static const char *const flags[] = {
+        "--workers",     "2", "--domain-workers", "1", "--queue-max", "1",
+        "--qmp-timeout", "2", "--job-timeout",    "3", NULL};
+
+    return fx_setup_flags(state, flags);
+}
+
 static int fx_setup_hung(void **state)
 {
     static const char *const flags[] = {"--workers", "4", "--qmp-timeout", "2", "--job-timeout",
@@ -901,6 +910,40 @@ static void test_hung_qemu(void **state)
         assert_state(fx, others[i], "running", NULL);
 }
 
+/* A domain's queue is bounded: past it, callers are refused at once (503). */
+static void test_queue_full_503(void **state)
+{
+    static struct hung_caller callers[6]; /* outlive a failed test's frame */
+    pthread_t threads[6];
+    struct fx *fx = *state;
+    unsigned refused = 0;
+    pid_t frozen;
+
+    define_fake(fx, "frozen", NULL);
+    frozen = start(fx, "frozen", false);
+    assert_int_equal(kill(frozen, SIGSTOP), 0);
+    for (size_t i = 0; i < 6; i++) {
+        callers[i] = (struct hung_caller){.d = &fx->d};
+        assert_int_equal(pthread_create(&threads[i], NULL, hung_call, &callers[i]), 0);
+    }
+    for (size_t i = 0; i < 6; i++) {
+        pthread_join(threads[i], NULL); /* each bounded by the QMP and job deadlines */
+        if (callers[i].status == 503) {
+            refused++;
+            if (callers[i].ms > FAST_MS)
+                fail_msg("a 503 took %llu ms", (unsigned long long)callers[i].ms);
+        } else if (callers[i].status != 504 && callers[i].status != 409) {
+            fail_msg("caller %zu got %ld", i, callers[i].status);
+        }
+    }
+    /* One worker for the domain, one request queued: at least 6 - 2 refused,
+     * unless a timeout already failed the next ones fast (504). */
+    if (refused == 0)
+        fail_msg("no 503 with 6 callers on a frozen domain, 1 worker and a queue of 1");
+    op(fx, 200, "frozen", "destroy", NULL);
+    assert_int_equal(vh_wait_pid_gone(frozen, VH_EXIT_MS), 0);
+}
+
 /* ---- security -------------------------------------------------------------- */
 
 /* Send @req (with "Connection: close") on a new connection to @socket_path
@@ -1134,6 +1177,7 @@ int main(void)
         T_FAULT(test_shutdown_ignored_504),
         T_FAULT(test_crash_and_exit),
         cmocka_unit_test_setup_teardown(test_hung_qemu, fx_setup_hung, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_queue_full_503, fx_setup_queue, fx_teardown),
         T(test_security),
         T(test_headers),
         T(test_restart_reconnects),
