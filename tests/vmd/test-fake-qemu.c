@@ -59,6 +59,10 @@ struct fq_child {
  * @args after the standard ones; a NULL-terminated list. With @by_fd the
  * test creates the listening socket and passes it as -chardev fd=N, as
  * the daemon does; otherwise -chardev path=P,server=on. */
+/* A copy of the last child started (a failed test's own struct is gone
+ * with its frame): the teardown reaps what it left. */
+static struct fq_child fq_last;
+
 static void fq_start(struct fq_child *c, bool by_fd, const char *faults, ...)
 {
     const char *prog = getenv("FAKE_QEMU");
@@ -126,6 +130,7 @@ static void fq_start(struct fq_child *c, bool by_fd, const char *faults, ...)
         execv(prog, (char **)argv);
         _exit(127);
     }
+    fq_last = *c;
 }
 
 /* Wait (bounded) for the child to exit; returns its wait status. A pidfd
@@ -151,6 +156,8 @@ static int fq_wait(struct fq_child *c, int bound_ms)
             poll(NULL, 0, 5);
         }
     }
+    if (fq_last.pid == c->pid)
+        fq_last.pid = 0;
     c->pid = 0;
     return status;
 }
@@ -179,6 +186,21 @@ static void fq_reap(struct fq_child *c)
     snprintf(path, sizeof(path), "%s/qemu.log", c->dir);
     unlink(path);
     rmdir(c->dir);
+    if (strcmp(fq_last.dir, c->dir) == 0)
+        memset(&fq_last, 0, sizeof(fq_last));
+    c->dir[0] = '\0';
+    c->listen_fd = -1;
+}
+
+/* After each test: what a failed test left behind (a passed one left nothing). */
+static int fq_teardown(void **state)
+{
+    struct fq_child c = fq_last;
+
+    (void)state;
+    if (c.dir[0])
+        fq_reap(&c);
+    return 0;
 }
 
 /* ---- a QMP client ------------------------------------------------------ */
@@ -878,24 +900,24 @@ static void test_fault_spec(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greeting_and_negotiation),
-        cmocka_unit_test(test_lifecycle_and_pidfile),
-        cmocka_unit_test(test_powerdown_running_and_quit),
-        cmocka_unit_test(test_reconnect),
-        cmocka_unit_test(test_getfd),
-        cmocka_unit_test(test_sigterm_sends_shutdown),
-        cmocka_unit_test(test_fault_stall),
-        cmocka_unit_test(test_fault_stall_after),
-        cmocka_unit_test(test_fault_late),
-        cmocka_unit_test(test_fault_die_before_greeting),
-        cmocka_unit_test(test_fault_die_on),
-        cmocka_unit_test(test_fault_error_on),
-        cmocka_unit_test(test_fault_garbage_on),
-        cmocka_unit_test(test_fault_ignore_powerdown),
-        cmocka_unit_test(test_fault_ignore_sigterm),
-        cmocka_unit_test(test_fault_exit_after),
-        cmocka_unit_test(test_fault_crash_after),
-        cmocka_unit_test(test_fault_spec),
+        cmocka_unit_test_teardown(test_greeting_and_negotiation, fq_teardown),
+        cmocka_unit_test_teardown(test_lifecycle_and_pidfile, fq_teardown),
+        cmocka_unit_test_teardown(test_powerdown_running_and_quit, fq_teardown),
+        cmocka_unit_test_teardown(test_reconnect, fq_teardown),
+        cmocka_unit_test_teardown(test_getfd, fq_teardown),
+        cmocka_unit_test_teardown(test_sigterm_sends_shutdown, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_stall, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_stall_after, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_late, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_die_before_greeting, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_die_on, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_error_on, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_garbage_on, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_ignore_powerdown, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_ignore_sigterm, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_exit_after, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_crash_after, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_spec, fq_teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);
