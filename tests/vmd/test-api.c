@@ -1151,6 +1151,21 @@ static void test_restart_reconnects(void **state)
     assert_state(fx, "r3", "running", NULL);
 }
 
+/* The end-of-test check is not vacuous: a QEMU left running is found,
+ * counted and killed. */
+static void test_harness_finds_leftovers(void **state)
+{
+    struct fx *fx = *state;
+    pid_t pid;
+
+    define_fake(fx, "left", NULL);
+    pid = start(fx, "left", false);
+    assert_int_equal(vh_kill9(&fx->d), 0); /* nobody will destroy it now */
+    assert_true(vh_pid_alive(pid));
+    assert_int_equal(vh_finish(&fx->d), 1);
+    assert_false(vh_pid_alive(pid));
+}
+
 #define T(fn)       cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 #define T_FAULT(fn) cmocka_unit_test_setup_teardown(fn, fx_setup_faults, fx_teardown)
 
@@ -1181,6 +1196,7 @@ int main(void)
         T(test_security),
         T(test_headers),
         T(test_restart_reconnects),
+        T(test_harness_finds_leftovers),
     };
 
     signal(SIGPIPE, SIG_IGN);
