@@ -14,7 +14,7 @@ DEB_PACKAGES = meson ninja-build pkg-config gcc clang libclang-rt-dev \
 	valgrind spin clang-format \
 	libmicrohttpd-dev libcurl4-openssl-dev qemu-system-x86 qemu-utils
 
-.PHONY: all deps build check bench callgrind ci format clean
+.PHONY: all deps build check demo bench bench-vmd callgrind callgrind-vmd ci format clean
 
 all: build
 
@@ -37,11 +37,25 @@ build: deps $(BUILD)/build.ninja
 check: build
 	meson test -C $(BUILD) --print-errorlogs --no-suite slow
 
+# The main job: moor-vmd with 8 real QEMUs, one frozen, a SIGKILL and a
+# restart; prints its report (apps/demo/demo.c). Under 2 minutes.
+demo: build
+	$(BUILD)/apps/demo/moor-vmd-demo --daemon $(BUILD)/apps/vmd/moor-vmd
+
 bench: build
 	$(BUILD)/bench/moor-bench
 
+# The daemon's figures against real QEMU (bench/vmd/vmd-bench.c); a few
+# minutes. `BENCH_VMD_ARGS=--quick` for a short run, `--json` for scripts.
+bench-vmd: build
+	$(BUILD)/bench/vmd/moor-vmd-bench --daemon $(BUILD)/apps/vmd/moor-vmd $(BENCH_VMD_ARGS)
+
 callgrind: build
 	bench/callgrind.sh $(BUILD)/bench/moor-bench
+
+# Instructions per GET .../state inside moor-vmd (bench/vmd/callgrind-state.sh).
+callgrind-vmd: build
+	bench/vmd/callgrind-state.sh $(BUILD)/apps/vmd/moor-vmd
 
 ci:
 	.ci/run

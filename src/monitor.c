@@ -77,6 +77,19 @@
  * still cannot frame is oversized; a frame or classify error is garbage;
  * both break the channel. After every callout the reader re-checks that
  * the channel is still open, since on_event may have closed it.
+ *
+ * Descriptors. moor_monitor_call_fds() duplicates its descriptors into
+ * its record (on its stack, like the rest of it) and links record and node
+ * both ways. The writer sends such a node in a sendmsg() of its own that
+ * starts at the node's first byte and carries the descriptors as
+ * SCM_RIGHTS; once the kernel took any bytes of it, the descriptors went
+ * with them: the writer closes them and cuts the links, and the node is an
+ * ordinary one from then on. Links cut means descriptors gone: whoever
+ * frees a node still linked (close, a withdrawal) closes them. The caller,
+ * however its wait ended, waits out a writer in flight and then, if its
+ * node is still linked (not one byte sent), withdraws it from the queue:
+ * so no node ever points into a record that has returned, and no
+ * duplicate outlives the call unless the peer has it.
  */
 #define _GNU_SOURCE
 #include <assert.h>
@@ -146,13 +159,20 @@ struct pending {
     int rc;                             /* 0, -EPIPE or -EREMOTEIO (refused) */
     void *payload;                      /* rc == 0: the reply's payload */
     char text[MOOR_ERROR_MESSAGE_SIZE]; /* rc < 0: why */
+    /* moor_monitor_call_fds() only: duplicates not yet sent, and the node
+     * that carries them while queued (see the theory). */
+    struct outnode *node;
+    unsigned nfds;
+    int fds[MOOR_MONITOR_MAX_FDS];
 };
 
 /* One queued request: its bytes, sent up to @off. Immutable once queued,
- * apart from @off and @next (under the monitor's lock). */
+ * apart from @off, @next and @fds_of (under the monitor's lock). */
 struct outnode {
     struct outnode *next;
     size_t len, off;
+    struct pending *fds_of; /* non-NULL: descriptors to send with the first
+                             * byte, in fds_of->fds (then @off is 0) */
     char data[];
 };
 
@@ -184,6 +204,7 @@ struct moor_monitor {
     uint32_t default_timeout_ms;
     size_t max_message;
     size_t max_backlog; /* cap on out_bytes: a call past it fails -ENOBUFS */
+    bool unix_socket;   /* AF_UNIX: descriptors can be passed */
 
     pthread_mutex_t lock;
     /* Guarded by lock. */
@@ -314,12 +335,34 @@ static size_t default_backlog(size_t max_message)
                : max_message * MOOR_MONITOR_DEFAULT_BACKLOG_FACTOR;
 }
 
+/* Close @n descriptors of @fds (duplicates the monitor owns). */
+static void close_fds(const int *fds, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* @o's descriptors went out with its first byte, or never will: close
+ * them and cut the links between @o and its record. Lock held. */
+static void out_release_fds_locked(struct outnode *o)
+{
+    struct pending *p = o->fds_of;
+
+    if (!p)
+        return;
+    close_fds(p->fds, p->nfds);
+    p->nfds = 0;
+    p->node = NULL;
+    o->fds_of = NULL;
+}
+
 static void out_free_all_locked(moor_monitor *mon)
 {
     while (mon->out_head) {
         struct outnode *o = mon->out_head;
 
         mon->out_head = o->next;
+        out_release_fds_locked(o);
         moor__free(o);
     }
     mon->out_tail = &mon->out_head;
@@ -456,6 +499,7 @@ static void out_consume_locked(moor_monitor *mon, size_t n)
         mon->out_head = o->next;
         if (!mon->out_head)
             mon->out_tail = &mon->out_head;
+        out_release_fds_locked(o); /* none left: sent with the first byte */
         moor__free(o);
     }
 }
@@ -476,28 +520,64 @@ static void want_out_locked(moor_monitor *mon, bool want)
         mon->want_out = want;
 }
 
+/* Room for the most descriptors one request carries. */
+union fds_control {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * MOOR_MONITOR_MAX_FDS)];
+};
+
+/* Fill @mh with the next batch: the queued nodes from the head, up to one
+ * that carries descriptors, which goes alone, with its descriptors in
+ * @ctl. Returns that node, or NULL if the batch carries none. */
+static struct outnode *gather_locked(moor_monitor *mon, struct msghdr *mh, struct iovec *iov,
+                                     union fds_control *ctl)
+{
+    for (struct outnode *o = mon->out_head; o && mh->msg_iovlen < WRITE_IOV; o = o->next) {
+        struct pending *p = o->fds_of;
+        struct cmsghdr *c;
+
+        if (p && mh->msg_iovlen > 0)
+            break; /* its first byte starts a sendmsg() of its own */
+        iov[mh->msg_iovlen++] = (struct iovec){o->data + o->off, o->len - o->off};
+        if (!p)
+            continue;
+        mh->msg_control = ctl->buf;
+        mh->msg_controllen = CMSG_SPACE(sizeof(int) * p->nfds);
+        memset(ctl->buf, 0, mh->msg_controllen); /* the alignment padding too */
+        c = CMSG_FIRSTHDR(mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * p->nfds);
+        memcpy(CMSG_DATA(c), p->fds, sizeof(int) * p->nfds);
+        return o;
+    }
+    return NULL;
+}
+
 /* Be the writer (unless someone is): send the queue in batches with the
  * lock dropped around each sendmsg(), until it is empty, the socket is
  * full (then the loop takes over on OUT readiness) or the channel ends. */
 static void write_out_locked(moor_monitor *mon)
 {
     struct iovec iov[WRITE_IOV];
+    union fds_control ctl;
 
     if (mon->writing)
         return;
     mon->writing = true;
     while (mon->state == MOOR_MONITOR_OPEN && mon->out_head) {
         struct msghdr mh = {.msg_iov = iov};
+        struct outnode *carrier = gather_locked(mon, &mh, iov, &ctl);
         int fd = mon->fd, err;
         ssize_t n;
 
-        for (struct outnode *o = mon->out_head; o && mh.msg_iovlen < WRITE_IOV; o = o->next)
-            iov[mh.msg_iovlen++] = (struct iovec){o->data + o->off, o->len - o->off};
         pthread_mutex_unlock(&mon->lock);
         n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         err = errno;
         pthread_mutex_lock(&mon->lock);
         if (n >= 0) {
+            if (carrier && n > 0)
+                out_release_fds_locked(carrier); /* the kernel has them now */
             out_consume_locked(mon, (size_t)n);
             continue;
         }
@@ -888,6 +968,15 @@ static int check_socket(int fd, moor_error *err)
     return 0;
 }
 
+/* Whether @fd (a stream socket) can carry descriptors. */
+static bool socket_is_unix(int fd)
+{
+    int domain = 0;
+    socklen_t len = sizeof(domain);
+
+    return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+}
+
 /* Register the handler and open the channel; on failure nothing of @fd
  * changed and @link is freed (by the loop, through link_free). */
 static int start_io(moor_monitor *mon, struct link *link, int fd, moor_error *err)
@@ -957,6 +1046,7 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
     if (callbacks)
         mon->cb = *callbacks;
     mon->fd = -1;
+    mon->unix_socket = socket_is_unix(fd);
     atomic_init(&mon->next_id, 1);
     mon->default_timeout_ms = options && options->default_timeout_ms
                                   ? options->default_timeout_ms
@@ -1030,6 +1120,7 @@ static int encode(moor_monitor *mon, const void *request, const char *what, uint
     o->next = NULL;
     o->len = (size_t)n;
     o->off = 0;
+    o->fds_of = NULL;
     if (n < ENCODE_STACK) {
         memcpy(o->data, stack, (size_t)n);
         *out = o;
@@ -1079,10 +1170,11 @@ static int wait_done(moor_monitor *mon, struct pending *p, const struct timespec
     return 0;
 }
 
-/* Queue @o (which the queue then owns) and wait for the record to
- * complete or time out. Returns 0 (the record is done, see p->rc),
- * -ETIMEDOUT, or -EPIPE or -ENOBUFS with p->text set (not queued: @o is
- * freed). */
+/* Queue @o (which the queue then owns, linked with @p if @p carries
+ * descriptors) and wait for the record to complete or time out. Returns 0
+ * (the record is done, see p->rc), -ETIMEDOUT, or -EPIPE or -ENOBUFS with
+ * p->text set (not queued: @o is freed, @p's descriptors are still its
+ * own). */
 static int queue_and_wait(moor_monitor *mon, struct pending *p, struct outnode *o,
                           const struct timespec *deadline)
 {
@@ -1107,6 +1199,10 @@ static int queue_and_wait(moor_monitor *mon, struct pending *p, struct outnode *
     *mon->out_tail = o;
     mon->out_tail = &o->next;
     mon->out_bytes += o->len;
+    if (p->nfds) {
+        o->fds_of = p;
+        p->node = o;
+    }
     pending_link_locked(mon, p);
     mon->stats.calls++;
     if (!mon->want_out && !mon->reading)
@@ -1115,23 +1211,83 @@ static int queue_and_wait(moor_monitor *mon, struct pending *p, struct outnode *
     return wait_done(mon, p, deadline);
 }
 
-static int check_call(moor_monitor *mon, const void *request, int timeout_ms, moor_error *err)
+/* Withdraw @o, queued and not one byte of it sent, from the queue. */
+static void out_withdraw_locked(moor_monitor *mon, struct outnode *o)
+{
+    struct outnode **pp = &mon->out_head;
+
+    assert(o->off == 0);
+    while (*pp != o)
+        pp = &(*pp)->next;
+    *pp = o->next;
+    if (mon->out_tail == &o->next)
+        mon->out_tail = pp;
+    mon->out_bytes -= o->len;
+    out_release_fds_locked(o);
+    moor__free(o);
+}
+
+/* After the wait of a call with descriptors, however it ended: once no
+ * writer is in flight, a node still linked to @p has sent nothing (see the
+ * theory) and is withdrawn, closing the duplicates; a request never queued
+ * still has its duplicates, closed here. Afterwards nothing points to @p.
+ * @p's fields are read under the lock: until then a writer or a close may
+ * be releasing them. */
+static void settle_fds(moor_monitor *mon, struct pending *p)
+{
+    pthread_mutex_lock(&mon->lock);
+    if (p->node)
+        wait_writer_locked(mon);
+    if (p->node)
+        out_withdraw_locked(mon, p->node);
+    pthread_mutex_unlock(&mon->lock);
+    close_fds(p->fds, p->nfds); /* not queued: still ours */
+    p->nfds = 0;
+}
+
+static int check_call(moor_monitor *mon, const char *fn, const void *request, int timeout_ms,
+                      moor_error *err)
 {
     if (!is_monitor(mon))
-        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err, "moor_monitor_call: %p is not a monitor",
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err, "%s: %p is not a monitor", fn,
                       (void *)mon);
     if (!request)
-        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err, "moor_monitor_call(%s): NULL request",
-                      mon->name);
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err, "%s(%s): NULL request", fn, mon->name);
     if (timeout_ms < 1 && timeout_ms != MOOR_MONITOR_TIMEOUT_DEFAULT)
         return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err,
-                      "moor_monitor_call(%s): timeout %d ms (want >= 1, or -1 for the default)",
-                      mon->name, timeout_ms);
+                      "%s(%s): timeout %d ms (want >= 1, or -1 for the default)", fn, mon->name,
+                      timeout_ms);
     return 0;
 }
 
-int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int timeout_ms,
-                      moor_error *err)
+/* Duplicate @fds into @p (all or none). Returns 0 or the -errno. */
+static int dup_fds(moor_monitor *mon, const int *fds, unsigned nfds, struct pending *p,
+                   moor_error *err)
+{
+    for (unsigned i = 0; i < nfds; i++) {
+        int fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 0), code = -errno;
+
+        if (fd >= 0) {
+            p->fds[p->nfds++] = fd;
+            continue;
+        }
+        close_fds(p->fds, p->nfds);
+        p->nfds = 0;
+        if (code == -EBADF)
+            return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err,
+                          "moor_monitor_call_fds(%s): fds[%u] = %d is not an open descriptor",
+                          mon->name, i, fds[i]);
+        return moor_error_set(err, code, "monitor '%s': cannot duplicate fds[%u] = %d: %s",
+                              mon->name, i, fds[i], strerror(-code));
+    }
+    return 0;
+}
+
+/* The body of both calls (the arguments checked). Duplicates of @fds, if
+ * any, are made once the request is encoded, and are sent or closed when
+ * this returns. */
+static int call(moor_monitor *mon, const void *request, const int *fds, unsigned nfds, void **reply,
+                int timeout_ms, moor_error *err)
 {
     struct pending p = {0};
     struct timespec deadline;
@@ -1140,8 +1296,6 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
     uint32_t ms;
     int rc;
 
-    if ((rc = check_call(mon, request, timeout_ms, err)) < 0)
-        return rc;
     what = request_name(mon, request);
     if (moor_loop_in_loop(mon->loop))
         return moor_error_set(err, -EDEADLK,
@@ -1159,10 +1313,16 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
     p.id = atomic_fetch_add_explicit(&mon->next_id, 1, memory_order_relaxed);
     if ((rc = encode(mon, request, what, p.id, &o, err)) < 0)
         return rc;
+    if (nfds && (rc = dup_fds(mon, fds, nfds, &p, err)) < 0) {
+        moor__free(o);
+        return rc;
+    }
     sem_init(&p.sem, 0, 0);
     deadline = moor__deadline_after_ms(ms);
     rc = queue_and_wait(mon, &p, o, &deadline);
     sem_destroy(&p.sem);
+    if (nfds)
+        settle_fds(mon, &p); /* sent, or closed */
 
     if (rc == -ENOBUFS) /* not queued: p.rc was never set */
         return moor_error_set(err, rc, "monitor '%s': '%s' not queued: %s", mon->name, what,
@@ -1183,6 +1343,32 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
     else
         moor_monitor_payload_free(mon, p.payload);
     return 0;
+}
+
+int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int timeout_ms,
+                      moor_error *err)
+{
+    int rc = check_call(mon, "moor_monitor_call", request, timeout_ms, err);
+
+    return rc < 0 ? rc : call(mon, request, NULL, 0, reply, timeout_ms, err);
+}
+
+int moor_monitor_call_fds(moor_monitor *mon, const void *request, const int *fds, unsigned nfds,
+                          void **reply, int timeout_ms, moor_error *err)
+{
+    int rc = check_call(mon, "moor_monitor_call_fds", request, timeout_ms, err);
+
+    if (rc < 0)
+        return rc;
+    if (nfds > MOOR_MONITOR_MAX_FDS || (nfds && !fds))
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, err,
+                      "moor_monitor_call_fds(%s): %u descriptors at %p (want at most %u)",
+                      mon->name, nfds, (const void *)fds, MOOR_MONITOR_MAX_FDS);
+    if (nfds && !mon->unix_socket)
+        return moor_error_set(err, -ENOTSUP,
+                              "monitor '%s': cannot pass descriptors: the socket is not AF_UNIX",
+                              mon->name);
+    return call(mon, request, fds, nfds, reply, timeout_ms, err);
 }
 
 void moor_monitor_payload_free(moor_monitor *mon, void *payload)

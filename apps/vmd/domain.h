@@ -87,6 +87,68 @@ struct json_object *vmd_config_to_json(const struct vmd_domain_config *cfg);
 /* vmd_config_clear - free what @cfg owns and zero it. NULL-safe. */
 void vmd_config_clear(struct vmd_domain_config *cfg);
 
+/* vmd_config_copy - a deep copy of @src into *@dst (the caller's, to clear).
+ * Returns 0 or -ENOMEM (*@dst untouched). */
+int vmd_config_copy(struct vmd_domain_config *dst, const struct vmd_domain_config *src);
+
+/* vmd_config_machine_name / vmd_config_accel_name - "pc", "tcg"... (static). */
+const char *vmd_config_machine_name(enum vmd_machine m);
+const char *vmd_config_accel_name(enum vmd_accel a);
+
+/* ---- the state table ------------------------------------------------------ */
+
+/* A domain's state and why it is in it (docs/vmd-api.md lists the pairs). */
+enum vmd_state { VMD_STATE_SHUTOFF = 0, VMD_STATE_RUNNING, VMD_STATE_PAUSED, VMD_STATE__COUNT };
+
+enum vmd_reason {
+    VMD_REASON_NONE = 0, /* "not chosen yet" inside domain.c; never shown */
+    VMD_REASON_DEFINED,  /* shutoff */
+    VMD_REASON_SHUTDOWN,
+    VMD_REASON_DESTROYED,
+    VMD_REASON_CRASHED,
+    VMD_REASON_FAILED,
+    VMD_REASON_BOOTED, /* running */
+    VMD_REASON_RESUMED,
+    VMD_REASON_RESET,
+    VMD_REASON_RECONNECTED, /* running or paused */
+    VMD_REASON_USER,        /* paused */
+    VMD_REASON_STARTING,
+    VMD_REASON_QEMU,
+    VMD_REASON__COUNT
+};
+
+/* The operations of the table (one per route that acts on a domain). */
+enum vmd_op {
+    VMD_OP_INFO = 0,
+    VMD_OP_STATE,
+    VMD_OP_STATS,
+    VMD_OP_START,
+    VMD_OP_SHUTDOWN,
+    VMD_OP_DESTROY,
+    VMD_OP_SUSPEND,
+    VMD_OP_RESUME,
+    VMD_OP_RESET,
+    VMD_OP_QMP,
+    VMD_OP_UNDEFINE,
+    VMD_OP__COUNT
+};
+
+/* Names ("shutoff", "crashed", "suspend"); static strings, "?" if out of range. */
+const char *vmd_state_name(enum vmd_state st);
+const char *vmd_reason_name(enum vmd_reason r);
+const char *vmd_op_name(enum vmd_op op);
+
+/* vmd_op_allowed - the table: may @op run while the domain is in @st? */
+bool vmd_op_allowed(enum vmd_op op, enum vmd_state st);
+
+/*
+ * vmd_op_check - the table's verdict as an error for domain @name:
+ * 0; -ENOTCONN ("domain vm1 is not running: suspend needs it running")
+ * when it needs QEMU and there is none; -EBUSY ("domain vm1 is running:
+ * undefine needs it shut off") otherwise; -EINVAL for an unknown op/state.
+ */
+int vmd_op_check(enum vmd_op op, enum vmd_state st, const char *name, moor_error *err);
+
 /* ---- the daemon's domains ------------------------------------------------ */
 
 /*
@@ -181,5 +243,25 @@ int vmd_domain_qmp(struct vmd *vmd, vmd_domain *dom, const char *execute,
  * "monitors" (each domain's pending QMP calls: command, age_ms, deadline_ms,
  * responsive) to @into. Never blocks on a job. */
 int vmd_domains_debug(struct vmd *vmd, struct json_object *into, moor_error *err);
+
+/* ---- for store.c (the QEMU side's own files) ----------------------------- */
+
+struct vmd_status;
+
+/* vmd_domain_add_loaded - a config read at start-up becomes a shut-off
+ * domain in the registry. Consumes *@cfg. Returns 0, -EEXIST, -ENOMEM. */
+int vmd_domain_add_loaded(struct vmd *vmd, struct vmd_domain_config *cfg, moor_error *err);
+
+/*
+ * vmd_domain_reconnect - adopt the QEMU a status file describes: check the
+ * pid is the process we started (start time, command line), connect to
+ * its QMP socket, query-status, watch its pidfd. On failure the domain
+ * stays shut off (reason crashed when its QEMU is gone) and the caller
+ * removes the runtime files. Blocks: up to one QMP deadline.
+ * Returns 0; -ENOENT (no such domain); -ESRCH (QEMU gone or not ours);
+ * the codes of the QMP handshake and call.
+ */
+int vmd_domain_reconnect(struct vmd *vmd, const moor_uuid *uuid, const struct vmd_status *st,
+                         moor_error *err);
 
 #endif /* MOOR_VMD_DOMAIN_H */

@@ -9,11 +9,14 @@
  *   request  "<id> <word>"           reply  "<id> ok <WORD>"   (upper case)
  *                                    or     "<id> err <why>"   (word "fail")
  *   event    "! <text>"              sent by the peer on its own
+ *   request  "<id> cat" with a descriptor attached (SCM_RIGHTS): the peer
+ *            replies "<id> ok <TEXT>", TEXT read from the descriptor
  */
 #define _GNU_SOURCE
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -90,15 +93,50 @@ static const char *line_name(void *opaque, const void *request)
 
 /* ---- the peer: answers every request, and says hello with an event --------- */
 
+/* read() that also keeps a descriptor sent along (the last one, as QEMU's
+ * getfd does: it arrives with the bytes of the request it belongs to). */
+static ssize_t read_keep_fd(int fd, char *buf, size_t size, int *passed)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {buf, size};
+    struct msghdr mh = {.msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = ctl.buf,
+                        .msg_controllen = sizeof(ctl.buf)};
+    ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        if (*passed >= 0)
+            close(*passed);
+        memcpy(passed, CMSG_DATA(c), sizeof(int));
+    }
+    return n;
+}
+
+/* The answer to "cat": what the passed descriptor holds. */
+static void cat_passed(int *passed, char *word, size_t size)
+{
+    ssize_t n = *passed >= 0 ? read(*passed, word, size - 1) : -1;
+
+    word[n > 0 ? n : 0] = '\0';
+    if (*passed >= 0)
+        close(*passed);
+    *passed = -1;
+}
+
 static void *peer_main(void *arg)
 {
-    int fd = *(int *)arg;
+    int fd = *(int *)arg, passed = -1;
     char buf[256], line[300];
     size_t len = 0;
     ssize_t n;
 
     dprintf(fd, "! peer ready\n");
-    while ((n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0) {
+    while ((n = read_keep_fd(fd, buf + len, sizeof(buf) - 1 - len, &passed)) > 0) {
         char *nl;
 
         len += (size_t)n;
@@ -109,6 +147,8 @@ static void *peer_main(void *arg)
 
             *nl = '\0';
             if (sscanf(buf, "%llu %63s", &id, word) == 2) {
+                if (!strcmp(word, "cat"))
+                    cat_passed(&passed, word, sizeof(word));
                 if (!strcmp(word, "fail")) {
                     snprintf(line, sizeof(line), "%llu err cannot do that\n", id);
                 } else {
@@ -156,21 +196,25 @@ static void vm_on_event(moor_monitor *mon, void *owner, moor_monitor_message *ms
     printf("event: %s\n", (const char *)msg->payload);
 }
 
-/* An API call: job on the vm, mutex handed over around the peer call. */
-static int vm_shout(struct vm *vm, const char *word, char **answer, moor_error *err)
+/* An API call: job on the vm, mutex handed over around the peer call,
+ * which passes @nfds descriptors along (0: a plain call). */
+static int vm_call(struct vm *vm, const char *word, const int *fds, unsigned nfds, char **answer,
+                   moor_error *err)
 {
     void *reply = NULL;
     int rc;
 
     moor_lock(vm);
-    if ((rc = moor_job_begin(&vm->job, MOOR_JOB_MODIFY, "vm_shout", err)) < 0) {
+    if ((rc = moor_job_begin(&vm->job, MOOR_JOB_MODIFY, "vm_call", err)) < 0) {
         moor_unlock(vm);
         return rc;
     }
     moor_monitor *mon = moor_ref(vm->mon); /* our own reference for the call */
     if ((rc = moor_monitor_enter(mon, vm)) == 0) {
-        rc = moor_monitor_call(mon, word, &reply, 2000, err); /* vm unlocked */
-        if (moor_monitor_exit(mon, vm) < 0 && rc == 0)        /* vm locked */
+        /* vm unlocked */
+        rc = nfds ? moor_monitor_call_fds(mon, word, fds, nfds, &reply, 2000, err)
+                  : moor_monitor_call(mon, word, &reply, 2000, err);
+        if (moor_monitor_exit(mon, vm) < 0 && rc == 0) /* vm locked */
             rc = moor_error_set(err, -ESRCH, "the peer went away");
     }
     moor_job_end(&vm->job);
@@ -180,6 +224,26 @@ static int vm_shout(struct vm *vm, const char *word, char **answer, moor_error *
         *answer = reply;
     else
         free(reply);
+    return rc;
+}
+
+static int vm_shout(struct vm *vm, const char *word, char **answer, moor_error *err)
+{
+    return vm_call(vm, word, NULL, 0, answer, err);
+}
+
+/* Hand the peer a pipe to read from, as moor-vmd hands QEMU a file. */
+static int vm_cat(struct vm *vm, const char *text, char **answer, moor_error *err)
+{
+    int p[2], rc;
+
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return moor_error_set(err, -errno, "pipe: %s", strerror(errno));
+    rc = write(p[1], text, strlen(text)) == (ssize_t)strlen(text) ? 0 : -EIO;
+    close(p[1]);
+    if (rc == 0)
+        rc = vm_call(vm, "cat", &p[0], 1, answer, err);
+    close(p[0]); /* at once: the monitor sent (or closed) its own copy */
     return rc;
 }
 
@@ -209,6 +273,11 @@ int main(void)
     assert(vm_shout(vm, "hello", &answer, &err) == 0);
     printf("reply: %s\n", answer);
     assert(strstr(answer, "ok HELLO"));
+    free(answer);
+
+    assert(vm_cat(vm, "through a pipe", &answer, &err) == 0);
+    printf("reply: %s\n", answer);
+    assert(strstr(answer, "ok THROUGH"));
     free(answer);
 
     assert(vm_shout(vm, "fail", &answer, &err) == -EREMOTEIO);

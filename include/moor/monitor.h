@@ -269,6 +269,58 @@ MOOR_EXPORT moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_m
 MOOR_EXPORT int moor_monitor_call(moor_monitor *mon, const void *request, void **reply,
                                   int timeout_ms, moor_error *err);
 
+/* The most file descriptors one moor_monitor_call_fds() may carry. QMP's
+ * getfd and add-fd take one each; a few more leave room for a peer that
+ * takes a set (a pipe's two ends, a multi-queue tap), while the bound keeps
+ * the sender's control buffer on its stack (the kernel allows 253). */
+#define MOOR_MONITOR_MAX_FDS 16u
+
+/*
+ * moor_monitor_call_fds - moor_monitor_call() that also passes @nfds file
+ * descriptors to the peer (SCM_RIGHTS), as QMP's getfd and add-fd expect.
+ *
+ * Why a function of its own and not an options struct: the descriptors are
+ * the only thing a call carries besides its request, and keeping
+ * moor_monitor_call() as it is means no existing caller changes; should a
+ * call ever need more per-call settings, they would go in a struct then.
+ *
+ * The descriptors go with the request's own bytes: the sendmsg() that
+ * writes its first byte carries them, starts at that byte and holds no
+ * bytes of any other request, so a peer that reads with recvmsg() finds
+ * the descriptors with the request they belong to (QEMU attaches them to
+ * the command being read). They are sent once: a request that needs more
+ * than one sendmsg() carries them on the first only.
+ * Timeouts differ from moor_monitor_call() in one way: a request whose
+ * first byte has not been written when its call returns (deadline, end of
+ * the channel) is withdrawn from the queue, so neither it nor its
+ * descriptors reach the peer. One partly or fully written went with its
+ * descriptors, and may run at the peer as with moor_monitor_call().
+ * @fds: @nfds open descriptors (any kind, duplicates allowed); @nfds 0
+ * (then @fds may be NULL) makes a plain moor_monitor_call().
+ * Ownership: the caller's descriptors stay the caller's, always: they are
+ * duplicated (F_DUPFD_CLOEXEC) before the request is queued, so the caller
+ * may close its own as soon as this returns, whatever it returns. The
+ * monitor closes its duplicates once the kernel has taken them (the first
+ * write of the request), and otherwise before this returns: when it
+ * returns, no duplicate is left open in this process. *@reply as for
+ * moor_monitor_call().
+ * Locks: as moor_monitor_call(). Blocks: as moor_monitor_call(); on its
+ * way out also for a writer of the monitor to leave its (non-blocking)
+ * sendmsg(), when the request might still be in that write.
+ * Context: any thread except one iterating the monitor's loop.
+ * Returns: those of moor_monitor_call(), and
+ *   -EINVAL     also: @nfds above MOOR_MONITOR_MAX_FDS, NULL @fds with
+ *               @nfds > 0, or an entry that is not an open descriptor
+ *               (reported as misuse);
+ *   -ENOTSUP    @nfds > 0 and the monitor's socket is not AF_UNIX;
+ *   -EMFILE, -ENFILE  no descriptor left to duplicate into;
+ *   -EPIPE      also when the kernel refuses the descriptors at sending
+ *               (e.g. ETOOMANYREFS: too many in flight): a failed write
+ *               ends the channel, as with any request.
+ */
+MOOR_EXPORT int moor_monitor_call_fds(moor_monitor *mon, const void *request, const int *fds,
+                                      unsigned nfds, void **reply, int timeout_ms, moor_error *err);
+
 /*
  * moor_monitor_payload_free - free a payload received from
  * moor_monitor_call() or kept from on_event, with @mon's codec.

@@ -14,14 +14,28 @@
 
 #include <json-c/json.h>
 
+/* Most descriptors a line buffer holds between reads (more are closed). */
+#define QMP_PEER_MAX_FDS 32
+
 /* Bytes read from the socket and not yet returned as lines. */
 typedef struct qmp_linebuf {
     char *data;
     size_t len, cap;
     size_t line_len; /* length of the line last returned, consumed next time */
+    /* qmp_read_line_fds() only: descriptors received and not yet handed
+     * out, each with the offset in @data of the last byte of the read that
+     * brought it (the kernel ends such a read within the bytes the sender
+     * attached them to). */
+    int fds[QMP_PEER_MAX_FDS];
+    size_t fd_at[QMP_PEER_MAX_FDS];
+    unsigned nfds;
+    unsigned fds_dropped; /* received beyond QMP_PEER_MAX_FDS: closed */
+    size_t read_size;     /* most bytes per read; 0: as many as fit (1 pins
+                           * descriptors to the very byte they came with) */
 } qmp_linebuf;
 
-/* Free what @lb holds; it may be used again afterwards. */
+/* Free what @lb holds, closing the descriptors it holds; it may be used
+ * again afterwards. */
 void qmp_linebuf_free(qmp_linebuf *lb);
 
 /* The next line from @fd (blocking), without its '\n', NUL-terminated, in
@@ -29,6 +43,13 @@ void qmp_linebuf_free(qmp_linebuf *lb);
  * file (a last line without '\n' is dropped) or on a read error (errno
  * set). */
 ssize_t qmp_read_line(int fd, qmp_linebuf *lb, char **line);
+
+/* qmp_read_line() with recvmsg(): also returns in @fds (room for @max)
+ * the descriptors (SCM_RIGHTS, close-on-exec) that came with the bytes of
+ * the returned line, in *@nfds; the caller owns them. Those beyond @max
+ * are closed and counted in lb->fds_dropped. */
+ssize_t qmp_read_line_fds(int fd, qmp_linebuf *lb, char **line, int *fds, unsigned max,
+                          unsigned *nfds);
 
 /* A command line sent by the codec. */
 typedef struct qmp_request_in {

@@ -15,6 +15,10 @@
  * hand-off (lock, QUERY job, enter, call, exit, end job, unlock) and a plain
  * call on a monitor reference taken under the lock. Each call has a random
  * deadline of 10..200 ms and a unique number that the peer must echo back.
+ * One call in four passes 1..3 descriptors of one shared memory file
+ * (moor_monitor_call_fds) and says how many in its arguments; the peer
+ * reads with recvmsg() and checks that each request came with exactly that
+ * many, all of that file.
  *
  * The peer (one thread per connection, QMP-style JSON lines over a
  * socketpair) answers most requests at once and otherwise: holds a few and
@@ -34,8 +38,10 @@
  * 100 ms bound, only valgrind, which runs one thread at a time, gets a
  * wider default); on_eof runs at most once per monitor, always
  * with the owner; a closed monitor has nothing pending; at the end nothing
- * is entered, no misuse was reported and the census is zero. Prints counts
- * and the worst lateness past a deadline.
+ * is entered, no misuse was reported, the census is zero and the process
+ * has the descriptors it had at the start (no duplicate left behind by a
+ * timeout, a close or a dying peer). Prints counts and the worst lateness
+ * past a deadline.
  */
 #define _GNU_SOURCE
 #define STRESS_PROG "stress-monitor"
@@ -48,8 +54,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,6 +83,7 @@
 #define MAX_STALL_MS    300
 #define RECONNECT_MS    400 /* the main thread reconnects at least this often */
 #define REORDER_MAX     4
+#define MAX_PASSED      3 /* descriptors per call that passes some */
 
 /* ---- the owner and its connections ----------------------------------------- */
 
@@ -88,6 +98,8 @@ static const moor_class *vm_class;
 static struct vm *vm;
 static moor_loop *loop;
 static double slack_ms = SLACK_MS;
+static int shared_file = -1; /* the memory file whose descriptors calls pass */
+static struct stat shared_st;
 
 /* One connection: socketpair, peer thread and monitor. */
 struct conn {
@@ -141,7 +153,7 @@ static void wait_for_next_gen(unsigned seen)
 
 /* Tallies; relaxed atomics: counters read after every thread is joined. */
 static atomic_uint_fast64_t n_started, n_returned, n_ok, n_timeout, n_pipe, n_refused, n_srch,
-    n_events, n_eofs, n_conns, n_handoff;
+    n_events, n_eofs, n_conns, n_handoff, n_with_fds, n_fds_seen;
 static atomic_int_fast64_t worst_late_us = INT64_MIN; /* max(returned - deadline) */
 
 static void count(atomic_uint_fast64_t *c)
@@ -194,6 +206,31 @@ static int reply_to(int fd, const qmp_request_in *req)
     return qmp_send_return(fd, req->id, args);
 }
 
+/* Check the descriptors that came with @req's bytes: as many as its
+ * "fds" argument says, all of the shared file; then close them. */
+static void check_passed(struct conn *c, const qmp_request_in *req, const int *fds, unsigned nfds)
+{
+    struct json_object *v;
+    unsigned want = 0;
+
+    if (req->arguments && json_object_object_get_ex(req->arguments, "fds", &v))
+        want = (unsigned)json_object_get_int(v);
+    if (nfds != want)
+        fail("peer %u: request %" PRIu64 " came with %u descriptors, not %u", c->gen, req->id, nfds,
+             want);
+    for (unsigned i = 0; i < nfds; i++) {
+        struct stat st;
+
+        if (fstat(fds[i], &st) < 0 || st.st_ino != shared_st.st_ino ||
+            st.st_dev != shared_st.st_dev)
+            fail("peer %u: request %" PRIu64 ": descriptor %u is not the shared file", c->gen,
+                 req->id, i);
+        close(fds[i]);
+    }
+    if (nfds)
+        count(&n_fds_seen);
+}
+
 /* Answer the held requests, last first. */
 static bool flush_held(struct conn *c, qmp_request_in *held, unsigned *nheld)
 {
@@ -219,8 +256,9 @@ static void *peer_main(void *arg)
 
     while (alive) {
         struct pollfd pfd = {c->peer_fd, POLLIN, 0};
+        int fds[QMP_PEER_MAX_FDS];
         qmp_request_in req;
-        unsigned dice;
+        unsigned dice, nfds;
 
         /* Held requests are answered once no new one comes for a moment
          * (their callers may be all there is). */
@@ -228,13 +266,14 @@ static void *peer_main(void *arg)
             alive = flush_held(c, held, &nheld);
             continue;
         }
-        if (qmp_read_line(c->peer_fd, &lb, &line) < 0)
+        if (qmp_read_line_fds(c->peer_fd, &lb, &line, fds, QMP_PEER_MAX_FDS, &nfds) < 0)
             break;
         dice = (unsigned)(stress_rnd(&c->seed) % 1000);
         if (!qmp_parse_request(line, &req)) {
             fail("peer %u: not a request: %.60s", c->gen, line);
             break;
         }
+        check_passed(c, &req, fds, nfds);
         if (dice < 100 && nheld < REORDER_MAX) {
             held[nheld++] = req; /* answered later, in reverse */
             req.arguments = NULL;
@@ -261,6 +300,8 @@ static void *peer_main(void *arg)
     }
     while (nheld)
         json_object_put(held[--nheld].arguments);
+    if (lb.fds_dropped)
+        fail("peer %u: %u descriptors beyond what one request carries", c->gen, lb.fds_dropped);
     qmp_linebuf_free(&lb);
     mgr_wake();
     return NULL;
@@ -386,6 +427,8 @@ static int one_call(struct caller *w, moor_monitor *mon, uint64_t n)
     int timeout =
         MIN_DEADLINE_MS + (int)(stress_rnd(&w->seed) % (MAX_DEADLINE_MS - MIN_DEADLINE_MS + 1));
     struct json_object *args = json_object_new_object(), *v;
+    unsigned nfds = stress_rnd(&w->seed) % 4 ? 0 : 1 + (unsigned)(n % MAX_PASSED);
+    const int fds[MAX_PASSED] = {shared_file, shared_file, shared_file};
     moor_error err = MOOR_ERROR_INIT;
     void *reply = NULL;
     struct timespec t0;
@@ -393,10 +436,15 @@ static int one_call(struct caller *w, moor_monitor *mon, uint64_t n)
     int rc;
 
     json_object_object_add(args, "n", json_object_new_int64((int64_t)n));
+    if (nfds) {
+        json_object_object_add(args, "fds", json_object_new_int((int)nfds));
+        count(&n_with_fds);
+    }
     qmp_cmd cmd = {"echo", args};
     count(&n_started);
     t0 = stress_now();
-    rc = moor_monitor_call(mon, &cmd, &reply, timeout, &err);
+    rc = nfds ? moor_monitor_call_fds(mon, &cmd, fds, nfds, &reply, timeout, &err)
+              : moor_monitor_call(mon, &cmd, &reply, timeout, &err);
     took = ms_since(&t0);
     count(&n_returned);
 
@@ -513,6 +561,23 @@ static void setup(void)
     }
 }
 
+/* The descriptors open in this process (the directory's own not counted). */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (!d) {
+        fail("/proc/self/fd: %s", strerror(errno));
+        return -1;
+    }
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d);
+    closedir(d);
+    return n;
+}
+
 /* Wait until a channel ended or RECONNECT_MS passed. */
 static void wait_for_reason(void)
 {
@@ -536,6 +601,7 @@ int main(int argc, char **argv)
     struct timespec start;
     struct conn *cur;
     unsigned gen = 0, ncallers = 0;
+    int fds_at_start;
 
     stress_valgrind_caps(&threads, VALGRIND_THR, &seconds, VALGRIND_SECS);
     if (stress_under_valgrind())
@@ -550,6 +616,12 @@ int main(int argc, char **argv)
         }
     }
     stress_catch_misuse();
+    fds_at_start = count_fds();
+    shared_file = memfd_create("stress-monitor", MFD_CLOEXEC);
+    if (shared_file < 0 || fstat(shared_file, &shared_st) < 0) {
+        fprintf(stderr, STRESS_PROG ": memfd_create: %s\n", strerror(errno));
+        return 1;
+    }
     setup();
     start = stress_now();
     deadline = stress_add_seconds(start, seconds);
@@ -587,6 +659,9 @@ int main(int argc, char **argv)
     moor_unref(vm);
     moor_loop_thread_stop(loop);
     moor_unref(loop);
+    close(shared_file);
+    if (count_fds() != fds_at_start)
+        fail("%d descriptors open at the end, %d at the start", count_fds(), fds_at_start);
 
     /* relaxed loads: every thread that counted has been joined. */
     if (atomic_load(&n_started) != atomic_load(&n_returned))
@@ -603,12 +678,13 @@ int main(int argc, char **argv)
                        " calls (ok %" PRIuFAST64 ", timed out %" PRIuFAST64 ", broken %" PRIuFAST64
                        ", refused %" PRIuFAST64 "), %" PRIuFAST64 " hand-offs, %" PRIuFAST64
                        " enters refused, %" PRIuFAST64 " events, %" PRIuFAST64
-                       " on_eof; latest return %.1f ms after a deadline (limit %.0f)\n",
+                       " on_eof, %" PRIuFAST64 " calls passed descriptors (%" PRIuFAST64
+                       " received); latest return %.1f ms after a deadline (limit %.0f)\n",
            ncallers, stress_elapsed(&start), atomic_load(&n_conns), atomic_load(&n_returned),
            atomic_load(&n_ok), atomic_load(&n_timeout), atomic_load(&n_pipe),
            atomic_load(&n_refused), atomic_load(&n_handoff), atomic_load(&n_srch),
-           atomic_load(&n_events), atomic_load(&n_eofs), (double)atomic_load(&worst_late_us) / 1e3,
-           slack_ms);
+           atomic_load(&n_events), atomic_load(&n_eofs), atomic_load(&n_with_fds),
+           atomic_load(&n_fds_seen), (double)atomic_load(&worst_late_us) / 1e3, slack_ms);
     printf(STRESS_PROG ": %s\n", stress_exit_status() ? "FAIL" : "OK");
     return stress_exit_status();
 }

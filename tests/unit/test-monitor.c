@@ -25,10 +25,17 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -1522,6 +1529,539 @@ static void test_oom_call(void **state)
     assert_true(saw_reader);
 }
 
+/* ---- passing descriptors ----------------------------------------------------------------------
+ */
+
+#define FD_ROUNDS 24
+
+/* The descriptors open in this process but @skip (and the directory's own). */
+static int count_fds_but(int skip)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+
+        n += e->d_name[0] != '.' && fd != skip && fd != dirfd(d);
+    }
+    closedir(d);
+    return n;
+}
+
+static int count_fds(void)
+{
+    return count_fds_but(-1);
+}
+
+/* A memory file holding @text, at offset 0. */
+static int memfd_with(const char *text)
+{
+    int fd = memfd_create("moor-test", MFD_CLOEXEC);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    return fd;
+}
+
+/* What the peer found behind one descriptor. */
+static struct json_object *describe_fd(int fd)
+{
+    struct json_object *o = json_object_new_object();
+    char buf[64];
+    struct stat st;
+    ssize_t n;
+
+    assert_int_equal(fstat(fd, &st), 0);
+    n = pread(fd, buf, sizeof(buf) - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    json_object_object_add(o, "ino", json_object_new_int64((int64_t)st.st_ino));
+    json_object_object_add(o, "dev", json_object_new_int64((int64_t)st.st_dev));
+    json_object_object_add(o, "data", json_object_new_string(buf));
+    return o;
+}
+
+/* Answer every request with its "n" and, for each descriptor that came
+ * with its bytes, what is behind it; then close them. */
+static void peer_fds(struct fx *fx)
+{
+    int fds[QMP_PEER_MAX_FDS];
+    unsigned nfds;
+    char *line;
+
+    while (qmp_read_line_fds(fx->sv[1], &fx->lb, &line, fds, QMP_PEER_MAX_FDS, &nfds) >= 0) {
+        struct json_object *r = json_object_new_object(), *list = json_object_new_array(), *n;
+        qmp_request_in req;
+
+        if (!qmp_parse_request(line, &req))
+            fail_msg("peer: not a request: %.80s", line);
+        gate_add(&fx->received);
+        for (unsigned i = 0; i < nfds; i++) {
+            json_object_array_add(list, describe_fd(fds[i]));
+            close(fds[i]);
+        }
+        if (req.arguments && json_object_object_get_ex(req.arguments, "n", &n))
+            json_object_object_add(r, "n", json_object_get(n));
+        json_object_object_add(r, "fds", list);
+        qmp_send_return(fx->sv[1], req.id,
+                        json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN));
+        json_object_put(r);
+        json_object_put(req.arguments);
+    }
+    assert_int_equal(fx->lb.fds_dropped, 0);
+}
+
+/* One call with @nfds fresh memory files holding "@tag-i" (and @pad bytes
+ * of padding in the request); the caller's own descriptors are closed as
+ * soon as the call returned, and the reply must show the same files
+ * (inode, device, contents) in order. */
+static int call_with_files_pad(moor_monitor *mon, const char *tag, int n, unsigned nfds, size_t pad,
+                               moor_error *err)
+{
+    struct json_object *args = args_n(n), *v, *list, *f;
+    qmp_cmd cmd = {"getfd", args};
+    int fds[MOOR_MONITOR_MAX_FDS];
+    struct stat st[MOOR_MONITOR_MAX_FDS];
+    char text[64];
+    void *reply = NULL;
+    int rc;
+
+    if (pad) {
+        char *blob = malloc(pad + 1);
+
+        assert_non_null(blob);
+        memset(blob, 'p', pad);
+        blob[pad] = '\0';
+        json_object_object_add(args, "pad", json_object_new_string(blob));
+        free(blob);
+    }
+    for (unsigned i = 0; i < nfds; i++) {
+        snprintf(text, sizeof(text), "%s-%u", tag, i);
+        fds[i] = memfd_with(text);
+        assert_int_equal(fstat(fds[i], &st[i]), 0);
+    }
+    rc = moor_monitor_call_fds(mon, &cmd, fds, nfds, &reply, FOREVER, err);
+    for (unsigned i = 0; i < nfds; i++)
+        close(fds[i]);
+    json_object_put(args);
+    if (rc < 0)
+        return rc;
+    assert_true(json_object_object_get_ex(reply, "n", &v));
+    assert_int_equal(json_object_get_int(v), n);
+    assert_true(json_object_object_get_ex(reply, "fds", &list));
+    assert_int_equal(json_object_array_length(list), nfds);
+    for (unsigned i = 0; i < nfds; i++) {
+        f = json_object_array_get_idx(list, i);
+        snprintf(text, sizeof(text), "%s-%u", tag, i);
+        assert_true(json_object_object_get_ex(f, "data", &v));
+        assert_string_equal(json_object_get_string(v), text);
+        assert_true(json_object_object_get_ex(f, "ino", &v));
+        assert_true(json_object_get_int64(v) == (int64_t)st[i].st_ino);
+        assert_true(json_object_object_get_ex(f, "dev", &v));
+        assert_true(json_object_get_int64(v) == (int64_t)st[i].st_dev);
+    }
+    moor_monitor_payload_free(mon, reply);
+    return 0;
+}
+
+static int call_with_files(moor_monitor *mon, const char *tag, int n, unsigned nfds,
+                           moor_error *err)
+{
+    return call_with_files_pad(mon, tag, n, nfds, 0, err);
+}
+
+static void test_fds_passed(void **state)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    struct fx fx;
+    int base;
+
+    (void)state;
+    fx_start(&fx, peer_fds);
+    base = count_fds();
+    if (call_with_files(fx.mon, "one", 1, 1, &err) < 0)
+        fail_msg("%s", err.message);
+    if (call_with_files(fx.mon, "many", 2, MOOR_MONITOR_MAX_FDS, &err) < 0)
+        fail_msg("%s", err.message);
+    /* No descriptors: a plain call, the peer sees none. */
+    if (call_with_files(fx.mon, "none", 3, 0, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(count_fds(), base);
+    assert_int_equal(stats_of(fx.mon).calls, 3);
+    fx_stop(&fx);
+}
+
+/* peer_fds reading one byte at a time: each descriptor then arrives with
+ * the first byte of the sendmsg() that carried it, which must be the first
+ * byte of its own request. */
+static void peer_fds_bytewise(struct fx *fx)
+{
+    fx->lb.read_size = 1;
+    peer_fds(fx);
+}
+
+struct fd_caller {
+    moor_monitor *mon;
+    int id;
+    int failures;
+    moor_error err;
+};
+
+/* FD_ROUNDS calls with 0..3 descriptors, each checked against its reply. */
+static void *fd_caller_main(void *arg)
+{
+    struct fd_caller *c = arg;
+    char tag[32];
+
+    for (int r = 0; r < FD_ROUNDS; r++) {
+        snprintf(tag, sizeof(tag), "c%d-r%d", c->id, r);
+        if (call_with_files(c->mon, tag, c->id * 1000 + r, (unsigned)(r + c->id) % 4, &c->err) < 0)
+            c->failures++;
+    }
+    return NULL;
+}
+
+/* Callers in several threads pipeline calls with and without descriptors:
+ * each file reaches the peer with the bytes of its own request. */
+static void test_fds_pipelined(void **state)
+{
+    struct fd_caller c[CALLERS];
+    pthread_t t[CALLERS];
+    struct fx fx;
+    int base;
+
+    (void)state;
+    fx_start(&fx, peer_fds_bytewise);
+    base = count_fds();
+    for (int i = 0; i < CALLERS; i++) {
+        c[i] = (struct fd_caller){.mon = fx.mon, .id = i, .err = MOOR_ERROR_INIT};
+        assert_int_equal(pthread_create(&t[i], NULL, fd_caller_main, &c[i]), 0);
+    }
+    for (int i = 0; i < CALLERS; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        if (c[i].failures)
+            fail_msg("caller %d: %d failures, last: %s", i, c[i].failures, c[i].err.message);
+    }
+    assert_int_equal(count_fds(), base);
+    assert_int_equal(stats_of(fx.mon).calls, CALLERS * FD_ROUNDS);
+    fx_stop(&fx);
+}
+
+/* Wait until @mon has queued @n calls in all. */
+static void wait_calls(moor_monitor *mon, uint64_t n)
+{
+    double deadline = now_ms() + FOREVER;
+
+    while (stats_of(mon).calls < n) {
+        if (now_ms() > deadline)
+            fail_msg("%" PRIu64 " calls queued, expected %" PRIu64, stats_of(mon).calls, n);
+        sched_yield();
+    }
+}
+
+#define STUCK_BYTES (64u << 10)
+
+/* Stop the monitor's writing: tiny socket buffers, nobody reading sv[1],
+ * and a request far larger than they hold, timed out but still queued
+ * (moor_monitor_call does not withdraw it): whatever is queued next
+ * waits behind it until the peer reads. */
+static void fx_start_stuck(struct fx *fx)
+{
+    const moor_monitor_options opts = {.name = "stuck", .max_message = 1u << 20};
+    struct json_object *args = json_object_new_object();
+    char *blob = malloc(STUCK_BYTES + 1);
+    int small = 1;
+    qmp_cmd cmd = {"big", args};
+
+    assert_non_null(blob);
+    memset(blob, 'x', STUCK_BYTES);
+    blob[STUCK_BYTES] = '\0';
+    json_object_object_add(args, "blob", json_object_new_string(blob));
+    fx_start_opts(fx, NULL, &opts);
+    assert_int_equal(setsockopt(fx->sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_int_equal(setsockopt(fx->sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    assert_int_equal(moor_monitor_call(fx->mon, &cmd, NULL, 1, NULL), -ETIMEDOUT);
+    json_object_put(args);
+    free(blob);
+}
+
+struct fd_waiter {
+    moor_monitor *mon;
+    int rc;
+    moor_error err;
+};
+
+static void *fd_waiter_main(void *arg)
+{
+    struct fd_waiter *w = arg;
+    int fd = memfd_with("never");
+    qmp_cmd cmd = {"getfd", NULL};
+
+    w->rc = moor_monitor_call_fds(w->mon, &cmd, &fd, 1, NULL, FOREVER, &w->err);
+    close(fd);
+    return NULL;
+}
+
+/* A call whose deadline passes before its first byte is written is
+ * withdrawn: its duplicate is closed when it returns, and the peer never
+ * sees it; the stream stays whole for the calls that follow. */
+static void test_fds_timeout_before_sending(void **state)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    qmp_cmd cmd = {"getfd", NULL};
+    struct fx fx;
+    int base, fd;
+
+    (void)state;
+    fx_start_stuck(&fx);
+    base = count_fds();
+    fd = memfd_with("late");
+    assert_int_equal(moor_monitor_call_fds(fx.mon, &cmd, &fd, 1, NULL, 50, &err), -ETIMEDOUT);
+    tu_assert_contains(err.message, "no reply to 'getfd'");
+    assert_int_equal(count_fds(), base + 1); /* only the caller's own */
+    close(fd);
+    assert_int_equal(stats_of(fx.mon).timeouts, 2);
+
+    /* The peer reads again: the big request, then only what comes next. */
+    fx.script = peer_fds;
+    assert_int_equal(pthread_create(&fx.peer, NULL, peer_main, &fx), 0);
+    if (call_with_files(fx.mon, "after", 7, 1, &err) < 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(gate_get(&fx.received), 2); /* "big" and "after" */
+    assert_int_equal(count_fds(), base);
+    fx_stop(&fx);
+}
+
+/* The channel ends while a call's request (with its descriptor) is queued
+ * unsent: by the peer's end of file, or by a close. The call fails with
+ * -EPIPE and leaves no duplicate behind. */
+static void check_fds_dropped(bool by_close)
+{
+    struct fd_waiter w = {.err = MOOR_ERROR_INIT};
+    struct fx fx;
+    pthread_t t;
+    int base;
+
+    fx_start_stuck(&fx);
+    /* Not counting the monitor's socket, which the end of the channel
+     * closes on the loop thread in its own time. */
+    base = count_fds_but(fx.sv[0]);
+    w.mon = fx.mon;
+    assert_int_equal(pthread_create(&t, NULL, fd_waiter_main, &w), 0);
+    wait_calls(fx.mon, 2);
+    if (by_close)
+        moor_monitor_close(fx.mon);
+    else
+        shutdown(fx.sv[1], SHUT_RDWR);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(w.rc, -EPIPE);
+    tu_assert_contains(w.err.message, by_close ? "closed" : "the peer closed the connection");
+    assert_int_equal(count_fds_but(fx.sv[0]), base);
+    if (!by_close)
+        assert_true(gate_wait(&fx.eofs, 1));
+    fx_stop(&fx);
+}
+
+static void test_fds_peer_eof(void **state)
+{
+    (void)state;
+    check_fds_dropped(false);
+}
+
+static void test_fds_close(void **state)
+{
+    (void)state;
+    check_fds_dropped(true);
+}
+
+struct order_caller {
+    moor_monitor *mon;
+    const char *tag;
+    unsigned nfds;
+    size_t pad;
+    int rc;
+    moor_error err;
+};
+
+static void *order_caller_main(void *arg)
+{
+    struct order_caller *c = arg;
+
+    c->rc = call_with_files_pad(c->mon, c->tag, 5, c->nfds, c->pad, &c->err);
+    return NULL;
+}
+
+/* Requests queued in a known order behind a stuck one: a plain one, one
+ * with descriptors and larger than the socket's buffer (so it takes
+ * several sendmsg() calls), another plain one. Read a byte at a time, the
+ * descriptors arrive with the first byte of their own request, and once:
+ * not with the plain one before (as one batch would do), not again with
+ * the later parts. */
+static void test_fds_first_byte_once(void **state)
+{
+    struct order_caller c[3] = {
+        {.tag = "before", .nfds = 0},
+        {.tag = "carrier", .nfds = 2, .pad = 3 * STUCK_BYTES / 4},
+        {.tag = "after", .nfds = 0},
+    };
+    pthread_t t[3];
+    struct fx fx;
+
+    (void)state;
+    fx_start_stuck(&fx);
+    for (int i = 0; i < 3; i++) {
+        c[i].mon = fx.mon;
+        c[i].err = (moor_error)MOOR_ERROR_INIT;
+        assert_int_equal(pthread_create(&t[i], NULL, order_caller_main, &c[i]), 0);
+        wait_calls(fx.mon, 2 + (uint64_t)i); /* queued in this order */
+    }
+    fx.script = peer_fds_bytewise;
+    assert_int_equal(pthread_create(&fx.peer, NULL, peer_main, &fx), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        if (c[i].rc < 0)
+            fail_msg("%s: %s", c[i].tag, c[i].err.message);
+    }
+    fx_stop(&fx);
+}
+
+/* The peer takes the descriptor, then hangs up without answering: the
+ * duplicate went with the request (nothing of ours is left open). */
+static void peer_take_then_hang_up(struct fx *fx)
+{
+    int fds[QMP_PEER_MAX_FDS];
+    unsigned nfds;
+    char *line;
+
+    assert_true(qmp_read_line_fds(fx->sv[1], &fx->lb, &line, fds, QMP_PEER_MAX_FDS, &nfds) > 0);
+    assert_int_equal(nfds, 1);
+    close(fds[0]);
+    shutdown(fx->sv[1], SHUT_RDWR);
+}
+
+static void test_fds_sent_then_eof(void **state)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    qmp_cmd cmd = {"getfd", NULL};
+    struct fx fx;
+    int base, fd;
+
+    (void)state;
+    fx_start(&fx, peer_take_then_hang_up);
+    base = count_fds_but(fx.sv[0]);
+    fd = memfd_with("taken");
+    assert_int_equal(moor_monitor_call_fds(fx.mon, &cmd, &fd, 1, NULL, FOREVER, &err), -EPIPE);
+    close(fd);
+    assert_int_equal(pthread_join(fx.peer, NULL), 0); /* its copy is closed too */
+    fx.script = NULL;
+    assert_int_equal(count_fds_but(fx.sv[0]), base);
+    fx_stop(&fx);
+}
+
+/* A TCP connection over loopback: a stream socket that is not AF_UNIX.
+ * Returns false if the machine has no loopback network. */
+static bool tcp_pair(int sv[2])
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
+        getsockname(l, (struct sockaddr *)&a, &len) < 0) {
+        if (l >= 0)
+            close(l);
+        return false;
+    }
+    sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(sv[0] >= 0);
+    assert_int_equal(connect(sv[0], (struct sockaddr *)&a, sizeof(a)), 0);
+    sv[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(sv[1] >= 0);
+    close(l);
+    return true;
+}
+
+static void test_fds_bad_arguments(void **state)
+{
+    const moor_monitor_codec codec = qmp_codec();
+    moor_error err = MOOR_ERROR_INIT;
+    int fds[MOOR_MONITOR_MAX_FDS + 1], saved, closed, base, tcp[2];
+    qmp_cmd cmd = {"getfd", NULL};
+    moor_monitor *tmon;
+    struct fx fx;
+
+    (void)state;
+    fx_start(&fx, peer_fds);
+    base = count_fds();
+    for (unsigned i = 0; i <= MOOR_MONITOR_MAX_FDS; i++)
+        fds[i] = memfd_with("ok");
+    saved = fds[1];
+    /* Not open, and far above the numbers the duplicates will take (a
+     * freed low number would be reused by the duplicate of fds[0]). */
+    closed = 900;
+    assert_true(fcntl(closed, F_GETFD) < 0);
+
+    assert_int_equal(
+        moor_monitor_call_fds(fx.mon, &cmd, fds, MOOR_MONITOR_MAX_FDS + 1, NULL, FOREVER, &err),
+        -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "17 descriptors");
+    assert_int_equal(moor_monitor_call_fds(fx.mon, &cmd, NULL, 1, NULL, FOREVER, &err), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "1 descriptors at (nil)");
+    fds[1] = -1;
+    assert_int_equal(moor_monitor_call_fds(fx.mon, &cmd, fds, 2, NULL, FOREVER, &err), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "fds[1] = -1 is not an open descriptor");
+    fds[1] = closed;
+    assert_int_equal(moor_monitor_call_fds(fx.mon, &cmd, fds, 3, NULL, FOREVER, &err), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "is not an open descriptor");
+    assert_int_equal(moor_monitor_call_fds(fx.mon, NULL, fds, 1, NULL, FOREVER, &err), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "moor_monitor_call_fds(test-mon): NULL");
+    assert_int_equal(moor_monitor_call_fds(NULL, &cmd, fds, 1, NULL, FOREVER, &err), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "not a monitor");
+    assert_int_equal(moor_monitor_call_fds(fx.mon, &cmd, fds, 1, NULL, 0, &err), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "timeout 0 ms");
+    /* Nothing was queued, no duplicate is left (only the test's own files). */
+    assert_int_equal(stats_of(fx.mon).calls, 0);
+    assert_int_equal(count_fds(), base + MOOR_MONITOR_MAX_FDS + 1);
+    fds[1] = saved;
+
+    /* Out of descriptors to duplicate into: a runtime error, not misuse. */
+    if (!tu_under_valgrind()) { /* valgrind keeps its own descriptor limit */
+        struct rlimit old, low;
+        int probe = dup(0);
+
+        assert_true(probe >= 0);
+        close(probe);
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+        low = old;
+        low.rlim_cur = (rlim_t)probe; /* the lowest free number is out of reach */
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+        assert_int_equal(moor_monitor_call_fds(fx.mon, &cmd, fds, 1, NULL, FOREVER, &err), -EMFILE);
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+        tu_assert_contains(err.message, "cannot duplicate fds[0]");
+        assert_int_equal(stats_of(fx.mon).calls, 0);
+    }
+    tu_expect_no_report();
+
+    /* Not AF_UNIX: -ENOTSUP, queueing nothing; without descriptors the
+     * call is a plain one (here it times out: nobody answers). */
+    if (tcp_pair(tcp)) {
+        assert_non_null(tmon = moor_monitor_new(fx.loop, tcp[0], &codec, NULL, NULL, NULL, &err));
+        assert_int_equal(moor_monitor_call_fds(tmon, &cmd, fds, 1, NULL, FOREVER, &err), -ENOTSUP);
+        tu_assert_contains(err.message, "not AF_UNIX");
+        assert_int_equal(moor_monitor_call_fds(tmon, &cmd, NULL, 0, NULL, 1, &err), -ETIMEDOUT);
+        assert_int_equal(stats_of(tmon).calls, 1);
+        moor_monitor_close(tmon);
+        moor_unref(tmon);
+        close(tcp[1]);
+    }
+    tu_expect_no_report();
+    for (unsigned i = 0; i <= MOOR_MONITOR_MAX_FDS; i++)
+        close(fds[i]);
+    fx_stop(&fx);
+}
+
 /* A registry removal starts liburcu's call_rcu worker thread, which lives
  * until exit (see tests/valgrind.supp). Start it here, before any other
  * thread: created later, it could reuse the cached stack of a joined
@@ -1576,6 +2116,14 @@ int main(void)
         TU_TEST(test_misuse),
         TU_TEST(test_oom_new),
         TU_TEST(test_oom_call),
+        TU_TEST(test_fds_passed),
+        TU_TEST(test_fds_pipelined),
+        TU_TEST(test_fds_timeout_before_sending),
+        TU_TEST(test_fds_peer_eof),
+        TU_TEST(test_fds_close),
+        TU_TEST(test_fds_first_byte_once),
+        TU_TEST(test_fds_sent_then_eof),
+        TU_TEST(test_fds_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * process.h - QEMU as a process: the QMP listening socket, fork+exec with
+ * an argv (never a shell), pidfds, signals, and what /proc says about a
+ * pid (start time, run state, command line).
+ *
+ * None of these take a lock or touch a domain: domain.c calls them with
+ * no mutex held (they block on fork, file and socket I/O).
+ */
+#ifndef MOOR_VMD_PROCESS_H
+#define MOOR_VMD_PROCESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <moor/error.h>
+
+#include "domain.h"
+
+/* The fd number QEMU finds its QMP listening socket at. */
+#define VMD_PROCESS_QMP_FD 3
+
+/* What to run. Strings borrowed for the call. */
+struct vmd_process_spec {
+    const struct vmd_domain_config *cfg;
+    const char *pidfile;  /* -pidfile */
+    const char *runas;    /* NULL: no -runas */
+    const char *log_path; /* stdout and stderr, appended */
+};
+
+/*
+ * vmd_process_argv - QEMU's argv for @spec: a NULL-terminated array whose
+ * first element is the emulator resolved on PATH.
+ * Ownership: *@argv is the caller's (vmd_process_argv_free).
+ * Returns: 0; -ENOENT (emulator not found on PATH, named in @err); -ENOMEM.
+ */
+int vmd_process_argv(const struct vmd_process_spec *spec, char ***argv, moor_error *err);
+
+/* vmd_process_argv_free - free what vmd_process_argv made. NULL-safe. */
+void vmd_process_argv_free(char **argv);
+
+/*
+ * vmd_process_listen - create a UNIX stream socket bound to @path (which
+ * must not exist: a stale file is the caller's to remove) and listening.
+ * Ownership: *@fd is the caller's (close-on-exec). Blocks: no.
+ * Returns: 0; -ENAMETOOLONG; the -errno of socket/bind/listen.
+ */
+int vmd_process_listen(const char *path, int *fd, moor_error *err);
+
+/*
+ * vmd_process_connect - connect to the UNIX socket @path (close-on-exec).
+ * Returns: 0 with *@fd the caller's; -ENAMETOOLONG; the connect -errno.
+ */
+int vmd_process_connect(const char *path, int *fd, moor_error *err);
+
+/*
+ * vmd_process_spawn - fork and exec @argv in a new session: stdin
+ * /dev/null, stdout and stderr appended to @log_path, @qmp_fd at
+ * VMD_PROCESS_QMP_FD, every other fd closed, signals reset.
+ * An exec failure is reported back through a close-on-exec pipe.
+ * Ownership: *@pid is our child (reap it). @qmp_fd stays the caller's.
+ * Blocks: until the child has exec'd or failed to.
+ * Returns: 0; -errno of open/pipe/fork, or the exec's errno ("cannot run
+ * /usr/bin/qemu: Permission denied"), the child reaped then.
+ */
+int vmd_process_spawn(char *const *argv, const char *log_path, int qmp_fd, pid_t *pid,
+                      moor_error *err);
+
+/* vmd_process_pidfd - pidfd_open(@pid). Returns the fd (close-on-exec) or -errno. */
+int vmd_process_pidfd(pid_t pid, moor_error *err);
+
+/* vmd_process_signal - pidfd_send_signal(@pidfd, @sig). Returns 0 or -errno
+ * (-ESRCH: it exited already). */
+int vmd_process_signal(int pidfd, int sig);
+
+/*
+ * vmd_process_wait_exit - wait until the process behind @pidfd has exited,
+ * up to @timeout_ms. Returns true if it has.
+ */
+bool vmd_process_wait_exit(int pidfd, unsigned timeout_ms);
+
+/*
+ * vmd_process_stat - from /proc/@pid/stat: the run state letter ('R',
+ * 'S', 'T', 'Z'...) and the start time (clock ticks after boot); either
+ * pointer may be NULL. Returns 0; -ESRCH (no such process); -EIO (unparsable).
+ */
+int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time);
+
+/*
+ * vmd_process_cmdline_is - whether /proc/@pid/cmdline is exactly @argv.
+ * Returns false also when it cannot be read.
+ */
+bool vmd_process_cmdline_is(pid_t pid, char *const *argv);
+
+#endif /* MOOR_VMD_PROCESS_H */

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * request.h - the typed requests the API side runs (STYLE rule 16: parse,
+ * then act). api.c matches the route, checks the id, looks the domain up
+ * and parses the body to JSON; the resource's parser (req-domains.c,
+ * req-misc.c) turns that JSON into the fields below, refusing unknown
+ * fields; the resource's runner calls exactly one op. Runners never see
+ * raw JSON or the URL.
+ */
+#ifndef MOOR_VMD_REQUEST_H
+#define MOOR_VMD_REQUEST_H
+
+#include <stdbool.h>
+
+#include <moor/error.h>
+
+#include "domain.h"
+#include "pool.h"
+#include "vmd.h"
+
+struct json_object;
+struct vmd_response;
+
+#define VMD_QMP_COMMAND_MAX 128       /* [A-Za-z0-9_-]{1,128} */
+#define VMD_SHUTDOWN_MAX_MS 86400000u /* a day */
+
+struct vmd_request;
+
+/* A body parser: @body is the request's JSON object, or NULL when there was
+ * none. Fills @req->u. Returns 0 or -EINVAL (naming the field) / -ENOMEM. */
+typedef int (*vmd_parse_fn)(struct json_object *body, struct vmd_request *req, moor_error *err);
+
+/* A runner: the one op, on a worker. *@out as domain.h's ops. */
+typedef int (*vmd_run_fn)(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                          moor_error *err);
+
+struct vmd_request {
+    /* From the route (api.c's table). */
+    const char *api;    /* "start", for log lines */
+    vmd_parse_fn parse; /* the body's parser */
+    vmd_run_fn run;     /* NULL: the event stream */
+    int cls;            /* enum vmd_work_class */
+    unsigned ok_status; /* 200, or 201 for define */
+    vmd_domain *dom;    /* owned reference; domain routes only */
+    union {
+        struct vmd_domain_config define;
+        bool paused;         /* start */
+        unsigned timeout_ms; /* shutdown; 0: the daemon's default */
+        struct {
+            char execute[VMD_QMP_COMMAND_MAX + 1];
+            struct json_object *arguments; /* owned; NULL if absent */
+        } qmp;
+    } u;
+    /* Set by vmd_api_submit. */
+    struct vmd *vmd;
+    struct vmd_work work;
+    void (*done)(void *opaque, struct vmd_response *resp);
+    void *opaque;
+};
+
+/*
+ * vmd_token_valid - whether @s (@len bytes, not NUL-terminated) is 1..@max
+ * of ASCII letters, digits and the characters of @punct: the one check of
+ * ids ("._-", VMD_NAME_MAX) and QMP command names ("_-"). (api.c)
+ */
+bool vmd_token_valid(const char *s, size_t len, size_t max, const char *punct);
+
+/* req-domains.c: /v1/domains and /v1/domains/{id}[/action]. */
+int vmd_parse_empty(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_parse_define(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_parse_start(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_parse_shutdown(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_parse_qmp(struct json_object *body, struct vmd_request *req, moor_error *err);
+void vmd_request_clear_domains(struct vmd_request *req);
+int vmd_run_list(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                 moor_error *err);
+int vmd_run_define(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                   moor_error *err);
+int vmd_run_info(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                 moor_error *err);
+int vmd_run_undefine(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                     moor_error *err);
+int vmd_run_state(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                  moor_error *err);
+int vmd_run_stats(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                  moor_error *err);
+int vmd_run_start(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                  moor_error *err);
+int vmd_run_shutdown(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                     moor_error *err);
+int vmd_run_destroy(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                    moor_error *err);
+int vmd_run_suspend(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                    moor_error *err);
+int vmd_run_resume(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                   moor_error *err);
+int vmd_run_reset(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                  moor_error *err);
+int vmd_run_qmp(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                moor_error *err);
+
+/* req-misc.c: /v1/version and /v1/debug (/v1/events is http.c's stream). */
+int vmd_run_version(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                    moor_error *err);
+int vmd_run_debug(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                  moor_error *err);
+
+#endif /* MOOR_VMD_REQUEST_H */

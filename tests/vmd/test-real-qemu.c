@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-real-qemu.c - moor-vmd driving real qemu-system-x86_64 (-machine
+ * none, TCG, 16 MiB: no guest, little CPU): the whole lifecycle over the
+ * socket with the events it publishes, and a SIGKILL of the daemon with
+ * three running domains followed by a restart that reconnects to all
+ * three. A missing QEMU is a failure, never a skip (`make deps` installs
+ * qemu-system-x86). After each test no QEMU it started is left, checked
+ * pid by pid (harness.h, vh_finish).
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+struct rq {
+    struct vh_daemon d;
+    struct vmctl_client *c;
+};
+
+static int rq_setup(void **state)
+{
+    struct rq *rq = calloc(1, sizeof(*rq));
+    static const char *const flags[] = {"--qmp-timeout", "10", NULL};
+
+    assert_non_null(rq);
+    assert_int_equal(vh_init(&rq->d, flags), 0);
+    assert_int_equal(vh_start(&rq->d), 0);
+    rq->c = vh_client_new(&rq->d);
+    assert_non_null(rq->c);
+    *state = rq;
+    return 0;
+}
+
+static int rq_teardown(void **state)
+{
+    struct rq *rq = *state;
+    int status, rc = 0;
+
+    if (rq->d.pid > 0) {
+        assert_int_equal(vh_destroy_all(&rq->d, rq->c), 0);
+        rc = vh_stop(&rq->d, &status);
+    }
+    vmctl_client_free(rq->c);
+    assert_int_equal(vh_finish(&rq->d), 0);
+    free(rq);
+    assert_int_equal(rc, 0);
+    return 0;
+}
+
+static void post(struct rq *rq, long status, const char *name, const char *op, const char *body)
+{
+    char path[160];
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/%s", name, op);
+    if (vh_expect(rq->c, status, NULL, "POST", path, body ? "%s" : NULL, body) != 0)
+        fail_msg("POST %s: expected %ld (see above)", path, status);
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+struct seen {
+    const struct vh_daemon *d;
+    atomic_uint mask; /* EV_* seen for "real1" */
+    atomic_bool bad;
+    long status;
+};
+
+enum {
+    EV_PAUSED = 1u << 0,  /* lifecycle paused */
+    EV_RUNNING = 1u << 1, /* lifecycle running */
+    EV_STOP = 1u << 2,    /* qmp STOP */
+    EV_RESUME = 1u << 3,  /* qmp RESUME */
+    EV_RESET = 1u << 4,   /* qmp RESET */
+    EV_OFF = 1u << 5,     /* lifecycle shutoff, once it ran (not "defined") */
+};
+
+static bool on_line(const char *line, size_t len, void *opaque)
+{
+    struct seen *s = opaque;
+    json_object *j = json_tokener_parse(line);
+    const char *type = vh_json_str(j, "type"), *dom = vh_json_str(j, "domain");
+    const char *st = vh_json_str(j, "state"), *ev = vh_json_str(j, "event");
+    const char *why = vh_json_str(j, "reason");
+    unsigned bit = 0;
+
+    (void)len;
+    if (!j || !type || !vh_json_get(j, "seq"))
+        atomic_store(&s->bad, true);
+    if (type && dom && strcmp(dom, "real1") == 0) {
+        if (strcmp(type, "lifecycle") == 0 && st)
+            bit = !strcmp(st, "paused")                                          ? EV_PAUSED
+                  : !strcmp(st, "running")                                       ? EV_RUNNING
+                  : !strcmp(st, "shutoff") && why && strcmp(why, "defined") != 0 ? EV_OFF
+                                                                                 : 0;
+        if (strcmp(type, "qmp") == 0 && ev)
+            bit = !strcmp(ev, "STOP")     ? EV_STOP
+                  : !strcmp(ev, "RESUME") ? EV_RESUME
+                  : !strcmp(ev, "RESET")  ? EV_RESET
+                                          : 0;
+    }
+    atomic_fetch_or(&s->mask, bit);
+    json_object_put(j);
+    return !(atomic_load(&s->mask) & EV_OFF);
+}
+
+static void *events_thread(void *arg)
+{
+    struct seen *s = arg;
+    struct vmctl_client *c = vmctl_client_new(s->d->socket_path, 60000, NULL);
+
+    s->status = c ? vmctl_stream(c, "/v1/events", on_line, s, NULL) : -ENOMEM;
+    vmctl_client_free(c);
+    return NULL;
+}
+
+/* define -> start (paused) -> resume -> suspend -> resume -> stats ->
+ * reset -> shutdown (machine none has no ACPI: refused in time, or obeyed)
+ * -> destroy -> undefine, with the events of each step on /v1/events. */
+static void test_lifecycle(void **state)
+{
+    struct rq *rq = *state;
+    static struct seen s; /* static: outlives a failed test's frame (its thread may still run) */
+    struct vmctl_response r;
+    pthread_t t;
+    pid_t pid;
+    unsigned want = EV_PAUSED | EV_RUNNING | EV_STOP | EV_RESUME | EV_RESET | EV_OFF;
+    time_t end;
+
+    memset(&s, 0, sizeof(s));
+    s.d = &rq->d;
+    assert_int_equal(pthread_create(&t, NULL, events_thread, &s), 0);
+    assert_int_equal(vh_define_real(&rq->d, rq->c, "real1"), 0);
+    pid = vh_start_domain(&rq->d, rq->c, "real1", true);
+    assert_true(pid > 0);
+    assert_int_equal(vh_wait_state(rq->c, "real1", "paused", "starting"), 0);
+    /* The stream reports only what happens after it connected: resume and
+     * suspend until its first STOP line shows it is there (bounded). */
+    end = time(NULL) + 10;
+    while (!(atomic_load(&s.mask) & EV_STOP)) {
+        if (time(NULL) > end)
+            fail_msg("/v1/events showed no STOP of real1 within 10 s");
+        post(rq, 200, "real1", "resume", NULL);
+        post(rq, 200, "real1", "suspend", NULL);
+    }
+    post(rq, 200, "real1", "resume", NULL);
+    assert_int_equal(vh_wait_state(rq->c, "real1", "running", NULL), 0);
+    post(rq, 200, "real1", "suspend", NULL);
+    assert_int_equal(vh_wait_state(rq->c, "real1", "paused", "user"), 0);
+    post(rq, 200, "real1", "resume", NULL);
+    assert_int_equal(vh_expect(rq->c, 200, &r, "GET", "/v1/domains/real1/stats", NULL), 0);
+    assert_string_equal(vh_json_str(vh_json_get(r.json, "status"), "status"), "running");
+    assert_non_null(vh_json_get(r.json, "vcpus"));
+    assert_non_null(vh_json_get(r.json, "block"));
+    vmctl_response_clear(&r);
+    post(rq, 200, "real1", "reset", NULL);
+    assert_int_equal(vh_wait_state(rq->c, "real1", "running", NULL), 0);
+    assert_int_equal(
+        vh_call(rq->c, &r, "POST", "/v1/domains/real1/shutdown", "{\"timeout_ms\":1000}"), 0);
+    assert_true(r.status == 200 || r.status == 504);
+    if (r.status == 504) /* no ACPI on -machine none: the guest cannot obey */
+        post(rq, 200, "real1", "destroy", NULL);
+    vmctl_response_clear(&r);
+    assert_int_equal(vh_wait_state(rq->c, "real1", "shutoff", NULL), 0);
+    assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+    assert_int_equal(vh_expect(rq->c, 200, NULL, "DELETE", "/v1/domains/real1", NULL), 0);
+    pthread_join(t, NULL); /* bounded: the stream client's 60 s timeout */
+    assert_false(atomic_load(&s.bad));
+    if ((atomic_load(&s.mask) & want) != want)
+        fail_msg("events seen for real1: 0x%x, expected 0x%x", atomic_load(&s.mask), want);
+}
+
+/* SIGKILL of the daemon with three running domains; the restarted daemon
+ * reconnects to all three, which then answer and can be destroyed. */
+static void test_kill9_restart_three(void **state)
+{
+    static const char *const names[] = {"q1", "q2", "q3"};
+    struct rq *rq = *state;
+    struct vmctl_response r;
+    pid_t pids[3];
+
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(vh_define_real(&rq->d, rq->c, names[i]), 0);
+        pids[i] = vh_start_domain(&rq->d, rq->c, names[i], false);
+        assert_true(pids[i] > 0);
+    }
+    assert_int_equal(vh_kill9(&rq->d), 0);
+    for (size_t i = 0; i < 3; i++)
+        assert_true(vh_pid_alive(pids[i]));
+    vmctl_client_free(rq->c);
+    assert_int_equal(vh_start(&rq->d), 0);
+    rq->c = vh_client_new(&rq->d);
+    assert_non_null(rq->c);
+    for (size_t i = 0; i < 3; i++) {
+        char path[160];
+
+        assert_int_equal(vh_wait_state(rq->c, names[i], "running", "reconnected"), 0);
+        assert_int_equal(vh_domain_pid(rq->c, names[i]), pids[i]);
+        snprintf(path, sizeof(path), "/v1/domains/%s/stats", names[i]);
+        assert_int_equal(vh_expect(rq->c, 200, &r, "GET", path, NULL), 0);
+        vmctl_response_clear(&r);
+    }
+    post(rq, 200, "q2", "suspend", NULL);
+    assert_int_equal(vh_wait_state(rq->c, "q2", "paused", NULL), 0);
+    for (size_t i = 0; i < 3; i++) {
+        post(rq, 200, names[i], "destroy", NULL);
+        assert_int_equal(vh_wait_pid_gone(pids[i], VH_EXIT_MS), 0);
+    }
+}
+
+/* QEMU must be there: a missing emulator fails the suite. */
+static bool qemu_on_path(void)
+{
+    const char *emu = getenv("REAL_QEMU");
+    char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL, *save = NULL;
+    bool found = false;
+
+    if (emu && *emu) {
+        free(path);
+        return access(emu, X_OK) == 0;
+    }
+    for (char *dir = path ? strtok_r(path, ":", &save) : NULL; dir && !found;
+         dir = strtok_r(NULL, ":", &save)) {
+        char full[4096];
+
+        snprintf(full, sizeof(full), "%s/qemu-system-x86_64", dir);
+        found = access(full, X_OK) == 0;
+    }
+    free(path);
+    return found;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_lifecycle, rq_setup, rq_teardown),
+        cmocka_unit_test_setup_teardown(test_kill9_restart_three, rq_setup, rq_teardown),
+    };
+
+    signal(SIGPIPE, SIG_IGN);
+    if (!qemu_on_path()) {
+        fprintf(stderr, "test-real-qemu: FAIL: qemu-system-x86_64 is not installed (make deps "
+                        "installs qemu-system-x86); this suite never skips\n");
+        return 1;
+    }
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
