@@ -258,9 +258,9 @@ struct vlist_state {
     struct vnode nodes[LIST_LEN];
 };
 
-static void vnode_free(moor_vlist_node *node)
+static void vnode_free(moor_vlist *list, moor_vlist_node *node)
 {
-    (void)node; /* the nodes live in the state */
+    (void)list, (void)node; /* the nodes live in the state */
 }
 
 static void *vlist_setup(moor_lockcnt_impl impl)

@@ -18,7 +18,9 @@
  *      take nested MODIFY jobs around its "peer calls", stop early when an
  *      abort was requested, end the async job; or run a MODIFY (choice).
  *   1  a stream of QUERY jobs.
- *   2  chooses each round among MODIFY, QUERY, ABORT and DESTROY.
+ *   2  chooses each round among MODIFY, QUERY, ABORT and DESTROY, or
+ *      removes the object: under the mutex and without a job (as a
+ *      registry removal may), or while holding a MODIFY.
  * Thread 2's waiting begins may also time out (a nondeterministic give-up
  * that re-runs the walk); threads 0 and 1 never time out, so a lost
  * wake-up or a deadlock leaves them stuck: an invalid end state.
@@ -30,7 +32,9 @@
  *     job;
  *   - no overtaking: while a MODIFY waits and is not parked behind the
  *     async mask, no QUERY that queued after it is granted;
- *   - no deadlock or lost wake-up (every thread reaches its end state).
+ *   - no deadlock or lost wake-up (every thread reaches its end state);
+ *   - removal: no begin returns success (with the mutex retaken) on an
+ *     object marked removed, and every waiter queued at the removal fails.
  *
  * Liveness (-DLIVE; pan -a -f, weak fairness): thread 1 runs QUERY jobs
  * forever and so does thread 0, while thread 2 runs MODIFY jobs forever
@@ -45,6 +49,10 @@
  *   -DBROKEN_SLEEP_UNCHECKED: after spinning, the waiter goes to sleep
  *     without re-checking its state under the mutex; a grant made during
  *     the spin is never signalled, and the waiter sleeps forever.
+ *   -DBROKEN_NO_REMOVED_RECHECK: a waiter does not re-check `removed`
+ *     when it retakes the mutex after its wait; an end that granted it
+ *     the job just before a removal makes its begin succeed on a removed
+ *     object (what src/job.c did before it handed such a grant back).
  */
 
 #ifndef ROUNDS
@@ -64,6 +72,7 @@
 #define IDLE    0
 #define WAITING 1
 #define GRANTED 2
+#define FAILED  3 /* -ESRCH: removed */
 
 /* The job, under the (implicit) object mutex. */
 byte nshared = 0;
@@ -71,6 +80,7 @@ byte nexcl = 0;
 bool async_active = false;
 byte async_owner = 255;
 bool abort_req = false;
+bool removed = false;
 
 /* Waiters: per thread its kind, state and ticket; queues are implicit in
  * the tickets (smaller ticket = earlier). DESTROY waiters come first. */
@@ -262,12 +272,9 @@ inline queue_empty()
     }
 }
 
-/* begin: the fast path, or queue + walk; then spin, and sleep until
- * settled (or time out, when allowed). */
-inline begin(t, k, may_timeout)
+/* Under the mutex, not removed: the fast path, or queue + walk. */
+inline begin_locked(t, k)
 {
-    atomic {
-        kind[t] = k;
         queue_empty();
 #ifdef BROKEN_BARGE
         take_ticket(t);
@@ -285,13 +292,71 @@ inline begin(t, k, may_timeout)
             grant_pass()
         fi
 #endif
+}
+
+/* A begin that waited returns: the waiter has retaken the mutex. A grant
+ * made before a removal that came before this moment is handed back, as
+ * an end would (src/job.c: revoke_grant()). */
+inline returned(t)
+{
+#ifndef BROKEN_NO_REMOVED_RECHECK
+    if
+    :: st[t] == GRANTED && removed ->
+        if
+        :: kind[t] == ASYNC -> async_active = false; async_owner = 255; abort_req = false
+        :: kind[t] != ASYNC && EXCL(kind[t]) -> nexcl--
+        :: else -> nshared--
+        fi;
+        holds[t] = NONE;
+        st[t] = FAILED;
+        /* src/job.c runs the walk here; it has nobody to grant: the
+         * removal failed every waiter and no begin queues after it. */
+        byte w;
+        for (w : 0 .. NT - 1) { assert(st[w] != WAITING) }
+    :: else -> skip
+    fi;
+#endif
+    /* The contract: no begin succeeds on a removed object. */
+    assert(!(st[t] == GRANTED && removed))
+}
+
+/* moor_job_mark_removed(), under the mutex: every waiter fails. */
+inline remove_object()
+{
+    byte x;
+    atomic {
+        removed = true;
+        for (x : 0 .. NT - 1) {
+            if
+            :: st[x] == WAITING ->
+                st[x] = FAILED;
+                if
+                :: sleeping[x] -> signalled[x] = true
+                :: else -> skip
+                fi
+            :: else -> skip
+            fi
+        }
+    }
+}
+
+/* begin: the fast path, or queue + walk; then spin, and sleep until
+ * settled (or time out, when allowed). */
+inline begin(t, k, may_timeout)
+{
+    atomic {
+        kind[t] = k;
+        if
+        :: removed -> st[t] = FAILED
+        :: else -> begin_locked(t, k)
+        fi
     };
     if
-    :: st[t] == GRANTED -> skip
+    :: st[t] == GRANTED || st[t] == FAILED -> skip
     :: st[t] == WAITING ->
         /* Spin, the mutex dropped: see the grant, or give up any time. */
         if
-        :: st[t] == GRANTED -> skip
+        :: st[t] != WAITING -> skip
         :: true -> skip
         fi;
         /* Retake the mutex. */
@@ -301,7 +366,7 @@ inline begin(t, k, may_timeout)
 #else
             if
             :: st[t] == WAITING -> sleeping[t] = true
-            :: else -> skip
+            :: else -> returned(t)
             fi
 #endif
         };
@@ -310,14 +375,14 @@ inline begin(t, k, may_timeout)
             /* The condition wait: woken by a grant's signal, or (when
              * allowed) the deadline passes; then under the mutex again. */
             if
-            :: signalled[t] -> atomic { sleeping[t] = false; signalled[t] = false }
+            :: signalled[t] -> atomic { sleeping[t] = false; signalled[t] = false; returned(t) }
             :: may_timeout ->
                 atomic {
                     sleeping[t] = false;
                     signalled[t] = false;
                     if
-                    :: st[t] == GRANTED -> skip
-                    :: else -> st[t] = IDLE; grant_pass()
+                    :: st[t] == WAITING -> st[t] = IDLE; grant_pass()
+                    :: else -> returned(t)
                     fi
                 }
             fi
@@ -423,6 +488,9 @@ proctype other()
         :: begin(2, QUERY, true)
         :: begin(2, ABORT, true)
         :: begin(2, DESTROY, true)
+        :: !removed -> remove_object()
+        :: begin(2, MODIFY, true);
+           if :: st[2] == GRANTED -> remove_object() :: else -> skip fi
         fi;
         if :: st[2] == GRANTED -> end_sync(2) :: else -> skip fi
     }

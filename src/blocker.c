@@ -52,6 +52,7 @@
 #include <moor/debug.h>
 
 #include "debug-internal.h"
+#include "object-internal.h"
 
 #define SET_ALIVE     0x626c6b73u /* "blks" */
 #define SET_DESTROYED 0x64656164u /* "dead" */
@@ -83,8 +84,15 @@ static struct {
     uint64_t next_id;
     moor__block *bucket[NBUCKETS];
     struct retired retired[NRETIRED];
-    unsigned nretired; /* retirements so far (the ring index is mod NRETIRED) */
+    unsigned nretired;         /* retirements so far (the ring index is mod NRETIRED) */
+    moor_blocker_set *tracked; /* sets set up under MOOR_DEBUG=leaks */
 } tokens = {.lock = PTHREAD_MUTEX_INITIALIZER, .next_id = 1};
+
+/* How many sets are tracked: lets the check at every last unref skip the
+ * lock when there are none. relaxed: a hint read without the lock; a set
+ * tracked after an object's dispose began cannot lie in that object
+ * (its memory is not being set up any more). */
+static atomic_uint ntracked;
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -295,6 +303,65 @@ static void list_remove(moor_blocker_set *b, moor__block *rec)
 
 /* ---- set-up ------------------------------------------------------------------ */
 
+/* Put @b on / take it off the tracked list; tokens.lock held. */
+static void track_locked(moor_blocker_set *b)
+{
+    b->tracked = true;
+    b->tracked_prev = NULL;
+    b->tracked_next = tokens.tracked;
+    if (tokens.tracked)
+        tokens.tracked->tracked_prev = b;
+    tokens.tracked = b;
+    /* relaxed: see ntracked. */
+    atomic_fetch_add_explicit(&ntracked, 1, memory_order_relaxed);
+}
+
+static void untrack_locked(moor_blocker_set *b)
+{
+    if (!b->tracked)
+        return;
+    if (b->tracked_prev)
+        b->tracked_prev->tracked_next = b->tracked_next;
+    else
+        tokens.tracked = b->tracked_next;
+    if (b->tracked_next)
+        b->tracked_next->tracked_prev = b->tracked_prev;
+    b->tracked = false;
+    /* relaxed: see ntracked. */
+    atomic_fetch_sub_explicit(&ntracked, 1, memory_order_relaxed);
+}
+
+/* The last unref of object @obj (@size bytes, class @cls) after its
+ * dispose functions: report and destroy every tracked set inside it. */
+static void check_object(void *obj, size_t size, const char *cls)
+{
+    moor_blocker_set *left[16];
+    unsigned n;
+
+    /* relaxed: see ntracked. */
+    if (!atomic_load_explicit(&ntracked, memory_order_relaxed))
+        return;
+    do {
+        n = 0;
+        pthread_mutex_lock(&tokens.lock);
+        for (moor_blocker_set *b = tokens.tracked; b && n < 16; b = b->tracked_next)
+            if ((uintptr_t)b >= (uintptr_t)obj &&
+                (uintptr_t)b + sizeof(*b) <= (uintptr_t)obj + size)
+                left[n++] = b;
+        for (unsigned i = 0; i < n; i++)
+            untrack_locked(left[i]);
+        pthread_mutex_unlock(&tokens.lock);
+        for (unsigned i = 0; i < n; i++) {
+            moor_debug_report(MOOR_MISUSE_NOT_DESTROYED, left[i],
+                              "blocker set %s inside object %p (class '%s') still set up when "
+                              "the object was freed: its dispose function must call "
+                              "moor_blocker_destroy(); destroyed now",
+                              left[i]->label, obj, cls);
+            moor_blocker_destroy(left[i]);
+        }
+    } while (n == 16);
+}
+
 int moor_blocker_init(moor_blocker_set *b, const char *label, const char *const *op_names,
                       unsigned nops)
 {
@@ -316,7 +383,15 @@ int moor_blocker_init(moor_blocker_set *b, const char *label, const char *const 
     b->head = b->tail = NULL;
     b->count = 0;
     set_label(b, label);
+    b->tracked = false;
+    b->tracked_prev = b->tracked_next = NULL;
     b->magic = SET_ALIVE;
+    if (moor__debug_on(MOOR_DEBUG_LEAKS)) {
+        moor__set_dispose_check(check_object);
+        pthread_mutex_lock(&tokens.lock);
+        track_locked(b);
+        pthread_mutex_unlock(&tokens.lock);
+    }
     return 0;
 }
 
@@ -331,6 +406,7 @@ void moor_blocker_destroy(moor_blocker_set *b)
     if (!set_alive(b))
         return;
     pthread_mutex_lock(&tokens.lock);
+    untrack_locked(b);
     pthread_mutex_lock(&b->lock);
     list = b->head;
     count = b->count;

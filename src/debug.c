@@ -26,7 +26,7 @@
 atomic_uint moor__debug_flags;
 
 static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
-static moor_report_fn report_fn;
+static moor_report_fn report_fn = moor_debug_report_stderr; /* never NULL */
 static void *report_opaque;
 static atomic_bool leak_report_armed;
 static atomic_ulong fail_alloc_countdown;
@@ -110,12 +110,30 @@ __attribute__((constructor)) static void debug_init_from_env(void)
         moor_debug_set_flags((unsigned)flags);
 }
 
-void moor_debug_set_report(moor_report_fn fn, void *opaque)
+void moor_debug_report_stderr(moor_misuse kind, const void *subject, const char *message,
+                              void *opaque)
 {
+    (void)kind, (void)subject, (void)opaque;
+    fprintf(stderr, "moor: %s\n", message);
+}
+
+moor_report_fn moor_debug_swap_report(moor_report_fn fn, void *opaque, void **prev_opaque)
+{
+    moor_report_fn prev;
+
     pthread_mutex_lock(&report_lock);
-    report_fn = fn;
-    report_opaque = opaque;
+    prev = report_fn;
+    if (prev_opaque)
+        *prev_opaque = report_opaque;
+    report_fn = fn ? fn : moor_debug_report_stderr;
+    report_opaque = fn ? opaque : NULL;
     pthread_mutex_unlock(&report_lock);
+    return prev;
+}
+
+moor_report_fn moor_debug_set_report(moor_report_fn fn, void *opaque)
+{
+    return moor_debug_swap_report(fn, opaque, NULL);
 }
 
 void moor_debug_report(moor_misuse kind, const void *subject, const char *fmt, ...)
@@ -134,10 +152,7 @@ void moor_debug_report(moor_misuse kind, const void *subject, const char *fmt, .
     opaque = report_opaque;
     pthread_mutex_unlock(&report_lock);
 
-    if (fn)
-        fn(kind, subject, message, opaque);
-    else
-        fprintf(stderr, "moor: %s\n", message);
+    fn(kind, subject, message, opaque);
     if (moor__debug_on(MOOR_DEBUG_ABORT))
         abort();
 }

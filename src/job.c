@@ -408,6 +408,12 @@ int moor_job_init(moor_job *job, void *obj, const char *label)
     if (!job || !moor__lockable_mutex(obj))
         return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_init",
                       "needs a job and a lockable object (got %p, %p)", (void *)job, obj);
+    if (!moor__object_contains(obj, job, sizeof(*job)))
+        return misuse(NULL, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_init",
+                      "job %p is not inside object %p (class '%s'): a job is embedded in "
+                      "the object it guards",
+                      (void *)job, obj, moor_class_name(moor_object_get_class(obj)));
+    moor__lockable_embed(obj, +1);
     memset(job, 0, sizeof(*job));
     job->obj = obj;
     job->holders = job->inline_holders;
@@ -428,6 +434,10 @@ void moor_job_destroy(moor_job *job)
     if (job->holders != job->inline_holders)
         moor__free(job->holders);
     job->holders = job->inline_holders;
+    /* Only a job inside its object was counted by init (a copy elsewhere,
+     * which the header forbids anyway, was not). */
+    if (moor__object_contains(job->obj, job, sizeof(*job)))
+        moor__lockable_embed(job->obj, -1);
     job->obj = NULL;
 }
 
@@ -498,6 +508,17 @@ static void add_holder(moor_job *job, unsigned kind, int thread, const char *api
         job->nexclusive++;
     if (kind == MOOR_JOB_ABORT && job->async.active)
         job->async.abort_requested = true;
+}
+
+/* Remove holder record @i (0 <= @i < nholders). */
+static void drop_holder(moor_job *job, long i)
+{
+    if (kind_exclusive(job->holders[i].kind))
+        job->nexclusive--;
+    /* The last record moves into the gap; usually it is the gap (and a copy
+     * of a record stored a moment ago would stall on store forwarding). */
+    if ((unsigned)i != --job->nholders)
+        job->holders[i] = job->holders[job->nholders];
 }
 
 static void start_async(moor_job *job, const moor__job_waiter *w)
@@ -825,6 +846,29 @@ static int reserve(moor_job *job)
     return 0;
 }
 
+/*
+ * Hand back a grant that @w received while it waited but cannot use: the
+ * object was marked removed between the grant (made by another thread's
+ * end, under the mutex) and @w retaking the mutex. The grant made @w a
+ * holder, so moor_job_mark_removed() did not count it among the waiters
+ * it failed; this undoes the holder record (or the async slot) as an end
+ * would, so that begin keeps its contract: it never returns 0 on a
+ * removed object. An ABORT's request to the async job stays set (the
+ * object is going away anyway).
+ */
+static void revoke_grant(moor_job *job, const moor__job_waiter *w)
+{
+    if (w->kind == ASYNC_KIND) {
+        job->async.active = false;
+        job->async.owner = 0;
+        job->async.abort_requested = false;
+    } else {
+        drop_holder(job, holder_index(job, w->thread));
+    }
+    if (job->nwaiters)
+        grant_pass(job);
+}
+
 /* Remove a waiter that gives up; those behind it may now run. */
 static void give_up(moor_job *job, moor__job_waiter *w)
 {
@@ -861,6 +905,11 @@ static int queue_and_wait(moor_job *job, moor__job_waiter *w, uint32_t ms, moor_
     }
     if (waiter_state(w) == FAILED)
         return fail_begin(job, w, err, -ESRCH, "the object was %s while waiting", w->why);
+    if (job->removed) {
+        revoke_grant(job, w);
+        return fail_begin(job, w, err, -ESRCH,
+                          "the object was removed after the job was granted, before it ran");
+    }
     return 0;
 }
 
@@ -977,12 +1026,7 @@ static __attribute__((noinline)) int end_slow(moor_job *job, int self)
     i = holder_index(job, self);
     if (i < 0)
         return end_misuse(job, self);
-    if (kind_exclusive(job->holders[i].kind))
-        job->nexclusive--;
-    /* The last record moves into the gap; usually it is the gap (and a copy
-     * of a record stored a moment ago would stall on store forwarding). */
-    if ((unsigned)i != --job->nholders)
-        job->holders[i] = job->holders[job->nholders];
+    drop_holder(job, i);
     if (job->nwaiters)
         grant_pass(job);
     return 0;
@@ -1148,6 +1192,15 @@ int moor_job_mark_removed(moor_job *job)
         return rc;
     job->removed = true;
     return fail_waiters(job, true, "removed");
+}
+
+bool moor_job_is_removed(const moor_job *job)
+{
+    /* Without the mutex the answer could be stale the moment it is given;
+     * a misuse answers "removed", which makes the caller back out. */
+    if (check_locked(job, "moor_job_is_removed", self_id()) < 0)
+        return true;
+    return job->removed;
 }
 
 /* ---- introspection ---------------------------------------------------------------------- */

@@ -245,8 +245,9 @@ static void kick(moor_loop *loop)
 /* ---- handlers: memory and the id table ---------------------------------- */
 
 /* The visit list gives a handler back here, exactly once. */
-static void handler_release(moor_vlist_node *node)
+static void handler_release(moor_vlist *list, moor_vlist_node *node)
 {
+    (void)list;
     struct handler *h = moor_vlist_entry(node, struct handler, node);
 
     if (h->free_fn)

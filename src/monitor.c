@@ -156,7 +156,7 @@ struct pending {
     uint64_t id;
     sem_t sem;
     bool done;
-    int rc;                             /* 0, -EPIPE or the peer's status */
+    int rc;                             /* 0, -EPIPE or -EREMOTEIO (refused) */
     void *payload;                      /* rc == 0: the reply's payload */
     char text[MOOR_ERROR_MESSAGE_SIZE]; /* rc < 0: why */
     /* moor_monitor_call_fds() only: duplicates not yet sent, and the node
@@ -702,8 +702,11 @@ static void deliver_reply(moor_monitor *mon, moor_monitor_message *msg)
     if (!p) {
         mon->stats.stray++;
     } else if (msg->status < 0) {
+        /* A refusal is always -EREMOTEIO to the caller, whatever code the
+         * codec chose: the channel's own failures (-EPIPE, -ETIMEDOUT...)
+         * must stay distinguishable from the peer saying no. */
         mon->stats.replies++;
-        pending_complete_locked(mon, p, msg->status, NULL,
+        pending_complete_locked(mon, p, -EREMOTEIO, NULL,
                                 msg->error ? msg->error : strerror(-msg->status));
     } else {
         mon->stats.replies++;
@@ -1321,7 +1324,7 @@ static int call(moor_monitor *mon, const void *request, const int *fds, unsigned
     if (nfds)
         settle_fds(mon, &p); /* sent, or closed */
 
-    if (rc == -ENOBUFS) /* checked before p.rc: the peer's status could be any code */
+    if (rc == -ENOBUFS) /* not queued: p.rc was never set */
         return moor_error_set(err, rc, "monitor '%s': '%s' not queued: %s", mon->name, what,
                               p.text);
     if (rc == -ETIMEDOUT)

@@ -8,6 +8,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 #include <moor/error.h>
 #include <moor/object.h>
@@ -54,5 +56,21 @@ static inline const moor_class *moor__lazy_class_peek(struct moor__lazy_class *l
      * that object's creator published; it is not dereferenced here. */
     return atomic_load_explicit(&lc->klass, memory_order_relaxed);
 }
+
+/* Jobs embedded in lockable object @obj: moor_job_init() counts +1,
+ * moor_job_destroy() -1. The last unref reports a count left above zero
+ * (a dispose function that forgot moor_job_destroy). Called only while
+ * @obj is not shared (init) or being disposed (destroy): a plain field. */
+void moor__lockable_embed(void *obj, int delta);
+
+/* Whether the @len bytes at @p lie inside live object @obj's instance. */
+bool moor__object_contains(const void *obj, const void *p, size_t len);
+
+/* A check a higher layer (blocker.c) installs to find its embedded
+ * structs still set up in an object whose memory is about to be freed:
+ * called at every last unref, after the dispose functions, with the
+ * instance's address, size and class name. Once installed it stays. */
+typedef void (*moor__dispose_check_fn)(void *obj, size_t size, const char *class_name);
+void moor__set_dispose_check(moor__dispose_check_fn fn);
 
 #endif /* MOOR_OBJECT_INTERNAL_H */

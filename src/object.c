@@ -35,6 +35,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -451,6 +452,48 @@ static void weak_detach_all(moor_object *o)
 
 /* ---- last unref ------------------------------------------------------ */
 
+/* acquire/release: the hook is a function pointer published once; nothing
+ * else travels with it. */
+static _Atomic(moor__dispose_check_fn) dispose_check;
+
+void moor__set_dispose_check(moor__dispose_check_fn fn)
+{
+    /* release: see dispose_check. */
+    atomic_store_explicit(&dispose_check, fn, memory_order_release);
+}
+
+void moor__lockable_embed(void *obj, int delta)
+{
+    ((moor_lockable *)obj)->embedded += (unsigned)delta;
+}
+
+bool moor__object_contains(const void *obj, const void *p, size_t len)
+{
+    const moor_object *o = obj;
+    uintptr_t start = (uintptr_t)obj, at = (uintptr_t)p;
+
+    return object_live(o) && at >= start && len <= o->klass->size &&
+           at - start <= o->klass->size - len;
+}
+
+/* After the dispose functions, before the memory goes: embedded
+ * primitives that were never destroyed would keep pointing into it (a
+ * blocker's tokens) or leak (a job's holder array). */
+static void check_undestroyed(moor_object *o)
+{
+    const moor_class *klass = o->klass;
+    /* acquire: see dispose_check. */
+    moor__dispose_check_fn check = atomic_load_explicit(&dispose_check, memory_order_acquire);
+
+    if ((klass->flags & CLASS_LOCKABLE) && ((moor_lockable *)o)->embedded)
+        moor_debug_report(MOOR_MISUSE_NOT_DESTROYED, o,
+                          "object %p (class '%s') disposed with %u job(s) still set up in it: "
+                          "its dispose function must call moor_job_destroy()",
+                          (void *)o, klass->name, ((moor_lockable *)o)->embedded);
+    if (check)
+        check(o, klass->size, klass->name);
+}
+
 static void lockable_dispose(void *obj)
 {
     pthread_mutex_destroy(&((moor_lockable *)obj)->mutex);
@@ -487,6 +530,7 @@ void moor__object_last_unref(moor_object *o)
         if (k->dispose)
             k->dispose(o);
     }
+    check_undestroyed(o);
     track_remove(o);
     /* relaxed: a statistic; see the header. */
     atomic_fetch_sub_explicit(&klass->live, 1, memory_order_relaxed);
@@ -525,6 +569,17 @@ static void set_owner(moor_lockable *l, int tid)
 {
     /* relaxed: the mutex orders consecutive holders; see owner_of(). */
     atomic_store_explicit(&l->owner, tid, memory_order_relaxed);
+}
+
+/* "held by thread N" or "not locked" (owner 0 is nobody, not a thread),
+ * for misuse reports; written into @buf, which is returned. */
+static const char *lock_state(int owner, char *buf, size_t size)
+{
+    if (owner)
+        snprintf(buf, size, "held by thread %d", owner);
+    else
+        snprintf(buf, size, "not locked");
+    return buf;
 }
 
 void moor_lock(void *obj)
@@ -567,11 +622,13 @@ void moor_unlock(void *obj)
         return;
     owner = owner_of(l);
     if (owner != moor__thread_id()) {
+        char state[48];
+
         moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
-                          "moor_unlock of object %p (class '%s') by thread %d, but %s %d; "
-                          "left locked",
+                          "moor_unlock of object %p (class '%s') by thread %d, but it is %s; %s",
                           obj, l->parent.klass->name, moor__thread_id(),
-                          owner ? "it is held by thread" : "it is not locked", owner);
+                          lock_state(owner, state, sizeof(state)),
+                          owner ? "left locked" : "nothing done");
         return;
     }
     set_owner(l, 0);
@@ -590,12 +647,15 @@ bool moor_lock_held(const void *obj)
 void moor_assert_locked(const void *obj)
 {
     moor_lockable *l = lockable_of(obj, "moor_assert_locked");
+    char state[48];
+    int owner;
 
-    if (l && owner_of(l) != moor__thread_id())
-        moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
-                          "object %p (class '%s') must be locked by thread %d, but is %s %d", obj,
-                          l->parent.klass->name, moor__thread_id(),
-                          owner_of(l) ? "held by thread" : "unlocked", owner_of(l));
+    if (!l || (owner = owner_of(l)) == moor__thread_id())
+        return;
+    moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
+                      "object %p (class '%s') must be locked by thread %d, but is %s", obj,
+                      l->parent.klass->name, moor__thread_id(),
+                      lock_state(owner, state, sizeof(state)));
 }
 
 void moor__end_api(void *obj)

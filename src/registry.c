@@ -335,6 +335,17 @@ static size_t utf8_invalid_at(const char *s, size_t len)
     return len;
 }
 
+/* The offset of the first ASCII control character (0x00-0x1f, 0x7f) in
+ * the @len bytes of @s, or @len: such names would break every log line,
+ * table and protocol that prints them. */
+static size_t control_at(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
+            return i;
+    return len;
+}
+
 /* Check a name for add/rename; on success *@len is its length. */
 static int check_name(const char *name, size_t *len, const char *op, moor_error *err)
 {
@@ -354,7 +365,24 @@ static int check_name(const char *name, size_t *len, const char *op, moor_error 
         return moor_error_set(err, -EINVAL,
                               "%s: name is not valid UTF-8 (byte 0x%02x at offset %zu)", op,
                               (unsigned char)name[bad], bad);
+    bad = control_at(name, n);
+    if (bad != n)
+        return moor_error_set(err, -EINVAL,
+                              "%s: name contains a control character (byte 0x%02x at offset %zu)",
+                              op, (unsigned char)name[bad], bad);
     *len = n;
+    return 0;
+}
+
+int moor_registry_barrier(moor_error *err)
+{
+    /* The releases run in the call_rcu thread: waiting for its queue from
+     * inside it would never end. */
+    if (get_thread_call_rcu_data())
+        return moor_error_set(err, -EDEADLK,
+                              "moor_registry_barrier: called from liburcu's call_rcu thread (a "
+                              "dispose function), which runs the releases it would wait for");
+    rcu_barrier();
     return 0;
 }
 

@@ -12,10 +12,14 @@
  * can be walking, so a walker never sees a link change under its feet
  * except by gaining a node.
  *
- * Removal is a mark (node->removed), set with an atomic exchange so that a
- * second removal is noticed. A marked node stays linked and allocated;
- * walks skip it. The remover then takes the mutex, records that the list is
- * dirty and, if the count is zero, sweeps; if the count is not zero, some
+ * Removal takes the mutex and first looks for the node on the list,
+ * comparing pointers only: a node that is not linked was swept and given
+ * back already (or never inserted), its memory may be gone, so it is not
+ * read and the misuse is reported. A linked node is marked
+ * (node->removed), with an atomic exchange so that a second removal
+ * during a visit is noticed (-EALREADY). A marked node stays linked and
+ * allocated; walks skip it. The remover, still under the mutex, records
+ * that the list is dirty and, if the count is zero, sweeps; if the count is not zero, some
  * visit is in progress and the visitor that takes the count to zero does it
  * in moor_vlist_visit_end() with moor_lockcnt_dec_and_lock(). No sweep can
  * be missed: the remover's critical section and the count's last decrement
@@ -40,19 +44,33 @@
 #include <assert.h>
 #include <errno.h>
 
+#include <moor/debug.h>
 #include <moor/vlist.h>
 
 typedef _Atomic(moor_vlist_node *) link_t;
 
-static void free_chain(moor_vlist_node *n)
+static void free_chain(moor_vlist *list, moor_vlist_node *n)
 {
     while (n) {
         /* relaxed: the chain is private to this thread since the sweep. */
         moor_vlist_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
 
-        n->free_fn(n);
+        n->free_fn(list, n);
         n = next;
     }
+}
+
+/* Whether @node is linked on @list; the mutex is held, so the links are
+ * stable. Compares pointers only: @node itself is not read, since a node
+ * that is not linked may have been freed already. */
+static bool linked_locked(moor_vlist *list, const moor_vlist_node *node)
+{
+    /* relaxed: links change only under the mutex, which we hold. */
+    for (moor_vlist_node *n = atomic_load_explicit(&list->head, memory_order_relaxed); n;
+         n = atomic_load_explicit(&n->next, memory_order_relaxed))
+        if (n == node)
+            return true;
+    return false;
 }
 
 /* Unlink every marked node; the mutex is held and the count is zero.
@@ -125,7 +143,7 @@ void moor_vlist_destroy(moor_vlist *list)
         atomic_store_explicit(&list->head, NULL, memory_order_relaxed);
         list->tail = &list->head;
         list->dirty = false;
-        free_chain(n);
+        free_chain(list, n);
     }
     moor_lockcnt_destroy(&list->lc);
 }
@@ -168,25 +186,32 @@ int moor_vlist_insert_tail(moor_vlist *list, moor_vlist_node *node, moor_vlist_f
 
 int moor_vlist_remove(moor_vlist *list, moor_vlist_node *node)
 {
-    if (!list || !node)
-        return -EINVAL;
-    /* release: a sweep in another thread may see this mark before we reach
-     * the mutex below and free @node at once; the release (paired with the
-     * sweep's acquire load) orders our write before that free. Otherwise
-     * the sweeper reads it under the mutex, after our critical section
-     * below or before it (then we sweep ourselves). Last access to @node:
-     * see the file comment. */
-    if (atomic_exchange_explicit(&node->removed, true, memory_order_release))
-        return -EALREADY;
-
     moor_vlist_node *freed = NULL;
 
+    if (!list || !node)
+        return -EINVAL;
     moor_lockcnt_lock(&list->lc);
+    if (!linked_locked(list, node)) {
+        moor_lockcnt_unlock(&list->lc);
+        moor_debug_report(MOOR_MISUSE_BAD_ARGUMENT, node,
+                          "moor_vlist_remove of node %p, which is not on list %p: removed (and "
+                          "given back) already, or never inserted; not touched",
+                          (void *)node, (void *)list);
+        return -ENOENT;
+    }
+    /* release: pairs with the sweep's acquire load (the sweep also runs
+     * under the mutex, so the mutex alone would do; the pair keeps the
+     * mark ordered before the free wherever the sweep runs). Last access
+     * to @node when nobody visits: see the file comment. */
+    if (atomic_exchange_explicit(&node->removed, true, memory_order_release)) {
+        moor_lockcnt_unlock(&list->lc);
+        return -EALREADY;
+    }
     list->dirty = true;
     if (moor_lockcnt_count(&list->lc) == 0)
         freed = sweep_locked(list);
     moor_lockcnt_unlock(&list->lc);
-    free_chain(freed);
+    free_chain(list, freed);
     return 0;
 }
 
@@ -203,7 +228,7 @@ void moor_vlist_visit_end(moor_vlist *list)
     moor_vlist_node *freed = list->dirty ? sweep_locked(list) : NULL;
 
     moor_lockcnt_unlock(&list->lc);
-    free_chain(freed);
+    free_chain(list, freed);
 }
 
 int moor_vlist_walk(moor_vlist *list, moor_vlist_walk_fn fn, void *opaque)

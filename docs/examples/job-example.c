@@ -161,7 +161,7 @@ int main(void)
 
     vm_class = moor_class_new("vm", moor_lockable_class(), sizeof(struct vm), vm_dispose, &err);
     vm = vm_class ? moor_object_new(vm_class) : NULL;
-    if (!vm || moor_job_init(&vm->job, vm, "web1") < 0)
+    if (!vm || MOOR_JOB_INIT(vm, job, "web1") < 0)
         return 1;
     vm->memory_mb = 1024;
     vm->running = 1;

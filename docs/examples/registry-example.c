@@ -81,15 +81,6 @@ static int stop_all(moor_registry *reg)
     return n;
 }
 
-#ifdef MOOR_TSAN
-/* TSan builds only: see tests/unit/test-registry.c for why. */
-const char *__tsan_default_suppressions(void);
-const char *__tsan_default_suppressions(void)
-{
-    return "called_from_lib:liburcu-bp.so\ncalled_from_lib:liburcu-cds.so\n";
-}
-#endif
-
 int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;

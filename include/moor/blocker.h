@@ -112,6 +112,10 @@ typedef struct moor_blocker_set {
     moor__block *head, *tail;    /* blocks, oldest first */
     unsigned count;
     char label[MOOR_BLOCKER_LABEL_SIZE];
+    /* MOOR_DEBUG=leaks at init: on the process-wide list of sets that the
+     * last unref of an object checks (under the token table's lock). */
+    bool tracked;
+    struct moor_blocker_set *tracked_prev, *tracked_next;
 } moor_blocker_set;
 
 /* ---- set-up ------------------------------------------------------------ */
@@ -125,6 +129,11 @@ typedef struct moor_blocker_set {
  * @b must not be moved or copied afterwards.
  * Ownership: @b stays the caller's. Locks: none needed (@b is not shared
  * yet). Blocks: no. Context: any thread.
+ * Under MOOR_DEBUG=leaks (when this init runs), a set embedded in a moor
+ * object that is still set up when the object is freed (its dispose did
+ * not call moor_blocker_destroy) is reported as MOOR_MISUSE_NOT_DESTROYED
+ * and destroyed then, so that no token is left pointing into freed
+ * memory. Without that flag nothing is tracked and nothing is checked.
  * Returns: 0, or -EINVAL (also reported as misuse) when @b is NULL or
  *   @nops is 0 or above MOOR_BLOCKER_OPS_MAX; or the -errno of
  *   pthread_mutex_init() (-ENOMEM, -EAGAIN; not on glibc, where it cannot

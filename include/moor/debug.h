@@ -48,6 +48,8 @@ typedef enum moor_misuse {
     MOOR_MISUSE_LOCKCNT_UNDERFLOW, /* end of a visit that was never begun */
     MOOR_MISUSE_BLOCKS_LEFT,       /* blocker set destroyed with blocks in place */
     MOOR_MISUSE_UNBLOCK_UNKNOWN,   /* unblock of a token that names no block */
+    MOOR_MISUSE_NOT_DESTROYED,     /* object freed with a job or blocker set in it
+                                    * still set up (dispose forgot _destroy) */
 } moor_misuse;
 
 /*
@@ -90,13 +92,42 @@ MOOR_EXPORT unsigned moor_debug_set_flags(unsigned flags);
 MOOR_EXPORT int moor_debug_parse(const char *spec);
 
 /*
- * moor_debug_set_report - install the misuse hook (NULL: the default one).
- *
- * Returns nothing; the previous hook is simply replaced. Reports already in
- * progress in other threads may still reach the previous hook.
- * Locks: takes an internal leaf mutex briefly. Blocks: no.
+ * moor_debug_report_stderr - the default hook: prints "moor: MESSAGE" and
+ * a newline to stderr. A chained hook may call it as the previous one.
+ * Locks: none. Blocks: on the write to stderr. Context: any thread.
  */
-MOOR_EXPORT void moor_debug_set_report(moor_report_fn fn, void *opaque);
+MOOR_EXPORT void moor_debug_report_stderr(moor_misuse kind, const void *subject,
+                                          const char *message, void *opaque);
+
+/*
+ * moor_debug_set_report - install the misuse hook @fn with @opaque (NULL
+ * @fn: the default, moor_debug_report_stderr, with a NULL opaque).
+ * moor_debug_swap_report - the same, and also stores the previous hook's
+ *   opaque pointer in *@prev_opaque (unless @prev_opaque is NULL), read
+ *   in the same critical section as the hook: what a component needs to
+ *   chain to whichever hook was there before it:
+ *
+ *       static moor_report_fn prev_fn;
+ *       static void *prev_opaque;
+ *
+ *       static void my_hook(moor_misuse k, const void *s, const char *m, void *o)
+ *       {
+ *           ... my own handling ...
+ *           prev_fn(k, s, m, prev_opaque);
+ *       }
+ *       ...
+ *       prev_fn = moor_debug_swap_report(my_hook, me, &prev_opaque);
+ *
+ * Reports already in progress in other threads may still reach the
+ * previous hook. Ownership: nothing to free; @opaque is borrowed while the
+ * hook is installed. Locks: takes an internal leaf mutex briefly.
+ * Blocks: no. Context: any thread, a hook included.
+ * Returns: the previous hook, never NULL (the default one if no other was
+ * installed).
+ */
+MOOR_EXPORT moor_report_fn moor_debug_set_report(moor_report_fn fn, void *opaque);
+MOOR_EXPORT moor_report_fn moor_debug_swap_report(moor_report_fn fn, void *opaque,
+                                                  void **prev_opaque);
 
 /*
  * moor_debug_report - send a misuse report to the installed hook.

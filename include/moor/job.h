@@ -188,17 +188,27 @@ MOOR_EXPORT const char *moor_job_set_current_api(const char *api);
  *
  * @label names the object in messages ("web1"), copied; NULL names it by
  * address. Defaults: timeout MOOR_JOB_DEFAULT_TIMEOUT_MS, no waiter cap.
- * @job must not be moved or copied afterwards.
+ * @job must lie inside @obj's instance (checked) and must not be moved or
+ * copied afterwards. Pair it with moor_job_destroy() in the object's
+ * dispose function: an object freed with a job still set up in it is
+ * reported (MOOR_MISUSE_NOT_DESTROYED), always, not only under MOOR_DEBUG.
+ * MOOR_JOB_INIT(obj, member, label) names the object once.
  * Ownership: @job stays the caller's; @obj is borrowed (the job lives
  * inside it). Locks: none needed (the object is not shared yet).
  * Blocks: no. Returns: 0, or -EINVAL (also reported as misuse) when @job
- * is NULL or @obj is not a lockable object.
+ * is NULL, @obj is not a lockable object, or @job is not inside @obj.
  */
 MOOR_EXPORT int moor_job_init(moor_job *job, void *obj, const char *label);
 
+/* MOOR_JOB_INIT - moor_job_init() of the job that is member @member of
+ * object pointer @obj: MOOR_JOB_INIT(vm, job, "web1") sets up vm->job in
+ * vm. @obj is evaluated twice. */
+#define MOOR_JOB_INIT(obj, member, label) moor_job_init(&(obj)->member, (obj), (label))
+
 /*
  * moor_job_destroy - release what @job holds; NULL-safe. Call from the
- * object's dispose function. A job still held or waited for is reported
+ * object's dispose function (forgetting it is reported when the object is
+ * freed, see moor_job_init). A job still held or waited for is reported
  * as misuse (it cannot happen when every holder owns a reference).
  * Ownership: frees the heap holder array, if any; @job's storage stays
  * the caller's. Locks: none (the object is being disposed). Blocks: no.
@@ -247,7 +257,9 @@ MOOR_EXPORT int moor_job_set_max_waiters(moor_job *job, unsigned max);
  *   -EBUSY      no wait allowed (@timeout_ms 0), or the waiter cap was
  *               reached; message as for -ETIMEDOUT;
  *   -ESRCH      the object was marked removed (before or during the
- *               wait), or inactive during the wait (not for DESTROY);
+ *               wait, or after the job was granted but before this
+ *               thread retook the mutex: the grant is handed back), or
+ *               inactive during the wait (not for DESTROY);
  *   -EDEADLK    this thread already holds a sync job on the object
  *               (waiting would deadlock; also reported as misuse);
  *   -ENOMEM     no memory for one more holder record (more than
@@ -359,13 +371,34 @@ MOOR_EXPORT int moor_job_async_adopt(moor_job *job);
  * usual (they re-check the state themselves). Holders are not affected.
  * moor_job_mark_removed - the object was removed (from its registry): every
  * waiter fails with -ESRCH and so does every later begin, including async
- * ones. Not undoable.
+ * ones. Not undoable. A waiter that an end had already granted, but that
+ * has not yet retaken the mutex to return from its begin, fails too: it
+ * hands the job back and returns -ESRCH, so no begin ever returns 0 on a
+ * removed object. Such a waiter is a holder at the time of this call and
+ * is not counted in the result.
  * Locks: the object's mutex. Blocks: never.
  * Returns: how many waiters were failed, or -EINVAL (misuse) without the
  * mutex.
  */
 MOOR_EXPORT int moor_job_mark_inactive(moor_job *job);
 MOOR_EXPORT int moor_job_mark_removed(moor_job *job);
+
+/*
+ * moor_job_is_removed - whether moor_job_mark_removed() was called on @job:
+ * rule 5's re-check after re-locking the object ("was it removed while I
+ * had it unlocked?"), without taking a whole moor_job_info() snapshot.
+ *
+ *     moor_monitor_exit(mon, vm);          // the object is locked again
+ *     if (moor_job_is_removed(&vm->job))   // removed meanwhile: stop here
+ *         ...end the job, report -ESRCH...
+ *
+ * Ownership: nothing to free. Locks: the object's mutex (the answer holds
+ * while it stays held: removal is not undoable). Blocks: never.
+ * Returns: true if removed; also true, after reporting misuse, for a NULL
+ * or uninitialised @job or when the mutex is not held (the answer that
+ * makes a caller back out rather than go on with a stale "no").
+ */
+MOOR_EXPORT bool moor_job_is_removed(const moor_job *job);
 
 /* ---- introspection -------------------------------------------------------- */
 

@@ -79,9 +79,12 @@ typedef enum moor_monitor_kind {
 typedef struct moor_monitor_message {
     moor_monitor_kind kind;
     uint64_t id;       /* REPLY: the id given to encode for the request */
-    int status;        /* REPLY: 0, or a negative errno: the peer refused */
-    const char *error; /* REPLY with status < 0: why (NULL: no text); must
-                        * stay valid until the payload is freed */
+    int status;        /* REPLY: 0, or negative: the peer refused (its own
+                        * error reply); the call then fails with -EREMOTEIO
+                        * whatever the value (see moor_monitor_call) */
+    const char *error; /* REPLY with status < 0: the peer's text (NULL: the
+                        * text of errno -status); must stay valid until the
+                        * payload is freed */
     void *payload;     /* the codec's, or NULL */
 } moor_monitor_message;
 
@@ -255,8 +258,13 @@ MOOR_EXPORT moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_m
  *   -ENOBUFS    queueing it would pass max_backlog unsent bytes (the
  *               peer is not reading); nothing was queued;
  *   -ENOMEM;
- *   the negative status of a refusal by the peer (the message carries its
- *   text), or the error of the codec's encode.
+ *   -EREMOTEIO  the peer refused: the codec classified its answer as a
+ *               REPLY with a negative status. Always this code, whatever
+ *               status the codec set, so that a refusal can never be
+ *               taken for a broken (-EPIPE) or slow (-ETIMEDOUT) channel;
+ *               the message carries the peer's text ("'device_del'
+ *               refused by the peer: ..."). The channel stays open.
+ *   or the error of the codec's encode (which never reached the peer).
  */
 MOOR_EXPORT int moor_monitor_call(moor_monitor *mon, const void *request, void **reply,
                                   int timeout_ms, moor_error *err);

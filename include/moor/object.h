@@ -68,6 +68,7 @@ typedef struct moor_lockable {
     moor_object parent;
     pthread_mutex_t mutex;
     atomic_int owner;
+    unsigned embedded; /* jobs set up in it and not yet destroyed */
 } moor_lockable;
 
 /* A weak reference: embeddable, caller-allocated, zero-initialisable. It
@@ -101,6 +102,14 @@ MOOR_EXPORT const moor_class *moor_lockable_class(void);
  * moor_lockable_class() or a class derived from them; @size is the size of
  * the instance struct, which starts with the parent's; @dispose may be
  * NULL. @name is copied.
+ *
+ * Which thread disposes: whichever drops the last reference. That may be
+ * a thread the application did not create: an object removed from a
+ * registry whose reference was the last one is disposed in liburcu's
+ * call_rcu thread (moor_registry_remove). So a dispose function must not
+ * rely on thread-local state, a particular thread or signal mask, and
+ * must not block for long; moor_registry_barrier() waits until such
+ * deferred disposals have run.
  *
  * Call once per class, typically from pthread_once() or at start-up.
  * Ownership: the class lives for the rest of the program; never freed.

@@ -29,6 +29,15 @@
  * need not know RCU is there. An application that uses liburcu itself may
  * use any flavour: the flavours do not share state.
  *
+ * ThreadSanitizer: liburcu is not built with TSan, and its call_rcu and
+ * resize threads free memory that liburcu allocated in the caller's
+ * threads, ordered by atomics TSan cannot see; TSan then reports races
+ * that are not there. moor installs the suppressions for exactly those
+ * (and nothing in moor or the application): pass
+ *     TSAN_OPTIONS=suppressions=$(pkg-config --variable=tsan_suppressions moor)
+ * (installed as <datadir>/moor/tsan.supp; in the source tree,
+ * data/tsan.supp). docs/registry.md says more.
+ *
  * Naming note: the *_locked lookups *return* the object locked (they are
  * "find, then lock"); they are not called with a lock held.
  */
@@ -139,8 +148,9 @@ MOOR_EXPORT moor_registry *moor_registry_new(moor_error *err);
  * moor_registry_add - put @obj in @reg under @uuid and @name.
  *
  * Both keys must be free and @obj must not already be in @reg. @name must
- * be 1..MOOR_REGISTRY_NAME_MAX bytes of valid UTF-8; it is copied. An
- * object may be in several registries at once.
+ * be 1..MOOR_REGISTRY_NAME_MAX bytes of valid UTF-8 without ASCII control
+ * characters (bytes 0x00-0x1f and 0x7f); it is copied. An object may be in
+ * several registries at once.
  * Ownership: @reg takes a new reference of its own; the caller keeps its
  * own. Locks: the registry's internal leaf mutex; the caller may hold
  * @obj's mutex (or any one object mutex). Blocks: allocates; when the add
@@ -148,7 +158,9 @@ MOOR_EXPORT moor_registry *moor_registry_new(moor_error *err);
  * (bounded by one table resize) for another add's resize to finish.
  * Returns: 0; or, with @reg unchanged:
  *   -EINVAL  @reg, @obj, @uuid or @name NULL; @obj not a lockable object;
- *            @name empty, longer than MOOR_REGISTRY_NAME_MAX or not UTF-8;
+ *            @name empty, longer than MOOR_REGISTRY_NAME_MAX, not UTF-8,
+ *            or holding a control character (the message gives its
+ *            offset);
  *   -EEXIST  @uuid or @name is taken (the message names the key and the
  *            object holding it), or @obj is in @reg already;
  *   -ENOMEM  out of memory.
@@ -165,7 +177,8 @@ MOOR_EXPORT int moor_registry_add(moor_registry *reg, void *obj, const moor_uuid
  * after an RCU grace period (lookups that started before the removal may
  * still be touching the object's counter), in liburcu's call_rcu thread:
  * if it is the last one, @obj's dispose functions run there, with no moor
- * lock held.
+ * lock held: on a thread the application did not create (see
+ * moor_registry_barrier() to wait for it).
  * Locks: may be called with @obj's mutex held (the usual case: found with
  * a *_locked lookup); otherwise with no object mutex held, and @obj is
  * locked briefly. The registry's mutex is a leaf taken inside.
@@ -175,6 +188,27 @@ MOOR_EXPORT int moor_registry_add(moor_registry *reg, void *obj, const moor_uuid
  *   -ENOENT  @obj is not in @reg.
  */
 MOOR_EXPORT int moor_registry_remove(moor_registry *reg, void *obj, moor_error *err);
+
+/*
+ * moor_registry_barrier - wait until every release that registries
+ * deferred before this call has run: the registry's reference to each
+ * object removed so far has been dropped, and the dispose functions of
+ * those for which it was the last have returned (in liburcu's call_rcu
+ * thread). For a clean shutdown, a test's census check, or before
+ * unloading what a dispose function needs.
+ *
+ * Process-wide: it covers every registry. Releases deferred after the
+ * call begins may or may not be waited for.
+ * Ownership: nothing to free. Locks: must be called with no object mutex
+ * held and outside any RCU read-side section (the releases may need the
+ * mutexes; the grace period needs the section to end).
+ * Blocks: for one RCU grace period plus the releases queued before it
+ * (normally milliseconds; as long as a dispose function takes).
+ * Context: any thread but liburcu's call_rcu thread (a dispose function).
+ * Returns: 0; or -EDEADLK (nothing waited for) when called from the
+ *   call_rcu thread, which runs the very releases it would wait for.
+ */
+MOOR_EXPORT int moor_registry_barrier(moor_error *err);
 
 /*
  * moor_registry_rename - give @obj, already in @reg, the name @new_name.

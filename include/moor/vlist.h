@@ -77,8 +77,13 @@ extern "C" {
 
 typedef struct moor_vlist_node moor_vlist_node;
 
-/* Gives a node back to its owner after removal (see the file comment). */
-typedef void (*moor_vlist_free_fn)(moor_vlist_node *node);
+typedef struct moor_vlist moor_vlist;
+
+/* Gives a node back to its owner after removal (see the file comment).
+ * @list is the list it was on: a callback reaches its list's owner from it
+ * (moor_vlist_entry-style, the list being embedded in that owner), no
+ * global needed. */
+typedef void (*moor_vlist_free_fn)(moor_vlist *list, moor_vlist_node *node);
 
 /* Embed one per list the containing struct can be on. Fields are private. */
 struct moor_vlist_node {
@@ -88,12 +93,12 @@ struct moor_vlist_node {
 };
 
 /* Fields are private; the layout is public so that lists can be embedded. */
-typedef struct moor_vlist {
+struct moor_vlist {
     moor_lockcnt lc;                  /* visits + the writers' mutex */
     _Atomic(moor_vlist_node *) head;  /* stores under the mutex, loads anywhere */
     _Atomic(moor_vlist_node *) *tail; /* link to store a tail insert into */
     bool dirty;                       /* under the mutex: may hold marked nodes */
-} moor_vlist;
+};
 
 /* The struct that embeds @node as @member. */
 #define moor_vlist_entry(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
@@ -158,9 +163,16 @@ MOOR_EXPORT int moor_vlist_insert_tail(moor_vlist *list, moor_vlist_node *node,
  * progress when it called: there @node stays valid until that visit ends.
  * Locks: takes the list's mutex briefly; the caller must not hold it. May be
  * called inside a visit, including on the node being visited.
- * Blocks: on the mutex, and for as long as the free callback runs.
- * Returns: 0; -EALREADY if @node was already removed (only possible to ask
- * while a visit keeps it alive); -EINVAL if an argument is NULL.
+ * Blocks: on the mutex (held while it looks for @node: a walk of the list
+ * up to @node), and for as long as the free callback runs.
+ * Returns: 0; or, with nothing changed:
+ *   -EALREADY  @node was already removed but a visit still keeps it
+ *              (only then can it be asked);
+ *   -ENOENT    @node is not on @list: removed and given back already (a
+ *              second removal outside a visit), or never inserted. Also
+ *              reported as misuse; @node's memory is not touched, so a
+ *              node freed by its callback is not written to;
+ *   -EINVAL    an argument is NULL.
  */
 MOOR_EXPORT int moor_vlist_remove(moor_vlist *list, moor_vlist_node *node);
 

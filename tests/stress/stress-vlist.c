@@ -141,13 +141,15 @@ static void check_alive(struct snode *sn, const char *where)
 static struct snode *insert_one(uint64_t *seed, bool owned);
 static long listed(void);
 
-static void snode_free(moor_vlist_node *n)
+static void snode_free(moor_vlist *l, moor_vlist_node *n)
 {
     struct snode *sn = to_snode(n);
     struct snode *old;
 
     if (atomic_exchange(&sn->freed, true))
         fail("node %" PRIu64 " freed twice", sn->id);
+    if (l != &list)
+        fail("node %" PRIu64 " given back with list %p, not its own", sn->id, (void *)l);
     check_alive(sn, "free callback");
     if (atomic_load(&sn->looking) != 0)
         fail("node %" PRIu64 " freed while a walker's callback is on it", sn->id);

@@ -603,6 +603,46 @@ static void test_object_embedding(void **state)
     tu_expect_report(MOOR_MISUSE_BLOCKS_LEFT, NULL, "1 block(s) still in place");
 }
 
+/* Issue 11, point 8: under MOOR_DEBUG=leaks, a blocker set still set up
+ * when the object around it is freed (dispose forgot moor_blocker_destroy)
+ * is reported and destroyed then: its tokens are void, not pointers into
+ * freed memory (ASan would catch the unblock below otherwise). */
+static const moor_class *forgetful_disk_class;
+
+static void forgetful_dispose(void *obj)
+{
+    (void)obj; /* forgets moor_blocker_destroy() */
+}
+
+static void test_forgotten_destroy_reported(void **state)
+{
+    unsigned flags = moor_debug_flags();
+    struct disk *d;
+    moor_block_token t;
+
+    (void)state;
+    moor_debug_set_flags(flags | MOOR_DEBUG_LEAKS);
+    d = moor_object_new(forgetful_disk_class);
+    assert_non_null(d);
+    disk_init(&d->blockers);
+    t = block_ok(&d->blockers, DELETE, "backing file of vm 'web1'");
+    moor_unref(d);
+    tu_expect_report(MOOR_MISUSE_NOT_DESTROYED, NULL,
+                     "blocker set disk 'base.qcow2' inside object");
+    tu_assert_contains(tu_cap.reports[tu_cap.consumed - 1].message,
+                       "(class 'forgetful-disk') still set up when the object was freed: its "
+                       "dispose function must call moor_blocker_destroy(); destroyed now");
+    tu_expect_report(MOOR_MISUSE_BLOCKS_LEFT, NULL, "1 block(s) still in place");
+    assert_int_equal(moor_unblock(t), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_UNBLOCK_UNKNOWN, NULL, "was destroyed with the block in place");
+
+    /* A dispose that does destroy its set: nothing to report. */
+    d = disk_new();
+    moor_unref(d);
+    tu_expect_no_report();
+    moor_debug_set_flags(flags);
+}
+
 /* ---- the default report hook, in a child -------------------------------------------- */
 
 static int child_destroy_with_block(void *arg)
@@ -787,6 +827,7 @@ int main(void)
         TU_TEST(test_tokens_per_set),
         TU_TEST(test_oom),
         TU_TEST(test_object_embedding),
+        TU_TEST(test_forgotten_destroy_reported),
         TU_TEST(test_default_hook),
         TU_TEST(test_threads_never_lose_a_block),
         TU_TEST(test_concurrent_double_unblock),
@@ -794,5 +835,7 @@ int main(void)
 
     disk_class =
         moor_class_new("disk", moor_lockable_class(), sizeof(struct disk), disk_dispose, NULL);
+    forgetful_disk_class = moor_class_new("forgetful-disk", moor_lockable_class(),
+                                          sizeof(struct disk), forgetful_dispose, NULL);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -149,6 +149,40 @@ static void test_set_report_replaces_hook(void **state)
     tu_expect_no_report();
 }
 
+/* Issue 11, point 9: set_report returns the hook it replaced, and
+ * swap_report its opaque too, so a second component can chain to the
+ * first; the default is returned as moor_debug_report_stderr. */
+static moor_report_fn chained_prev;
+static void *chained_prev_opaque;
+static atomic_int chained_calls;
+
+static void hook_chained(moor_misuse kind, const void *subject, const char *message, void *opaque)
+{
+    atomic_fetch_add((atomic_int *)opaque, 1);
+    chained_prev(kind, subject, message, chained_prev_opaque);
+}
+
+static void test_set_report_returns_previous(void **state)
+{
+    const tu_report *r;
+
+    (void)state;
+    atomic_store(&chained_calls, 0);
+    /* The fixture installed tu_capture_hook with &tu_cap. */
+    chained_prev = moor_debug_swap_report(hook_chained, &chained_calls, &chained_prev_opaque);
+    assert_ptr_equal(chained_prev, tu_capture_hook);
+    assert_ptr_equal(chained_prev_opaque, &tu_cap);
+    moor_debug_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "through the chain");
+    assert_int_equal(atomic_load(&chained_calls), 1);
+    r = tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "through the chain");
+    assert_ptr_equal(r->opaque, &tu_cap);
+
+    assert_ptr_equal(moor_debug_set_report(NULL, NULL), hook_chained);
+    assert_ptr_equal(moor_debug_set_report(tu_capture_hook, &tu_cap), moor_debug_report_stderr);
+    assert_ptr_equal(moor_debug_swap_report(tu_capture_hook, &tu_cap, NULL), tu_capture_hook);
+    tu_expect_no_report();
+}
+
 /* A hook may install another hook (the only moor call it may make besides
  * moor_debug_*): the next report goes to the new one. */
 static void hook_switching(moor_misuse kind, const void *subject, const char *message, void *opaque)
@@ -551,6 +585,7 @@ int main(int argc, char **argv)
         TU_TEST(test_set_flags_returns_previous),
         TU_TEST(test_report_reaches_hook),
         TU_TEST(test_set_report_replaces_hook),
+        TU_TEST(test_set_report_returns_previous),
         TU_TEST(test_hook_may_install_hook),
         TU_TEST(test_report_from_another_thread),
         TU_TEST(test_set_report_null_restores_default),

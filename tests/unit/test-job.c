@@ -874,6 +874,96 @@ static void test_removed_while_waiting(void **state)
     moor_unref(vm);
 }
 
+/* Issue 11, point 1: an end grants the job to a waiter, and the object is
+ * marked removed before that waiter retakes the mutex (here: in the same
+ * critical section as the end). The waiter must not return 0 on a removed
+ * object: it hands the grant back and fails with -ESRCH. Async too. */
+static void test_removed_after_grant(void **state)
+{
+    struct vm *vm = vm_new("granted");
+    struct actor m, a;
+    moor_job_snapshot s;
+
+    (void)state;
+    moor_lock(vm);
+    assert_int_equal(moor_job_begin(&vm->job, MOOR_JOB_MODIFY, "vm_undefine", NULL), 0);
+    moor_unlock(vm);
+    actor_start(&m, vm, MOOR_JOB_MODIFY, "vm_suspend", FOREVER);
+    actor_start(&a, vm, ASYNC_ANY, "vm_migrate", FOREVER);
+    wait_queued(vm, 2);
+    moor_lock(vm);
+    assert_int_equal(moor_job_end(&vm->job), 0); /* grants the MODIFY */
+    assert_int_equal(moor_job_info(&vm->job, &s), 0);
+    assert_int_equal(s.holders, 1);
+    assert_int_equal(moor_job_mark_removed(&vm->job), 1); /* the async waiter */
+    moor_unlock(vm);
+    assert_int_equal(actor_result(&m), -ESRCH);
+    tu_assert_contains(m.err.message, "job MODIFY (api vm_suspend) on test.vm 'granted': the "
+                                      "object was removed after the job was granted");
+    assert_int_equal(actor_result(&a), -ESRCH);
+    s = snap(vm);
+    assert_int_equal(s.holders, 0);
+    assert_int_equal(s.exclusive, 0);
+    assert_false(s.async.active);
+    actor_finish(&m);
+    actor_finish(&a);
+    moor_unref(vm);
+}
+
+static void test_removed_after_async_grant(void **state)
+{
+    struct vm *vm = vm_new("granted-async");
+    struct actor a;
+
+    (void)state;
+    moor_lock(vm);
+    assert_int_equal(moor_job_begin(&vm->job, MOOR_JOB_MODIFY, "vm_undefine", NULL), 0);
+    moor_unlock(vm);
+    actor_start(&a, vm, ASYNC_ANY, "vm_migrate", FOREVER);
+    wait_queued(vm, 1);
+    moor_lock(vm);
+    assert_int_equal(moor_job_end(&vm->job), 0); /* grants the async job */
+    assert_int_equal(moor_job_mark_removed(&vm->job), 0);
+    moor_unlock(vm);
+    assert_int_equal(actor_result(&a), -ESRCH);
+    tu_assert_contains(a.err.message, "async job 'migration out' (api vm_migrate) on test.vm "
+                                      "'granted-async': the object was removed after the job "
+                                      "was granted");
+    assert_false(snap(vm).async.active);
+    actor_finish(&a);
+    moor_unref(vm);
+}
+
+/* Point 5: the cheap re-check after re-locking. */
+static void test_is_removed(void **state)
+{
+    struct vm *vm = vm_new("recheck");
+
+    (void)state;
+    moor_lock(vm);
+    assert_false(moor_job_is_removed(&vm->job));
+    assert_int_equal(moor_job_begin(&vm->job, MOOR_JOB_MODIFY, "vm_suspend", NULL), 0);
+    moor_unlock(vm);
+    /* ...the slow part, unlocked; meanwhile the object is removed... */
+    moor_lock(vm);
+    assert_int_equal(moor_job_mark_removed(&vm->job), 0);
+    moor_unlock(vm);
+    moor_lock(vm);
+    assert_true(moor_job_is_removed(&vm->job));
+    assert_int_equal(moor_job_end(&vm->job), 0);
+    moor_unlock(vm);
+
+    /* Without the mutex: reported, and the answer is "removed". */
+    struct vm *other = vm_new("unlocked");
+    tu_capture_start();
+    assert_true(moor_job_is_removed(&other->job));
+    tu_expect_report(MOOR_MISUSE_NOT_LOCKED, other, "moor_job_is_removed on test.vm 'unlocked'");
+    assert_true(moor_job_is_removed(NULL));
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_job_is_removed");
+    moor_unref(other);
+    moor_unref(vm);
+}
+
 static void test_inactive_while_waiting(void **state)
 {
     struct vm *vm = vm_new("died");
@@ -1044,6 +1134,40 @@ static void test_destroy_while_held_reported(void **state)
     moor_unref(vm);
 }
 
+/* Issue 11, point 8: MOOR_JOB_INIT names the object once; a job must lie
+ * inside the object given; an object freed with its job still set up (a
+ * dispose function without moor_job_destroy) is reported. */
+static const moor_class *forgetful_class;
+
+static void forgetful_dispose(void *obj)
+{
+    (void)obj; /* forgets moor_job_destroy() */
+}
+
+static void test_init_checks_and_forgotten_destroy(void **state)
+{
+    struct vm *vm = moor_object_new(vm_class);
+    struct vm *bad = moor_object_new(forgetful_class);
+    moor_job outside;
+
+    (void)state;
+    assert_non_null(vm);
+    assert_non_null(bad);
+    assert_int_equal(MOOR_JOB_INIT(vm, job, "once"), 0);
+    assert_string_equal(snap(vm).object, "test.vm 'once'");
+
+    assert_int_equal(moor_job_init(&outside, vm, "stray"), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "is not inside object");
+
+    assert_int_equal(MOOR_JOB_INIT(bad, job, "forgot"), 0);
+    moor_unref(bad);
+    tu_expect_report(MOOR_MISUSE_NOT_DESTROYED, bad,
+                     "(class 'test.forgetful') disposed with 1 job(s) still set up in it: its "
+                     "dispose function must call moor_job_destroy()");
+    moor_unref(vm); /* vm_dispose destroys its job: no report */
+    tu_expect_no_report();
+}
+
 int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
@@ -1051,7 +1175,9 @@ int main(void)
 
     vm_class =
         moor_class_new("test.vm", moor_lockable_class(), sizeof(struct vm), vm_dispose, &err);
-    if (!vm_class)
+    forgetful_class = moor_class_new("test.forgetful", moor_lockable_class(), sizeof(struct vm),
+                                     forgetful_dispose, &err);
+    if (!vm_class || !forgetful_class)
         return 1;
     k = moor_job_kind_register("LIST", MOOR_JOB_SHARED, &err);
     if (k < 0)
@@ -1083,6 +1209,9 @@ int main(void)
         TU_TEST(test_abort),
         TU_TEST(test_handoff),
         TU_TEST(test_removed_while_waiting),
+        TU_TEST(test_removed_after_grant),
+        TU_TEST(test_removed_after_async_grant),
+        TU_TEST(test_is_removed),
         TU_TEST(test_inactive_while_waiting),
         TU_TEST(test_destroy_jumps_queue),
         TU_TEST(test_many_shared_holders_and_enomem),
@@ -1090,6 +1219,7 @@ int main(void)
         TU_TEST(test_begin_without_mutex),
         TU_TEST(test_misuse_default_hook),
         TU_TEST(test_destroy_while_held_reported),
+        TU_TEST(test_init_checks_and_forgotten_destroy),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

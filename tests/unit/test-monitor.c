@@ -758,6 +758,48 @@ static void test_refusal(void **state)
     fx_stop(&fx);
 }
 
+/* Issue 11, point 6: whatever negative status a codec gives a refusal
+ * (here codes that name transport failures), the call fails with
+ * -EREMOTEIO and the peer's text, and the channel stays open. */
+static int refusal_status;
+
+static int classify_odd_status(void *opaque, const char *msg, size_t len, moor_monitor_message *out,
+                               moor_error *err)
+{
+    int rc = qmp_codec().classify(opaque, msg, len, out, err);
+
+    if (rc == 0 && out->kind == MOOR_MONITOR_REPLY && out->status < 0)
+        out->status = refusal_status;
+    return rc;
+}
+
+static void test_refusal_is_always_eremoteio(void **state)
+{
+    static const int odd[] = {-EPIPE, -ETIMEDOUT, -ENOENT};
+    moor_error err = MOOR_ERROR_INIT;
+    moor_monitor_codec codec = qmp_codec();
+    struct fx fx;
+
+    (void)state;
+    codec.classify = classify_odd_status;
+    fx_init(&fx);
+    assert_non_null(fx.loop = moor_loop_new(&err));
+    assert_int_equal(moor_loop_thread_start(fx.loop, &err), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fx.sv), 0);
+    fx.mon = moor_monitor_new(fx.loop, fx.sv[0], &codec, NULL, NULL, NULL, &err);
+    assert_non_null(fx.mon);
+    fx.script = peer_refuse;
+    assert_int_equal(pthread_create(&fx.peer, NULL, peer_main, &fx), 0);
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        refusal_status = odd[i];
+        assert_int_equal(call_simple(fx.mon, "device_del", FOREVER, &err), -EREMOTEIO);
+        tu_assert_contains(err.message, "'device_del' refused by the peer: device 'disk9' "
+                                        "not found");
+        assert_int_equal(stats_of(fx.mon).state, MOOR_MONITOR_OPEN);
+    }
+    fx_stop(&fx);
+}
+
 #define BIG (3u << 20)
 
 /* Answers with the length of the request's "blob" and then a reply with a
@@ -2058,6 +2100,7 @@ int main(void)
         TU_TEST(test_unframable),
         TU_TEST(test_oversized),
         TU_TEST(test_refusal),
+        TU_TEST(test_refusal_is_always_eremoteio),
         TU_TEST(test_big_messages),
         TU_TEST(test_events_owner_gone),
         TU_TEST(test_no_owner_no_callbacks),

@@ -791,11 +791,18 @@ static void test_unlock_by_non_owner_is_reported(void **state)
     moor_unlock(b);
     tu_expect_no_report();
 
-    /* Unlocking an unlocked object, here or elsewhere. */
+    /* Unlocking an unlocked object, here or elsewhere: no stray thread id
+     * 0, and no "left locked" about a mutex that is not locked. */
     moor_unlock(b);
-    tu_expect_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, b, "it is not locked");
+    r = tu_expect_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, b, "but it is not locked; nothing done");
+    tu_assert_not_contains(r->message, "left locked");
+    tu_assert_not_contains(r->message, "thread 0");
+    tu_assert_not_contains(r->message, "locked 0");
     tu_in_thread(unlock_thread, b);
-    tu_expect_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, b, "it is not locked");
+    r = tu_expect_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, b, "but it is not locked; nothing done");
+    tu_assert_not_contains(r->message, "left locked");
+    tu_assert_not_contains(r->message, "thread 0");
+    tu_assert_not_contains(r->message, "locked 0");
     assert_int_equal(lock_try_elsewhere(b), 0);
     moor_unref(b);
 }
@@ -822,9 +829,13 @@ static void test_assert_locked(void **state)
     struct holder h = {.obj = moor_object_new(box_class)};
     pthread_t t;
 
+    const tu_report *r;
+
     (void)state;
     moor_assert_locked(h.obj);
-    tu_expect_report(MOOR_MISUSE_NOT_LOCKED, h.obj, "is unlocked");
+    r = tu_expect_report(MOOR_MISUSE_NOT_LOCKED, h.obj, "but is not locked");
+    tu_assert_not_contains(r->message, "thread 0");
+    tu_assert_not_contains(r->message, "locked 0");
 
     moor_lock(h.obj);
     moor_assert_locked(h.obj);

@@ -13,7 +13,9 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <moor/debug.h>
 #include <moor/object.h>
@@ -447,6 +449,38 @@ static void test_add_name_validation(void **state)
     moor_unref(vm);
 }
 
+/* Names with ASCII control characters are refused by add and rename: they
+ * would break every log line and table that prints them. */
+static void test_name_control_characters(void **state)
+{
+    static const char *const bad[] = {"web\n1",    "\tweb1",  "web1\r",
+                                      "a\x1b[2Jb", "del\x7f", "x\x01"};
+    moor_registry *reg = reg_new();
+    struct vm *vm = vm_new();
+    moor_uuid u = uuid_of(UUID_A);
+    moor_error err = MOOR_ERROR_INIT;
+
+    (void)state;
+    expect_add_error(reg, vm, &u, "web\n1", -EINVAL,
+                     "name contains a control character (byte 0x0a at offset 3)");
+    expect_add_error(reg, vm, &u, "del\x7f", -EINVAL, "(byte 0x7f at offset 3)");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_add_error(reg, vm, &u, bad[i], -EINVAL, "control character");
+    assert_int_equal(moor_registry_count(reg), 0);
+
+    must_add(reg, vm, UUID_A, "web 1 ~"); /* space and '~' are printable */
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(moor_registry_rename(reg, vm, bad[i], &err), -EINVAL);
+        tu_assert_contains(moor_error_message(&err), "moor_registry_rename: name contains a "
+                                                     "control character");
+    }
+    struct vm *got = moor_registry_find_name(reg, "web 1 ~");
+    assert_ptr_equal(got, vm);
+    moor_unref(got);
+    moor_unref(reg);
+    moor_unref(vm);
+}
+
 static void test_add_duplicates(void **state)
 {
     moor_registry *reg = reg_new();
@@ -565,6 +599,52 @@ static void test_remove_with_lock_held(void **state)
     assert_null(vm);
     moor_unref(reg);
     assert_int_equal(atomic_load(&vm_disposed), 1);
+}
+
+/* moor_registry_barrier(): after it, the deferred release of a removed
+ * object has run; its dispose ran on liburcu's thread, not ours, and a
+ * barrier called there refuses with -EDEADLK instead of hanging. */
+struct barrier_probe {
+    moor_lockable parent;
+};
+
+static const moor_class *probe_class;
+static atomic_int probe_disposed, probe_barrier_rc, probe_dispose_tid;
+
+static void probe_dispose(void *obj)
+{
+    moor_error err = MOOR_ERROR_INIT;
+
+    (void)obj;
+    atomic_store(&probe_dispose_tid, (int)syscall(SYS_gettid));
+    atomic_store(&probe_barrier_rc, moor_registry_barrier(&err));
+    atomic_fetch_add(&probe_disposed, 1);
+}
+
+static void test_barrier(void **state)
+{
+    moor_registry *reg = reg_new();
+    struct vm *vm = vm_new();
+    struct barrier_probe *p = moor_object_new(probe_class);
+    moor_uuid u = uuid_of(UUID_B);
+    moor_error err = MOOR_ERROR_INIT;
+
+    (void)state;
+    assert_non_null(p);
+    atomic_store(&probe_disposed, 0);
+    must_add(reg, vm, UUID_A, "web1");
+    assert_int_equal(moor_registry_add(reg, p, &u, "probe", &err), 0);
+    moor_unref(vm); /* the registry's references are the last ones */
+    moor_unref(p);
+    assert_int_equal(moor_registry_remove(reg, vm, NULL), 0);
+    assert_int_equal(moor_registry_remove(reg, p, NULL), 0);
+    assert_int_equal(moor_registry_barrier(&err), 0);
+    assert_int_equal(atomic_load(&vm_disposed), 1);
+    assert_int_equal(atomic_load(&probe_disposed), 1);
+    assert_int_equal(moor_census_total(), 1); /* only the registry */
+    assert_int_not_equal(atomic_load(&probe_dispose_tid), (int)syscall(SYS_gettid));
+    assert_int_equal(atomic_load(&probe_barrier_rc), -EDEADLK);
+    moor_unref(reg);
 }
 
 static void test_remove_bad_arguments(void **state)
@@ -1005,6 +1085,8 @@ int main(void)
         REG_TEST(test_collect),
         REG_TEST(test_collect_errors),
         REG_TEST(test_grow_keeps_every_member),
+        REG_TEST(test_name_control_characters),
+        REG_TEST(test_barrier),
     };
 
     vm_class =
@@ -1013,7 +1095,9 @@ int main(void)
                                   holder_dispose, &err);
     plain_class =
         moor_class_new("test.plain", moor_object_class(), sizeof(moor_object), NULL, &err);
-    if (!vm_class || !holder_class || !plain_class) {
+    probe_class = moor_class_new("test.barrier-probe", moor_lockable_class(),
+                                 sizeof(struct barrier_probe), probe_dispose, &err);
+    if (!vm_class || !holder_class || !plain_class || !probe_class) {
         fprintf(stderr, "moor_class_new: %s\n", moor_error_message(&err));
         return 1;
     }

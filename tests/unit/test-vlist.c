@@ -38,8 +38,9 @@ struct item {
 static atomic_int items_freed;
 static int free_order[64];
 
-static void item_free(moor_vlist_node *node)
+static void item_free(moor_vlist *list, moor_vlist_node *node)
 {
+    (void)list;
     struct item *it = moor_vlist_entry(node, struct item, node);
     int n = atomic_fetch_add(&items_freed, 1);
 
@@ -352,16 +353,15 @@ static void test_walk_stops(void **state)
     moor_vlist_destroy(&l);
 }
 
-/* A free callback may use the list: here it inserts a replacement. */
-static moor_vlist *replace_list;
-
-static void free_and_replace(moor_vlist_node *node)
+/* A free callback may use the list (it is told which): here it inserts a
+ * replacement. */
+static void free_and_replace(moor_vlist *list, moor_vlist_node *node)
 {
     struct item *it = moor_vlist_entry(node, struct item, node);
     int id = it->id;
 
-    item_free(node);
-    add_tail(replace_list, id * 10);
+    item_free(list, node);
+    add_tail(list, id * 10);
 }
 
 static void test_free_callback_uses_list(void **state)
@@ -370,7 +370,6 @@ static void test_free_callback_uses_list(void **state)
     struct item *it = item_new(7);
 
     list_init(state, &l);
-    replace_list = &l;
     assert_int_equal(moor_vlist_insert_tail(&l, &it->node, free_and_replace), 0);
     add_tail(&l, 8);
     moor_vlist_visit_begin(&l);
@@ -384,18 +383,17 @@ static void test_free_callback_uses_list(void **state)
 /* A free callback that inserts while the list is being destroyed: destroy
  * must give the new nodes back too (a chain of them, to need several
  * passes), with the lock counter still alive for the inserts. */
-static moor_vlist *refill_list;
 static int refill_budget, refill_created;
 
-static void free_and_refill(moor_vlist_node *node)
+static void free_and_refill(moor_vlist *list, moor_vlist_node *node)
 {
-    item_free(node);
+    item_free(list, node);
     if (refill_budget > 0) {
         struct item *it = item_new(100 + refill_created);
 
         refill_budget--;
         refill_created++;
-        assert_int_equal(moor_vlist_insert_tail(refill_list, &it->node, free_and_refill), 0);
+        assert_int_equal(moor_vlist_insert_tail(list, &it->node, free_and_refill), 0);
     }
 }
 
@@ -404,7 +402,6 @@ static void test_destroy_frees_nodes_inserted_by_callbacks(void **state)
     moor_vlist l;
 
     list_init(state, &l);
-    refill_list = &l;
     refill_budget = 5;
     refill_created = 0;
     for (int i = 0; i < 2; i++) {
@@ -471,6 +468,61 @@ static void test_remove_while_other_thread_visits(void **state)
     moor_vlist_destroy(&l);
 }
 
+/* Issue 11, point 7: a free callback is told its list, so it reaches the
+ * list's owner without a global; a second removal outside a visit (the
+ * node already given back) is reported and refused without touching the
+ * node; so is the removal of a node that was never inserted. */
+struct owner {
+    int freed;
+    moor_vlist list;
+};
+
+static void kept_free(moor_vlist *list, moor_vlist_node *node)
+{
+    struct owner *o = moor_vlist_entry(list, struct owner, list);
+    struct item *it = moor_vlist_entry(node, struct item, node);
+
+    o->freed++;
+    it->magic = ITEM_DEAD; /* kept, not freed: the test looks at it after */
+}
+
+static void test_double_remove_and_free_context(void **state)
+{
+    struct owner o = {0};
+    struct item kept = {.magic = ITEM_LIVE, .id = 7};
+    struct item stranger = {.magic = ITEM_LIVE, .id = 8};
+    struct item before, before_stranger;
+
+    assert_int_equal(moor_vlist_init_impl(&o.list, *(moor_lockcnt_impl *)*state), 0);
+    assert_int_equal(moor_vlist_insert_tail(&o.list, &kept.node, kept_free), 0);
+    assert_int_equal(moor_vlist_remove(&o.list, &kept.node), 0);
+    assert_int_equal(o.freed, 1); /* nobody visits: given back at once, with its list */
+
+    before = kept;
+    assert_int_equal(moor_vlist_remove(&o.list, &kept.node), -ENOENT);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, &kept.node, "which is not on list");
+    assert_memory_equal(&before, &kept, sizeof(kept)); /* not written */
+    assert_int_equal(o.freed, 1);                      /* not given back twice */
+
+    before_stranger = stranger;
+    assert_int_equal(moor_vlist_remove(&o.list, &stranger.node), -ENOENT);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, &stranger.node, "never inserted");
+    assert_memory_equal(&before_stranger, &stranger, sizeof(stranger));
+
+    /* Inside a visit the node stays linked: a second removal is -EALREADY
+     * (as before), not a report. */
+    kept.magic = ITEM_LIVE;
+    assert_int_equal(moor_vlist_insert_tail(&o.list, &kept.node, kept_free), 0);
+    moor_vlist_visit_begin(&o.list);
+    assert_int_equal(moor_vlist_remove(&o.list, &kept.node), 0);
+    assert_int_equal(moor_vlist_remove(&o.list, &kept.node), -EALREADY);
+    assert_int_equal(o.freed, 1);
+    moor_vlist_visit_end(&o.list);
+    assert_int_equal(o.freed, 2);
+    tu_expect_no_report();
+    moor_vlist_destroy(&o.list);
+}
+
 #define BOTH(fn)                                                                                   \
     cmocka_unit_test_prestate_setup_teardown(fn, tu_setup, tu_teardown, &impl_futex),              \
         cmocka_unit_test_prestate_setup_teardown(fn, tu_setup, tu_teardown, &impl_portable)
@@ -492,6 +544,7 @@ int main(void)
         BOTH(test_free_callback_uses_list),
         BOTH(test_destroy_frees_nodes_inserted_by_callbacks),
         BOTH(test_remove_while_other_thread_visits),
+        BOTH(test_double_remove_and_free_context),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
