@@ -148,7 +148,8 @@ struct vmd_domain {
     bool tainted;
     bool removed;                /* undefined or dropped at daemon exit */
     bool shutdown_seen;          /* QEMU sent SHUTDOWN: its exit is a shutdown */
-    enum vmd_reason stop_reason; /* set by destroy/shutdown before the exit */
+    enum vmd_reason stop_reason; /* set by shutdown (and a failed start) before the exit */
+    pid_t destroy_pid;           /* the QEMU a destroy is killing (0: none); wins over the above */
     enum vmd_reason expect;      /* reason for the state a MODIFY op's call causes */
     struct proc proc;
 };
@@ -346,9 +347,10 @@ static void proc_stopped_locked(vmd_domain *d, struct teardown *td)
 {
     int status = 0;
     bool reaped = d->proc.child && waitpid(d->proc.pid, &status, WNOHANG) == d->proc.pid;
-    enum vmd_reason r = d->stop_reason     ? d->stop_reason
-                        : d->shutdown_seen ? VMD_REASON_SHUTDOWN
-                                           : VMD_REASON_CRASHED;
+    enum vmd_reason r = d->destroy_pid && d->destroy_pid == d->proc.pid ? VMD_REASON_DESTROYED
+                        : d->stop_reason                                ? d->stop_reason
+                        : d->shutdown_seen                              ? VMD_REASON_SHUTDOWN
+                                                                        : VMD_REASON_CRASHED;
 
     if (reaped && WIFSIGNALED(status))
         vmd_log(r == VMD_REASON_CRASHED ? VMD_LOG_WARNING : VMD_LOG_INFO, d->cfg.name, NULL,
@@ -368,6 +370,7 @@ static void proc_stopped_locked(vmd_domain *d, struct teardown *td)
     memset(&d->proc, 0, sizeof(d->proc));
     d->proc.pidfd = -1;
     d->stop_reason = VMD_REASON_NONE;
+    d->destroy_pid = 0;
     d->shutdown_seen = false;
     d->expect = VMD_REASON_NONE;
     set_state_locked(d, VMD_STATE_SHUTOFF, r);
@@ -1194,44 +1197,91 @@ static const char *kill_at_once_locked(vmd_domain *d, pid_t pid)
     return stopped ? "it is stopped" : NULL;
 }
 
+/* SIGTERM (SIGKILL at once when @why says so), SIGKILL after @grace_ms,
+ * then wait for the exit. No lock held. Returns whether QEMU is gone. */
+static bool kill_wait(vmd_domain *d, int pidfd, pid_t pid, const char *why, unsigned grace_ms)
+{
+    vmd_log(VMD_LOG_INFO, d->cfg.name, "destroy", "%s QEMU pid %d%s%s",
+            why ? "SIGKILL to" : "SIGTERM to", (int)pid, why ? ": " : "", why ? why : "");
+    vmd_process_signal(pidfd, why ? SIGKILL : SIGTERM);
+    if (vmd_process_wait_exit(pidfd, why ? KILL_WAIT_MS : grace_ms))
+        return true;
+    if (!why) {
+        vmd_log(VMD_LOG_NOTICE, d->cfg.name, "destroy", "SIGKILL after %u ms", grace_ms);
+        vmd_process_signal(pidfd, SIGKILL);
+    }
+    return vmd_process_wait_exit(pidfd, KILL_WAIT_MS);
+}
+
+/* Destroy's first step, with no job: the table, a dup of the pidfd, and
+ * the mark that names the exit "destroyed". Mutex held. Returns the pidfd
+ * (the caller's) or a negative errno (logged). */
+static int destroy_prepare_locked(vmd_domain *d, pid_t *pid, moor_error *err)
+{
+    int rc = d->removed ? moor_error_set(err, -ENOENT, "domain %s: no longer defined", d->cfg.name)
+                        : vmd_op_check(VMD_OP_DESTROY, d->state, d->cfg.name, err);
+    int pidfd = rc == 0 && d->proc.handler ? dup(d->proc.pidfd) : -1;
+
+    if (rc == 0 && pidfd < 0)
+        rc = moor_error_set(err, -ENOTCONN, "domain %s: destroy: QEMU is gone", d->cfg.name);
+    if (rc < 0) {
+        vmd_log(VMD_LOG_NOTICE, d->cfg.name, "destroy", "refused: %s", moor_error_message(err));
+        return rc;
+    }
+    *pid = d->proc.pid;
+    d->destroy_pid = *pid;
+    return pidfd;
+}
+
+/*
+ * Kill first, then take the job (as libvirt does): a job holder may be
+ * stuck in a QMP call to a hung QEMU or in shutdown's wait, and QEMU's
+ * exit is what ends both (the call fails with -EPIPE, the wait sees the
+ * exit). So the signals go out with no job and the mutex dropped; the
+ * DESTROY job is begun only afterwards, to apply the stopped state in
+ * order with the other ops. It waits only for holders to notice the exit.
+ */
 int vmd_domain_destroy(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err)
 {
     vmd_domain *d = moor_ref(dom);
     unsigned grace =
         vmd->opt.destroy_grace_ms ? vmd->opt.destroy_grace_ms : VMD_DEFAULT_DESTROY_GRACE_MS;
+    struct teardown td = {0};
+    pid_t pid = 0;
 
     moor_lock(d);
-    int rc = begin_locked(d, VMD_OP_DESTROY, MOOR_JOB_DESTROY, "destroy", err);
+    int pidfd = destroy_prepare_locked(d, &pid, err);
+    if (pidfd < 0) {
+        moor_end_api(&d);
+        return pidfd;
+    }
+    const char *why = kill_at_once_locked(d, pid);
+    moor_unlock(d);
+    bool gone = kill_wait(d, pidfd, pid, why, grace);
+    close(pidfd);
+    moor_lock(d);
+    if (!gone) {
+        if (d->destroy_pid == pid)
+            d->destroy_pid = 0;
+        moor_end_api(&d);
+        return moor_error_set(err, -ETIMEDOUT,
+                              "domain %s: destroy: QEMU still alive %u s after SIGKILL",
+                              d->cfg.name, KILL_WAIT_MS / 1000);
+    }
+    int rc = moor_job_begin(&d->job, MOOR_JOB_DESTROY, "destroy", err);
     if (rc < 0) {
+        rc = job_refusal_locked(d, rc, "destroy", err);
+        vmd_log(VMD_LOG_WARNING, d->cfg.name, "destroy", "QEMU is gone but: %s",
+                moor_error_message(err));
         moor_end_api(&d);
         return rc;
     }
-    int pidfd = d->proc.handler ? dup(d->proc.pidfd) : -1;
-    if (pidfd < 0) {
-        rc = moor_error_set(err, -ENOTCONN, "domain %s: destroy: QEMU is gone", d->cfg.name);
-        return finish(&d, rc, out, err);
-    }
-    pid_t pid = d->proc.pid;
-    d->stop_reason = VMD_REASON_DESTROYED;
-    const char *why = kill_at_once_locked(d, pid);
-    vmd_log(VMD_LOG_INFO, d->cfg.name, "destroy", "%s QEMU pid %d%s%s",
-            why ? "SIGKILL to" : "SIGTERM to", (int)pid, why ? ": " : "", why ? why : "");
-    vmd_process_signal(pidfd, why ? SIGKILL : SIGTERM);
-    bool gone = wait_gone_locked(d, pidfd, why ? KILL_WAIT_MS : grace);
-    if (!gone && !why) {
-        vmd_log(VMD_LOG_NOTICE, d->cfg.name, "destroy", "SIGKILL after %u ms", grace);
-        vmd_process_signal(pidfd, SIGKILL);
-        gone = wait_gone_locked(d, pidfd, KILL_WAIT_MS);
-    }
-    close(pidfd);
-    if (!gone) {
-        d->stop_reason = VMD_REASON_NONE;
-        rc = moor_error_set(err, -ETIMEDOUT,
-                            "domain %s: destroy: QEMU still alive %u s after "
-                            "SIGKILL",
-                            d->cfg.name, KILL_WAIT_MS / 1000);
-    }
-    return finish(&d, rc, out, err);
+    if (d->proc.handler && d->proc.pid == pid) /* else the loop thread or a holder did it */
+        proc_stopped_locked(d, &td);
+    moor_unlock(d);
+    teardown_finish(d, &td);
+    moor_lock(d);
+    return finish(&d, 0, out, err);
 }
 
 /* ---- restart: reconnect ---------------------------------------------------- */

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <inttypes.h>
 #include <pthread.h>
 
 #include "test-util.h"
@@ -730,6 +731,114 @@ static void test_concurrent_ops(void **state)
     vt_done(&t);
 }
 
+/* ---- destroy never waits behind a job -------------------------------------- */
+
+/* An op run on its own thread, timed. */
+struct side_op {
+    struct vt *t;
+    vmd_domain *d;
+    int (*fn)(struct vmd *, vmd_domain *, struct json_object **, moor_error *);
+    int rc;
+    int64_t took_ms;
+    moor_error err;
+};
+
+static void *side_op_main(void *arg)
+{
+    struct side_op *s = arg;
+    struct json_object *out = NULL;
+    int64_t t0 = vt_now_ms();
+
+    s->err = (moor_error)MOOR_ERROR_INIT;
+    s->rc = s->fn(&s->t->vmd, s->d, &out, &s->err);
+    s->took_ms = vt_now_ms() - t0;
+    json_object_put(out);
+    return NULL;
+}
+
+static int shutdown_60s(struct vmd *v, vmd_domain *d, struct json_object **out, moor_error *e)
+{
+    return vmd_domain_shutdown(v, d, 60000, out, e);
+}
+
+/* Wait (up to 10 s) until the info view shows a job held by @api. */
+static void wait_job_held(struct vt *t, vmd_domain *d, const char *api)
+{
+    int64_t deadline = vt_now_ms() + 10000;
+
+    for (;;) {
+        struct json_object *o = NULL, *j, *v;
+        moor_error err = MOOR_ERROR_INIT;
+        assert_int_equal(vmd_domain_info(&t->vmd, d, &o, &err), 0);
+        bool held = json_object_object_get_ex(o, "job", &j) &&
+                    json_object_object_get_ex(j, "api", &v) &&
+                    strcmp(json_object_get_string(v), api) == 0;
+        json_object_put(o);
+        if (held)
+            return;
+        if (vt_now_ms() > deadline)
+            fail_msg("no job held by %s 10 s later", api);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/*
+ * Destroy while a MODIFY job (shutdown, waiting up to 60 s for a guest
+ * that ignores ACPI) and then a QUERY job (stats, stuck in a call to a
+ * frozen QEMU with a 60 s deadline) are held: destroy kills QEMU first,
+ * so the holder's wait ends at once and destroy's job follows. The job
+ * timeout (4 s) is what destroy would have hit had it waited behind them.
+ */
+static void destroy_beside(void **state, bool frozen)
+{
+    struct vt t;
+    pthread_t th;
+
+    (void)state;
+    vt_init(&t, NULL, 60000);
+    t.vmd.opt.job_timeout_ms = 4000;
+    vmd_domain *d = vt_define(&t, frozen ? "hung" : "acpi");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    if (frozen)
+        vt_freeze(pid);
+    struct side_op s = {.t = &t, .d = d, .fn = frozen ? vmd_domain_stats : shutdown_60s};
+    assert_int_equal(pthread_create(&th, NULL, side_op_main, &s), 0);
+    wait_job_held(&t, d, frozen ? "stats" : "shutdown");
+
+    struct json_object *out = NULL;
+    moor_error err = MOOR_ERROR_INIT;
+    int64_t t0 = vt_now_ms();
+    int rc = vmd_domain_destroy(&t.vmd, d, &out, &err);
+    int64_t took = vt_now_ms() - t0;
+    json_object_put(out);
+    pthread_join(th, NULL);
+    if (rc != 0)
+        fail_msg("destroy beside %s: %d after %" PRId64 " ms: %s", frozen ? "stats" : "shutdown",
+                 rc, took, moor_error_message(&err));
+    assert_true(took < 4000); /* grace (1 s) + exit, never the job timeout */
+    vt_assert_state(&t, d, "shutoff", "destroyed");
+    vt_assert_gone(pid);
+    /* the holder ended when QEMU did, not at its own deadline */
+    assert_true(s.took_ms < 30000);
+    if (frozen ? s.rc != -EPIPE : s.rc != 0 && s.rc != -EPIPE)
+        fail_msg("%s beside destroy: %d %s", frozen ? "stats" : "shutdown", s.rc,
+                 moor_error_message(&s.err));
+    moor_unref(d);
+    vt_done(&t);
+}
+
+static void test_destroy_beside_shutdown(void **state)
+{
+    destroy_beside(state, false);
+}
+
+static void test_destroy_beside_hung_stats(void **state)
+{
+    destroy_beside(state, true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -745,6 +854,8 @@ int main(void)
         VT_TEST(test_start_failure),
         VT_TEST(test_load_cleans_up),
         VT_TEST(test_concurrent_ops),
+        VT_TEST(test_destroy_beside_shutdown),
+        VT_TEST(test_destroy_beside_hung_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
