@@ -113,10 +113,13 @@ static int fill_argv(const struct vmd_process_spec *spec, char **argv, unsigned 
     rc = rc ?: add(argv, n, "%u", c->vcpus);
     rc = rc ?: add(argv, n, "-pidfile");
     rc = rc ?: add(argv, n, "%s", spec->pidfile);
+    /* -runas changes user after the sandbox is installed: with
+     * elevateprivileges=deny its setgid/setuid would kill QEMU (SIGSYS).
+     * Once changed, QEMU has no privilege left to elevate to. */
     rc = rc ?: add(argv, n, "-sandbox");
     rc = rc
-             ?: add(argv, n,
-                    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+             ?: add(argv, n, "on,obsolete=deny,%sspawn=deny,resourcecontrol=deny",
+                    spec->runas ? "" : "elevateprivileges=deny,");
     if (spec->runas) {
         rc = rc ?: add(argv, n, "-runas");
         rc = rc ?: add(argv, n, "%s", spec->runas);

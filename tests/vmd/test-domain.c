@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <pwd.h>
 
 #include "test-util.h"
 #include "vmd-test.h"
@@ -523,7 +524,7 @@ static void test_argv(void **state)
         "-pidfile",
         "/r/u.pid",
         "-sandbox",
-        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "on,obsolete=deny,spawn=deny,resourcecontrol=deny", /* runas: no elevateprivileges */
         "-runas",
         "nobody",
         "-chardev",
@@ -549,6 +550,51 @@ static void test_argv(void **state)
     assert_int_equal(vmd_process_argv(&spec, &argv, &err), -ENOENT);
     tu_assert_contains(moor_error_message(&err), "no-such-emulator-here' not found on PATH");
     vmd_config_clear(&cfg);
+}
+
+/* The uid line ("Uid: real effective saved fs") of /proc/@pid/status. */
+static void proc_uids(pid_t pid, char *buf, size_t size)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    buf[0] = '\0';
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "Uid:", 4) == 0)
+            snprintf(buf, size, "%s", line);
+    fclose(f);
+}
+
+/* --runas: QEMU starts, drops to the user after the sandbox is on, and
+ * answers (the sandbox must not kill it for the set*id calls). Root only. */
+static void test_start_runas(void **state)
+{
+    struct vt t;
+    char uids[256];
+
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* only root can make QEMU change user */
+    struct passwd *pw = getpwnam("nobody");
+    assert_non_null(pw);
+    vt_init(&t, NULL, 5000);
+    t.vmd.opt.runas = "nobody";
+    vmd_domain *d = vt_define(&t, "dropped");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    assert_true(pid > 0);
+    assert_string_equal(stats_status(&t, d), "running");
+    proc_uids(pid, uids, sizeof(uids));
+    char want[64];
+    snprintf(want, sizeof(want), "\t%u\t%u\t", (unsigned)pw->pw_uid, (unsigned)pw->pw_uid);
+    tu_assert_contains(uids, want);
+    OK(vmd_domain_destroy);
+    vt_assert_state(&t, d, "shutoff", "destroyed");
+    vt_assert_gone(pid);
+    t.vmd.opt.runas = NULL; /* not ours to free */
+    moor_unref(d);
+    vt_done(&t);
 }
 
 static void test_start_failure(void **state)
@@ -851,6 +897,7 @@ int main(void)
         VT_TEST(test_reconnect_after_restart),
         VT_TEST(test_shutdown_and_guest_quit),
         TU_TEST(test_argv),
+        VT_TEST(test_start_runas),
         VT_TEST(test_start_failure),
         VT_TEST(test_load_cleans_up),
         VT_TEST(test_concurrent_ops),
