@@ -344,7 +344,7 @@ static int read_file(const char *path, char *buf, size_t size, size_t *len)
 int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time)
 {
     char path[64], buf[1024];
-    size_t len;
+    size_t len = 0;
 
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     int rc = read_file(path, buf, sizeof(buf) - 1, &len);
@@ -376,23 +376,47 @@ int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time)
     return 0;
 }
 
+/* Whether @buf[0..@n) continues @argv's strings (each with its NUL) from
+ * the position *@a, *@at; advances the position. */
+static bool cmdline_step(const char *buf, size_t n, char *const **a, size_t *at)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!**a || buf[i] != (**a)[*at])
+            return false;
+        if (buf[i] == '\0') {
+            (*a)++;
+            *at = 0;
+        } else {
+            (*at)++;
+        }
+    }
+    return true;
+}
+
+/* Compared while reading, so a command line of any length is checked
+ * whole (extra_args may make it far longer than any fixed buffer). */
 bool vmd_process_cmdline_is(pid_t pid, char *const *argv)
 {
-    char path[64];
-    size_t cap = 64 << 10, len;
-    char *buf = malloc(cap);
+    char path[64], buf[4096];
+    char *const *a = argv;
+    size_t at = 0;
+    bool same = true;
 
-    if (!buf)
-        return false;
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    bool same = read_file(path, buf, cap, &len) == 0;
-    size_t off = 0;
-    for (char *const *a = argv; same && *a; a++) {
-        size_t n = strlen(*a) + 1;
-        same = off + n <= len && memcmp(buf + off, *a, n) == 0;
-        off += n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            same = same && n == 0;
+            break;
+        }
+        if (!(same = cmdline_step(buf, (size_t)n, &a, &at)))
+            break;
     }
-    same = same && off == len;
-    free(buf);
-    return same;
+    close(fd);
+    return same && !*a && at == 0;
 }

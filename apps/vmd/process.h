@@ -88,7 +88,8 @@ bool vmd_process_wait_exit(int pidfd, unsigned timeout_ms);
 int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time);
 
 /*
- * vmd_process_cmdline_is - whether /proc/@pid/cmdline is exactly @argv.
+ * vmd_process_cmdline_is - whether /proc/@pid/cmdline is exactly @argv
+ * (compared while reading: any length). Blocks: reads /proc only.
  * Returns false also when it cannot be read.
  */
 bool vmd_process_cmdline_is(pid_t pid, char *const *argv);

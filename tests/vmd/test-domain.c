@@ -552,6 +552,55 @@ static void test_argv(void **state)
     vmd_config_clear(&cfg);
 }
 
+/* A command line far over 64 KiB (64 extra_args of 4 KiB are allowed) is
+ * compared whole: equal, and unequal when only its last byte differs. */
+static void test_cmdline_long(void **state)
+{
+    enum { N = 40, LEN = 4000 };
+    static char big[N][LEN + 1];
+    char *argv[N + 5];
+
+    (void)state;
+    argv[0] = "/bin/sh";
+    argv[1] = "-c";
+    argv[2] = "read x";
+    argv[3] = "sh";
+    for (int i = 0; i < N; i++) {
+        memset(big[i], 'a' + i % 26, LEN);
+        argv[4 + i] = big[i];
+    }
+    argv[N + 4] = NULL;
+    int in[2];
+    assert_int_equal(pipe(in), 0);
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        dup2(in[0], 0);
+        close(in[0]);
+        close(in[1]); /* so that closing ours ends its read */
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(in[0]);
+    /* until the child has exec'd: its command line is then ours, bounded */
+    int64_t deadline = vt_now_ms() + 10000;
+    bool same;
+    while (!(same = vmd_process_cmdline_is(p, argv)) && vt_now_ms() < deadline) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    big[N - 1][LEN - 1] = 'z';
+    bool other = vmd_process_cmdline_is(p, argv);
+    argv[N + 3] = NULL;
+    bool shorter = vmd_process_cmdline_is(p, argv);
+    close(in[1]); /* read x sees end of file: the shell exits */
+    assert_int_equal(waitpid(p, NULL, 0), p);
+    if (!same)
+        fail_msg("a %d KiB command line was not recognised in 10 s", N * LEN / 1024);
+    assert_false(other);
+    assert_false(shorter);
+}
+
 /* The uid line ("Uid: real effective saved fs") of /proc/@pid/status. */
 static void proc_uids(pid_t pid, char *buf, size_t size)
 {
@@ -897,6 +946,7 @@ int main(void)
         VT_TEST(test_reconnect_after_restart),
         VT_TEST(test_shutdown_and_guest_quit),
         TU_TEST(test_argv),
+        TU_TEST(test_cmdline_long),
         VT_TEST(test_start_runas),
         VT_TEST(test_start_failure),
         VT_TEST(test_load_cleans_up),
