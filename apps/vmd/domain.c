@@ -903,6 +903,22 @@ static int launch_adopt_locked(vmd_domain *d, struct launch *l, bool child, moor
     return 0;
 }
 
+/* Start's failures in the API's terms (domain.h's table): an emulator
+ * that is not there is a bad config field (-EINVAL), not "no such domain";
+ * a QEMU that exited before its monitor answered is -EPIPE whether it went
+ * before the connect (-ECONNREFUSED: nobody holds the listening socket
+ * any more) or during the handshake. */
+static int launch_code(int rc, moor_error *err)
+{
+    int to = rc == -ENOENT ? -EINVAL : rc == -ECONNREFUSED ? -EPIPE : rc;
+
+    if (to != rc && rc == -ECONNREFUSED)
+        moor_error_set(err, -EPIPE, "QEMU exited before its monitor answered");
+    else if (to != rc && err)
+        err->code = to;
+    return to;
+}
+
 static int launch(vmd_domain *d, struct launch *l, moor_error *err)
 {
     char qmp_path[PATH_MAX];
@@ -912,6 +928,7 @@ static int launch(vmd_domain *d, struct launch *l, moor_error *err)
         vmd_store_runtime_path(&d->vmd->opt, &d->cfg.uuid, ".qmp", qmp_path);
         rc = launch_connect(d, qmp_path, l, err);
     }
+    rc = launch_code(rc, err);
     if (rc < 0) {
         launch_kill(l);
         launch_clear(l);
@@ -958,11 +975,13 @@ int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_
     moor_lock(d);
     rc = rc ?: launch_adopt_locked(d, &l, true, err);
     if (rc < 0) {
-        char log[PATH_MAX] = "";
+        char log[PATH_MAX] = "", why[256];
         launch_clear(&l);
         vmd_store_log_path(&vmd->opt, d->cfg.name, log);
-        vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s (QEMU's output: %s)",
-                moor_error_message(err), log);
+        snprintf(why, sizeof(why), "%s", moor_error_message(err));
+        vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s (QEMU's output: %s)", why, log);
+        if (rc == -EPIPE) /* QEMU said why in its log */
+            moor_error_set(err, rc, "%s (QEMU's output: %s)", why, log);
         moor_error_prefix(err, "domain %s: start: ", d->cfg.name);
         set_state_locked(d, VMD_STATE_SHUTOFF, VMD_REASON_FAILED);
         return finish(&d, rc, out, err);

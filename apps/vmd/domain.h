@@ -210,7 +210,9 @@ int vmd_domain_state(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
 int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
 
 /* POST /v1/domains/{id}/start {"paused": bool}: MODIFY job; spawns QEMU,
- * connects QMP, `cont` unless paused. */
+ * connects QMP, `cont` unless paused. -EINVAL when the emulator is not
+ * found; -EPIPE when QEMU exits before its monitor answers (the message
+ * names QEMU's log). */
 int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_object **out,
                      moor_error *err);
 

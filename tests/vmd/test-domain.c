@@ -646,6 +646,27 @@ static void test_start_runas(void **state)
     vt_done(&t);
 }
 
+/* Define @name (-machine none, tcg) with the extra config @fields. */
+static vmd_domain *define_with(struct vt *t, const char *name, const char *fields)
+{
+    struct vmd_domain_config cfg;
+    moor_error err = MOOR_ERROR_INIT;
+    struct json_object *out = NULL;
+    char text[512];
+
+    snprintf(text, sizeof(text), "{\"name\":\"%s\",\"machine\":\"none\",\"accel\":\"tcg\",%s}",
+             name, fields);
+    struct json_object *o = json_tokener_parse(text);
+    assert_non_null(o);
+    assert_int_equal(vmd_config_parse(o, &cfg, &err), 0);
+    json_object_put(o);
+    assert_int_equal(vmd_domain_define(&t->vmd, &cfg, &out, &err), 0);
+    json_object_put(out);
+    vmd_domain *d = vmd_domain_lookup(&t->vmd, name);
+    assert_non_null(d);
+    return d;
+}
+
 static void test_start_failure(void **state)
 {
     struct vt t;
@@ -675,6 +696,22 @@ static void test_start_failure(void **state)
     assert_non_null(fgets(line, sizeof(line), f));
     fclose(f);
     tu_assert_contains(line, "-bogus");
+    moor_unref(d);
+
+    /* A QEMU gone before the connect or during the handshake: -EPIPE either
+     * way (true exits at once: mostly before the connect), naming the log */
+    d = define_with(&t, "quick", "\"emulator\":\"/bin/true\"");
+    for (int i = 0; i < 5; i++) {
+        FAILS(start_running, -EPIPE, "domain quick: start: ");
+        FAILS(start_running, -EPIPE, "/log/quick.log)");
+    }
+    vt_assert_state(&t, d, "shutoff", "failed");
+    moor_unref(d);
+
+    /* no such emulator: a bad config field (400), never "no such domain" */
+    d = define_with(&t, "noemu", "\"emulator\":\"no-such-qemu-here\"");
+    FAILS(start_running, -EINVAL, "emulator 'no-such-qemu-here' not found on PATH");
+    vt_assert_state(&t, d, "shutoff", "failed");
     moor_unref(d);
     vt_done(&t);
 }
