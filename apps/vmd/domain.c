@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <moor/job.h>
@@ -575,7 +576,8 @@ static int copy_argv(char *const *src, char ***dst)
 
 /* Write the status file of a running domain (a hint for the state; the
  * pid, start time and argv are what a restart relies on). Called with the
- * mutex held: copies what it needs, unlocks for the I/O, locks again. */
+ * mutex and a job held: copies what it needs, unlocks for the I/O, locks
+ * again. */
 static void status_save_locked(vmd_domain *d)
 {
     struct vmd_status st = {0};
@@ -592,8 +594,12 @@ static void status_save_locked(vmd_domain *d)
     moor_unlock(d);
     if (vmd_store_status_save(&d->vmd->opt, &d->cfg.uuid, &st, &err) < 0)
         vmd_log(VMD_LOG_ERR, d->cfg.name, NULL, "%s", moor_error_message(&err));
-    vmd_status_clear(&st);
     moor_lock(d);
+    /* QEMU died during the write: its cleanup may have run before our
+     * rename. Callers hold a job, so no new QEMU can own the files yet. */
+    if (d->proc.pid != st.pid)
+        vmd_store_runtime_remove(&d->vmd->opt, &d->cfg.uuid, false);
+    vmd_status_clear(&st);
 }
 
 /* End the job, fill *@out with the info view, end the API call. */
@@ -937,25 +943,34 @@ static int launch(vmd_domain *d, struct launch *l, moor_error *err)
     return rc;
 }
 
-/* Destroy what start made when `cont` failed. Mutex held; released inside. */
-static void kill_locked(vmd_domain *d, enum vmd_reason why)
+/* Destroy what start made when `cont` failed. Mutex held; released
+ * inside. The domain is shut off only once QEMU is really gone: returns
+ * false (QEMU alive, the domain left as it is, for destroy) when the pidfd
+ * could not be duplicated or QEMU outlived the SIGKILL wait. */
+static bool kill_locked(vmd_domain *d, enum vmd_reason why)
 {
     struct teardown td = {0};
-    int pidfd = d->proc.handler ? dup(d->proc.pidfd) : -1;
 
+    if (!d->proc.handler)
+        return true; /* already stopped */
+    int pidfd = dup(d->proc.pidfd);
+    if (pidfd < 0)
+        return false;
+    pid_t pid = d->proc.pid;
     d->stop_reason = why;
     moor_unlock(d);
-    if (pidfd >= 0) {
-        vmd_process_signal(pidfd, SIGKILL);
-        vmd_process_wait_exit(pidfd, KILL_WAIT_MS);
-        close(pidfd);
-    }
+    vmd_process_signal(pidfd, SIGKILL);
+    bool gone = vmd_process_wait_exit(pidfd, KILL_WAIT_MS);
+    close(pidfd);
     moor_lock(d);
-    if (d->proc.handler)
+    if (gone && d->proc.handler && d->proc.pid == pid)
         proc_stopped_locked(d, &td);
+    else if (!gone && d->proc.pid == pid)
+        d->stop_reason = VMD_REASON_NONE;
     moor_unlock(d);
     teardown_finish(d, &td);
     moor_lock(d);
+    return gone || !d->proc.handler;
 }
 
 int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_object **out,
@@ -996,7 +1011,13 @@ int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_
             set_state_locked(d, VMD_STATE_RUNNING, VMD_REASON_BOOTED);
         if (rc < 0) {
             vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s", moor_error_message(err));
-            kill_locked(d, VMD_REASON_FAILED);
+            if (!kill_locked(d, VMD_REASON_FAILED)) {
+                rc = moor_error_set(err, -ETIMEDOUT,
+                                    "domain %s: start: cont failed and QEMU pid %d could not be "
+                                    "killed: destroy it",
+                                    d->cfg.name, (int)d->proc.pid);
+                vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s", moor_error_message(err));
+            }
             return finish(&d, rc, out, err);
         }
     }
@@ -1082,6 +1103,7 @@ int vmd_domain_qmp(struct vmd *vmd, vmd_domain *dom, const char *execute,
     d->tainted = true;
     json_object_get(arguments); /* our reference, for the call */
     rc = qmp_locked(d, "qmp", execute, arguments, &ret, err);
+    status_save_locked(d); /* tainted survives a restart (no-op once QEMU is gone) */
     moor_job_end(&d->job);
     moor_end_api(&d);
     json_object_put(arguments);
@@ -1149,17 +1171,48 @@ int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
 
 /* ---- shutdown, destroy ---------------------------------------------------- */
 
+#define STOP_CHECK_MS 100u /* how often a long wait looks at vmd->stopping */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for the exit behind @pidfd up to @ms, in slices, giving up early
+ * when the daemon stops (*@stopping set then). No lock held. */
+static bool wait_exit_or_stop(struct vmd *vmd, int pidfd, unsigned ms, bool *stopping)
+{
+    int64_t deadline = mono_ms() + ms;
+
+    for (;;) {
+        int64_t left = deadline - mono_ms();
+        unsigned slice = left <= 0 ? 0 : left < STOP_CHECK_MS ? (unsigned)left : STOP_CHECK_MS;
+        if (vmd_process_wait_exit(pidfd, slice))
+            return true;
+        /* relaxed: a hint; the next slice looks again */
+        if (atomic_load_explicit(&vmd->stopping, memory_order_relaxed)) {
+            *stopping = true;
+            return false;
+        }
+        if (left <= 0)
+            return false;
+    }
+}
+
 /*
- * Wait (unlocked) for QEMU to exit, up to @ms, then, if it did, shut the
- * domain off here rather than wait for the loop thread. Mutex held on
- * entry and return. Returns whether QEMU is gone.
+ * Wait (unlocked) for QEMU to exit, up to @ms or until the daemon stops,
+ * then, if it did, shut the domain off here rather than wait for the loop
+ * thread. Mutex and a job held on entry and return. Returns whether QEMU
+ * is gone.
  */
-static bool wait_gone_locked(vmd_domain *d, int pidfd, unsigned ms)
+static bool wait_gone_locked(vmd_domain *d, int pidfd, unsigned ms, bool *stopping)
 {
     struct teardown td = {0};
 
     moor_unlock(d);
-    bool gone = vmd_process_wait_exit(pidfd, ms);
+    bool gone = wait_exit_or_stop(d->vmd, pidfd, ms, stopping);
     moor_lock(d);
     if (gone && d->proc.handler) {
         proc_stopped_locked(d, &td);
@@ -1186,12 +1239,17 @@ int vmd_domain_shutdown(struct vmd *vmd, vmd_domain *dom, unsigned timeout_ms,
     }
     rc = qmp_locked(d, "shutdown", "system_powerdown", NULL, NULL, err);
     int pidfd = rc == 0 && d->proc.handler ? dup(d->proc.pidfd) : -1;
+    bool stopping = false;
     if (rc == 0 && pidfd >= 0) {
         d->stop_reason = VMD_REASON_SHUTDOWN;
-        if (!wait_gone_locked(d, pidfd, ms)) {
+        if (!wait_gone_locked(d, pidfd, ms, &stopping)) {
             d->stop_reason = VMD_REASON_NONE;
-            rc = moor_error_set(err, -ETIMEDOUT, "still running %.1f s after system_powerdown",
-                                ms / 1000.0);
+            rc = stopping
+                     ? moor_error_set(err, -EAGAIN,
+                                      "moor-vmd is stopping: gave up waiting for QEMU "
+                                      "after system_powerdown (it keeps running)")
+                     : moor_error_set(err, -ETIMEDOUT,
+                                      "still running %.1f s after system_powerdown", ms / 1000.0);
             vmd_log(VMD_LOG_WARNING, d->cfg.name, "shutdown", "%s", moor_error_message(err));
             moor_error_prefix(err, "domain %s: shutdown: ", d->cfg.name);
         }
@@ -1400,7 +1458,12 @@ static enum vmd_state state_hint(const char *text)
 static int sync_state_locked(vmd_domain *d, moor_error *err)
 {
     struct json_object *ret = NULL, *v;
+    uint64_t watch = d->proc.handler;
     int rc = qmp_locked(d, "reconnect", "query-status", NULL, &ret, err);
+    if (rc == 0 && (!d->proc.handler || d->proc.handler != watch)) {
+        json_object_put(ret); /* QEMU died after answering: it stays shut off */
+        return moor_error_set(err, -ESRCH, "QEMU exited after query-status");
+    }
     if (rc < 0)
         return rc;
     bool running = json_object_object_get_ex(ret, "running", &v) && json_object_get_boolean(v);

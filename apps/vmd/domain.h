@@ -218,7 +218,8 @@ int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_
 
 /* POST /v1/domains/{id}/shutdown {"timeout_ms": N} (0: opt.shutdown_ms):
  * MODIFY job; system_powerdown, then waits for QEMU to exit up to the
- * timeout; -ETIMEDOUT ("still running after N s") if it does not. */
+ * timeout; -ETIMEDOUT ("still running after N s") if it does not;
+ * -EAGAIN if the daemon starts stopping meanwhile (QEMU keeps running). */
 int vmd_domain_shutdown(struct vmd *vmd, vmd_domain *dom, unsigned timeout_ms,
                         struct json_object **out, moor_error *err);
 

@@ -971,6 +971,66 @@ static void test_destroy_beside_hung_stats(void **state)
     destroy_beside(state, true);
 }
 
+/* The daemon stopping ends a long shutdown wait at once (-EAGAIN: try
+ * again later); QEMU keeps running. */
+static void test_shutdown_ends_when_daemon_stops(void **state)
+{
+    struct vt t;
+    pthread_t th;
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "stopping");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    struct side_op s = {.t = &t, .d = d, .fn = shutdown_60s};
+    assert_int_equal(pthread_create(&th, NULL, side_op_main, &s), 0);
+    wait_job_held(&t, d, "shutdown");
+    int64_t t0 = vt_now_ms();
+    atomic_store(&t.vmd.stopping, true);
+    pthread_join(th, NULL);
+    int64_t took = vt_now_ms() - t0;
+    if (s.rc != -EAGAIN)
+        fail_msg("shutdown: %d %s", s.rc, moor_error_message(&s.err));
+    tu_assert_contains(moor_error_message(&s.err), "moor-vmd is stopping");
+    assert_true(took < 10000); /* a slice is 100 ms; the wait was 60 s */
+    vt_assert_state(&t, d, "running", "booted");
+    atomic_store(&t.vmd.stopping, false);
+    OK(vmd_domain_destroy);
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_done(&t);
+}
+
+/* Raw QMP taints the domain, and the status file says so at once, so a
+ * restarted daemon still knows. */
+static void test_raw_qmp_taint_saved(void **state)
+{
+    struct vt t;
+    struct json_object *out = NULL;
+    moor_error err = MOOR_ERROR_INIT;
+    struct vmd_status st = {0};
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "raw");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    assert_int_equal(vmd_store_status_load(&t.vmd.opt, vmd_domain_uuid(d), &st, &err), 0);
+    assert_false(st.tainted);
+    vmd_status_clear(&st);
+    assert_int_equal(vmd_domain_qmp(&t.vmd, d, "query-status", NULL, &out, &err), 0);
+    json_object_put(out);
+    assert_int_equal(vmd_store_status_load(&t.vmd.opt, vmd_domain_uuid(d), &st, &err), 0);
+    assert_true(st.tainted);
+    assert_int_equal(st.pid, pid);
+    vmd_status_clear(&st);
+    OK(vmd_domain_destroy);
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_done(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -990,6 +1050,8 @@ int main(void)
         VT_TEST(test_concurrent_ops),
         VT_TEST(test_destroy_beside_shutdown),
         VT_TEST(test_destroy_beside_hung_stats),
+        VT_TEST(test_shutdown_ends_when_daemon_stops),
+        VT_TEST(test_raw_qmp_taint_saved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
