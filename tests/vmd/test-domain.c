@@ -783,12 +783,37 @@ static void test_load_cleans_up(void **state)
     snprintf(path, sizeof(path), "%s/state/domains/x.json.tmp.1.2", root);
     assert_non_null(f = fopen(path, "w"));
     fclose(f);
+    /* strays of interrupted atomic writes are deleted */
+    char tmp_cfg[PATH_MAX], tmp_status[PATH_MAX];
+    snprintf(tmp_cfg, sizeof(tmp_cfg), "%s/state/domains/%s", root,
+             "11111111-2222-4333-8444-555555555555.json.tmp.77.3");
+    assert_non_null(f = fopen(tmp_cfg, "w"));
+    fclose(f);
+    snprintf(tmp_status, sizeof(tmp_status), "%s/run/%s", root,
+             "11111111-2222-4333-8444-555555555555.status.tmp.77.4");
+    assert_non_null(f = fopen(tmp_status, "w"));
+    fclose(f);
+    /* a config whose uuid is not its file's, or has none, is refused */
+    snprintf(path, sizeof(path), "%s/state/domains/%s", root,
+             "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee.json");
+    assert_non_null(f = fopen(path, "w"));
+    fputs("{\"name\":\"copy\",\"uuid\":\"12345678-1234-4234-8234-123456789abc\"}", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/state/domains/%s", root,
+             "bbbbbbbb-bbbb-4ccc-8ddd-eeeeeeeeeeee.json");
+    assert_non_null(f = fopen(path, "w"));
+    fputs("{\"name\":\"nouuid\"}", f);
+    fclose(f);
 
     vt_init(&t, root, 500);
     int64_t t0 = vt_now_ms();
     assert_int_equal(vmd_domains_load(&t.vmd, &err), 0);
     assert_true(vt_now_ms() - t0 < 5000);
     assert_int_equal(moor_registry_count(t.vmd.domains), 3);
+    assert_null(vmd_domain_lookup(&t.vmd, "copy"));
+    assert_null(vmd_domain_lookup(&t.vmd, "nouuid"));
+    assert_int_equal(access(tmp_cfg, F_OK), -1);
+    assert_int_equal(access(tmp_status, F_OK), -1);
     vmd_domain *d = vmd_domain_lookup(&t.vmd, "gone");
     vt_assert_state(&t, d, "shutoff", "crashed");
     moor_unref(d);
