@@ -799,15 +799,20 @@ struct launch {
     vmd_qmp *qmp;
 };
 
-static void launch_kill(struct launch *l)
+/* Kill what @l holds and wait for it to go. No lock held (it blocks: up
+ * to KILL_WAIT_MS). @l's pid is our child only for start; an adopted QEMU
+ * is waited for through its pidfd. */
+static void launch_kill(struct launch *l, bool child)
 {
     if (l->pidfd >= 0) {
         vmd_process_signal(l->pidfd, SIGKILL);
+        if (!child)
+            vmd_process_wait_exit(l->pidfd, KILL_WAIT_MS);
         close(l->pidfd);
-    } else if (l->pid > 0) {
+    } else if (l->pid > 0 && child) {
         kill(l->pid, SIGKILL); /* our unreaped child: the pid cannot be reused */
     }
-    if (l->pid > 0)
+    if (l->pid > 0 && child)
         while (waitpid(l->pid, NULL, 0) < 0 && errno == EINTR)
             ;
     l->pid = 0;
@@ -875,33 +880,33 @@ static int launch_connect(vmd_domain *d, const char *path, struct launch *l, moo
     return rc;
 }
 
-/* Watch the pidfd and make the QEMU the domain's. Mutex held. On failure
- * QEMU is killed and @l is cleared. */
+/* Watch the pidfd and make the QEMU the domain's. Mutex held; never
+ * blocks. On failure @l is left as it was, for the caller to kill and
+ * clear once it has dropped the mutex (launch_kill, launch_clear). */
 static int launch_adopt_locked(vmd_domain *d, struct launch *l, bool child, moor_error *err)
 {
     struct watch *w = malloc(sizeof(*w));
     uint64_t id;
 
-    if (!w) {
-        launch_kill(l);
+    if (!w)
         return moor_error_set(err, -ENOMEM, "out of memory");
+    if ((w->pidfd = dup(l->pidfd)) < 0) {
+        free(w);
+        return moor_error_set(err, -errno, "cannot duplicate QEMU's pidfd: %s", strerror(errno));
     }
     w->d = moor_ref(d);
-    w->pidfd = l->pidfd;
     int rc =
-        moor_loop_add_fd(d->vmd->loop, l->pidfd, MOOR_LOOP_IN, on_pidfd, w, watch_free, &id, err);
-    if (rc < 0) { /* watch_free closed the pidfd */
-        l->pidfd = -1;
-        launch_kill(l);
+        moor_loop_add_fd(d->vmd->loop, w->pidfd, MOOR_LOOP_IN, on_pidfd, w, watch_free, &id, err);
+    if (rc < 0) /* watch_free closed its copy of the pidfd */
         return rc;
-    }
     d->proc = (struct proc){.pid = l->pid,
-                            .pidfd = l->pidfd,
+                            .pidfd = w->pidfd,
                             .handler = id,
                             .child = child,
                             .start_time = l->start_time,
                             .argv = l->argv,
                             .qmp = l->qmp};
+    close(l->pidfd);
     l->argv = NULL;
     l->qmp = NULL;
     l->pidfd = -1;
@@ -936,7 +941,7 @@ static int launch(vmd_domain *d, struct launch *l, moor_error *err)
     }
     rc = launch_code(rc, err);
     if (rc < 0) {
-        launch_kill(l);
+        launch_kill(l, true);
         launch_clear(l);
         vmd_store_runtime_remove(&d->vmd->opt, &d->cfg.uuid, true);
     }
@@ -991,7 +996,10 @@ int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_
     rc = rc ?: launch_adopt_locked(d, &l, true, err);
     if (rc < 0) {
         char log[PATH_MAX] = "", why[256];
+        moor_unlock(d); /* killing waits; closing the monitor must not hold its owner */
+        launch_kill(&l, true);
         launch_clear(&l);
+        moor_lock(d);
         vmd_store_log_path(&vmd->opt, d->cfg.name, log);
         snprintf(why, sizeof(why), "%s", moor_error_message(err));
         vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s (QEMU's output: %s)", why, log);
@@ -1489,7 +1497,16 @@ int vmd_domain_reconnect(struct vmd *vmd, const moor_uuid *uuid, const struct vm
     moor_unlock(d);
     rc = reconnect_proc(d, st, &l, err);
     moor_lock(d);
-    rc = rc ?: launch_adopt_locked(d, &l, false, err); /* kills QEMU on failure */
+    rc = rc ?: launch_adopt_locked(d, &l, false, err);
+    if (rc < 0) { /* after a failed adopt, QEMU is ours to kill: no monitor watches it */
+        moor_unlock(d);
+        if (l.pidfd >= 0)
+            vmd_log(VMD_LOG_WARNING, d->cfg.name, "reconnect", "SIGKILL to QEMU pid %d: %s",
+                    (int)l.pid, moor_error_message(err));
+        launch_kill(&l, false);
+        launch_clear(&l);
+        moor_lock(d);
+    }
     if (rc == 0) {
         d->tainted = st->tainted;
         /* The file's state until QEMU says; then QEMU's. An adopted QEMU
