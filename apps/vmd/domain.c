@@ -827,6 +827,31 @@ static void launch_clear(struct launch *l)
     l->argv = NULL;
 }
 
+struct spawned {
+    const struct vmd_options *opt;
+    const moor_uuid *uuid;
+    struct launch *l;
+    struct vmd_status *st;
+};
+
+/* Between fork and exec: open the child's pidfd and save the status file
+ * with its pid and start time (exec keeps both), so a daemon killed from
+ * now on finds the QEMU after its restart. No lock held. */
+static int on_spawned(pid_t pid, void *opaque, moor_error *err)
+{
+    struct spawned *sp = opaque;
+    int rc = vmd_process_pidfd(pid, err);
+
+    if (rc < 0)
+        return rc;
+    sp->l->pidfd = rc;
+    if ((rc = vmd_process_stat(pid, NULL, &sp->l->start_time)) < 0)
+        return moor_error_set(err, rc, "QEMU pid %d: cannot read its /proc entry", (int)pid);
+    sp->st->pid = pid;
+    sp->st->start_time = sp->l->start_time;
+    return vmd_store_status_save(sp->opt, sp->uuid, sp->st, err);
+}
+
 /* Spawn QEMU with the listening socket, record it, connect QMP. No lock. */
 static int launch_spawn(vmd_domain *d, struct launch *l, moor_error *err)
 {
@@ -846,19 +871,15 @@ static int launch_spawn(vmd_domain *d, struct launch *l, moor_error *err)
     struct vmd_status st = {.argv = l->argv, .state = "paused", .reason = "starting"};
     /* Before the fork: a daemon killed after it finds the pidfile. */
     rc = rc ?: vmd_store_status_save(opt, &d->cfg.uuid, &st, err);
-    rc = rc ?: vmd_process_spawn(l->argv, log_path, lfd, &l->pid, err);
+    struct spawned sp = {.opt = opt, .uuid = &d->cfg.uuid, .l = l, .st = &st};
+    rc = rc ?: vmd_process_spawn(l->argv, log_path, lfd, on_spawned, &sp, &l->pid, err);
     if (lfd >= 0)
-        close(lfd); /* QEMU has its own copy; the path stays bound */
-    if (rc < 0)
-        return rc;
-    if ((rc = vmd_process_pidfd(l->pid, err)) < 0)
-        return rc;
-    l->pidfd = rc;
-    if ((rc = vmd_process_stat(l->pid, NULL, &l->start_time)) < 0)
-        return moor_error_set(err, rc, "QEMU pid %d: cannot read its /proc entry", (int)l->pid);
-    st.pid = l->pid;
-    st.start_time = l->start_time;
-    return vmd_store_status_save(opt, &d->cfg.uuid, &st, err);
+        close(lfd);                /* QEMU has its own copy; the path stays bound */
+    if (rc < 0 && l->pidfd >= 0) { /* the child is reaped: only the fd is left */
+        close(l->pidfd);
+        l->pidfd = -1;
+    }
+    return rc;
 }
 
 static int launch_connect(vmd_domain *d, const char *path, struct launch *l, moor_error *err)

@@ -196,8 +196,20 @@ int vmd_process_connect(const char *path, int *out, moor_error *err)
 
 /* In the child: async-signal-safe calls only. */
 __attribute__((noreturn)) static void child(char *const *argv, int null_fd, int log_fd, int qmp_fd,
-                                            int status_fd)
+                                            int status_fd, const int go[2])
 {
+    char c;
+    ssize_t n;
+
+    /* Wait for the parent's go: it has recorded our pid first. Its end of
+     * file (the daemon died, or refused us) means exit without exec. */
+    close(go[1]);
+    do
+        n = read(go[0], &c, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        _exit(127);
+    close(go[0]);
     int src[4] = {null_fd, log_fd, log_fd, qmp_fd};
     int high[4];
     sigset_t all;
@@ -250,32 +262,51 @@ static int exec_result(int fd)
     return n == (ssize_t)sizeof(e) ? e : 0;
 }
 
-int vmd_process_spawn(char *const *argv, const char *log_path, int qmp_fd, pid_t *pid,
-                      moor_error *err)
+/* Let the child exec (one byte on @go) once @spawned accepted it; or not
+ * (close @go unwritten: the child exits) and reap it. Returns @spawned's. */
+static int release_child(pid_t p, int go, int (*spawned)(pid_t, void *, moor_error *), void *opaque,
+                         moor_error *err)
 {
-    int pfd[2];
+    int rc = spawned ? spawned(p, opaque, err) : 0;
+    if (rc == 0 && write(go, "g", 1) != 1)
+        rc = moor_error_set(err, -errno, "cannot release QEMU: %s", strerror(errno));
+    close(go);
+    if (rc < 0)
+        while (waitpid(p, NULL, 0) < 0 && errno == EINTR)
+            ;
+    return rc;
+}
+
+int vmd_process_spawn(char *const *argv, const char *log_path, int qmp_fd,
+                      int (*spawned)(pid_t pid, void *opaque, moor_error *err), void *opaque,
+                      pid_t *pid, moor_error *err)
+{
+    int pfd[2] = {-1, -1}, go[2] = {-1, -1};
     int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0)
         return moor_error_set(err, -errno, "cannot open %s: %s", log_path, strerror(errno));
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd < 0 || pipe2(pfd, O_CLOEXEC) < 0) {
+    if (null_fd < 0 || pipe2(pfd, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
         int rc = moor_error_set(err, -errno, "cannot prepare QEMU's fds: %s", strerror(errno));
-        close(log_fd);
-        if (null_fd >= 0)
-            close(null_fd);
+        int fds[] = {log_fd, null_fd, pfd[0], pfd[1], go[0], go[1]};
+        for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
         return rc;
     }
     pid_t p = fork();
     if (p == 0)
-        child(argv, null_fd, log_fd, qmp_fd, pfd[1]);
+        child(argv, null_fd, log_fd, qmp_fd, pfd[1], go);
     int fork_errno = errno;
     close(pfd[1]);
+    close(go[0]);
     close(log_fd);
     close(null_fd);
     int rc = 0;
     if (p < 0) {
+        close(go[1]);
         rc = moor_error_set(err, -fork_errno, "fork: %s", strerror(fork_errno));
-    } else {
+    } else if ((rc = release_child(p, go[1], spawned, opaque, err)) == 0) {
         int e = exec_result(pfd[0]);
         if (e) {
             rc = moor_error_set(err, -e, "cannot run %s: %s", argv[0], strerror(e));

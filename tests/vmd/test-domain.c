@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -601,6 +602,62 @@ static void test_cmdline_long(void **state)
     assert_false(shorter);
 }
 
+/* ---- spawn: the pid is recorded before QEMU runs ----------------------- */
+
+struct spawn_probe {
+    char **argv;
+    pid_t pid;
+    bool execd_early; /* the child had exec'd before the callback ran */
+    int rc;
+};
+
+static int probe_spawned(pid_t pid, void *opaque, moor_error *err)
+{
+    struct spawn_probe *p = opaque;
+    p->pid = pid;
+    p->execd_early = vmd_process_cmdline_is(pid, p->argv);
+    return p->rc < 0 ? moor_error_set(err, p->rc, "refused by the test") : 0;
+}
+
+/* The child execs only after the parent's callback accepted its pid (a
+ * daemon that dies before recording it leaves no QEMU behind); a refusal
+ * means no exec at all, and the child is reaped. */
+static void test_spawn_waits_for_record(void **state)
+{
+    char dir[] = "/tmp/vmd-spawn-XXXXXX", log[64], line[64] = "";
+    char *argv[] = {"/bin/sh", "-c", "echo ran", NULL};
+    moor_error err = MOOR_ERROR_INIT;
+    pid_t pid = 0;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(log, sizeof(log), "%s/out.log", dir);
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+
+    struct spawn_probe refused = {.argv = argv, .rc = -ECANCELED};
+    assert_int_equal(vmd_process_spawn(argv, log, fd, probe_spawned, &refused, &pid, &err),
+                     -ECANCELED);
+    tu_assert_contains(moor_error_message(&err), "refused by the test");
+    assert_true(refused.pid > 0);
+    assert_false(refused.execd_early);
+    assert_int_equal(kill(refused.pid, 0), -1); /* reaped */
+
+    struct spawn_probe ok = {.argv = argv};
+    assert_int_equal(vmd_process_spawn(argv, log, fd, probe_spawned, &ok, &pid, &err), 0);
+    assert_int_equal(pid, ok.pid);
+    assert_false(ok.execd_early);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    close(fd);
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof(line), f)); /* one run: the refused child never ran */
+    assert_string_equal(line, "ran\n");
+    assert_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    vt_rmrf(dir);
+}
+
 /* The uid line ("Uid: real effective saved fs") of /proc/@pid/status. */
 static void proc_uids(pid_t pid, char *buf, size_t size)
 {
@@ -1069,6 +1126,7 @@ int main(void)
         VT_TEST(test_shutdown_and_guest_quit),
         TU_TEST(test_argv),
         TU_TEST(test_cmdline_long),
+        TU_TEST(test_spawn_waits_for_record),
         VT_TEST(test_start_runas),
         VT_TEST(test_start_failure),
         VT_TEST(test_load_cleans_up),
