@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <moor/job.h>
@@ -148,7 +149,8 @@ struct vmd_domain {
     bool tainted;
     bool removed;                /* undefined or dropped at daemon exit */
     bool shutdown_seen;          /* QEMU sent SHUTDOWN: its exit is a shutdown */
-    enum vmd_reason stop_reason; /* set by destroy/shutdown before the exit */
+    enum vmd_reason stop_reason; /* set by shutdown (and a failed start) before the exit */
+    pid_t destroy_pid;           /* the QEMU a destroy is killing (0: none); wins over the above */
     enum vmd_reason expect;      /* reason for the state a MODIFY op's call causes */
     struct proc proc;
 };
@@ -346,9 +348,10 @@ static void proc_stopped_locked(vmd_domain *d, struct teardown *td)
 {
     int status = 0;
     bool reaped = d->proc.child && waitpid(d->proc.pid, &status, WNOHANG) == d->proc.pid;
-    enum vmd_reason r = d->stop_reason     ? d->stop_reason
-                        : d->shutdown_seen ? VMD_REASON_SHUTDOWN
-                                           : VMD_REASON_CRASHED;
+    enum vmd_reason r = d->destroy_pid && d->destroy_pid == d->proc.pid ? VMD_REASON_DESTROYED
+                        : d->stop_reason                                ? d->stop_reason
+                        : d->shutdown_seen                              ? VMD_REASON_SHUTDOWN
+                                                                        : VMD_REASON_CRASHED;
 
     if (reaped && WIFSIGNALED(status))
         vmd_log(r == VMD_REASON_CRASHED ? VMD_LOG_WARNING : VMD_LOG_INFO, d->cfg.name, NULL,
@@ -368,6 +371,7 @@ static void proc_stopped_locked(vmd_domain *d, struct teardown *td)
     memset(&d->proc, 0, sizeof(d->proc));
     d->proc.pidfd = -1;
     d->stop_reason = VMD_REASON_NONE;
+    d->destroy_pid = 0;
     d->shutdown_seen = false;
     d->expect = VMD_REASON_NONE;
     set_state_locked(d, VMD_STATE_SHUTOFF, r);
@@ -572,7 +576,8 @@ static int copy_argv(char *const *src, char ***dst)
 
 /* Write the status file of a running domain (a hint for the state; the
  * pid, start time and argv are what a restart relies on). Called with the
- * mutex held: copies what it needs, unlocks for the I/O, locks again. */
+ * mutex and a job held: copies what it needs, unlocks for the I/O, locks
+ * again. */
 static void status_save_locked(vmd_domain *d)
 {
     struct vmd_status st = {0};
@@ -589,8 +594,12 @@ static void status_save_locked(vmd_domain *d)
     moor_unlock(d);
     if (vmd_store_status_save(&d->vmd->opt, &d->cfg.uuid, &st, &err) < 0)
         vmd_log(VMD_LOG_ERR, d->cfg.name, NULL, "%s", moor_error_message(&err));
-    vmd_status_clear(&st);
     moor_lock(d);
+    /* QEMU died during the write: its cleanup may have run before our
+     * rename. Callers hold a job, so no new QEMU can own the files yet. */
+    if (d->proc.pid != st.pid)
+        vmd_store_runtime_remove(&d->vmd->opt, &d->cfg.uuid, false);
+    vmd_status_clear(&st);
 }
 
 /* End the job, fill *@out with the info view, end the API call. */
@@ -790,15 +799,20 @@ struct launch {
     vmd_qmp *qmp;
 };
 
-static void launch_kill(struct launch *l)
+/* Kill what @l holds and wait for it to go. No lock held (it blocks: up
+ * to KILL_WAIT_MS). @l's pid is our child only for start; an adopted QEMU
+ * is waited for through its pidfd. */
+static void launch_kill(struct launch *l, bool child)
 {
     if (l->pidfd >= 0) {
         vmd_process_signal(l->pidfd, SIGKILL);
+        if (!child)
+            vmd_process_wait_exit(l->pidfd, KILL_WAIT_MS);
         close(l->pidfd);
-    } else if (l->pid > 0) {
+    } else if (l->pid > 0 && child) {
         kill(l->pid, SIGKILL); /* our unreaped child: the pid cannot be reused */
     }
-    if (l->pid > 0)
+    if (l->pid > 0 && child)
         while (waitpid(l->pid, NULL, 0) < 0 && errno == EINTR)
             ;
     l->pid = 0;
@@ -811,6 +825,31 @@ static void launch_clear(struct launch *l)
     moor_clear(&l->qmp);
     vmd_process_argv_free(l->argv);
     l->argv = NULL;
+}
+
+struct spawned {
+    const struct vmd_options *opt;
+    const moor_uuid *uuid;
+    struct launch *l;
+    struct vmd_status *st;
+};
+
+/* Between fork and exec: open the child's pidfd and save the status file
+ * with its pid and start time (exec keeps both), so a daemon killed from
+ * now on finds the QEMU after its restart. No lock held. */
+static int on_spawned(pid_t pid, void *opaque, moor_error *err)
+{
+    struct spawned *sp = opaque;
+    int rc = vmd_process_pidfd(pid, err);
+
+    if (rc < 0)
+        return rc;
+    sp->l->pidfd = rc;
+    if ((rc = vmd_process_stat(pid, NULL, &sp->l->start_time)) < 0)
+        return moor_error_set(err, rc, "QEMU pid %d: cannot read its /proc entry", (int)pid);
+    sp->st->pid = pid;
+    sp->st->start_time = sp->l->start_time;
+    return vmd_store_status_save(sp->opt, sp->uuid, sp->st, err);
 }
 
 /* Spawn QEMU with the listening socket, record it, connect QMP. No lock. */
@@ -832,19 +871,15 @@ static int launch_spawn(vmd_domain *d, struct launch *l, moor_error *err)
     struct vmd_status st = {.argv = l->argv, .state = "paused", .reason = "starting"};
     /* Before the fork: a daemon killed after it finds the pidfile. */
     rc = rc ?: vmd_store_status_save(opt, &d->cfg.uuid, &st, err);
-    rc = rc ?: vmd_process_spawn(l->argv, log_path, lfd, &l->pid, err);
+    struct spawned sp = {.opt = opt, .uuid = &d->cfg.uuid, .l = l, .st = &st};
+    rc = rc ?: vmd_process_spawn(l->argv, log_path, lfd, on_spawned, &sp, &l->pid, err);
     if (lfd >= 0)
-        close(lfd); /* QEMU has its own copy; the path stays bound */
-    if (rc < 0)
-        return rc;
-    if ((rc = vmd_process_pidfd(l->pid, err)) < 0)
-        return rc;
-    l->pidfd = rc;
-    if ((rc = vmd_process_stat(l->pid, NULL, &l->start_time)) < 0)
-        return moor_error_set(err, rc, "QEMU pid %d: cannot read its /proc entry", (int)l->pid);
-    st.pid = l->pid;
-    st.start_time = l->start_time;
-    return vmd_store_status_save(opt, &d->cfg.uuid, &st, err);
+        close(lfd);                /* QEMU has its own copy; the path stays bound */
+    if (rc < 0 && l->pidfd >= 0) { /* the child is reaped: only the fd is left */
+        close(l->pidfd);
+        l->pidfd = -1;
+    }
+    return rc;
 }
 
 static int launch_connect(vmd_domain *d, const char *path, struct launch *l, moor_error *err)
@@ -866,38 +901,54 @@ static int launch_connect(vmd_domain *d, const char *path, struct launch *l, moo
     return rc;
 }
 
-/* Watch the pidfd and make the QEMU the domain's. Mutex held. On failure
- * QEMU is killed and @l is cleared. */
+/* Watch the pidfd and make the QEMU the domain's. Mutex held; never
+ * blocks. On failure @l is left as it was, for the caller to kill and
+ * clear once it has dropped the mutex (launch_kill, launch_clear). */
 static int launch_adopt_locked(vmd_domain *d, struct launch *l, bool child, moor_error *err)
 {
     struct watch *w = malloc(sizeof(*w));
     uint64_t id;
 
-    if (!w) {
-        launch_kill(l);
+    if (!w)
         return moor_error_set(err, -ENOMEM, "out of memory");
+    if ((w->pidfd = dup(l->pidfd)) < 0) {
+        free(w);
+        return moor_error_set(err, -errno, "cannot duplicate QEMU's pidfd: %s", strerror(errno));
     }
     w->d = moor_ref(d);
-    w->pidfd = l->pidfd;
     int rc =
-        moor_loop_add_fd(d->vmd->loop, l->pidfd, MOOR_LOOP_IN, on_pidfd, w, watch_free, &id, err);
-    if (rc < 0) { /* watch_free closed the pidfd */
-        l->pidfd = -1;
-        launch_kill(l);
+        moor_loop_add_fd(d->vmd->loop, w->pidfd, MOOR_LOOP_IN, on_pidfd, w, watch_free, &id, err);
+    if (rc < 0) /* watch_free closed its copy of the pidfd */
         return rc;
-    }
     d->proc = (struct proc){.pid = l->pid,
-                            .pidfd = l->pidfd,
+                            .pidfd = w->pidfd,
                             .handler = id,
                             .child = child,
                             .start_time = l->start_time,
                             .argv = l->argv,
                             .qmp = l->qmp};
+    close(l->pidfd);
     l->argv = NULL;
     l->qmp = NULL;
     l->pidfd = -1;
     l->pid = 0;
     return 0;
+}
+
+/* Start's failures in the API's terms (domain.h's table): an emulator
+ * that is not there is a bad config field (-EINVAL), not "no such domain";
+ * a QEMU that exited before its monitor answered is -EPIPE whether it went
+ * before the connect (-ECONNREFUSED: nobody holds the listening socket
+ * any more) or during the handshake. */
+static int launch_code(int rc, moor_error *err)
+{
+    int to = rc == -ENOENT ? -EINVAL : rc == -ECONNREFUSED ? -EPIPE : rc;
+
+    if (to != rc && rc == -ECONNREFUSED)
+        moor_error_set(err, -EPIPE, "QEMU exited before its monitor answered");
+    else if (to != rc && err)
+        err->code = to;
+    return to;
 }
 
 static int launch(vmd_domain *d, struct launch *l, moor_error *err)
@@ -909,33 +960,43 @@ static int launch(vmd_domain *d, struct launch *l, moor_error *err)
         vmd_store_runtime_path(&d->vmd->opt, &d->cfg.uuid, ".qmp", qmp_path);
         rc = launch_connect(d, qmp_path, l, err);
     }
+    rc = launch_code(rc, err);
     if (rc < 0) {
-        launch_kill(l);
+        launch_kill(l, true);
         launch_clear(l);
         vmd_store_runtime_remove(&d->vmd->opt, &d->cfg.uuid, true);
     }
     return rc;
 }
 
-/* Destroy what start made when `cont` failed. Mutex held; released inside. */
-static void kill_locked(vmd_domain *d, enum vmd_reason why)
+/* Destroy what start made when `cont` failed. Mutex held; released
+ * inside. The domain is shut off only once QEMU is really gone: returns
+ * false (QEMU alive, the domain left as it is, for destroy) when the pidfd
+ * could not be duplicated or QEMU outlived the SIGKILL wait. */
+static bool kill_locked(vmd_domain *d, enum vmd_reason why)
 {
     struct teardown td = {0};
-    int pidfd = d->proc.handler ? dup(d->proc.pidfd) : -1;
 
+    if (!d->proc.handler)
+        return true; /* already stopped */
+    int pidfd = dup(d->proc.pidfd);
+    if (pidfd < 0)
+        return false;
+    pid_t pid = d->proc.pid;
     d->stop_reason = why;
     moor_unlock(d);
-    if (pidfd >= 0) {
-        vmd_process_signal(pidfd, SIGKILL);
-        vmd_process_wait_exit(pidfd, KILL_WAIT_MS);
-        close(pidfd);
-    }
+    vmd_process_signal(pidfd, SIGKILL);
+    bool gone = vmd_process_wait_exit(pidfd, KILL_WAIT_MS);
+    close(pidfd);
     moor_lock(d);
-    if (d->proc.handler)
+    if (gone && d->proc.handler && d->proc.pid == pid)
         proc_stopped_locked(d, &td);
+    else if (!gone && d->proc.pid == pid)
+        d->stop_reason = VMD_REASON_NONE;
     moor_unlock(d);
     teardown_finish(d, &td);
     moor_lock(d);
+    return gone || !d->proc.handler;
 }
 
 int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_object **out,
@@ -955,11 +1016,16 @@ int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_
     moor_lock(d);
     rc = rc ?: launch_adopt_locked(d, &l, true, err);
     if (rc < 0) {
-        char log[PATH_MAX] = "";
+        char log[PATH_MAX] = "", why[256];
+        moor_unlock(d); /* killing waits; closing the monitor must not hold its owner */
+        launch_kill(&l, true);
         launch_clear(&l);
+        moor_lock(d);
         vmd_store_log_path(&vmd->opt, d->cfg.name, log);
-        vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s (QEMU's output: %s)",
-                moor_error_message(err), log);
+        snprintf(why, sizeof(why), "%s", moor_error_message(err));
+        vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s (QEMU's output: %s)", why, log);
+        if (rc == -EPIPE) /* QEMU said why in its log */
+            moor_error_set(err, rc, "%s (QEMU's output: %s)", why, log);
         moor_error_prefix(err, "domain %s: start: ", d->cfg.name);
         set_state_locked(d, VMD_STATE_SHUTOFF, VMD_REASON_FAILED);
         return finish(&d, rc, out, err);
@@ -974,7 +1040,13 @@ int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_
             set_state_locked(d, VMD_STATE_RUNNING, VMD_REASON_BOOTED);
         if (rc < 0) {
             vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s", moor_error_message(err));
-            kill_locked(d, VMD_REASON_FAILED);
+            if (!kill_locked(d, VMD_REASON_FAILED)) {
+                rc = moor_error_set(err, -ETIMEDOUT,
+                                    "domain %s: start: cont failed and QEMU pid %d could not be "
+                                    "killed: destroy it",
+                                    d->cfg.name, (int)d->proc.pid);
+                vmd_log(VMD_LOG_ERR, d->cfg.name, "start", "%s", moor_error_message(err));
+            }
             return finish(&d, rc, out, err);
         }
     }
@@ -1060,6 +1132,7 @@ int vmd_domain_qmp(struct vmd *vmd, vmd_domain *dom, const char *execute,
     d->tainted = true;
     json_object_get(arguments); /* our reference, for the call */
     rc = qmp_locked(d, "qmp", execute, arguments, &ret, err);
+    status_save_locked(d); /* tainted survives a restart (no-op once QEMU is gone) */
     moor_job_end(&d->job);
     moor_end_api(&d);
     json_object_put(arguments);
@@ -1127,17 +1200,48 @@ int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
 
 /* ---- shutdown, destroy ---------------------------------------------------- */
 
+#define STOP_CHECK_MS 100u /* how often a long wait looks at vmd->stopping */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for the exit behind @pidfd up to @ms, in slices, giving up early
+ * when the daemon stops (*@stopping set then). No lock held. */
+static bool wait_exit_or_stop(struct vmd *vmd, int pidfd, unsigned ms, bool *stopping)
+{
+    int64_t deadline = mono_ms() + ms;
+
+    for (;;) {
+        int64_t left = deadline - mono_ms();
+        unsigned slice = left <= 0 ? 0 : left < STOP_CHECK_MS ? (unsigned)left : STOP_CHECK_MS;
+        if (vmd_process_wait_exit(pidfd, slice))
+            return true;
+        /* relaxed: a hint; the next slice looks again */
+        if (atomic_load_explicit(&vmd->stopping, memory_order_relaxed)) {
+            *stopping = true;
+            return false;
+        }
+        if (left <= 0)
+            return false;
+    }
+}
+
 /*
- * Wait (unlocked) for QEMU to exit, up to @ms, then, if it did, shut the
- * domain off here rather than wait for the loop thread. Mutex held on
- * entry and return. Returns whether QEMU is gone.
+ * Wait (unlocked) for QEMU to exit, up to @ms or until the daemon stops,
+ * then, if it did, shut the domain off here rather than wait for the loop
+ * thread. Mutex and a job held on entry and return. Returns whether QEMU
+ * is gone.
  */
-static bool wait_gone_locked(vmd_domain *d, int pidfd, unsigned ms)
+static bool wait_gone_locked(vmd_domain *d, int pidfd, unsigned ms, bool *stopping)
 {
     struct teardown td = {0};
 
     moor_unlock(d);
-    bool gone = vmd_process_wait_exit(pidfd, ms);
+    bool gone = wait_exit_or_stop(d->vmd, pidfd, ms, stopping);
     moor_lock(d);
     if (gone && d->proc.handler) {
         proc_stopped_locked(d, &td);
@@ -1164,12 +1268,17 @@ int vmd_domain_shutdown(struct vmd *vmd, vmd_domain *dom, unsigned timeout_ms,
     }
     rc = qmp_locked(d, "shutdown", "system_powerdown", NULL, NULL, err);
     int pidfd = rc == 0 && d->proc.handler ? dup(d->proc.pidfd) : -1;
+    bool stopping = false;
     if (rc == 0 && pidfd >= 0) {
         d->stop_reason = VMD_REASON_SHUTDOWN;
-        if (!wait_gone_locked(d, pidfd, ms)) {
+        if (!wait_gone_locked(d, pidfd, ms, &stopping)) {
             d->stop_reason = VMD_REASON_NONE;
-            rc = moor_error_set(err, -ETIMEDOUT, "still running %.1f s after system_powerdown",
-                                ms / 1000.0);
+            rc = stopping
+                     ? moor_error_set(err, -EAGAIN,
+                                      "moor-vmd is stopping: gave up waiting for QEMU "
+                                      "after system_powerdown (it keeps running)")
+                     : moor_error_set(err, -ETIMEDOUT,
+                                      "still running %.1f s after system_powerdown", ms / 1000.0);
             vmd_log(VMD_LOG_WARNING, d->cfg.name, "shutdown", "%s", moor_error_message(err));
             moor_error_prefix(err, "domain %s: shutdown: ", d->cfg.name);
         }
@@ -1194,44 +1303,91 @@ static const char *kill_at_once_locked(vmd_domain *d, pid_t pid)
     return stopped ? "it is stopped" : NULL;
 }
 
+/* SIGTERM (SIGKILL at once when @why says so), SIGKILL after @grace_ms,
+ * then wait for the exit. No lock held. Returns whether QEMU is gone. */
+static bool kill_wait(vmd_domain *d, int pidfd, pid_t pid, const char *why, unsigned grace_ms)
+{
+    vmd_log(VMD_LOG_INFO, d->cfg.name, "destroy", "%s QEMU pid %d%s%s",
+            why ? "SIGKILL to" : "SIGTERM to", (int)pid, why ? ": " : "", why ? why : "");
+    vmd_process_signal(pidfd, why ? SIGKILL : SIGTERM);
+    if (vmd_process_wait_exit(pidfd, why ? KILL_WAIT_MS : grace_ms))
+        return true;
+    if (!why) {
+        vmd_log(VMD_LOG_NOTICE, d->cfg.name, "destroy", "SIGKILL after %u ms", grace_ms);
+        vmd_process_signal(pidfd, SIGKILL);
+    }
+    return vmd_process_wait_exit(pidfd, KILL_WAIT_MS);
+}
+
+/* Destroy's first step, with no job: the table, a dup of the pidfd, and
+ * the mark that names the exit "destroyed". Mutex held. Returns the pidfd
+ * (the caller's) or a negative errno (logged). */
+static int destroy_prepare_locked(vmd_domain *d, pid_t *pid, moor_error *err)
+{
+    int rc = d->removed ? moor_error_set(err, -ENOENT, "domain %s: no longer defined", d->cfg.name)
+                        : vmd_op_check(VMD_OP_DESTROY, d->state, d->cfg.name, err);
+    int pidfd = rc == 0 && d->proc.handler ? dup(d->proc.pidfd) : -1;
+
+    if (rc == 0 && pidfd < 0)
+        rc = moor_error_set(err, -ENOTCONN, "domain %s: destroy: QEMU is gone", d->cfg.name);
+    if (rc < 0) {
+        vmd_log(VMD_LOG_NOTICE, d->cfg.name, "destroy", "refused: %s", moor_error_message(err));
+        return rc;
+    }
+    *pid = d->proc.pid;
+    d->destroy_pid = *pid;
+    return pidfd;
+}
+
+/*
+ * Kill first, then take the job (as libvirt does): a job holder may be
+ * stuck in a QMP call to a hung QEMU or in shutdown's wait, and QEMU's
+ * exit is what ends both (the call fails with -EPIPE, the wait sees the
+ * exit). So the signals go out with no job and the mutex dropped; the
+ * DESTROY job is begun only afterwards, to apply the stopped state in
+ * order with the other ops. It waits only for holders to notice the exit.
+ */
 int vmd_domain_destroy(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err)
 {
     vmd_domain *d = moor_ref(dom);
     unsigned grace =
         vmd->opt.destroy_grace_ms ? vmd->opt.destroy_grace_ms : VMD_DEFAULT_DESTROY_GRACE_MS;
+    struct teardown td = {0};
+    pid_t pid = 0;
 
     moor_lock(d);
-    int rc = begin_locked(d, VMD_OP_DESTROY, MOOR_JOB_DESTROY, "destroy", err);
+    int pidfd = destroy_prepare_locked(d, &pid, err);
+    if (pidfd < 0) {
+        moor_end_api(&d);
+        return pidfd;
+    }
+    const char *why = kill_at_once_locked(d, pid);
+    moor_unlock(d);
+    bool gone = kill_wait(d, pidfd, pid, why, grace);
+    close(pidfd);
+    moor_lock(d);
+    if (!gone) {
+        if (d->destroy_pid == pid)
+            d->destroy_pid = 0;
+        moor_end_api(&d);
+        return moor_error_set(err, -ETIMEDOUT,
+                              "domain %s: destroy: QEMU still alive %u s after SIGKILL",
+                              d->cfg.name, KILL_WAIT_MS / 1000);
+    }
+    int rc = moor_job_begin(&d->job, MOOR_JOB_DESTROY, "destroy", err);
     if (rc < 0) {
+        rc = job_refusal_locked(d, rc, "destroy", err);
+        vmd_log(VMD_LOG_WARNING, d->cfg.name, "destroy", "QEMU is gone but: %s",
+                moor_error_message(err));
         moor_end_api(&d);
         return rc;
     }
-    int pidfd = d->proc.handler ? dup(d->proc.pidfd) : -1;
-    if (pidfd < 0) {
-        rc = moor_error_set(err, -ENOTCONN, "domain %s: destroy: QEMU is gone", d->cfg.name);
-        return finish(&d, rc, out, err);
-    }
-    pid_t pid = d->proc.pid;
-    d->stop_reason = VMD_REASON_DESTROYED;
-    const char *why = kill_at_once_locked(d, pid);
-    vmd_log(VMD_LOG_INFO, d->cfg.name, "destroy", "%s QEMU pid %d%s%s",
-            why ? "SIGKILL to" : "SIGTERM to", (int)pid, why ? ": " : "", why ? why : "");
-    vmd_process_signal(pidfd, why ? SIGKILL : SIGTERM);
-    bool gone = wait_gone_locked(d, pidfd, why ? KILL_WAIT_MS : grace);
-    if (!gone && !why) {
-        vmd_log(VMD_LOG_NOTICE, d->cfg.name, "destroy", "SIGKILL after %u ms", grace);
-        vmd_process_signal(pidfd, SIGKILL);
-        gone = wait_gone_locked(d, pidfd, KILL_WAIT_MS);
-    }
-    close(pidfd);
-    if (!gone) {
-        d->stop_reason = VMD_REASON_NONE;
-        rc = moor_error_set(err, -ETIMEDOUT,
-                            "domain %s: destroy: QEMU still alive %u s after "
-                            "SIGKILL",
-                            d->cfg.name, KILL_WAIT_MS / 1000);
-    }
-    return finish(&d, rc, out, err);
+    if (d->proc.handler && d->proc.pid == pid) /* else the loop thread or a holder did it */
+        proc_stopped_locked(d, &td);
+    moor_unlock(d);
+    teardown_finish(d, &td);
+    moor_lock(d);
+    return finish(&d, 0, out, err);
 }
 
 /* ---- restart: reconnect ---------------------------------------------------- */
@@ -1331,7 +1487,12 @@ static enum vmd_state state_hint(const char *text)
 static int sync_state_locked(vmd_domain *d, moor_error *err)
 {
     struct json_object *ret = NULL, *v;
+    uint64_t watch = d->proc.handler;
     int rc = qmp_locked(d, "reconnect", "query-status", NULL, &ret, err);
+    if (rc == 0 && (!d->proc.handler || d->proc.handler != watch)) {
+        json_object_put(ret); /* QEMU died after answering: it stays shut off */
+        return moor_error_set(err, -ESRCH, "QEMU exited after query-status");
+    }
     if (rc < 0)
         return rc;
     bool running = json_object_object_get_ex(ret, "running", &v) && json_object_get_boolean(v);
@@ -1357,7 +1518,16 @@ int vmd_domain_reconnect(struct vmd *vmd, const moor_uuid *uuid, const struct vm
     moor_unlock(d);
     rc = reconnect_proc(d, st, &l, err);
     moor_lock(d);
-    rc = rc ?: launch_adopt_locked(d, &l, false, err); /* kills QEMU on failure */
+    rc = rc ?: launch_adopt_locked(d, &l, false, err);
+    if (rc < 0) { /* after a failed adopt, QEMU is ours to kill: no monitor watches it */
+        moor_unlock(d);
+        if (l.pidfd >= 0)
+            vmd_log(VMD_LOG_WARNING, d->cfg.name, "reconnect", "SIGKILL to QEMU pid %d: %s",
+                    (int)l.pid, moor_error_message(err));
+        launch_kill(&l, false);
+        launch_clear(&l);
+        moor_lock(d);
+    }
     if (rc == 0) {
         d->tainted = st->tainted;
         /* The file's state until QEMU says; then QEMU's. An adopted QEMU

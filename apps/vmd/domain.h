@@ -210,19 +210,26 @@ int vmd_domain_state(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
 int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
 
 /* POST /v1/domains/{id}/start {"paused": bool}: MODIFY job; spawns QEMU,
- * connects QMP, `cont` unless paused. */
+ * connects QMP, `cont` unless paused. -EINVAL when the emulator is not
+ * found; -EPIPE when QEMU exits before its monitor answers (the message
+ * names QEMU's log). */
 int vmd_domain_start(struct vmd *vmd, vmd_domain *dom, bool paused, struct json_object **out,
                      moor_error *err);
 
 /* POST /v1/domains/{id}/shutdown {"timeout_ms": N} (0: opt.shutdown_ms):
  * MODIFY job; system_powerdown, then waits for QEMU to exit up to the
- * timeout; -ETIMEDOUT ("still running after N s") if it does not. */
+ * timeout; -ETIMEDOUT ("still running after N s") if it does not;
+ * -EAGAIN if the daemon starts stopping meanwhile (QEMU keeps running). */
 int vmd_domain_shutdown(struct vmd *vmd, vmd_domain *dom, unsigned timeout_ms,
                         struct json_object **out, moor_error *err);
 
-/* POST /v1/domains/{id}/destroy: DESTROY job (jumps the queue, allowed
- * beside any job); SIGTERM, SIGKILL after opt.destroy_grace_ms, at once if
- * the monitor is unresponsive or the process stopped. Never waits for QMP. */
+/* POST /v1/domains/{id}/destroy: kills first, with no job: SIGTERM,
+ * SIGKILL after opt.destroy_grace_ms (at once if the monitor is
+ * unresponsive or the process stopped); only then a DESTROY job (jumps the
+ * queue, allowed beside any job) to apply shutoff (destroyed). A job held
+ * by another op never delays the kill: QEMU's exit ends its QMP call
+ * (-EPIPE) or its wait. Never waits for QMP. Blocks: grace + 10 s for the
+ * exit (-ETIMEDOUT) + the holders noticing it (opt.job_timeout_ms, -EBUSY). */
 int vmd_domain_destroy(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
 
 /* POST /v1/domains/{id}/{suspend,resume,reset}: MODIFY job; stop / cont /

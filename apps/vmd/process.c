@@ -113,10 +113,13 @@ static int fill_argv(const struct vmd_process_spec *spec, char **argv, unsigned 
     rc = rc ?: add(argv, n, "%u", c->vcpus);
     rc = rc ?: add(argv, n, "-pidfile");
     rc = rc ?: add(argv, n, "%s", spec->pidfile);
+    /* -runas changes user after the sandbox is installed: with
+     * elevateprivileges=deny its setgid/setuid would kill QEMU (SIGSYS).
+     * Once changed, QEMU has no privilege left to elevate to. */
     rc = rc ?: add(argv, n, "-sandbox");
     rc = rc
-             ?: add(argv, n,
-                    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+             ?: add(argv, n, "on,obsolete=deny,%sspawn=deny,resourcecontrol=deny",
+                    spec->runas ? "" : "elevateprivileges=deny,");
     if (spec->runas) {
         rc = rc ?: add(argv, n, "-runas");
         rc = rc ?: add(argv, n, "%s", spec->runas);
@@ -193,8 +196,20 @@ int vmd_process_connect(const char *path, int *out, moor_error *err)
 
 /* In the child: async-signal-safe calls only. */
 __attribute__((noreturn)) static void child(char *const *argv, int null_fd, int log_fd, int qmp_fd,
-                                            int status_fd)
+                                            int status_fd, const int go[2])
 {
+    char c;
+    ssize_t n;
+
+    /* Wait for the parent's go: it has recorded our pid first. Its end of
+     * file (the daemon died, or refused us) means exit without exec. */
+    close(go[1]);
+    do
+        n = read(go[0], &c, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        _exit(127);
+    close(go[0]);
     int src[4] = {null_fd, log_fd, log_fd, qmp_fd};
     int high[4];
     sigset_t all;
@@ -247,32 +262,51 @@ static int exec_result(int fd)
     return n == (ssize_t)sizeof(e) ? e : 0;
 }
 
-int vmd_process_spawn(char *const *argv, const char *log_path, int qmp_fd, pid_t *pid,
-                      moor_error *err)
+/* Let the child exec (one byte on @go) once @spawned accepted it; or not
+ * (close @go unwritten: the child exits) and reap it. Returns @spawned's. */
+static int release_child(pid_t p, int go, int (*spawned)(pid_t, void *, moor_error *), void *opaque,
+                         moor_error *err)
 {
-    int pfd[2];
+    int rc = spawned ? spawned(p, opaque, err) : 0;
+    if (rc == 0 && write(go, "g", 1) != 1)
+        rc = moor_error_set(err, -errno, "cannot release QEMU: %s", strerror(errno));
+    close(go);
+    if (rc < 0)
+        while (waitpid(p, NULL, 0) < 0 && errno == EINTR)
+            ;
+    return rc;
+}
+
+int vmd_process_spawn(char *const *argv, const char *log_path, int qmp_fd,
+                      int (*spawned)(pid_t pid, void *opaque, moor_error *err), void *opaque,
+                      pid_t *pid, moor_error *err)
+{
+    int pfd[2] = {-1, -1}, go[2] = {-1, -1};
     int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0)
         return moor_error_set(err, -errno, "cannot open %s: %s", log_path, strerror(errno));
     int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd < 0 || pipe2(pfd, O_CLOEXEC) < 0) {
+    if (null_fd < 0 || pipe2(pfd, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
         int rc = moor_error_set(err, -errno, "cannot prepare QEMU's fds: %s", strerror(errno));
-        close(log_fd);
-        if (null_fd >= 0)
-            close(null_fd);
+        int fds[] = {log_fd, null_fd, pfd[0], pfd[1], go[0], go[1]};
+        for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
         return rc;
     }
     pid_t p = fork();
     if (p == 0)
-        child(argv, null_fd, log_fd, qmp_fd, pfd[1]);
+        child(argv, null_fd, log_fd, qmp_fd, pfd[1], go);
     int fork_errno = errno;
     close(pfd[1]);
+    close(go[0]);
     close(log_fd);
     close(null_fd);
     int rc = 0;
     if (p < 0) {
+        close(go[1]);
         rc = moor_error_set(err, -fork_errno, "fork: %s", strerror(fork_errno));
-    } else {
+    } else if ((rc = release_child(p, go[1], spawned, opaque, err)) == 0) {
         int e = exec_result(pfd[0]);
         if (e) {
             rc = moor_error_set(err, -e, "cannot run %s: %s", argv[0], strerror(e));
@@ -341,7 +375,7 @@ static int read_file(const char *path, char *buf, size_t size, size_t *len)
 int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time)
 {
     char path[64], buf[1024];
-    size_t len;
+    size_t len = 0;
 
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     int rc = read_file(path, buf, sizeof(buf) - 1, &len);
@@ -373,23 +407,47 @@ int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time)
     return 0;
 }
 
+/* Whether @buf[0..@n) continues @argv's strings (each with its NUL) from
+ * the position *@a, *@at; advances the position. */
+static bool cmdline_step(const char *buf, size_t n, char *const **a, size_t *at)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!**a || buf[i] != (**a)[*at])
+            return false;
+        if (buf[i] == '\0') {
+            (*a)++;
+            *at = 0;
+        } else {
+            (*at)++;
+        }
+    }
+    return true;
+}
+
+/* Compared while reading, so a command line of any length is checked
+ * whole (extra_args may make it far longer than any fixed buffer). */
 bool vmd_process_cmdline_is(pid_t pid, char *const *argv)
 {
-    char path[64];
-    size_t cap = 64 << 10, len;
-    char *buf = malloc(cap);
+    char path[64], buf[4096];
+    char *const *a = argv;
+    size_t at = 0;
+    bool same = true;
 
-    if (!buf)
-        return false;
     snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    bool same = read_file(path, buf, cap, &len) == 0;
-    size_t off = 0;
-    for (char *const *a = argv; same && *a; a++) {
-        size_t n = strlen(*a) + 1;
-        same = off + n <= len && memcmp(buf + off, *a, n) == 0;
-        off += n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            same = same && n == 0;
+            break;
+        }
+        if (!(same = cmdline_step(buf, (size_t)n, &a, &at)))
+            break;
     }
-    same = same && off == len;
-    free(buf);
-    return same;
+    close(fd);
+    return same && !*a && at == 0;
 }

@@ -58,14 +58,21 @@ int vmd_process_connect(const char *path, int *fd, moor_error *err);
  * vmd_process_spawn - fork and exec @argv in a new session: stdin
  * /dev/null, stdout and stderr appended to @log_path, @qmp_fd at
  * VMD_PROCESS_QMP_FD, every other fd closed, signals reset.
+ * After the fork and before the exec, @spawned (if not NULL) is called in
+ * the parent with the child's pid (to record it: a daemon that dies after
+ * that finds the pid; one that dies before it leaves no QEMU, since the
+ * child then exits without exec). If @spawned fails, the child exits
+ * unexec'd, is reaped, and its error is returned.
  * An exec failure is reported back through a close-on-exec pipe.
  * Ownership: *@pid is our child (reap it). @qmp_fd stays the caller's.
- * Blocks: until the child has exec'd or failed to.
- * Returns: 0; -errno of open/pipe/fork, or the exec's errno ("cannot run
- * /usr/bin/qemu: Permission denied"), the child reaped then.
+ * Blocks: until the child has exec'd or failed to (and for @spawned).
+ * Returns: 0; -errno of open/pipe/fork; @spawned's error; or the exec's
+ * errno ("cannot run /usr/bin/qemu: Permission denied"), the child reaped
+ * then.
  */
-int vmd_process_spawn(char *const *argv, const char *log_path, int qmp_fd, pid_t *pid,
-                      moor_error *err);
+int vmd_process_spawn(char *const *argv, const char *log_path, int qmp_fd,
+                      int (*spawned)(pid_t pid, void *opaque, moor_error *err), void *opaque,
+                      pid_t *pid, moor_error *err);
 
 /* vmd_process_pidfd - pidfd_open(@pid). Returns the fd (close-on-exec) or -errno. */
 int vmd_process_pidfd(pid_t pid, moor_error *err);
@@ -88,7 +95,8 @@ bool vmd_process_wait_exit(int pidfd, unsigned timeout_ms);
 int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time);
 
 /*
- * vmd_process_cmdline_is - whether /proc/@pid/cmdline is exactly @argv.
+ * vmd_process_cmdline_is - whether /proc/@pid/cmdline is exactly @argv
+ * (compared while reading: any length). Blocks: reads /proc only.
  * Returns false also when it cannot be read.
  */
 bool vmd_process_cmdline_is(pid_t pid, char *const *argv);

@@ -372,6 +372,7 @@ int vmd_qmp_handshake(int fd, unsigned timeout_ms, moor_error *err)
 struct inflight {
     const char *command;
     int64_t start_ms;
+    uint64_t heard_before; /* heard() before the command was sent */
     struct inflight *next;
 };
 
@@ -383,7 +384,7 @@ struct vmd_qmp {
     bool unresponsive;
     char stuck_cmd[QMP_COMMAND_MAX + 1];
     int64_t stuck_since_ms;
-    uint64_t heard_at_mark; /* heard() when the mark was set */
+    uint64_t heard_at_mark; /* heard() before the stuck command was sent */
     struct inflight *inflight;
 };
 
@@ -477,6 +478,9 @@ static int call_start(vmd_qmp *q, struct inflight *node, moor_error *err)
         rc = moor_error_set(err, -ETIMEDOUT, "QEMU has not answered %s for %" PRId64 " s",
                             q->stuck_cmd, (now_ms() - q->stuck_since_ms) / 1000);
     } else {
+        /* Before the send: a reply (or anything) that comes late, even
+         * between the timeout and call_end, then counts as heard since. */
+        node->heard_before = heard(q);
         node->next = q->inflight;
         q->inflight = node;
     }
@@ -498,7 +502,7 @@ static void call_end(vmd_qmp *q, struct inflight *node, bool timed_out)
         q->unresponsive = true;
         snprintf(q->stuck_cmd, sizeof(q->stuck_cmd), "%s", node->command);
         q->stuck_since_ms = node->start_ms;
-        q->heard_at_mark = heard(q);
+        q->heard_at_mark = node->heard_before;
     }
     pthread_mutex_unlock(&q->lock);
     if (newly)

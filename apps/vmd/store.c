@@ -6,8 +6,8 @@
  * directory, write it all, fsync, rename over <path>, fsync the
  * directory. The temporary name is unique per process and call, so two
  * threads writing different files never collide, and a crash leaves at
- * worst a stray *.tmp.* file (skipped by the loaders: only "<uuid>.json"
- * and "<uuid>.status" are read).
+ * worst a stray *.tmp.* file (only "<uuid>.json" and "<uuid>.status" are
+ * read; the loaders delete the strays at start-up).
  */
 #include "store.h"
 
@@ -337,7 +337,47 @@ static bool uuid_file(const char *name, const char *suffix, moor_uuid *uuid)
     return moor_uuid_parse(u, uuid, NULL) == 0;
 }
 
-static void load_config_file(struct vmd *vmd, const char *dir, const char *file)
+/* A temporary file an atomic write left behind when the daemon died
+ * between its create and its rename: "<uuid><suffix>.tmp.<pid>.<n>". */
+static bool stray_tmp(const char *name, const char *suffix)
+{
+    size_t ulen = MOOR_UUID_STRING_SIZE - 1, slen = strlen(suffix);
+    moor_uuid u;
+    char text[MOOR_UUID_STRING_SIZE];
+
+    if (strlen(name) <= ulen + slen + 5 || strncmp(name + ulen, suffix, slen) != 0 ||
+        strncmp(name + ulen + slen, ".tmp.", 5) != 0)
+        return false;
+    memcpy(text, name, ulen);
+    text[ulen] = '\0';
+    return moor_uuid_parse(text, &u, NULL) == 0;
+}
+
+/* Unlink a stray temporary file of @d (at start-up: no write is in
+ * progress then). Logged; a failure is only logged. */
+static void remove_stray_tmp(DIR *d, const char *dir, const char *name)
+{
+    if (unlinkat(dirfd(d), name, 0) < 0)
+        vmd_log(VMD_LOG_WARNING, NULL, "load", "cannot remove %s/%s: %s", dir, name,
+                strerror(errno));
+    else
+        vmd_log(VMD_LOG_NOTICE, NULL, "load", "removed %s/%s (an unfinished write)", dir, name);
+}
+
+/* The uuid inside a config must be its file's: a copied or edited file
+ * would otherwise define a domain whose file is another's. */
+static int check_file_uuid(struct json_object *o, const struct vmd_domain_config *cfg,
+                           const moor_uuid *file_uuid, moor_error *err)
+{
+    if (!json_object_object_get_ex(o, "uuid", NULL))
+        return moor_error_set(err, -EINVAL, "no uuid in the file");
+    if (memcmp(&cfg->uuid, file_uuid, sizeof(*file_uuid)) != 0)
+        return moor_error_set(err, -EINVAL, "its uuid is not the one in its file name");
+    return 0;
+}
+
+static void load_config_file(struct vmd *vmd, const char *dir, const char *file,
+                             const moor_uuid *file_uuid)
 {
     char path[PATH_MAX];
     struct vmd_domain_config cfg;
@@ -347,6 +387,8 @@ static void load_config_file(struct vmd *vmd, const char *dir, const char *file)
         return;
     struct json_object *o = json_object_from_file(path);
     int rc = o ? vmd_config_parse(o, &cfg, &err) : moor_error_set(&err, -EINVAL, "not JSON");
+    if (rc == 0 && (rc = check_file_uuid(o, &cfg, file_uuid, &err)) < 0)
+        vmd_config_clear(&cfg);
     json_object_put(o);
     if (rc == 0)
         rc = vmd_domain_add_loaded(vmd, &cfg, &err);
@@ -363,9 +405,12 @@ static int load_configs(struct vmd *vmd, moor_error *err)
     DIR *d = opendir(dir);
     if (!d)
         return moor_error_set(err, -errno, "cannot read %s: %s", dir, strerror(errno));
-    for (struct dirent *e; (e = readdir(d));)
+    for (struct dirent *e; (e = readdir(d));) {
         if (uuid_file(e->d_name, ".json", &uuid))
-            load_config_file(vmd, dir, e->d_name);
+            load_config_file(vmd, dir, e->d_name, &uuid);
+        else if (stray_tmp(e->d_name, ".json"))
+            remove_stray_tmp(d, dir, e->d_name);
+    }
     closedir(d);
     return 0;
 }
@@ -433,6 +478,8 @@ static int list_status_files(const char *dir, moor_uuid **out, size_t *n, moor_e
     if (!d)
         return moor_error_set(err, -errno, "cannot read %s: %s", dir, strerror(errno));
     for (struct dirent *e; (e = readdir(d));) {
+        if (stray_tmp(e->d_name, ".status"))
+            remove_stray_tmp(d, dir, e->d_name);
         if (!uuid_file(e->d_name, ".status", &u))
             continue;
         if (*n == cap) {

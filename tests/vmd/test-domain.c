@@ -12,7 +12,10 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
+#include <pwd.h>
 
 #include "test-util.h"
 #include "vmd-test.h"
@@ -522,7 +525,7 @@ static void test_argv(void **state)
         "-pidfile",
         "/r/u.pid",
         "-sandbox",
-        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "on,obsolete=deny,spawn=deny,resourcecontrol=deny", /* runas: no elevateprivileges */
         "-runas",
         "nobody",
         "-chardev",
@@ -548,6 +551,177 @@ static void test_argv(void **state)
     assert_int_equal(vmd_process_argv(&spec, &argv, &err), -ENOENT);
     tu_assert_contains(moor_error_message(&err), "no-such-emulator-here' not found on PATH");
     vmd_config_clear(&cfg);
+}
+
+/* A command line far over 64 KiB (64 extra_args of 4 KiB are allowed) is
+ * compared whole: equal, and unequal when only its last byte differs. */
+static void test_cmdline_long(void **state)
+{
+    enum { N = 40, LEN = 4000 };
+    static char big[N][LEN + 1];
+    char *argv[N + 5];
+
+    (void)state;
+    argv[0] = "/bin/sh";
+    argv[1] = "-c";
+    argv[2] = "read x";
+    argv[3] = "sh";
+    for (int i = 0; i < N; i++) {
+        memset(big[i], 'a' + i % 26, LEN);
+        argv[4 + i] = big[i];
+    }
+    argv[N + 4] = NULL;
+    int in[2];
+    assert_int_equal(pipe(in), 0);
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        dup2(in[0], 0);
+        close(in[0]);
+        close(in[1]); /* so that closing ours ends its read */
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(in[0]);
+    /* until the child has exec'd: its command line is then ours, bounded */
+    int64_t deadline = vt_now_ms() + 10000;
+    bool same;
+    while (!(same = vmd_process_cmdline_is(p, argv)) && vt_now_ms() < deadline) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    big[N - 1][LEN - 1] = 'z';
+    bool other = vmd_process_cmdline_is(p, argv);
+    argv[N + 3] = NULL;
+    bool shorter = vmd_process_cmdline_is(p, argv);
+    close(in[1]); /* read x sees end of file: the shell exits */
+    assert_int_equal(waitpid(p, NULL, 0), p);
+    if (!same)
+        fail_msg("a %d KiB command line was not recognised in 10 s", N * LEN / 1024);
+    assert_false(other);
+    assert_false(shorter);
+}
+
+/* ---- spawn: the pid is recorded before QEMU runs ----------------------- */
+
+struct spawn_probe {
+    char **argv;
+    pid_t pid;
+    bool execd_early; /* the child had exec'd before the callback ran */
+    int rc;
+};
+
+static int probe_spawned(pid_t pid, void *opaque, moor_error *err)
+{
+    struct spawn_probe *p = opaque;
+    p->pid = pid;
+    p->execd_early = vmd_process_cmdline_is(pid, p->argv);
+    return p->rc < 0 ? moor_error_set(err, p->rc, "refused by the test") : 0;
+}
+
+/* The child execs only after the parent's callback accepted its pid (a
+ * daemon that dies before recording it leaves no QEMU behind); a refusal
+ * means no exec at all, and the child is reaped. */
+static void test_spawn_waits_for_record(void **state)
+{
+    char dir[] = "/tmp/vmd-spawn-XXXXXX", log[64], line[64] = "";
+    char *argv[] = {"/bin/sh", "-c", "echo ran", NULL};
+    moor_error err = MOOR_ERROR_INIT;
+    pid_t pid = 0;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(log, sizeof(log), "%s/out.log", dir);
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+
+    struct spawn_probe refused = {.argv = argv, .rc = -ECANCELED};
+    assert_int_equal(vmd_process_spawn(argv, log, fd, probe_spawned, &refused, &pid, &err),
+                     -ECANCELED);
+    tu_assert_contains(moor_error_message(&err), "refused by the test");
+    assert_true(refused.pid > 0);
+    assert_false(refused.execd_early);
+    assert_int_equal(kill(refused.pid, 0), -1); /* reaped */
+
+    struct spawn_probe ok = {.argv = argv};
+    assert_int_equal(vmd_process_spawn(argv, log, fd, probe_spawned, &ok, &pid, &err), 0);
+    assert_int_equal(pid, ok.pid);
+    assert_false(ok.execd_early);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    close(fd);
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof(line), f)); /* one run: the refused child never ran */
+    assert_string_equal(line, "ran\n");
+    assert_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    vt_rmrf(dir);
+}
+
+/* The uid line ("Uid: real effective saved fs") of /proc/@pid/status. */
+static void proc_uids(pid_t pid, char *buf, size_t size)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    buf[0] = '\0';
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "Uid:", 4) == 0)
+            snprintf(buf, size, "%s", line);
+    fclose(f);
+}
+
+/* --runas: QEMU starts, drops to the user after the sandbox is on, and
+ * answers (the sandbox must not kill it for the set*id calls). Root only. */
+static void test_start_runas(void **state)
+{
+    struct vt t;
+    char uids[256];
+
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* only root can make QEMU change user */
+    struct passwd *pw = getpwnam("nobody");
+    assert_non_null(pw);
+    vt_init(&t, NULL, 5000);
+    t.vmd.opt.runas = "nobody";
+    vmd_domain *d = vt_define(&t, "dropped");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    assert_true(pid > 0);
+    assert_string_equal(stats_status(&t, d), "running");
+    proc_uids(pid, uids, sizeof(uids));
+    char want[64];
+    snprintf(want, sizeof(want), "\t%u\t%u\t", (unsigned)pw->pw_uid, (unsigned)pw->pw_uid);
+    tu_assert_contains(uids, want);
+    OK(vmd_domain_destroy);
+    vt_assert_state(&t, d, "shutoff", "destroyed");
+    vt_assert_gone(pid);
+    t.vmd.opt.runas = NULL; /* not ours to free */
+    moor_unref(d);
+    vt_done(&t);
+}
+
+/* Define @name (-machine none, tcg) with the extra config @fields. */
+static vmd_domain *define_with(struct vt *t, const char *name, const char *fields)
+{
+    struct vmd_domain_config cfg;
+    moor_error err = MOOR_ERROR_INIT;
+    struct json_object *out = NULL;
+    char text[512];
+
+    snprintf(text, sizeof(text), "{\"name\":\"%s\",\"machine\":\"none\",\"accel\":\"tcg\",%s}",
+             name, fields);
+    struct json_object *o = json_tokener_parse(text);
+    assert_non_null(o);
+    assert_int_equal(vmd_config_parse(o, &cfg, &err), 0);
+    json_object_put(o);
+    assert_int_equal(vmd_domain_define(&t->vmd, &cfg, &out, &err), 0);
+    json_object_put(out);
+    vmd_domain *d = vmd_domain_lookup(&t->vmd, name);
+    assert_non_null(d);
+    return d;
 }
 
 static void test_start_failure(void **state)
@@ -579,6 +753,22 @@ static void test_start_failure(void **state)
     assert_non_null(fgets(line, sizeof(line), f));
     fclose(f);
     tu_assert_contains(line, "-bogus");
+    moor_unref(d);
+
+    /* A QEMU gone before the connect or during the handshake: -EPIPE either
+     * way (true exits at once: mostly before the connect), naming the log */
+    d = define_with(&t, "quick", "\"emulator\":\"/bin/true\"");
+    for (int i = 0; i < 5; i++) {
+        FAILS(start_running, -EPIPE, "domain quick: start: ");
+        FAILS(start_running, -EPIPE, "/log/quick.log)");
+    }
+    vt_assert_state(&t, d, "shutoff", "failed");
+    moor_unref(d);
+
+    /* no such emulator: a bad config field (400), never "no such domain" */
+    d = define_with(&t, "noemu", "\"emulator\":\"no-such-qemu-here\"");
+    FAILS(start_running, -EINVAL, "emulator 'no-such-qemu-here' not found on PATH");
+    vt_assert_state(&t, d, "shutoff", "failed");
     moor_unref(d);
     vt_done(&t);
 }
@@ -650,12 +840,37 @@ static void test_load_cleans_up(void **state)
     snprintf(path, sizeof(path), "%s/state/domains/x.json.tmp.1.2", root);
     assert_non_null(f = fopen(path, "w"));
     fclose(f);
+    /* strays of interrupted atomic writes are deleted */
+    char tmp_cfg[PATH_MAX], tmp_status[PATH_MAX];
+    snprintf(tmp_cfg, sizeof(tmp_cfg), "%s/state/domains/%s", root,
+             "11111111-2222-4333-8444-555555555555.json.tmp.77.3");
+    assert_non_null(f = fopen(tmp_cfg, "w"));
+    fclose(f);
+    snprintf(tmp_status, sizeof(tmp_status), "%s/run/%s", root,
+             "11111111-2222-4333-8444-555555555555.status.tmp.77.4");
+    assert_non_null(f = fopen(tmp_status, "w"));
+    fclose(f);
+    /* a config whose uuid is not its file's, or has none, is refused */
+    snprintf(path, sizeof(path), "%s/state/domains/%s", root,
+             "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee.json");
+    assert_non_null(f = fopen(path, "w"));
+    fputs("{\"name\":\"copy\",\"uuid\":\"12345678-1234-4234-8234-123456789abc\"}", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/state/domains/%s", root,
+             "bbbbbbbb-bbbb-4ccc-8ddd-eeeeeeeeeeee.json");
+    assert_non_null(f = fopen(path, "w"));
+    fputs("{\"name\":\"nouuid\"}", f);
+    fclose(f);
 
     vt_init(&t, root, 500);
     int64_t t0 = vt_now_ms();
     assert_int_equal(vmd_domains_load(&t.vmd, &err), 0);
     assert_true(vt_now_ms() - t0 < 5000);
     assert_int_equal(moor_registry_count(t.vmd.domains), 3);
+    assert_null(vmd_domain_lookup(&t.vmd, "copy"));
+    assert_null(vmd_domain_lookup(&t.vmd, "nouuid"));
+    assert_int_equal(access(tmp_cfg, F_OK), -1);
+    assert_int_equal(access(tmp_status, F_OK), -1);
     vmd_domain *d = vmd_domain_lookup(&t.vmd, "gone");
     vt_assert_state(&t, d, "shutoff", "crashed");
     moor_unref(d);
@@ -730,6 +945,174 @@ static void test_concurrent_ops(void **state)
     vt_done(&t);
 }
 
+/* ---- destroy never waits behind a job -------------------------------------- */
+
+/* An op run on its own thread, timed. */
+struct side_op {
+    struct vt *t;
+    vmd_domain *d;
+    int (*fn)(struct vmd *, vmd_domain *, struct json_object **, moor_error *);
+    int rc;
+    int64_t took_ms;
+    moor_error err;
+};
+
+static void *side_op_main(void *arg)
+{
+    struct side_op *s = arg;
+    struct json_object *out = NULL;
+    int64_t t0 = vt_now_ms();
+
+    s->err = (moor_error)MOOR_ERROR_INIT;
+    s->rc = s->fn(&s->t->vmd, s->d, &out, &s->err);
+    s->took_ms = vt_now_ms() - t0;
+    json_object_put(out);
+    return NULL;
+}
+
+static int shutdown_60s(struct vmd *v, vmd_domain *d, struct json_object **out, moor_error *e)
+{
+    return vmd_domain_shutdown(v, d, 60000, out, e);
+}
+
+/* Wait (up to 10 s) until the info view shows a job held by @api. */
+static void wait_job_held(struct vt *t, vmd_domain *d, const char *api)
+{
+    int64_t deadline = vt_now_ms() + 10000;
+
+    for (;;) {
+        struct json_object *o = NULL, *j, *v;
+        moor_error err = MOOR_ERROR_INIT;
+        assert_int_equal(vmd_domain_info(&t->vmd, d, &o, &err), 0);
+        bool held = json_object_object_get_ex(o, "job", &j) &&
+                    json_object_object_get_ex(j, "api", &v) &&
+                    strcmp(json_object_get_string(v), api) == 0;
+        json_object_put(o);
+        if (held)
+            return;
+        if (vt_now_ms() > deadline)
+            fail_msg("no job held by %s 10 s later", api);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/*
+ * Destroy while a MODIFY job (shutdown, waiting up to 60 s for a guest
+ * that ignores ACPI) and then a QUERY job (stats, stuck in a call to a
+ * frozen QEMU with a 60 s deadline) are held: destroy kills QEMU first,
+ * so the holder's wait ends at once and destroy's job follows. The job
+ * timeout (4 s) is what destroy would have hit had it waited behind them.
+ */
+static void destroy_beside(void **state, bool frozen)
+{
+    struct vt t;
+    pthread_t th;
+
+    (void)state;
+    vt_init(&t, NULL, 60000);
+    t.vmd.opt.job_timeout_ms = 4000;
+    vmd_domain *d = vt_define(&t, frozen ? "hung" : "acpi");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    if (frozen)
+        vt_freeze(pid);
+    struct side_op s = {.t = &t, .d = d, .fn = frozen ? vmd_domain_stats : shutdown_60s};
+    assert_int_equal(pthread_create(&th, NULL, side_op_main, &s), 0);
+    wait_job_held(&t, d, frozen ? "stats" : "shutdown");
+
+    struct json_object *out = NULL;
+    moor_error err = MOOR_ERROR_INIT;
+    int64_t t0 = vt_now_ms();
+    int rc = vmd_domain_destroy(&t.vmd, d, &out, &err);
+    int64_t took = vt_now_ms() - t0;
+    json_object_put(out);
+    pthread_join(th, NULL);
+    if (rc != 0)
+        fail_msg("destroy beside %s: %d after %" PRId64 " ms: %s", frozen ? "stats" : "shutdown",
+                 rc, took, moor_error_message(&err));
+    assert_true(took < 4000); /* grace (1 s) + exit, never the job timeout */
+    vt_assert_state(&t, d, "shutoff", "destroyed");
+    vt_assert_gone(pid);
+    /* the holder ended when QEMU did, not at its own deadline */
+    assert_true(s.took_ms < 30000);
+    if (frozen ? s.rc != -EPIPE : s.rc != 0 && s.rc != -EPIPE)
+        fail_msg("%s beside destroy: %d %s", frozen ? "stats" : "shutdown", s.rc,
+                 moor_error_message(&s.err));
+    moor_unref(d);
+    vt_done(&t);
+}
+
+static void test_destroy_beside_shutdown(void **state)
+{
+    destroy_beside(state, false);
+}
+
+static void test_destroy_beside_hung_stats(void **state)
+{
+    destroy_beside(state, true);
+}
+
+/* The daemon stopping ends a long shutdown wait at once (-EAGAIN: try
+ * again later); QEMU keeps running. */
+static void test_shutdown_ends_when_daemon_stops(void **state)
+{
+    struct vt t;
+    pthread_t th;
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "stopping");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    struct side_op s = {.t = &t, .d = d, .fn = shutdown_60s};
+    assert_int_equal(pthread_create(&th, NULL, side_op_main, &s), 0);
+    wait_job_held(&t, d, "shutdown");
+    int64_t t0 = vt_now_ms();
+    atomic_store(&t.vmd.stopping, true);
+    pthread_join(th, NULL);
+    int64_t took = vt_now_ms() - t0;
+    if (s.rc != -EAGAIN)
+        fail_msg("shutdown: %d %s", s.rc, moor_error_message(&s.err));
+    tu_assert_contains(moor_error_message(&s.err), "moor-vmd is stopping");
+    assert_true(took < 10000); /* a slice is 100 ms; the wait was 60 s */
+    vt_assert_state(&t, d, "running", "booted");
+    atomic_store(&t.vmd.stopping, false);
+    OK(vmd_domain_destroy);
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_done(&t);
+}
+
+/* Raw QMP taints the domain, and the status file says so at once, so a
+ * restarted daemon still knows. */
+static void test_raw_qmp_taint_saved(void **state)
+{
+    struct vt t;
+    struct json_object *out = NULL;
+    moor_error err = MOOR_ERROR_INIT;
+    struct vmd_status st = {0};
+
+    (void)state;
+    vt_init(&t, NULL, 5000);
+    vmd_domain *d = vt_define(&t, "raw");
+    OK(start_running);
+    pid_t pid = vt_pid(&t, d);
+    assert_int_equal(vmd_store_status_load(&t.vmd.opt, vmd_domain_uuid(d), &st, &err), 0);
+    assert_false(st.tainted);
+    vmd_status_clear(&st);
+    assert_int_equal(vmd_domain_qmp(&t.vmd, d, "query-status", NULL, &out, &err), 0);
+    json_object_put(out);
+    assert_int_equal(vmd_store_status_load(&t.vmd.opt, vmd_domain_uuid(d), &st, &err), 0);
+    assert_true(st.tainted);
+    assert_int_equal(st.pid, pid);
+    vmd_status_clear(&st);
+    OK(vmd_domain_destroy);
+    vt_assert_gone(pid);
+    moor_unref(d);
+    vt_done(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -742,9 +1125,16 @@ int main(void)
         VT_TEST(test_reconnect_after_restart),
         VT_TEST(test_shutdown_and_guest_quit),
         TU_TEST(test_argv),
+        TU_TEST(test_cmdline_long),
+        TU_TEST(test_spawn_waits_for_record),
+        VT_TEST(test_start_runas),
         VT_TEST(test_start_failure),
         VT_TEST(test_load_cleans_up),
         VT_TEST(test_concurrent_ops),
+        VT_TEST(test_destroy_beside_shutdown),
+        VT_TEST(test_destroy_beside_hung_stats),
+        VT_TEST(test_shutdown_ends_when_daemon_stops),
+        VT_TEST(test_raw_qmp_taint_saved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
