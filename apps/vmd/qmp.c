@@ -14,6 +14,7 @@
  * reply to the very call that timed out (counted as stray) revives the
  * connection without any callback from the loop thread.
  */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "qmp.h"
 
 #include <errno.h>
@@ -264,6 +265,14 @@ static int wait_fd(int fd, short events, int64_t deadline, const char *what, moo
 }
 
 /* Read one line (exactly its bytes) and parse it. *@out: new reference. */
+/* Has the peer shut down its side (no more bytes will come)? Never blocks. */
+static bool peer_hung_up(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
+}
+
 static int read_line(int fd, int64_t deadline, const char *what, struct json_object **out,
                      moor_error *err)
 {
@@ -274,6 +283,8 @@ static int read_line(int fd, int64_t deadline, const char *what, struct json_obj
     for (;;) {
         if ((rc = wait_fd(fd, POLLIN, deadline, what, err)) < 0)
             break;
+        /* Hang-up seen before the peek: the peek then holds all QEMU sent. */
+        bool hup = peer_hung_up(fd);
         ssize_t n = recv(fd, buf, QMP_LINE_MAX, MSG_PEEK | MSG_DONTWAIT);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
@@ -289,6 +300,11 @@ static int read_line(int fd, int64_t deadline, const char *what, struct json_obj
         if (!nl) {
             if ((size_t)n == QMP_LINE_MAX) {
                 rc = moor_error_set(err, -EPROTO, "QMP handshake: %s line too long", what);
+                break;
+            }
+            if (hup) {
+                rc = moor_error_set(err, -EPIPE,
+                                    "QMP handshake: QEMU closed in the middle of its %s", what);
                 break;
             }
             /* A partial line: wait for more (poll would spin on the peeked

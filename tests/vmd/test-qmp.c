@@ -234,6 +234,16 @@ static void test_handshake_refuses_non_qmp(void **state)
     assert_int_equal(vmd_qmp_handshake(sv[0], 2000, &err), -EPIPE);
     close(sv[0]);
 
+    /* half a greeting, then end of file: -EPIPE at once, not the deadline */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(write(sv[1], "{\"QMP\": {", 9), 9);
+    close(sv[1]);
+    int64_t t1 = mono_ms();
+    assert_int_equal(vmd_qmp_handshake(sv[0], 5000, &err), -EPIPE);
+    tu_assert_contains(moor_error_message(&err), "in the middle of");
+    assert_true(mono_ms() - t1 < 2500);
+    close(sv[0]);
+
     /* silence: a timeout, bounded */
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     int64_t t0 = mono_ms();
