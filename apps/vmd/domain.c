@@ -135,6 +135,7 @@ struct proc {
     uint64_t start_time;
     char **argv;
     vmd_qmp *qmp;
+    char monitor_error[160]; /* why the QMP connection ended while QEMU lives on, or "" */
 };
 
 struct vmd_domain {
@@ -245,6 +246,12 @@ static struct json_object *monitor_locked(vmd_domain *d)
 
     if (!m)
         return NULL;
+    if (d->proc.monitor_error[0]) {
+        /* The connection is gone for good: no call can reach this QEMU. */
+        json_object_object_add(m, "responsive", json_object_new_boolean(false));
+        add_str(m, "error", d->proc.monitor_error);
+        return m;
+    }
     json_object_object_add(m, "responsive", json_object_new_boolean(ok));
     if (!ok)
         json_object_object_add(m, "unresponsive_since_ms", json_object_new_int64((int64_t)since));
@@ -479,6 +486,18 @@ static void on_qmp_eof(moor_monitor *mon, void *owner, const moor_error *why, vo
     (void)opaque;
     vmd_log(VMD_LOG_INFO, d->cfg.name, NULL, "%s closed: %s", moor_monitor_name(mon),
             moor_error_message(why));
+    /* Recorded for state/info until QEMU's exit (or a destroy) clears the
+     * process: a QEMU that sent garbage keeps running, unreachable. */
+    moor_lock(d);
+    if (d->proc.qmp && vmd_qmp_monitor(d->proc.qmp) == mon) {
+        snprintf(d->proc.monitor_error, sizeof(d->proc.monitor_error), "%s",
+                 moor_error_message(why));
+        struct json_object *ev = json_object_new_object();
+        if (ev)
+            json_object_object_add(ev, "error", json_object_new_string(d->proc.monitor_error));
+        vmd_events_publish(d->vmd->events, "monitor", d->cfg.name, ev);
+    }
+    moor_unlock(d);
 }
 
 static const moor_monitor_callbacks qmp_callbacks = {
