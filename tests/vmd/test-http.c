@@ -636,9 +636,9 @@ static void test_lanes(void **state)
 static void test_many_hung_domains(void **state)
 {
     (void)state;
-    /* 3 workers, 1 per domain: lane work may hold 2; the third worker stays
-     * free for calls that never block. */
-    struct fx *fx = fx_new(3, 1, 4);
+    /* 4 workers, 1 per domain: lane work may hold 2; the third worker stays
+     * free for destroys, the fourth for calls that never block. */
+    struct fx *fx = fx_new(4, 1, 4);
     struct async_call stuck[3];
     const char *names[3] = {"h0", "h1", "h2"};
     char path[64], body[64];
