@@ -74,9 +74,10 @@ static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max
     assert_int_equal(vmd_domains_load(vmd, &err), 0);
     vmd->pool = vmd_pool_new(workers, lane_cap, queue_max, &err);
     assert_non_null(vmd->pool);
-    vmd->http = vmd_http_new(vmd, fx->sock, &err);
-    if (!vmd->http)
+    struct vmd_http *http = vmd_http_new(vmd, fx->sock, &err);
+    if (!http)
         fail_msg("vmd_http_new: %s", moor_error_message(&err));
+    assert_ptr_equal(vmd->http, http); /* set before it served (finding 9) */
     return fx;
 }
 
@@ -351,7 +352,7 @@ static void test_routes(void **state)
     expect(fx, "POST", "/v1/domains/vm1/reset", NULL, 200, NULL);
     expect(fx, "POST", "/v1/domains/vm1/qmp", "{\"execute\":\"query-status\"}", 200, NULL);
     expect(fx, "DELETE", "/v1/domains/vm1", NULL, 409, "EBUSY");
-    expect(fx, "POST", "/v1/domains/vm1/shutdown", "{\"timeout_ms\":500}", 200, NULL);
+    expect(fx, "POST", "/v1/domains/vm1/shutdown", "{\"timeout_ms\":300000}", 200, NULL);
     expect(fx, "POST", "/v1/domains/vm1/destroy", NULL, 200, NULL);
 
     call(fx, "GET", "/v1/domains", NULL, &r);
@@ -413,6 +414,9 @@ static void test_bad_requests(void **state)
     expect(fx, "POST", "/v1/domains/ok/start", "{\"paused\":", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/start", "{} x", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/shutdown", "{\"timeout_ms\":-1}", 400, "EINVAL");
+    /* review finding 3: a shutdown may hold a worker 5 minutes, not a day */
+    expect(fx, "POST", "/v1/domains/ok/shutdown", "{\"timeout_ms\":300001}", 400, "EINVAL");
+    expect(fx, "POST", "/v1/domains/ok/shutdown", "{\"timeout_ms\":86400000}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"a b\"}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"x\",\"arguments\":[]}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/destroy", "{\"force\":true}", 400, "EINVAL");
@@ -510,6 +514,7 @@ static void test_socket_modes(void **state)
 {
     (void)state;
     struct fx *fx = fx_new(2, 0, 0);
+    struct vmd_http *first = fx->vmd.http;
     struct stat st;
     moor_error err = MOOR_ERROR_INIT;
 
@@ -521,6 +526,33 @@ static void test_socket_modes(void **state)
     /* a second server on a live socket is refused */
     assert_null(vmd_http_new(&fx->vmd, fx->sock, &err));
     assert_int_equal(err.code, -EADDRINUSE);
+    moor_error_clear(&err);
+    assert_ptr_equal(fx->vmd.http, first); /* a refused server leaves it alone */
+    /* review finding 4: an existing directory keeps its mode; one that
+     * others may write to is refused, its mode left alone */
+    char shared[200], sock2[220];
+    struct vmd v2 = fx->vmd;
+    snprintf(shared, sizeof(shared), "%s/shared", fx->dir);
+    snprintf(sock2, sizeof(sock2), "%s/s.sock", shared);
+    assert_int_equal(mkdir(shared, 0755), 0);
+    assert_int_equal(chmod(shared, 0755), 0);
+    struct vmd_http *h2 = vmd_http_new(&v2, sock2, &err);
+    if (!h2)
+        fail_msg("vmd_http_new in a 0755 directory: %s", moor_error_message(&err));
+    assert_ptr_equal(v2.http, h2);
+    assert_int_equal(stat(shared, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0755);
+    assert_int_equal(stat(sock2, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    vmd_http_stop_accepting(h2);
+    vmd_http_free(h2);
+    assert_int_equal(chmod(shared, 0777), 0);
+    assert_null(vmd_http_new(&v2, sock2, &err));
+    assert_int_equal(err.code, -EPERM);
+    assert_non_null(strstr(err.message, "writable by others"));
+    moor_error_clear(&err);
+    assert_int_equal(stat(shared, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0777);
     fx_stop(fx);
     /* stop removes the path */
     assert_int_equal(stat(fx->sock, &st), -1);
@@ -1063,6 +1095,99 @@ static void test_main_flags(void **state)
     assert_int_equal(run_status(cmd), 2);
 }
 
+/* Start moor-vmd-double on @state_dir and @run_dir (and --socket @sock
+ * unless NULL), its stderr to @log. Returns its pid. */
+static pid_t spawn_daemon(const char *bin, const char *state_dir, const char *run_dir,
+                          const char *sock, const char *log)
+{
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        if (sock)
+            execl(bin, bin, "--state-dir", state_dir, "--runtime-dir", run_dir, "--workers", "2",
+                  "--socket", sock, (char *)NULL);
+        else
+            execl(bin, bin, "--state-dir", state_dir, "--runtime-dir", run_dir, "--workers", "2",
+                  (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Wait up to WAIT_MS for @pid to exit; false (still running) if not. */
+static bool wait_exit(pid_t pid, int *status)
+{
+    pid_t got = 0;
+
+    for (int i = 0; i < WAIT_MS / 10 && got == 0; i++) {
+        got = waitpid(pid, status, WNOHANG);
+        if (got == 0)
+            nap_ms(10);
+    }
+    return got == pid;
+}
+
+/* Wait up to WAIT_MS for a daemon to answer /v1/version on @sock. */
+static void wait_serving(const char *sock)
+{
+    struct stat st;
+    bool up = false;
+
+    for (int i = 0; i < WAIT_MS / 10 && !up; i++) {
+        up = stat(sock, &st) == 0;
+        if (!up)
+            nap_ms(10);
+    }
+    if (!up)
+        fail_msg("moor-vmd-double did not create %s within %d ms", sock, WAIT_MS);
+}
+
+/* Review finding 5: a second daemon on the same runtime directory (even
+ * with a socket of its own) refuses to start, naming the lock. */
+static void test_main_lock(void **state)
+{
+    (void)state;
+    const char *bin = getenv("MOOR_VMD_DOUBLE");
+    char dir[] = "/tmp/test-vmd-lock.XXXXXX", state_dir[64], run_dir[64], sock[96], sock2[96];
+    char log1[96], log2[96], cmd[256];
+    int status = 0;
+
+    if (!bin)
+        fail_msg("MOOR_VMD_DOUBLE is not set (meson test sets it)");
+    assert_non_null(mkdtemp(dir));
+    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
+    snprintf(run_dir, sizeof(run_dir), "%s/run", dir);
+    snprintf(sock, sizeof(sock), "%s/moor-vmd.sock", run_dir);
+    snprintf(sock2, sizeof(sock2), "%s/second.sock", dir);
+    snprintf(log1, sizeof(log1), "%s/first.log", dir);
+    snprintf(log2, sizeof(log2), "%s/second.log", dir);
+    pid_t first = spawn_daemon(bin, state_dir, run_dir, NULL, log1);
+    wait_serving(sock);
+    pid_t second = spawn_daemon(bin, state_dir, run_dir, sock2, log2);
+    bool second_exited = wait_exit(second, &status);
+    if (!second_exited) {
+        kill(second, SIGKILL);
+        waitpid(second, &status, 0);
+    }
+    kill(first, SIGTERM);
+    bool first_exited = wait_exit(first, &status);
+    if (!first_exited) {
+        kill(first, SIGKILL);
+        waitpid(first, &status, 0);
+    }
+    if (!second_exited)
+        fail_msg("a second daemon on %s was still running after %d ms", run_dir, WAIT_MS);
+    assert_true(first_exited);
+    snprintf(cmd, sizeof(cmd), "grep -q 'another moor-vmd holds .*/run/moor-vmd.lock' '%s'", log2);
+    assert_int_equal(run_status(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_main_signal(void **state)
 {
     (void)state;
@@ -1140,6 +1265,7 @@ int main(void)
         cmocka_unit_test(test_openapi_routes),
         cmocka_unit_test(test_main_flags),
         cmocka_unit_test(test_main_signal),
+        cmocka_unit_test(test_main_lock),
     };
 
     signal(SIGPIPE, SIG_IGN);
