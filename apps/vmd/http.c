@@ -49,9 +49,13 @@
 /* Event lines are copied to MHD in pieces of at most STREAM_BLOCK bytes, so
  * connections keep MHD's default memory (32 KiB): MHD clears a connection's
  * whole pool between keep-alive requests, so every KiB of it is paid on
- * every request. A line longer than STREAM_LINE_MAX ends the stream. */
-#define STREAM_BLOCK     (4u * 1024u)
-#define STREAM_LINE_MAX  (1u << 20)
+ * every request. A line longer than STREAM_LINE_MAX would end the stream;
+ * the bus never publishes one. */
+#define STREAM_BLOCK    (4u * 1024u)
+#define STREAM_LINE_MAX (1u << 20)
+/* The bus caps its lines (events.h); a line needs one byte more than its
+ * length (the NUL): every line fits. */
+_Static_assert(STREAM_LINE_MAX > VMD_EVENTS_LINE_MAX, "event lines must fit a stream's buffer");
 #define MHD_MAX_DELAY_MS 60000u /* timer period when MHD wants none */
 #define LISTEN_BACKLOG   64
 

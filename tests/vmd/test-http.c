@@ -943,6 +943,28 @@ static void test_events(void **state)
     assert_int_equal(vmd_events_publish(fx->vmd.events, "qmp", "ev1", data), 0);
     stream_wait_for(&s[0], "THE-END!\"");
     stream_wait_for(&s[1], "THE-END!\"");
+    /* review finding 10: a line over the bus's cap (and over the streams'
+     * 1 MiB buffer) is published as a short marker; no stream ends */
+    size_t huge = 2u << 20;
+    big = malloc(huge + 1);
+    assert_non_null(big);
+    memset(big, 'y', huge);
+    big[huge] = '\0';
+    data = json_object_new_object();
+    json_object_object_add(data, "blob", json_object_new_string(big));
+    free(big);
+    assert_int_equal(vmd_events_publish(fx->vmd.events, "qmp", "ev1", data), 0);
+    data = json_object_new_object();
+    json_object_object_add(data, "after", json_object_new_string("the-huge-one"));
+    assert_int_equal(vmd_events_publish(fx->vmd.events, "qmp", "ev1", data), 0);
+    for (int i = 0; i < 2; i++) {
+        stream_wait_for(&s[i], "\"truncated\":true");
+        stream_wait_for(&s[i], "\"after\":\"the-huge-one\"");
+        pthread_mutex_lock(&s[i].lock);
+        assert_null(strstr(s[i].buf, "yyyy"));
+        assert_false(s[i].done);
+        pthread_mutex_unlock(&s[i].lock);
+    }
     assert_non_null(strstr(s[0].buf, "\"type\":\"lifecycle\""));
     /* a client that goes away while nothing is published is noticed */
     stream_stop(&s[0]);
