@@ -1199,7 +1199,8 @@ static bool wait_exit(pid_t pid, int *status)
     return got == pid;
 }
 
-/* Wait up to WAIT_MS for a daemon to answer /v1/version on @sock. */
+/* Wait up to WAIT_MS for a daemon to create its socket @sock (it has its
+ * lock by then). */
 static void wait_serving(const char *sock)
 {
     struct stat st;
@@ -1214,45 +1215,62 @@ static void wait_serving(const char *sock)
         fail_msg("moor-vmd-double did not create %s within %d ms", sock, WAIT_MS);
 }
 
+/* A daemon's directories under a new temporary one. */
+struct daemon_dirs {
+    char dir[64], state[80], run[80], sock[112], log[96];
+};
+
+static void daemon_dirs_make(struct daemon_dirs *d)
+{
+    snprintf(d->dir, sizeof(d->dir), "/tmp/test-vmd-main.XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
+    snprintf(d->run, sizeof(d->run), "%s/run", d->dir);
+    snprintf(d->sock, sizeof(d->sock), "%s/moor-vmd.sock", d->run);
+    snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
+}
+
+/* Wait for @pid's exit (after @sig, unless 0); SIGKILL it if it does not
+ * come within WAIT_MS. Returns whether it exited by itself. */
+static bool end_daemon(pid_t pid, int sig, int *status)
+{
+    if (sig)
+        kill(pid, sig);
+    if (wait_exit(pid, status))
+        return true;
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return false;
+}
+
 /* Review finding 5: a second daemon on the same runtime directory (even
  * with a socket of its own) refuses to start, naming the lock. */
 static void test_main_lock(void **state)
 {
     (void)state;
     const char *bin = getenv("MOOR_VMD_DOUBLE");
-    char dir[] = "/tmp/test-vmd-lock.XXXXXX", state_dir[64], run_dir[64], sock[96], sock2[96];
-    char log1[96], log2[96], cmd[256];
+    struct daemon_dirs d;
+    char sock2[112], log2[112], cmd[256];
     int status = 0;
 
     if (!bin)
         fail_msg("MOOR_VMD_DOUBLE is not set (meson test sets it)");
-    assert_non_null(mkdtemp(dir));
-    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
-    snprintf(run_dir, sizeof(run_dir), "%s/run", dir);
-    snprintf(sock, sizeof(sock), "%s/moor-vmd.sock", run_dir);
-    snprintf(sock2, sizeof(sock2), "%s/second.sock", dir);
-    snprintf(log1, sizeof(log1), "%s/first.log", dir);
-    snprintf(log2, sizeof(log2), "%s/second.log", dir);
-    pid_t first = spawn_daemon(bin, state_dir, run_dir, NULL, log1);
-    wait_serving(sock);
-    pid_t second = spawn_daemon(bin, state_dir, run_dir, sock2, log2);
-    bool second_exited = wait_exit(second, &status);
-    if (!second_exited) {
-        kill(second, SIGKILL);
-        waitpid(second, &status, 0);
-    }
-    kill(first, SIGTERM);
-    bool first_exited = wait_exit(first, &status);
-    if (!first_exited) {
-        kill(first, SIGKILL);
-        waitpid(first, &status, 0);
-    }
+    daemon_dirs_make(&d);
+    snprintf(sock2, sizeof(sock2), "%s/second.sock", d.dir);
+    snprintf(log2, sizeof(log2), "%s/second.log", d.dir);
+    pid_t first = spawn_daemon(bin, d.state, d.run, NULL, d.log);
+    wait_serving(d.sock);
+    pid_t second = spawn_daemon(bin, d.state, d.run, sock2, log2);
+    bool second_exited = end_daemon(second, 0, &status);
+    int second_status = status;
+    bool first_exited = end_daemon(first, SIGTERM, &status);
     if (!second_exited)
-        fail_msg("a second daemon on %s was still running after %d ms", run_dir, WAIT_MS);
+        fail_msg("a second daemon on %s was still running after %d ms", d.run, WAIT_MS);
+    assert_true(WIFEXITED(second_status) && WEXITSTATUS(second_status) == 1);
     assert_true(first_exited);
     snprintf(cmd, sizeof(cmd), "grep -q 'another moor-vmd holds .*/run/moor-vmd.lock' '%s'", log2);
     assert_int_equal(run_status(cmd), 0);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
     assert_int_equal(system(cmd), 0);
 }
 
@@ -1260,57 +1278,32 @@ static void test_main_signal(void **state)
 {
     (void)state;
     const char *bin = getenv("MOOR_VMD_DOUBLE");
-    char dir[] = "/tmp/test-vmd-main.XXXXXX", state_dir[64], run_dir[64], sock[96];
+    struct daemon_dirs d;
     struct stat st;
     struct reply r;
     int status = 0;
 
     if (!bin)
         fail_msg("MOOR_VMD_DOUBLE is not set (meson test sets it)");
-    assert_non_null(mkdtemp(dir));
-    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
-    snprintf(run_dir, sizeof(run_dir), "%s/run", dir);
-    snprintf(sock, sizeof(sock), "%s/moor-vmd.sock", run_dir);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        execl(bin, bin, "--state-dir", state_dir, "--runtime-dir", run_dir, "--workers", "2",
-              (char *)NULL);
-        _exit(127);
-    }
-    bool up = false;
-    for (int i = 0; i < WAIT_MS / 10 && !up; i++) {
-        up = stat(sock, &st) == 0;
-        if (!up)
-            nap_ms(10);
-    }
-    if (!up)
-        fail_msg("moor-vmd-double did not create %s within %d ms", sock, WAIT_MS);
+    daemon_dirs_make(&d);
+    const char *sock = d.sock;
+    pid_t pid = spawn_daemon(bin, d.state, d.run, NULL, d.log);
+    wait_serving(sock);
     call_raw(sock, "GET", "/v1/version", NULL, 0, &r);
     assert_int_equal(r.status, 200);
     reply_clear(&r);
     call_raw(sock, "POST", "/v1/domains", "{\"name\":\"m\"}", 12, &r);
     assert_int_equal(r.status, 201);
     reply_clear(&r);
-    assert_int_equal(kill(pid, SIGTERM), 0);
-    pid_t got = 0;
-    for (int i = 0; i < WAIT_MS / 10 && got == 0; i++) {
-        got = waitpid(pid, &status, WNOHANG);
-        if (got == 0)
-            nap_ms(10);
-    }
-    if (got != pid) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    if (!end_daemon(pid, SIGTERM, &status))
         fail_msg("moor-vmd-double did not exit within %d ms of SIGTERM", WAIT_MS);
-    }
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0); /* 1 if the census was not zero */
     assert_int_equal(stat(sock, &st), -1);
-    assert_int_equal(stat(state_dir, &st), 0);
+    assert_int_equal(stat(d.state, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0700);
     char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
     assert_int_equal(system(cmd), 0);
 }
 
