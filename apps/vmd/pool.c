@@ -14,11 +14,10 @@
  * limits: lane work and destroys together hold at most block_limit
  * workers (workers - 1), and lane work alone at most lane_limit (workers -
  * 2), so one worker is always left for fast calls and one for destroys
- * (with three workers or more). Each class has its own queue bound, so a
- * full class never refuses another. Lanes exist only while they hold work
- * and are found by a linear walk: there are as many as domains with calls
- * in flight, a handful. The pool mutex is a leaf: no callback runs under
- * it.
+ * (with three workers or more; see vmd_pool_new for fewer). Each class has its own queue bound, so
+ * a full class never refuses another. Lanes exist only while they hold work and are found by a
+ * linear walk: there are as many as domains with calls in flight, a handful. The pool mutex is a
+ * leaf: no callback runs under it.
  */
 #include "pool.h"
 
@@ -223,7 +222,10 @@ struct vmd_pool *vmd_pool_new(unsigned workers, unsigned lane_cap, unsigned queu
     }
     pool->lane_cap = lane_cap ? lane_cap : (workers / 4 ? workers / 4 : 1);
     pool->queue_max = queue_max ? queue_max : 4 * workers;
-    pool->block_limit = workers > 1 ? workers - 1 : 1;
+    /* W >= 3: one worker kept for fast calls, one more for destroys. W = 2:
+     * destroys never wait for lane work; fast calls may wait for a
+     * destroy. W = 1: all share the one worker. */
+    pool->block_limit = workers > 2 ? workers - 1 : workers;
     pool->lane_limit = workers > 2 ? workers - 2 : 1;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);

@@ -14,7 +14,8 @@
  * With W >= 3 workers, LANE and DESTROY calls together hold at most W - 1
  * workers and LANE calls at most W - 2, so a fast call always finds a
  * worker, and a destroy never waits for lane work, whatever the mix. (With
- * W = 2 lane work and destroys share one worker; with W = 1 all share it.)
+ * W = 2, lane work holds at most one worker and a destroy the other, so a
+ * fast call may wait for a destroy; with W = 1 all share the one worker.)
  * Each class has its own queue bound, refused at once with -EAGAIN: fast
  * calls queue_max * W in all; lane calls queue_max per domain and
  * queue_max * W in all; destroys queue_max per domain.

@@ -274,6 +274,26 @@ static void test_mix_keeps_workers(void **state)
     vmd_pool_free(pool);
 }
 
+/* Two workers: stuck lane work leaves the other to destroy. */
+static void test_two_workers(void **state)
+{
+    (void)state;
+    moor_error err = MOOR_ERROR_INIT;
+    struct vmd_pool *pool = vmd_pool_new(2, 2, 4, &err);
+    struct item it[4] = {make(0, true), make(1, true), make(2, true), make(3, false)};
+
+    reset();
+    submit_ok(pool, VMD_WORK_LANE, &uuid_a, &it[0]);
+    submit_ok(pool, VMD_WORK_LANE, &uuid_b, &it[1]);
+    wait_count(&waiting, 1, "one lane item stuck");
+    submit_ok(pool, VMD_WORK_DESTROY, &uuid_a, &it[2]);
+    wait_count(&waiting, 2, "the destroy running beside the stuck lane item");
+    submit_ok(pool, VMD_WORK_FAST, NULL, &it[3]);
+    open_gate();
+    wait_count(&done, 4, "every item done");
+    vmd_pool_free(pool);
+}
+
 /* Review finding 2: lane work that fills the daemon-wide queue does not
  * refuse fast calls or destroy. */
 static void test_class_bounds(void **state)
@@ -370,9 +390,13 @@ static void test_bad_arguments(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lane_cap_queue_destroy), cmocka_unit_test(test_fast_worker_kept),
-        cmocka_unit_test(test_destroy_one_per_domain), cmocka_unit_test(test_mix_keeps_workers),
-        cmocka_unit_test(test_class_bounds),           cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_lane_cap_queue_destroy),
+        cmocka_unit_test(test_fast_worker_kept),
+        cmocka_unit_test(test_destroy_one_per_domain),
+        cmocka_unit_test(test_mix_keeps_workers),
+        cmocka_unit_test(test_class_bounds),
+        cmocka_unit_test(test_two_workers),
+        cmocka_unit_test(test_drain),
         cmocka_unit_test(test_bad_arguments),
     };
 
