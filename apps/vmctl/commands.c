@@ -20,7 +20,7 @@
 
 #define ID_MAX      64        /* a name: [A-Za-z0-9._-]{1,64}; a UUID has 36 */
 #define CONFIG_MAX  (1 << 20) /* the daemon's body cap */
-#define WAIT_MS_MAX 86400000L
+#define WAIT_MS_MAX 300000L   /* the daemon's cap on a shutdown's wait: 5 minutes */
 
 volatile sig_atomic_t vmctl_stop;
 

@@ -198,10 +198,13 @@ bool vmd_token_valid(const char *s, size_t len, size_t max, const char *punct)
     return true;
 }
 
-static bool has_control(const char *s)
+/* Whether @s has a byte that is not printable ASCII: a control character,
+ * DEL, or a byte >= 0x80. Error messages repeat the path, and must stay
+ * valid UTF-8 (JSON) however they are cut. */
+static bool has_unprintable(const char *s)
 {
     for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
             return true;
     return false;
 }
@@ -247,7 +250,8 @@ static int parse_body(const char *body, size_t len, struct json_object **out, mo
     *out = NULL;
     if (len == 0)
         return 0;
-    struct json_tokener *tok = json_tokener_new_ex(VMD_MAX_JSON_DEPTH);
+    /* json-c's depth counts one more than the nesting levels it accepts */
+    struct json_tokener *tok = json_tokener_new_ex(VMD_MAX_JSON_DEPTH + 1);
     if (!tok)
         return moor_error_set(err, -ENOMEM, "no memory for the JSON parser");
     struct json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
@@ -288,8 +292,8 @@ int vmd_api_parse(struct vmd *vmd, const char *method, const char *url, const ch
     const char *id = NULL;
     size_t id_len = 0;
 
-    if (!method || !url || has_control(method) || has_control(url)) {
-        vmd_api_error(resp, -EINVAL, "control characters in the request line");
+    if (!method || !url || has_unprintable(method) || has_unprintable(url)) {
+        vmd_api_error(resp, -EINVAL, "the request line must be printable ASCII");
         return -EINVAL;
     }
     const struct route *r = route_find(method, url, &id, &id_len, resp);

@@ -75,31 +75,28 @@ static void format_time(char out[32])
     snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-/* The line for @seq: the header fields first, then the publisher's. */
-static char *format_line(uint64_t seq, const char *type, const char *domain,
-                         struct json_object *data, size_t *len)
+/* A new line object with the header fields, or NULL (-ENOMEM). */
+static struct json_object *line_header(uint64_t seq, const char *when, const char *type,
+                                       const char *domain)
 {
     struct json_object *line = json_object_new_object();
-    char when[32];
-    const char *text;
-    char *copy = NULL;
 
     if (!line)
         return NULL;
-    format_time(when);
     json_object_object_add(line, "seq", json_object_new_uint64(seq));
     json_object_object_add(line, "time", json_object_new_string(when));
     json_object_object_add(line, "type", json_object_new_string(type));
     if (domain)
         json_object_object_add(line, "domain", json_object_new_string(domain));
-    if (data && json_object_is_type(data, json_type_object)) {
-        json_object_object_foreach(data, key, val)
-        {
-            if (!json_object_object_get_ex(line, key, NULL))
-                json_object_object_add(line, key, json_object_get(val));
-        }
-    }
-    text = json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN);
+    return line;
+}
+
+/* @line as text with a newline, in a new buffer; *@len its length. */
+static char *line_text(struct json_object *line, size_t *len)
+{
+    const char *text = json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN);
+    char *copy = NULL;
+
     if (text) {
         *len = strlen(text) + 1;
         copy = malloc(*len + 1);
@@ -109,6 +106,40 @@ static char *format_line(uint64_t seq, const char *type, const char *domain,
             copy[*len] = '\0';
         }
     }
+    return copy;
+}
+
+/* The line for @seq: the header fields first, then the publisher's. A
+ * line over VMD_EVENTS_LINE_MAX is replaced by its header fields and
+ * "truncated":true,"bytes":N (its length), so no reader ever meets a line
+ * too long to send. */
+static char *format_line(uint64_t seq, const char *type, const char *domain,
+                         struct json_object *data, size_t *len)
+{
+    char when[32];
+
+    format_time(when);
+    struct json_object *line = line_header(seq, when, type, domain);
+    if (!line)
+        return NULL;
+    if (data && json_object_is_type(data, json_type_object)) {
+        json_object_object_foreach(data, key, val)
+        {
+            if (!json_object_object_get_ex(line, key, NULL))
+                json_object_object_add(line, key, json_object_get(val));
+        }
+    }
+    char *copy = line_text(line, len);
+    json_object_put(line);
+    if (!copy || *len <= VMD_EVENTS_LINE_MAX)
+        return copy;
+    size_t full = *len;
+    free(copy);
+    if (!(line = line_header(seq, when, type, domain)))
+        return NULL;
+    json_object_object_add(line, "truncated", json_object_new_boolean(true));
+    json_object_object_add(line, "bytes", json_object_new_uint64(full));
+    copy = line_text(line, len);
     json_object_put(line);
     return copy;
 }

@@ -11,6 +11,8 @@
  *
  * A line is: {"seq":N,"time":"2026-12-07T02:19:13.123Z","type":"lifecycle",
  *             "domain":"vm1",...the publisher's fields...}\n
+ * of at most VMD_EVENTS_LINE_MAX bytes (newline included): a longer one is
+ * published as its header fields and "truncated":true,"bytes":N instead.
  */
 #ifndef MOOR_VMD_EVENTS_H
 #define MOOR_VMD_EVENTS_H
@@ -24,6 +26,7 @@ struct vmd_events;
 
 #define VMD_EVENTS_DEFAULT_CAPACITY 1024u
 #define VMD_EVENTS_MAX_SUBSCRIBERS  64u
+#define VMD_EVENTS_LINE_MAX         (64u * 1024u) /* bytes of one line, newline included */
 
 /*
  * vmd_events_new - an empty bus keeping the newest @capacity lines

@@ -49,9 +49,13 @@
 /* Event lines are copied to MHD in pieces of at most STREAM_BLOCK bytes, so
  * connections keep MHD's default memory (32 KiB): MHD clears a connection's
  * whole pool between keep-alive requests, so every KiB of it is paid on
- * every request. A line longer than STREAM_LINE_MAX ends the stream. */
-#define STREAM_BLOCK     (4u * 1024u)
-#define STREAM_LINE_MAX  (1u << 20)
+ * every request. A line longer than STREAM_LINE_MAX would end the stream;
+ * the bus never publishes one. */
+#define STREAM_BLOCK    (4u * 1024u)
+#define STREAM_LINE_MAX (1u << 20)
+/* The bus caps its lines (events.h); a line needs one byte more than its
+ * length (the NUL): every line fits. */
+_Static_assert(STREAM_LINE_MAX > VMD_EVENTS_LINE_MAX, "event lines must fit a stream's buffer");
 #define MHD_MAX_DELAY_MS 60000u /* timer period when MHD wants none */
 #define LISTEN_BACKLOG   64
 
@@ -570,7 +574,9 @@ static void close_fdp(int *fd)
         close(*fd);
 }
 
-/* The socket's directory: made 0700, or an existing one of ours set 0700. */
+/* The socket's directory: made 0700 if missing. An existing one keeps its
+ * mode: it must be a directory of ours or root's that no one else may
+ * write to (else -EPERM), so no one else can swap the socket. */
 static int prepare_dir(const char *path, moor_error *err)
 {
     char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -584,15 +590,24 @@ static int prepare_dir(const char *path, moor_error *err)
         slash[1] = '\0';
     else
         *slash = '\0';
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+    if (mkdir(dir, 0700) == 0) {
+        /* ours, new: exactly 0700 whatever the umask */
+        if (chmod(dir, 0700) < 0)
+            return moor_error_set(err, -errno, "cannot make %s 0700: %s", dir, strerror(errno));
+        return 0;
+    }
+    if (errno != EEXIST)
         return moor_error_set(err, -errno, "cannot create %s: %s", dir, strerror(errno));
     if (stat(dir, &st) < 0)
         return moor_error_set(err, -errno, "cannot stat %s: %s", dir, strerror(errno));
-    if (st.st_uid != geteuid())
-        return moor_error_set(err, -EPERM, "%s belongs to uid %u, not to us", dir,
+    if (!S_ISDIR(st.st_mode))
+        return moor_error_set(err, -ENOTDIR, "%s is not a directory", dir);
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        return moor_error_set(err, -EPERM, "%s belongs to uid %u, not to us or root", dir,
                               (unsigned)st.st_uid);
-    if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) < 0)
-        return moor_error_set(err, -errno, "cannot make %s 0700: %s", dir, strerror(errno));
+    if (st.st_mode & 022)
+        return moor_error_set(err, -EPERM, "%s is writable by others (mode %04o): refused", dir,
+                              (unsigned)(st.st_mode & 07777));
     return 0;
 }
 
@@ -632,10 +647,16 @@ static int listen_socket(const char *path, moor_error *err)
         socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return moor_error_set(err, -errno, "socket: %s", strerror(errno));
-    /* The directory is 0700, so the moment between bind and chmod is
-     * reachable by us and root only. */
-    if (bind(fd, (const struct sockaddr *)&addr, sizeof(addr)) < 0)
-        return moor_error_set(err, -errno, "cannot bind %s: %s", path, strerror(errno));
+    /* Bound under umask 0177, the socket is 0600 from its first moment
+     * (the directory may be searchable by others). The umask is the
+     * process's: a file another thread creates meanwhile gets at most
+     * 0600, never more. */
+    mode_t old_mask = umask(0177);
+    int bound = bind(fd, (const struct sockaddr *)&addr, sizeof(addr));
+    int bind_errno = errno;
+    umask(old_mask);
+    if (bound < 0)
+        return moor_error_set(err, -bind_errno, "cannot bind %s: %s", path, strerror(bind_errno));
     if (chmod(path, 0600) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
         rc = moor_error_set(err, -errno, "cannot listen on %s: %s", path, strerror(errno));
         unlink(path);
@@ -734,7 +755,12 @@ struct vmd_http *vmd_http_new(struct vmd *vmd, const char *socket_path, moor_err
         return NULL;
     }
     h->accepting = true;
+    /* Published before MHD serves a request (a worker's debug call reads
+     * it); the pool's mutex orders this write before any worker's read. */
+    struct vmd_http *prev = vmd->http;
+    vmd->http = h;
     if (start_mhd(h, err) < 0) {
+        vmd->http = prev;
         if (h->listen_fd >= 0) {
             close(h->listen_fd);
             unlink(h->socket_path);

@@ -21,14 +21,17 @@
 struct vmd_http;
 
 /*
- * vmd_http_new - create the socket at @socket_path (its directory made or
- * set 0700, the socket 0600; a stale socket replaced, a live one refused)
- * and serve it on vmd->loop, whose thread must run. Needs vmd->pool and
- * vmd->events.
+ * vmd_http_new - create the socket at @socket_path (its directory made
+ * 0700 if missing; an existing one, left as it is, must be ours or root's
+ * and not group- or world-writable; the socket bound 0600; a stale socket
+ * replaced, a live one refused) and serve it on vmd->loop, whose thread
+ * must run. Needs vmd->pool and vmd->events. Sets vmd->http to the server
+ * before it serves (left as it was on failure).
  * Ownership: the caller's; vmd_http_free. Locks: none held.
  * Blocks: no (one connect() to probe a stale socket).
  * Returns the server, or NULL with @err: -EADDRINUSE (a daemon answers on
- * the socket), -EPERM (the directory is another user's), -ENAMETOOLONG,
+ * the socket), -EPERM (the directory is another user's or writable by
+ * others), -ENOTDIR, -ENAMETOOLONG,
  * -ENOMEM, or the -errno of mkdir/socket/bind/listen, or -EIO (MHD).
  */
 struct vmd_http *vmd_http_new(struct vmd *vmd, const char *socket_path, moor_error *err);

@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE /* asprintf */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -275,6 +277,38 @@ static int make_dirs(const char *path, mode_t mode)
     return 0;
 }
 
+/*
+ * The daemon's lock: an exclusive, non-blocking flock on
+ * RUNTIME-DIR/moor-vmd.lock, held until the process exits. Taken before
+ * the socket or any domain is touched, so a second daemon on the same
+ * runtime directory never binds, loads configs or reconnects to QMP, even
+ * while the first is shutting down and its socket is gone.
+ * Returns the locked fd (the caller closes it last), or -EBUSY naming the
+ * lock when another process holds it, -ENAMETOOLONG, or open's/flock's
+ * -errno, with @err. Blocks: no.
+ */
+static int take_lock(const char *runtime_dir, moor_error *err)
+{
+    char path[4096];
+
+    if (snprintf(path, sizeof(path), "%s/moor-vmd.lock", runtime_dir) >= (int)sizeof(path))
+        return moor_error_set(err, -ENAMETOOLONG, "runtime directory path too long");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return moor_error_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return moor_error_set(err, -EBUSY, "another moor-vmd holds %s", path);
+        return moor_error_set(err, -e, "cannot lock %s: %s", path, strerror(e));
+    }
+    /* the holder's pid, for people; the lock is the flock, not the text */
+    if (ftruncate(fd, 0) == 0)
+        dprintf(fd, "%ld\n", (long)getpid());
+    return fd;
+}
+
 /* ---- stop ------------------------------------------------------------------ */
 
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -314,6 +348,7 @@ static int wait_for_stop(void)
 struct daemon_state {
     struct vmd vmd;
     int sigfd;
+    int lock_fd; /* take_lock's, closed last */
     uint64_t sig_id;
     bool domains_loaded;
 };
@@ -341,6 +376,8 @@ static void teardown(struct daemon_state *d)
     moor_clear(&vmd->domains);
     moor_clear(&vmd->loop);
     options_clear(&vmd->opt);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
 }
 
 static int setup(struct daemon_state *d, const sigset_t *sigs, moor_error *err)
@@ -355,6 +392,8 @@ static int setup(struct daemon_state *d, const sigset_t *sigs, moor_error *err)
         (rc = make_dirs(vmd->opt.runtime_dir, 0700)) < 0 ||
         (rc = make_dirs(vmd->opt.log_dir, 0700)) < 0)
         return moor_error_set(err, rc, "cannot create the daemon's directories: %s", strerror(-rc));
+    if ((d->lock_fd = take_lock(vmd->opt.runtime_dir, err)) < 0)
+        return d->lock_fd;
     if (!(vmd->loop = moor_loop_new(err)))
         return err->code;
     if ((rc = moor_loop_thread_start(vmd->loop, err)) < 0)
@@ -375,14 +414,14 @@ static int setup(struct daemon_state *d, const sigset_t *sigs, moor_error *err)
     if (!(vmd->pool =
               vmd_pool_new(vmd->opt.workers, vmd->opt.domain_workers, vmd->opt.queue_max, err)))
         return err->code;
-    if (!(vmd->http = vmd_http_new(vmd, vmd->opt.socket_path, err)))
+    if (!vmd_http_new(vmd, vmd->opt.socket_path, err)) /* sets vmd->http */
         return err->code;
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    struct daemon_state d = {.sigfd = -1};
+    struct daemon_state d = {.sigfd = -1, .lock_fd = -1};
     moor_error err = MOOR_ERROR_INIT;
     sigset_t sigs;
 

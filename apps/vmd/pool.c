@@ -2,17 +2,22 @@
 /*
  * pool.c - worker threads and per-domain lanes under one mutex.
  *
- * Theory of operation. Three kinds of queue hold work that no worker runs
- * yet: `fast` (calls that never block, and destroy), `ready` (lane work a
- * lane has admitted) and each lane's own `waiting` queue (lane work beyond
- * the lane's cap). A lane admits an item into `ready` while fewer than
- * lane_cap of its items are admitted (in `ready` or running); when one
- * finishes, the lane's oldest waiting item is admitted in its place. A
- * worker takes from `fast` first, then from `ready` as long as lane work
- * holds fewer than lane_limit workers (workers - 1, so one worker is always
- * left for fast calls). Lanes exist only while they hold work and are
- * found by a linear walk: there are as many as domains with calls in
- * flight, a handful. The pool mutex is a leaf: no callback runs under it.
+ * Theory of operation. Four kinds of queue hold work that no worker runs
+ * yet: `fast` (calls that never block), `dready` (destroys their lane has
+ * admitted), `ready` (lane work its lane has admitted) and, in each lane,
+ * `waiting` (lane work beyond the lane's cap) and `dwaiting` (destroys
+ * behind the lane's running one). A lane admits an item into `ready` while
+ * fewer than lane_cap of its items are admitted (in `ready` or running),
+ * and one destroy at a time into `dready`; when one finishes, the lane's
+ * oldest waiting item of the same class is admitted in its place. A worker
+ * takes from `fast` first, then from `dready`, then from `ready`, with two
+ * limits: lane work and destroys together hold at most block_limit
+ * workers (workers - 1), and lane work alone at most lane_limit (workers -
+ * 2), so one worker is always left for fast calls and one for destroys
+ * (with three workers or more; see vmd_pool_new for fewer). Each class has its own queue bound, so
+ * a full class never refuses another. Lanes exist only while they hold work and are found by a
+ * linear walk: there are as many as domains with calls in flight, a handful. The pool mutex is a
+ * leaf: no callback runs under it.
  */
 #include "pool.h"
 
@@ -36,19 +41,20 @@ struct vmd_lane {
     char name[VMD_NAME_MAX + 1];
     unsigned admitted; /* LANE items in `ready` or running */
     unsigned running;  /* items of this lane on a worker, destroy included */
-    unsigned destroys; /* DESTROY items queued or running */
-    struct work_queue waiting;
+    bool destroying;   /* a DESTROY item in `dready` or running */
+    struct work_queue waiting, dwaiting;
 };
 
 struct vmd_pool {
     pthread_mutex_t lock;
     pthread_cond_t wake; /* work to take, or draining */
     pthread_t *threads;
-    unsigned workers, lane_cap, queue_max, lane_limit;
-    unsigned busy;      /* workers running an item */
-    unsigned lane_busy; /* workers running a LANE item */
-    unsigned queued;    /* items not running yet, every queue */
-    struct work_queue fast, ready;
+    unsigned workers, lane_cap, queue_max, lane_limit, block_limit;
+    unsigned busy;         /* workers running an item */
+    unsigned lane_busy;    /* workers running a LANE item */
+    unsigned destroy_busy; /* workers running a DESTROY item */
+    unsigned lane_queued;  /* LANE items not running: `ready` and lanes' `waiting` */
+    struct work_queue fast, dready, ready;
     struct vmd_lane *lanes;
     bool draining;
     bool joined;
@@ -106,7 +112,7 @@ static struct vmd_lane *lane_get(struct vmd_pool *pool, const moor_uuid *uuid, c
 /* Free @l if nothing refers to it any more. Pool mutex held. */
 static void lane_put(struct vmd_pool *pool, struct vmd_lane *l)
 {
-    if (l->admitted || l->running || l->destroys || l->waiting.n)
+    if (l->admitted || l->running || l->destroying || l->waiting.n || l->dwaiting.n)
         return;
     for (struct vmd_lane **pp = &pool->lanes; *pp; pp = &(*pp)->next) {
         if (*pp == l) {
@@ -117,18 +123,30 @@ static void lane_put(struct vmd_pool *pool, struct vmd_lane *l)
     free(l);
 }
 
+/* Items queued in every queue, for the figures. Pool mutex held. */
+static unsigned queued_total(const struct vmd_pool *pool)
+{
+    unsigned n = pool->fast.n + pool->dready.n + pool->lane_queued;
+
+    for (const struct vmd_lane *l = pool->lanes; l; l = l->next)
+        n += l->dwaiting.n;
+    return n;
+}
+
 /* The next item a worker may start, or NULL. Pool mutex held. */
 static struct vmd_work *take(struct vmd_pool *pool)
 {
+    bool block_free = pool->lane_busy + pool->destroy_busy < pool->block_limit;
     struct vmd_work *w = queue_pop(&pool->fast);
 
-    if (!w && pool->ready.n && pool->lane_busy < pool->lane_limit) {
-        w = queue_pop(&pool->ready);
+    if (!w && block_free && (w = queue_pop(&pool->dready)))
+        pool->destroy_busy++;
+    if (!w && block_free && pool->lane_busy < pool->lane_limit && (w = queue_pop(&pool->ready))) {
         pool->lane_busy++;
+        pool->lane_queued--;
     }
     if (!w)
         return NULL;
-    pool->queued--;
     pool->busy++;
     if (w->lane)
         w->lane->running++;
@@ -141,10 +159,16 @@ static void finish(struct vmd_pool *pool, int cls, struct vmd_lane *lane)
     pool->busy--;
     if (cls == VMD_WORK_LANE)
         pool->lane_busy--;
+    if (cls == VMD_WORK_DESTROY)
+        pool->destroy_busy--;
     if (lane) {
         lane->running--;
-        if (cls == VMD_WORK_DESTROY)
-            lane->destroys--;
+        if (cls == VMD_WORK_DESTROY) {
+            struct vmd_work *next = queue_pop(&lane->dwaiting);
+            lane->destroying = next != NULL;
+            if (next)
+                queue_push(&pool->dready, next);
+        }
         if (cls == VMD_WORK_LANE) {
             lane->admitted--;
             struct vmd_work *next = queue_pop(&lane->waiting);
@@ -155,7 +179,7 @@ static void finish(struct vmd_pool *pool, int cls, struct vmd_lane *lane)
         }
         lane_put(pool, lane);
     }
-    /* A lane slot or a lane-work slot may have opened: anyone may take. */
+    /* A lane slot or a worker slot may have opened: anyone may take. */
     pthread_cond_broadcast(&pool->wake);
 }
 
@@ -198,7 +222,11 @@ struct vmd_pool *vmd_pool_new(unsigned workers, unsigned lane_cap, unsigned queu
     }
     pool->lane_cap = lane_cap ? lane_cap : (workers / 4 ? workers / 4 : 1);
     pool->queue_max = queue_max ? queue_max : 4 * workers;
-    pool->lane_limit = workers > 1 ? workers - 1 : 1;
+    /* W >= 3: one worker kept for fast calls, one more for destroys. W = 2:
+     * destroys never wait for lane work; fast calls may wait for a
+     * destroy. W = 1: all share the one worker. */
+    pool->block_limit = workers > 2 ? workers - 1 : workers;
+    pool->lane_limit = workers > 2 ? workers - 2 : 1;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     for (unsigned i = 0; i < workers; i++) {
@@ -214,47 +242,89 @@ struct vmd_pool *vmd_pool_new(unsigned workers, unsigned lane_cap, unsigned queu
     return pool;
 }
 
+/* Queue FAST @work, or refuse it with -EAGAIN. Pool mutex held. */
+static int submit_fast(struct vmd_pool *pool, struct vmd_work *work, moor_error *err)
+{
+    unsigned limit = pool->queue_max * pool->workers;
+
+    if (pool->fast.n >= limit)
+        return moor_error_set(err, -EAGAIN, "%u quick calls queued in the daemon (limit %u)",
+                              pool->fast.n, limit);
+    queue_push(&pool->fast, work);
+    return 0;
+}
+
+/* Queue DESTROY @work in @lane: admitted at once unless the lane's destroy
+ * is queued or running, then behind it (holding no worker). Pool mutex
+ * held. */
+static int submit_destroy(struct vmd_pool *pool, struct vmd_lane *lane, struct vmd_work *work,
+                          moor_error *err)
+{
+    if (!lane->destroying) {
+        lane->destroying = true;
+        queue_push(&pool->dready, work);
+    } else if (lane->dwaiting.n >= pool->queue_max) {
+        return moor_error_set(err, -EAGAIN,
+                              "domain %s: %u destroys queued behind the running one (limit %u)",
+                              lane->name, lane->dwaiting.n, pool->queue_max);
+    } else {
+        queue_push(&lane->dwaiting, work);
+    }
+    work->lane = lane;
+    return 0;
+}
+
+/* Queue LANE @work in @lane: admitted under the lane's cap, else in its
+ * queue; refused past the lane's or the daemon's bound. Pool mutex held. */
+static int submit_lane(struct vmd_pool *pool, struct vmd_lane *lane, struct vmd_work *work,
+                       moor_error *err)
+{
+    unsigned limit = pool->queue_max * pool->workers;
+    bool admit = lane->admitted < pool->lane_cap;
+
+    if (!admit && lane->waiting.n >= pool->queue_max)
+        return moor_error_set(err, -EAGAIN,
+                              "domain %s: %u requests queued behind %u busy ones (limit %u)",
+                              lane->name, lane->waiting.n, lane->admitted, pool->queue_max);
+    if (pool->lane_queued >= limit)
+        return moor_error_set(err, -EAGAIN, "%u domain requests queued in the daemon (limit %u)",
+                              pool->lane_queued, limit);
+    if (admit) {
+        lane->admitted++;
+        queue_push(&pool->ready, work);
+    } else {
+        queue_push(&lane->waiting, work);
+    }
+    work->lane = lane;
+    pool->lane_queued++;
+    return 0;
+}
+
 int vmd_pool_submit(struct vmd_pool *pool, enum vmd_work_class cls, const moor_uuid *uuid,
                     const char *name, struct vmd_work *work, moor_error *err)
 {
-    if (!pool || !work || !work->run || !work->cancel || (cls != VMD_WORK_FAST && !uuid))
+    if (!pool || !work || !work->run || !work->cancel || cls < VMD_WORK_FAST ||
+        cls > VMD_WORK_DESTROY || (cls != VMD_WORK_FAST && !uuid))
         return moor_error_set(err, -EINVAL, "bad arguments to the worker pool");
     pthread_mutex_lock(&pool->lock);
-    int rc = 0;
+    int rc;
+    struct vmd_lane *lane = NULL;
+    work->cls = cls;
+    work->lane = NULL;
     if (pool->draining) {
         rc = moor_error_set(err, -EAGAIN, "the daemon is shutting down");
-    } else if (pool->queued >= pool->queue_max * pool->workers) {
-        rc = moor_error_set(err, -EAGAIN, "%u requests queued in the daemon (limit %u)",
-                            pool->queued, pool->queue_max * pool->workers);
+    } else if (cls == VMD_WORK_FAST) {
+        rc = submit_fast(pool, work, err);
+    } else if (!(lane = lane_get(pool, uuid, name))) {
+        rc = moor_error_set(err, -ENOMEM, "no memory for the lane of domain %s", name);
     } else {
-        work->cls = cls;
-        work->lane = NULL;
-        struct vmd_lane *lane = cls == VMD_WORK_FAST ? NULL : lane_get(pool, uuid, name);
-        if (cls != VMD_WORK_FAST && !lane) {
-            rc = moor_error_set(err, -ENOMEM, "no memory for the lane of domain %s", name);
-        } else if (cls == VMD_WORK_FAST) {
-            queue_push(&pool->fast, work);
-        } else if (cls == VMD_WORK_DESTROY) {
-            work->lane = lane;
-            lane->destroys++;
-            queue_push(&pool->fast, work);
-        } else if (lane->admitted < pool->lane_cap) {
-            work->lane = lane;
-            lane->admitted++;
-            queue_push(&pool->ready, work);
-        } else if (lane->waiting.n >= pool->queue_max) {
-            rc = moor_error_set(err, -EAGAIN,
-                                "domain %s: %u requests queued behind %u busy ones (limit %u)",
-                                lane->name, lane->waiting.n, lane->admitted, pool->queue_max);
-        } else {
-            work->lane = lane;
-            queue_push(&lane->waiting, work);
-        }
-        if (rc == 0) {
-            pool->queued++;
-            pthread_cond_signal(&pool->wake);
-        }
+        rc = cls == VMD_WORK_DESTROY ? submit_destroy(pool, lane, work, err)
+                                     : submit_lane(pool, lane, work, err);
+        if (rc < 0)
+            lane_put(pool, lane); /* a lane made for a refused item */
     }
+    if (rc == 0)
+        pthread_cond_signal(&pool->wake);
     pthread_mutex_unlock(&pool->lock);
     return rc;
 }
@@ -264,19 +334,23 @@ static void unqueue_all(struct vmd_pool *pool, struct work_queue *out)
 {
     struct vmd_work *w;
 
-    while ((w = queue_pop(&pool->fast))) {
-        if (w->cls == VMD_WORK_DESTROY)
-            w->lane->destroys--;
+    while ((w = queue_pop(&pool->fast)))
+        queue_push(out, w);
+    while ((w = queue_pop(&pool->dready))) {
+        w->lane->destroying = false;
         queue_push(out, w);
     }
     while ((w = queue_pop(&pool->ready))) {
         w->lane->admitted--;
         queue_push(out, w);
     }
-    for (struct vmd_lane *l = pool->lanes; l; l = l->next)
+    for (struct vmd_lane *l = pool->lanes; l; l = l->next) {
         while ((w = queue_pop(&l->waiting)))
             queue_push(out, w);
-    pool->queued -= out->n;
+        while ((w = queue_pop(&l->dwaiting)))
+            queue_push(out, w);
+    }
+    pool->lane_queued = 0;
     for (struct vmd_lane *l = pool->lanes, *next; l; l = next) {
         next = l->next;
         lane_put(pool, l);
@@ -326,7 +400,8 @@ static struct json_object *lane_json(const struct vmd_lane *l)
     json_object_object_add(o, "domain", json_object_new_string(l->name));
     json_object_object_add(o, "uuid", json_object_new_string(moor_uuid_format(&l->uuid, uuid)));
     json_object_object_add(o, "busy", json_object_new_int64(l->running));
-    json_object_object_add(o, "queued", json_object_new_int64(l->waiting.n));
+    json_object_object_add(o, "queued", json_object_new_int64(l->waiting.n + l->dwaiting.n));
+    json_object_object_add(o, "destroying", json_object_new_boolean(l->destroying));
     return o;
 }
 
@@ -345,7 +420,7 @@ struct json_object *vmd_pool_stats(struct vmd_pool *pool)
     json_object_object_add(o, "busy", json_object_new_int64(pool->busy));
     json_object_object_add(o, "lane_cap", json_object_new_int64(pool->lane_cap));
     json_object_object_add(o, "queue_max", json_object_new_int64(pool->queue_max));
-    json_object_object_add(o, "queued", json_object_new_int64(pool->queued));
+    json_object_object_add(o, "queued", json_object_new_int64(queued_total(pool)));
     for (struct vmd_lane *l = pool->lanes; l; l = l->next)
         json_object_array_add(lanes, lane_json(l));
     pthread_mutex_unlock(&pool->lock);

@@ -2,16 +2,23 @@
 /*
  * pool.h - moor-vmd's bounded worker pool with per-domain lanes.
  *
- * Every API call runs on one of a fixed number of worker threads. Calls
- * that may wait on a domain's QEMU or job go through that domain's lane:
- * at most `lane_cap` of them hold a worker at once; the rest wait in the
- * lane's own queue, which holds no worker, up to `queue_max`; past that a
- * submit is refused at once with -EAGAIN. So a hung QEMU costs the daemon
- * at most lane_cap workers, never all of them. Lane work as a whole may
- * hold at most workers - 1 workers (when there are two or more), so calls
- * that never block (state, info, list, version, debug) and destroy always
- * find a worker. Those "fast" calls skip the lanes; destroy is counted in
- * its lane's busy figure but never waits behind the lane's cap.
+ * Every API call runs on one of a fixed number of worker threads, in one
+ * of three classes:
+ *  - FAST calls never block (state, info, list, version, debug, define):
+ *    they take any free worker first;
+ *  - LANE calls may wait on a domain's QEMU or job: at most `lane_cap` of
+ *    one domain hold a worker at once, the rest wait in that domain's lane
+ *    queue, which holds no worker;
+ *  - DESTROY: at most one per domain holds a worker (or is next to); later
+ *    destroys of that domain wait behind it holding no worker.
+ * With W >= 3 workers, LANE and DESTROY calls together hold at most W - 1
+ * workers and LANE calls at most W - 2, so a fast call always finds a
+ * worker, and a destroy never waits for lane work, whatever the mix. (With
+ * W = 2, lane work holds at most one worker and a destroy the other, so a
+ * fast call may wait for a destroy; with W = 1 all share the one worker.)
+ * Each class has its own queue bound, refused at once with -EAGAIN: fast
+ * calls queue_max * W in all; lane calls queue_max per domain and
+ * queue_max * W in all; destroys queue_max per domain.
  *
  * See docs/vmd.md, "The worker pool".
  */
@@ -30,7 +37,7 @@ struct vmd_lane;
 enum vmd_work_class {
     VMD_WORK_FAST = 0, /* never blocks: no lane, any free worker */
     VMD_WORK_LANE,     /* may wait on the domain: its lane's cap and queue */
-    VMD_WORK_DESTROY,  /* the domain's lane, counted but never capped or queued */
+    VMD_WORK_DESTROY,  /* one per domain at a time, ahead of lane work */
 };
 
 /* A unit of work, embedded in the caller's request. */
@@ -51,8 +58,9 @@ struct vmd_work {
 /*
  * vmd_pool_new - start @workers threads (>= 1). @lane_cap (0: workers / 4,
  * at least 1) is the most workers lane work of one domain may hold;
- * @queue_max (0: 4 * workers) the most requests waiting in one lane, and
- * also, times @workers, in the whole pool.
+ * @queue_max (0: 4 * workers) the most lane calls (and, apart, destroys)
+ * waiting in one lane, and, times @workers, the most lane calls and the
+ * most fast calls queued in the whole pool.
  * Ownership: the caller's; vmd_pool_free. Blocks: no.
  * Returns the pool, or NULL with @err: -EINVAL (0 workers), -ENOMEM, or
  * pthread_create's -EAGAIN.
@@ -68,8 +76,8 @@ struct vmd_pool *vmd_pool_new(unsigned workers, unsigned lane_cap, unsigned queu
  * Locks: takes the pool mutex (a leaf). Blocks: no. Context: any thread
  * (the HTTP loop thread in the daemon).
  * Returns 0; -EAGAIN with @err naming the domain and how many requests
- * are queued (lane full), or the pool's total queue full, or the pool is
- * draining; -ENOMEM (a new lane); -EINVAL.
+ * are queued (lane or destroy queue full), or the class's daemon-wide
+ * queue full, or the pool is draining; -ENOMEM (a new lane); -EINVAL.
  */
 int vmd_pool_submit(struct vmd_pool *pool, enum vmd_work_class cls, const moor_uuid *uuid,
                     const char *name, struct vmd_work *work, moor_error *err);
@@ -89,7 +97,8 @@ void vmd_pool_free(struct vmd_pool *pool);
 
 /*
  * vmd_pool_stats - a new JSON object: {"workers","busy","lane_cap",
- * "queue_max","queued","lanes":[{"domain","uuid","busy","queued"}...]}.
+ * "queue_max","queued","lanes":[{"domain","uuid","busy","queued",
+ * "destroying"}...]}.
  * Locks: the pool mutex, briefly. Blocks: no. Returns NULL on -ENOMEM.
  */
 struct json_object *vmd_pool_stats(struct vmd_pool *pool);

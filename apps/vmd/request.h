@@ -21,8 +21,10 @@
 struct json_object;
 struct vmd_response;
 
-#define VMD_QMP_COMMAND_MAX 128       /* [A-Za-z0-9_-]{1,128} */
-#define VMD_SHUTDOWN_MAX_MS 86400000u /* a day */
+#define VMD_QMP_COMMAND_MAX 128 /* [A-Za-z0-9_-]{1,128} */
+/* The longest shutdown wait a caller may ask for: 5 minutes. The call holds a
+ * worker (and its domain's job) that long, so the bound is kept short. */
+#define VMD_SHUTDOWN_MAX_MS 300000u
 
 struct vmd_request;
 

@@ -77,7 +77,7 @@ struct vmd {
     moor_registry *domains;    /* every defined domain, by uuid and by name */
     struct vmd_events *events; /* GET /v1/events */
     struct vmd_pool *pool;     /* API calls run here, never on the loop */
-    struct vmd_http *http;     /* the API socket */
+    struct vmd_http *http;     /* the API socket; set by vmd_http_new before it serves */
     uint64_t started_ns;       /* CLOCK_MONOTONIC at start, for uptime */
     atomic_bool stopping;      /* SIGTERM/SIGINT seen; relaxed: a hint only */
 };

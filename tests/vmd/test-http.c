@@ -51,6 +51,9 @@ struct fx {
     bool torn_down;
 };
 
+/* The fixture of the running test, for fx_cleanup when it fails. */
+static struct fx *live_fx;
+
 static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max)
 {
     struct fx *fx = calloc(1, sizeof(*fx));
@@ -74,9 +77,11 @@ static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max
     assert_int_equal(vmd_domains_load(vmd, &err), 0);
     vmd->pool = vmd_pool_new(workers, lane_cap, queue_max, &err);
     assert_non_null(vmd->pool);
-    vmd->http = vmd_http_new(vmd, fx->sock, &err);
-    if (!vmd->http)
+    struct vmd_http *http = vmd_http_new(vmd, fx->sock, &err);
+    if (!http)
         fail_msg("vmd_http_new: %s", moor_error_message(&err));
+    assert_ptr_equal(vmd->http, http); /* set before it served (finding 9) */
+    live_fx = fx;
     return fx;
 }
 
@@ -116,6 +121,27 @@ static void fx_free(struct fx *fx)
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
     assert_int_equal(system(cmd), 0);
     free(fx);
+    live_fx = NULL;
+}
+
+/* Every test's teardown: a test that failed before fx_free still tears
+ * its fixture down (ops unblocked first), so the census of the next test
+ * starts from zero. */
+static int fx_cleanup(void **state)
+{
+    (void)state;
+    struct fx *fx = live_fx;
+    char cmd[300];
+
+    if (!fx)
+        return 0;
+    live_fx = NULL;
+    ops_double_reset();
+    fx_stop(fx);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
+    int rc = system(cmd);
+    free(fx);
+    return rc == 0 ? 0 : -1;
 }
 
 /* ---- client ---------------------------------------------------------------- */
@@ -194,7 +220,10 @@ static void call_raw(const char *sock, const char *method, const char *path, con
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     if (body) {
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-        hdrs = curl_slist_append(hdrs, "Expect:");
+        /* Over the limit, ask first: the daemon answers 413 to the headers
+         * and the body is never sent (else MHD's answer and close may meet
+         * curl still sending: CURLE_SEND_ERROR). */
+        hdrs = curl_slist_append(hdrs, len > VMD_MAX_BODY ? "Expect: 100-continue" : "Expect:");
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -351,7 +380,7 @@ static void test_routes(void **state)
     expect(fx, "POST", "/v1/domains/vm1/reset", NULL, 200, NULL);
     expect(fx, "POST", "/v1/domains/vm1/qmp", "{\"execute\":\"query-status\"}", 200, NULL);
     expect(fx, "DELETE", "/v1/domains/vm1", NULL, 409, "EBUSY");
-    expect(fx, "POST", "/v1/domains/vm1/shutdown", "{\"timeout_ms\":500}", 200, NULL);
+    expect(fx, "POST", "/v1/domains/vm1/shutdown", "{\"timeout_ms\":300000}", 200, NULL);
     expect(fx, "POST", "/v1/domains/vm1/destroy", NULL, 200, NULL);
 
     call(fx, "GET", "/v1/domains", NULL, &r);
@@ -404,6 +433,20 @@ static void test_bad_requests(void **state)
            400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok%00/start", NULL, 400, "EINVAL");
     expect(fx, "GET", "/v1/version%00", NULL, 404, "ENOENT");
+    /* review finding 8: bytes past ASCII are refused before routing, and
+     * the error body (which would repeat the path) is ASCII */
+    static const char *const non_ascii[] = {"/v1/%FF%FE", "/v1/domains/%C3%A9t%C3%A9",
+                                            "/v1/domains/ok/\xc3\xa9"};
+    for (size_t i = 0; i < 3; i++) {
+        call(fx, "GET", non_ascii[i], NULL, &r);
+        assert_int_equal(r.status, 400);
+        assert_non_null(strstr(r.body, "printable ASCII"));
+        for (size_t k = 0; k < r.len; k++)
+            if ((unsigned char)r.body[k] >= 0x80)
+                fail_msg("%s: byte 0x%02x at %zu of the error body", non_ascii[i],
+                         (unsigned char)r.body[k], k);
+        reply_clear(&r);
+    }
     expect(fx, "GET", "/v1/domains/o%6B", NULL, 200, NULL);
     expect(fx, "GET", "/v1/domains/nosuch", NULL, 404, "ENOENT");
     /* bodies */
@@ -413,6 +456,9 @@ static void test_bad_requests(void **state)
     expect(fx, "POST", "/v1/domains/ok/start", "{\"paused\":", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/start", "{} x", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/shutdown", "{\"timeout_ms\":-1}", 400, "EINVAL");
+    /* review finding 3: a shutdown may hold a worker 5 minutes, not a day */
+    expect(fx, "POST", "/v1/domains/ok/shutdown", "{\"timeout_ms\":300001}", 400, "EINVAL");
+    expect(fx, "POST", "/v1/domains/ok/shutdown", "{\"timeout_ms\":86400000}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"a b\"}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"x\",\"arguments\":[]}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/destroy", "{\"force\":true}", 400, "EINVAL");
@@ -472,7 +518,10 @@ static void test_limits(void **state)
     body[big - 1] = '}';
     body[big] = '\0';
     call_raw(fx->sock, "POST", "/v1/domains/lim/start", body, big, &r);
-    assert_int_equal(r.rc, CURLE_OK);
+    /* review finding 6: the 413 is what counts; a send error after it (the
+     * daemon closed while curl sent) is not a failure */
+    if (r.rc != CURLE_OK && !(r.rc == CURLE_SEND_ERROR && r.status == 413))
+        fail_msg("a body over 1 MiB: %s (status %ld)", curl_easy_strerror(r.rc), r.status);
     assert_int_equal(r.status, 413);
     reply_clear(&r);
     /* exactly 1 MiB is taken */
@@ -480,12 +529,13 @@ static void test_limits(void **state)
     call_raw(fx->sock, "POST", "/v1/domains/lim/start", body, big - 1, &r);
     assert_int_equal(r.status, 200);
     reply_clear(&r);
-    /* nesting: 16 levels parse (and are refused as an unknown field), 17 do not */
+    /* nesting (review finding 7): 16 levels, the object and 15 arrays, parse
+     * (and are refused as an unknown field), 17 do not */
     char deep[128] = "{\"a\":", deeper[128] = "{\"a\":";
-    for (int i = 0; i < 14; i++)
+    for (int i = 0; i < 15; i++)
         strcat(deep, "[");
     strcat(deep, "1");
-    for (int i = 0; i < 14; i++)
+    for (int i = 0; i < 15; i++)
         strcat(deep, "]");
     strcat(deep, "}");
     for (int i = 0; i < 16; i++)
@@ -510,6 +560,7 @@ static void test_socket_modes(void **state)
 {
     (void)state;
     struct fx *fx = fx_new(2, 0, 0);
+    struct vmd_http *first = fx->vmd.http;
     struct stat st;
     moor_error err = MOOR_ERROR_INIT;
 
@@ -521,6 +572,33 @@ static void test_socket_modes(void **state)
     /* a second server on a live socket is refused */
     assert_null(vmd_http_new(&fx->vmd, fx->sock, &err));
     assert_int_equal(err.code, -EADDRINUSE);
+    moor_error_clear(&err);
+    assert_ptr_equal(fx->vmd.http, first); /* a refused server leaves it alone */
+    /* review finding 4: an existing directory keeps its mode; one that
+     * others may write to is refused, its mode left alone */
+    char shared[200], sock2[220];
+    struct vmd v2 = fx->vmd;
+    snprintf(shared, sizeof(shared), "%s/shared", fx->dir);
+    snprintf(sock2, sizeof(sock2), "%s/s.sock", shared);
+    assert_int_equal(mkdir(shared, 0755), 0);
+    assert_int_equal(chmod(shared, 0755), 0);
+    struct vmd_http *h2 = vmd_http_new(&v2, sock2, &err);
+    if (!h2)
+        fail_msg("vmd_http_new in a 0755 directory: %s", moor_error_message(&err));
+    assert_ptr_equal(v2.http, h2);
+    assert_int_equal(stat(shared, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0755);
+    assert_int_equal(stat(sock2, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    vmd_http_stop_accepting(h2);
+    vmd_http_free(h2);
+    assert_int_equal(chmod(shared, 0777), 0);
+    assert_null(vmd_http_new(&v2, sock2, &err));
+    assert_int_equal(err.code, -EPERM);
+    assert_non_null(strstr(err.message, "writable by others"));
+    moor_error_clear(&err);
+    assert_int_equal(stat(shared, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0777);
     fx_stop(fx);
     /* stop removes the path */
     assert_int_equal(stat(fx->sock, &st), -1);
@@ -636,9 +714,9 @@ static void test_lanes(void **state)
 static void test_many_hung_domains(void **state)
 {
     (void)state;
-    /* 3 workers, 1 per domain: lane work may hold 2; the third worker stays
-     * free for calls that never block. */
-    struct fx *fx = fx_new(3, 1, 4);
+    /* 4 workers, 1 per domain: lane work may hold 2; the third worker stays
+     * free for destroys, the fourth for calls that never block. */
+    struct fx *fx = fx_new(4, 1, 4);
     struct async_call stuck[3];
     const char *names[3] = {"h0", "h1", "h2"};
     char path[64], body[64];
@@ -661,9 +739,11 @@ static void test_many_hung_domains(void **state)
     }
     if (blocked != 2)
         fail_msg("want 2 workers stuck in hung domains, got %u after %d ms", blocked, WAIT_MS);
+    /* the third start may reach the daemon after the other two are stuck:
+     * wait for it to queue (lane work holds 2 workers at most) */
+    wait_figure(fx, pool_queued, 1, "the third start queued");
     /* two stuck, plus the worker answering this very debug call */
     assert_int_equal(debug_figure(fx, pool_busy), 3);
-    assert_int_equal(debug_figure(fx, pool_queued), 1);
     expect(fx, "GET", "/v1/domains", NULL, 200, NULL);
     expect(fx, "GET", "/v1/domains/h2/state", NULL, 200, NULL);
     for (int i = 0; i < 3; i++)
@@ -865,6 +945,28 @@ static void test_events(void **state)
     assert_int_equal(vmd_events_publish(fx->vmd.events, "qmp", "ev1", data), 0);
     stream_wait_for(&s[0], "THE-END!\"");
     stream_wait_for(&s[1], "THE-END!\"");
+    /* review finding 10: a line over the bus's cap (and over the streams'
+     * 1 MiB buffer) is published as a short marker; no stream ends */
+    size_t huge = 2u << 20;
+    big = malloc(huge + 1);
+    assert_non_null(big);
+    memset(big, 'y', huge);
+    big[huge] = '\0';
+    data = json_object_new_object();
+    json_object_object_add(data, "blob", json_object_new_string(big));
+    free(big);
+    assert_int_equal(vmd_events_publish(fx->vmd.events, "qmp", "ev1", data), 0);
+    data = json_object_new_object();
+    json_object_object_add(data, "after", json_object_new_string("the-huge-one"));
+    assert_int_equal(vmd_events_publish(fx->vmd.events, "qmp", "ev1", data), 0);
+    for (int i = 0; i < 2; i++) {
+        stream_wait_for(&s[i], "\"truncated\":true");
+        stream_wait_for(&s[i], "\"after\":\"the-huge-one\"");
+        pthread_mutex_lock(&s[i].lock);
+        assert_null(strstr(s[i].buf, "yyyy"));
+        assert_false(s[i].done);
+        pthread_mutex_unlock(&s[i].lock);
+    }
     assert_non_null(strstr(s[0].buf, "\"type\":\"lifecycle\""));
     /* a client that goes away while nothing is published is noticed */
     stream_stop(&s[0]);
@@ -1063,29 +1165,49 @@ static void test_main_flags(void **state)
     assert_int_equal(run_status(cmd), 2);
 }
 
-static void test_main_signal(void **state)
+/* Start moor-vmd-double on @state_dir and @run_dir (and --socket @sock
+ * unless NULL), its stderr to @log. Returns its pid. */
+static pid_t spawn_daemon(const char *bin, const char *state_dir, const char *run_dir,
+                          const char *sock, const char *log)
 {
-    (void)state;
-    const char *bin = getenv("MOOR_VMD_DOUBLE");
-    char dir[] = "/tmp/test-vmd-main.XXXXXX", state_dir[64], run_dir[64], sock[96];
-    struct stat st;
-    struct reply r;
-    int status = 0;
-
-    if (!bin)
-        fail_msg("MOOR_VMD_DOUBLE is not set (meson test sets it)");
-    assert_non_null(mkdtemp(dir));
-    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
-    snprintf(run_dir, sizeof(run_dir), "%s/run", dir);
-    snprintf(sock, sizeof(sock), "%s/moor-vmd.sock", run_dir);
     pid_t pid = fork();
+
     assert_true(pid >= 0);
     if (pid == 0) {
-        execl(bin, bin, "--state-dir", state_dir, "--runtime-dir", run_dir, "--workers", "2",
-              (char *)NULL);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        if (sock)
+            execl(bin, bin, "--state-dir", state_dir, "--runtime-dir", run_dir, "--workers", "2",
+                  "--socket", sock, (char *)NULL);
+        else
+            execl(bin, bin, "--state-dir", state_dir, "--runtime-dir", run_dir, "--workers", "2",
+                  (char *)NULL);
         _exit(127);
     }
+    return pid;
+}
+
+/* Wait up to WAIT_MS for @pid to exit; false (still running) if not. */
+static bool wait_exit(pid_t pid, int *status)
+{
+    pid_t got = 0;
+
+    for (int i = 0; i < WAIT_MS / 10 && got == 0; i++) {
+        got = waitpid(pid, status, WNOHANG);
+        if (got == 0)
+            nap_ms(10);
+    }
+    return got == pid;
+}
+
+/* Wait up to WAIT_MS for a daemon to create its socket @sock (it has its
+ * lock by then). */
+static void wait_serving(const char *sock)
+{
+    struct stat st;
     bool up = false;
+
     for (int i = 0; i < WAIT_MS / 10 && !up; i++) {
         up = stat(sock, &st) == 0;
         if (!up)
@@ -1093,53 +1215,120 @@ static void test_main_signal(void **state)
     }
     if (!up)
         fail_msg("moor-vmd-double did not create %s within %d ms", sock, WAIT_MS);
+}
+
+/* A daemon's directories under a new temporary one. */
+struct daemon_dirs {
+    char dir[64], state[80], run[80], sock[112], log[96];
+};
+
+static void daemon_dirs_make(struct daemon_dirs *d)
+{
+    snprintf(d->dir, sizeof(d->dir), "/tmp/test-vmd-main.XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
+    snprintf(d->run, sizeof(d->run), "%s/run", d->dir);
+    snprintf(d->sock, sizeof(d->sock), "%s/moor-vmd.sock", d->run);
+    snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
+}
+
+/* Wait for @pid's exit (after @sig, unless 0); SIGKILL it if it does not
+ * come within WAIT_MS. Returns whether it exited by itself. */
+static bool end_daemon(pid_t pid, int sig, int *status)
+{
+    if (sig)
+        kill(pid, sig);
+    if (wait_exit(pid, status))
+        return true;
+    kill(pid, SIGKILL);
+    waitpid(pid, status, 0);
+    return false;
+}
+
+/* Review finding 5: a second daemon on the same runtime directory (even
+ * with a socket of its own) refuses to start, naming the lock. */
+static void test_main_lock(void **state)
+{
+    (void)state;
+    const char *bin = getenv("MOOR_VMD_DOUBLE");
+    struct daemon_dirs d;
+    char sock2[112], log2[112], cmd[256];
+    int status = 0;
+
+    if (!bin)
+        fail_msg("MOOR_VMD_DOUBLE is not set (meson test sets it)");
+    daemon_dirs_make(&d);
+    snprintf(sock2, sizeof(sock2), "%s/second.sock", d.dir);
+    snprintf(log2, sizeof(log2), "%s/second.log", d.dir);
+    pid_t first = spawn_daemon(bin, d.state, d.run, NULL, d.log);
+    wait_serving(d.sock);
+    pid_t second = spawn_daemon(bin, d.state, d.run, sock2, log2);
+    bool second_exited = end_daemon(second, 0, &status);
+    int second_status = status;
+    bool first_exited = end_daemon(first, SIGTERM, &status);
+    if (!second_exited)
+        fail_msg("a second daemon on %s was still running after %d ms", d.run, WAIT_MS);
+    assert_true(WIFEXITED(second_status) && WEXITSTATUS(second_status) == 1);
+    assert_true(first_exited);
+    snprintf(cmd, sizeof(cmd), "grep -q 'another moor-vmd holds .*/run/moor-vmd.lock' '%s'", log2);
+    assert_int_equal(run_status(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_main_signal(void **state)
+{
+    (void)state;
+    const char *bin = getenv("MOOR_VMD_DOUBLE");
+    struct daemon_dirs d;
+    struct stat st;
+    struct reply r;
+    int status = 0;
+
+    if (!bin)
+        fail_msg("MOOR_VMD_DOUBLE is not set (meson test sets it)");
+    daemon_dirs_make(&d);
+    const char *sock = d.sock;
+    pid_t pid = spawn_daemon(bin, d.state, d.run, NULL, d.log);
+    wait_serving(sock);
     call_raw(sock, "GET", "/v1/version", NULL, 0, &r);
     assert_int_equal(r.status, 200);
     reply_clear(&r);
     call_raw(sock, "POST", "/v1/domains", "{\"name\":\"m\"}", 12, &r);
     assert_int_equal(r.status, 201);
     reply_clear(&r);
-    assert_int_equal(kill(pid, SIGTERM), 0);
-    pid_t got = 0;
-    for (int i = 0; i < WAIT_MS / 10 && got == 0; i++) {
-        got = waitpid(pid, &status, WNOHANG);
-        if (got == 0)
-            nap_ms(10);
-    }
-    if (got != pid) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    if (!end_daemon(pid, SIGTERM, &status))
         fail_msg("moor-vmd-double did not exit within %d ms of SIGTERM", WAIT_MS);
-    }
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0); /* 1 if the census was not zero */
     assert_int_equal(stat(sock, &st), -1);
-    assert_int_equal(stat(state_dir, &st), 0);
+    assert_int_equal(stat(d.state, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0700);
     char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
     assert_int_equal(system(cmd), 0);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_routes),
-        cmocka_unit_test(test_bad_requests),
-        cmocka_unit_test(test_error_table),
-        cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_socket_modes),
-        cmocka_unit_test(test_other_uid),
-        cmocka_unit_test(test_lanes),
-        cmocka_unit_test(test_many_hung_domains),
-        cmocka_unit_test(test_concurrent_clients),
-        cmocka_unit_test(test_events),
-        cmocka_unit_test(test_shutdown_drains),
-        cmocka_unit_test(test_client_leaves_early),
-        cmocka_unit_test(test_serve),
-        cmocka_unit_test(test_openapi_routes),
-        cmocka_unit_test(test_main_flags),
-        cmocka_unit_test(test_main_signal),
+        cmocka_unit_test_teardown(test_routes, fx_cleanup),
+        cmocka_unit_test_teardown(test_bad_requests, fx_cleanup),
+        cmocka_unit_test_teardown(test_error_table, fx_cleanup),
+        cmocka_unit_test_teardown(test_limits, fx_cleanup),
+        cmocka_unit_test_teardown(test_socket_modes, fx_cleanup),
+        cmocka_unit_test_teardown(test_other_uid, fx_cleanup),
+        cmocka_unit_test_teardown(test_lanes, fx_cleanup),
+        cmocka_unit_test_teardown(test_many_hung_domains, fx_cleanup),
+        cmocka_unit_test_teardown(test_concurrent_clients, fx_cleanup),
+        cmocka_unit_test_teardown(test_events, fx_cleanup),
+        cmocka_unit_test_teardown(test_shutdown_drains, fx_cleanup),
+        cmocka_unit_test_teardown(test_client_leaves_early, fx_cleanup),
+        cmocka_unit_test_teardown(test_serve, fx_cleanup),
+        cmocka_unit_test_teardown(test_openapi_routes, fx_cleanup),
+        cmocka_unit_test_teardown(test_main_flags, fx_cleanup),
+        cmocka_unit_test_teardown(test_main_signal, fx_cleanup),
+        cmocka_unit_test_teardown(test_main_lock, fx_cleanup),
     };
 
     signal(SIGPIPE, SIG_IGN);

@@ -2,7 +2,8 @@
 /*
  * test-pool.c - the worker pool and its per-domain lanes on their own:
  * the cap per lane, the lane queue and its refusal, the workers kept free
- * for fast work, destroy past the cap, FIFO within a lane, the drain.
+ * for fast work and destroy, one destroy per domain, each class's own
+ * queue bound, FIFO within a lane, the drain.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -125,7 +127,7 @@ static long lane_figure(struct vmd_pool *pool, const char *key)
     return r;
 }
 
-static const moor_uuid uuid_a = {{1}}, uuid_b = {{2}}, uuid_c = {{3}};
+static const moor_uuid uuid_a = {{1}}, uuid_b = {{2}}, uuid_c = {{3}}, uuid_d = {{4}};
 
 static void test_lane_cap_queue_destroy(void **state)
 {
@@ -164,26 +166,167 @@ static void test_lane_cap_queue_destroy(void **state)
     vmd_pool_free(pool);
 }
 
+/* Submit @cls @work, asserting it is accepted. */
+static void submit_ok(struct vmd_pool *pool, enum vmd_work_class cls, const moor_uuid *uuid,
+                      struct item *it)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    int rc = vmd_pool_submit(pool, cls, uuid, "x", &it->work, &err);
+
+    if (rc != 0)
+        fail_msg("item %d refused: %d (%s)", it->id, rc, err.message);
+}
+
+static void assert_waiting(unsigned want)
+{
+    pthread_mutex_lock(&lock);
+    unsigned got = waiting;
+    pthread_mutex_unlock(&lock);
+    assert_int_equal(got, want);
+}
+
 static void test_fast_worker_kept(void **state)
 {
     (void)state;
     moor_error err = MOOR_ERROR_INIT;
-    struct vmd_pool *pool = vmd_pool_new(3, 1, 4, &err);
-    struct item it[4] = {make(0, true), make(1, true), make(2, true), make(3, false)};
-    const moor_uuid *lanes[3] = {&uuid_a, &uuid_b, &uuid_c};
+    struct vmd_pool *pool = vmd_pool_new(4, 1, 4, &err);
+    struct item it[5] = {make(0, true), make(1, true), make(2, true), make(3, true),
+                         make(4, false)};
+    const moor_uuid *lanes[4] = {&uuid_a, &uuid_b, &uuid_c, &uuid_d};
 
     reset();
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(vmd_pool_submit(pool, VMD_WORK_LANE, lanes[i], "x", &it[i].work, &err), 0);
+    for (int i = 0; i < 4; i++)
+        submit_ok(pool, VMD_WORK_LANE, lanes[i], &it[i]);
     wait_count(&waiting, 2, "two lane items stuck");
-    /* lane work holds workers - 1 at most: the fast item runs */
-    assert_int_equal(vmd_pool_submit(pool, VMD_WORK_FAST, NULL, NULL, &it[3].work, &err), 0);
+    /* lane work holds workers - 2 at most: the fast item runs */
+    submit_ok(pool, VMD_WORK_FAST, NULL, &it[4]);
     wait_count(&done, 1, "the fast item done");
-    pthread_mutex_lock(&lock);
-    assert_int_equal(waiting, 2);
-    pthread_mutex_unlock(&lock);
+    assert_waiting(2);
+    open_gate();
+    wait_count(&done, 5, "every item done");
+    vmd_pool_free(pool);
+}
+
+/* Review finding 1: destroys of one domain run one at a time; a burst of
+ * them holds one worker, and a fast call still runs. */
+static void test_destroy_one_per_domain(void **state)
+{
+    (void)state;
+    moor_error err = MOOR_ERROR_INIT;
+    struct vmd_pool *pool = vmd_pool_new(4, 1, 4, &err);
+    struct item it[6] = {make(0, true), make(1, true),  make(2, true),
+                         make(3, true), make(4, false), make(5, false)};
+
+    reset();
+    for (int i = 0; i < 4; i++)
+        submit_ok(pool, VMD_WORK_DESTROY, &uuid_a, &it[i]);
+    wait_count(&waiting, 1, "the first destroy running");
+    submit_ok(pool, VMD_WORK_FAST, NULL, &it[4]);
+    wait_count(&done, 1, "the fast item done beside the destroys");
+    assert_waiting(1);
+    assert_int_equal(lane_figure(pool, "busy"), 1);
+    assert_int_equal(lane_figure(pool, "queued"), 3);
+    /* the destroy queue is bounded by queue_max (4) */
+    submit_ok(pool, VMD_WORK_DESTROY, &uuid_a, &it[5]);
+    struct item extra = make(6, false);
+    assert_int_equal(vmd_pool_submit(pool, VMD_WORK_DESTROY, &uuid_a, "a", &extra.work, &err),
+                     -EAGAIN);
+    assert_non_null(strstr(err.message, "domain x: 4 destroys queued"));
+    open_gate();
+    wait_count(&done, 6, "every item done");
+    static const int fifo[5] = {0, 1, 2, 3, 5}; /* the destroys, in order */
+    unsigned next = 0;
+    for (unsigned i = 0; i < order_len; i++)
+        if (order[i] != 4)
+            assert_int_equal(order[i], fifo[next++]);
+    assert_int_equal(next, 5);
+    vmd_pool_free(pool);
+}
+
+/* Any mix: stuck lane work on many domains and stuck destroys on many
+ * domains still leave a worker for destroy (behind lane work) and one for
+ * fast calls. */
+static void test_mix_keeps_workers(void **state)
+{
+    (void)state;
+    moor_error err = MOOR_ERROR_INIT;
+    struct vmd_pool *pool = vmd_pool_new(4, 1, 4, &err);
+    struct item it[9] = {make(0, true), make(1, true), make(2, true),  make(3, true), make(4, true),
+                         make(5, true), make(6, true), make(7, false), make(8, false)};
+    const moor_uuid *lanes[4] = {&uuid_a, &uuid_b, &uuid_c, &uuid_d};
+
+    reset();
+    for (int i = 0; i < 4; i++)
+        submit_ok(pool, VMD_WORK_LANE, lanes[i], &it[i]);
+    wait_count(&waiting, 2, "lane work holding workers - 2");
+    /* a destroy finds the worker lane work may not take */
+    submit_ok(pool, VMD_WORK_DESTROY, &uuid_c, &it[4]);
+    wait_count(&waiting, 3, "the destroy running beside the stuck lane work");
+    /* more destroys of other domains wait: the last worker is for fast calls */
+    submit_ok(pool, VMD_WORK_DESTROY, &uuid_d, &it[5]);
+    submit_ok(pool, VMD_WORK_DESTROY, &uuid_a, &it[6]);
+    submit_ok(pool, VMD_WORK_FAST, NULL, &it[7]);
+    submit_ok(pool, VMD_WORK_FAST, NULL, &it[8]);
+    wait_count(&done, 2, "both fast items done");
+    assert_waiting(3);
+    open_gate();
+    wait_count(&done, 9, "every item done");
+    vmd_pool_free(pool);
+}
+
+/* Two workers: stuck lane work leaves the other to destroy. */
+static void test_two_workers(void **state)
+{
+    (void)state;
+    moor_error err = MOOR_ERROR_INIT;
+    struct vmd_pool *pool = vmd_pool_new(2, 2, 4, &err);
+    struct item it[4] = {make(0, true), make(1, true), make(2, true), make(3, false)};
+
+    reset();
+    submit_ok(pool, VMD_WORK_LANE, &uuid_a, &it[0]);
+    submit_ok(pool, VMD_WORK_LANE, &uuid_b, &it[1]);
+    wait_count(&waiting, 1, "one lane item stuck");
+    submit_ok(pool, VMD_WORK_DESTROY, &uuid_a, &it[2]);
+    wait_count(&waiting, 2, "the destroy running beside the stuck lane item");
+    submit_ok(pool, VMD_WORK_FAST, NULL, &it[3]);
     open_gate();
     wait_count(&done, 4, "every item done");
+    vmd_pool_free(pool);
+}
+
+/* Review finding 2: lane work that fills the daemon-wide queue does not
+ * refuse fast calls or destroy. */
+static void test_class_bounds(void **state)
+{
+    (void)state;
+    moor_error err = MOOR_ERROR_INIT;
+    struct vmd_pool *pool = vmd_pool_new(4, 1, 1, &err);
+    struct item it[12];
+    moor_uuid uuids[10];
+
+    reset();
+    for (int i = 0; i < 12; i++)
+        it[i] = make(i, i < 10);
+    for (int i = 0; i < 10; i++)
+        uuids[i] = (moor_uuid){{(uint8_t)(0x10 + i)}};
+    submit_ok(pool, VMD_WORK_LANE, &uuids[0], &it[0]);
+    submit_ok(pool, VMD_WORK_LANE, &uuids[1], &it[1]);
+    wait_count(&waiting, 2, "lane work holding workers - 2");
+    /* 4 more admitted but not running: the daemon-wide bound (1 x 4) */
+    int accepted = 2, rc = 0;
+    for (int i = 2; i < 10 && rc == 0; i++) {
+        rc = vmd_pool_submit(pool, VMD_WORK_LANE, &uuids[i], "x", &it[i].work, &err);
+        accepted += rc == 0;
+    }
+    assert_int_equal(rc, -EAGAIN);
+    assert_int_equal(accepted, 6);
+    /* fast calls and destroy are still taken and run */
+    submit_ok(pool, VMD_WORK_FAST, NULL, &it[10]);
+    submit_ok(pool, VMD_WORK_DESTROY, &uuids[9], &it[11]);
+    assert_non_null(strstr(err.message, "4 domain requests queued in the daemon (limit 4)"));
+    wait_count(&done, 2, "the fast item and the destroy done");
+    open_gate();
+    wait_count(&done, 8, "every accepted item done");
     vmd_pool_free(pool);
 }
 
@@ -249,9 +392,15 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lane_cap_queue_destroy),
         cmocka_unit_test(test_fast_worker_kept),
+        cmocka_unit_test(test_destroy_one_per_domain),
+        cmocka_unit_test(test_mix_keeps_workers),
+        cmocka_unit_test(test_class_bounds),
+        cmocka_unit_test(test_two_workers),
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_bad_arguments),
     };
 
+    if (getenv("TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
