@@ -492,10 +492,15 @@ static void on_qmp_eof(moor_monitor *mon, void *owner, const moor_error *why, vo
     if (d->proc.qmp && vmd_qmp_monitor(d->proc.qmp) == mon) {
         snprintf(d->proc.monitor_error, sizeof(d->proc.monitor_error), "%s",
                  moor_error_message(why));
-        struct json_object *ev = json_object_new_object();
-        if (ev)
-            json_object_object_add(ev, "error", json_object_new_string(d->proc.monitor_error));
-        vmd_events_publish(d->vmd->events, "monitor", d->cfg.name, ev);
+        /* A plain end of file is how every exit starts (QEMU closes its
+         * monitor, then the pidfd fires): the lifecycle event tells it.
+         * Garbage or a protocol error leaves a QEMU we cannot reach: say so. */
+        if (!why || why->code != -EPIPE) {
+            struct json_object *ev = json_object_new_object();
+            if (ev)
+                json_object_object_add(ev, "error", json_object_new_string(d->proc.monitor_error));
+            vmd_events_publish(d->vmd->events, "monitor", d->cfg.name, ev);
+        }
     }
     moor_unlock(d);
 }
@@ -1632,7 +1637,8 @@ static void debug_jobs_locked(vmd_domain *d, struct json_object *jobs)
     }
 }
 
-static void debug_monitor(vmd_domain *d, vmd_qmp *q, struct json_object *mons)
+/* @gone: the monitor error copied under the domain's mutex ("" if none). */
+static void debug_monitor(vmd_domain *d, vmd_qmp *q, const char *gone, struct json_object *mons)
 {
     struct json_object *m = json_object_new_object();
     uint64_t since = 0;
@@ -1642,7 +1648,12 @@ static void debug_monitor(vmd_domain *d, vmd_qmp *q, struct json_object *mons)
         return;
     bool ok = vmd_qmp_responsive(q, &since, cmd, sizeof(cmd));
     add_str(m, "domain", d->cfg.name);
-    json_object_object_add(m, "responsive", json_object_new_boolean(ok));
+    if (gone[0]) {
+        json_object_object_add(m, "responsive", json_object_new_boolean(false));
+        add_str(m, "error", gone);
+    } else {
+        json_object_object_add(m, "responsive", json_object_new_boolean(ok));
+    }
     if (!ok) {
         add_str(m, "stuck_command", cmd);
         json_object_object_add(m, "unresponsive_since_ms", json_object_new_int64((int64_t)since));
@@ -1663,9 +1674,11 @@ int vmd_domains_debug(struct vmd *vmd, struct json_object *into, moor_error *err
         moor_lock(d);
         debug_jobs_locked(d, jobs);
         vmd_qmp *q = d->proc.qmp ? moor_ref(d->proc.qmp) : NULL;
+        char gone[sizeof(d->proc.monitor_error)];
+        memcpy(gone, d->proc.monitor_error, sizeof(gone));
         moor_unlock(d);
         if (q)
-            debug_monitor(d, q, mons);
+            debug_monitor(d, q, gone, mons);
         moor_unref(q);
     }
     moor_registry_array_free(objs);

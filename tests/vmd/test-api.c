@@ -754,6 +754,20 @@ static void test_garbage_reply(void **state)
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    /* ... and so does /v1/debug's entry for its monitor. */
+    j = expect_json(fx, 200, "GET", "/v1/debug", NULL);
+    bool seen = false;
+    json_object *mons = vh_json_get(j, "monitors");
+    for (size_t i = 0; mons && i < json_object_array_length(mons); i++) {
+        json_object *m = json_object_array_get_idx(mons, i);
+        if (strcmp(vh_json_str(m, "domain"), "babble") == 0) {
+            assert_false(json_object_get_boolean(vh_json_get(m, "responsive")));
+            assert_non_null(vh_json_str(m, "error"));
+            seen = true;
+        }
+    }
+    assert_true(seen);
+    json_object_put(j);
     bystander_check(fx);
     /* Further calls fail at once with 502, and destroy ends it. */
     assert_int_equal(
