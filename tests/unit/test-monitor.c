@@ -280,7 +280,7 @@ static void fx_stop(struct fx *fx)
     if (fx->mon)
         moor_monitor_close(fx->mon);
     if (fx->script)
-        assert_int_equal(pthread_join(fx->peer, NULL), 0);
+        tu_join(fx->peer, NULL);
     moor_clear(&fx->mon);
     if (fx->vm) {
         moor_lock(fx->vm);
@@ -460,7 +460,7 @@ static void test_pipelined_out_of_order(void **state)
         assert_int_equal(pthread_create(&t[i], NULL, caller_main, &c[i]), 0);
     }
     for (int i = 0; i < CALLERS; i++) {
-        assert_int_equal(pthread_join(t[i], NULL), 0);
+        tu_join(t[i], NULL);
         if (c[i].rc)
             fail_msg("caller %d: %s", i, moor_error_message(&c[i].err));
         assert_int_equal(c[i].got_n, 100 + i);
@@ -576,7 +576,7 @@ static void test_peer_closes_mid_call(void **state)
     closed_at = now_ms();
     gate_add(&fx.go);
     for (int i = 0; i < CALLERS; i++) {
-        assert_int_equal(pthread_join(t[i], NULL), 0);
+        tu_join(t[i], NULL);
         assert_int_equal(c[i].rc, -EPIPE);
         tu_assert_contains(c[i].err.message, "'hang' failed");
         tu_assert_contains(c[i].err.message, "closed the connection");
@@ -895,7 +895,7 @@ static void test_events_owner_gone(void **state)
 
     /* The peer hangs up: no owner, so no on_eof, but the state says it. */
     shutdown(fx.sv[1], SHUT_RDWR);
-    assert_int_equal(pthread_join(fx.peer, NULL), 0);
+    tu_join(fx.peer, NULL);
     fx.script = NULL;
     wait_state(fx.mon, MOOR_MONITOR_BROKEN);
     assert_int_equal(call_simple(fx.mon, "three", FOREVER, NULL), -EPIPE);
@@ -1125,14 +1125,14 @@ static void test_enter_exit_owner_removed(void **state)
     moor_monitor_close(mon);
     moor_unref(mon); /* A's enter reference keeps it alive */
 
-    assert_int_equal(pthread_join(t, NULL), 0);
+    tu_join(t, NULL);
     assert_int_equal(a.call_rc, -EPIPE);
     tu_assert_contains(a.err.message, "closed");
     assert_int_equal(a.exit_rc, -ESRCH);
     assert_false(a.still_registered);
     assert_int_equal(gate_get(&fx.eofs), 0);
     moor_unref(a.reg);
-    assert_int_equal(pthread_join(fx.peer, NULL), 0);
+    tu_join(fx.peer, NULL);
     fx.script = NULL;
     fx_stop(&fx);
 }
@@ -1249,7 +1249,7 @@ static void test_close_waits_for_eof_callback(void **state)
         sched_yield();
     assert_false(atomic_load(&close_returned));
     gate_add(&eof_go);
-    assert_int_equal(pthread_join(t, NULL), 0);
+    tu_join(t, NULL);
     assert_false(atomic_load(&returned_early));
     assert_int_equal(gate_get(&fx.eofs), 1);
     fx_stop(&fx);
@@ -1507,7 +1507,7 @@ static void test_oom_call(void **state)
         assert_int_equal(pthread_create(&t, NULL, oom_caller, &oc), 0);
         while (!atomic_load(&oc.done))
             assert_true(moor_loop_iterate(fx.loop, 10) >= 0);
-        assert_int_equal(pthread_join(t, NULL), 0);
+        tu_join(t, NULL);
         moor_debug_fail_alloc(0);
         rc = oc.rc;
         if (rc == -ENOMEM) {
