@@ -5,7 +5,10 @@
  *   job_mutex_pair       pthread_mutex_lock + unlock, uncontended at one
  *                        thread: the baseline of the job cases.
  *   job_query_pair       moor_job_begin(QUERY) + moor_job_end with the
- *                        object's mutex held (as every job call is).
+ *                        object's mutex held (as every job call is). Not
+ *                        what a job costs a caller, who also pays the
+ *                        mutex pair around it: that is job_api_* against
+ *                        job_mutex_api, the figure docs/jobs.md leads with.
  *   job_modify_pair      the same with MODIFY.
  *   job_api_modify       a whole API-call pattern: lock, begin MODIFY,
  *                        unlock, lock, end, unlock. BENCH_CONTENDED: at 2
