@@ -676,6 +676,12 @@ static void tlog_cb(moor_loop *loop, uint64_t id, void *opaque)
     log_add(&t->log, i);
 }
 
+/* One iteration that may sleep, but no longer than a bounded poll. */
+static void iterate_once(moor_loop *loop)
+{
+    assert_true(moor_loop_iterate(loop, tu_poll_ms()) >= 0);
+}
+
 static void spin_until_ms(int64_t when)
 {
     while (mono_ms() < when)
@@ -724,8 +730,7 @@ static void test_timer_wakes_iterate(void **state)
     t.due_ms[1] = mono_ms() + FOREVER_MS;
     assert_int_equal(moor_loop_add_timer(loop, FOREVER_MS, 0, tlog_cb, &t, NULL, &t.ids[1], NULL),
                      0);
-    while (t.log.n == 0)
-        assert_true(moor_loop_iterate(loop, FOREVER_MS) >= 0);
+    tu_wait_for((iterate_once(loop), t.log.n != 0), "the 20 ms timer to fire");
     assert_int_equal(t.log.what[0], 0);
     assert_true(mono_ms() < t.due_ms[1]);
     /* A timeout shorter than the next timer wins. */
@@ -758,8 +763,8 @@ static void test_timer_periodic(void **state)
     int64_t t0 = mono_ms();
 
     assert_int_equal(moor_loop_add_timer(loop, 5, 5, periodic_cb, &p, count_free, &id, NULL), 0);
-    while (p.calls < 3)
-        assert_true(moor_loop_iterate(loop, FOREVER_MS) >= 0);
+    tu_wait_for((iterate_once(loop), p.calls >= 3), "three periods of a 5 ms timer (%d calls)",
+                p.calls);
     /* Three periods at least. */
     assert_true(p.last_ms - t0 >= 15);
     /* Miss several periods: one call, not a burst. */

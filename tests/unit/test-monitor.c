@@ -259,6 +259,12 @@ static void fx_start_opts(struct fx *fx, peer_fn script, const moor_monitor_opti
     fx_begin(fx, script, opts, false);
 }
 
+/* One iteration that may sleep, but no longer than a bounded poll. */
+static void iterate_once(moor_loop *loop)
+{
+    assert_true(moor_loop_iterate(loop, tu_poll_ms()) >= 0);
+}
+
 static void wait_state(moor_monitor *mon, moor_monitor_state state)
 {
     double deadline = now_ms() + FOREVER;
@@ -1285,8 +1291,7 @@ static void test_write_error_and_loop_thread(void **state)
     /* A call on the loop thread is refused. */
     lc.mon = fx.mon;
     assert_int_equal(moor_loop_schedule(fx.loop, call_from_loop, &lc, NULL, &err), 0);
-    while (!lc.ran)
-        assert_true(moor_loop_iterate(fx.loop, FOREVER) >= 0);
+    tu_wait_for((iterate_once(fx.loop), lc.ran), "the call scheduled on the loop thread to run");
     assert_int_equal(lc.rc, -EDEADLK);
 
     /* The peer is gone; the loop has not noticed, the caller's send does. */
@@ -1296,8 +1301,7 @@ static void test_write_error_and_loop_thread(void **state)
     tu_assert_contains(err.message, "write error");
     assert_int_equal(gate_get(&fx.eofs), 0);
     /* The loop learns of it on its next iteration and runs on_eof. */
-    while (gate_get(&fx.eofs) == 0)
-        assert_true(moor_loop_iterate(fx.loop, FOREVER) >= 0);
+    tu_wait_for((iterate_once(fx.loop), gate_get(&fx.eofs) != 0), "on_eof after a write error");
     assert_int_equal(fx.eof_code, -EPIPE);
     tu_assert_contains(fx.eof_text, "write error");
     assert_true(fx.eof_on_loop);
@@ -1505,8 +1509,8 @@ static void test_oom_call(void **state)
         oc.mon = fx.mon;
         moor_debug_fail_alloc(n);
         assert_int_equal(pthread_create(&t, NULL, oom_caller, &oc), 0);
-        while (!atomic_load(&oc.done))
-            assert_true(moor_loop_iterate(fx.loop, 10) >= 0);
+        tu_wait_for((assert_true(moor_loop_iterate(fx.loop, 10) >= 0), atomic_load(&oc.done)),
+                    "the call with allocation %lu failing to return", n);
         tu_join(t, NULL);
         moor_debug_fail_alloc(0);
         rc = oc.rc;
@@ -1515,8 +1519,8 @@ static void test_oom_call(void **state)
         } else if (rc == -EPIPE) {
             tu_assert_contains(oc.err.message, "out of memory");
             saw_reader = true;
-            while (gate_get(&fx.eofs) == 0)
-                assert_true(moor_loop_iterate(fx.loop, FOREVER) >= 0);
+            tu_wait_for((iterate_once(fx.loop), gate_get(&fx.eofs) != 0),
+                        "on_eof after allocation %lu failed", n);
             assert_int_equal(fx.eof_code, -ENOMEM);
         } else if (rc != 0) {
             fail_msg("round %lu: %d %s", n, rc, oc.err.message);
