@@ -527,7 +527,6 @@ static void *caller_main(void *arg)
         bool broken;
 
         moor_lock(vm);
-        gen = vm->gen;
         if (stress_rnd(&w->seed) % 2) {
             /* The hand-off, as an API call does it. */
             if (moor_job_begin(&vm->job, MOOR_JOB_QUERY, "stress_query", &err) < 0) {
@@ -535,7 +534,10 @@ static void *caller_main(void *arg)
                 moor_unlock(vm);
                 break;
             }
+            /* Read with the job held: a begin that waited dropped the
+             * mutex, and a reconnect may have changed both meanwhile. */
             mon = vm->mon;
+            gen = vm->gen;
             int rc = moor_monitor_enter(mon, vm);
             if (rc == 0) {
                 broken = one_call(w, mon, gen, n) == -EPIPE;
@@ -553,6 +555,7 @@ static void *caller_main(void *arg)
             moor_unlock(vm);
         } else {
             mon = moor_ref(vm->mon);
+            gen = vm->gen;
             moor_unlock(vm);
             broken = one_call(w, mon, gen, n) == -EPIPE;
             moor_unref(mon);
