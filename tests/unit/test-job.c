@@ -888,6 +888,7 @@ static void test_removed_after_grant(void **state)
     assert_int_equal(moor_job_begin(&vm->job, MOOR_JOB_MODIFY, "vm_undefine", NULL), 0);
     moor_unlock(vm);
     actor_start(&m, vm, MOOR_JOB_MODIFY, "vm_suspend", FOREVER);
+    wait_queued(vm, 1); /* the MODIFY first: queued after the async, it would be parked */
     actor_start(&a, vm, ASYNC_ANY, "vm_migrate", FOREVER);
     wait_queued(vm, 2);
     moor_lock(vm);
