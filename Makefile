@@ -14,7 +14,7 @@ DEB_PACKAGES = meson ninja-build pkg-config gcc clang libclang-rt-dev \
 	valgrind spin clang-format \
 	libmicrohttpd-dev libcurl4-openssl-dev qemu-system-x86 qemu-utils
 
-.PHONY: all deps build check demo bench bench-vmd callgrind callgrind-vmd ci format clean
+.PHONY: all deps build check demo mutants bench bench-vmd callgrind callgrind-vmd ci format clean
 
 all: build
 
@@ -41,6 +41,14 @@ check: build
 # restart; prints its report (apps/demo/demo.c). Under 2 minutes.
 demo: build
 	$(BUILD)/apps/demo/moor-vmd-demo --daemon $(BUILD)/apps/vmd/moor-vmd
+
+# The standing mutation check (tests/mutants/run): every mutant in
+# tests/mutants must be killed by the tests. Scratch tree and builds in
+# $(MUTANTS_DIR).
+MUTANTS_DIR ?= build-mutants
+
+mutants: deps
+	MUTANTS_DIR=$(MUTANTS_DIR) tests/mutants/run
 
 bench: build
 	$(BUILD)/bench/moor-bench

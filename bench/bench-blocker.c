@@ -4,8 +4,13 @@
  * against the obvious alternative: a bitmask of busy operations under a
  * pthread mutex (which says nothing about why or who).
  *
+ *   atomic_mask_check      one relaxed load of an atomic uint64_t mask and
+ *                          a bit test: the cheapest peer of a check that
+ *                          finds the operation free, and the baseline of
+ *                          blocker_check_free.
  *   mutex_mask_check       lock; test a bit of a uint64_t mask; unlock.
- *                          The baseline of the check cases.
+ *                          The baseline of blocker_check_busy (a check
+ *                          that must look at the blocks takes a lock).
  *   blocker_check_free     moor_blocker_check of an operation nobody
  *                          blocks, while another operation of the same set
  *                          is blocked: the fast path (one relaxed load).
@@ -23,6 +28,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,7 +41,38 @@
 enum { OP_RESIZE, OP_DELETE, OP_SNAPSHOT, NOPS };
 static const char *const op_names[NOPS] = {"resize", "delete", "snapshot"};
 
-/* ---- baselines: a mask under a mutex -------------------------------------- */
+/* ---- baselines: an atomic mask, a mask under a mutex ------------------------ */
+
+struct atomic_mask_state {
+    _Alignas(64) _Atomic uint64_t busy;
+};
+
+static void *atomic_mask_setup(void)
+{
+    struct atomic_mask_state *s = aligned_alloc(64, 64);
+
+    if (!s)
+        bench_fail("atomic_mask_setup: out of memory");
+    atomic_init(&s->busy, UINT64_C(1) << OP_DELETE);
+    return s;
+}
+
+static void atomic_mask_teardown(void *state)
+{
+    free(state);
+}
+
+BENCH_LOOP(bench_loop_atomic_mask_check, state, iters)
+{
+    struct atomic_mask_state *s = state;
+
+    for (uint64_t i = 0; i < iters; i++) {
+        /* relaxed: as moor_blocker_check's fast path, a hint to test. */
+        if (atomic_load_explicit(&s->busy, memory_order_relaxed) & (UINT64_C(1) << OP_RESIZE))
+            bench_fail("atomic_mask_check: resize is busy");
+        bench_clobber();
+    }
+}
 
 struct mask_state {
     _Alignas(64) pthread_mutex_t lock;
@@ -161,9 +198,11 @@ BENCH_LOOP(bench_loop_blocker_block_unblock, state, iters)
 }
 
 static const struct bench_case blocker_cases[] = {
+    {"atomic_mask_check", NULL, BENCH_CONTENDED, atomic_mask_setup, atomic_mask_teardown,
+     bench_loop_atomic_mask_check},
     {"mutex_mask_check", NULL, BENCH_CONTENDED, mask_setup, mask_teardown,
      bench_loop_mutex_mask_check},
-    {"blocker_check_free", "mutex_mask_check", BENCH_CONTENDED, blocker_setup, blocker_teardown,
+    {"blocker_check_free", "atomic_mask_check", BENCH_CONTENDED, blocker_setup, blocker_teardown,
      bench_loop_blocker_check_free},
     {"blocker_check_busy", "mutex_mask_check", BENCH_CONTENDED, blocker_setup, blocker_teardown,
      bench_loop_blocker_check_busy},

@@ -5,7 +5,10 @@
  *   job_mutex_pair       pthread_mutex_lock + unlock, uncontended at one
  *                        thread: the baseline of the job cases.
  *   job_query_pair       moor_job_begin(QUERY) + moor_job_end with the
- *                        object's mutex held (as every job call is).
+ *                        object's mutex held (as every job call is). Not
+ *                        what a job costs a caller, who also pays the
+ *                        mutex pair around it: that is job_api_* against
+ *                        job_mutex_api, the figure docs/jobs.md leads with.
  *   job_modify_pair      the same with MODIFY.
  *   job_api_modify       a whole API-call pattern: lock, begin MODIFY,
  *                        unlock, lock, end, unlock. BENCH_CONTENDED: at 2
@@ -36,20 +39,26 @@
  *                        overlapping so that some QUERY is always held.
  *                        A trial waits until two are held, then begins a
  *                        MODIFY and measures its wait.
- *   bcast_fair_modify    the same stream on a broadcast-and-recheck scheme
- *                        (one condvar, every end broadcasts, each waiter
- *                        re-tests "no exclusive holder" or "no holder at
- *                        all"), the way libvirt's job condition works. A
- *                        MODIFY there waits until the stream happens to
- *                        leave a gap; after TRIAL_CAP_MS it gives up
- *                        waiting fairly, pauses the stream and goes in,
- *                        and the trial counts as starved.
+ *   bcast_fair_modify    the same stream on libvirt's job scheme: one sync
+ *                        job at a time, QUERY included (its
+ *                        virDomainObjCanSetJob wants no active job), one
+ *                        condvar that every end broadcasts, and each
+ *                        woken waiter re-tests "no job active" and takes
+ *                        it if so. So the QUERY jobs run one after the
+ *                        other, and a MODIFY competes with the queued
+ *                        QUERY begins for every end; whoever retakes the
+ *                        mutex first wins. Its trials begin when one
+ *                        QUERY is held (the most the scheme allows).
+ *
+ * Starved: a MODIFY that has not started TRIAL_CAP_MS (5 ms, 50 QUERY
+ * holds, about 17 times the bound below) after it asked gives up waiting
+ * fairly: the trial pauses the stream, goes in, and counts as starved.
  * Their harness figure is the mean time per trial; at teardown each prints
  * one more line with what matters, the worst wait:
  *   {"bench": "job_fair_modify.max_wait", "max_wait_us": X, "p50_wait_us": X,
  *    "query_hold_max_us": H, "queries": 3, "bound_us": H*3, "starved": N, ...}
  * where bound_us is the target: the QUERY hold time times the number of
- * QUERY holders ahead of the MODIFY. That line covers every trial of the
+ * QUERY jobs (held or queued) that can be ahead of the MODIFY. That line covers every trial of the
  * case's runs, calibration and warm-up included. The stream runs only
  * during the case's own runs (begin_run starts it, end_run joins it): the
  * harness alternates the runs of the two cases with both states alive,
@@ -300,6 +309,7 @@ BENCH_LOOP(bench_loop_job_hold_modify, state, iters)
  * the broadcast baseline. Exclusive begin returns false after the cap. */
 struct scheme {
     const char *name;
+    int holding; /* a trial starts once this many QUERY jobs are held */
     void (*shared_begin)(void *s);
     void (*shared_end)(void *s);
     bool (*excl_begin)(void *s, unsigned cap_ms);
@@ -365,21 +375,24 @@ static struct fair_state *fair_setup(const struct scheme *scheme, void *impl)
     return f;
 }
 
-/* Until the stream holds at least two QUERY jobs; a stream that never
- * gets there within 10 s is broken, and the bench says so. */
+/* Until the stream holds as many QUERY jobs as the scheme's trials want;
+ * a stream that never gets there within 10 s is broken, and the bench
+ * says so. */
 static void wait_holding(struct fair_state *f)
 {
     uint64_t deadline = mono_ns() + UINT64_C(10000000000);
 
     /* seq_cst, as every access to the stream's flags; only a count is read. */
-    while (atomic_load(&f->holding) < 2) {
+    while (atomic_load(&f->holding) < f->scheme->holding) {
         if (mono_ns() > deadline)
-            bench_fail("%s: the QUERY stream never held two jobs", f->scheme->name);
+            bench_fail("%s: the QUERY stream never held %d jobs", f->scheme->name,
+                       f->scheme->holding);
         sched_yield();
     }
 }
 
-/* Before each run: start the stream; return once two QUERY jobs are held,
+/* Before each run: start the stream; return once the QUERY jobs a trial
+ * wants are held,
  * so that the run's first trial does not wait for the threads to start. */
 static void fair_begin_run(void *state)
 {
@@ -437,7 +450,7 @@ static void fair_teardown_common(struct fair_state *f)
     free(f->waits_us);
 }
 
-/* One trial: MODIFY arrives while at least two QUERY jobs are held. */
+/* One trial: MODIFY arrives while the stream holds QUERY jobs. */
 static void fair_trial(struct fair_state *f)
 {
     uint64_t t0, wait;
@@ -496,44 +509,41 @@ static bool moor_excl_begin(void *s, unsigned cap_ms)
     return rc == 0;
 }
 
-static const struct scheme moor_scheme = {"job_fair_modify", moor_shared_begin, moor_any_end,
-                                          moor_excl_begin, moor_any_end};
+static const struct scheme moor_scheme = {
+    "job_fair_modify", 2, moor_shared_begin, moor_any_end, moor_excl_begin, moor_any_end};
 
-/* broadcast and recheck */
+/* libvirt's scheme: one sync job at a time, broadcast on end, recheck */
 
 struct bcast {
-    pthread_mutex_t m;
-    pthread_cond_t c;
-    int shared;
-    bool excl;
+    pthread_mutex_t m; /* the object's lock */
+    pthread_cond_t c;  /* the job condition */
+    bool active;       /* a sync job (any kind) is held */
 };
+
+/* Wait for no active job, then take it; false if @dl passed first. */
+static bool bcast_begin(struct bcast *b, const struct timespec *dl)
+{
+    bool ok = true;
+
+    pthread_mutex_lock(&b->m);
+    while (ok && b->active)
+        ok = (dl ? pthread_cond_timedwait(&b->c, &b->m, dl) : pthread_cond_wait(&b->c, &b->m)) ==
+                 0 ||
+             !b->active;
+    if (ok)
+        b->active = true;
+    pthread_mutex_unlock(&b->m);
+    return ok;
+}
 
 static void bcast_shared_begin(void *p)
 {
-    struct bcast *b = p;
-
-    pthread_mutex_lock(&b->m);
-    while (b->excl)
-        pthread_cond_wait(&b->c, &b->m);
-    b->shared++;
-    pthread_mutex_unlock(&b->m);
-}
-
-static void bcast_shared_end(void *p)
-{
-    struct bcast *b = p;
-
-    pthread_mutex_lock(&b->m);
-    b->shared--;
-    pthread_cond_broadcast(&b->c);
-    pthread_mutex_unlock(&b->m);
+    bcast_begin(p, NULL);
 }
 
 static bool bcast_excl_begin(void *p, unsigned cap_ms)
 {
-    struct bcast *b = p;
     struct timespec dl;
-    bool ok = true;
 
     clock_gettime(CLOCK_MONOTONIC, &dl);
     dl.tv_sec += cap_ms / 1000;
@@ -542,27 +552,22 @@ static bool bcast_excl_begin(void *p, unsigned cap_ms)
         dl.tv_sec++;
         dl.tv_nsec -= 1000000000L;
     }
-    pthread_mutex_lock(&b->m);
-    while (ok && (b->excl || b->shared))
-        ok = pthread_cond_timedwait(&b->c, &b->m, &dl) == 0 || !(b->excl || b->shared);
-    if (ok)
-        b->excl = true;
-    pthread_mutex_unlock(&b->m);
-    return ok;
+    return bcast_begin(p, &dl);
 }
 
-static void bcast_excl_end(void *p)
+/* Any end: no job active, wake every waiter to recheck. */
+static void bcast_end(void *p)
 {
     struct bcast *b = p;
 
     pthread_mutex_lock(&b->m);
-    b->excl = false;
+    b->active = false;
     pthread_cond_broadcast(&b->c);
     pthread_mutex_unlock(&b->m);
 }
 
-static const struct scheme bcast_scheme = {"bcast_fair_modify", bcast_shared_begin,
-                                           bcast_shared_end, bcast_excl_begin, bcast_excl_end};
+static const struct scheme bcast_scheme = {
+    "bcast_fair_modify", 1, bcast_shared_begin, bcast_end, bcast_excl_begin, bcast_end};
 
 static void *fair_moor_setup(void)
 {

@@ -258,7 +258,10 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
             return false;
         }
         if (count_bits(v) > ONE) {
-            /* release: an ordinary end of visit, as moor_lockcnt_dec(). */
+            /* release: an ordinary end of visit, as moor_lockcnt_dec().
+             * Relaxed here would still pass on x86 (every locked RMW is a
+             * full barrier); only TSan's stress-vlist-futex catches it
+             * (the mutant tests/mutants/lockcnt-dec-and-lock-relaxed). */
             if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v - ONE, memory_order_release,
                                                       memory_order_relaxed))
                 return false;

@@ -20,6 +20,17 @@
  * the shadow. At the end: no misuse report, census zero. It prints the
  * max and p99 wait per kind. Failures print "stress-job: FAIL: ..." and
  * exit 1.
+ *
+ * Fairness, on the first object (which runs no async job and is never
+ * marked inactive, so no waiter is ever parked or failed there): every
+ * begin is entered, under the mutex and so in moor's ticket order, into a
+ * list of begins in flight. When a begin returns granted, no begin called
+ * before it may still be waiting unless both are shared (a DESTROY may
+ * jump ahead, none may be overtaken): a QUERY granted past a waiting
+ * MODIFY fails at once. And each wait there is bounded by what was ahead
+ * of it: wait <= (holders + waiters at the call + DESTROYs granted
+ * meanwhile + 1) x (longest hold seen + a hand-off allowance for the
+ * scheduler, HANDOFF_MS, ten times that under valgrind).
  */
 #define _GNU_SOURCE
 #define STRESS_PROG "stress-job"
@@ -49,6 +60,7 @@
 #define VALGRIND_THR  3
 #define BEGIN_TIMEOUT 20000u /* ms; far above any fair wait here */
 #define CLOCK_EVERY   64     /* operations between two looks at the clock */
+#define HANDOFF_MS    200    /* per grant: a granted thread waiting for a CPU */
 
 /* Kinds as the report lists them; K_ASYNC is the async slot. */
 enum { K_QUERY, K_MODIFY, K_LIST, K_DESTROY, K_ABORT, K_NESTED, K_ASYNC, K_COUNT };
@@ -64,6 +76,17 @@ struct sobj {
     bool async_active;
     int async_owner;
     uint32_t async_allowed;
+    /* fairness (the first object only; see the top): begins in flight */
+    bool fair;
+    struct inflight *inflight;
+    uint64_t next_ticket, destroys, max_hold_ns;
+};
+
+/* A begin in flight on a fair object, on its caller's stack. */
+struct inflight {
+    struct inflight *next;
+    uint64_t ticket;
+    unsigned kind;
 };
 
 struct hist {
@@ -85,6 +108,8 @@ static struct worker workers[MAX_THREADS];
 static unsigned nworkers;
 static unsigned kind_list;
 static struct timespec deadline;
+static uint64_t handoff_ns = HANDOFF_MS * UINT64_C(1000000);
+static uint64_t fair_checked, worst_permille; /* under objs[0]'s mutex */
 
 static void sobj_dispose(void *p)
 {
@@ -215,15 +240,79 @@ static void shadow_async_begin(struct worker *w, struct sobj *o, uint32_t allowe
 
 /* ---- operations ------------------------------------------------------------ */
 
+/* ---- fairness (see the top) ---------------------------------------------------- */
+
+/* Before a begin on a fair object (locked): enter it in call order;
+ * returns the number of holders and waiters ahead of it. */
+static uint64_t fair_enter(struct sobj *o, struct inflight *me, unsigned kind)
+{
+    moor_job_snapshot s;
+
+    *me = (struct inflight){o->inflight, o->next_ticket++, kind};
+    o->inflight = me;
+    if (moor_job_info(&o->job, &s) < 0) {
+        fail("moor_job_info failed");
+        return 0;
+    }
+    return (uint64_t)s.holders + s.waiters;
+}
+
+static void fair_leave(struct sobj *o, struct inflight *me)
+{
+    struct inflight **pp = &o->inflight;
+
+    while (*pp != me)
+        pp = &(*pp)->next;
+    *pp = me->next;
+}
+
+/* @me was just granted after waiting @waited ns with @ahead grants due
+ * before it: no begin called before it may still wait (unless both are
+ * shared, or @me is a DESTROY, which jumps the queue), and the wait is
+ * within (ahead + 1) x (longest hold + hand-off allowance). */
+static void fair_check(struct sobj *o, const struct inflight *me, uint64_t ahead, uint64_t waited)
+{
+    uint64_t bound = (ahead + 1) * (o->max_hold_ns + handoff_ns);
+
+    if (me->kind == MOOR_JOB_DESTROY) {
+        o->destroys++;
+        return;
+    }
+    for (const struct inflight *q = o->inflight; q; q = q->next)
+        if (q->ticket < me->ticket &&
+            (q->kind == MOOR_JOB_DESTROY || exclusive_kind(me->kind) || exclusive_kind(q->kind)))
+            fail("%s (call %" PRIu64 ") granted while %s (call %" PRIu64
+                 "), begun before it, still waits: overtaken",
+                 moor_job_kind_name(me->kind), me->ticket, moor_job_kind_name(q->kind), q->ticket);
+    if (waited > bound)
+        fail("%s waited %.1f ms with %" PRIu64 " grants due before it; bound %.1f ms "
+             "(longest hold %.1f ms + %.0f ms hand-off, each)",
+             moor_job_kind_name(me->kind), (double)waited / 1e6, ahead, (double)bound / 1e6,
+             (double)o->max_hold_ns / 1e6, (double)handoff_ns / 1e6);
+    if (waited * 1000 / bound > worst_permille)
+        worst_permille = waited * 1000 / bound;
+    fair_checked++;
+}
+
 /* Begin @kind on @o (locked), timing the wait under @slot. */
 static int timed_begin(struct worker *w, struct sobj *o, unsigned kind, unsigned slot)
 {
     moor_error err = MOOR_ERROR_INIT;
-    uint64_t t0 = now_ns();
-    int rc = moor_job_begin_timeout(&o->job, kind, "stress", BEGIN_TIMEOUT, &err);
+    struct inflight me;
+    uint64_t ahead = 0, destroys0 = o->destroys, t0, waited;
+    int rc;
 
+    if (o->fair)
+        ahead = fair_enter(o, &me, kind);
+    t0 = now_ns();
+    rc = moor_job_begin_timeout(&o->job, kind, "stress", BEGIN_TIMEOUT, &err);
+    waited = now_ns() - t0;
+    if (o->fair)
+        fair_leave(o, &me);
     if (rc == 0) {
-        record(&w->wait[slot], now_ns() - t0);
+        record(&w->wait[slot], waited);
+        if (o->fair)
+            fair_check(o, &me, ahead + (o->destroys - destroys0), waited);
         shadow_begin(w, o, kind);
     } else if (rc == -ESRCH) {
         w->esrch++;
@@ -238,9 +327,14 @@ static void op_sync(struct worker *w, struct sobj *o, unsigned kind, unsigned sl
 {
     moor_lock(o);
     if (timed_begin(w, o, kind, slot) == 0) {
+        uint64_t held = now_ns();
+
         moor_unlock(o);
         work(w);
         moor_lock(o);
+        held = now_ns() - held;
+        if (held > o->max_hold_ns)
+            o->max_hold_ns = held;
         shadow_end(o, kind);
         moor_job_end(&o->job);
         check_info(o, "after end");
@@ -302,6 +396,9 @@ static void do_op(struct worker *w)
     uint64_t r = rnd(w);
     struct sobj *o = objs[(r >> 8) % OBJECTS];
 
+    /* The fair object runs no async job and is never marked inactive. */
+    if (o->fair && (r % 32 < 2 || (r % 32 == 7 && (r >> 16) % 64 == 0)))
+        o = objs[1];
     switch (r % 32) {
     case 0:
     case 1:
@@ -374,6 +471,9 @@ static void setup(void)
         if (!objs[i] || moor_job_init(&objs[i]->job, objs[i], label) < 0)
             exit(1);
     }
+    objs[0]->fair = true;
+    if (stress_under_valgrind())
+        handoff_ns *= 10;
     for (unsigned i = 0; i < nworkers; i++)
         workers[i].rng = stress_seed(i);
 }
@@ -416,8 +516,13 @@ static void report(double elapsed)
         printf("stress-job: wait %-7s n=%-9" PRIu64 " p99<=%.1f us  max=%.1f us\n", kind_label[k],
                h->count, (double)p99_ns(h) / 1e3, (double)h->max_ns / 1e3);
     }
+    printf("stress-job: fairness on obj0: %" PRIu64 " grants checked for overtaking; worst wait "
+           "%.1f%% of its bound\n",
+           fair_checked, (double)worst_permille / 10);
     if (total.ops == 0)
         fail("no operation ran");
+    if (fair_checked == 0)
+        fail("no grant on the fair object was checked");
 }
 
 int main(int argc, char **argv)

@@ -36,7 +36,10 @@
  * a quiet machine the worst is a few ms; a machine loaded by other jobs
  * can add scheduling delays, hence the knob; ASan and TSan runs keep the
  * 100 ms bound, only valgrind, which runs one thread at a time, gets a
- * wider default); on_eof runs at most once per monitor, always
+ * wider default); a call that was pending when its channel broke fails
+ * with -EPIPE, never -ETIMEDOUT (a timeout whose deadline lies after the
+ * on_eof of its connection is a call the break should have failed);
+ * on_eof runs at most once per monitor, always
  * with the owner; a closed monitor has nothing pending; at the end nothing
  * is entered, no misuse was reported, the census is zero and the process
  * has the descriptors it had at the start (no duplicate left behind by a
@@ -86,6 +89,13 @@
 #define MAX_PASSED      3 /* descriptors per call that passes some */
 
 /* ---- the owner and its connections ----------------------------------------- */
+
+/* When on_eof ran for connection gen (ns, CLOCK_MONOTONIC; 0: not yet),
+ * indexed by gen % GEN_RING. Relaxed: a caller that misses a store only
+ * checks less; on_eof runs after the break failed the pending calls, so a
+ * time seen here is never earlier than the break. */
+#define GEN_RING 4096
+static atomic_int_fast64_t eof_ns[GEN_RING];
 
 struct vm {
     moor_lockable parent;
@@ -181,6 +191,8 @@ static void on_eof(moor_monitor *mon, void *owner, const moor_error *why, void *
         fail("on_eof with owner %p, expected %p", owner, (void *)vm);
     if (why->code >= 0)
         fail("on_eof with code %d", why->code);
+    atomic_store_explicit(&eof_ns[c->gen % GEN_RING], stress_ns(stress_now()),
+                          memory_order_relaxed);
     if (atomic_fetch_add_explicit(&c->eofs, 1, memory_order_relaxed) != 0)
         fail("on_eof twice on connection %u", c->gen);
     count(&n_eofs);
@@ -323,6 +335,7 @@ static struct conn *conn_open(unsigned gen)
         return NULL;
     }
     c->gen = gen;
+    atomic_store_explicit(&eof_ns[gen % GEN_RING], 0, memory_order_relaxed);
     c->peer_fd = sv[1];
     c->seed = stress_seed(gen + 1000);
     snprintf(name, sizeof(name), "peer %u", gen);
@@ -420,9 +433,28 @@ static double ms_since(const struct timespec *t0)
     return stress_elapsed(t0) * 1e3;
 }
 
-/* One call; checks the result, the reply and the time taken. Returns the
- * call's result. */
-static int one_call(struct caller *w, moor_monitor *mon, uint64_t n)
+/* A timeout on connection @gen for a call that began at @t0 with
+ * @timeout_ms: fail if the channel broke while the call was pending. The
+ * call's own deadline is at least t0 + timeout; if on_eof (which follows
+ * the break) ran more than a millisecond before that, the call was
+ * pending at the break (a call begun after it fails at once with -EPIPE)
+ * and the break owed it -EPIPE. */
+static void check_timeout_not_owed_epipe(uint64_t n, unsigned gen, const struct timespec *t0,
+                                         int timeout_ms)
+{
+    /* relaxed: see eof_ns. */
+    int_fast64_t eof = atomic_load_explicit(&eof_ns[gen % GEN_RING], memory_order_relaxed);
+    int_fast64_t due = stress_ns(*t0) + (int_fast64_t)timeout_ms * 1000000;
+
+    if (eof && eof + 1000000 < due)
+        fail("call %" PRIu64 " on connection %u timed out, but the channel broke (on_eof) %.1f ms "
+             "before its deadline: a call pending at EOF is owed -EPIPE",
+             n, gen, (double)(due - eof) / 1e6);
+}
+
+/* One call on connection @gen; checks the result, the reply and the time
+ * taken. Returns the call's result. */
+static int one_call(struct caller *w, moor_monitor *mon, unsigned gen, uint64_t n)
 {
     int timeout =
         MIN_DEADLINE_MS + (int)(stress_rnd(&w->seed) % (MAX_DEADLINE_MS - MIN_DEADLINE_MS + 1));
@@ -466,6 +498,7 @@ static int one_call(struct caller *w, moor_monitor *mon, uint64_t n)
         count(&n_ok);
         break;
     case -ETIMEDOUT:
+        check_timeout_not_owed_epipe(n, gen, &t0, timeout);
         count(&n_timeout);
         break;
     case -EPIPE:
@@ -494,7 +527,6 @@ static void *caller_main(void *arg)
         bool broken;
 
         moor_lock(vm);
-        gen = vm->gen;
         if (stress_rnd(&w->seed) % 2) {
             /* The hand-off, as an API call does it. */
             if (moor_job_begin(&vm->job, MOOR_JOB_QUERY, "stress_query", &err) < 0) {
@@ -502,10 +534,13 @@ static void *caller_main(void *arg)
                 moor_unlock(vm);
                 break;
             }
+            /* Read with the job held: a begin that waited dropped the
+             * mutex, and a reconnect may have changed both meanwhile. */
             mon = vm->mon;
+            gen = vm->gen;
             int rc = moor_monitor_enter(mon, vm);
             if (rc == 0) {
-                broken = one_call(w, mon, n) == -EPIPE;
+                broken = one_call(w, mon, gen, n) == -EPIPE;
                 rc = moor_monitor_exit(mon, vm);
                 if (rc != 0 && rc != -ESRCH)
                     fail("exit: %d", rc);
@@ -520,8 +555,9 @@ static void *caller_main(void *arg)
             moor_unlock(vm);
         } else {
             mon = moor_ref(vm->mon);
+            gen = vm->gen;
             moor_unlock(vm);
-            broken = one_call(w, mon, n) == -EPIPE;
+            broken = one_call(w, mon, gen, n) == -EPIPE;
             moor_unref(mon);
         }
         if (broken)

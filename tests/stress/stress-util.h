@@ -183,6 +183,12 @@ static inline struct timespec stress_now(void)
     return now;
 }
 
+/* @t in nanoseconds. */
+static inline int64_t stress_ns(struct timespec t)
+{
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 /* @t plus @seconds (>= 0). */
 static inline struct timespec stress_add_seconds(struct timespec t, double seconds)
 {

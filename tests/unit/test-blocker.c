@@ -700,8 +700,8 @@ static void *racer_main(void *arg)
 
     snprintf(mine, sizeof(mine), "racer %u round ", r->index);
     /* acquire: pairs with the release that opens the gate. */
-    while (!atomic_load_explicit(r->start, memory_order_acquire))
-        sched_yield();
+    tu_wait_for_in_thread(atomic_load_explicit(r->start, memory_order_acquire),
+                          "racer %u: the start gate", r->index);
     for (unsigned i = 0; i < r->rounds; i++) {
         moor_block_token t;
         uint64_t ops = MOOR_BLOCKER_OP(own) | (i % 2 ? MOOR_BLOCKER_OP(0) : 0);
@@ -750,7 +750,7 @@ static void test_threads_never_lose_a_block(void **state)
         }
     }
     for (unsigned i = 0; i < RACE_THREADS; i++) {
-        assert_int_equal(pthread_join(r[i].thread, NULL), 0);
+        tu_join(r[i].thread, NULL);
         assert_int_equal(r[i].failures, 0);
     }
     assert_int_equal(moor_blocker_mask(&b), 0);
@@ -797,7 +797,7 @@ static void test_concurrent_double_unblock(void **state)
             assert_int_equal(pthread_create(&t[i], NULL, doubler_main, &d[i]), 0);
         }
         for (int i = 0; i < 2; i++)
-            assert_int_equal(pthread_join(t[i], NULL), 0);
+            tu_join(t[i], NULL);
         pthread_barrier_destroy(&go);
         assert_true((d[0].rc == 0 && d[1].rc == -EINVAL) || (d[0].rc == -EINVAL && d[1].rc == 0));
         tu_expect_report(MOOR_MISUSE_UNBLOCK_UNKNOWN, NULL, "already unblocked by thread");

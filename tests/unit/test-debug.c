@@ -257,7 +257,7 @@ static void test_reports_while_hook_changes(void **state)
         moor_debug_set_report(hook_a, &hook_a_calls);
     }
     for (int i = 0; i < THREADS; i++)
-        pthread_join(t[i], NULL);
+        tu_join(t[i], NULL);
     pthread_barrier_destroy(&s.start);
     assert_int_equal(atomic_load(&hook_a_calls) + atomic_load(&hook_b_calls),
                      THREADS * SWAP_REPORTS);

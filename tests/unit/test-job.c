@@ -77,8 +77,7 @@ static moor_job_snapshot snap(struct vm *vm)
 /* Poll until @n begins are queued on @vm (the handshake for "it waits"). */
 static void wait_queued(struct vm *vm, unsigned n)
 {
-    while (snap(vm).waiters != n)
-        sched_yield();
+    tu_wait_for(snap(vm).waiters == n, "%u begins queued on the job (%u now)", n, snap(vm).waiters);
 }
 
 /* ---- actors --------------------------------------------------------------- */
@@ -139,7 +138,7 @@ static void actor_start(struct actor *a, struct vm *vm, unsigned kind, const cha
 static void actor_hold(struct actor *a, struct vm *vm, unsigned kind, const char *api)
 {
     actor_start(a, vm, kind, api, NO_WAIT);
-    sem_wait(&a->began);
+    tu_sem_wait(&a->began);
     assert_int_equal(a->rc, 0);
 }
 
@@ -153,14 +152,14 @@ static void actor_hold_async(struct actor *a, struct vm *vm, uint32_t allowed)
     sem_init(&a->began, 0, 0);
     sem_init(&a->release, 0, 0);
     assert_int_equal(pthread_create(&a->thread, NULL, actor_main, a), 0);
-    sem_wait(&a->began);
+    tu_sem_wait(&a->began);
     assert_int_equal(a->rc, 0);
 }
 
 /* Wait for the actor's begin to return; its result. */
 static int actor_result(struct actor *a)
 {
-    sem_wait(&a->began);
+    tu_sem_wait(&a->began);
     return a->rc;
 }
 
@@ -176,7 +175,7 @@ static bool actor_returned(struct actor *a)
 static void actor_finish(struct actor *a)
 {
     sem_post(&a->release);
-    assert_int_equal(pthread_join(a->thread, NULL), 0);
+    tu_join(a->thread, NULL);
     sem_destroy(&a->began);
     sem_destroy(&a->release);
 }
@@ -889,6 +888,7 @@ static void test_removed_after_grant(void **state)
     assert_int_equal(moor_job_begin(&vm->job, MOOR_JOB_MODIFY, "vm_undefine", NULL), 0);
     moor_unlock(vm);
     actor_start(&m, vm, MOOR_JOB_MODIFY, "vm_suspend", FOREVER);
+    wait_queued(vm, 1); /* the MODIFY first: queued after the async, it would be parked */
     actor_start(&a, vm, ASYNC_ANY, "vm_migrate", FOREVER);
     wait_queued(vm, 2);
     moor_lock(vm);

@@ -118,8 +118,7 @@ static void helper_start(struct helper *h, moor_lockcnt *lc, enum op op)
 /* The helper has committed to waiting and has not got through. */
 static void helper_assert_blocked(struct helper *h)
 {
-    while (!atomic_load(&h->started))
-        sched_yield();
+    tu_wait_for(atomic_load(&h->started), "the helper thread to start");
     wait_for_waiter(h->lc);
     assert_false(atomic_load(&h->entered));
     short_pause(); /* extra check only: still not through a moment later */
@@ -128,7 +127,7 @@ static void helper_assert_blocked(struct helper *h)
 
 static void helper_join(struct helper *h)
 {
-    assert_int_equal(pthread_join(h->thread, NULL), 0);
+    tu_join(h->thread, NULL);
     assert_true(atomic_load(&h->entered));
 }
 
@@ -324,8 +323,7 @@ static void test_unlock_wakes_all_visitors(void **state)
     moor_lockcnt_lock(&lc);
     for (int i = 0; i < 3; i++) {
         helper_start(&h[i], &lc, OP_INC);
-        while (!atomic_load(&h[i].started))
-            sched_yield();
+        tu_wait_for(atomic_load(&h[i].started), "helper %d to start", i);
     }
     wait_for_waiter(&lc);
     for (int i = 0; i < 3; i++)
@@ -519,7 +517,7 @@ static void test_hammer(void **state)
     for (int i = 0; i < HAMMER_THREADS; i++)
         assert_int_equal(pthread_create(&t[i], NULL, hammer_main, &hm), 0);
     for (int i = 0; i < HAMMER_THREADS; i++)
-        assert_int_equal(pthread_join(t[i], NULL), 0);
+        tu_join(t[i], NULL);
     assert_int_equal(guarded, (long)HAMMER_THREADS * (rounds / 4));
     assert_int_equal(atomic_load(&bad_seen), 0);
     assert_true(atomic_load(&frees) > 0);

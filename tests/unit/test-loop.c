@@ -83,12 +83,8 @@ static int64_t mono_ms(void)
  * it dispatches): the census drops there, right after dispose. */
 static void wait_census_zero(void)
 {
-    int64_t end = mono_ms() + FOREVER_MS;
-
-    while (moor_census_total() != 0) {
-        assert_true(mono_ms() < end);
-        sched_yield();
-    }
+    tu_wait_for(moor_census_total() == 0, "the census to drop to zero (%zu live)",
+                (size_t)moor_census_total());
 }
 
 /* A free_fn that counts its calls in the atomic_int at the start of the
@@ -563,12 +559,8 @@ static void marker_cb(moor_loop *loop, void *opaque)
 /* Wait until @id is no longer a live fd handler (the remover detached it). */
 static void wait_detached(moor_loop *loop, uint64_t id)
 {
-    int64_t end = mono_ms() + FOREVER_MS;
-
-    while (moor_loop_update_fd(loop, id, MOOR_LOOP_IN, NULL) != -ENOENT) {
-        assert_true(mono_ms() < end);
-        sched_yield();
-    }
+    tu_wait_for(moor_loop_update_fd(loop, id, MOOR_LOOP_IN, NULL) == -ENOENT,
+                "fd handler %" PRIu64 " to be detached", id);
 }
 
 static void check_remove_from_thread(bool sync)
@@ -684,6 +676,12 @@ static void tlog_cb(moor_loop *loop, uint64_t id, void *opaque)
     log_add(&t->log, i);
 }
 
+/* One iteration that may sleep, but no longer than a bounded poll. */
+static void iterate_once(moor_loop *loop)
+{
+    assert_true(moor_loop_iterate(loop, tu_poll_ms()) >= 0);
+}
+
 static void spin_until_ms(int64_t when)
 {
     while (mono_ms() < when)
@@ -732,8 +730,7 @@ static void test_timer_wakes_iterate(void **state)
     t.due_ms[1] = mono_ms() + FOREVER_MS;
     assert_int_equal(moor_loop_add_timer(loop, FOREVER_MS, 0, tlog_cb, &t, NULL, &t.ids[1], NULL),
                      0);
-    while (t.log.n == 0)
-        assert_true(moor_loop_iterate(loop, FOREVER_MS) >= 0);
+    tu_wait_for((iterate_once(loop), t.log.n != 0), "the 20 ms timer to fire");
     assert_int_equal(t.log.what[0], 0);
     assert_true(mono_ms() < t.due_ms[1]);
     /* A timeout shorter than the next timer wins. */
@@ -766,8 +763,8 @@ static void test_timer_periodic(void **state)
     int64_t t0 = mono_ms();
 
     assert_int_equal(moor_loop_add_timer(loop, 5, 5, periodic_cb, &p, count_free, &id, NULL), 0);
-    while (p.calls < 3)
-        assert_true(moor_loop_iterate(loop, FOREVER_MS) >= 0);
+    tu_wait_for((iterate_once(loop), p.calls >= 3), "three periods of a 5 ms timer (%d calls)",
+                p.calls);
     /* Three periods at least. */
     assert_true(p.last_ms - t0 >= 15);
     /* Miss several periods: one call, not a burst. */
@@ -1032,7 +1029,7 @@ static void test_schedule_many_threads(void **state)
         assert_int_equal(pthread_create(&t[i], NULL, many_main, &a[i]), 0);
     }
     for (int i = 0; i < SCHED_THREADS; i++)
-        assert_int_equal(pthread_join(t[i], NULL), 0);
+        tu_join(t[i], NULL);
     sem_wait(&m.done);
     assert_int_equal(moor_loop_thread_stop(m.loop), 0);
     assert_int_equal(atomic_load(&m.bad), 0);
@@ -1106,7 +1103,7 @@ static void test_run_quit(void **state)
      * callback of this run. */
     moor_loop_quit(loop); /* no run in progress: forgotten */
     assert_int_equal(pthread_create(&t, NULL, quitter_main, loop), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
+    tu_join(t, NULL);
     assert_int_equal(moor_loop_add_timer(loop, 1, 0, quit_cb, &quits, NULL, NULL, NULL), 0);
     assert_int_equal(moor_loop_run(loop), 0);
     assert_int_equal(quits, 2);
@@ -1114,7 +1111,7 @@ static void test_run_quit(void **state)
     /* wakeup from another thread ends a sleeping iterate with 0. */
     assert_int_equal(pthread_create(&t, NULL, waker_main, loop), 0);
     assert_int_equal(moor_loop_iterate(loop, -1), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
+    tu_join(t, NULL);
     moor_loop_quit(NULL);
     moor_loop_wakeup(NULL);
     moor_unref(loop);
@@ -1209,13 +1206,11 @@ static bool tid_sleeping(int tid)
 static void stop_race_cb(moor_loop *loop, void *opaque)
 {
     struct stop_race *r = opaque;
-    int64_t end;
 
     sem_post(&r->running);
     sem_wait(&r->go);
-    end = mono_ms() + FOREVER_MS;
-    while (!tid_sleeping(r->stopper_tid) && mono_ms() < end)
-        sched_yield();
+    tu_wait_for_in_thread(tid_sleeping(r->stopper_tid), "the stopping thread %d to sleep",
+                          (int)r->stopper_tid);
     atomic_store(&r->stop_rc, moor_loop_thread_stop(loop));
 }
 
@@ -1359,7 +1354,7 @@ static void test_turns(void **state)
     efd_signal(t.fd_a);
     /* fd_b is signalled only after our epoll_wait: this iteration runs A. */
     assert_int_equal(moor_loop_iterate(t.loop, FOREVER_MS), 1);
-    assert_int_equal(pthread_join(other, NULL), 0);
+    tu_join(other, NULL);
     assert_false(atomic_load(&t.other_bad));
     assert_int_equal(atomic_load(&t.b_tid), atomic_load(&t.other_tid));
     assert_true(atomic_load(&t.b_in_loop));
@@ -1385,14 +1380,12 @@ static void *turn_waiter_main(void *arg)
 static void wake_waiter_cb(moor_loop *loop, void *opaque)
 {
     struct turn *t = opaque;
-    int64_t end = mono_ms() + FOREVER_MS;
 
     sem_post(&t->in_cb);
-    /* Bounded poll: the waiter may not be queued yet when we wake. */
-    while (!atomic_load(&t->other_returned) && mono_ms() < end) {
-        moor_loop_wakeup(loop);
-        sched_yield();
-    }
+    /* Wake until the other iterate returns: it may not be queued yet when
+     * we first wake. */
+    tu_wait_for_in_thread((moor_loop_wakeup(loop), atomic_load(&t->other_returned)),
+                          "the waiting iterate to return after a wakeup");
 }
 
 static void test_turn_wakeup(void **state)
@@ -1407,7 +1400,7 @@ static void test_turn_wakeup(void **state)
     assert_int_equal(pthread_create(&other, NULL, turn_waiter_main, &t), 0);
     assert_int_equal(moor_loop_schedule(t.loop, wake_waiter_cb, &t, NULL, NULL), 0);
     assert_int_equal(moor_loop_iterate(t.loop, FOREVER_MS), 1);
-    assert_int_equal(pthread_join(other, NULL), 0);
+    tu_join(other, NULL);
     /* It returned while we held the turn, with nothing run. */
     assert_true(atomic_load(&t.other_returned));
     assert_int_equal(atomic_load(&t.other_rc), 0);
@@ -1462,7 +1455,7 @@ static void test_two_runs_one_quit(void **state)
     assert_int_equal(moor_loop_add_timer(r.loop, 1, 1, two_runs_cb, &r, NULL, &id, NULL), 0);
     assert_int_equal(pthread_create(&other, NULL, two_runs_other, &r), 0);
     assert_int_equal(moor_loop_run(r.loop), 0);
-    assert_int_equal(pthread_join(other, NULL), 0);
+    tu_join(other, NULL);
     assert_int_equal(atomic_load(&r.other_rc), 0);
     assert_true(atomic_load(&r.quits) >= 1);
     assert_int_equal(moor_loop_remove(r.loop, id), 0);

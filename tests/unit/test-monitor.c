@@ -259,6 +259,12 @@ static void fx_start_opts(struct fx *fx, peer_fn script, const moor_monitor_opti
     fx_begin(fx, script, opts, false);
 }
 
+/* One iteration that may sleep, but no longer than a bounded poll. */
+static void iterate_once(moor_loop *loop)
+{
+    assert_true(moor_loop_iterate(loop, tu_poll_ms()) >= 0);
+}
+
 static void wait_state(moor_monitor *mon, moor_monitor_state state)
 {
     double deadline = now_ms() + FOREVER;
@@ -280,7 +286,7 @@ static void fx_stop(struct fx *fx)
     if (fx->mon)
         moor_monitor_close(fx->mon);
     if (fx->script)
-        assert_int_equal(pthread_join(fx->peer, NULL), 0);
+        tu_join(fx->peer, NULL);
     moor_clear(&fx->mon);
     if (fx->vm) {
         moor_lock(fx->vm);
@@ -460,7 +466,7 @@ static void test_pipelined_out_of_order(void **state)
         assert_int_equal(pthread_create(&t[i], NULL, caller_main, &c[i]), 0);
     }
     for (int i = 0; i < CALLERS; i++) {
-        assert_int_equal(pthread_join(t[i], NULL), 0);
+        tu_join(t[i], NULL);
         if (c[i].rc)
             fail_msg("caller %d: %s", i, moor_error_message(&c[i].err));
         assert_int_equal(c[i].got_n, 100 + i);
@@ -576,7 +582,7 @@ static void test_peer_closes_mid_call(void **state)
     closed_at = now_ms();
     gate_add(&fx.go);
     for (int i = 0; i < CALLERS; i++) {
-        assert_int_equal(pthread_join(t[i], NULL), 0);
+        tu_join(t[i], NULL);
         assert_int_equal(c[i].rc, -EPIPE);
         tu_assert_contains(c[i].err.message, "'hang' failed");
         tu_assert_contains(c[i].err.message, "closed the connection");
@@ -895,7 +901,7 @@ static void test_events_owner_gone(void **state)
 
     /* The peer hangs up: no owner, so no on_eof, but the state says it. */
     shutdown(fx.sv[1], SHUT_RDWR);
-    assert_int_equal(pthread_join(fx.peer, NULL), 0);
+    tu_join(fx.peer, NULL);
     fx.script = NULL;
     wait_state(fx.mon, MOOR_MONITOR_BROKEN);
     assert_int_equal(call_simple(fx.mon, "three", FOREVER, NULL), -EPIPE);
@@ -1125,14 +1131,14 @@ static void test_enter_exit_owner_removed(void **state)
     moor_monitor_close(mon);
     moor_unref(mon); /* A's enter reference keeps it alive */
 
-    assert_int_equal(pthread_join(t, NULL), 0);
+    tu_join(t, NULL);
     assert_int_equal(a.call_rc, -EPIPE);
     tu_assert_contains(a.err.message, "closed");
     assert_int_equal(a.exit_rc, -ESRCH);
     assert_false(a.still_registered);
     assert_int_equal(gate_get(&fx.eofs), 0);
     moor_unref(a.reg);
-    assert_int_equal(pthread_join(fx.peer, NULL), 0);
+    tu_join(fx.peer, NULL);
     fx.script = NULL;
     fx_stop(&fx);
 }
@@ -1249,7 +1255,7 @@ static void test_close_waits_for_eof_callback(void **state)
         sched_yield();
     assert_false(atomic_load(&close_returned));
     gate_add(&eof_go);
-    assert_int_equal(pthread_join(t, NULL), 0);
+    tu_join(t, NULL);
     assert_false(atomic_load(&returned_early));
     assert_int_equal(gate_get(&fx.eofs), 1);
     fx_stop(&fx);
@@ -1285,8 +1291,7 @@ static void test_write_error_and_loop_thread(void **state)
     /* A call on the loop thread is refused. */
     lc.mon = fx.mon;
     assert_int_equal(moor_loop_schedule(fx.loop, call_from_loop, &lc, NULL, &err), 0);
-    while (!lc.ran)
-        assert_true(moor_loop_iterate(fx.loop, FOREVER) >= 0);
+    tu_wait_for((iterate_once(fx.loop), lc.ran), "the call scheduled on the loop thread to run");
     assert_int_equal(lc.rc, -EDEADLK);
 
     /* The peer is gone; the loop has not noticed, the caller's send does. */
@@ -1296,8 +1301,7 @@ static void test_write_error_and_loop_thread(void **state)
     tu_assert_contains(err.message, "write error");
     assert_int_equal(gate_get(&fx.eofs), 0);
     /* The loop learns of it on its next iteration and runs on_eof. */
-    while (gate_get(&fx.eofs) == 0)
-        assert_true(moor_loop_iterate(fx.loop, FOREVER) >= 0);
+    tu_wait_for((iterate_once(fx.loop), gate_get(&fx.eofs) != 0), "on_eof after a write error");
     assert_int_equal(fx.eof_code, -EPIPE);
     tu_assert_contains(fx.eof_text, "write error");
     assert_true(fx.eof_on_loop);
@@ -1505,9 +1509,9 @@ static void test_oom_call(void **state)
         oc.mon = fx.mon;
         moor_debug_fail_alloc(n);
         assert_int_equal(pthread_create(&t, NULL, oom_caller, &oc), 0);
-        while (!atomic_load(&oc.done))
-            assert_true(moor_loop_iterate(fx.loop, 10) >= 0);
-        assert_int_equal(pthread_join(t, NULL), 0);
+        tu_wait_for((assert_true(moor_loop_iterate(fx.loop, 10) >= 0), atomic_load(&oc.done)),
+                    "the call with allocation %lu failing to return", n);
+        tu_join(t, NULL);
         moor_debug_fail_alloc(0);
         rc = oc.rc;
         if (rc == -ENOMEM) {
@@ -1515,8 +1519,8 @@ static void test_oom_call(void **state)
         } else if (rc == -EPIPE) {
             tu_assert_contains(oc.err.message, "out of memory");
             saw_reader = true;
-            while (gate_get(&fx.eofs) == 0)
-                assert_true(moor_loop_iterate(fx.loop, FOREVER) >= 0);
+            tu_wait_for((iterate_once(fx.loop), gate_get(&fx.eofs) != 0),
+                        "on_eof after allocation %lu failed", n);
             assert_int_equal(fx.eof_code, -ENOMEM);
         } else if (rc != 0) {
             fail_msg("round %lu: %d %s", n, rc, oc.err.message);

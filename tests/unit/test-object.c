@@ -849,7 +849,7 @@ static void test_assert_locked(void **state)
     moor_assert_locked(h.obj);
     assert_false(moor_lock_held(h.obj));
     pthread_barrier_wait(&h.looked);
-    pthread_join(t, NULL);
+    tu_join(t, NULL);
     pthread_barrier_destroy(&h.locked);
     pthread_barrier_destroy(&h.looked);
     tu_expect_report(MOOR_MISUSE_NOT_LOCKED, h.obj, "is held by thread");
@@ -1005,7 +1005,7 @@ static void test_lock_contention(void **state)
     for (int i = 0; i < THREADS; i++)
         assert_int_equal(pthread_create(&t[i], NULL, contend_thread, b), 0);
     for (int i = 0; i < THREADS; i++) {
-        pthread_join(t[i], &failed);
+        tu_join(t[i], &failed);
         assert_null(failed);
     }
     moor_lock(b);
@@ -1247,7 +1247,7 @@ static void test_weak_get_races_last_unref(void **state)
         pthread_barrier_wait(&wr.start);
         moor_unref(p);
         for (int i = 0; i < THREADS; i++) {
-            pthread_join(t[i], &failed);
+            tu_join(t[i], &failed);
             assert_null(failed);
         }
         pthread_barrier_destroy(&wr.start);

@@ -222,7 +222,7 @@ static void test_concurrent_saturated_reports_once(void **state)
     moor_refcnt_inc(&h.r);
     pthread_barrier_wait(&h.start);
     for (int i = 0; i < THREADS; i++)
-        pthread_join(t[i], NULL);
+        tu_join(t[i], NULL);
     pthread_barrier_destroy(&h.start);
 
     assert_true(moor_refcnt_is_saturated(&h.r));
@@ -311,7 +311,7 @@ static void test_dec_and_lock_concurrent(void **state)
         for (int i = 0; i < THREADS; i++)
             assert_int_equal(pthread_create(&t[i], NULL, dal_thread, &d), 0);
         for (int i = 0; i < THREADS; i++)
-            pthread_join(t[i], NULL);
+            tu_join(t[i], NULL);
         pthread_barrier_destroy(&d.start);
         assert_int_equal(atomic_load(&d.winners), 1);
         assert_true(d.zero_under_lock);
@@ -357,7 +357,7 @@ static void test_concurrent_inc_dec_is_exact(void **state)
     for (int i = 0; i < THREADS; i++)
         assert_int_equal(pthread_create(&t[i], NULL, inc_dec_thread, &c), 0);
     for (int i = 0; i < THREADS; i++)
-        pthread_join(t[i], NULL);
+        tu_join(t[i], NULL);
     pthread_barrier_destroy(&c.start);
 
     /* The creator's reference kept the count above zero throughout. */
@@ -403,7 +403,7 @@ static void test_inc_not_zero_races_last_drop(void **state)
         if (moor_refcnt_dec_and_test(&c.r))
             atomic_fetch_add(&c.lasts, 1);
         for (int i = 0; i < THREADS; i++)
-            pthread_join(t[i], NULL);
+            tu_join(t[i], NULL);
         pthread_barrier_destroy(&c.start);
 
         assert_int_equal(atomic_load(&c.lasts), 1);

@@ -99,11 +99,8 @@ static void must_add(moor_registry *reg, struct vm *vm, const char *uuid_text, c
  * (bounded) for @obj's count to reach @want. */
 static void wait_refcount(void *obj, int want)
 {
-    struct timespec pause = {0, 1000000};
-
-    for (int i = 0; i < 10000 && moor_object_refcount(obj) != want; i++)
-        nanosleep(&pause, NULL);
-    assert_int_equal(moor_object_refcount(obj), want);
+    tu_wait_for(moor_object_refcount(obj) == want, "a reference count of %d (%d now)", want,
+                moor_object_refcount(obj));
 }
 
 static int reg_setup(void **state)
@@ -794,6 +791,8 @@ struct race {
     bool by_name;
     atomic_int started;
     void *result;
+    bool found;  /* what the lookup returned, kept past moor_end_api() */
+    bool locked; /* it returned the object with its mutex held */
 };
 
 static void *find_locked_thread(void *arg)
@@ -805,6 +804,9 @@ static void *find_locked_thread(void *arg)
         r->result = moor_registry_find_name_locked(r->reg, "web1");
     else
         r->result = moor_registry_find_uuid_locked(r->reg, &r->uuid);
+    /* Record the outcome before moor_end_api() NULLs the pointer. */
+    r->found = r->result != NULL;
+    r->locked = r->found && moor_lock_held(r->result);
     if (r->result)
         moor_end_api(&r->result);
     return NULL;
@@ -829,8 +831,11 @@ static void removed_while_waiting(bool by_name)
     wait_refcount(vm, 3);
     assert_int_equal(moor_registry_remove(r.reg, vm, NULL), 0);
     moor_unlock(vm);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    assert_null(r.result);
+    tu_join(t, NULL);
+    if (r.found)
+        fail_msg("find_%s_locked returned the object it found (%s) although it was removed "
+                 "while the lookup waited for its mutex",
+                 by_name ? "name" : "uuid", r.locked ? "locked" : "unlocked");
     moor_unref(r.reg);
     assert_int_equal(moor_object_refcount(vm), 1);
     moor_unref(vm);
@@ -1028,7 +1033,7 @@ static void test_grow_keeps_every_member(void **state)
             }
         }
         atomic_store(&g.stop, true);
-        pthread_join(watcher, NULL);
+        tu_join(watcher, NULL);
         assert_int_equal(atomic_load(&g.misses), 0);
         assert_int_equal(moor_registry_count(g.reg), GROW_COUNT);
         for (int i = 0; i < GROW_COUNT; i++) {

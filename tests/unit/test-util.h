@@ -14,6 +14,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +23,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <moor/debug.h>
@@ -94,6 +97,107 @@ static inline bool tu_under_valgrind(void)
         if (strstr(tu_h_, tu_n_))                                                                  \
             fail_msg("did not expect \"%s\" in:\n%s", tu_n_, tu_h_);                               \
     } while (0)
+
+/* ---- bounded polls ---------------------------------------------------- */
+
+/* How long a test polls for something another thread does before it
+ * gives up: far above any real wait, far below meson's test timeout.
+ * MOOR_TEST_POLL_MS overrides it (the mutation check shortens it, so a
+ * mutant that makes a poll hang is killed in seconds). */
+#define TU_POLL_MS_DEFAULT 20000
+
+static inline int tu_poll_ms(void)
+{
+    const char *s = getenv("MOOR_TEST_POLL_MS");
+    int ms = s ? atoi(s) : 0;
+
+    return ms > 0 ? ms : TU_POLL_MS_DEFAULT;
+}
+
+static inline int64_t tu_mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Evaluate @cond until it holds or tu_poll_ms() pass, yielding in between;
+ * the value is whether it held. */
+#define tu_poll(cond)                                                                              \
+    ({                                                                                             \
+        int64_t tu_end_ = tu_mono_ms() + tu_poll_ms();                                             \
+        bool tu_ok_;                                                                               \
+        while (!(tu_ok_ = (cond)) && tu_mono_ms() < tu_end_)                                       \
+            sched_yield();                                                                         \
+        tu_ok_;                                                                                    \
+    })
+
+/* On the test's own thread: poll for @cond, failing the test with the
+ * printf-style message (what was awaited) if it never holds. */
+#define tu_wait_for(cond, fmt, ...)                                                                \
+    do {                                                                                           \
+        if (!tu_poll(cond))                                                                        \
+            fail_msg("gave up after %d ms waiting for " fmt, tu_poll_ms(), ##__VA_ARGS__);         \
+    } while (0)
+
+/* The same on a helper thread, where cmocka cannot fail the test: print
+ * the message and abort (the test binary fails). */
+#define tu_wait_for_in_thread(cond, ...)                                                           \
+    do {                                                                                           \
+        if (!tu_poll(cond)) {                                                                      \
+            fprintf(stderr, "gave up after %d ms waiting for ", tu_poll_ms());                     \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* The deadline tu_poll_ms() from now, on CLOCK_REALTIME (what
+ * sem_timedwait() and pthread_timedjoin_np() measure against). */
+static inline struct timespec tu_realtime_deadline(void)
+{
+    struct timespec ts;
+    int ms = tu_poll_ms();
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* On the test's own thread: join @t (result in *@ret unless NULL), failing
+ * the test, with the thread's name, if it has not ended in tu_poll_ms(). */
+#define tu_join(t, ret) tu_join_((t), (ret), #t)
+/* glibc declares it only under _GNU_SOURCE, which not every test defines. */
+extern int pthread_timedjoin_np(pthread_t thread, void **ret, const struct timespec *abstime);
+static inline void tu_join_(pthread_t t, void **ret, const char *what)
+{
+    struct timespec until = tu_realtime_deadline();
+    int rc = pthread_timedjoin_np(t, ret, &until);
+
+    if (rc == ETIMEDOUT)
+        fail_msg("gave up after %d ms waiting for thread '%s' to end", tu_poll_ms(), what);
+    assert_int_equal(rc, 0);
+}
+
+/* On the test's own thread: sem_wait(@sem), failing the test, with the
+ * semaphore's name, if nobody posts it in tu_poll_ms(). */
+#define tu_sem_wait(sem) tu_sem_wait_((sem), #sem)
+static inline void tu_sem_wait_(sem_t *sem, const char *what)
+{
+    struct timespec until = tu_realtime_deadline();
+
+    while (sem_timedwait(sem, &until) < 0) {
+        if (errno == ETIMEDOUT)
+            fail_msg("gave up after %d ms waiting for semaphore '%s'", tu_poll_ms(), what);
+        assert_int_equal(errno, EINTR);
+    }
+}
 
 /* ---- capturing report hook -------------------------------------------- */
 

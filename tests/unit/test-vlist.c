@@ -436,8 +436,7 @@ static void *visitor_main(void *arg)
     moor_vlist_visit_begin(v->l);
     n = moor_vlist_first(v->l); /* stand on the first node */
     atomic_store(&v->phase, 1);
-    while (atomic_load(&v->phase) != 2)
-        sched_yield();
+    tu_wait_for_in_thread(atomic_load(&v->phase) == 2, "the main thread's removal (phase 2)");
     /* Removed by the main thread meanwhile, but not freed: we visit. */
     assert_int_equal(moor_vlist_entry(n, struct item, node)->magic, ITEM_LIVE);
     v->freed_inside = atomic_load(&items_freed);
@@ -456,12 +455,11 @@ static void test_remove_while_other_thread_visits(void **state)
     struct item *first = add_tail(&l, 1);
     add_tail(&l, 2);
     assert_int_equal(pthread_create(&t, NULL, visitor_main, &v), 0);
-    while (atomic_load(&v.phase) != 1)
-        sched_yield();
+    tu_wait_for(atomic_load(&v.phase) == 1, "the visitor to stand on the first node");
     assert_int_equal(moor_vlist_remove(&l, &first->node), 0);
     assert_int_equal(atomic_load(&items_freed), 0); /* deferred */
     atomic_store(&v.phase, 2);
-    assert_int_equal(pthread_join(t, NULL), 0);
+    tu_join(t, NULL);
     assert_int_equal(v.freed_inside, 0);
     assert_int_equal(atomic_load(&items_freed), 1);
     assert_string_equal(ids(&l), "2");

@@ -1,0 +1,5 @@
+# invariant: remove_sync from another thread returns only once the handler's callback is no longer running
+# file: src/loop.c
+# killer: loop
+# build: gcc
+/^static int remove_common(/,/^}/s/while (atomic_load(&h->running) != 0)/while (false \&\& atomic_load(\&h->running) != 0)/
