@@ -40,7 +40,7 @@
 #include <moor/object.h>
 
 #include "bench.h"
-#include "qmp-codec.h"
+#include "qmp.h"
 
 #define CALLERS    8
 #define TIMEOUT_MS 10000
@@ -130,7 +130,7 @@ static void *raw_setup(void)
 
 static void *mon_setup(void)
 {
-    const moor_monitor_codec codec = qmp_codec();
+    const moor_monitor_codec codec = vmd_qmp_codec();
     const moor_monitor_options opts = {.name = "bench peer"};
     moor_error err = MOOR_ERROR_INIT;
     struct mb *b = raw_setup();
@@ -198,7 +198,7 @@ BENCH_LOOP(bench_loop_monitor_raw_rtt, state, iters)
 
 static void call_n(moor_monitor *mon, uint64_t n)
 {
-    const qmp_cmd cmd = {"ping", NULL};
+    const struct vmd_qmp_cmd cmd = {"ping", NULL};
     moor_error err = MOOR_ERROR_INIT;
 
     for (uint64_t i = 0; i < n; i++) {

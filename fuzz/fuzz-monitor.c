@@ -32,8 +32,10 @@
 #include <moor/monitor.h>
 #include <moor/object.h>
 
+#include <json-c/json.h>
+
 #include "monitor-internal.h"
-#include "qmp-codec.h"
+#include "qmp.h"
 
 static moor_loop *loop;
 static const moor_class *owner_class;
@@ -106,7 +108,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const moor_monitor_codec codec = qmp_codec();
+    const moor_monitor_codec codec = vmd_qmp_codec();
     struct run r = {0};
     const moor_monitor_callbacks cb = {on_event, on_eof, &r};
     moor_monitor_options opts = {.name = "fuzz"};

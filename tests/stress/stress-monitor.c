@@ -71,7 +71,7 @@
 #include <moor/monitor.h>
 #include <moor/object.h>
 
-#include "qmp-codec.h"
+#include "qmp.h"
 #include "qmp-peer.h"
 #include "stress-util.h"
 
@@ -323,7 +323,7 @@ static void *peer_main(void *arg)
 
 static struct conn *conn_open(unsigned gen)
 {
-    const moor_monitor_codec codec = qmp_codec();
+    const moor_monitor_codec codec = vmd_qmp_codec();
     moor_error err = MOOR_ERROR_INIT;
     struct conn *c = calloc(1, sizeof(*c));
     char name[32];
@@ -472,7 +472,7 @@ static int one_call(struct caller *w, moor_monitor *mon, unsigned gen, uint64_t 
         json_object_object_add(args, "fds", json_object_new_int((int)nfds));
         count(&n_with_fds);
     }
-    qmp_cmd cmd = {"echo", args};
+    struct vmd_qmp_cmd cmd = {"echo", args};
     count(&n_started);
     t0 = stress_now();
     rc = nfds ? moor_monitor_call_fds(mon, &cmd, fds, nfds, &reply, timeout, &err)

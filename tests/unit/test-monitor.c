@@ -46,7 +46,7 @@
 #include <moor/object.h>
 #include <moor/registry.h>
 
-#include "qmp-codec.h"
+#include "qmp.h"
 #include "qmp-peer.h"
 #include "test-util.h"
 
@@ -224,7 +224,7 @@ static void fx_init(struct fx *fx)
 static void fx_begin(struct fx *fx, peer_fn script, const moor_monitor_options *opts, bool manual)
 {
     moor_error err = MOOR_ERROR_INIT;
-    const moor_monitor_codec codec = qmp_codec();
+    const moor_monitor_codec codec = vmd_qmp_codec();
     const moor_monitor_callbacks cb = {cb_event, cb_eof, fx};
 
     assert_non_null(fx->loop = moor_loop_new(&err));
@@ -367,7 +367,7 @@ static void *caller_main(void *arg)
 {
     struct caller *c = arg;
     struct json_object *args = args_n(c->n);
-    qmp_cmd cmd = {c->execute ? c->execute : "echo", args};
+    struct vmd_qmp_cmd cmd = {c->execute ? c->execute : "echo", args};
     void *reply = NULL;
     struct json_object *v;
     double t0 = now_ms();
@@ -386,7 +386,7 @@ static void *caller_main(void *arg)
 
 static int call_simple(moor_monitor *mon, const char *execute, int timeout_ms, moor_error *err)
 {
-    qmp_cmd cmd = {execute, NULL};
+    struct vmd_qmp_cmd cmd = {execute, NULL};
 
     return moor_monitor_call(mon, &cmd, NULL, timeout_ms, err);
 }
@@ -684,7 +684,7 @@ static void test_unframable(void **state)
     (void)state;
     fx_start(&fx, peer_nul);
     assert_int_equal(call_simple(fx.mon, "victim", FOREVER, &err), -EPIPE);
-    tu_assert_contains(err.message, "cannot frame it: NUL byte");
+    tu_assert_contains(err.message, "cannot frame it: QMP: NUL byte");
     assert_true(gate_wait(&fx.eofs, 1));
     assert_int_equal(fx.eof_code, -EPROTO);
     fx_stop(&fx);
@@ -705,7 +705,7 @@ static void test_oversized(void **state)
     big[sizeof(big) - 1] = '\0';
     struct json_object *args = json_object_new_object();
     json_object_object_add(args, "blob", json_object_new_string(big));
-    qmp_cmd cmd = {"big", args};
+    struct vmd_qmp_cmd cmd = {"big", args};
     void *reply = (void *)&err; /* must stay untouched */
     assert_int_equal(moor_monitor_call(fx.mon, &cmd, &reply, FOREVER, &err), -EMSGSIZE);
     assert_ptr_equal(reply, &err);
@@ -750,7 +750,7 @@ static void test_refusal(void **state)
 {
     moor_error err = MOOR_ERROR_INIT;
     struct fx fx;
-    qmp_cmd cmd = {"device_del", NULL};
+    struct vmd_qmp_cmd cmd = {"device_del", NULL};
     void *reply = (void *)&fx;
 
     (void)state;
@@ -772,7 +772,7 @@ static int refusal_status;
 static int classify_odd_status(void *opaque, const char *msg, size_t len, moor_monitor_message *out,
                                moor_error *err)
 {
-    int rc = qmp_codec().classify(opaque, msg, len, out, err);
+    int rc = vmd_qmp_codec().classify(opaque, msg, len, out, err);
 
     if (rc == 0 && out->kind == MOOR_MONITOR_REPLY && out->status < 0)
         out->status = refusal_status;
@@ -783,7 +783,7 @@ static void test_refusal_is_always_eremoteio(void **state)
 {
     static const int odd[] = {-EPIPE, -ETIMEDOUT, -ENOENT};
     moor_error err = MOOR_ERROR_INIT;
-    moor_monitor_codec codec = qmp_codec();
+    moor_monitor_codec codec = vmd_qmp_codec();
     struct fx fx;
 
     (void)state;
@@ -799,8 +799,9 @@ static void test_refusal_is_always_eremoteio(void **state)
     for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
         refusal_status = odd[i];
         assert_int_equal(call_simple(fx.mon, "device_del", FOREVER, &err), -EREMOTEIO);
-        tu_assert_contains(err.message, "'device_del' refused by the peer: device 'disk9' "
-                                        "not found");
+        tu_assert_contains(err.message,
+                           "'device_del' refused by the peer: GenericError: device 'disk9' "
+                           "not found");
         assert_int_equal(stats_of(fx.mon).state, MOOR_MONITOR_OPEN);
     }
     fx_stop(&fx);
@@ -846,7 +847,7 @@ static void test_big_messages(void **state)
     memset(blob, 'x', BIG);
     blob[BIG] = '\0';
     json_object_object_add(args, "blob", json_object_new_string(blob));
-    qmp_cmd cmd = {"big", args};
+    struct vmd_qmp_cmd cmd = {"big", args};
 
     fx_start_opts(&fx, peer_big, &opts);
     for (int round = 0; round < 2; round++) {
@@ -912,7 +913,7 @@ static void test_events_owner_gone(void **state)
 static void test_no_owner_no_callbacks(void **state)
 {
     moor_error err = MOOR_ERROR_INIT;
-    const moor_monitor_codec codec = qmp_codec();
+    const moor_monitor_codec codec = vmd_qmp_codec();
     struct fx fx;
     moor_monitor *mon;
 
@@ -1315,7 +1316,7 @@ static void test_write_error_and_loop_thread(void **state)
 static void test_bad_arguments(void **state)
 {
     moor_error err = MOOR_ERROR_INIT;
-    moor_monitor_codec codec = qmp_codec();
+    moor_monitor_codec codec = vmd_qmp_codec();
     moor_monitor_codec no_frame = codec;
     moor_monitor_options tiny = {.max_message = 10};
     moor_monitor_options small_backlog = {.max_message = 256, .max_backlog = 255};
@@ -1386,7 +1387,7 @@ static void test_misuse(void **state)
 {
     moor_error err = MOOR_ERROR_INIT;
     struct fx fx;
-    qmp_cmd bad_name = {"no spaces", NULL};
+    struct vmd_qmp_cmd bad_name = {"no spaces", NULL};
 
     (void)state;
     fx_start(&fx, peer_echo);
@@ -1399,7 +1400,7 @@ static void test_misuse(void **state)
     tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, fx.mon, "timeout -2 ms");
     /* The codec refuses: its error, with the monitor's context. */
     assert_int_equal(moor_monitor_call(fx.mon, &bad_name, NULL, 1, &err), -EINVAL);
-    tu_assert_contains(err.message, "cannot encode 'no spaces': bad command name");
+    tu_assert_contains(err.message, "cannot encode 'no spaces': QMP: bad command name");
 
     /* A call with the owner locked would block on I/O under its mutex. */
     moor_lock(fx.vm);
@@ -1433,7 +1434,7 @@ static void test_misuse(void **state)
 
 static void test_oom_new(void **state)
 {
-    const moor_monitor_codec codec = qmp_codec();
+    const moor_monitor_codec codec = vmd_qmp_codec();
     const moor_monitor_options opts = {.name = "oom"};
     moor_loop *loop = moor_loop_new(NULL);
     struct vm *vm = vm_new();
@@ -1479,7 +1480,7 @@ static void *oom_caller(void *arg)
     struct oom_call *oc = arg;
     struct json_object *args = json_object_new_object();
     char big[2000];
-    qmp_cmd cmd = {"oom", args};
+    struct vmd_qmp_cmd cmd = {"oom", args};
 
     memset(big, 'z', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
@@ -1625,7 +1626,7 @@ static int call_with_files_pad(moor_monitor *mon, const char *tag, int n, unsign
                                moor_error *err)
 {
     struct json_object *args = args_n(n), *v, *list, *f;
-    qmp_cmd cmd = {"getfd", args};
+    struct vmd_qmp_cmd cmd = {"getfd", args};
     int fds[MOOR_MONITOR_MAX_FDS];
     struct stat st[MOOR_MONITOR_MAX_FDS];
     char text[64];
@@ -1777,7 +1778,7 @@ static void fx_start_stuck(struct fx *fx)
     struct json_object *args = json_object_new_object();
     char *blob = malloc(STUCK_BYTES + 1);
     int small = 1;
-    qmp_cmd cmd = {"big", args};
+    struct vmd_qmp_cmd cmd = {"big", args};
 
     assert_non_null(blob);
     memset(blob, 'x', STUCK_BYTES);
@@ -1801,7 +1802,7 @@ static void *fd_waiter_main(void *arg)
 {
     struct fd_waiter *w = arg;
     int fd = memfd_with("never");
-    qmp_cmd cmd = {"getfd", NULL};
+    struct vmd_qmp_cmd cmd = {"getfd", NULL};
 
     w->rc = moor_monitor_call_fds(w->mon, &cmd, &fd, 1, NULL, FOREVER, &w->err);
     close(fd);
@@ -1814,7 +1815,7 @@ static void *fd_waiter_main(void *arg)
 static void test_fds_timeout_before_sending(void **state)
 {
     moor_error err = MOOR_ERROR_INIT;
-    qmp_cmd cmd = {"getfd", NULL};
+    struct vmd_qmp_cmd cmd = {"getfd", NULL};
     struct fx fx;
     int base, fd;
 
@@ -1948,7 +1949,7 @@ static void peer_take_then_hang_up(struct fx *fx)
 static void test_fds_sent_then_eof(void **state)
 {
     moor_error err = MOOR_ERROR_INIT;
-    qmp_cmd cmd = {"getfd", NULL};
+    struct vmd_qmp_cmd cmd = {"getfd", NULL};
     struct fx fx;
     int base, fd;
 
@@ -1989,10 +1990,10 @@ static bool tcp_pair(int sv[2])
 
 static void test_fds_bad_arguments(void **state)
 {
-    const moor_monitor_codec codec = qmp_codec();
+    const moor_monitor_codec codec = vmd_qmp_codec();
     moor_error err = MOOR_ERROR_INIT;
     int fds[MOOR_MONITOR_MAX_FDS + 1], saved, closed, base, tcp[2];
-    qmp_cmd cmd = {"getfd", NULL};
+    struct vmd_qmp_cmd cmd = {"getfd", NULL};
     moor_monitor *tmon;
     struct fx fx;
 
