@@ -21,6 +21,7 @@
  * the unlock, by whichever thread saw the exit first: the loop, or a
  * destroy/shutdown worker that waited on the pidfd itself.
  */
+#define _GNU_SOURCE /* strerrorname_np */
 #include "domain.h"
 
 #include <errno.h>
@@ -153,6 +154,8 @@ struct vmd_domain {
     enum vmd_reason stop_reason; /* set by shutdown (and a failed start) before the exit */
     pid_t destroy_pid;           /* the QEMU a destroy is killing (0: none); wins over the above */
     enum vmd_reason expect;      /* reason for the state a MODIFY op's call causes */
+    const char *excl_api;        /* API of the exclusive job held now (a literal), or NULL */
+    int64_t excl_since_ms;       /* when it began (CLOCK_MONOTONIC) */
     struct proc proc;
 };
 
@@ -512,6 +515,61 @@ static const moor_monitor_callbacks qmp_callbacks = {
 
 /* ---- helpers for ops ------------------------------------------------------- */
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Exclusive jobs (MODIFY, DESTROY: the ones that keep every other job
+ * out) are published on the event bus as "job" events, phase "begin" and
+ * "end" (with how long it was held and its result), so a watcher sees who
+ * holds a domain and for how long. Shared QUERY jobs are not: they never
+ * keep a state change waiting for long and would flood the ring. Only one
+ * exclusive job is held at a time, so one field records it. Mutex held.
+ */
+static void job_event_locked(vmd_domain *d, const char *phase, const char *api, int64_t held_ms,
+                             int rc)
+{
+    struct json_object *o = json_object_new_object();
+
+    if (!o)
+        return;
+    add_str(o, "phase", phase);
+    add_str(o, "api", api);
+    if (held_ms >= 0) {
+        const char *name = rc < 0 ? strerrorname_np(-rc) : NULL;
+
+        json_object_object_add(o, "held_ms", json_object_new_int64(held_ms));
+        add_str(o, "result", rc == 0 ? "ok" : name ? name : "error");
+    }
+    vmd_events_publish(d->vmd->events, "job", d->cfg.name, o);
+}
+
+static int job_begin_locked(vmd_domain *d, unsigned kind, const char *api, moor_error *err)
+{
+    int rc = moor_job_begin(&d->job, kind, api, err);
+
+    if (rc == 0 && kind != MOOR_JOB_QUERY) {
+        d->excl_api = api;
+        d->excl_since_ms = mono_ms();
+        job_event_locked(d, "begin", api, -1, 0);
+    }
+    return rc;
+}
+
+/* End this thread's job; @rc: how the operation went (for the event). */
+static void job_end_locked(vmd_domain *d, int rc)
+{
+    if (d->excl_api) {
+        job_event_locked(d, "end", d->excl_api, mono_ms() - d->excl_since_ms, rc);
+        d->excl_api = NULL;
+    }
+    moor_job_end(&d->job);
+}
+
 /* Check the table, begin a job of @kind, check again. Mutex held
  * throughout (released while waiting). On failure no job is held. */
 /* A job begin's failure in the API's terms (domain.h's table). */
@@ -540,10 +598,10 @@ static int begin_locked(vmd_domain *d, enum vmd_op op, unsigned kind, const char
 {
     int rc = d->removed ? moor_error_set(err, -ENOENT, "domain %s: no longer defined", d->cfg.name)
                         : vmd_op_check(op, d->state, d->cfg.name, err);
-    if (rc == 0 && (rc = moor_job_begin(&d->job, kind, api, err)) < 0)
+    if (rc == 0 && (rc = job_begin_locked(d, kind, api, err)) < 0)
         rc = job_refusal_locked(d, rc, api, err);
     else if (rc == 0 && (rc = vmd_op_check(op, d->state, d->cfg.name, err)) < 0)
-        moor_job_end(&d->job); /* the state changed while we waited */
+        job_end_locked(d, rc); /* the state changed while we waited */
     if (rc < 0)
         vmd_log(rc == -EBUSY ? VMD_LOG_WARNING : VMD_LOG_NOTICE, d->cfg.name, api, "refused: %s",
                 moor_error_message(err));
@@ -631,7 +689,7 @@ static int finish(vmd_domain **dp, int rc, struct json_object **out, moor_error 
 {
     vmd_domain *d = *dp;
 
-    moor_job_end(&d->job);
+    job_end_locked(d, rc);
     if (rc == 0 && out)
         rc = give(info_locked(d), out, err);
     moor_end_api(dp);
@@ -797,7 +855,7 @@ int vmd_domain_undefine(struct vmd *vmd, vmd_domain *dom, struct json_object **o
     moor_unlock(d);
     pthread_mutex_unlock(&define_lock);
     moor_lock(d);
-    moor_job_end(&d->job);
+    job_end_locked(d, rc);
     if (rc == 0) {
         vmd_log(VMD_LOG_INFO, d->cfg.name, "undefine", "undefined");
         struct json_object *o = json_object_new_object();
@@ -1157,7 +1215,7 @@ int vmd_domain_qmp(struct vmd *vmd, vmd_domain *dom, const char *execute,
     json_object_get(arguments); /* our reference, for the call */
     rc = qmp_locked(d, "qmp", execute, arguments, &ret, err);
     status_save_locked(d); /* tainted survives a restart (no-op once QEMU is gone) */
-    moor_job_end(&d->job);
+    job_end_locked(d, rc);
     moor_end_api(&d);
     json_object_put(arguments);
     if (rc < 0)
@@ -1207,7 +1265,7 @@ int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
     rc = qmp_locked(d, "stats", "query-status", NULL, &status, err);
     rc = rc ?: qmp_locked(d, "stats", "query-cpus-fast", NULL, &cpus, err);
     rc = rc ?: qmp_locked(d, "stats", "query-blockstats", NULL, &block, err);
-    moor_job_end(&d->job);
+    job_end_locked(d, rc);
     struct json_object *o = rc == 0 ? json_object_new_object() : NULL;
     if (o) {
         add_str(o, "name", d->cfg.name);
@@ -1225,13 +1283,6 @@ int vmd_domain_stats(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
 /* ---- shutdown, destroy ---------------------------------------------------- */
 
 #define STOP_CHECK_MS 100u /* how often a long wait looks at vmd->stopping */
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Wait for the exit behind @pidfd up to @ms, in slices, giving up early
  * when the daemon stops (*@stopping set then). No lock held. */
@@ -1398,7 +1449,7 @@ int vmd_domain_destroy(struct vmd *vmd, vmd_domain *dom, struct json_object **ou
                               "domain %s: destroy: QEMU still alive %u s after SIGKILL",
                               d->cfg.name, KILL_WAIT_MS / 1000);
     }
-    int rc = moor_job_begin(&d->job, MOOR_JOB_DESTROY, "destroy", err);
+    int rc = job_begin_locked(d, MOOR_JOB_DESTROY, "destroy", err);
     if (rc < 0) {
         rc = job_refusal_locked(d, rc, "destroy", err);
         vmd_log(VMD_LOG_WARNING, d->cfg.name, "destroy", "QEMU is gone but: %s",
@@ -1566,7 +1617,7 @@ int vmd_domain_reconnect(struct vmd *vmd, const moor_uuid *uuid, const struct vm
         set_state_locked(d, VMD_STATE_SHUTOFF,
                          rc == -ESRCH ? VMD_REASON_CRASHED : VMD_REASON_FAILED);
     }
-    moor_job_end(&d->job);
+    job_end_locked(d, rc);
     moor_end_api(&d);
     return rc;
 }

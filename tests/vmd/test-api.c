@@ -499,6 +499,8 @@ struct ev_reader {
     atomic_int lines;      /* lines seen so far */
     atomic_bool seen_stop; /* a qmp STOP line for ev1 */
     atomic_bool seen_off;  /* a lifecycle shutoff line for ev1 */
+    atomic_bool seen_job;  /* a job begin line for ev1's suspend */
+    atomic_bool seen_end;  /* a job end line for ev1's destroy: ok, with held_ms */
     atomic_bool bad;       /* a line that is not a well-formed event */
     char bad_line[256];
     long status;
@@ -525,10 +527,19 @@ static bool ev_line(const char *line, size_t len, void *opaque)
         if (strcmp(type, "lifecycle") == 0 && st && strcmp(st, "shutoff") == 0 && why &&
             strcmp(why, "destroyed") == 0)
             atomic_store(&r->seen_off, true);
+        const char *phase = vh_json_str(j, "phase"), *api = vh_json_str(j, "api");
+        const char *res = vh_json_str(j, "result");
+
+        if (strcmp(type, "job") == 0 && phase && api && strcmp(phase, "begin") == 0 &&
+            strcmp(api, "suspend") == 0)
+            atomic_store(&r->seen_job, true);
+        if (strcmp(type, "job") == 0 && phase && api && res && strcmp(phase, "end") == 0 &&
+            strcmp(api, "destroy") == 0 && strcmp(res, "ok") == 0 && vh_json_get(j, "held_ms"))
+            atomic_store(&r->seen_end, true);
     }
     json_object_put(j);
     atomic_fetch_add(&r->lines, 1);
-    return !atomic_load(&r->seen_off);
+    return !(atomic_load(&r->seen_off) && atomic_load(&r->seen_end));
 }
 
 static void *ev_thread(void *arg)
@@ -567,6 +578,8 @@ static void test_events_stream(void **state)
     if (atomic_load(&r.bad))
         fail_msg("malformed event line: %s", r.bad_line);
     assert_true(atomic_load(&r.seen_off));
+    assert_true(atomic_load(&r.seen_job));
+    assert_true(atomic_load(&r.seen_end));
     assert_int_equal(r.status, 200);
 }
 
