@@ -58,7 +58,10 @@ struct fx {
 /* The fixture of the running test, for fx_cleanup when it fails. */
 static struct fx *live_fx;
 
-static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max)
+/* A fixture whose daemon closes idle connections after @timeout_s (0: the
+ * default, VMD_DEFAULT_HTTP_TIMEOUT_S). */
+static struct fx *fx_new_timeout(unsigned workers, unsigned lane_cap, unsigned queue_max,
+                                 unsigned timeout_s)
 {
     struct fx *fx = calloc(1, sizeof(*fx));
     moor_error err = MOOR_ERROR_INIT;
@@ -71,6 +74,7 @@ static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max
     ops_double_reset();
     struct vmd *vmd = &fx->vmd;
     vmd->opt.workers = workers;
+    vmd->opt.http_timeout_s = timeout_s;
     vmd->loop = moor_loop_new(&err);
     assert_non_null(vmd->loop);
     assert_int_equal(moor_loop_thread_start(vmd->loop, &err), 0);
@@ -87,6 +91,11 @@ static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max
     assert_ptr_equal(vmd->http, http); /* set before it served (finding 9) */
     live_fx = fx;
     return fx;
+}
+
+static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max)
+{
+    return fx_new_timeout(workers, lane_cap, queue_max, 0);
 }
 
 /* The daemon's teardown order (main.c). */
@@ -1074,6 +1083,80 @@ static void test_client_leaves_early(void **state)
     fx_free(fx);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read @fd into @buf (NUL-terminated) until the peer closes it; fails the
+ * test if it is still open after WAIT_MS. */
+static void read_until_closed(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, WAIT_MS) != 1)
+            fail_msg("the daemon did not close an idle connection within %d ms", WAIT_MS);
+        ssize_t n = read(fd, buf + got, size - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        assert_true(got + 1 < size);
+    }
+    buf[got] = '\0';
+}
+
+/* --http-timeout: a connection that sends nothing, before or after a
+ * request, is closed after it; an event stream with nothing to send for
+ * longer stays open and still gets lines. */
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new_timeout(2, 0, 0, 1);
+    static const char req[] = "GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n";
+    struct stream_client s;
+    char buf[2048];
+
+    stream_open(&s, fx);
+    wait_figure(fx, http_streams, 1, "the event stream open");
+    /* one line first: the stream has been resumed and has sent */
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"early\"}", 201, NULL);
+    stream_wait_for(&s, "\"domain\":\"early\"");
+    int64_t stream_since = mono_ms();
+    /* idle from its accept */
+    int64_t t0 = mono_ms();
+    int fd = raw_connect(fx->sock);
+    read_until_closed(fd, buf, sizeof(buf));
+    close(fd);
+    assert_string_equal(buf, "");
+    if (mono_ms() - t0 < 900)
+        fail_msg("an idle connection was closed after %lld ms, before its 1 s timeout",
+                 (long long)(mono_ms() - t0));
+    /* idle after a keep-alive request: the answer, then the close */
+    fd = raw_connect(fx->sock);
+    t0 = mono_ms();
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    read_until_closed(fd, buf, sizeof(buf));
+    close(fd);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200", 12), 0);
+    assert_non_null(strstr(buf, VMD_VERSION));
+    assert_true(mono_ms() - t0 >= 900);
+    /* the stream, idle for two timeouts, is still there and still served */
+    assert_true(mono_ms() - stream_since >= 1800);
+    wait_figure(fx, http_streams, 1, "the event stream still open");
+    pthread_mutex_lock(&s.lock);
+    assert_false(s.done);
+    pthread_mutex_unlock(&s.lock);
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"late\"}", 201, NULL);
+    stream_wait_for(&s, "\"domain\":\"late\"");
+    stream_stop(&s);
+    fx_free(fx);
+}
+
 /* ---- the request path without a socket ---------------------------------- */
 
 static void test_serve(void **state)
@@ -1395,6 +1478,7 @@ int main(void)
         cmocka_unit_test_teardown(test_many_hung_domains, fx_cleanup),
         cmocka_unit_test_teardown(test_concurrent_clients, fx_cleanup),
         cmocka_unit_test_teardown(test_events, fx_cleanup),
+        cmocka_unit_test_teardown(test_idle_timeout, fx_cleanup),
         cmocka_unit_test_teardown(test_shutdown_drains, fx_cleanup),
         cmocka_unit_test_teardown(test_client_leaves_early, fx_cleanup),
         cmocka_unit_test_teardown(test_serve, fx_cleanup),
