@@ -1323,6 +1323,8 @@ static void test_main_flags(void **state)
     assert_int_equal(run_capture((char *[]){(char *)bin, "--help", NULL}, out, sizeof(out)), 0);
     if (!line_has(out, "--workers N ", "(default: 8)"))
         fail_msg("--help does not show '--workers N ... (default: 8)':\n%s", out);
+    if (!line_has(out, "--http-timeout SECONDS ", "close an idle"))
+        fail_msg("--help does not show '--http-timeout SECONDS':\n%s", out);
     assert_int_equal(run_capture((char *[]){(char *)bin, "--version", NULL}, out, sizeof(out)), 0);
     if (strncmp(out, "moor-vmd " VMD_VERSION, strlen("moor-vmd " VMD_VERSION)) != 0)
         fail_msg("--version does not start with 'moor-vmd " VMD_VERSION "': %s", out);
@@ -1331,6 +1333,8 @@ static void test_main_flags(void **state)
     assert_int_equal(
         run_capture((char *[]){(char *)bin, "--log-format", "xml", NULL}, out, sizeof(out)), 2);
     assert_int_equal(run_capture((char *[]){(char *)bin, "--bogus", NULL}, out, sizeof(out)), 2);
+    assert_int_equal(
+        run_capture((char *[]){(char *)bin, "--http-timeout", "0", NULL}, out, sizeof(out)), 2);
 }
 
 /* Start moor-vmd-double on @state_dir and @run_dir (and --socket @sock
