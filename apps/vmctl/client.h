@@ -60,8 +60,10 @@ int vmctl_request(struct vmctl_client *c, const char *method, const char *path, 
  * vmctl_stream - GET @path and call @on_line for each complete line of the
  * body as it arrives (a streaming response such as /v1/events). @on_line
  * returns true to go on, false to stop (the connection is then closed).
- * Blocks until the stream ends, @on_line stops it, the cancel flag is
- * raised, or the timeout.
+ * Ownership: @line is the client's, valid during the call only (copy what
+ * is kept); @opaque stays the caller's. Locks: none; @c is used by one
+ * thread at a time. Blocks until the stream ends, @on_line stops it, the
+ * cancel flag is raised, or the timeout.
  * Returns: the HTTP status (> 0) when the stream ended or was stopped (by
  * @on_line or the cancel flag); a negative errno as vmctl_request. For a
  * non-2xx status @on_line is never called and @err holds the daemon's
@@ -74,8 +76,9 @@ long vmctl_stream(struct vmctl_client *c, const char *path,
 /*
  * vmctl_client_set_cancel - make @c's requests give up soon (within about
  * a second: libcurl's idle progress tick) once *@flag is non-zero, e.g. set
- * by a SIGINT handler. NULL: no cancel flag (the default). The flag must
- * outlive the client. Blocks: no.
+ * by a SIGINT handler. NULL: no cancel flag (the default). Ownership: the
+ * flag stays the caller's and must outlive the client. Locks: none (the
+ * flag is only read, from the thread running a request). Blocks: no.
  */
 void vmctl_client_set_cancel(struct vmctl_client *c, const volatile sig_atomic_t *flag);
 

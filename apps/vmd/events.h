@@ -55,13 +55,19 @@ int vmd_events_publish(struct vmd_events *ev, const char *type, const char *doma
  * bus mutex held, on the publishing thread: it must only wake a reader up
  * (moor_loop_schedule, an eventfd write) and never call into the bus.
  * *@cursor is set to the sequence number of the next line to be published.
+ * Ownership: @opaque stays the caller's and must outlive the subscription
+ * (until vmd_events_unsubscribe returns). Locks: the bus mutex, briefly;
+ * not from a notify. Blocks: no.
  * Returns: a subscriber id (>= 0); -EAGAIN (VMD_EVENTS_MAX_SUBSCRIBERS
  * reached); -EINVAL.
  */
 int vmd_events_subscribe(struct vmd_events *ev, void (*notify)(void *opaque), void *opaque,
                          uint64_t *cursor);
 
-/* vmd_events_unsubscribe - after it returns, @id's notify never runs again. */
+/* vmd_events_unsubscribe - after it returns, @id's notify never runs
+ * again (a notify running meanwhile holds the bus mutex, which this
+ * takes), so its opaque may be freed. Locks: the bus mutex, briefly; not
+ * from a notify. Blocks: only for a notify in progress. */
 void vmd_events_unsubscribe(struct vmd_events *ev, int id);
 
 /*
@@ -74,7 +80,8 @@ void vmd_events_unsubscribe(struct vmd_events *ev, int id);
  */
 ssize_t vmd_events_read(struct vmd_events *ev, uint64_t *cursor, char *buf, size_t size);
 
-/* vmd_events_published - lines published so far (the next sequence number). */
+/* vmd_events_published - lines published so far (the next sequence
+ * number). Locks: the bus mutex, briefly; not from a notify. Blocks: no. */
 uint64_t vmd_events_published(struct vmd_events *ev);
 
 #endif /* MOOR_VMD_EVENTS_H */

@@ -393,6 +393,11 @@ static enum MHD_Result start_stream(struct conn *c)
     if (s->hup_fd >= 0 &&
         moor_loop_add_fd(h->vmd->loop, s->hup_fd, 0, stream_hup, s, NULL, &s->hup_id, NULL) < 0)
         s->hup_id = 0;
+    /* A stream is idle by nature: the daemon's connection timeout is for
+     * keep-alive and slow clients, not for it. MHD never times out a
+     * suspended connection (a stream with no line is suspended); the zero
+     * timeout keeps the stream exempt while resumed, too. */
+    MHD_set_connection_option(c->mc, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
     enum MHD_Result ret = MHD_queue_response(c->mc, 200, r);
     MHD_destroy_response(r); /* the connection holds it; stream_free runs with it */
@@ -672,11 +677,16 @@ static int listen_socket(const char *path, moor_error *err)
 static int start_mhd(struct vmd_http *h, moor_error *err)
 {
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned timeout_s =
+        h->vmd->opt.http_timeout_s ? h->vmd->opt.http_timeout_s : VMD_DEFAULT_HTTP_TIMEOUT_S;
 
-    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                              on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                              MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_END);
+    /* The timeout closes idle keep-alive and slow clients; a connection
+     * waiting for a worker is suspended, and MHD does not time those out. */
+    h->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+        MHD_OPTION_LISTEN_SOCKET, h->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, VMD_MAX_CONNECTIONS, MHD_OPTION_END);
     if (!h->mhd)
         return moor_error_set(err, -EIO, "libmicrohttpd did not start on %s", h->socket_path);
     h->listen_fd = -1; /* MHD's now */

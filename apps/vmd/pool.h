@@ -4,8 +4,9 @@
  *
  * Every API call runs on one of a fixed number of worker threads, in one
  * of three classes:
- *  - FAST calls never block (state, info, list, version, debug, define):
- *    they take any free worker first;
+ *  - FAST calls never wait for a job or for QEMU (state, info, list,
+ *    version, debug, define; define does wait for its own disk writes,
+ *    an fsync): they take any free worker first;
  *  - LANE calls may wait on a domain's QEMU or job: at most `lane_cap` of
  *    one domain hold a worker at once, the rest wait in that domain's lane
  *    queue, which holds no worker;

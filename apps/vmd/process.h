@@ -74,23 +74,30 @@ int vmd_process_spawn(char *const *argv, const char *log_path, int qmp_fd,
                       int (*spawned)(pid_t pid, void *opaque, moor_error *err), void *opaque,
                       pid_t *pid, moor_error *err);
 
-/* vmd_process_pidfd - pidfd_open(@pid). Returns the fd (close-on-exec) or -errno. */
+/* vmd_process_pidfd - pidfd_open(@pid). Ownership: the fd is the caller's
+ * (close it). Locks: none. Blocks: no. Returns the fd (close-on-exec) or
+ * -errno. */
 int vmd_process_pidfd(pid_t pid, moor_error *err);
 
-/* vmd_process_signal - pidfd_send_signal(@pidfd, @sig). Returns 0 or -errno
- * (-ESRCH: it exited already). */
+/* vmd_process_signal - pidfd_send_signal(@pidfd, @sig). @pidfd stays the
+ * caller's. Locks: none. Blocks: no (the signal is sent, not waited for).
+ * Returns 0 or -errno (-ESRCH: it exited already). */
 int vmd_process_signal(int pidfd, int sig);
 
 /*
  * vmd_process_wait_exit - wait until the process behind @pidfd has exited,
- * up to @timeout_ms. Returns true if it has.
+ * up to @timeout_ms. @pidfd stays the caller's; it does not reap.
+ * Locks: must hold none (no domain mutex; never on the loop thread).
+ * Blocks: up to @timeout_ms (poll on the pidfd). Returns true if it has.
  */
 bool vmd_process_wait_exit(int pidfd, unsigned timeout_ms);
 
 /*
  * vmd_process_stat - from /proc/@pid/stat: the run state letter ('R',
  * 'S', 'T', 'Z'...) and the start time (clock ticks after boot); either
- * pointer may be NULL. Returns 0; -ESRCH (no such process); -EIO (unparsable).
+ * pointer may be NULL (the outputs are the caller's). Locks: none.
+ * Blocks: reads /proc only. Returns 0; -ESRCH (no such process); -EIO
+ * (unparsable).
  */
 int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time);
 

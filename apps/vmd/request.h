@@ -67,6 +67,31 @@ struct vmd_request {
  */
 bool vmd_token_valid(const char *s, size_t len, size_t max, const char *punct);
 
+/*
+ * The routes' two halves (api.c's table names one of each per route).
+ *
+ * vmd_parse_* - check the request's JSON @body (NULL when there was none;
+ * borrowed: a parser takes its own reference to what it keeps) and fill
+ * in @req's union. Called by vmd_api_parse on the loop thread, with no
+ * lock held; never blocks (no lock, no I/O, no job). The caller owns @req
+ * throughout. Returns 0, or -EINVAL (a missing or malformed field, an
+ * unknown one) / -ENOMEM with @err set; on failure nothing in @req needs
+ * clearing.
+ *
+ * vmd_request_clear_domains - release what a vmd_parse_* put in @req's
+ * union (a define's config, a qmp's arguments); @req itself stays the
+ * caller's. Any thread, no lock; never blocks.
+ *
+ * vmd_run_* - do the request: call the one operation of domain.h (or read
+ * the daemon's figures) it stands for. Called by vmd_api_run on a pool
+ * worker with no lock held; blocks at most as long as that operation does
+ * (its job wait, --job-timeout, and its QMP call or disk writes, see
+ * domain.h). @req stays the caller's (vmd_api_run frees it afterwards).
+ * Returns 0 with *@out a new JSON object, the answer's body, which the
+ * caller then owns; or a negative errno of domain.h's table (-ENOENT,
+ * -EBUSY, -EINVAL, -ENOMEM, ...) with @err set and *@out untouched.
+ */
+
 /* req-domains.c: /v1/domains and /v1/domains/{id}[/action]. */
 int vmd_parse_empty(struct json_object *body, struct vmd_request *req, moor_error *err);
 int vmd_parse_define(struct json_object *body, struct vmd_request *req, moor_error *err);

@@ -34,8 +34,11 @@ struct json_object;
  * (0700) if missing. Returns 0 or -errno naming the directory. */
 int vmd_store_prepare(const struct vmd_options *opt, moor_error *err);
 
-/* vmd_store_write_json - write @o to @path atomically (0600).
- * Returns 0 or -errno naming the step that failed (the old file stays). */
+/* vmd_store_write_json - write @o to @path atomically (0600). Does not
+ * take @o (borrowed). Blocks on the disk (write, fsync of the file and of
+ * its directory): never call it on the loop thread or with a domain's
+ * mutex held. Returns 0 or -errno naming the step that failed (the old
+ * file stays). */
 int vmd_store_write_json(const char *path, struct json_object *o, moor_error *err);
 
 /* vmd_store_runtime_path - "<runtime_dir>/<uuid><suffix>" into @buf
@@ -47,7 +50,9 @@ int vmd_store_runtime_path(const struct vmd_options *opt, const moor_uuid *uuid,
 int vmd_store_log_path(const struct vmd_options *opt, const char *name, char *buf);
 
 /* vmd_store_config_save / _remove - a domain's config file. _remove of a
- * missing file succeeds. Returns 0 or -errno. */
+ * missing file succeeds. Both block on the disk (fsync of the file and/or
+ * its directory): never call them on the loop thread or with a domain's
+ * mutex held. Returns 0 or -errno. */
 int vmd_store_config_save(const struct vmd_options *opt, const struct vmd_domain_config *cfg,
                           moor_error *err);
 int vmd_store_config_remove(const struct vmd_options *opt, const moor_uuid *uuid, moor_error *err);
@@ -62,8 +67,9 @@ struct vmd_status {
     bool tainted;
 };
 
-/* vmd_store_status_save - write the status file of @uuid atomically.
- * Returns 0 or -errno. */
+/* vmd_store_status_save - write the status file of @uuid atomically. @st
+ * is borrowed. Blocks on the disk (as vmd_store_write_json): never call it
+ * on the loop thread or with a domain's mutex held. Returns 0 or -errno. */
 int vmd_store_status_save(const struct vmd_options *opt, const moor_uuid *uuid,
                           const struct vmd_status *st, moor_error *err);
 

@@ -37,6 +37,8 @@
 #define VMD_DEFAULT_JOB_TIMEOUT_MS   30000u
 #define VMD_DEFAULT_DESTROY_GRACE_MS 1000u
 #define VMD_DEFAULT_SHUTDOWN_MS      30000u
+#define VMD_DEFAULT_HTTP_TIMEOUT_S   60u        /* an idle or stalled API connection is closed */
+#define VMD_MAX_CONNECTIONS          256u       /* API connections open at once; more are refused */
 #define VMD_MAX_BODY                 (1u << 20) /* request body cap, bytes */
 #define VMD_MAX_JSON_DEPTH           16         /* JSON nesting cap */
 #define VMD_NAME_MAX                 64         /* [A-Za-z0-9._-]{1,64} */
@@ -61,6 +63,7 @@ struct vmd_options {
     unsigned job_timeout_ms;   /* deadline of a job wait */
     unsigned destroy_grace_ms; /* SIGTERM -> SIGKILL */
     unsigned shutdown_ms;      /* ACPI powerdown -> report */
+    unsigned http_timeout_s;   /* idle API connection timeout (0: VMD_DEFAULT_HTTP_TIMEOUT_S) */
     enum vmd_log_format log_format;
 };
 

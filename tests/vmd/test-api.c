@@ -763,7 +763,8 @@ static void test_garbage_reply(void **state)
             break;
         }
         json_object_put(j);
-        assert_true(now_ms() < deadline);
+        if (now_ms() >= deadline)
+            fail_msg("the monitor's error on babble not seen within 5 s");
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -1075,9 +1076,13 @@ static void test_security(void **state)
     assert_int_equal(st.st_mode & 07777, 0600);
     assert_int_equal(stat(fx->d.runtime_dir, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0700);
+    if (geteuid() != 0) {
+        /* CI runs as root; a developer's unprivileged run cannot change uid. */
+        fprintf(stderr, "test_security: other-uid part skipped: needs root to become nobody\n");
+        skip();
+    }
     /* The modes keep other users out before they reach the daemon; to test
      * the daemon's own check (SO_PEERCRED) the test opens them for a moment. */
-    assert_int_equal(getuid(), 0); /* the suite runs as root (setuid needs it) */
     assert_int_equal(chmod(fx->d.root, 0711), 0);
     assert_int_equal(chmod(fx->d.runtime_dir, 0711), 0);
     assert_int_equal(chmod(fx->d.socket_path, 0666), 0);

@@ -6,6 +6,7 @@
  * frozen with SIGSTOP, and a daemon restart that reconnects. A missing
  * QEMU fails these tests: it is never a skip.
  */
+#define _GNU_SOURCE /* nftw() in rmrf.h, via vmd-test.h */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -20,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -37,6 +40,7 @@
 #include "http.h"
 #include "ops-double.h"
 #include "pool.h"
+#include "rmrf.h"
 #include "vmd.h"
 
 #define WAIT_MS 10000 /* bound of every wait in this file */
@@ -54,7 +58,10 @@ struct fx {
 /* The fixture of the running test, for fx_cleanup when it fails. */
 static struct fx *live_fx;
 
-static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max)
+/* A fixture whose daemon closes idle connections after @timeout_s (0: the
+ * default, VMD_DEFAULT_HTTP_TIMEOUT_S). */
+static struct fx *fx_new_timeout(unsigned workers, unsigned lane_cap, unsigned queue_max,
+                                 unsigned timeout_s)
 {
     struct fx *fx = calloc(1, sizeof(*fx));
     moor_error err = MOOR_ERROR_INIT;
@@ -67,6 +74,7 @@ static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max
     ops_double_reset();
     struct vmd *vmd = &fx->vmd;
     vmd->opt.workers = workers;
+    vmd->opt.http_timeout_s = timeout_s;
     vmd->loop = moor_loop_new(&err);
     assert_non_null(vmd->loop);
     assert_int_equal(moor_loop_thread_start(vmd->loop, &err), 0);
@@ -83,6 +91,11 @@ static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max
     assert_ptr_equal(vmd->http, http); /* set before it served (finding 9) */
     live_fx = fx;
     return fx;
+}
+
+static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max)
+{
+    return fx_new_timeout(workers, lane_cap, queue_max, 0);
 }
 
 /* The daemon's teardown order (main.c). */
@@ -108,8 +121,6 @@ static void fx_stop(struct fx *fx)
 
 static void fx_free(struct fx *fx)
 {
-    char cmd[300];
-
     fx_stop(fx);
     if (moor_census_total() != 0) {
         moor_census_entry e[16];
@@ -118,8 +129,8 @@ static void fx_free(struct fx *fx)
             fprintf(stderr, "live: %s %zu\n", e[i].class_name, e[i].live);
         fail_msg("%zu objects alive after the teardown", moor_census_total());
     }
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
-    assert_int_equal(system(cmd), 0);
+    if (rmrf(fx->dir) < 0)
+        fail_msg("removing %s: %s", fx->dir, strerror(errno));
     free(fx);
     live_fx = NULL;
 }
@@ -131,15 +142,13 @@ static int fx_cleanup(void **state)
 {
     (void)state;
     struct fx *fx = live_fx;
-    char cmd[300];
 
     if (!fx)
         return 0;
     live_fx = NULL;
     ops_double_reset();
     fx_stop(fx);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
-    int rc = system(cmd);
+    int rc = rmrf(fx->dir);
     free(fx);
     return rc == 0 ? 0 : -1;
 }
@@ -612,7 +621,7 @@ static int child_as_nobody(const char *sock)
     static const char req[] = "GET /v1/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     char buf[512] = "";
 
-    if (setgid(65534) < 0 || setuid(65534) < 0)
+    if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
         return 10;
     if (strlen(sock) >= sizeof(addr.sun_path))
         return 15;
@@ -620,12 +629,29 @@ static int child_as_nobody(const char *sock)
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
         return 11;
+    /* bounded: a daemon that never answers makes read() fail, not hang */
+    struct timeval tv = {.tv_sec = 5};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+        return 16;
     if (write(fd, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1))
         return 12;
     ssize_t n = read(fd, buf, sizeof(buf) - 1);
     if (n <= 0)
         return 13;
     return strncmp(buf, "HTTP/1.1 403", 12) == 0 && strstr(buf, "EPERM") ? 0 : 14;
+}
+
+/* Wait up to WAIT_MS for @pid to exit; false (still running) if not. */
+static bool wait_exit(pid_t pid, int *status)
+{
+    pid_t got = 0;
+
+    for (int i = 0; i < WAIT_MS / 10 && got == 0; i++) {
+        got = waitpid(pid, status, WNOHANG);
+        if (got == 0)
+            nap_ms(10);
+    }
+    return got == pid;
 }
 
 static void test_other_uid(void **state)
@@ -655,11 +681,17 @@ static void test_other_uid(void **state)
     assert_true(pid >= 0);
     if (pid == 0)
         _exit(child_as_nobody(fx->sock));
-    assert_int_equal(waitpid(pid, &status, 0), pid);
+    bool exited = wait_exit(pid, &status);
+    if (!exited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
     dup2(saved, STDERR_FILENO);
     close(saved);
     assert_true(pread(log_fd, log, sizeof(log) - 1, 0) > 0);
     close(log_fd);
+    if (!exited)
+        fail_msg("the child as uid 65534 did not exit within %d ms (killed)", WAIT_MS);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_non_null(strstr(log, "refused a connection from uid 65534"));
@@ -1051,6 +1083,80 @@ static void test_client_leaves_early(void **state)
     fx_free(fx);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read @fd into @buf (NUL-terminated) until the peer closes it; fails the
+ * test if it is still open after WAIT_MS. */
+static void read_until_closed(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, WAIT_MS) != 1)
+            fail_msg("the daemon did not close an idle connection within %d ms", WAIT_MS);
+        ssize_t n = read(fd, buf + got, size - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        assert_true(got + 1 < size);
+    }
+    buf[got] = '\0';
+}
+
+/* --http-timeout: a connection that sends nothing, before or after a
+ * request, is closed after it; an event stream with nothing to send for
+ * longer stays open and still gets lines. */
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new_timeout(2, 0, 0, 1);
+    static const char req[] = "GET /v1/version HTTP/1.1\r\nHost: x\r\n\r\n";
+    struct stream_client s;
+    char buf[2048];
+
+    stream_open(&s, fx);
+    wait_figure(fx, http_streams, 1, "the event stream open");
+    /* one line first: the stream has been resumed and has sent */
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"early\"}", 201, NULL);
+    stream_wait_for(&s, "\"domain\":\"early\"");
+    int64_t stream_since = mono_ms();
+    /* idle from its accept */
+    int64_t t0 = mono_ms();
+    int fd = raw_connect(fx->sock);
+    read_until_closed(fd, buf, sizeof(buf));
+    close(fd);
+    assert_string_equal(buf, "");
+    if (mono_ms() - t0 < 900)
+        fail_msg("an idle connection was closed after %lld ms, before its 1 s timeout",
+                 (long long)(mono_ms() - t0));
+    /* idle after a keep-alive request: the answer, then the close */
+    fd = raw_connect(fx->sock);
+    t0 = mono_ms();
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    read_until_closed(fd, buf, sizeof(buf));
+    close(fd);
+    assert_int_equal(strncmp(buf, "HTTP/1.1 200", 12), 0);
+    assert_non_null(strstr(buf, VMD_VERSION));
+    assert_true(mono_ms() - t0 >= 900);
+    /* the stream, idle for two timeouts, is still there and still served */
+    assert_true(mono_ms() - stream_since >= 1800);
+    wait_figure(fx, http_streams, 1, "the event stream still open");
+    pthread_mutex_lock(&s.lock);
+    assert_false(s.done);
+    pthread_mutex_unlock(&s.lock);
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"late\"}", 201, NULL);
+    stream_wait_for(&s, "\"domain\":\"late\"");
+    stream_stop(&s);
+    fx_free(fx);
+}
+
 /* ---- the request path without a socket ---------------------------------- */
 
 static void test_serve(void **state)
@@ -1139,30 +1245,96 @@ static void test_openapi_routes(void **state)
 
 /* ---- the daemon binary ---------------------------------------------------- */
 
-static int run_status(const char *cmd)
+/* Run @argv (no shell) with stdout into @out (NUL-terminated, truncated
+ * to @size) and stderr discarded; its exit code, or -1 if it did not exit
+ * normally. Bounded: WAIT_MS for the output and for the exit, then the
+ * child is killed and the test fails. */
+static int run_capture(char *const argv[], char *out, size_t size)
 {
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    int p[2], status = 0;
+    size_t got = 0;
+
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null < 0 || dup2(p[1], 1) < 0 || dup2(null, 2) < 0)
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(p[1]);
+    for (;;) {
+        struct pollfd pf = {p[0], POLLIN, 0};
+        if (poll(&pf, 1, WAIT_MS) != 1)
+            break;
+        ssize_t n = read(p[0], out + got, size - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got + 1 >= size)
+            break;
+    }
+    out[got] = '\0';
+    close(p[0]);
+    if (!wait_exit(pid, &status)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("%s did not exit within %d ms (killed)", argv[0], WAIT_MS);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Read the file @path into @buf (NUL-terminated, truncated to @size);
+ * fails the test if it cannot be read. */
+static void read_text(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+
+    if (fd >= 0)
+        close(fd);
+    if (n < 0)
+        fail_msg("reading %s: %s", path, strerror(errno));
+    buf[n] = '\0';
+}
+
+/* Whether one line of @text contains @first and, after it, @then. */
+static bool line_has(const char *text, const char *first, const char *then)
+{
+    for (const char *at = strstr(text, first); at; at = strstr(at + 1, first)) {
+        const char *end = strchrnul(at, '\n');
+        const char *t = strstr(at + strlen(first), then);
+        if (t && t + strlen(then) <= end)
+            return true;
+    }
+    return false;
 }
 
 static void test_main_flags(void **state)
 {
     (void)state;
     const char *bin = getenv("MOOR_VMD_DOUBLE");
-    char cmd[600];
+    char out[4096];
 
     if (!bin)
         fail_msg("MOOR_VMD_DOUBLE is not set (meson test sets it)");
-    snprintf(cmd, sizeof(cmd), "'%s' --help | grep -q -- '--workers N .*(default: 8)'", bin);
-    assert_int_equal(run_status(cmd), 0);
-    snprintf(cmd, sizeof(cmd), "'%s' --version | grep -q '^moor-vmd " VMD_VERSION "'", bin);
-    assert_int_equal(run_status(cmd), 0);
-    snprintf(cmd, sizeof(cmd), "'%s' --workers 0 2>/dev/null", bin);
-    assert_int_equal(run_status(cmd), 2);
-    snprintf(cmd, sizeof(cmd), "'%s' --log-format xml 2>/dev/null", bin);
-    assert_int_equal(run_status(cmd), 2);
-    snprintf(cmd, sizeof(cmd), "'%s' --bogus 2>/dev/null", bin);
-    assert_int_equal(run_status(cmd), 2);
+    assert_int_equal(run_capture((char *[]){(char *)bin, "--help", NULL}, out, sizeof(out)), 0);
+    if (!line_has(out, "--workers N ", "(default: 8)"))
+        fail_msg("--help does not show '--workers N ... (default: 8)':\n%s", out);
+    if (!line_has(out, "--http-timeout SECONDS ", "close an idle"))
+        fail_msg("--help does not show '--http-timeout SECONDS':\n%s", out);
+    assert_int_equal(run_capture((char *[]){(char *)bin, "--version", NULL}, out, sizeof(out)), 0);
+    if (strncmp(out, "moor-vmd " VMD_VERSION, strlen("moor-vmd " VMD_VERSION)) != 0)
+        fail_msg("--version does not start with 'moor-vmd " VMD_VERSION "': %s", out);
+    assert_int_equal(run_capture((char *[]){(char *)bin, "--workers", "0", NULL}, out, sizeof(out)),
+                     2);
+    assert_int_equal(
+        run_capture((char *[]){(char *)bin, "--log-format", "xml", NULL}, out, sizeof(out)), 2);
+    assert_int_equal(run_capture((char *[]){(char *)bin, "--bogus", NULL}, out, sizeof(out)), 2);
+    assert_int_equal(
+        run_capture((char *[]){(char *)bin, "--http-timeout", "0", NULL}, out, sizeof(out)), 2);
 }
 
 /* Start moor-vmd-double on @state_dir and @run_dir (and --socket @sock
@@ -1186,19 +1358,6 @@ static pid_t spawn_daemon(const char *bin, const char *state_dir, const char *ru
         _exit(127);
     }
     return pid;
-}
-
-/* Wait up to WAIT_MS for @pid to exit; false (still running) if not. */
-static bool wait_exit(pid_t pid, int *status)
-{
-    pid_t got = 0;
-
-    for (int i = 0; i < WAIT_MS / 10 && got == 0; i++) {
-        got = waitpid(pid, status, WNOHANG);
-        if (got == 0)
-            nap_ms(10);
-    }
-    return got == pid;
 }
 
 /* Wait up to WAIT_MS for a daemon to create its socket @sock (it has its
@@ -1252,7 +1411,7 @@ static void test_main_lock(void **state)
     (void)state;
     const char *bin = getenv("MOOR_VMD_DOUBLE");
     struct daemon_dirs d;
-    char sock2[112], log2[112], cmd[256];
+    char sock2[112], log2[112];
     int status = 0;
 
     if (!bin)
@@ -1270,10 +1429,12 @@ static void test_main_lock(void **state)
         fail_msg("a second daemon on %s was still running after %d ms", d.run, WAIT_MS);
     assert_true(WIFEXITED(second_status) && WEXITSTATUS(second_status) == 1);
     assert_true(first_exited);
-    snprintf(cmd, sizeof(cmd), "grep -q 'another moor-vmd holds .*/run/moor-vmd.lock' '%s'", log2);
-    assert_int_equal(run_status(cmd), 0);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
-    assert_int_equal(system(cmd), 0);
+    char text[4096];
+    read_text(log2, text, sizeof(text));
+    if (!line_has(text, "another moor-vmd holds ", "/run/moor-vmd.lock"))
+        fail_msg("no 'another moor-vmd holds .../run/moor-vmd.lock' in %s:\n%s", log2, text);
+    if (rmrf(d.dir) < 0)
+        fail_msg("removing %s: %s", d.dir, strerror(errno));
 }
 
 static void test_main_signal(void **state)
@@ -1304,9 +1465,8 @@ static void test_main_signal(void **state)
     assert_int_equal(stat(sock, &st), -1);
     assert_int_equal(stat(d.state, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0700);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
-    assert_int_equal(system(cmd), 0);
+    if (rmrf(d.dir) < 0)
+        fail_msg("removing %s: %s", d.dir, strerror(errno));
 }
 
 int main(void)
@@ -1322,6 +1482,7 @@ int main(void)
         cmocka_unit_test_teardown(test_many_hung_domains, fx_cleanup),
         cmocka_unit_test_teardown(test_concurrent_clients, fx_cleanup),
         cmocka_unit_test_teardown(test_events, fx_cleanup),
+        cmocka_unit_test_teardown(test_idle_timeout, fx_cleanup),
         cmocka_unit_test_teardown(test_shutdown_drains, fx_cleanup),
         cmocka_unit_test_teardown(test_client_leaves_early, fx_cleanup),
         cmocka_unit_test_teardown(test_serve, fx_cleanup),

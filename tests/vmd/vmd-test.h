@@ -9,6 +9,7 @@
 #ifndef MOOR_VMD_TEST_H
 #define MOOR_VMD_TEST_H
 
+#include <errno.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "domain.h"
 #include "events.h"
 #include "process.h"
+#include "rmrf.h"
 #include "store.h"
 #include "vmd.h"
 
@@ -95,9 +97,8 @@ static inline void vt_fini(struct vt *t)
 
 static inline void vt_rmrf(const char *root)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-    assert_int_equal(system(cmd), 0);
+    if (rmrf(root) < 0)
+        fail_msg("removing %s: %s", root, strerror(errno));
 }
 
 /* The end of a test: tear down and remove the root. */
