@@ -37,59 +37,11 @@
 #include "monitor-internal.h"
 #include "qmp.h"
 
+#define FUZZ_NAME "fuzz-monitor"
+#include "fuzz-common.h"
+
 static moor_loop *loop;
 static const moor_class *owner_class;
-
-struct run {
-    unsigned eofs;
-    int eof_code;
-    unsigned events;
-    bool steal;
-};
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz-monitor: check failed: %s (line %d)\n", #cond, __LINE__);        \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-static void on_misuse(moor_misuse kind, const void *subject, const char *message, void *opaque)
-{
-    (void)opaque;
-    fprintf(stderr, "fuzz-monitor: misuse report %d about %p: %s\n", (int)kind, subject, message);
-    abort();
-}
-
-static void on_event(moor_monitor *mon, void *owner, moor_monitor_message *msg, void *opaque)
-{
-    struct run *r = opaque;
-
-    CHECK(owner != NULL);
-    CHECK(msg->kind == MOOR_MONITOR_EVENT || msg->kind == MOOR_MONITOR_GREETING);
-    CHECK(msg->payload != NULL);
-    /* Touch the payload as a handler would. */
-    CHECK(json_object_to_json_string(msg->payload) != NULL);
-    r->events++;
-    if (r->steal) {
-        void *kept = msg->payload;
-
-        msg->payload = NULL;
-        moor_monitor_payload_free(mon, kept);
-    }
-}
-
-static void on_eof(moor_monitor *mon, void *owner, const moor_error *why, void *opaque)
-{
-    struct run *r = opaque;
-
-    (void)mon;
-    CHECK(owner != NULL);
-    CHECK(why->code < 0);
-    r->eofs++;
-    r->eof_code = why->code;
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

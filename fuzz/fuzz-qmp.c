@@ -50,13 +50,8 @@
 #include "monitor-internal.h"
 #include "qmp.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz-qmp: check failed: %s (line %d)\n", #cond, __LINE__);            \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#define FUZZ_NAME "fuzz-qmp"
+#include "fuzz-common.h"
 
 #define NAME_MAX_FUZZ 80
 
@@ -160,48 +155,6 @@ static void codec_stream(const struct input *in)
 }
 
 /* ---- 2. a real monitor ---------------------------------------------------- */
-
-struct run {
-    unsigned eofs;
-    int eof_code;
-    unsigned events;
-    bool steal;
-};
-
-static void on_misuse(moor_misuse kind, const void *subject, const char *message, void *opaque)
-{
-    (void)opaque;
-    fprintf(stderr, "fuzz-qmp: misuse report %d about %p: %s\n", (int)kind, subject, message);
-    abort();
-}
-
-static void on_event(moor_monitor *mon, void *owner, moor_monitor_message *msg, void *opaque)
-{
-    struct run *r = opaque;
-
-    CHECK(owner != NULL);
-    CHECK(msg->kind == MOOR_MONITOR_EVENT || msg->kind == MOOR_MONITOR_GREETING);
-    CHECK(msg->payload != NULL);
-    CHECK(json_object_to_json_string(msg->payload) != NULL);
-    r->events++;
-    if (r->steal) {
-        void *kept = msg->payload;
-
-        msg->payload = NULL;
-        moor_monitor_payload_free(mon, kept);
-    }
-}
-
-static void on_eof(moor_monitor *mon, void *owner, const moor_error *why, void *opaque)
-{
-    struct run *r = opaque;
-
-    (void)mon;
-    CHECK(owner != NULL);
-    CHECK(why->code < 0);
-    r->eofs++;
-    r->eof_code = why->code;
-}
 
 static void monitor_stream(const struct input *in)
 {
