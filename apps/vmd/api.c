@@ -152,6 +152,10 @@ static const struct route routes[] = {
     {"POST", "/v1/domains/{id}/resume", vmd_parse_empty, vmd_run_resume, VMD_WORK_LANE, 200},
     {"POST", "/v1/domains/{id}/reset", vmd_parse_empty, vmd_run_reset, VMD_WORK_LANE, 200},
     {"POST", "/v1/domains/{id}/qmp", vmd_parse_qmp, vmd_run_qmp, VMD_WORK_LANE, 200},
+    {"POST", "/v1/domains/{id}/save", vmd_parse_save, vmd_run_save, VMD_WORK_LANE, 202},
+    {"POST", "/v1/domains/restore", vmd_parse_restore, vmd_run_restore, VMD_WORK_FAST, 202},
+    {"GET", "/v1/domains/{id}/job", vmd_parse_empty, vmd_run_job, VMD_WORK_FAST, 200},
+    {"DELETE", "/v1/domains/{id}/job", vmd_parse_empty, vmd_run_abort, VMD_WORK_LANE, 200},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -217,6 +221,8 @@ static const struct route *route_find(const char *method, const char *url, const
     bool get = false, post = false, del = false;
 
     for (size_t i = 0; i < N_ROUTES; i++) {
+        *id = NULL; /* a pattern that matched the path but not the method left its id */
+        *id_len = 0;
         if (!path_match(routes[i].path, url, id, id_len))
             continue;
         if (strcmp(routes[i].method, method) == 0)

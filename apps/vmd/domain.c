@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE /* strerrorname_np */
 #include "domain.h"
+#include "domain-internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -67,16 +68,21 @@ static const unsigned op_states[VMD_OP__COUNT] = {
     [VMD_OP_RESET] = ACTIVE,
     [VMD_OP_QMP] = ACTIVE,
     [VMD_OP_UNDEFINE] = SHUTOFF,
+    [VMD_OP_SAVE] = ACTIVE,
+    [VMD_OP_RESTORE] = SHUTOFF,
+    [VMD_OP_JOB] = ANY,
+    [VMD_OP_ABORT] = ANY,
 };
 
 static const char *const state_names[VMD_STATE__COUNT] = {"shutoff", "running", "paused"};
 static const char *const reason_names[VMD_REASON__COUNT] = {
-    "none",    "defined", "shutdown",    "destroyed", "crashed",  "failed", "booted",
-    "resumed", "reset",   "reconnected", "user",      "starting", "qemu",
+    "none",   "defined", "shutdown", "destroyed",   "crashed",  "failed",
+    "booted", "resumed", "reset",    "reconnected", "user",     "starting",
+    "qemu",   "saving",  "saved",    "restoring",   "restored",
 };
 static const char *const op_names[VMD_OP__COUNT] = {
-    "info",    "state",  "stats", "start", "shutdown", "destroy",
-    "suspend", "resume", "reset", "qmp",   "undefine",
+    "info",  "state", "stats",    "start", "shutdown", "destroy", "suspend", "resume",
+    "reset", "qmp",   "undefine", "save",  "restore",  "job",     "abort",
 };
 
 const char *vmd_state_name(enum vmd_state st)
@@ -127,49 +133,13 @@ int vmd_op_check(enum vmd_op op, enum vmd_state st, const char *name, moor_error
 
 /* ---- the object -------------------------------------------------------------- */
 
-/* The QEMU a domain runs: all zero (pidfd -1) while shut off. */
-struct proc {
-    pid_t pid;
-    int pidfd;        /* owned by the pidfd watch: valid while handler != 0 */
-    uint64_t handler; /* the loop's id of the pidfd watch */
-    bool child;       /* ours to reap (not one adopted after a restart) */
-    uint64_t start_time;
-    char **argv;
-    vmd_qmp *qmp;
-    char monitor_error[160]; /* why the QMP connection ended while QEMU lives on, or "" */
-};
-
-struct vmd_domain {
-    moor_lockable parent;
-    moor_job job;
-    struct vmd *vmd;
-    struct vmd_domain_config cfg; /* immutable after define: read without the mutex */
-    char uuid_text[MOOR_UUID_STRING_SIZE];
-    /* guarded by the mutex: */
-    enum vmd_state state;
-    enum vmd_reason reason;
-    bool tainted;
-    bool removed;                /* undefined or dropped at daemon exit */
-    bool shutdown_seen;          /* QEMU sent SHUTDOWN: its exit is a shutdown */
-    enum vmd_reason stop_reason; /* set by shutdown (and a failed start) before the exit */
-    pid_t destroy_pid;           /* the QEMU a destroy is killing (0: none); wins over the above */
-    enum vmd_reason expect;      /* reason for the state a MODIFY op's call causes */
-    const char *excl_api;        /* API of the exclusive job held now (a literal), or NULL */
-    int64_t excl_since_ms;       /* when it began (CLOCK_MONOTONIC) */
-    struct proc proc;
-};
-
-/* Done after the mutex is dropped (see the file comment). */
-struct teardown {
-    vmd_qmp *qmp;
-    uint64_t handler;
-};
-
 static void domain_dispose(void *obj)
 {
     vmd_domain *d = obj;
 
     moor_job_destroy(&d->job);
+    vmd_longjob_free(d->longjob);
+    vmd_longjob_free(d->last_longjob);
     moor_clear(&d->proc.qmp);
     vmd_process_argv_free(d->proc.argv);
     vmd_config_clear(&d->cfg);
@@ -236,7 +206,7 @@ const char *vmd_domain_name(vmd_domain *dom)
 
 /* ---- JSON views (mutex held) ------------------------------------------------- */
 
-static void add_str(struct json_object *o, const char *k, const char *v)
+void add_str(struct json_object *o, const char *k, const char *v)
 {
     json_object_object_add(o, k, json_object_new_string(v));
 }
@@ -318,13 +288,13 @@ static struct json_object *state_locked(vmd_domain *d)
     return view_locked(d, VIEW_HEALTH);
 }
 
-static struct json_object *info_locked(vmd_domain *d)
+struct json_object *info_locked(vmd_domain *d)
 {
     return view_locked(d, VIEW_PID | VIEW_HEALTH | VIEW_CONFIG);
 }
 
 /* Set *@out to @o, or fail with -ENOMEM when building it failed. */
-static int give(struct json_object *o, struct json_object **out, moor_error *err)
+int give(struct json_object *o, struct json_object **out, moor_error *err)
 {
     if (!o)
         return moor_error_set(err, -ENOMEM, "out of memory");
@@ -334,7 +304,7 @@ static int give(struct json_object *o, struct json_object **out, moor_error *err
 
 /* ---- state changes (mutex held) --------------------------------------------- */
 
-static void set_state_locked(vmd_domain *d, enum vmd_state st, enum vmd_reason r)
+void set_state_locked(vmd_domain *d, enum vmd_state st, enum vmd_reason r)
 {
     if (d->state == st && d->reason == r)
         return;
@@ -354,7 +324,7 @@ static void set_state_locked(vmd_domain *d, enum vmd_state st, enum vmd_reason r
 
 /* QEMU is gone (its pidfd said so): reap it, pick the reason, shut the
  * domain off, fail every waiter, and hand what needs unlocked work to @td. */
-static void proc_stopped_locked(vmd_domain *d, struct teardown *td)
+void proc_stopped_locked(vmd_domain *d, struct teardown *td)
 {
     int status = 0;
     bool reaped = d->proc.child && waitpid(d->proc.pid, &status, WNOHANG) == d->proc.pid;
@@ -389,7 +359,7 @@ static void proc_stopped_locked(vmd_domain *d, struct teardown *td)
 }
 
 /* No lock held. NULL-safe fields. */
-static void teardown_finish(vmd_domain *d, struct teardown *td)
+void teardown_finish(vmd_domain *d, struct teardown *td)
 {
     if (td->qmp) {
         vmd_qmp_close(td->qmp);
@@ -515,7 +485,7 @@ static const moor_monitor_callbacks qmp_callbacks = {
 
 /* ---- helpers for ops ------------------------------------------------------- */
 
-static int64_t mono_ms(void)
+int64_t mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -548,7 +518,7 @@ static void job_event_locked(vmd_domain *d, const char *phase, const char *api, 
     vmd_events_publish(d->vmd->events, "job", d->cfg.name, o);
 }
 
-static int job_begin_locked(vmd_domain *d, unsigned kind, const char *api, moor_error *err)
+int job_begin_locked(vmd_domain *d, unsigned kind, const char *api, moor_error *err)
 {
     int rc = moor_job_begin(&d->job, kind, api, err);
 
@@ -561,7 +531,7 @@ static int job_begin_locked(vmd_domain *d, unsigned kind, const char *api, moor_
 }
 
 /* End this thread's job; @rc: how the operation went (for the event). */
-static void job_end_locked(vmd_domain *d, int rc)
+void job_end_locked(vmd_domain *d, int rc)
 {
     if (d->excl_api) {
         job_event_locked(d, "end", d->excl_api, mono_ms() - d->excl_since_ms, rc);
@@ -573,7 +543,7 @@ static void job_end_locked(vmd_domain *d, int rc)
 /* Check the table, begin a job of @kind, check again. Mutex held
  * throughout (released while waiting). On failure no job is held. */
 /* A job begin's failure in the API's terms (domain.h's table). */
-static int job_refusal_locked(vmd_domain *d, int rc, const char *api, moor_error *err)
+int job_refusal_locked(vmd_domain *d, int rc, const char *api, moor_error *err)
 {
     if (rc == -ETIMEDOUT) {
         moor_error_prefix(err, "domain %s is busy: ", d->cfg.name);
@@ -593,8 +563,7 @@ static int job_refusal_locked(vmd_domain *d, int rc, const char *api, moor_error
 /* Check the table, begin a job of @kind, check again. Mutex held
  * throughout (released while waiting). On failure no job is held, and the
  * refusal is logged. */
-static int begin_locked(vmd_domain *d, enum vmd_op op, unsigned kind, const char *api,
-                        moor_error *err)
+int begin_locked(vmd_domain *d, enum vmd_op op, unsigned kind, const char *api, moor_error *err)
 {
     int rc = d->removed ? moor_error_set(err, -ENOENT, "domain %s: no longer defined", d->cfg.name)
                         : vmd_op_check(op, d->state, d->cfg.name, err);
@@ -613,8 +582,8 @@ static int begin_locked(vmd_domain *d, enum vmd_op op, unsigned kind, const char
  * released for the call and held again on return. The domain may have
  * changed meanwhile (QEMU died): callers re-check what they rely on.
  */
-static int qmp_locked(vmd_domain *d, const char *api, const char *cmd, struct json_object *args,
-                      struct json_object **ret, moor_error *err)
+int qmp_locked(vmd_domain *d, const char *api, const char *cmd, struct json_object *args,
+               struct json_object **ret, moor_error *err)
 {
     if (!d->proc.qmp)
         return moor_error_set(err, -ENOTCONN, "domain %s: %s: QEMU is not running", d->cfg.name,
@@ -660,7 +629,7 @@ static int copy_argv(char *const *src, char ***dst)
  * pid, start time and argv are what a restart relies on). Called with the
  * mutex and a job held: copies what it needs, unlocks for the I/O, locks
  * again. */
-static void status_save_locked(vmd_domain *d)
+void status_save_locked(vmd_domain *d)
 {
     struct vmd_status st = {0};
     moor_error err = MOOR_ERROR_INIT;
@@ -671,6 +640,7 @@ static void status_save_locked(vmd_domain *d)
     st.pid = d->proc.pid;
     st.start_time = d->proc.start_time;
     st.tainted = d->tainted;
+    vmd_longjob_status_locked(d, &st);
     snprintf(st.state, sizeof(st.state), "%s", vmd_state_name(d->state));
     snprintf(st.reason, sizeof(st.reason), "%s", vmd_reason_name(d->reason));
     moor_unlock(d);
@@ -872,19 +842,10 @@ int vmd_domain_undefine(struct vmd *vmd, vmd_domain *dom, struct json_object **o
 
 /* ---- start ---------------------------------------------------------------- */
 
-/* What start makes before the domain knows of it. */
-struct launch {
-    pid_t pid;
-    int pidfd;
-    uint64_t start_time;
-    char **argv;
-    vmd_qmp *qmp;
-};
-
 /* Kill what @l holds and wait for it to go. No lock held (it blocks: up
  * to KILL_WAIT_MS). @l's pid is our child only for start; an adopted QEMU
  * is waited for through its pidfd. */
-static void launch_kill(struct launch *l, bool child)
+void launch_kill(struct launch *l, bool child)
 {
     if (l->pidfd >= 0) {
         vmd_process_signal(l->pidfd, SIGKILL);
@@ -901,7 +862,7 @@ static void launch_kill(struct launch *l, bool child)
     l->pidfd = -1;
 }
 
-static void launch_clear(struct launch *l)
+void launch_clear(struct launch *l)
 {
     vmd_qmp_close(l->qmp);
     moor_clear(&l->qmp);
@@ -939,8 +900,11 @@ static int launch_spawn(vmd_domain *d, struct launch *l, moor_error *err)
 {
     const struct vmd_options *opt = &d->vmd->opt;
     char qmp_path[PATH_MAX], pid_path[PATH_MAX], log_path[PATH_MAX];
-    struct vmd_process_spec spec = {
-        .cfg = &d->cfg, .pidfile = pid_path, .runas = opt->runas, .log_path = log_path};
+    struct vmd_process_spec spec = {.cfg = &d->cfg,
+                                    .pidfile = pid_path,
+                                    .runas = opt->runas,
+                                    .log_path = log_path,
+                                    .incoming_defer = l->job != NULL};
     int lfd = -1;
 
     if (vmd_store_runtime_path(opt, &d->cfg.uuid, ".qmp", qmp_path) < 0 ||
@@ -951,6 +915,10 @@ static int launch_spawn(vmd_domain *d, struct launch *l, moor_error *err)
     int rc = vmd_process_argv(&spec, &l->argv, err);
     rc = rc ?: vmd_process_listen(qmp_path, &lfd, err);
     struct vmd_status st = {.argv = l->argv, .state = "paused", .reason = "starting"};
+    if (l->job) { /* a daemon killed from now on knows what this QEMU was for */
+        snprintf(st.job, sizeof(st.job), "%s", l->job);
+        snprintf(st.job_path, sizeof(st.job_path), "%s", l->job_path ? l->job_path : "");
+    }
     /* Before the fork: a daemon killed after it finds the pidfile. */
     rc = rc ?: vmd_store_status_save(opt, &d->cfg.uuid, &st, err);
     struct spawned sp = {.opt = opt, .uuid = &d->cfg.uuid, .l = l, .st = &st};
@@ -986,7 +954,7 @@ static int launch_connect(vmd_domain *d, const char *path, struct launch *l, moo
 /* Watch the pidfd and make the QEMU the domain's. Mutex held; never
  * blocks. On failure @l is left as it was, for the caller to kill and
  * clear once it has dropped the mutex (launch_kill, launch_clear). */
-static int launch_adopt_locked(vmd_domain *d, struct launch *l, bool child, moor_error *err)
+int launch_adopt_locked(vmd_domain *d, struct launch *l, bool child, moor_error *err)
 {
     struct watch *w = malloc(sizeof(*w));
     uint64_t id;
@@ -1033,7 +1001,7 @@ static int launch_code(int rc, moor_error *err)
     return to;
 }
 
-static int launch(vmd_domain *d, struct launch *l, moor_error *err)
+int launch(vmd_domain *d, struct launch *l, moor_error *err)
 {
     char qmp_path[PATH_MAX];
 
@@ -1055,7 +1023,7 @@ static int launch(vmd_domain *d, struct launch *l, moor_error *err)
  * inside. The domain is shut off only once QEMU is really gone: returns
  * false (QEMU alive, the domain left as it is, for destroy) when the pidfd
  * could not be duplicated or QEMU outlived the SIGKILL wait. */
-static bool kill_locked(vmd_domain *d, enum vmd_reason why)
+bool kill_locked(vmd_domain *d, enum vmd_reason why)
 {
     struct teardown td = {0};
 

@@ -114,6 +114,10 @@ enum vmd_reason {
     VMD_REASON_USER,        /* paused */
     VMD_REASON_STARTING,
     VMD_REASON_QEMU,
+    VMD_REASON_SAVING,    /* paused: a save runs */
+    VMD_REASON_SAVED,     /* shutoff: its memory is in a save file */
+    VMD_REASON_RESTORING, /* paused: a restore runs */
+    VMD_REASON_RESTORED,  /* running or paused */
     VMD_REASON__COUNT
 };
 
@@ -130,6 +134,10 @@ enum vmd_op {
     VMD_OP_RESET,
     VMD_OP_QMP,
     VMD_OP_UNDEFINE,
+    VMD_OP_SAVE,
+    VMD_OP_RESTORE,
+    VMD_OP_JOB,
+    VMD_OP_ABORT,
     VMD_OP__COUNT
 };
 
@@ -245,6 +253,65 @@ int vmd_domain_reset(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
 int vmd_domain_qmp(struct vmd *vmd, vmd_domain *dom, const char *execute,
                    struct json_object *arguments, struct json_object **out, moor_error *err);
 
+/* ---- long jobs: save, restore, job info, abort (domain-jobs.c) ---------- */
+
+/* Who asked for a long job: the HTTP peer's credentials (SO_PEERCRED), when known. */
+struct vmd_client {
+    bool known;
+    unsigned uid;
+    int pid;
+};
+
+#define VMD_SAVE_MAGIC         "MOORSAVE" /* the save file's first 8 bytes */
+#define VMD_SAVE_VERSION       1u
+#define VMD_SAVE_ALIGN         4096u         /* QEMU's stream starts at a multiple of this */
+#define VMD_SAVE_CONFIG_MAX    (64u * 1024u) /* the header's config JSON, bytes */
+#define VMD_SAVE_PATH_MAX      1024u         /* a save file's path, bytes */
+#define VMD_SAVE_BANDWIDTH_MAX 100000u       /* MiB/s, the most a save may ask for */
+
+/* What a save or restore is asked to do (req-jobs.c fills it). */
+struct vmd_longjob_args {
+    char path[VMD_SAVE_PATH_MAX + 1]; /* absolute, no "." or ".." segment */
+    unsigned bandwidth_mib_s;         /* save: 0 = QEMU's default */
+    bool paused;                      /* restore: leave it paused */
+    struct vmd_client client;
+};
+
+/*
+ * POST /v1/domains/{id}/save: 202 with the job view. Creates the file
+ * (O_CREAT|O_EXCL, 0600; -EEXIST when it exists, -ENOENT when its
+ * directory does not), writes the header, records the job in the status
+ * file, then hands the async job to a thread of its own that pauses,
+ * passes the fd (getfd), migrates to it and follows query-migrate. -EBUSY
+ * naming the running job when one runs. Blocks: the job wait
+ * (opt.job_timeout_ms) and the file's creation, never the transfer.
+ */
+int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_args *args,
+                    struct json_object **out, moor_error *err);
+
+/*
+ * POST /v1/domains/restore: reads the header of @args->path, defines the
+ * domain from it when no domain has its uuid (-EEXIST when its name is
+ * another domain's), and starts the restore job on a thread (202). The
+ * domain must be shut off (-EBUSY otherwise).
+ */
+int vmd_domain_restore(struct vmd *vmd, const struct vmd_longjob_args *args,
+                       struct json_object **out, moor_error *err);
+
+/* GET /v1/domains/{id}/job: the running job (kind, phase, bytes, rate,
+ * elapsed, remaining, api, client) and the last one's outcome. Mutex only. */
+int vmd_domain_job(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
+
+/* DELETE /v1/domains/{id}/job: an ABORT job that asks the running long
+ * job to stop; 200 at once with the job view (the job ends on its own
+ * thread). -ENOENT when no long job runs. Blocks: the job wait. */
+int vmd_domain_abort(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err);
+
+/* vmd_longjobs_drain - at daemon exit, after vmd_domains_shutdown: wait
+ * for every job thread to notice and return (they leave their record in
+ * the status file for the next daemon). Blocks: one QMP deadline at most. */
+void vmd_longjobs_drain(struct vmd *vmd);
+
 /* GET /v1/debug, the domains' part: adds "census" (live objects per class),
  * "jobs" (each held or waited: domain, kind, api, thread, age_ms) and
  * "monitors" (each domain's pending QMP calls: command, age_ms, deadline_ms,
@@ -270,5 +337,17 @@ int vmd_domain_add_loaded(struct vmd *vmd, struct vmd_domain_config *cfg, moor_e
  */
 int vmd_domain_reconnect(struct vmd *vmd, const moor_uuid *uuid, const struct vmd_status *st,
                          moor_error *err);
+
+/*
+ * vmd_longjob_recover - after vmd_domain_reconnect (@reconnected: its
+ * result) for a status file that records a long job: a save whose QEMU
+ * still runs is finished when QEMU says the migration completed, and
+ * cancelled otherwise (the partial file removed, the domain resumed if it
+ * ran before); a restore's QEMU is killed (the domain shut off, failed).
+ * When QEMU is gone, only the partial save file is removed. Blocks: a few
+ * QMP deadlines.
+ */
+void vmd_longjob_recover(struct vmd *vmd, const moor_uuid *uuid, const struct vmd_status *st,
+                         int reconnected);
 
 #endif /* MOOR_VMD_DOMAIN_H */

@@ -45,6 +45,7 @@
 #include "api.h"
 #include "events.h"
 #include "log.h"
+#include "request.h"
 
 /* Event lines are copied to MHD in pieces of at most STREAM_BLOCK bytes, so
  * connections keep MHD's default memory (32 KiB): MHD clears a connection's
@@ -86,6 +87,7 @@ struct conn {
     bool suspended;  /* waiting for a worker */
     bool resp_ready; /* resp holds the worker's answer */
     struct vmd_response resp;
+    struct vmd_client peer; /* SO_PEERCRED, for long jobs' "client" */
 };
 
 struct stream {
@@ -408,7 +410,7 @@ static enum MHD_Result start_stream(struct conn *c)
 /* ---- requests ------------------------------------------------------------ */
 
 /* 0 if the peer of @mc may talk to us; -EPERM (logged) if not. */
-static int check_peer(struct vmd_http *h, struct MHD_Connection *mc)
+static int check_peer(struct vmd_http *h, struct MHD_Connection *mc, struct vmd_client *peer)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -419,6 +421,7 @@ static int check_peer(struct vmd_http *h, struct MHD_Connection *mc)
         vmd_log(VMD_LOG_WARNING, NULL, NULL, "refused a connection: no peer credentials");
         return -EPERM;
     }
+    *peer = (struct vmd_client){.known = true, .uid = (unsigned)cred.uid, .pid = (int)cred.pid};
     if (cred.uid == 0 || cred.uid == h->uid)
         return 0;
     vmd_log(VMD_LOG_WARNING, NULL, NULL, "refused a connection from uid %u (pid %d)",
@@ -458,7 +461,7 @@ static enum MHD_Result first_call(struct vmd_http *h, struct MHD_Connection *mc,
     c->http = h;
     c->mc = mc;
     *con_cls = c;
-    if (check_peer(h, mc) < 0)
+    if (check_peer(h, mc, &c->peer) < 0)
         return queue_error(c, -EPERM, "this socket serves its owner and root only");
     const char *cl =
         MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -481,6 +484,7 @@ static enum MHD_Result dispatch(struct conn *c, const char *method, const char *
         vmd_request_free(req);
         return start_stream(c);
     }
+    req->client = c->peer;
     if (vmd_api_submit(h->vmd, req, on_done, c, &resp) < 0)
         return queue(c, &resp);
     c->suspended = true;

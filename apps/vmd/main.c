@@ -374,6 +374,8 @@ static void teardown(struct daemon_state *d)
     vmd->pool = NULL;
     if (d->domains_loaded)
         vmd_domains_shutdown(vmd);
+    if (d->domains_loaded)
+        vmd_longjobs_drain(vmd); /* job threads hold the loop's monitors: before the loop stops */
     if (d->sig_id)
         moor_loop_remove_sync(vmd->loop, d->sig_id);
     if (vmd->loop)

@@ -128,6 +128,10 @@ static int fill_argv(const struct vmd_process_spec *spec, char **argv, unsigned 
     rc = rc ?: add(argv, n, "socket,id=qmp,fd=%d,server=on,wait=off", VMD_PROCESS_QMP_FD);
     rc = rc ?: add(argv, n, "-mon");
     rc = rc ?: add(argv, n, "chardev=qmp,mode=control");
+    if (spec->incoming_defer) {
+        rc = rc ?: add(argv, n, "-incoming");
+        rc = rc ?: add(argv, n, "defer");
+    }
     for (unsigned i = 0; i < c->n_extra_args; i++)
         rc = rc ?: add(argv, n, "%s", c->extra_args[i]);
     return rc;

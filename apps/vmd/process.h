@@ -27,6 +27,7 @@ struct vmd_process_spec {
     const char *pidfile;  /* -pidfile */
     const char *runas;    /* NULL: no -runas */
     const char *log_path; /* stdout and stderr, appended */
+    bool incoming_defer;  /* -incoming defer: QEMU waits for migrate-incoming (restore) */
 };
 
 /*

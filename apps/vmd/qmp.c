@@ -529,6 +529,12 @@ static void call_end(vmd_qmp *q, struct inflight *node, bool timed_out)
 int vmd_qmp_call(vmd_qmp *q, const char *execute, struct json_object *arguments,
                  struct json_object **ret, moor_error *err)
 {
+    return vmd_qmp_call_fds(q, execute, arguments, NULL, 0, ret, err);
+}
+
+int vmd_qmp_call_fds(vmd_qmp *q, const char *execute, struct json_object *arguments, const int *fds,
+                     unsigned nfds, struct json_object **ret, moor_error *err)
+{
     struct vmd_qmp_cmd cmd = {.execute = execute, .arguments = arguments};
     struct inflight node = {.command = execute, .start_ms = now_ms()};
     void *payload = NULL;
@@ -539,7 +545,7 @@ int vmd_qmp_call(vmd_qmp *q, const char *execute, struct json_object *arguments,
     int rc = call_start(q, &node, err);
     if (rc < 0)
         return rc;
-    rc = moor_monitor_call(q->mon, &cmd, &payload, (int)q->timeout_ms, err);
+    rc = moor_monitor_call_fds(q->mon, &cmd, fds, nfds, &payload, (int)q->timeout_ms, err);
     call_end(q, &node, rc == -ETIMEDOUT);
     if (rc < 0)
         return rc;

@@ -94,6 +94,15 @@ int vmd_qmp_call(vmd_qmp *q, const char *execute, struct json_object *arguments,
                  struct json_object **ret, moor_error *err);
 
 /*
+ * vmd_qmp_call_fds - vmd_qmp_call() that passes @nfds descriptors with the
+ * command (SCM_RIGHTS, for getfd); they stay the caller's (duplicated
+ * inside, see moor_monitor_call_fds). Locks, Blocks, Returns: as
+ * vmd_qmp_call().
+ */
+int vmd_qmp_call_fds(vmd_qmp *q, const char *execute, struct json_object *arguments, const int *fds,
+                     unsigned nfds, struct json_object **ret, moor_error *err);
+
+/*
  * vmd_qmp_responsive - whether @q is not marked unresponsive (a late answer
  * clears the mark here too). When marked, *@since_ms (may be NULL) gets
  * how long ago the command that timed out was sent and @cmd (may be NULL,

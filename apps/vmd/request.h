@@ -52,7 +52,9 @@ struct vmd_request {
             char execute[VMD_QMP_COMMAND_MAX + 1];
             struct json_object *arguments; /* owned; NULL if absent */
         } qmp;
+        struct vmd_longjob_args longjob; /* save, restore */
     } u;
+    struct vmd_client client; /* the HTTP peer (http.c sets it; unknown in tests) */
     /* Set by vmd_api_submit. */
     struct vmd *vmd;
     struct vmd_work work;
@@ -125,6 +127,18 @@ int vmd_run_reset(struct vmd *vmd, struct vmd_request *req, struct json_object *
                   moor_error *err);
 int vmd_run_qmp(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
                 moor_error *err);
+
+/* req-jobs.c: the long jobs (save, restore, job info, abort). */
+int vmd_parse_save(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_parse_restore(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_run_save(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                 moor_error *err);
+int vmd_run_restore(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                    moor_error *err);
+int vmd_run_job(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                moor_error *err);
+int vmd_run_abort(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                  moor_error *err);
 
 /* req-misc.c: /v1/version and /v1/debug (/v1/events is http.c's stream). */
 int vmd_run_version(struct vmd *vmd, struct vmd_request *req, struct json_object **out,

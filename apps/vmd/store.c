@@ -213,6 +213,11 @@ static struct json_object *status_json(const struct vmd_status *st)
     json_object_object_add(o, "state", json_object_new_string(st->state));
     json_object_object_add(o, "reason", json_object_new_string(st->reason));
     json_object_object_add(o, "tainted", json_object_new_boolean(st->tainted));
+    if (st->job[0]) {
+        json_object_object_add(o, "job", json_object_new_string(st->job));
+        json_object_object_add(o, "job_path", json_object_new_string(st->job_path));
+        json_object_object_add(o, "job_prior", json_object_new_string(st->job_prior));
+    }
     for (char **a = st->argv; a && *a; a++)
         json_object_array_add(argv, json_object_new_string(*a));
     json_object_object_add(o, "argv", argv);
@@ -251,6 +256,12 @@ static int status_parse(struct json_object *o, struct vmd_status *st)
         snprintf(st->reason, sizeof(st->reason), "%s", json_object_get_string(v));
     if (json_object_object_get_ex(o, "tainted", &v))
         st->tainted = json_object_get_boolean(v);
+    if (json_object_object_get_ex(o, "job", &v))
+        snprintf(st->job, sizeof(st->job), "%s", json_object_get_string(v));
+    if (json_object_object_get_ex(o, "job_path", &v))
+        snprintf(st->job_path, sizeof(st->job_path), "%s", json_object_get_string(v));
+    if (json_object_object_get_ex(o, "job_prior", &v))
+        snprintf(st->job_prior, sizeof(st->job_prior), "%s", json_object_get_string(v));
     if (!json_object_object_get_ex(o, "argv", &argv) || !json_object_is_type(argv, json_type_array))
         return -EINVAL;
     size_t n = json_object_array_length(argv);
@@ -425,6 +436,8 @@ static void load_status_file(struct vmd *vmd, const moor_uuid *uuid)
     int rc = vmd_store_status_load(&vmd->opt, uuid, &st, &err);
     if (rc == 0) {
         rc = vmd_domain_reconnect(vmd, uuid, &st, &err);
+        if (st.job[0]) /* a save or restore was running: finish or undo it */
+            vmd_longjob_recover(vmd, uuid, &st, rc);
         vmd_status_clear(&st);
     }
     if (rc < 0) {

@@ -65,6 +65,11 @@ struct vmd_status {
     char state[16];      /* a hint: query-status decides on reconnect */
     char reason[16];
     bool tainted;
+    /* A long job that was running (domain-jobs.c): "" or "save"/"restore",
+     * its file, and the state the domain was in before it ("running"). */
+    char job[16];
+    char job_path[PATH_MAX];
+    char job_prior[16];
 };
 
 /* vmd_store_status_save - write the status file of @uuid atomically. @st

@@ -29,7 +29,13 @@
  *   exit 0; a paused one does so when resumed), quit, query-cpus-fast (one
  *   entry per -smp vCPU, thread-id = our pid), query-blockstats (empty:
  *   -nodefaults has no drives), query-version, getfd / closefd (getfd
- *   takes a descriptor that came with the command via SCM_RIGHTS), and
+ *   takes a descriptor that came with the command via SCM_RIGHTS),
+ *   migrate-set-parameters (max-bandwidth), migrate {"uri": "fd:NAME"}
+ *   (writes a stream of -m MiB to the getfd descriptor over time, paced by
+ *   max-bandwidth, default 64 MiB/s), query-migrate (status, and "ram"
+ *   transferred/total/remaining on the outgoing side), migrate_cancel,
+ *   migrate-incoming {"uri": "fd:NAME"} (under -incoming defer: reads the
+ *   stream back, checks its length, then the guest is paused), and
  *   CommandNotFound for anything else. The "id" of a command is echoed.
  *   Events carry "timestamp" as QEMU's do: STOP and RESUME are sent before
  *   the reply to stop/cont, RESET, POWERDOWN and SHUTDOWN after theirs.
@@ -53,6 +59,12 @@
  *     ignore-sigterm      SIGTERM is ignored (only SIGKILL ends the process)
  *     exit-after-ms:N     after N ms: SHUTDOWN (reason guest-shutdown), exit 0
  *     crash-after-ms:N    after N ms: SIGKILL itself
+ *     die-mid-migrate     exit 1 once half of an outgoing migration is written
+ *     stall-mid-migrate   hang as stall does once half of it is written
+ *     migrate-bw:N        migrations (both ways) move N bytes/s unless
+ *                         migrate-set-parameters says otherwise
+ *     fsize-limit:N       RLIMIT_FSIZE of N bytes (SIGXFSZ ignored): writes past
+ *                         it fail with EFBIG, as on a full disk
  *   A malformed SPEC is a usage error: message on stderr, exit 2.
  *
  * EXIT STATUS  0 after quit, powerdown or a signal; 1 on a fault that dies
@@ -70,6 +82,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -97,6 +110,10 @@ enum fq_fault_kind {
     FQ_IGNORE_SIGTERM,
     FQ_EXIT_AFTER_MS,
     FQ_CRASH_AFTER_MS,
+    FQ_DIE_MID_MIGRATE,
+    FQ_STALL_MID_MIGRATE,
+    FQ_FSIZE_LIMIT,
+    FQ_MIGRATE_BW,
 };
 
 struct fq_fault {
@@ -110,7 +127,24 @@ struct fq_named_fd {
     int fd;
 };
 
-enum fq_run { FQ_PRELAUNCH, FQ_RUNNING, FQ_PAUSED };
+enum fq_run { FQ_PRELAUNCH, FQ_RUNNING, FQ_PAUSED, FQ_INMIGRATE, FQ_POSTMIGRATE };
+
+#define FQ_MIG_MAGIC      "FAKEQEMU-MIGRATE" /* 16 bytes, then the length (8, LE), then data */
+#define FQ_MIG_TICK_MS    20
+#define FQ_MIG_DEFAULT_BW (64u * 1024u * 1024u)
+
+enum fq_mig_dir { FQ_MIG_NONE = 0, FQ_MIG_OUT, FQ_MIG_IN };
+
+/* The one migration (outgoing or incoming) this process runs. */
+struct fq_mig {
+    enum fq_mig_dir dir;
+    const char *status; /* "none", "active", "completed", "failed", "cancelled" */
+    int fd;
+    uint64_t total, done; /* stream bytes after the 24-byte head */
+    uint64_t bandwidth;   /* bytes/s */
+    uint64_t last_ms;
+    char error[160];
+};
 
 struct fq {
     const char *name;
@@ -132,6 +166,8 @@ struct fq {
     int fds[FQ_MAX_FDS]; /* received by SCM_RIGHTS, FIFO */
     unsigned n_fds;
     struct fq_named_fd named[FQ_MAX_NAMED];
+    uint64_t mem_mib; /* -m */
+    struct fq_mig mig;
 };
 
 static struct fq g; /* one per process; single-threaded */
@@ -189,6 +225,10 @@ static const struct {
     {"ignore-sigterm", FQ_IGNORE_SIGTERM, 0},
     {"exit-after-ms", FQ_EXIT_AFTER_MS, 2},
     {"crash-after-ms", FQ_CRASH_AFTER_MS, 2},
+    {"die-mid-migrate", FQ_DIE_MID_MIGRATE, 0},
+    {"stall-mid-migrate", FQ_STALL_MID_MIGRATE, 0},
+    {"fsize-limit", FQ_FSIZE_LIMIT, 2},
+    {"migrate-bw", FQ_MIGRATE_BW, 2},
 };
 
 static bool fq_parse_number(const char *s, long *out)
@@ -425,7 +465,8 @@ static void fq_hang(const char *why)
 
 static json_object *fq_query_status(void)
 {
-    static const char *const names[] = {"prelaunch", "running", "paused"};
+    static const char *const names[] = {"prelaunch", "running", "paused", "inmigrate",
+                                        "postmigrate"};
     json_object *r = json_object_new_object();
 
     json_object_object_add(r, "status", json_object_new_string(names[g.run]));
@@ -525,6 +566,260 @@ static void fq_closefd(json_object *id, json_object *args)
     fq_error(id, "GenericError", "File descriptor named '%s' not found", name ? name : "");
 }
 
+/* ---- migration ------------------------------------------------------ */
+
+static void fq_fsize_limit(void)
+{
+    const struct fq_fault *f = fq_fault(FQ_FSIZE_LIMIT, NULL);
+    struct rlimit rl;
+
+    if (!f)
+        return;
+    signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
+    rl.rlim_cur = rl.rlim_max = (rlim_t)f->n;
+    if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+        fq_exit(1, "setrlimit(RLIMIT_FSIZE) failed");
+}
+
+/* Take the descriptor getfd named @uri's "fd:NAME" (-1: none). */
+static int fq_take_named(const char *uri)
+{
+    if (!uri || strncmp(uri, "fd:", 3) != 0)
+        return -1;
+    for (unsigned i = 0; i < FQ_MAX_NAMED; i++) {
+        if (g.named[i].fd >= 0 && strcmp(g.named[i].name, uri + 3) == 0) {
+            int fd = g.named[i].fd;
+            g.named[i].fd = -1;
+            return fd;
+        }
+    }
+    return -1;
+}
+
+static void fq_mig_end(const char *status, const char *error)
+{
+    g.mig.status = status;
+    snprintf(g.mig.error, sizeof(g.mig.error), "%s", error ? error : "");
+    if (g.mig.fd >= 0)
+        close(g.mig.fd);
+    g.mig.fd = -1;
+    fq_log("migration %s%s%s", status, error ? ": " : "", error ? error : "");
+    if (strcmp(status, "completed") == 0 && g.mig.dir == FQ_MIG_OUT)
+        g.run = FQ_POSTMIGRATE;
+    else if (strcmp(status, "completed") == 0)
+        g.run = FQ_PAUSED; /* -S: the guest waits for cont */
+}
+
+static bool fq_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        p += w;
+        len -= (size_t)w;
+    }
+    return true;
+}
+
+static bool fq_read_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+
+    while (len) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        p += r;
+        len -= (size_t)r;
+    }
+    return true;
+}
+
+/* This tick's share of the stream, by the bandwidth. */
+static size_t fq_mig_chunk(void)
+{
+    uint64_t now = fq_now_ms(), ms = now - g.mig.last_ms;
+    uint64_t n = g.mig.bandwidth * ms / 1000, left = g.mig.total - g.mig.done;
+
+    if (n == 0)
+        return 0;
+    g.mig.last_ms = now;
+    if (n > left)
+        n = left;
+    return n > (1u << 22) ? (1u << 22) : (size_t)n;
+}
+
+static void fq_mig_tick_out(void)
+{
+    static char buf[1u << 22];
+    size_t n = fq_mig_chunk();
+
+    if (n == 0 && g.mig.done < g.mig.total)
+        return;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)((g.mig.done + i) & 0xff);
+    if (n && !fq_write_all(g.mig.fd, buf, n)) {
+        char e[96];
+        snprintf(e, sizeof(e), "Unable to write to file: %s", strerror(errno));
+        fq_mig_end("failed", e);
+        return;
+    }
+    bool half = g.mig.done < g.mig.total / 2 && g.mig.done + n >= g.mig.total / 2;
+    g.mig.done += n;
+    if (half && fq_fault(FQ_DIE_MID_MIGRATE, NULL))
+        fq_exit(1, "fault die-mid-migrate");
+    if (half && fq_fault(FQ_STALL_MID_MIGRATE, NULL))
+        fq_hang("stall-mid-migrate");
+    if (g.mig.done == g.mig.total)
+        fq_mig_end("completed", NULL);
+}
+
+static void fq_mig_tick_in(void)
+{
+    static char buf[1u << 22];
+    size_t n = fq_mig_chunk();
+
+    if (n == 0)
+        return;
+    ssize_t r = read(g.mig.fd, buf, n);
+    if (r < 0 && errno == EINTR)
+        return;
+    if (r < 0) {
+        fq_mig_end("failed", "read error");
+        return;
+    }
+    g.mig.done += (uint64_t)r;
+    if (g.mig.done == g.mig.total) {
+        char extra;
+        fq_mig_end(read(g.mig.fd, &extra, 1) == 0 ? "completed" : "failed",
+                   NULL); /* a longer stream is refused too */
+        return;
+    }
+    if (r == 0)
+        fq_mig_end("failed", "the stream ended early");
+}
+
+static void fq_mig_tick(void)
+{
+    if (g.mig.dir == FQ_MIG_OUT)
+        fq_mig_tick_out();
+    else
+        fq_mig_tick_in();
+}
+
+static void fq_migrate(json_object *id, json_object *args)
+{
+    unsigned char head[24];
+    int fd = fq_take_named(fq_arg_string(args, "uri"));
+
+    if (fd < 0) {
+        fq_error(id, "GenericError", "uri must be fd:NAME of a descriptor from getfd");
+        return;
+    }
+    if (g.mig.dir && strcmp(g.mig.status, "active") == 0) {
+        close(fd);
+        fq_error(id, "GenericError", "There's a migration process in progress");
+        return;
+    }
+    g.mig.total = g.mem_mib * 1024 * 1024;
+    memcpy(head, FQ_MIG_MAGIC, 16);
+    for (int i = 0; i < 8; i++)
+        head[16 + i] = (unsigned char)(g.mig.total >> (8 * i));
+    g.mig.dir = FQ_MIG_OUT;
+    g.mig.fd = fd;
+    g.mig.done = 0;
+    g.mig.status = "active";
+    g.mig.last_ms = fq_now_ms();
+    fq_reply(id, json_object_new_object());
+    if (!fq_write_all(fd, head, sizeof(head)))
+        fq_mig_end("failed", "Unable to write to file");
+}
+
+static void fq_migrate_incoming(json_object *id, json_object *args)
+{
+    unsigned char head[24];
+    int fd = fq_take_named(fq_arg_string(args, "uri"));
+
+    if (g.run != FQ_INMIGRATE || g.mig.dir) {
+        if (fd >= 0)
+            close(fd);
+        fq_error(id, "GenericError", "'-incoming' was not specified on the command line");
+        return;
+    }
+    if (fd < 0) {
+        fq_error(id, "GenericError", "uri must be fd:NAME of a descriptor from getfd");
+        return;
+    }
+    g.mig.dir = FQ_MIG_IN;
+    g.mig.fd = fd;
+    g.mig.done = 0;
+    g.mig.status = "active";
+    g.mig.last_ms = fq_now_ms();
+    fq_reply(id, json_object_new_object());
+    if (!fq_read_all(fd, head, sizeof(head)) || memcmp(head, FQ_MIG_MAGIC, 16) != 0) {
+        fq_mig_end("failed", "not a fake-qemu migration stream");
+        return;
+    }
+    g.mig.total = 0;
+    for (int i = 0; i < 8; i++)
+        g.mig.total |= (uint64_t)head[16 + i] << (8 * i);
+}
+
+static json_object *fq_query_migrate(void)
+{
+    json_object *r = json_object_new_object();
+
+    json_object_object_add(r, "status", json_object_new_string(g.mig.status));
+    if (g.mig.dir == FQ_MIG_OUT) {
+        json_object *ram = json_object_new_object();
+        json_object_object_add(ram, "transferred", json_object_new_int64((int64_t)g.mig.done));
+        json_object_object_add(ram, "total", json_object_new_int64((int64_t)g.mig.total));
+        json_object_object_add(ram, "remaining",
+                               json_object_new_int64((int64_t)(g.mig.total - g.mig.done)));
+        json_object_object_add(r, "ram", ram);
+    }
+    if (strcmp(g.mig.status, "failed") == 0)
+        json_object_object_add(r, "error-desc", json_object_new_string(g.mig.error));
+    return r;
+}
+
+static void fq_set_parameters(json_object *id, json_object *args)
+{
+    json_object *v;
+
+    if (args && json_object_object_get_ex(args, "max-bandwidth", &v) &&
+        json_object_get_int64(v) > 0)
+        g.mig.bandwidth = (uint64_t)json_object_get_int64(v);
+    fq_reply(id, json_object_new_object());
+}
+
+/* The migration commands; false when @cmd is none of them. */
+static bool fq_migrate_command(const char *cmd, json_object *id, json_object *args)
+{
+    if (strcmp(cmd, "migrate") == 0)
+        fq_migrate(id, args);
+    else if (strcmp(cmd, "migrate-incoming") == 0)
+        fq_migrate_incoming(id, args);
+    else if (strcmp(cmd, "query-migrate") == 0)
+        fq_reply(id, fq_query_migrate());
+    else if (strcmp(cmd, "migrate-set-parameters") == 0)
+        fq_set_parameters(id, args);
+    else if (strcmp(cmd, "migrate_cancel") == 0) {
+        if (g.mig.dir == FQ_MIG_OUT && strcmp(g.mig.status, "active") == 0)
+            fq_mig_end("cancelled", NULL);
+        fq_reply(id, json_object_new_object());
+    } else
+        return false;
+    return true;
+}
+
 /* Run @cmd: reply and events as QEMU orders them. */
 static void fq_execute(const char *cmd, json_object *id, json_object *args)
 {
@@ -574,6 +869,8 @@ static void fq_execute(const char *cmd, json_object *id, json_object *args)
         fq_getfd(id, args);
     } else if (strcmp(cmd, "closefd") == 0) {
         fq_closefd(id, args);
+    } else if (fq_migrate_command(cmd, id, args)) {
+        /* answered */
     } else {
         fq_error(id, "CommandNotFound", "The command %s has not been found", cmd);
     }
@@ -852,7 +1149,7 @@ static void fq_parse_argv(int argc, char **argv)
 {
     static const char *const no_value[] = {"-S",           "-nodefaults", "-no-user-config",
                                            "-no-shutdown", "-no-reboot",  "-enable-kvm"};
-    bool paused = false;
+    bool paused = false, incoming = false;
 
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -887,9 +1184,18 @@ static void fq_parse_argv(int argc, char **argv)
             fq_qmp(v);
         } else if (strcmp(o, "-fake-faults") == 0) {
             fq_parse_faults(v);
+        } else if (strcmp(o, "-m") == 0) {
+            long n;
+            if (!fq_parse_number(v, &n) || n < 1)
+                fq_exit(2, "bad -m");
+            g.mem_mib = (uint64_t)n;
+        } else if (strcmp(o, "-incoming") == 0) {
+            if (strcmp(v, "defer") != 0)
+                fq_exit(2, "only -incoming defer is supported");
+            incoming = true;
         }
     }
-    g.run = paused ? FQ_PRELAUNCH : FQ_RUNNING;
+    g.run = incoming ? FQ_INMIGRATE : paused ? FQ_PRELAUNCH : FQ_RUNNING;
 }
 
 /* ---- main loop ------------------------------------------------------- */
@@ -958,6 +1264,10 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < FQ_MAX_NAMED; i++)
         g.named[i].fd = -1;
     g.start_ms = fq_now_ms();
+    g.mem_mib = 128;
+    g.mig.status = "none";
+    g.mig.fd = -1;
+    g.mig.bandwidth = FQ_MIG_DEFAULT_BW;
     g.tok = json_tokener_new_ex(32);
     if (!g.tok)
         fq_exit(1, "out of memory");
@@ -969,12 +1279,21 @@ int main(int argc, char **argv)
         exit(2);
     }
     g.sig_fd = fq_signalfd();
+    fq_fsize_limit();
+    if (fq_fault(FQ_MIGRATE_BW, NULL) && fq_fault(FQ_MIGRATE_BW, NULL)->n > 0)
+        g.mig.bandwidth = (uint64_t)fq_fault(FQ_MIGRATE_BW, NULL)->n;
     fq_write_pidfile();
     fq_log("up, %s, monitor fd %d", g.run == FQ_RUNNING ? "running" : "prelaunch", g.listen_fd);
     for (;;) {
         struct pollfd p[2] = {{g.sig_fd, POLLIN, 0},
                               {g.conn_fd >= 0 ? g.conn_fd : g.listen_fd, POLLIN, 0}};
         int timeout = fq_timers();
+
+        if (g.mig.dir && strcmp(g.mig.status, "active") == 0 && !g.stalled) {
+            fq_mig_tick();
+            if (timeout < 0 || timeout > FQ_MIG_TICK_MS)
+                timeout = FQ_MIG_TICK_MS;
+        }
 
         if (poll(p, 2, timeout) < 0 && errno != EINTR)
             fq_exit(1, "poll failed");

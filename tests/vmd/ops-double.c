@@ -32,6 +32,10 @@ struct vmd_domain {
     const char *state; /* "shutoff", "running", "paused"; under the object mutex */
     const char *reason;
     bool tainted;
+    /* A long job (save, restore): each GET of its info moves it a quarter on. */
+    const char *job_kind;  /* NULL: none ran yet */
+    unsigned job_quarters; /* 0..4; 4: over */
+    char job_path[VMD_SAVE_PATH_MAX + 1];
 };
 
 /* ---- gates ---------------------------------------------------------------- */
@@ -569,4 +573,135 @@ int vmd_domains_debug(struct vmd *vmd, struct json_object *into, moor_error *err
     json_object_object_add(into, "jobs", json_object_new_array());
     json_object_object_add(into, "monitors", json_object_new_array());
     return 0;
+}
+
+/* ---- long jobs: a save or restore that advances by a quarter per GET job ---- */
+
+#define DOUBLE_JOB_BYTES (64u * 1024u * 1024u)
+
+/* Under @dom's mutex. */
+static struct json_object *job_json(vmd_domain *dom)
+{
+    struct json_object *o = json_object_new_object(), *j = json_object_new_object();
+    uint64_t done = (uint64_t)DOUBLE_JOB_BYTES / 4 * dom->job_quarters;
+    bool active = dom->job_kind && dom->job_quarters < 4;
+
+    json_object_object_add(o, "name", json_object_new_string(dom->name));
+    json_object_object_add(o, "state", json_object_new_string(dom->state));
+    json_object_object_add(o, "reason", json_object_new_string(dom->reason));
+    json_object_object_add(o, "active", json_object_new_boolean(active));
+    json_object_object_add(j, "kind", json_object_new_string(dom->job_kind ? dom->job_kind : ""));
+    json_object_object_add(j, "phase", json_object_new_string(active ? "transfer" : "finish"));
+    json_object_object_add(j, "path", json_object_new_string(dom->job_path));
+    json_object_object_add(j, "bytes_done", json_object_new_int64((int64_t)done));
+    json_object_object_add(j, "bytes_total", json_object_new_int64(DOUBLE_JOB_BYTES));
+    json_object_object_add(j, "percent", json_object_new_double(25.0 * dom->job_quarters));
+    json_object_object_add(j, "rate_bytes_s", json_object_new_int64(DOUBLE_JOB_BYTES / 4));
+    json_object_object_add(j, "elapsed_ms", json_object_new_int64(1000 * dom->job_quarters));
+    if (active) {
+        json_object_object_add(j, "remaining_ms",
+                               json_object_new_int64(1000 * (4 - dom->job_quarters)));
+        json_object_object_add(o, "job", j);
+        json_object_object_add(o, "last", NULL);
+    } else {
+        json_object_object_add(j, "result", json_object_new_string("completed"));
+        json_object_object_add(o, "job", NULL);
+        json_object_object_add(o, "last", dom->job_kind ? j : NULL);
+        if (!dom->job_kind)
+            json_object_put(j);
+    }
+    return o;
+}
+
+static int job_answer(vmd_domain *dom, struct json_object **out, moor_error *err)
+{
+    struct json_object *o = job_json(dom);
+    moor_unlock(dom);
+    if (!o)
+        return moor_error_set(err, -ENOMEM, "no memory");
+    *out = o;
+    return 0;
+}
+
+int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_args *args,
+                    struct json_object **out, moor_error *err)
+{
+    (void)vmd;
+    moor_lock(dom);
+    if (strcmp(dom->state, "shutoff") == 0) {
+        moor_unlock(dom);
+        return moor_error_set(err, -ENOTCONN, "domain %s is not running: save needs it running",
+                              dom->name);
+    }
+    if (dom->job_kind && dom->job_quarters < 4) {
+        moor_unlock(dom);
+        return moor_error_set(err, -EBUSY, "domain %s: save refused: a %s job runs", dom->name,
+                              dom->job_kind);
+    }
+    dom->job_kind = "save";
+    dom->job_quarters = 0;
+    snprintf(dom->job_path, sizeof(dom->job_path), "%s", args->path);
+    dom->state = "paused";
+    dom->reason = "saving";
+    return job_answer(dom, out, err);
+}
+
+int vmd_domain_restore(struct vmd *vmd, const struct vmd_longjob_args *args,
+                       struct json_object **out, moor_error *err)
+{
+    void **objs;
+    int n = moor_registry_collect(vmd->domains, NULL, NULL, &objs, err);
+    vmd_domain *dom = NULL;
+
+    if (n < 0)
+        return n;
+    for (int i = 0; i < n && !dom; i++) {
+        vmd_domain *d = objs[i];
+        moor_lock(d);
+        if (d->job_kind && strcmp(d->job_path, args->path) == 0)
+            dom = moor_ref(d);
+        moor_unlock(d);
+    }
+    moor_registry_array_free(objs);
+    if (!dom)
+        return moor_error_set(err, -ENOENT, "restore: cannot open %s: no such file", args->path);
+    moor_lock(dom);
+    dom->job_kind = "restore";
+    dom->job_quarters = 0;
+    dom->state = "paused";
+    dom->reason = "restoring";
+    int rc = job_answer(dom, out, err);
+    moor_unref(dom);
+    return rc;
+}
+
+int vmd_domain_job(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err)
+{
+    (void)vmd;
+    moor_lock(dom);
+    if (dom->job_kind && dom->job_quarters < 4 && ++dom->job_quarters == 4) {
+        bool save = strcmp(dom->job_kind, "save") == 0;
+        dom->state = save ? "shutoff" : "running";
+        dom->reason = save ? "saved" : "restored";
+    }
+    return job_answer(dom, out, err);
+}
+
+int vmd_domain_abort(struct vmd *vmd, vmd_domain *dom, struct json_object **out, moor_error *err)
+{
+    (void)vmd;
+    moor_lock(dom);
+    if (!dom->job_kind || dom->job_quarters >= 4) {
+        moor_unlock(dom);
+        return moor_error_set(err, -ENOENT, "domain %s has no job to abort", dom->name);
+    }
+    dom->job_quarters = 4;
+    dom->state = strcmp(dom->job_kind, "save") == 0 ? "running" : "shutoff";
+    dom->reason = "resumed";
+    return job_answer(dom, out, err);
+}
+
+void vmd_longjobs_drain(struct vmd *vmd)
+{
+    (void)vmd;
 }

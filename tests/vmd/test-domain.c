@@ -31,7 +31,8 @@ static const char *const expected[VMD_OP__COUNT] = {
     [VMD_OP_INFO] = "yyy",    [VMD_OP_STATE] = "yyy",    [VMD_OP_STATS] = "nyy",
     [VMD_OP_START] = "ynn",   [VMD_OP_SHUTDOWN] = "nyy", [VMD_OP_DESTROY] = "nyy",
     [VMD_OP_SUSPEND] = "nyn", [VMD_OP_RESUME] = "nny",   [VMD_OP_RESET] = "nyy",
-    [VMD_OP_QMP] = "nyy",     [VMD_OP_UNDEFINE] = "ynn",
+    [VMD_OP_QMP] = "nyy",     [VMD_OP_UNDEFINE] = "ynn", [VMD_OP_SAVE] = "nyy",
+    [VMD_OP_RESTORE] = "ynn", [VMD_OP_JOB] = "yyy",      [VMD_OP_ABORT] = "yyy",
 };
 
 static void test_state_table(void **state)

@@ -1,0 +1,503 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-longjobs.c - save, restore, job info and abort as a black box over
+ * the daemon's socket, on the fake QEMU (its migration commands and
+ * faults: tests/vmd/fake-qemu.c): the round trip, queries answered while a
+ * job runs (restore too), the refusals, an abort in each phase, QEMU dying
+ * or hanging mid-save, a full disk, and the daemon killed mid-save and
+ * mid-restore then restarted. Every case ends in a documented state
+ * (docs/vmd.md, "Long jobs") with no stray file.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define FAST_MS     500   /* "at once": an answer that must not wait for the job */
+#define JOB_WAIT_MS 20000 /* the most a fake job may take in these tests */
+#define MIB         (1024 * 1024)
+/* 16 MiB at 4 MiB/s: a transfer of about 4 s, long enough to act during it. */
+#define SLOW "migrate-bw:4194304"
+
+struct fx {
+    struct vh_daemon d;
+    struct vmctl_client *c;
+    char file[PATH_MAX]; /* <root>/vm.save */
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int fx_setup(void **state)
+{
+    static const char *const flags[] = {"--qmp-timeout", "1", "--job-timeout", "5", NULL};
+    struct fx *fx = calloc(1, sizeof(*fx));
+
+    assert_non_null(fx);
+    assert_int_equal(vh_init(&fx->d, flags), 0);
+    assert_int_equal(vh_start(&fx->d), 0);
+    fx->c = vh_client_new(&fx->d);
+    assert_non_null(fx->c);
+    snprintf(fx->file, sizeof(fx->file), "%s/vm.save", fx->d.root);
+    *state = fx;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *fx = *state;
+    int status, rc;
+
+    if (fx->d.pid > 0)
+        assert_int_equal(vh_destroy_all(&fx->d, fx->c), 0);
+    vmctl_client_free(fx->c);
+    rc = fx->d.pid > 0 ? vh_stop(&fx->d, &status) : 0;
+    assert_int_equal(vh_finish(&fx->d), 0);
+    free(fx);
+    assert_int_equal(rc, 0);
+    return 0;
+}
+
+static void reconnect(struct fx *fx)
+{
+    vmctl_client_free(fx->c);
+    fx->c = vh_client_new(&fx->d);
+    assert_non_null(fx->c);
+}
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static json_object *call_json(struct fx *fx, long status, const char *method, const char *path,
+                              const char *body)
+{
+    struct vmctl_response r;
+
+    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
+        fail_msg("%s %s: expected %ld (see above)", method, path, status);
+    json_object *j = json_object_get(r.json);
+    vmctl_response_clear(&r);
+    return j;
+}
+
+static void call_error(struct fx *fx, long status, const char *code, const char *needle,
+                       const char *method, const char *path, const char *body)
+{
+    struct vmctl_response r;
+
+    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
+        fail_msg("%s %s: expected %ld (see above)", method, path, status);
+    if (code && strcmp(r.error_code, code) != 0)
+        fail_msg("%s %s: code %s, expected %s (%s)", method, path, r.error_code, code,
+                 r.error_message);
+    if (needle && !strstr(r.error_message, needle))
+        fail_msg("%s %s: message '%s' does not name '%s'", method, path, r.error_message, needle);
+    vmctl_response_clear(&r);
+}
+
+static json_object *job(struct fx *fx, const char *name)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
+    return call_json(fx, 200, "GET", path, NULL);
+}
+
+static void save(struct fx *fx, const char *name, const char *extra)
+{
+    char path[128], body[PATH_MAX + 64];
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/save", name);
+    snprintf(body, sizeof(body), "{\"path\":\"%s\"%s}", fx->file, extra ? extra : "");
+    json_object_put(call_json(fx, 202, "POST", path, body));
+}
+
+static void restore(struct fx *fx, bool paused)
+{
+    char body[PATH_MAX + 64];
+
+    snprintf(body, sizeof(body), "{\"path\":\"%s\"%s}", fx->file, paused ? ",\"paused\":true" : "");
+    json_object_put(call_json(fx, 202, "POST", "/v1/domains/restore", body));
+}
+
+/* Poll the job until its phase is @phase (and, for "transfer", some bytes
+ * moved). Fails after JOB_WAIT_MS. */
+static void wait_phase(struct fx *fx, const char *name, const char *phase)
+{
+    uint64_t end = now_ms() + JOB_WAIT_MS;
+
+    for (;;) {
+        json_object *j = job(fx, name), *cur = vh_json_get(j, "job");
+        const char *p = cur ? vh_json_str(cur, "phase") : NULL;
+        bool moved = cur && json_object_get_int64(vh_json_get(cur, "bytes_done")) > 0;
+        bool ok = p && strcmp(p, phase) == 0 && (strcmp(phase, "transfer") != 0 || moved);
+        json_object_put(j);
+        if (ok)
+            return;
+        if (now_ms() > end)
+            fail_msg("%s: job never reached phase %s", name, phase);
+        sleep_ms(10);
+    }
+}
+
+/* Poll until no job runs; the last job's outcome (a new reference). */
+static json_object *wait_end(struct fx *fx, const char *name)
+{
+    uint64_t end = now_ms() + JOB_WAIT_MS;
+
+    for (;;) {
+        json_object *j = job(fx, name);
+        if (!json_object_get_boolean(vh_json_get(j, "active"))) {
+            json_object *last = json_object_get(vh_json_get(j, "last"));
+            json_object_put(j);
+            assert_non_null(last);
+            return last;
+        }
+        json_object_put(j);
+        if (now_ms() > end)
+            fail_msg("%s: the job did not end in %d ms", name, JOB_WAIT_MS);
+        sleep_ms(20);
+    }
+}
+
+static void assert_result(json_object *last, const char *result, const char *needle)
+{
+    const char *r = vh_json_str(last, "result"), *e = vh_json_str(last, "error");
+
+    if (!r || strcmp(r, result) != 0)
+        fail_msg("job result %s (%s), expected %s", r ? r : "(none)", e ? e : "", result);
+    if (needle && (!e || !strstr(e, needle)))
+        fail_msg("job error '%s' does not name '%s'", e ? e : "", needle);
+    json_object_put(last);
+}
+
+static void assert_state(struct fx *fx, const char *name, const char *state, const char *reason)
+{
+    assert_int_equal(vh_wait_state(fx->c, name, state, reason), 0);
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* A GET that must answer at once while a job runs. */
+static void quick(struct fx *fx, const char *name, const char *sub)
+{
+    char path[128];
+    uint64_t t0 = now_ms();
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/%s", name, sub);
+    json_object_put(call_json(fx, 200, "GET", path, NULL));
+    if (now_ms() - t0 > FAST_MS)
+        fail_msg("GET %s took %llu ms during a job", path, (unsigned long long)(now_ms() - t0));
+}
+
+static pid_t define_start(struct fx *fx, const char *name, const char *faults)
+{
+    assert_int_equal(vh_define_fake(&fx->d, fx->c, name, faults), 0);
+    pid_t pid = vh_start_domain(&fx->d, fx->c, name, false);
+    assert_true(pid > 0);
+    return pid;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+/* Save then restore; queries answer during both; the file is ours. */
+static void test_round_trip(void **state)
+{
+    struct fx *fx = *state;
+    pid_t pid = define_start(fx, "vm", SLOW);
+    char body[PATH_MAX + 64];
+
+    save(fx, "vm", NULL);
+    wait_phase(fx, "vm", "transfer");
+    assert_state(fx, "vm", "paused", "saving");
+    quick(fx, "vm", "state");
+    quick(fx, "vm", "stats");
+    quick(fx, "vm", "job");
+    /* A second save is refused, naming the running one. */
+    snprintf(body, sizeof(body), "{\"path\":\"%s.2\"}", fx->file);
+    call_error(fx, 409, "EBUSY", "save job", "POST", "/v1/domains/vm/save", body);
+    /* So is anything that changes the domain, after the job wait. */
+    assert_result(wait_end(fx, "vm"), "completed", NULL);
+    assert_state(fx, "vm", "shutoff", "saved");
+    assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+
+    /* The header and QEMU's stream: 4096 + 24 + 16 MiB. */
+    struct stat sb;
+    assert_int_equal(stat(fx->file, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_int_equal(sb.st_size, 4096 + 24 + 16 * MIB);
+    FILE *f = fopen(fx->file, "rb");
+    char magic[9] = "";
+    assert_non_null(f);
+    assert_int_equal(fread(magic, 1, 8, f), 8);
+    fclose(f);
+    assert_string_equal(magic, "MOORSAVE");
+
+    restore(fx, false);
+    wait_phase(fx, "vm", "transfer");
+    assert_state(fx, "vm", "paused", "restoring");
+    quick(fx, "vm", "state");
+    quick(fx, "vm", "stats"); /* beyond libvirt: queries during an incoming migration */
+    assert_result(wait_end(fx, "vm"), "completed", NULL);
+    assert_state(fx, "vm", "running", "restored");
+    assert_true(file_exists(fx->file)); /* restore never removes its input */
+    pid = vh_domain_pid(fx->c, "vm");
+    assert_true(pid > 0);
+    vh_note_pid(&fx->d, pid);
+
+    /* The file alone is enough: an undefined domain is defined again. */
+    json_object_put(call_json(fx, 200, "POST", "/v1/domains/vm/destroy", NULL));
+    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/vm", NULL));
+    restore(fx, true);
+    assert_result(wait_end(fx, "vm"), "completed", NULL);
+    assert_state(fx, "vm", "paused", "restored");
+    vh_note_pid(&fx->d, vh_domain_pid(fx->c, "vm"));
+    unlink(fx->file);
+}
+
+static void test_refusals(void **state)
+{
+    struct fx *fx = *state;
+    char body[PATH_MAX + 64];
+
+    assert_int_equal(vh_define_fake(&fx->d, fx->c, "off", NULL), 0);
+    call_error(fx, 400, "EINVAL", "path", "POST", "/v1/domains/off/save", "{\"path\":\"rel\"}");
+    call_error(fx, 400, "EINVAL", "path", "POST", "/v1/domains/off/save",
+               "{\"path\":\"/tmp/../etc/x\"}");
+    call_error(fx, 400, "EINVAL", "unknown", "POST", "/v1/domains/off/save",
+               "{\"path\":\"/tmp/x\",\"force\":true}");
+    call_error(fx, 400, "EINVAL", "bandwidth", "POST", "/v1/domains/off/save",
+               "{\"path\":\"/tmp/x\",\"bandwidth_mib_s\":0}");
+    call_error(fx, 400, "EINVAL", NULL, "POST", "/v1/domains/off/save", NULL);
+    snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
+    call_error(fx, 409, "ENOTCONN", "save", "POST", "/v1/domains/off/save", body);
+    call_error(fx, 404, "ENOENT", "no job", "DELETE", "/v1/domains/off/job", NULL);
+
+    define_start(fx, "on", NULL);
+    snprintf(body, sizeof(body), "{\"path\":\"%s/missing/vm.save\"}", fx->d.root);
+    call_error(fx, 404, "ENOENT", "missing", "POST", "/v1/domains/on/save", body);
+    FILE *f = fopen(fx->file, "w"); /* save never overwrites */
+    assert_non_null(f);
+    fclose(f);
+    snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
+    call_error(fx, 409, "EEXIST", "exists", "POST", "/v1/domains/on/save", body);
+    /* Restore of something that is not a save file, or not there. */
+    call_error(fx, 400, "EINVAL", "not a moor-vmd save file", "POST", "/v1/domains/restore", body);
+    unlink(fx->file);
+    call_error(fx, 404, "ENOENT", NULL, "POST", "/v1/domains/restore", body);
+    assert_state(fx, "on", "running", NULL);
+    json_object *j = job(fx, "on");
+    assert_false(json_object_get_boolean(vh_json_get(j, "active")));
+    json_object_put(j);
+}
+
+/* Abort in each phase of a save: the domain runs again, no file left. */
+static void abort_save_in(struct fx *fx, const char *name, const char *faults, const char *phase)
+{
+    char path[128];
+
+    define_start(fx, name, faults);
+    save(fx, name, NULL);
+    wait_phase(fx, name, phase);
+    snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
+    json_object *j = call_json(fx, 200, "DELETE", path, NULL);
+    assert_true(json_object_get_boolean(vh_json_get(vh_json_get(j, "job"), "abort_requested")));
+    json_object_put(j);
+    assert_result(wait_end(fx, name), "cancelled", "aborted");
+    assert_state(fx, name, "running", NULL);
+    assert_false(file_exists(fx->file));
+}
+
+static void test_abort_save_setup(void **state)
+{
+    /* getfd answered late: the abort arrives while the job sets up. */
+    abort_save_in(*state, "a1", SLOW ",late:getfd:600", "setup");
+}
+
+static void test_abort_save_transfer(void **state)
+{
+    abort_save_in(*state, "a2", SLOW, "transfer");
+}
+
+/* Abort a restore mid-transfer: QEMU killed, shut off as before, file kept. */
+static void test_abort_restore(void **state)
+{
+    struct fx *fx = *state;
+
+    define_start(fx, "r", SLOW);
+    save(fx, "r", ",\"bandwidth_mib_s\":256");
+    assert_result(wait_end(fx, "r"), "completed", NULL);
+    restore(fx, false);
+    wait_phase(fx, "r", "transfer");
+    pid_t pid = vh_domain_pid(fx->c, "r");
+    assert_true(pid > 0);
+    vh_note_pid(&fx->d, pid);
+    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/r/job", NULL));
+    assert_result(wait_end(fx, "r"), "cancelled", NULL);
+    assert_state(fx, "r", "shutoff", "saved");
+    assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+    assert_true(file_exists(fx->file));
+    unlink(fx->file);
+}
+
+static void test_qemu_dies_mid_save(void **state)
+{
+    struct fx *fx = *state;
+
+    define_start(fx, "d", SLOW ",die-mid-migrate");
+    save(fx, "d", NULL);
+    assert_result(wait_end(fx, "d"), "failed", NULL);
+    assert_state(fx, "d", "shutoff", "crashed");
+    assert_false(file_exists(fx->file));
+}
+
+/* QEMU hangs mid-save: the job fails after one monitor deadline; destroy
+ * works at once; no file. */
+static void test_stall_mid_save(void **state)
+{
+    struct fx *fx = *state;
+
+    define_start(fx, "s", SLOW ",stall-mid-migrate");
+    uint64_t t0 = now_ms();
+    save(fx, "s", NULL);
+    assert_result(wait_end(fx, "s"), "failed", "no reply");
+    assert_true(now_ms() - t0 < 10000);
+    assert_false(file_exists(fx->file));
+    assert_state(fx, "s", "paused", NULL);
+    t0 = now_ms();
+    json_object_put(call_json(fx, 200, "POST", "/v1/domains/s/destroy", NULL));
+    if (now_ms() - t0 > 2 * FAST_MS)
+        fail_msg("destroy of a hung QEMU took %llu ms", (unsigned long long)(now_ms() - t0));
+    assert_state(fx, "s", "shutoff", "destroyed");
+}
+
+static void test_disk_full(void **state)
+{
+    struct fx *fx = *state;
+
+    define_start(fx, "full", "fsize-limit:1048576");
+    save(fx, "full", NULL);
+    assert_result(wait_end(fx, "full"), "failed", "File too large");
+    assert_state(fx, "full", "running", "resumed");
+    assert_false(file_exists(fx->file));
+}
+
+static void test_destroy_mid_save(void **state)
+{
+    struct fx *fx = *state;
+
+    define_start(fx, "k", SLOW);
+    save(fx, "k", NULL);
+    wait_phase(fx, "k", "transfer");
+    uint64_t t0 = now_ms();
+    json_object_put(call_json(fx, 200, "POST", "/v1/domains/k/destroy", NULL));
+    assert_true(now_ms() - t0 < 3000);
+    assert_result(wait_end(fx, "k"), "failed", NULL);
+    assert_state(fx, "k", "shutoff", "destroyed");
+    assert_false(file_exists(fx->file));
+}
+
+/* The daemon dies mid-save; the next one cancels the save, resumes the
+ * guest and removes the partial file. */
+static void test_kill9_mid_save(void **state)
+{
+    struct fx *fx = *state;
+    pid_t pid = define_start(fx, "ks", SLOW);
+
+    save(fx, "ks", NULL);
+    wait_phase(fx, "ks", "transfer");
+    assert_int_equal(vh_kill9(&fx->d), 0);
+    assert_true(vh_pid_alive(pid));
+    assert_int_equal(vh_start(&fx->d), 0);
+    reconnect(fx);
+    assert_state(fx, "ks", "running", NULL);
+    assert_int_equal(vh_domain_pid(fx->c, "ks"), pid);
+    assert_false(file_exists(fx->file));
+    json_object *j = job(fx, "ks");
+    assert_false(json_object_get_boolean(vh_json_get(j, "active")));
+    json_object_put(j);
+}
+
+/* The daemon dies mid-restore; the next one kills the incoming QEMU and
+ * shuts the domain off (failed); the save file stays. */
+static void test_kill9_mid_restore(void **state)
+{
+    struct fx *fx = *state;
+
+    define_start(fx, "kr", SLOW);
+    save(fx, "kr", ",\"bandwidth_mib_s\":256");
+    assert_result(wait_end(fx, "kr"), "completed", NULL);
+    restore(fx, false);
+    wait_phase(fx, "kr", "transfer");
+    pid_t pid = vh_domain_pid(fx->c, "kr");
+    assert_true(pid > 0);
+    vh_note_pid(&fx->d, pid);
+    assert_int_equal(vh_kill9(&fx->d), 0);
+    assert_int_equal(vh_start(&fx->d), 0);
+    reconnect(fx);
+    assert_state(fx, "kr", "shutoff", "failed");
+    assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+    assert_true(file_exists(fx->file));
+    unlink(fx->file);
+}
+
+/* SIGTERM mid-save: the daemon exits 0 and leaves the job to the next one. */
+static void test_sigterm_mid_save(void **state)
+{
+    struct fx *fx = *state;
+    int status;
+    pid_t pid = define_start(fx, "t", SLOW);
+
+    save(fx, "t", NULL);
+    wait_phase(fx, "t", "transfer");
+    assert_int_equal(vh_stop(&fx->d, &status), 0);
+    assert_true(vh_pid_alive(pid));
+    assert_int_equal(vh_start(&fx->d), 0);
+    reconnect(fx);
+    assert_state(fx, "t", "running", NULL);
+    assert_false(file_exists(fx->file));
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_round_trip),          T(test_refusals),          T(test_abort_save_setup),
+        T(test_abort_save_transfer), T(test_abort_restore),     T(test_qemu_dies_mid_save),
+        T(test_stall_mid_save),      T(test_disk_full),         T(test_destroy_mid_save),
+        T(test_kill9_mid_save),      T(test_kill9_mid_restore), T(test_sigterm_mid_save),
+    };
+
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
