@@ -246,11 +246,71 @@ static bool qemu_on_path(void)
     return found;
 }
 
+/* Poll GET job until no job runs; the last job's result must be @want. */
+static void wait_job(struct rq *rq, const char *name, const char *want)
+{
+    char path[128];
+    struct timespec pause = {0, 50 * 1000000L};
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
+    for (int i = 0; i < 1200; i++) { /* 60 s */
+        struct vmctl_response r;
+        assert_int_equal(vh_expect(rq->c, 200, &r, "GET", path, NULL), 0);
+        if (!json_object_get_boolean(vh_json_get(r.json, "active"))) {
+            json_object *last = vh_json_get(r.json, "last");
+            const char *res = vh_json_str(last, "result");
+            if (!res || strcmp(res, want) != 0)
+                fail_msg("%s: job ended %s: %s", name, res ? res : "?", r.body);
+            vmctl_response_clear(&r);
+            return;
+        }
+        vmctl_response_clear(&r);
+        nanosleep(&pause, NULL);
+    }
+    fail_msg("%s: the job did not end in 60 s", name);
+}
+
+/* A running pc guest of 256 MiB: save, then restore from the file alone;
+ * QEMU's own query-status says running afterwards. */
+static void test_save_restore_pc(void **state)
+{
+    struct rq *rq = *state;
+    char file[PATH_MAX], body[PATH_MAX + 32];
+
+    assert_int_equal(vh_expect(rq->c, 201, NULL, "POST", "/v1/domains",
+                               "{\"name\":\"pc1\",\"machine\":\"pc\",\"accel\":\"tcg\","
+                               "\"memory_mib\":256}"),
+                     0);
+    pid_t pid = vh_start_domain(&rq->d, rq->c, "pc1", false);
+    assert_true(pid > 0);
+    snprintf(file, sizeof(file), "%s/pc1.save", rq->d.root);
+    snprintf(body, sizeof(body), "{\"path\":\"%s\"}", file);
+    assert_int_equal(vh_expect(rq->c, 202, NULL, "POST", "/v1/domains/pc1/save", "%s", body), 0);
+    wait_job(rq, "pc1", "completed");
+    assert_int_equal(vh_wait_state(rq->c, "pc1", "shutoff", "saved"), 0);
+    assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+    assert_int_equal(vh_expect(rq->c, 202, NULL, "POST", "/v1/domains/restore", "%s", body), 0);
+    wait_job(rq, "pc1", "completed");
+    assert_int_equal(vh_wait_state(rq->c, "pc1", "running", "restored"), 0);
+    pid = vh_domain_pid(rq->c, "pc1");
+    assert_true(pid > 0);
+    vh_note_pid(&rq->d, pid);
+    struct vmctl_response r;
+    assert_int_equal(
+        vh_expect(rq->c, 200, &r, "POST", "/v1/domains/pc1/qmp", "{\"execute\":\"query-status\"}"),
+        0);
+    json_object *ret = vh_json_get(r.json, "return");
+    assert_string_equal(vh_json_str(ret, "status"), "running");
+    vmctl_response_clear(&r);
+    unlink(file);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lifecycle, rq_setup, rq_teardown),
         cmocka_unit_test_setup_teardown(test_kill9_restart_three, rq_setup, rq_teardown),
+        cmocka_unit_test_setup_teardown(test_save_restore_pc, rq_setup, rq_teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);
