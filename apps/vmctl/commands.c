@@ -27,7 +27,7 @@ volatile sig_atomic_t vmctl_stop;
 /* ---- operands -------------------------------------------------------------- */
 
 /* A domain name or UUID, checked so it can go into a URL path as it is. */
-static bool check_id(const char *cmd, const char *id)
+bool check_id(const char *cmd, const char *id)
 {
     size_t len = strlen(id);
 
@@ -917,5 +917,21 @@ const struct vmctl_command vmctl_commands[] = {
      NULL, 0, 0, 0, cmd_debug},
     {"version", "", "", "the client's, the daemon's and QEMU's versions", "GET /v1/version", NULL,
      0, 0, 0, cmd_version},
+    {"save", "[--bandwidth MIB] ID FILE", "ID FILE",
+     "save a running domain's memory to a new FILE; it is shut off after",
+     "POST /v1/domains/{id}/save",
+     "Follows the job until it ends: a progress bar on a terminal, plain lines\n"
+     "otherwise, JSON lines with --json. Ctrl-C stops following, not the save\n"
+     "(`abort` stops it). FILE must not exist; its directory must.\n",
+     VMCTL_OPT_BANDWIDTH, 2, 2, vmctl_cmd_save},
+    {"restore", "[--paused] FILE", "FILE", "start a domain again from a save FILE",
+     "POST /v1/domains/restore",
+     "Defines the domain from the file when it is not defined. Follows the job as\n"
+     "save does.\n",
+     VMCTL_OPT_PAUSED, 1, 1, vmctl_cmd_restore},
+    {"job", "ID", "ID", "the running save or restore, and the last one's outcome",
+     "GET /v1/domains/{id}/job", NULL, 0, 1, 1, vmctl_cmd_job},
+    {"abort", "ID", "ID", "stop the running save or restore", "DELETE /v1/domains/{id}/job", NULL,
+     0, 1, 1, vmctl_cmd_abort},
     {NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL},
 };

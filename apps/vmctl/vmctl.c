@@ -85,6 +85,7 @@ static void usage_command(FILE *f, const struct vmctl_command *cmd)
         {"", "(default: the daemon's, 30 s)"},
         {"-a, --all", "accepted for virsh users: every defined domain is"},
         {"", "always listed, running or not"},
+        {"-b, --bandwidth MIB", "QEMU's bandwidth for this save, MiB/s"},
         {"-j, --json", "print the API's JSON"},
         {"-s, --socket PATH", "the daemon's socket"},
         {"-h, --help", "this help"},
@@ -100,6 +101,7 @@ static void usage_command(FILE *f, const struct vmctl_command *cmd)
         bool take = i < 1   ? cmd->options & VMCTL_OPT_PAUSED
                     : i < 3 ? cmd->options & VMCTL_OPT_WAIT
                     : i < 5 ? cmd->options & VMCTL_OPT_ALL
+                    : i < 6 ? cmd->options & VMCTL_OPT_BANDWIDTH
                             : true;
 
         if (take) {
@@ -244,7 +246,7 @@ static int parse_global(int argc, char **argv, struct vmctl_args *a, int *first)
 static int parse_command(const struct vmctl_command *cmd, int argc, char **argv,
                          struct vmctl_args *a)
 {
-    struct option longopts[7] = {
+    struct option longopts[8] = {
         {"help", no_argument, NULL, 'h'},
         {"json", no_argument, NULL, 'j'},
         {"socket", required_argument, NULL, 's'},
@@ -262,6 +264,10 @@ static int parse_command(const struct vmctl_command *cmd, int argc, char **argv,
     if (cmd->options & VMCTL_OPT_ALL) {
         longopts[n++] = (struct option){"all", no_argument, NULL, 'a'};
         strcat(shortopts, "a");
+    }
+    if (cmd->options & VMCTL_OPT_BANDWIDTH) {
+        longopts[n++] = (struct option){"bandwidth", required_argument, NULL, 'b'};
+        strcat(shortopts, "b:");
     }
     optind = 0; /* glibc: start a new scan (and re-read the optstring) */
     while ((optopt = 0, opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
@@ -281,6 +287,14 @@ static int parse_command(const struct vmctl_command *cmd, int argc, char **argv,
             break;
         case 'a':
             break;
+        case 'b': {
+            char *end;
+            a->bandwidth_mib_s = strtol(optarg, &end, 10);
+            if (*end || end == optarg || a->bandwidth_mib_s < 1 || a->bandwidth_mib_s > 100000)
+                return usage_error(cmd->name, "invalid --bandwidth '%s': expected MiB/s, 1..100000",
+                                   optarg);
+            break;
+        }
         case 't':
             a->wait_ms = parse_seconds(optarg);
             if (a->wait_ms < 0)

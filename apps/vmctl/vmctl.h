@@ -30,10 +30,11 @@ enum {
 
 /* Options a sub-command may take (a bit mask in struct vmctl_command). */
 enum {
-    VMCTL_OPT_PAUSED = 1u << 0, /* start --paused */
-    VMCTL_OPT_WAIT = 1u << 1,   /* shutdown --timeout SECONDS */
-    VMCTL_OPT_ALL = 1u << 2,    /* list --all (accepted; every domain is listed) */
-    VMCTL_FOLLOWS = 1u << 3,    /* a stream: unbounded unless --timeout is given */
+    VMCTL_OPT_PAUSED = 1u << 0,    /* start --paused */
+    VMCTL_OPT_WAIT = 1u << 1,      /* shutdown --timeout SECONDS */
+    VMCTL_OPT_ALL = 1u << 2,       /* list --all (accepted; every domain is listed) */
+    VMCTL_FOLLOWS = 1u << 3,       /* a stream: unbounded unless --timeout is given */
+    VMCTL_OPT_BANDWIDTH = 1u << 4, /* save --bandwidth MIB */
 };
 
 /* The command line, parsed. Strings point into argv. */
@@ -45,6 +46,7 @@ struct vmctl_args {
     bool pretty;             /* --json on a terminal */
     bool paused;             /* start --paused */
     long wait_ms;            /* shutdown --timeout, or -1 for the daemon's default */
+    long bandwidth_mib_s;    /* save --bandwidth, 0: QEMU's default */
     int argc;                /* the sub-command's positional arguments */
     char **argv;
 };
@@ -64,6 +66,16 @@ struct vmctl_command {
 
 /* Every sub-command, in --help order, ending with a zeroed entry (commands.c). */
 extern const struct vmctl_command vmctl_commands[];
+
+/* The long-job sub-commands (cmd-jobs.c). */
+int vmctl_cmd_save(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_restore(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_job(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_abort(struct vmctl_client *c, const struct vmctl_args *a);
+
+/* check_id - whether @id can go in a URL as a domain id; a usage message
+ * naming @cmd on stderr when not (commands.c). */
+bool check_id(const char *cmd, const char *id);
 
 /* Set by SIGINT/SIGTERM while `events` follows the stream (commands.c). */
 extern volatile sig_atomic_t vmctl_stop;

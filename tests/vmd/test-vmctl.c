@@ -551,8 +551,9 @@ static int second_column(const char *line)
 static void test_help(void **state)
 {
     static const char *const commands[] = {
-        "list",  "define", "undefine", "start", "shutdown", "destroy", "suspend", "resume", "reset",
-        "state", "info",   "stats",    "qmp",   "events",   "debug",   "version", "help"};
+        "list",   "define",  "undefine", "start",   "shutdown", "destroy", "suspend",
+        "resume", "reset",   "state",    "info",    "stats",    "qmp",     "events",
+        "debug",  "version", "save",     "restore", "job",      "abort",   "help"};
     struct proc p, q;
     char *line, *save, *section;
     int column = -1;
@@ -660,6 +661,8 @@ static void test_routes(void **state)
          NULL},
         {{"debug"}, "GET", "/v1/debug", NULL, NULL},
         {{"version"}, "GET", "/v1/version", NULL, "Client:  moor-vmctl "},
+        {{"job", "vm1"}, "GET", "/v1/domains/vm1/job", NULL, "No job running on domain 'vm1'"},
+        {{"abort", "vm1"}, "DELETE", "/v1/domains/vm1/job", NULL, "Abort of the job"},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1171,6 +1174,31 @@ static void test_against_daemon(void **state)
     run(&p, ARGS("--socket", sock, "info", "nosuch"));
     expect_status(&p, 1);
     assert_true(strncmp(p.err_buf, "moor-vmctl: ", 12) == 0 && strstr(p.err_buf, "nosuch"));
+    /* save and restore, stdout a pipe: plain progress lines, one per step
+     * (the double's job moves a quarter per GET), then the outcome. */
+    run(&p, ARGS("--socket", sock, "save", "vm1", "/tmp/vm1.save"));
+    expect_status(&p, 0);
+    assert_null(strchr(p.out_buf, '\r')); /* no bar redrawn on a pipe */
+    assert_null(strstr(p.out_buf, "\033["));
+    assert_non_null(
+        strstr(p.out_buf, "save vm1: 25% 16 MiB/64 MiB 16 MiB/s ETA 3.0 s (transfer)\n"));
+    assert_non_null(strstr(p.out_buf, "save vm1: 75% "));
+    assert_non_null(strstr(p.out_buf, "save vm1: completed in "));
+    run(&p, ARGS("--socket", sock, "state", "vm1"));
+    assert_true(strncmp(p.out_buf, "shutoff (saved)", 15) == 0);
+    run(&p, ARGS("--socket", sock, "--json", "restore", "/tmp/vm1.save"));
+    expect_status(&p, 0);
+    assert_non_null(strstr(p.out_buf, "{\"kind\":\"restore\",\"phase\":\"transfer\""));
+    assert_non_null(strstr(p.out_buf, "\"result\":\"completed\"}\n"));
+    run(&p, ARGS("--socket", sock, "job", "vm1"));
+    expect_status(&p, 0);
+    assert_non_null(strstr(p.out_buf, "Last job:\n  Kind:       restore\n"));
+    run(&p, ARGS("--socket", sock, "abort", "vm1"));
+    expect_status(&p, 1);
+    assert_non_null(strstr(p.err_buf, "no job"));
+    run(&p, ARGS("--socket", sock, "save", "vm1", "rel.save")); /* made absolute here */
+    expect_status(&p, 0);
+    assert_non_null(strstr(p.out_buf, "/rel.save)\n"));
     run(&p, ARGS("--socket", sock, "destroy", "vm1"));
     expect_status(&p, 0);
     run(&p, ARGS("--socket", sock, "undefine", "vm1"));
