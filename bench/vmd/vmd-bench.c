@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "drive.h"
+#include "longjob.h"
 
 #define N_DOMAINS     32
 #define N_START       8
@@ -72,6 +73,7 @@ struct bench {
     unsigned runs;
     double seconds;
     bool json;
+    bool longjob;        /* --longjob: longjob.c's figures instead */
     enum plan_mode mode; /* read by the pickers; set before a load starts */
     char error[512];     /* the first unexpected error (guarded by lock) */
     pthread_mutex_t lock;
@@ -595,18 +597,17 @@ static void usage(FILE *f)
                "  --daemon PATH  moor-vmd (default: ../apps/vmd/moor-vmd next to this program)\n"
                "  --runs N       repeated runs, medians reported (default 5, --quick 3)\n"
                "  --seconds S    length of each load window (default 2, --quick 0.5)\n"
-               "  --json         one JSON object per figure\n");
+               "  --json         one JSON object per figure\n"
+               "  --longjob      instead: state/stats/job latency during a save and a restore\n");
 }
 
 static int parse_args(int argc, char **argv, struct bench *b, char *daemon)
 {
-    static const struct option opts[] = {{"daemon", required_argument, NULL, 'd'},
-                                         {"runs", required_argument, NULL, 'r'},
-                                         {"seconds", required_argument, NULL, 's'},
-                                         {"quick", no_argument, NULL, 'q'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"daemon", required_argument, NULL, 'd'},  {"runs", required_argument, NULL, 'r'},
+        {"seconds", required_argument, NULL, 's'}, {"quick", no_argument, NULL, 'q'},
+        {"json", no_argument, NULL, 'j'},          {"longjob", no_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     bool quick = false;
     int runs = 0, c;
     double secs = 0;
@@ -629,6 +630,9 @@ static int parse_args(int argc, char **argv, struct bench *b, char *daemon)
             break;
         case 'j':
             b->json = true;
+            break;
+        case 'l':
+            b->longjob = true;
             break;
         case 'h':
             usage(stdout);
@@ -661,6 +665,8 @@ int main(int argc, char **argv)
     if ((rc = parse_args(argc, argv, &b, daemon)) != 0)
         return rc;
     signal(SIGPIPE, SIG_IGN);
+    if (b.longjob)
+        return longjob_bench(daemon, b.runs, b.json);
     pthread_mutex_init(&b.lock, NULL);
     b.exe = daemon;
     for (unsigned i = 0; i < N_DOMAINS; i++) {
