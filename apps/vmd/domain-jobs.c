@@ -27,8 +27,8 @@
  *
  * The save file: "MOORSAVE", u32 version, u32 config length (little
  * endian), the config JSON, zeros up to a multiple of VMD_SAVE_ALIGN;
- * QEMU's migration stream follows. Restore reads the header and hands
- * QEMU the same open file, positioned after it.
+ * QEMU's migration stream follows. Restore reads the header and feeds
+ * QEMU the rest through a pipe (see "restore's feeder").
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,7 +36,9 @@
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <libgen.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +63,8 @@
 #define LJ_FDNAME_LOAD  "moor-restore"
 #define LJ_STOPPING     (-ESHUTDOWN) /* the daemon is stopping: leave the job as it is */
 #define LJ_HEADER_FIXED 16u
+#define FEED_POLL_MS    100 /* how often a blocked feeder looks at feed_stop */
+#define FEED_CHUNK      (256u * 1024u)
 
 enum lj_kind { LJ_SAVE = 0, LJ_RESTORE };
 
@@ -82,6 +86,13 @@ struct vmd_longjob {
     char phase[24];
     char result[16]; /* "" while running; "completed", "failed", "cancelled" */
     char error[256];
+    /* restore: QEMU reads a pipe that a feeder thread fills from the file */
+    int pipe_w; /* the write end (the feeder's while it runs) */
+    pthread_t feeder;
+    bool feeding;          /* the feeder thread exists (to join) */
+    atomic_bool feed_stop; /* relaxed: polled by the feeder every FEED_POLL_MS */
+    _Atomic uint64_t fed;  /* relaxed: a progress figure */
+    atomic_int feed_err;   /* relaxed: a hint for the error message */
 };
 
 /* ---- the job threads, for vmd_longjobs_drain ------------------------------- */
@@ -107,12 +118,17 @@ static void thread_done(void)
     pthread_mutex_unlock(&threads_lock);
 }
 
+static void feed_join(struct vmd_longjob *j);
+
 void vmd_longjob_free(struct vmd_longjob *j)
 {
     if (!j)
         return;
+    feed_join(j);
     if (j->fd >= 0)
         close(j->fd);
+    if (j->pipe_w >= 0)
+        close(j->pipe_w);
     free(j);
 }
 
@@ -124,6 +140,7 @@ static struct vmd_longjob *longjob_new(enum lj_kind kind, const struct vmd_longj
         return NULL;
     j->kind = kind;
     j->fd = -1;
+    j->pipe_w = -1;
     snprintf(j->path, sizeof(j->path), "%s", a->path);
     j->bandwidth_mib_s = a->bandwidth_mib_s;
     j->paused = a->paused;
@@ -366,8 +383,8 @@ static int follow_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
         if (rc < 0)
             return rc;
         if (j->kind == LJ_RESTORE) {
-            off_t pos = lseek(j->fd, 0, SEEK_CUR); /* QEMU's copy shares the offset */
-            done = pos > (off_t)j->header_len ? (uint64_t)pos - j->header_len : 0;
+            /* relaxed: a progress figure */
+            done = atomic_load_explicit(&j->fed, memory_order_relaxed);
             total = j->file_len - j->header_len;
         }
         if (strcmp(status, "completed") == 0) {
@@ -475,6 +492,102 @@ static void save_undo_locked(vmd_domain *d, struct vmd_longjob *j)
     }
 }
 
+/* ---- restore's feeder ------------------------------------------------------------ */
+
+/*
+ * Why a pipe and not the file itself: QEMU's incoming migration reads its
+ * stream in a coroutine of its main loop, which also serves QMP. A regular
+ * file is always readable, so the coroutine never yields and QMP waits for
+ * the whole load (seconds). A pipe runs dry now and then, QEMU yields, and
+ * queries get through. The feeder copies file -> pipe with the domain's
+ * mutex never held; it stops at the end of the file, on a write error
+ * (QEMU gone: EPIPE) or when asked (feed_stop).
+ */
+static bool feed_write(struct vmd_longjob *j, const char *buf, size_t len)
+{
+    while (len) {
+        struct pollfd p = {j->pipe_w, POLLOUT, 0};
+        /* relaxed: a stop request is seen within FEED_POLL_MS */
+        if (atomic_load_explicit(&j->feed_stop, memory_order_relaxed))
+            return false;
+        if (poll(&p, 1, FEED_POLL_MS) <= 0)
+            continue;
+        ssize_t w = write(j->pipe_w, buf, len);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (w <= 0) {
+            atomic_store_explicit(&j->feed_err, w < 0 ? -errno : -EIO, memory_order_relaxed);
+            return false;
+        }
+        buf += w;
+        len -= (size_t)w;
+        atomic_fetch_add_explicit(&j->fed, (uint64_t)w, memory_order_relaxed);
+    }
+    return true;
+}
+
+static void *feed_main(void *arg)
+{
+    struct vmd_longjob *j = arg;
+    char *buf = malloc(FEED_CHUNK);
+    off_t at = (off_t)j->header_len;
+
+    while (buf) {
+        ssize_t r = pread(j->fd, buf, FEED_CHUNK, at);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            atomic_store_explicit(&j->feed_err, -errno, memory_order_relaxed);
+        if (r <= 0 || !feed_write(j, buf, (size_t)r))
+            break;
+        at += r;
+    }
+    free(buf);
+    close(j->pipe_w); /* QEMU sees the end of the stream */
+    j->pipe_w = -1;
+    return NULL;
+}
+
+/* Start the feeder on the write end @w (taken). The job's thread owns the
+ * feeder fields; the feeder owns pipe_w until joined. */
+static int feed_start(struct vmd_longjob *j, int w, moor_error *err)
+{
+    j->pipe_w = w;
+    int rc = pthread_create(&j->feeder, NULL, feed_main, j);
+    if (rc != 0)
+        return moor_error_set(err, -rc, "cannot start the restore's feeder: %s", strerror(rc));
+    j->feeding = true;
+    return 0;
+}
+
+/* Stop and join the feeder. No lock held: it may take FEED_POLL_MS. */
+static void feed_join(struct vmd_longjob *j)
+{
+    if (!j->feeding)
+        return;
+    atomic_store_explicit(&j->feed_stop, true, memory_order_relaxed);
+    pthread_join(j->feeder, NULL);
+    j->feeding = false;
+}
+
+/* Hand QEMU the read end of a new pipe and feed it from the file. */
+static int feed_pipe_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
+{
+    int p[2];
+
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return moor_error_set(err, -errno, "domain %s: restore: pipe: %s", d->cfg.name,
+                              strerror(errno));
+    fcntl(p[1], F_SETFL, O_NONBLOCK);
+    int rc = qmp_fd_locked(d, j->api, LJ_FDNAME_LOAD, p[0], err);
+    close(p[0]); /* QEMU has its copy (or none) */
+    if (rc < 0) {
+        close(p[1]);
+        return rc;
+    }
+    return feed_start(j, p[1], err);
+}
+
 /* ---- restore ---------------------------------------------------------------- */
 
 static int restore_start_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
@@ -507,7 +620,7 @@ static int restore_run_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *
     rc = rc ?: check_locked(d, j, err);
     if (rc == 0)
         set_phase_locked(d, j, "setup");
-    rc = rc ?: qmp_fd_locked(d, j->api, LJ_FDNAME_LOAD, j->fd, err);
+    rc = rc ?: feed_pipe_locked(d, j, err);
     rc = rc ?: check_locked(d, j, err);
     rc = rc ?: qmp_uri_locked(d, j->api, "migrate-incoming", LJ_FDNAME_LOAD, err);
     if (rc == 0) {
@@ -553,6 +666,11 @@ static void end_locked(vmd_domain *d, struct vmd_longjob *j, int rc, const moor_
                                 : "failed");
     if (rc < 0)
         snprintf(j->error, sizeof(j->error), "%s", moor_error_message(err));
+    if (j->feeding) { /* QEMU took the whole stream, or is gone: it ends soon */
+        moor_unlock(d);
+        feed_join(j);
+        moor_lock(d);
+    }
     if (j->fd >= 0) {
         close(j->fd);
         j->fd = -1;
@@ -583,6 +701,9 @@ static void *job_main(void *arg)
     if (rc == LJ_STOPPING) {
         /* The next daemon finds the record and finishes or undoes the job. */
         vmd_log(VMD_LOG_NOTICE, d->cfg.name, j->api, "left to the next moor-vmd: %s", j->path);
+        moor_unlock(d);
+        feed_join(j); /* a restore's QEMU starves now: the next daemon kills it anyway */
+        moor_lock(d);
         moor_job_end_async(&d->job);
     } else {
         if (rc < 0 && j->kind == LJ_SAVE)

@@ -684,25 +684,31 @@ static void fq_mig_tick_out(void)
 static void fq_mig_tick_in(void)
 {
     static char buf[1u << 22];
-    size_t n = fq_mig_chunk();
+    size_t n = fq_mig_chunk(), got = 0;
+    bool eof = false;
 
-    if (n == 0)
-        return;
-    ssize_t r = read(g.mig.fd, buf, n);
-    if (r < 0 && errno == EINTR)
-        return;
-    if (r < 0) {
-        fq_mig_end("failed", "read error");
-        return;
+    while (got < n) { /* a pipe gives at most its buffer per read */
+        ssize_t r = read(g.mig.fd, buf, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            break;
+        if (r < 0) {
+            fq_mig_end("failed", "read error");
+            return;
+        }
+        if (r == 0) {
+            eof = true;
+            break;
+        }
+        got += (size_t)r;
     }
-    g.mig.done += (uint64_t)r;
-    if (g.mig.done == g.mig.total) {
-        char extra;
-        fq_mig_end(read(g.mig.fd, &extra, 1) == 0 ? "completed" : "failed",
-                   NULL); /* a longer stream is refused too */
-        return;
-    }
-    if (r == 0)
+    g.mig.done += got;
+    if (g.mig.done > g.mig.total)
+        fq_mig_end("failed", "the stream is longer than it said");
+    else if (g.mig.done == g.mig.total)
+        fq_mig_end("completed", NULL);
+    else if (eof)
         fq_mig_end("failed", "the stream ended early");
 }
 
@@ -770,6 +776,7 @@ static void fq_migrate_incoming(json_object *id, json_object *args)
     g.mig.total = 0;
     for (int i = 0; i < 8; i++)
         g.mig.total |= (uint64_t)head[16 + i] << (8 * i);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); /* the main loop must not block on it */
 }
 
 static json_object *fq_query_migrate(void)
