@@ -15,20 +15,6 @@
 
 #include "request.h"
 
-static int check_known(struct json_object *body, const char *const *known, moor_error *err)
-{
-    json_object_object_foreach(body, key, val)
-    {
-        (void)val;
-        bool ok = false;
-        for (const char *const *k = known; *k; k++)
-            ok = ok || strcmp(*k, key) == 0;
-        if (!ok)
-            return moor_error_set(err, -EINVAL, "unknown field \"%.64s\"", key);
-    }
-    return 0;
-}
-
 static bool path_ok(const char *p, size_t len)
 {
     if (len < 2 || len > VMD_SAVE_PATH_MAX || p[0] != '/' || p[len - 1] == '/' || strlen(p) != len)
@@ -68,7 +54,7 @@ static int parse_common(struct json_object *body, const char *const *known, stru
     if (!body)
         return moor_error_set(err, -EINVAL, "%s needs {\"path\": ...} in the body",
                               known[1] && strcmp(known[1], "paused") == 0 ? "restore" : "save");
-    int rc = check_known(body, known, err);
+    int rc = vmd_request_check_fields(body, known, err);
     return rc ?: parse_path(body, &req->u.longjob, err);
 }
 
