@@ -604,6 +604,7 @@ static int restore_start_locked(vmd_domain *d, struct vmd_longjob *j, moor_error
         launch_kill(&l, true);
         launch_clear(&l);
         moor_lock(d);
+        set_state_locked(d, VMD_STATE_SHUTOFF, VMD_REASON_FAILED);
         return rc;
     }
     vmd_log(VMD_LOG_INFO, d->cfg.name, "restore", "QEMU pid %d started (incoming)",
@@ -651,8 +652,7 @@ static void restore_undo_locked(vmd_domain *d, struct vmd_longjob *j, int rc)
     if (d->proc.handler && !kill_locked(d, why))
         vmd_log(VMD_LOG_ERR, d->cfg.name, "restore", "QEMU pid %d outlived SIGKILL: destroy it",
                 (int)d->proc.pid);
-    if (!d->proc.handler)
-        set_state_locked(d, VMD_STATE_SHUTOFF, why);
+    /* QEMU gone on its own or by a destroy: its exit already said why. */
 }
 
 /* ---- the job thread ----------------------------------------------------------- */
@@ -1070,6 +1070,27 @@ static void recover_save_locked(vmd_domain *d, const struct vmd_status *st)
     status_save_locked(d);
 }
 
+/* A restore left by a killed daemon: kept when QEMU had loaded it all (the
+ * daemon died while finishing: the guest stays as QEMU says, running or
+ * paused), else its QEMU is killed (shutoff, failed). */
+static void recover_restore_locked(vmd_domain *d)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    char status[32] = "";
+
+    if (query_migrate_locked(d, "restore", status, sizeof(status), NULL, NULL, &err) == 0 &&
+        strcmp(status, "completed") == 0) {
+        vmd_log(VMD_LOG_NOTICE, d->cfg.name, "restore", "had completed before the restart: kept");
+        set_state_locked(d, d->state, VMD_REASON_RESTORED);
+        return;
+    }
+    vmd_log(VMD_LOG_NOTICE, d->cfg.name, "restore",
+            "failed by the restart (migration %s): killing its incoming QEMU pid %d",
+            status[0] ? status : "unknown", (int)d->proc.pid);
+    if (!kill_locked(d, VMD_REASON_FAILED))
+        vmd_log(VMD_LOG_ERR, d->cfg.name, "restore", "QEMU outlived SIGKILL: destroy it");
+}
+
 void vmd_longjob_recover(struct vmd *vmd, const moor_uuid *uuid, const struct vmd_status *st,
                          int reconnected)
 {
@@ -1094,10 +1115,7 @@ void vmd_longjob_recover(struct vmd *vmd, const moor_uuid *uuid, const struct vm
     if (save) {
         recover_save_locked(d, st);
     } else {
-        vmd_log(VMD_LOG_NOTICE, d->cfg.name, "restore",
-                "failed by the restart: killing its incoming QEMU pid %d", (int)d->proc.pid);
-        if (!kill_locked(d, VMD_REASON_FAILED))
-            vmd_log(VMD_LOG_ERR, d->cfg.name, "restore", "QEMU outlived SIGKILL: destroy it");
+        recover_restore_locked(d);
     }
     job_end_locked(d, 0);
     moor_end_api(&d);

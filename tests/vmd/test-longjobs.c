@@ -426,6 +426,24 @@ static void test_destroy_mid_save(void **state)
     assert_false(file_exists(fx->file));
 }
 
+/* Destroy mid-restore: shut off (destroyed), the file kept. */
+static void test_destroy_mid_restore(void **state)
+{
+    struct fx *fx = *state;
+
+    define_start(fx, "kd", SLOW);
+    save(fx, "kd", ",\"bandwidth_mib_s\":256");
+    assert_result(wait_end(fx, "kd"), "completed", NULL);
+    restore(fx, false);
+    wait_phase(fx, "kd", "transfer");
+    vh_note_pid(&fx->d, vh_domain_pid(fx->c, "kd"));
+    json_object_put(call_json(fx, 200, "POST", "/v1/domains/kd/destroy", NULL));
+    assert_result(wait_end(fx, "kd"), "failed", NULL);
+    assert_state(fx, "kd", "shutoff", "destroyed");
+    assert_true(file_exists(fx->file));
+    unlink(fx->file);
+}
+
 /* The daemon dies mid-save; the next one cancels the save, resumes the
  * guest and removes the partial file. */
 static void test_kill9_mid_save(void **state)
@@ -492,10 +510,11 @@ static void test_sigterm_mid_save(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_round_trip),          T(test_refusals),          T(test_abort_save_setup),
-        T(test_abort_save_transfer), T(test_abort_restore),     T(test_qemu_dies_mid_save),
-        T(test_stall_mid_save),      T(test_disk_full),         T(test_destroy_mid_save),
-        T(test_kill9_mid_save),      T(test_kill9_mid_restore), T(test_sigterm_mid_save),
+        T(test_round_trip),          T(test_refusals),       T(test_abort_save_setup),
+        T(test_abort_save_transfer), T(test_abort_restore),  T(test_qemu_dies_mid_save),
+        T(test_stall_mid_save),      T(test_disk_full),      T(test_destroy_mid_save),
+        T(test_destroy_mid_restore), T(test_kill9_mid_save), T(test_kill9_mid_restore),
+        T(test_sigterm_mid_save),
     };
 
     signal(SIGPIPE, SIG_IGN);
