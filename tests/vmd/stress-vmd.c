@@ -4,14 +4,17 @@
  * making random API calls on 32 fake-QEMU domains for MOOR_STRESS_SECONDS:
  * define and undefine of the same names race each other and every other
  * call, and some definitions carry `crash-after-ms:N`, so their QEMUs die
- * on their own at random moments (fake-qemu.c).
+ * on their own at random moments (fake-qemu.c); saves to, and restores
+ * from, one file per domain name race them all, with job queries and
+ * aborts.
  *
  * Checked on every answer: it came (no transport error), its status is one
  * the API documents for that call (docs/vmd-api.md), a 2xx body is JSON and
  * a non-2xx body is an error object whose code matches its status. At the
  * end: every domain destroyed and undefined, the daemon exits 0 on SIGTERM
  * (it exits 1 when its live-object census is not zero: apps/vmd/main.c),
- * and no QEMU it started is left (harness.h).
+ * and no QEMU it started is left (harness.h), and every save file left
+ * is a complete one (a save that did not complete removed its file).
  *
  * Suite 'stress': the sanitizer builds run it with the daemon built under
  * the same sanitizer, so a report inside the daemon fails its exit status.
@@ -26,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "harness.h"
 
@@ -49,12 +53,17 @@ enum sv_op {
     SV_SHUTDOWN,
     SV_DESTROY,
     SV_QMP,
+    SV_SAVE,
+    SV_RESTORE,
+    SV_JOB,
+    SV_ABORT,
     SV_NOPS,
 };
 
 static const char *const sv_op_names[SV_NOPS] = {
-    "version", "list",    "debug",   "info",   "state", "stats",    "define",  "undefine",
-    "start",   "start-p", "suspend", "resume", "reset", "shutdown", "destroy", "qmp",
+    "version",  "list",  "debug",   "info",    "state",  "stats", "define",
+    "undefine", "start", "start-p", "suspend", "resume", "reset", "shutdown",
+    "destroy",  "qmp",   "save",    "restore", "job",    "abort",
 };
 
 static struct vh_daemon sv_daemon;
@@ -76,6 +85,14 @@ static bool sv_status_ok(enum sv_op op, long status)
         return status == 201 || status == 409 || status == 503;
     case SV_UNDEFINE:
         return status == 200 || status == 404 || status == 409 || status == 503;
+    case SV_SAVE:
+        return status == 202 || status == 404 || status == 409 || status == 503;
+    case SV_RESTORE:
+        return status == 202 || status == 400 || status == 404 || status == 409 || status == 503;
+    case SV_JOB:
+        return status == 200 || status == 404 || status == 503;
+    case SV_ABORT:
+        return status == 200 || status == 404 || status == 409 || status == 503;
     default: /* the calls that talk to QEMU or wait for a job */
         return status == 200 || status == 404 || status == 409 || status == 502 || status == 503 ||
                status == 504;
@@ -86,6 +103,8 @@ static bool sv_status_ok(enum sv_op op, long status)
 static bool sv_code_ok(long status, const char *code)
 {
     switch (status) {
+    case 400:
+        return strcmp(code, "EINVAL") == 0;
     case 404:
         return strcmp(code, "ENOENT") == 0;
     case 409:
@@ -154,6 +173,20 @@ static void sv_call(struct vmctl_client *c, unsigned *seed)
     case SV_SHUTDOWN:
         snprintf(body, sizeof(body), "{\"timeout_ms\":%d}", 50 + rand_r(seed) % 500);
         sub = "shutdown";
+        break;
+    case SV_SAVE:
+        snprintf(body, sizeof(body), "{\"path\":\"%s/%s.save\",\"bandwidth_mib_s\":32}",
+                 sv_daemon.root, name);
+        sub = "save";
+        break;
+    case SV_RESTORE:
+        snprintf(path, sizeof(path), "/v1/domains/restore");
+        snprintf(body, sizeof(body), "{\"path\":\"%s/%s.save\"}", sv_daemon.root, name);
+        break;
+    case SV_JOB:
+    case SV_ABORT:
+        method = op == SV_JOB ? "GET" : "DELETE";
+        sub = "job";
         break;
     case SV_QMP:
         snprintf(body, sizeof(body), "{\"execute\":\"%s\"}",
@@ -224,6 +257,31 @@ static void *sv_worker(void *arg)
     return NULL;
 }
 
+/* After the run: every save file left must be complete (header + the
+ * fake's whole stream of 16 MiB); returns how many there are. */
+static unsigned sv_check_saves(void)
+{
+    unsigned n = 0;
+
+    for (int i = 0; i < SV_DOMAINS; i++) {
+        char path[PATH_MAX], magic[9] = "";
+        struct stat sb;
+
+        snprintf(path, sizeof(path), "%s/s%02d.save", sv_daemon.root, i);
+        if (stat(path, &sb) != 0)
+            continue;
+        n++;
+        FILE *f = fopen(path, "rb");
+        if (!f || fread(magic, 1, 8, f) != 8 || strcmp(magic, "MOORSAVE") != 0)
+            fail("%s: not a save file", path);
+        if (f)
+            fclose(f);
+        if (sb.st_size != 4096 + 24 + 16 * 1024 * 1024)
+            fail("%s: %lld bytes: a partial save was left behind", path, (long long)sb.st_size);
+    }
+    return n;
+}
+
 int main(int argc, char **argv)
 {
     static const char *const flags[] = {"--workers", "8", "--qmp-timeout", "2", "--job-timeout",
@@ -264,6 +322,7 @@ int main(int argc, char **argv)
     vmctl_client_free(c);
     if (vh_stop(&sv_daemon, &status) != 0)
         fail("moor-vmd did not exit 0 on SIGTERM (wait status 0x%x): census or crash", status);
+    unsigned saves = sv_check_saves();
     leftovers = vh_finish(&sv_daemon);
     if (leftovers != 0)
         fail("%d QEMU processes left after the daemon stopped", leftovers);
@@ -271,7 +330,8 @@ int main(int argc, char **argv)
         total += atomic_load(&sv_calls[i]);
     if (total < threads)
         fail("only %lu calls answered in %.1f s", total, seconds);
-    printf(STRESS_PROG ": %u threads, %.1f s, %lu calls:", threads, seconds, total);
+    printf(STRESS_PROG ": %u threads, %.1f s, %lu calls, %u save files left (all complete):",
+           threads, seconds, total, saves);
     for (int s = 100; s < 600; s++)
         if (atomic_load(&sv_by_status[s]))
             printf(" %d=%lu", s, atomic_load(&sv_by_status[s]));
