@@ -11,6 +11,10 @@
  *   pool.c     the bounded worker pool and its per-domain lanes.
  *   api.c      the route table: URL + method -> parsed request -> an op.
  *   domain.c   domain objects, their state table and the ops of domain.h.
+ *   domain-jobs.c  long jobs (save, restore, job info, abort) on a thread
+ *              each, and their recovery after a restart; domain-internal.h
+ *              shares domain.c's object and helpers with it.
+ *   req-jobs.c the long jobs' request bodies.
  *   config.c   a domain's config: JSON <-> struct, validated field by field.
  *   qmp.c      the QMP codec and calls (deadline, unresponsive flag).
  *   process.c  fork+exec of QEMU (argv only), pidfd, signals.
