@@ -368,7 +368,8 @@ static void sleep_unlocked(vmd_domain *d, unsigned ms)
 }
 
 /* The transfer, for both directions: poll query-migrate until it is over.
- * @progress fills done/total for restore (from the file offset). */
+ * A save's bytes are QEMU's (ram transferred/total); a restore's are the
+ * feeder's (QEMU's incoming side counts none). */
 static int follow_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
 {
     char status[32] = "";
@@ -864,8 +865,10 @@ int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_a
         d->longjob = j;
         status_save_locked(d); /* the record: a daemon killed from now on finds it */
         rc = spawn_locked(d, err);
-        if (rc < 0)
+        if (rc < 0) {
             d->longjob = NULL;
+            status_save_locked(d); /* the record goes again */
+        }
     }
     if (rc < 0) {
         if (j->created)
