@@ -18,6 +18,8 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,6 +229,48 @@ static pid_t define_start(struct fx *fx, const char *name, const char *faults)
     return pid;
 }
 
+/* ---- the event stream --------------------------------------------------------- */
+
+struct watch {
+    struct fx *fx;
+    pthread_t thread;
+    atomic_bool transfer, completed, bad;
+    atomic_bool ready; /* the stream answered: its first line, or a wake-up */
+    long status;
+};
+
+/* job-progress lines of domain "vm": a transfer, then the completed end. */
+static bool on_line(const char *line, size_t len, void *opaque)
+{
+    struct watch *w = opaque;
+    json_object *j = json_tokener_parse(line), *job = vh_json_get(j, "job");
+    const char *type = vh_json_str(j, "type"), *dom = vh_json_str(j, "domain");
+
+    (void)len;
+    if (type && dom && !strcmp(type, "job-progress") && !strcmp(dom, "vm")) {
+        const char *phase = vh_json_str(job, "phase"), *res = vh_json_str(job, "result");
+        if (!phase || !vh_json_get(job, "bytes_done"))
+            atomic_store(&w->bad, true);
+        if (phase && !strcmp(phase, "transfer"))
+            atomic_store(&w->transfer, true);
+        if (res && !strcmp(res, "completed") && vh_json_str(job, "kind") &&
+            !strcmp(vh_json_str(job, "kind"), "save"))
+            atomic_store(&w->completed, true);
+    }
+    json_object_put(j);
+    return !atomic_load(&w->completed);
+}
+
+static void *watch_main(void *arg)
+{
+    struct watch *w = arg;
+    struct vmctl_client *c = vh_client_new(&w->fx->d);
+
+    w->status = c ? vmctl_stream(c, "/v1/events", on_line, w, NULL) : -ENOMEM;
+    vmctl_client_free(c);
+    return NULL;
+}
+
 /* ---- tests ------------------------------------------------------------------ */
 
 /* Save then restore; queries answer during both; the file is ours. */
@@ -236,9 +280,26 @@ static void test_round_trip(void **state)
     pid_t pid = define_start(fx, "vm", SLOW);
     char body[PATH_MAX + 64];
 
+    struct watch w = {.fx = fx};
+    assert_int_equal(pthread_create(&w.thread, NULL, watch_main, &w), 0);
+    /* The stream starts at the next event: wait until the daemon counts it. */
+    for (uint64_t end = now_ms() + JOB_WAIT_MS;; sleep_ms(10)) {
+        json_object *dbg = call_json(fx, 200, "GET", "/v1/debug", NULL);
+        int n = json_object_get_int(vh_json_get(vh_json_get(dbg, "http"), "streams"));
+        json_object_put(dbg);
+        if (n == 1)
+            break;
+        if (now_ms() > end)
+            fail_msg("the event stream never opened");
+    }
     save(fx, "vm", NULL);
     wait_phase(fx, "vm", "transfer");
     assert_state(fx, "vm", "paused", "saving");
+    json_object *cur = job(fx, "vm"), *who = vh_json_get(vh_json_get(cur, "job"), "client");
+    assert_int_equal(json_object_get_int(vh_json_get(who, "pid")), getpid()); /* SO_PEERCRED */
+    assert_int_equal(json_object_get_int(vh_json_get(who, "uid")), getuid());
+    assert_true(json_object_get_int64(vh_json_get(vh_json_get(cur, "job"), "bytes_total")) > 0);
+    json_object_put(cur);
     quick(fx, "vm", "state");
     quick(fx, "vm", "stats");
     quick(fx, "vm", "job");
@@ -249,6 +310,10 @@ static void test_round_trip(void **state)
     assert_result(wait_end(fx, "vm"), "completed", NULL);
     assert_state(fx, "vm", "shutoff", "saved");
     assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+    pthread_join(w.thread, NULL); /* ends at the completed line (or the client's bound) */
+    assert_true(atomic_load(&w.transfer));
+    assert_true(atomic_load(&w.completed));
+    assert_false(atomic_load(&w.bad));
 
     /* The header and QEMU's stream: 4096 + 24 + 16 MiB. */
     struct stat sb;
