@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -657,6 +658,119 @@ static void test_getfd(void **state)
     fq_reap(&c);
 }
 
+/* getfd @path opened with @flags as @name. */
+static void give_file(struct qc *q, const char *path, int flags, const char *name)
+{
+    char text[160];
+    int fd = open(path, flags | O_CLOEXEC, 0600);
+
+    assert_true(fd >= 0);
+    snprintf(text, sizeof(text),
+             "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"%s\"},"
+             "\"id\":91}\n",
+             name);
+    send_with_fd(q, text, fd);
+    close(fd);
+    json_object_put(qc_reply(q, 91, FQT_WAIT_MS));
+}
+
+/* Poll query-migrate until its status is not "active"; returns it (a new
+ * reference). */
+static json_object *migrate_end(struct qc *q)
+{
+    for (uint64_t end = now_ms() + FQT_WAIT_MS;;) {
+        json_object *r = qc_ok(q, "query-migrate", NULL);
+        if (strcmp(js(r, "status"), "active") != 0)
+            return r;
+        json_object_put(r);
+        assert_true(now_ms() < end);
+        poll(NULL, 0, 10);
+    }
+}
+
+/* migrate to a file, then migrate-incoming from it in a second fake under
+ * -incoming defer. */
+static void test_migrate_round_trip(void **state)
+{
+    struct fq_child a, b;
+    struct qc q;
+    char path[PATH_MAX];
+    struct stat sb;
+
+    (void)state;
+    fq_start(&a, true, NULL, NULL);
+    snprintf(path, sizeof(path), "%s/mig.bin", a.dir);
+    qc_connect(&q, &a);
+    qc_handshake(&q);
+    json_object *ret = migrate_end(&q);
+    assert_string_equal(js(ret, "status"), "none");
+    json_object_put(ret);
+    give_file(&q, path, O_WRONLY | O_CREAT | O_EXCL, "out");
+    json_object_put(qc_ok(&q, "migrate-set-parameters", "{\"max-bandwidth\":67108864}"));
+    json_object_put(qc_ok(&q, "migrate", "{\"uri\":\"fd:out\"}"));
+    ret = migrate_end(&q);
+    assert_string_equal(js(ret, "status"), "completed");
+    assert_int_equal(json_object_get_int64(jget(jget(ret, "ram"), "transferred")), 16 << 20);
+    json_object_put(ret);
+    assert_status(&q, "postmigrate", false);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 24 + (16 << 20));
+    qc_close(&q);
+    kill(a.pid, SIGINT);
+    fq_assert_exit(&a, 0);
+    fq_reap(&a);
+
+    fq_start(&b, true, NULL, "-S", "-incoming", "defer", NULL);
+    qc_connect(&q, &b);
+    qc_handshake(&q);
+    assert_status(&q, "inmigrate", false);
+    give_file(&q, path, O_RDONLY, "in");
+    json_object_put(qc_ok(&q, "migrate-incoming", "{\"uri\":\"fd:in\"}"));
+    ret = migrate_end(&q);
+    assert_string_equal(js(ret, "status"), "completed");
+    json_object_put(ret);
+    assert_status(&q, "paused", false);
+    qc_close(&q);
+    kill(b.pid, SIGINT);
+    fq_assert_exit(&b, 0);
+    fq_reap(&b);
+}
+
+static void test_fault_migrate(void **state)
+{
+    struct fq_child c;
+    struct qc q;
+    char path[PATH_MAX];
+
+    (void)state;
+    /* A full disk: the write fails, the migration says why. */
+    fq_start(&c, true, "fsize-limit:65536", NULL);
+    snprintf(path, sizeof(path), "%s/full.bin", c.dir);
+    qc_connect(&q, &c);
+    qc_handshake(&q);
+    give_file(&q, path, O_WRONLY | O_CREAT | O_EXCL, "out");
+    json_object_put(qc_ok(&q, "migrate", "{\"uri\":\"fd:out\"}"));
+    json_object *ret = migrate_end(&q);
+    assert_string_equal(js(ret, "status"), "failed");
+    assert_non_null(strstr(js(ret, "error-desc"), "File too large"));
+    json_object_put(ret);
+    qc_close(&q);
+    kill(c.pid, SIGINT);
+    fq_assert_exit(&c, 0);
+    fq_reap(&c);
+    /* Death half-way through. */
+    fq_start(&c, true, "die-mid-migrate,migrate-bw:16777216", NULL);
+    snprintf(path, sizeof(path), "%s/half.bin", c.dir);
+    qc_connect(&q, &c);
+    qc_handshake(&q);
+    give_file(&q, path, O_WRONLY | O_CREAT | O_EXCL, "out");
+    json_object_put(qc_ok(&q, "migrate", "{\"uri\":\"fd:out\"}"));
+    qc_assert_eof(&q, "die-mid-migrate");
+    fq_assert_exit(&c, 1);
+    qc_close(&q);
+    fq_reap(&c);
+}
+
 static void test_sigterm_sends_shutdown(void **state)
 {
     struct fq_child c;
@@ -905,6 +1019,8 @@ int main(void)
         cmocka_unit_test_teardown(test_powerdown_running_and_quit, fq_teardown),
         cmocka_unit_test_teardown(test_reconnect, fq_teardown),
         cmocka_unit_test_teardown(test_getfd, fq_teardown),
+        cmocka_unit_test_teardown(test_migrate_round_trip, fq_teardown),
+        cmocka_unit_test_teardown(test_fault_migrate, fq_teardown),
         cmocka_unit_test_teardown(test_sigterm_sends_shutdown, fq_teardown),
         cmocka_unit_test_teardown(test_fault_stall, fq_teardown),
         cmocka_unit_test_teardown(test_fault_stall_after, fq_teardown),
