@@ -189,7 +189,7 @@ static struct json_object *longjob_json(const struct vmd_longjob *j, const moor_
     add_int(o, "bytes_total", (int64_t)j->total);
     json_object_object_add(
         o, "percent",
-        json_object_new_double(j->total ? 100.0 * (double)j->done / (double)j->total : 0.0));
+        json_object_new_double(j->total ? (double)(1000 * j->done / j->total) / 10.0 : 0.0));
     add_int(o, "rate_bytes_s", (int64_t)j->rate);
     add_int(o, "elapsed_ms", now - j->start_ms);
     if (!j->result[0] && j->rate > 0 && j->total >= j->done)
