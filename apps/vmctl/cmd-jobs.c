@@ -160,16 +160,25 @@ static void print_job(const char *title, struct json_object *j)
         printf("  Result:     %s%s%s\n", result, error ? ": " : "", error ? error : "");
 }
 
-int vmctl_cmd_job(struct vmctl_client *c, const struct vmctl_args *a)
+/* @method /v1/domains/ID/job for sub-command @cmd; the answer in @r.
+ * Returns an exit status. */
+static int job_call(struct vmctl_client *c, const struct vmctl_args *a, const char *method,
+                    const char *cmd, struct vmctl_response *r)
 {
-    vmctl_autoresponse struct vmctl_response r = {0};
     moor_error err = MOOR_ERROR_INIT;
     char path[128];
 
-    if (!check_id("job", a->argv[0]))
+    if (!check_id(cmd, a->argv[0]))
         return VMCTL_EXIT_USAGE;
     snprintf(path, sizeof(path), "/v1/domains/%s/job", a->argv[0]);
-    int rc = vmctl_check(vmctl_request(c, "GET", path, NULL, &r, &err), &err, &r, a);
+    return vmctl_check(vmctl_request(c, method, path, NULL, r, &err), &err, r, a);
+}
+
+int vmctl_cmd_job(struct vmctl_client *c, const struct vmctl_args *a)
+{
+    vmctl_autoresponse struct vmctl_response r = {0};
+    int rc = job_call(c, a, "GET", "job", &r);
+
     if (rc || a->json)
         return rc ? rc : vmctl_print_json(r.json, a->pretty);
     struct json_object *body = vmctl_body(&r), *v;
@@ -187,13 +196,8 @@ int vmctl_cmd_job(struct vmctl_client *c, const struct vmctl_args *a)
 int vmctl_cmd_abort(struct vmctl_client *c, const struct vmctl_args *a)
 {
     vmctl_autoresponse struct vmctl_response r = {0};
-    moor_error err = MOOR_ERROR_INIT;
-    char path[128];
+    int rc = job_call(c, a, "DELETE", "abort", &r);
 
-    if (!check_id("abort", a->argv[0]))
-        return VMCTL_EXIT_USAGE;
-    snprintf(path, sizeof(path), "/v1/domains/%s/job", a->argv[0]);
-    int rc = vmctl_check(vmctl_request(c, "DELETE", path, NULL, &r, &err), &err, &r, a);
     if (rc || a->json)
         return rc ? rc : vmctl_print_json(r.json, a->pretty);
     printf("Abort of the job on domain '%s' requested\n", a->argv[0]);

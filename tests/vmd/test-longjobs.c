@@ -413,19 +413,27 @@ static void test_abort_save_transfer(void **state)
     abort_save_in(*state, "a2", SLOW, "transfer");
 }
 
+/* @name saved (fast), then restoring (slowly) from the file: in the
+ * transfer phase on return. Returns the restore's QEMU pid (noted). */
+static pid_t restoring(struct fx *fx, const char *name)
+{
+    define_start(fx, name, SLOW);
+    save(fx, name, ",\"bandwidth_mib_s\":256");
+    assert_result(wait_end(fx, name), "completed", NULL);
+    restore(fx, false);
+    wait_phase(fx, name, "transfer");
+    pid_t pid = vh_domain_pid(fx->c, name);
+    assert_true(pid > 0);
+    vh_note_pid(&fx->d, pid);
+    return pid;
+}
+
 /* Abort a restore mid-transfer: QEMU killed, shut off as before, file kept. */
 static void test_abort_restore(void **state)
 {
     struct fx *fx = *state;
 
-    define_start(fx, "r", SLOW);
-    save(fx, "r", ",\"bandwidth_mib_s\":256");
-    assert_result(wait_end(fx, "r"), "completed", NULL);
-    restore(fx, false);
-    wait_phase(fx, "r", "transfer");
-    pid_t pid = vh_domain_pid(fx->c, "r");
-    assert_true(pid > 0);
-    vh_note_pid(&fx->d, pid);
+    pid_t pid = restoring(fx, "r");
     json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/r/job", NULL));
     assert_result(wait_end(fx, "r"), "cancelled", NULL);
     assert_state(fx, "r", "shutoff", "saved");
@@ -496,12 +504,7 @@ static void test_destroy_mid_restore(void **state)
 {
     struct fx *fx = *state;
 
-    define_start(fx, "kd", SLOW);
-    save(fx, "kd", ",\"bandwidth_mib_s\":256");
-    assert_result(wait_end(fx, "kd"), "completed", NULL);
-    restore(fx, false);
-    wait_phase(fx, "kd", "transfer");
-    vh_note_pid(&fx->d, vh_domain_pid(fx->c, "kd"));
+    restoring(fx, "kd");
     json_object_put(call_json(fx, 200, "POST", "/v1/domains/kd/destroy", NULL));
     assert_result(wait_end(fx, "kd"), "failed", NULL);
     assert_state(fx, "kd", "shutoff", "destroyed");
@@ -536,14 +539,7 @@ static void test_kill9_mid_restore(void **state)
 {
     struct fx *fx = *state;
 
-    define_start(fx, "kr", SLOW);
-    save(fx, "kr", ",\"bandwidth_mib_s\":256");
-    assert_result(wait_end(fx, "kr"), "completed", NULL);
-    restore(fx, false);
-    wait_phase(fx, "kr", "transfer");
-    pid_t pid = vh_domain_pid(fx->c, "kr");
-    assert_true(pid > 0);
-    vh_note_pid(&fx->d, pid);
+    pid_t pid = restoring(fx, "kr");
     assert_int_equal(vh_kill9(&fx->d), 0);
     assert_int_equal(vh_start(&fx->d), 0);
     reconnect(fx);
