@@ -408,6 +408,33 @@ static void test_abort_save_setup(void **state)
     abort_save_in(*state, "a1", SLOW ",late:getfd:600", "setup");
 }
 
+static void test_abort_save_pause(void **state)
+{
+    /* stop answered late: the abort arrives while the job pauses the guest. */
+    abort_save_in(*state, "a0", SLOW ",late:stop:600", "pause");
+}
+
+/* Abort a restore while it sets up (getfd answered late). */
+static void test_abort_restore_setup(void **state)
+{
+    struct fx *fx = *state;
+
+    define_start(fx, "rs", SLOW ",late:getfd:600");
+    save(fx, "rs", ",\"bandwidth_mib_s\":256");
+    assert_result(wait_end(fx, "rs"), "completed", NULL);
+    restore(fx, false);
+    wait_phase(fx, "rs", "setup");
+    pid_t pid = vh_domain_pid(fx->c, "rs");
+    assert_true(pid > 0);
+    vh_note_pid(&fx->d, pid);
+    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/rs/job", NULL));
+    assert_result(wait_end(fx, "rs"), "cancelled", NULL);
+    assert_state(fx, "rs", "shutoff", "saved");
+    assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+    assert_true(file_exists(fx->file));
+    unlink(fx->file);
+}
+
 static void test_abort_save_transfer(void **state)
 {
     abort_save_in(*state, "a2", SLOW, "transfer");
@@ -571,10 +598,13 @@ static void test_sigterm_mid_save(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_round_trip),          T(test_refusals),       T(test_abort_save_setup),
-        T(test_abort_save_transfer), T(test_abort_restore),  T(test_qemu_dies_mid_save),
-        T(test_stall_mid_save),      T(test_disk_full),      T(test_destroy_mid_save),
-        T(test_destroy_mid_restore), T(test_kill9_mid_save), T(test_kill9_mid_restore),
+        T(test_round_trip),          T(test_refusals),
+        T(test_abort_save_pause),    T(test_abort_save_setup),
+        T(test_abort_restore_setup), T(test_abort_save_transfer),
+        T(test_abort_restore),       T(test_qemu_dies_mid_save),
+        T(test_stall_mid_save),      T(test_disk_full),
+        T(test_destroy_mid_save),    T(test_destroy_mid_restore),
+        T(test_kill9_mid_save),      T(test_kill9_mid_restore),
         T(test_sigterm_mid_save),
     };
 
