@@ -235,11 +235,18 @@ static struct json_object *job_locked(vmd_domain *d)
 {
     moor_job_snapshot snap;
 
-    if (moor_job_info(&d->job, &snap) < 0 || snap.holders == 0)
+    if (moor_job_info(&d->job, &snap) < 0 || (snap.holders == 0 && !snap.async.active))
         return NULL;
     struct json_object *j = json_object_new_object();
     if (!j)
         return NULL;
+    if (snap.holders == 0) { /* a long job alone (GET .../job has its progress) */
+        add_str(j, "kind", "ASYNC");
+        add_str(j, "api", snap.async.api ? snap.async.api : "?");
+        json_object_object_add(j, "age_ms",
+                               json_object_new_int64((int64_t)(snap.async.held_ns / 1000000)));
+        return j;
+    }
     add_str(j, "kind", snap.holder[0].kind_name);
     add_str(j, "api", snap.holder[0].api ? snap.holder[0].api : "?");
     json_object_object_add(j, "age_ms",

@@ -300,6 +300,10 @@ static void test_round_trip(void **state)
     assert_int_equal(json_object_get_int(vh_json_get(who, "uid")), getuid());
     assert_true(json_object_get_int64(vh_json_get(vh_json_get(cur, "job"), "bytes_total")) > 0);
     json_object_put(cur);
+    cur = call_json(fx, 200, "GET", "/v1/domains/vm", NULL); /* info names the long job too */
+    assert_string_equal(vh_json_str(vh_json_get(cur, "job"), "kind"), "ASYNC");
+    assert_string_equal(vh_json_str(vh_json_get(cur, "job"), "api"), "save");
+    json_object_put(cur);
     quick(fx, "vm", "state");
     quick(fx, "vm", "stats");
     quick(fx, "vm", "job");
