@@ -387,9 +387,11 @@ void vmd_api_run(struct vmd *vmd, struct vmd_request *req, struct vmd_response *
     int rc = req->run(vmd, req, &out, &err);
     if (rc < 0) {
         unsigned status = vmd_api_status(rc);
+        static struct vmd_log_limit failed = VMD_LOG_LIMIT_INIT;
+
         if (status >= 500)
-            vmd_log(VMD_LOG_WARNING, req->dom ? vmd_domain_name(req->dom) : NULL, req->api,
-                    "%u: %s", status, moor_error_message(&err));
+            vmd_log_limited(&failed, VMD_LOG_WARNING, req->dom ? vmd_domain_name(req->dom) : NULL,
+                            req->api, "%u: %s", status, moor_error_message(&err));
         error_from(resp, rc, &err);
     } else {
         char *loc = req->ok_status == 201 ? location_of(out) : NULL;
@@ -440,9 +442,18 @@ int vmd_api_submit(struct vmd *vmd, struct vmd_request *req, vmd_api_done_fn don
     req->work.cancel = work_cancel;
     const moor_uuid *uuid = req->dom ? vmd_domain_uuid(req->dom) : NULL;
     const char *name = req->dom ? vmd_domain_name(req->dom) : NULL;
-    int rc = vmd_pool_submit(vmd->pool, req->cls, uuid, name, &req->work, &err);
+    static struct vmd_log_limit refused = VMD_LOG_LIMIT_INIT;
+    /* A call that could only time out on a hung QEMU is answered here, on
+     * the loop thread, without a worker (vmd_domain_fail_fast). */
+    const char *op = strrchr(req->api, '/'); /* the op: the path's last part */
+    int rc = req->dom && req->cls == VMD_WORK_LANE && op
+                 ? vmd_domain_fail_fast(req->dom, op + 1, &err)
+                 : 0;
+    if (rc == 0)
+        rc = vmd_pool_submit(vmd->pool, req->cls, uuid, name, &req->work, &err);
     if (rc < 0) {
-        vmd_log(VMD_LOG_WARNING, name, req->api, "refused: %s", moor_error_message(&err));
+        vmd_log_limited(&refused, VMD_LOG_WARNING, name, req->api, "%u: %s", vmd_api_status(rc),
+                        moor_error_message(&err));
         vmd_request_free(req);
         error_from(resp, rc, &err);
     }

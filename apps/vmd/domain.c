@@ -606,11 +606,10 @@ int qmp_locked(vmd_domain *d, const char *api, const char *cmd, struct json_obje
     rc = vmd_qmp_call(q, cmd, args, ret, err);
     moor_unref(q); /* unlocked: a last unref closes the monitor */
     moor_monitor_exit(mon, d);
-    if (rc < 0) {
-        if (rc == -ETIMEDOUT)
-            vmd_log(VMD_LOG_WARNING, d->cfg.name, api, "%s", moor_error_message(err));
+    /* Not logged here: a timeout marks the monitor (qmp.c logs that once)
+     * and the API logs the failure, rate-limited. */
+    if (rc < 0)
         moor_error_prefix(err, "domain %s: %s: ", d->cfg.name, api);
-    }
     return rc;
 }
 
@@ -1719,4 +1718,38 @@ int vmd_domains_debug(struct vmd *vmd, struct json_object *into, moor_error *err
     json_object_object_add(into, "jobs", jobs);
     json_object_object_add(into, "monitors", mons);
     return 0;
+}
+
+/* ---- failing fast on a hung QEMU -------------------------------------------- */
+
+/* The ops whose first act, once their job is granted, is a QMP call. */
+static const enum vmd_op qmp_first_ops[] = {VMD_OP_STATS, VMD_OP_SUSPEND, VMD_OP_RESUME,
+                                            VMD_OP_RESET, VMD_OP_QMP,     VMD_OP_SHUTDOWN};
+
+static bool qmp_first_op(const char *api, enum vmd_op *op)
+{
+    for (size_t i = 0; i < sizeof(qmp_first_ops) / sizeof(qmp_first_ops[0]); i++)
+        if (!strcmp(api, vmd_op_name(qmp_first_ops[i]))) {
+            *op = qmp_first_ops[i];
+            return true;
+        }
+    return false;
+}
+
+int vmd_domain_fail_fast(vmd_domain *dom, const char *api, moor_error *err)
+{
+    uint64_t since_ms = 0;
+    char cmd[129] = ""; /* a QMP command name (qmp.c keeps at most 64) */
+    enum vmd_op op;
+    int rc = 0;
+
+    if (!api || !qmp_first_op(api, &op) || moor_lock_try(dom) < 0)
+        return 0;
+    if (!dom->removed && dom->proc.qmp && vmd_op_allowed(op, dom->state) &&
+        !vmd_qmp_responsive(dom->proc.qmp, &since_ms, cmd, sizeof(cmd)))
+        rc = moor_error_set(err, -ETIMEDOUT,
+                            "domain %s: %s: QEMU has not answered %s for %" PRIu64 " s",
+                            dom->cfg.name, api, cmd, since_ms / 1000);
+    moor_unlock(dom);
+    return rc;
 }

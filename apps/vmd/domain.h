@@ -318,6 +318,23 @@ void vmd_longjobs_drain(struct vmd *vmd);
  * responsive) to @into. Never blocks on a job. */
 int vmd_domains_debug(struct vmd *vmd, struct json_object *into, moor_error *err);
 
+/*
+ * vmd_domain_fail_fast - refuse, before it takes a worker, a call of op
+ * @api (an op's name: "stats", "suspend"...; others are let through)
+ * that could only fail: its op's first act is a QMP call, the domain's
+ * state allows the op, and QEMU's monitor is marked unresponsive (qmp.h),
+ * so the call would wait for its job and then fail at once with
+ * -ETIMEDOUT anyway. The answer is the one the op would give ("domain
+ * vm1: stats: QEMU has not answered query-status for 12 s"), minus the
+ * wait; a call on a domain whose mutex is busy goes the normal way.
+ * Ownership: @dom borrowed (the caller holds a reference).
+ * Locks: none held; tries @dom's mutex (never waits for it) and takes the
+ * QMP connection's leaf mutex. Blocks: never. Context: any thread, the
+ * loop thread included.
+ * Returns 0 (run the call) or -ETIMEDOUT with @err set.
+ */
+int vmd_domain_fail_fast(vmd_domain *dom, const char *api, moor_error *err);
+
 /* ---- for store.c (the QEMU side's own files) ----------------------------- */
 
 struct vmd_status;

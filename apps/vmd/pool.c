@@ -179,8 +179,17 @@ static void finish(struct vmd_pool *pool, int cls, struct vmd_lane *lane)
         }
         lane_put(pool, lane);
     }
-    /* A lane slot or a worker slot may have opened: anyone may take. */
-    pthread_cond_broadcast(&pool->wake);
+    /* No wake-up here: the worker that finished looks for work itself
+     * next, and take() is the same for every idle worker, so what it
+     * cannot take now no sleeping worker could either (a broadcast here
+     * woke every idle worker after every call, only for all but one to
+     * sleep again: some 20 futex calls per API call). */
+}
+
+/* Whether items are queued where take() looks. Pool mutex held. */
+static bool ready_queued(const struct vmd_pool *pool)
+{
+    return pool->fast.n || pool->dready.n || pool->ready.n;
 }
 
 static void *worker_main(void *arg)
@@ -196,6 +205,11 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&pool->wake, &pool->lock);
             continue;
         }
+        /* More to take: pass the wake-up on to one more worker (each
+         * submit wakes one; a worker that takes an item while others wait
+         * wakes the next, so queued items never wait for a sleeping one). */
+        if (ready_queued(pool))
+            pthread_cond_signal(&pool->wake);
         int cls = w->cls;
         struct vmd_lane *lane = w->lane;
         pthread_mutex_unlock(&pool->lock);

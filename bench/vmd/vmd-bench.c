@@ -21,6 +21,15 @@
  *                   ratio <= 1.2). others.p99.vs_alone: the same p99 beside
  *                   the 4 clients alone (baseline "alone"): what the 32 extra
  *                   callers cost the others, frozen or not, on this machine.
+ *                   others.p99.vs_busy: beside the same 36 clients with the
+ *                   32 calling GET /v1/version in a loop, nothing frozen
+ *                   (baseline "busy"): 32 clients that get an answer at once,
+ *                   as the frozen domain's do once they fail fast, with no
+ *                   domain in the way; a ratio near 1 says the frozen domain
+ *                   costs the others nothing beyond the CPU its callers'
+ *                   loops take. daemon_cpu_per_call: the daemon's CPU time
+ *                   (/proc, all threads) per call answered in the frozen
+ *                   window, beside the same in the busy one.
  *                   failfast.p50/p99: latency of the frozen domain's calls
  *                   that started after its first 504 came back (goal < 10 ms);
  *                   failfast.calls_per_s: how many of those the 32 callers
@@ -59,7 +68,7 @@
 #define MAX_RUNS      20
 #define QMP_TIMEOUT_S 1
 
-enum plan_mode { PLAN_VERSION, PLAN_STATE, PLAN_MIX, PLAN_FROZEN };
+enum plan_mode { PLAN_VERSION, PLAN_STATE, PLAN_MIX, PLAN_FROZEN, PLAN_BUSY };
 
 struct bench {
     const char *exe;
@@ -99,6 +108,8 @@ enum {
     F_STATE_P99_8,
     F_OTHERS_P99,
     F_OTHERS_P99_ALONE,
+    F_OTHERS_P99_BUSY,
+    F_DAEMON_CPU,
     F_FAILFAST_P50,
     F_FAILFAST_P99,
     F_FAILFAST_CPS,
@@ -153,6 +164,14 @@ static struct fig figs[N_FIGS] = {
                             .unit = "us",
                             .baseline = "alone",
                             .goal = NULL},
+    [F_OTHERS_P99_BUSY] = {.name = "vmd.frozen.others.p99.vs_busy",
+                           .unit = "us",
+                           .baseline = "busy",
+                           .goal = NULL},
+    [F_DAEMON_CPU] = {.name = "vmd.frozen.daemon_cpu_per_call",
+                      .unit = "us",
+                      .baseline = "busy",
+                      .goal = NULL},
     [F_FAILFAST_P50] = {.name = "vmd.frozen.failfast.p50",
                         .unit = "us",
                         .baseline = NULL,
@@ -248,8 +267,16 @@ static bool bench_pick(struct drive_thread *t, struct drive_op *op)
         op->kind = DRIVE_STATE;
         op->dom = (unsigned)((t->index * 7 + s) % N_DOMAINS);
         return true;
-    case PLAN_FROZEN:
+    case PLAN_BUSY:
         if (t->index < N_FROZEN_CLI) {
+            op->kind = DRIVE_VERSION;
+            op->dom = 0;
+            op->tag = 2;
+            return true;
+        }
+        __attribute__((fallthrough)); /* the others: the mix */
+    case PLAN_FROZEN:
+        if (b->mode == PLAN_FROZEN && t->index < N_FROZEN_CLI) {
             op->kind = DRIVE_STATS;
             op->dom = 0;
             op->tag = 1;
@@ -337,7 +364,39 @@ static void select_lat(const struct drive_load *l, int tag, unsigned status, uin
 
 struct load_fig {
     double cps, p50_us, p99_us;
+    double cpu_per_call_us; /* the daemon's CPU time (all threads) per call answered */
 };
+
+/* CPU time the daemon has used so far (user + system, all threads), in µs;
+ * 0 if /proc cannot tell. */
+static double daemon_cpu_us(const struct bench *b)
+{
+    char path[64], buf[1024];
+    unsigned long ut = 0, st = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)b->d.pid);
+    if (!(f = fopen(path, "r")))
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* fields 14 and 15 come after the name */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Every call of @l answered (any status). */
+static size_t calls_answered(const struct drive_load *l)
+{
+    size_t n = 0;
+
+    for (unsigned i = 0; i < l->n_threads; i++)
+        for (size_t j = 0; j < l->threads[i].n_recs; j++)
+            n += l->threads[i].recs[j].status != 0;
+    return n;
+}
 
 static int measure(struct bench *b, enum plan_mode mode, unsigned threads, struct load_fig *f,
                    moor_error *err)
@@ -346,8 +405,11 @@ static int measure(struct bench *b, enum plan_mode mode, unsigned threads, struc
     struct drive_lat lat = {0};
     int rc;
 
+    double cpu0 = daemon_cpu_us(b);
     if ((rc = run_load(b, &l, mode, threads, b->seconds, err)) < 0)
         return rc;
+    size_t answered = calls_answered(&l);
+    f->cpu_per_call_us = answered ? (daemon_cpu_us(b) - cpu0) / (double)answered : 0;
     select_lat(&l, 0, 200, 0, &lat);
     f->cps = (double)lat.n / b->seconds;
     f->p50_us = (double)drive_lat_pct(&lat, 50) / 1e3;
@@ -390,24 +452,30 @@ static int frozen(struct bench *b, moor_error *err)
 {
     struct drive_load l;
     struct drive_lat lat = {0};
-    struct load_fig alone, unfrozen;
+    struct load_fig alone, unfrozen, busy;
     uint64_t t0, first = UINT64_MAX, last = 0;
     double p99;
     int rc;
 
     if ((rc = measure(b, PLAN_MIX, N_OTHER_CLI, &alone, err)) < 0 ||
-        (rc = measure(b, PLAN_FROZEN, N_FROZEN_CLI + N_OTHER_CLI, &unfrozen, err)) < 0)
+        (rc = measure(b, PLAN_FROZEN, N_FROZEN_CLI + N_OTHER_CLI, &unfrozen, err)) < 0 ||
+        (rc = measure(b, PLAN_BUSY, N_FROZEN_CLI + N_OTHER_CLI, &busy, err)) < 0)
         return rc;
     t0 = drive_now_ns();
     kill(b->pids[0], SIGSTOP);
+    double cpu0 = daemon_cpu_us(b);
     rc = run_load(b, &l, PLAN_FROZEN, N_FROZEN_CLI + N_OTHER_CLI, QMP_TIMEOUT_S + b->seconds, err);
+    double cpu = daemon_cpu_us(b) - cpu0;
     kill(b->pids[0], SIGCONT);
     if (rc < 0)
         return rc;
+    size_t answered = calls_answered(&l);
+    fig_add(F_DAEMON_CPU, answered ? cpu / (double)answered : 0, busy.cpu_per_call_us);
     select_lat(&l, 0, 200, 0, &lat);
     p99 = (double)drive_lat_pct(&lat, 99) / 1e3;
     fig_add(F_OTHERS_P99, p99, unfrozen.p99_us);
     fig_add(F_OTHERS_P99_ALONE, p99, alone.p99_us);
+    fig_add(F_OTHERS_P99_BUSY, p99, busy.p99_us);
     drive_lat_free(&lat);
     for (unsigned i = 0; i < l.n_threads; i++)
         for (size_t j = 0; j < l.threads[i].n_recs; j++) {

@@ -44,6 +44,7 @@ struct gate {
     char name[VMD_NAME_MAX + 1];
     int fail;
     bool blocked;
+    bool hung;           /* vmd_domain_fail_fast refuses QMP-first calls */
     unsigned generation; /* bumped by release and destroy */
     int release_code;    /* what blocked callers return when released */
     unsigned inside, waiting, peak;
@@ -146,6 +147,34 @@ void ops_double_fail(const char *name, int code)
     if (g)
         g->fail = code;
     pthread_mutex_unlock(&gate_lock);
+}
+
+void ops_double_hang(const char *name, bool hung)
+{
+    pthread_mutex_lock(&gate_lock);
+    struct gate *g = gate_get(name);
+    if (g)
+        g->hung = hung;
+    pthread_mutex_unlock(&gate_lock);
+}
+
+int vmd_domain_fail_fast(vmd_domain *dom, const char *api, moor_error *err)
+{
+    static const char *const qmp_first[] = {"stats", "suspend", "resume",
+                                            "reset", "qmp",     "shutdown"};
+    bool hung = false;
+
+    pthread_mutex_lock(&gate_lock);
+    for (int i = 0; i < GATES; i++)
+        if (gates[i].name[0] && strcmp(gates[i].name, vmd_domain_name(dom)) == 0)
+            hung = gates[i].hung;
+    pthread_mutex_unlock(&gate_lock);
+    for (size_t i = 0; hung && i < sizeof(qmp_first) / sizeof(qmp_first[0]); i++)
+        if (!strcmp(api, qmp_first[i]))
+            return moor_error_set(err, -ETIMEDOUT,
+                                  "domain %s: %s: QEMU has not answered query-status for 0 s",
+                                  vmd_domain_name(dom), api);
+    return 0;
 }
 
 void ops_double_block(const char *name)

@@ -9,9 +9,16 @@
 #ifndef MOOR_VMD_OPS_DOUBLE_H
 #define MOOR_VMD_OPS_DOUBLE_H
 
+#include <stdbool.h>
+
 /* Ops on @name (stats, start, shutdown, suspend, resume, reset, qmp,
  * undefine) fail with -errno @code (0: succeed again). */
 void ops_double_fail(const char *name, int code);
+
+/* While @hung, vmd_domain_fail_fast refuses the calls on @name whose op
+ * starts with a QMP call (-ETIMEDOUT), as the real one does for a domain
+ * whose monitor is marked unresponsive. */
+void ops_double_hang(const char *name, bool hung);
 
 /* Ops on @name block until ops_double_release(@name) or a destroy of it
  * (then they fail with -EPIPE, as when QEMU is killed), or 30 s pass

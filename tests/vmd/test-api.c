@@ -644,6 +644,30 @@ static void test_stall_504(void **state)
         }
         vmctl_response_clear(&r);
     }
+    /* So does every op whose first act is a QMP call (answered before it
+     * takes a worker: vmd_domain_fail_fast), naming the stuck command. */
+    static const char *const qmp_first[][3] = {
+        {"POST", "/v1/domains/hung/suspend", NULL},
+        {"POST", "/v1/domains/hung/reset", NULL},
+        {"POST", "/v1/domains/hung/shutdown", NULL},
+        {"POST", "/v1/domains/hung/qmp", "{\"execute\":\"query-name\"}"}};
+    for (size_t i = 0; i < sizeof(qmp_first) / sizeof(qmp_first[0]); i++) {
+        t0 = now_ms();
+        if (qmp_first[i][2])
+            assert_int_equal(
+                vh_call(fx->c, &r, qmp_first[i][0], qmp_first[i][1], "%s", qmp_first[i][2]), 0);
+        else
+            assert_int_equal(vh_call(fx->c, &r, qmp_first[i][0], qmp_first[i][1], NULL), 0);
+        dt = now_ms() - t0;
+        if (r.status == 504) {
+            assert_non_null(strstr(r.error_message, "has not answered query-status"));
+            if (dt > FAST_MS)
+                fail_msg("%s: 504 took %llu ms", qmp_first[i][1], (unsigned long long)dt);
+        } else {
+            assert_int_equal(r.status, 409); /* start failed: shut off, no QEMU */
+        }
+        vmctl_response_clear(&r);
+    }
     j = get(fx, "hung", "state");
     if (strcmp(vh_json_str(j, "state"), "shutoff") != 0)
         assert_false(json_object_get_boolean(vh_json_get(vh_json_get(j, "monitor"), "responsive")));

@@ -743,6 +743,55 @@ static void test_lanes(void **state)
     fx_free(fx);
 }
 
+/* A call that could only time out on a hung QEMU is answered on the loop
+ * thread: it needs no worker, so it is answered at once even while the
+ * domain's lane is full, and the op never runs; calls that do not talk to
+ * QEMU, and other domains, go the normal way. */
+static void test_fail_fast(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new(4, 1, 1);
+    struct async_call stuck[2];
+    struct reply r;
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"fine\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    expect(fx, "POST", "/v1/domains/fine/start", NULL, 200, NULL);
+    ops_double_block("hung");
+    async_start(&stuck[0], fx, "GET", "/v1/domains/hung/stats", NULL);
+    assert_int_equal(ops_double_wait_blocked("hung", 1, WAIT_MS), 1);
+    async_start(&stuck[1], fx, "POST", "/v1/domains/hung/suspend", NULL);
+    wait_figure(fx, lane0_queued, 1, "a request queued in the hung domain's lane");
+    /* the lane is full: without the mark, a call is refused with 503 */
+    call(fx, "POST", "/v1/domains/hung/reset", NULL, &r);
+    assert_int_equal(r.status, 503);
+    reply_clear(&r);
+    ops_double_hang("hung", true);
+    static const char *const calls[][3] = {
+        {"GET", "/v1/domains/hung/stats", NULL},
+        {"POST", "/v1/domains/hung/suspend", NULL},
+        {"POST", "/v1/domains/hung/resume", NULL},
+        {"POST", "/v1/domains/hung/reset", NULL},
+        {"POST", "/v1/domains/hung/shutdown", NULL},
+        {"POST", "/v1/domains/hung/qmp", "{\"execute\":\"query-name\"}"}};
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+        call(fx, calls[i][0], calls[i][1], calls[i][2], &r);
+        assert_int_equal(r.status, 504);
+        assert_non_null(strstr(r.body, "ETIMEDOUT"));
+        assert_non_null(strstr(r.body, "QEMU has not answered query-status"));
+        reply_clear(&r);
+    }
+    assert_int_equal(ops_double_peak("hung"), 1); /* none of them ran the op */
+    expect(fx, "GET", "/v1/domains/hung/state", NULL, 200, NULL);
+    expect(fx, "GET", "/v1/domains/fine/stats", NULL, 200, NULL);
+    /* destroy is not refused: it frees the stuck calls */
+    expect(fx, "POST", "/v1/domains/hung/destroy", NULL, 200, NULL);
+    async_join(&stuck[0], 502, "EPIPE");
+    async_join(&stuck[1], 409, "ENOTCONN");
+    fx_free(fx);
+}
+
 static void test_many_hung_domains(void **state)
 {
     (void)state;
@@ -1480,6 +1529,7 @@ int main(void)
         cmocka_unit_test_teardown(test_other_uid, fx_cleanup),
         cmocka_unit_test_teardown(test_lanes, fx_cleanup),
         cmocka_unit_test_teardown(test_many_hung_domains, fx_cleanup),
+        cmocka_unit_test_teardown(test_fail_fast, fx_cleanup),
         cmocka_unit_test_teardown(test_concurrent_clients, fx_cleanup),
         cmocka_unit_test_teardown(test_events, fx_cleanup),
         cmocka_unit_test_teardown(test_idle_timeout, fx_cleanup),
