@@ -73,6 +73,8 @@
 #include <moor/debug.h>
 #include <moor/lockcnt.h>
 
+#include "lockdep-internal.h"
+
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -512,26 +514,39 @@ void moor__lockcnt_inc_slow(moor_lockcnt *lc)
     portable_inc_slow(lc);
 }
 
+/* MOOR_DEBUG=locks: every lock counter's mutex side is one lock class. A
+ * dec_and_lock or dec_if_lock that took the lock is recorded after the
+ * fact (whether it will lock is known only then). */
+static const struct moor__lockdep_key lockcnt_key = {"moor_lockcnt"};
+
+static inline bool lockdep_locked(moor_lockcnt *lc, bool locked, const void *ret)
+{
+    if (locked)
+        moor__lockdep_internal_lock(lc, &lockcnt_key, NULL, ret);
+    return locked;
+}
+
 bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc)
 {
 #if HAVE_FUTEX
     if (!is_portable(lc))
-        return futex_dec_and_lock(lc);
+        return lockdep_locked(lc, futex_dec_and_lock(lc), __builtin_return_address(0));
 #endif
-    return portable_dec_and_lock(lc);
+    return lockdep_locked(lc, portable_dec_and_lock(lc), __builtin_return_address(0));
 }
 
 bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc)
 {
 #if HAVE_FUTEX
     if (!is_portable(lc))
-        return futex_dec_if_lock(lc);
+        return lockdep_locked(lc, futex_dec_if_lock(lc), __builtin_return_address(0));
 #endif
-    return portable_dec_if_lock(lc);
+    return lockdep_locked(lc, portable_dec_if_lock(lc), __builtin_return_address(0));
 }
 
 void moor_lockcnt_lock(moor_lockcnt *lc)
 {
+    moor__lockdep_internal_lock(lc, &lockcnt_key, NULL, __builtin_return_address(0));
 #if HAVE_FUTEX
     if (!is_portable(lc)) {
         futex_lock(lc);
@@ -543,6 +558,7 @@ void moor_lockcnt_lock(moor_lockcnt *lc)
 
 void moor_lockcnt_unlock(moor_lockcnt *lc)
 {
+    moor__lockdep_internal_unlock(lc, NULL, __builtin_return_address(0));
 #if HAVE_FUTEX
     if (!is_portable(lc)) {
         futex_unlock(lc);
@@ -554,6 +570,7 @@ void moor_lockcnt_unlock(moor_lockcnt *lc)
 
 void moor_lockcnt_inc_and_unlock(moor_lockcnt *lc)
 {
+    moor__lockdep_internal_unlock(lc, NULL, __builtin_return_address(0));
 #if HAVE_FUTEX
     if (!is_portable(lc)) {
         futex_inc_and_unlock(lc);
