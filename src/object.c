@@ -672,14 +672,25 @@ static bool lock_debug(moor_lockable *l, unsigned subclass, const char *site, co
     return false;
 }
 
-static inline __attribute__((always_inline)) void lock_impl(void *obj, unsigned subclass,
-                                                            const char *site, const void *ret)
+/* The lock itself: with MOOR_DEBUG=locks off, moor_lock is this after one
+ * test of the flag word (the checked path is out of line, so the fast
+ * path keeps nothing of it live across the calls). */
+static inline __attribute__((always_inline)) void lock_plain(void *obj)
 {
     moor_lockable *l = lockable_of(obj, "moor_lock");
 
     if (!l)
         return;
-    if (moor__debug_on(MOOR_DEBUG_LOCKS) && lock_debug(l, subclass, site, ret))
+    pthread_mutex_lock(&l->mutex);
+    set_owner(l, moor__thread_id());
+}
+
+static __attribute__((noinline)) void lock_checked(void *obj, unsigned subclass, const char *site,
+                                                   const void *ret)
+{
+    moor_lockable *l = lockable_of(obj, "moor_lock");
+
+    if (!l || lock_debug(l, subclass, site, ret))
         return;
     pthread_mutex_lock(&l->mutex);
     set_owner(l, moor__thread_id());
@@ -687,12 +698,18 @@ static inline __attribute__((always_inline)) void lock_impl(void *obj, unsigned 
 
 void moor_lock_at(void *obj, unsigned subclass, const char *site)
 {
-    lock_impl(obj, subclass, site, __builtin_return_address(0));
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        lock_checked(obj, subclass, site, __builtin_return_address(0));
+    else
+        lock_plain(obj);
 }
 
 void(moor_lock)(void *obj)
 {
-    lock_impl(obj, 0, NULL, __builtin_return_address(0));
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        lock_checked(obj, 0, NULL, __builtin_return_address(0));
+    else
+        lock_plain(obj);
 }
 
 static inline __attribute__((always_inline)) int lock_try_impl(void *obj, const char *site,
@@ -724,8 +741,10 @@ int(moor_lock_try)(void *obj)
     return lock_try_impl(obj, NULL, __builtin_return_address(0));
 }
 
-static inline __attribute__((always_inline)) void unlock_impl(void *obj, const char *site,
-                                                              const void *ret)
+/* @checked: MOOR_DEBUG=locks was on (a constant in each caller, so the
+ * unchecked copy has no trace of the checker). */
+static inline __attribute__((always_inline)) void unlock_impl(void *obj, bool checked,
+                                                              const char *site, const void *ret)
 {
     moor_lockable *l = lockable_of(obj, "moor_unlock");
     int owner;
@@ -743,20 +762,31 @@ static inline __attribute__((always_inline)) void unlock_impl(void *obj, const c
                           owner ? "left locked" : "nothing done");
         return;
     }
-    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+    if (checked)
         moor__lockdep_release(l, true, site, ret);
     set_owner(l, 0);
     pthread_mutex_unlock(&l->mutex);
 }
 
+static __attribute__((noinline)) void unlock_checked(void *obj, const char *site, const void *ret)
+{
+    unlock_impl(obj, true, site, ret);
+}
+
 void moor_unlock_at(void *obj, const char *site)
 {
-    unlock_impl(obj, site, __builtin_return_address(0));
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        unlock_checked(obj, site, __builtin_return_address(0));
+    else
+        unlock_impl(obj, false, NULL, NULL);
 }
 
 void(moor_unlock)(void *obj)
 {
-    unlock_impl(obj, NULL, __builtin_return_address(0));
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        unlock_checked(obj, NULL, __builtin_return_address(0));
+    else
+        unlock_impl(obj, false, NULL, NULL);
 }
 
 bool moor_lock_held(const void *obj)
@@ -786,7 +816,10 @@ void moor__end_api(void *obj, const char *site)
 {
     if (!obj)
         return;
-    unlock_impl(obj, site, __builtin_return_address(0));
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        unlock_checked(obj, site, __builtin_return_address(0));
+    else
+        unlock_impl(obj, false, NULL, NULL);
     moor__unref_at(obj, site);
 }
 
