@@ -1116,10 +1116,7 @@ static int iterate_common(moor_loop *loop, int timeout_ms, bool thread, const un
     /* relaxed: set before the kick that woke us; a late look means one
      * more dispatch by a loop that is still whole. */
     bool alive = !atomic_load_explicit(&loop->disposing, memory_order_relaxed) &&
-                 (!thread || moor_refcnt_inc_not_zero(&loop->parent.ref));
-
-    if (alive && thread)
-        moor__object_note_ref(&loop->parent, NULL); /* MOOR_DEBUG=refs */
+                 (!thread || moor__object_ref_not_zero(&loop->parent, NULL));
 
     if (alive) {
         for (int i = 0; i < n; i++) {

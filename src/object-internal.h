@@ -84,11 +84,15 @@ static inline bool moor__object_magic_ok(uint32_t magic)
  * registry lookup): record it as taken by the code at @ret. */
 void moor__object_ref_taken(void *obj, const void *ret);
 
-/* After a moor_refcnt_inc_not_zero() that succeeded on @obj. */
-static inline void moor__object_note_ref(moor_object *obj, const void *ret)
+/* moor_refcnt_inc_not_zero() on @obj's count, recorded (MOOR_DEBUG=refs)
+ * as taken by the code at @ret when it succeeds. */
+static inline bool moor__object_ref_not_zero(moor_object *obj, const void *ret)
 {
+    if (!moor_refcnt_inc_not_zero(&obj->ref))
+        return false;
     if (MOOR_UNLIKELY(obj->magic == MOOR__OBJECT_MAGIC_TRACED))
         moor__object_ref_taken(obj, ret);
+    return true;
 }
 
 #endif /* MOOR_OBJECT_INTERNAL_H */

@@ -494,11 +494,9 @@ void *moor_weak_get(moor_weak *w)
     /* relaxed: under the stripe (see moor_weak_clear); a match proves @o is
      * still allocated, inc_not_zero proves it is still alive. */
     if (atomic_load_explicit(&w->obj, memory_order_relaxed) == o &&
-        moor_refcnt_inc_not_zero(&o->ref))
+        moor__object_ref_not_zero(o, __builtin_return_address(0)))
         result = o;
     pthread_mutex_unlock(lock);
-    if (result && MOOR_UNLIKELY(o->magic == MOOR__OBJECT_MAGIC_TRACED))
-        moor__object_ref_taken(o, __builtin_return_address(0));
     return result;
 }
 

@@ -997,10 +997,9 @@ int moor_registry_rename(moor_registry *reg, void *obj, const char *new_name, mo
  * node (or NULL): a reference to it, or NULL. */
 static inline __attribute__((always_inline)) moor_object *ref_rcu(moor_object *obj)
 {
-    if (!obj || !moor_refcnt_inc_not_zero(&obj->ref))
-        return NULL;
     /* Inlined into the public lookup: its caller takes the reference. */
-    moor__object_note_ref(obj, __builtin_return_address(0));
+    if (!obj || !moor__object_ref_not_zero(obj, __builtin_return_address(0)))
+        return NULL;
     return obj;
 }
 
