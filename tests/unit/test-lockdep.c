@@ -65,6 +65,18 @@ static const char *site(int line, char *buf, size_t size)
     return buf;
 }
 
+/* tu_expect_report(), and with TEST_LOCKDEP_SHOW=1 in the environment the
+ * report printed as the default hook would print it (docs/debug.md quotes
+ * these). */
+static const tu_report *expect_report(moor_misuse kind, const void *subject, const char *text)
+{
+    const tu_report *r = tu_expect_report(kind, subject, text);
+
+    if (getenv("TEST_LOCKDEP_SHOW"))
+        fprintf(stderr, "moor: %s\n", r->message);
+    return r;
+}
+
 static void expect_sites(const tu_report *r, const int *lines, size_t n)
 {
     char buf[64];
@@ -116,7 +128,7 @@ static void test_order_inversion(void **state)
     tu_in_thread(take_in_order, &t1);
     tu_expect_no_report();
     tu_in_thread(take_in_order, &t2);
-    r = tu_expect_report(MOOR_MISUSE_LOCK_ORDER, dom, "lock order inversion");
+    r = expect_report(MOOR_MISUSE_LOCK_ORDER, dom, "lock order inversion");
     tu_assert_contains(r->message, "takes 'ld.order.domain'");
     tu_assert_contains(r->message, "while holding 'ld.order.image'");
     /* This thread's two sites and the two of the earlier, opposite order. */
@@ -169,7 +181,7 @@ static void test_order_inversion_lockcnt(void **state)
     moor_lockcnt_init(&lc);
     tu_in_thread(object_then_lockcnt, &t1);
     tu_in_thread(lockcnt_then_object, &t2);
-    r = tu_expect_report(MOOR_MISUSE_LOCK_ORDER, obj, "lock order inversion");
+    r = expect_report(MOOR_MISUSE_LOCK_ORDER, obj, "lock order inversion");
     tu_assert_contains(r->message, "'moor_lockcnt'");
     tu_assert_contains(r->message, "'ld.order.owner'");
     expect_sites(r, (int[]){t1.line, t2.line}, 2);
@@ -190,7 +202,7 @@ static void test_nested_object_mutex(void **state)
     /* Two threads doing this with a and b swapped deadlock. */
     la = __LINE__, moor_lock(a);
     lb = __LINE__, moor_lock(b);
-    r = tu_expect_report(MOOR_MISUSE_LOCK_NESTED, b, "rule 4");
+    r = expect_report(MOOR_MISUSE_LOCK_NESTED, b, "rule 4");
     tu_assert_contains(r->message, "class 'ld.nest', subclass 0");
     expect_sites(r, (int[]){la, lb}, 2);
     moor_unlock(b);
@@ -232,7 +244,7 @@ static void test_nested_same_subclass(void **state)
 
     l1 = __LINE__, moor_lock_nested(child, 1);
     l2 = __LINE__, moor_lock_nested(parent, 1);
-    r = tu_expect_report(MOOR_MISUSE_LOCK_NESTED, parent, "subclass 1");
+    r = expect_report(MOOR_MISUSE_LOCK_NESTED, parent, "subclass 1");
     expect_sites(r, (int[]){l1, l2}, 2);
     moor_unlock(parent);
     moor_unlock(child);
@@ -285,7 +297,7 @@ static void test_job_wait_holding_another(void **state)
     moor_lock_nested(h.vm, 1);
     assert_int_equal(moor_job_begin_timeout(&h.vm->job, MOOR_JOB_MODIFY, "waiter", 10, NULL),
                      -ETIMEDOUT);
-    r = tu_expect_report(MOOR_MISUSE_LOCK_BLOCKING, img, "a job wait");
+    r = expect_report(MOOR_MISUSE_LOCK_BLOCKING, img, "a job wait");
     tu_assert_contains(r->message, "'ld.block.image'");
     expect_sites(r, (int[]){li}, 1);
     moor_unlock(h.vm);
@@ -324,7 +336,7 @@ static void test_remove_sync_holding(void **state)
     assert_int_equal(moor_loop_add_timer(loop, 60000, 0, on_timer, NULL, NULL, &id, NULL), 0);
     l = __LINE__, moor_lock(obj);
     assert_int_equal(moor_loop_remove_sync(loop, id), 0);
-    r = tu_expect_report(MOOR_MISUSE_LOCK_BLOCKING, obj, "moor_loop_remove_sync");
+    r = expect_report(MOOR_MISUSE_LOCK_BLOCKING, obj, "moor_loop_remove_sync");
     expect_sites(r, (int[]){l}, 1);
     moor_unlock(obj);
     moor_unref(loop);
@@ -376,17 +388,17 @@ static void test_monitor_enter_holding_second(void **state)
     lo = __LINE__, moor_lock(other);
     moor_lock_nested(dom, 1);
     assert_int_equal(moor_monitor_enter(fx.mon, dom), 0);
-    r = tu_expect_report(MOOR_MISUSE_MONITOR_LOCKED, fx.mon, "monitor entered while holding");
+    r = expect_report(MOOR_MISUSE_MONITOR_LOCKED, fx.mon, "monitor entered while holding");
     tu_assert_contains(r->message, "'ld.mon.domain'");
     expect_sites(r, (int[]){lo}, 1);
 
     /* (c) again: the call blocks on the peer with @other still locked. */
     assert_int_equal(moor_monitor_call(fx.mon, &cmd, NULL, 10, NULL), -ETIMEDOUT);
-    r = tu_expect_report(MOOR_MISUSE_LOCK_BLOCKING, other, "moor_monitor_call");
+    r = expect_report(MOOR_MISUSE_LOCK_BLOCKING, other, "moor_monitor_call");
     expect_sites(r, (int[]){lo}, 1);
     /* Exit relocks @dom, with @other still held: rule 4 again. */
     assert_int_equal(moor_monitor_exit(fx.mon, dom), 0);
-    tu_expect_report(MOOR_MISUSE_LOCK_NESTED, dom, "rule 4");
+    expect_report(MOOR_MISUSE_LOCK_NESTED, dom, "rule 4");
     moor_unlock(dom);
     moor_unlock(other);
 
@@ -415,7 +427,7 @@ static void test_unlock_out_of_order(void **state)
     lo = __LINE__, moor_lock(outer);
     li = __LINE__, moor_lock_nested(inner, 1);
     lu = __LINE__, moor_unlock(outer);
-    r = tu_expect_report(MOOR_MISUSE_UNLOCK_ORDER, outer, "unlock out of order");
+    r = expect_report(MOOR_MISUSE_UNLOCK_ORDER, outer, "unlock out of order");
     expect_sites(r, (int[]){lo, li, lu}, 3);
     moor_unlock(inner);
     tu_expect_no_report();
@@ -476,6 +488,8 @@ static void test_refs_leak_report_names_holder(void **state)
     (void)state;
     tu_fork(&c, child_leak_names_holder, (void *)k);
     tu_assert_child_exited(&c, 0);
+    if (getenv("TEST_LOCKDEP_SHOW"))
+        fputs(c.out, stderr);
     assert_int_equal(sscanf(c.out, "dropped=%d kept=%d", &dropped, &kept), 2);
     tu_assert_contains(c.out, "leak: 1 object(s) of class 'ld.refs.leaky' still alive");
     tu_assert_contains(c.out, "(class 'ld.refs.leaky') refs=2, held by: ");
@@ -506,6 +520,8 @@ static void test_refs_dump(void **state)
     assert_int_equal(moor_debug_dump_refs(untraced, f), -ENOENT);
     assert_int_equal(moor_debug_dump_refs(NULL, f), -EINVAL);
     fclose(f);
+    if (getenv("TEST_LOCKDEP_SHOW"))
+        fputs(text, stderr);
     tu_assert_contains(text, "(class 'ld.refs.dump') refs=2:");
     tu_assert_contains(text, "reference taken at test-lockdep+0x");
     tu_assert_contains(text, site(l, buf, sizeof(buf)));
