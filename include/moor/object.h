@@ -311,6 +311,10 @@ MOOR_EXPORT void *moor_cast(const void *obj, const moor_class *klass);
  * Non-recursive: locking an object the thread already holds deadlocks;
  * with MOOR_DEBUG=locks it is reported instead and the call returns without
  * locking again. A non-lockable object is reported and not locked.
+ * With MOOR_DEBUG=locks the acquisition is also checked against the locks
+ * this thread holds: another object's mutex (rule 4, unless taken with
+ * moor_lock_nested) and an order between lock classes that was seen the
+ * other way round are reported, naming both sites (docs/debug.md).
  * Locks: the caller must own a reference to @obj and, by the lock order,
  * must not hold another object's mutex or a monitor. Blocks: until the
  * current holder unlocks; holders only keep it for short field accesses,
@@ -364,7 +368,9 @@ MOOR_EXPORT int(moor_lock_try)(void *obj);
  *
  * An unlock by a thread that does not hold the mutex is reported and
  * leaves the mutex as it was (unlocking someone else's mutex is undefined
- * behaviour in pthreads, so it is never passed on).
+ * behaviour in pthreads, so it is never passed on). With MOOR_DEBUG=locks,
+ * unlocking an object while an object mutex taken after it is still held
+ * is reported (nested locks are released innermost first); it unlocks.
  * Locks: the caller must hold @obj's mutex; afterwards it does not.
  * Blocks: never. Returns: nothing (misuse is reported, not returned).
  */
