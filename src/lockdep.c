@@ -83,8 +83,8 @@ struct held {
 static pthread_mutex_t graph_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
 static struct node nodes[NODES_MAX];
 static atomic_uint nnodes;
-static unsigned search_gen; /* under graph_lock */
-static atomic_bool full_reported;
+static unsigned search_gen;       /* under graph_lock */
+static atomic_bool full_reported; /* a table ran out: said once */
 
 /* initial-exec: see moor__thread_id(). */
 static _Thread_local struct held held[HELD_MAX] __attribute__((tls_model("initial-exec")));
@@ -220,8 +220,8 @@ static void format_inversion(char *msg, const struct held *h, const struct moor_
         msg[MSG_MAX - 1] = '\0';
 }
 
-/* Record @from -> @to if new; on a new edge closing a cycle, write the
- * report into @msg and return true. */
+/* Record @from -> @to if new; on a new edge closing a cycle (or the first
+ * edge that finds no room), write the report into @msg and return true. */
 static bool edge_add(struct node *from, struct node *to, const struct held *h,
                      const struct moor__lockdep_acq *a, char *msg)
 {
@@ -246,6 +246,14 @@ static bool edge_add(struct node *from, struct node *to, const struct held *h,
             from->edges[n] = (struct edge){to, h->site, a->site, h->ret, a->ret, moor__thread_id()};
             /* release: publishes the edge to edge_known() readers. */
             atomic_store_explicit(&from->nedges, n + 1, memory_order_release);
+        } else if (!cycle &&
+                   !atomic_exchange_explicit(&full_reported, true, memory_order_relaxed)) {
+            /* relaxed: only avoids a second report. */
+            snprintf(msg, MSG_MAX,
+                     "lockdep: class '%s' was held while taking more than %d other classes; "
+                     "orders after those are not checked",
+                     from->name, EDGES_MAX);
+            cycle = true;
         }
     }
     pthread_mutex_unlock(&graph_lock);
