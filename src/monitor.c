@@ -1351,17 +1351,17 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
 {
     int rc = check_call(mon, "moor_monitor_call", request, timeout_ms, err);
 
-    moor__lockdep_check_blocking("moor_monitor_call", NULL, true, __builtin_return_address(0));
-
-    return rc < 0 ? rc : call(mon, request, NULL, 0, reply, timeout_ms, err);
+    if (rc < 0)
+        return rc;
+    if (moor__debug_on(MOOR_DEBUG_LOCKS) && !owner_locked_here(mon)) /* else -EDEADLK */
+        moor__lockdep_blocking("moor_monitor_call", NULL, true, __builtin_return_address(0));
+    return call(mon, request, NULL, 0, reply, timeout_ms, err);
 }
 
 int moor_monitor_call_fds(moor_monitor *mon, const void *request, const int *fds, unsigned nfds,
                           void **reply, int timeout_ms, moor_error *err)
 {
     int rc = check_call(mon, "moor_monitor_call_fds", request, timeout_ms, err);
-
-    moor__lockdep_check_blocking("moor_monitor_call_fds", NULL, true, __builtin_return_address(0));
 
     if (rc < 0)
         return rc;
@@ -1373,6 +1373,8 @@ int moor_monitor_call_fds(moor_monitor *mon, const void *request, const int *fds
         return moor_error_set(err, -ENOTSUP,
                               "monitor '%s': cannot pass descriptors: the socket is not AF_UNIX",
                               mon->name);
+    if (moor__debug_on(MOOR_DEBUG_LOCKS) && !owner_locked_here(mon)) /* else -EDEADLK */
+        moor__lockdep_blocking("moor_monitor_call_fds", NULL, true, __builtin_return_address(0));
     return call(mon, request, fds, nfds, reply, timeout_ms, err);
 }
 

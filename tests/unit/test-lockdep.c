@@ -522,6 +522,7 @@ static void test_refs_dump(void **state)
     int l;
 
     (void)state;
+    moor_debug_set_flags(moor_debug_flags() & ~(unsigned)MOOR_DEBUG_REFS);
     untraced = vm_new(k, false);
     moor_debug_set_flags(moor_debug_flags() | MOOR_DEBUG_REFS);
     obj = vm_new(k, false);
