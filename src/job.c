@@ -795,7 +795,8 @@ static bool wait_settled(moor_job *job, moor__job_waiter *w, uint32_t ms)
     pthread_condattr_t attr;
     bool settled;
 
-    moor__lockdep_check_blocking("a job wait", job->obj, false, NULL);
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        moor__lockdep_job_wait(job->obj, w->api);
 
     /* Only the waiter at the front of its queue spins: the next end is
      * for it, while those behind it would only take CPUs from holders

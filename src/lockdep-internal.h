@@ -61,6 +61,10 @@ void moor__lockdep_release(const void *lock, bool check_order, const char *site,
 void moor__lockdep_blocking(const char *what, const void *allowed, bool allow_monitor,
                             const void *ret);
 
+/* A job wait on lockable @obj for @api: moor__lockdep_blocking() with
+ * @obj's mutex allowed (the wait releases it). */
+void moor__lockdep_job_wait(const void *obj, const char *api);
+
 /* moor_monitor_enter(@mon, @obj) succeeded: report any object mutex held
  * but @obj's, or an internal lock, then push the monitor section. */
 void moor__lockdep_monitor_enter(const void *mon, const char *mon_name, const void *obj,

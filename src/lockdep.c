@@ -401,6 +401,14 @@ void moor__lockdep_blocking(const char *what, const void *allowed, bool allow_mo
     }
 }
 
+void moor__lockdep_job_wait(const void *obj, const char *api)
+{
+    char what[160];
+
+    snprintf(what, sizeof(what), "a job wait (API '%s') on object %p", api ? api : "?", obj);
+    moor__lockdep_blocking(what, obj, false, NULL);
+}
+
 static const struct moor__lockdep_key monitor_key = {"moor_monitor"};
 
 void moor__lockdep_monitor_enter(const void *mon, const char *mon_name, const void *obj,
