@@ -87,6 +87,7 @@
 #include <moor/object.h>
 
 #include "debug-internal.h"
+#include "lockdep-internal.h"
 #include "object-internal.h"
 
 #define ASYNC_KIND UINT32_MAX /* a waiter for the async slot */
@@ -793,6 +794,9 @@ static bool wait_settled(moor_job *job, moor__job_waiter *w, uint32_t ms)
     pthread_mutex_t *mutex = moor__lockable_mutex(job->obj);
     pthread_condattr_t attr;
     bool settled;
+
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        moor__lockdep_job_wait(job->obj, w->api);
 
     /* Only the waiter at the front of its queue spins: the next end is
      * for it, while those behind it would only take CPUs from holders

@@ -73,6 +73,8 @@
 #include <moor/debug.h>
 #include <moor/lockcnt.h>
 
+#include "lockdep-internal.h"
+
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -512,7 +514,7 @@ void moor__lockcnt_inc_slow(moor_lockcnt *lc)
     portable_inc_slow(lc);
 }
 
-bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc)
+static inline bool dec_and_lock_impl(moor_lockcnt *lc)
 {
 #if HAVE_FUTEX
     if (!is_portable(lc))
@@ -521,7 +523,7 @@ bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc)
     return portable_dec_and_lock(lc);
 }
 
-bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc)
+static inline bool dec_if_lock_impl(moor_lockcnt *lc)
 {
 #if HAVE_FUTEX
     if (!is_portable(lc))
@@ -530,7 +532,7 @@ bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc)
     return portable_dec_if_lock(lc);
 }
 
-void moor_lockcnt_lock(moor_lockcnt *lc)
+static inline void lock_impl(moor_lockcnt *lc)
 {
 #if HAVE_FUTEX
     if (!is_portable(lc)) {
@@ -541,7 +543,7 @@ void moor_lockcnt_lock(moor_lockcnt *lc)
     portable_lock(lc);
 }
 
-void moor_lockcnt_unlock(moor_lockcnt *lc)
+static inline void unlock_impl(moor_lockcnt *lc)
 {
 #if HAVE_FUTEX
     if (!is_portable(lc)) {
@@ -552,7 +554,7 @@ void moor_lockcnt_unlock(moor_lockcnt *lc)
     portable_unlock(lc);
 }
 
-void moor_lockcnt_inc_and_unlock(moor_lockcnt *lc)
+static inline void inc_and_unlock_impl(moor_lockcnt *lc)
 {
 #if HAVE_FUTEX
     if (!is_portable(lc)) {
@@ -561,6 +563,87 @@ void moor_lockcnt_inc_and_unlock(moor_lockcnt *lc)
     }
 #endif
     portable_inc_and_unlock(lc);
+}
+
+/*
+ * MOOR_DEBUG=locks: every lock counter's mutex side is one lock class.
+ * Each public lock-side call tests the flag once and otherwise runs as it
+ * did before the checker; the checked versions are out of line so the
+ * unchecked path keeps no value alive for them. A dec_and_lock or
+ * dec_if_lock that took the lock is recorded after the fact (whether it
+ * locks is known only then).
+ */
+static const struct moor__lockdep_key lockcnt_key = {"moor_lockcnt"};
+
+static __attribute__((noinline)) bool dec_and_lock_checked(moor_lockcnt *lc, const void *ret)
+{
+    bool locked = dec_and_lock_impl(lc);
+
+    if (locked)
+        moor__lockdep_internal_lock(lc, &lockcnt_key, NULL, ret);
+    return locked;
+}
+
+static __attribute__((noinline)) bool dec_if_lock_checked(moor_lockcnt *lc, const void *ret)
+{
+    bool locked = dec_if_lock_impl(lc);
+
+    if (locked)
+        moor__lockdep_internal_lock(lc, &lockcnt_key, NULL, ret);
+    return locked;
+}
+
+static __attribute__((noinline)) void lock_checked(moor_lockcnt *lc, const void *ret)
+{
+    moor__lockdep_internal_lock(lc, &lockcnt_key, NULL, ret); /* before: it may wait */
+    lock_impl(lc);
+}
+
+static __attribute__((noinline)) void unlock_checked(moor_lockcnt *lc, bool inc, const void *ret)
+{
+    moor__lockdep_internal_unlock(lc, NULL, ret);
+    if (inc)
+        inc_and_unlock_impl(lc);
+    else
+        unlock_impl(lc);
+}
+
+bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        return dec_and_lock_checked(lc, __builtin_return_address(0));
+    return dec_and_lock_impl(lc);
+}
+
+bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        return dec_if_lock_checked(lc, __builtin_return_address(0));
+    return dec_if_lock_impl(lc);
+}
+
+void moor_lockcnt_lock(moor_lockcnt *lc)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        lock_checked(lc, __builtin_return_address(0));
+    else
+        lock_impl(lc);
+}
+
+void moor_lockcnt_unlock(moor_lockcnt *lc)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        unlock_checked(lc, false, __builtin_return_address(0));
+    else
+        unlock_impl(lc);
+}
+
+void moor_lockcnt_inc_and_unlock(moor_lockcnt *lc)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        unlock_checked(lc, true, __builtin_return_address(0));
+    else
+        inc_and_unlock_impl(lc);
 }
 
 bool moor_lockcnt_has_waiters(const moor_lockcnt *lc)

@@ -88,6 +88,7 @@
 #include <moor/vlist.h>
 
 #include "debug-internal.h"
+#include "lockdep-internal.h"
 #include "object-internal.h"
 
 #define LOOP_MAGIC    0x6c6f6f70u /* "loop" */
@@ -218,7 +219,7 @@ static struct moor__lazy_class loop_klass =
  * so any moor object can be asked) that is not being disposed. */
 static bool loop_valid(const moor_loop *loop)
 {
-    return loop && loop->parent.magic == MOOR__OBJECT_MAGIC &&
+    return loop && moor__object_magic_ok(loop->parent.magic) &&
            loop->parent.klass == moor__lazy_class_peek(&loop_klass) && loop->magic == LOOP_MAGIC;
 }
 
@@ -537,6 +538,7 @@ int moor_loop_remove(moor_loop *loop, uint64_t id)
 
 int moor_loop_remove_sync(moor_loop *loop, uint64_t id)
 {
+    moor__lockdep_check_blocking("moor_loop_remove_sync", NULL, false, __builtin_return_address(0));
     return remove_common(loop, id, true, "moor_loop_remove_sync");
 }
 
@@ -1114,7 +1116,7 @@ static int iterate_common(moor_loop *loop, int timeout_ms, bool thread, const un
     /* relaxed: set before the kick that woke us; a late look means one
      * more dispatch by a loop that is still whole. */
     bool alive = !atomic_load_explicit(&loop->disposing, memory_order_relaxed) &&
-                 (!thread || moor_refcnt_inc_not_zero(&loop->parent.ref));
+                 (!thread || moor__object_ref_not_zero(&loop->parent, NULL));
 
     if (alive) {
         for (int i = 0; i < n; i++) {

@@ -115,6 +115,7 @@
 #include <moor/object.h>
 
 #include "debug-internal.h"
+#include "lockdep-internal.h"
 #include "monitor-internal.h"
 #include "object-internal.h"
 
@@ -1350,7 +1351,11 @@ int moor_monitor_call(moor_monitor *mon, const void *request, void **reply, int 
 {
     int rc = check_call(mon, "moor_monitor_call", request, timeout_ms, err);
 
-    return rc < 0 ? rc : call(mon, request, NULL, 0, reply, timeout_ms, err);
+    if (rc < 0)
+        return rc;
+    if (moor__debug_on(MOOR_DEBUG_LOCKS) && !owner_locked_here(mon)) /* else -EDEADLK */
+        moor__lockdep_blocking("moor_monitor_call", NULL, true, __builtin_return_address(0));
+    return call(mon, request, NULL, 0, reply, timeout_ms, err);
 }
 
 int moor_monitor_call_fds(moor_monitor *mon, const void *request, const int *fds, unsigned nfds,
@@ -1368,6 +1373,8 @@ int moor_monitor_call_fds(moor_monitor *mon, const void *request, const int *fds
         return moor_error_set(err, -ENOTSUP,
                               "monitor '%s': cannot pass descriptors: the socket is not AF_UNIX",
                               mon->name);
+    if (moor__debug_on(MOOR_DEBUG_LOCKS) && !owner_locked_here(mon)) /* else -EDEADLK */
+        moor__lockdep_blocking("moor_monitor_call_fds", NULL, true, __builtin_return_address(0));
     return call(mon, request, fds, nfds, reply, timeout_ms, err);
 }
 
@@ -1418,6 +1425,7 @@ int moor_monitor_enter(moor_monitor *mon, void *obj)
         moor__free(e);
         return rc;
     }
+    moor__lockdep_note_monitor_enter(mon, mon->name, obj, __builtin_return_address(0));
     moor_ref(mon);
     moor_unlock(obj);
     return 0;
@@ -1451,6 +1459,7 @@ int moor_monitor_exit(moor_monitor *mon, void *obj)
                       "moor_monitor_exit(%s): no moor_monitor_enter to end for object %p on "
                       "this thread",
                       mon->name, obj);
+    moor__lockdep_internal_unlock(mon, NULL, __builtin_return_address(0)); /* the section */
     moor__free(e);
     moor_unref(mon); /* before the lock: see the header */
     moor_lock(obj);

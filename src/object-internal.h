@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <moor/error.h>
 #include <moor/object.h>
@@ -72,5 +73,26 @@ bool moor__object_contains(const void *obj, const void *p, size_t len);
  * instance's address, size and class name. Once installed it stays. */
 typedef void (*moor__dispose_check_fn)(void *obj, size_t size, const char *class_name);
 void moor__set_dispose_check(moor__dispose_check_fn fn);
+
+/* Whether @magic is a live object's (traced by MOOR_DEBUG=refs or not). */
+static inline bool moor__object_magic_ok(uint32_t magic)
+{
+    return magic == MOOR__OBJECT_MAGIC || magic == MOOR__OBJECT_MAGIC_TRACED;
+}
+
+/* A reference to traced @obj was taken without moor_ref (a weak get, a
+ * registry lookup): record it as taken by the code at @ret. */
+void moor__object_ref_taken(void *obj, const void *ret);
+
+/* moor_refcnt_inc_not_zero() on @obj's count, recorded (MOOR_DEBUG=refs)
+ * as taken by the code at @ret when it succeeds. */
+static inline bool moor__object_ref_not_zero(moor_object *obj, const void *ret)
+{
+    if (!moor_refcnt_inc_not_zero(&obj->ref))
+        return false;
+    if (MOOR_UNLIKELY(obj->magic == MOOR__OBJECT_MAGIC_TRACED))
+        moor__object_ref_taken(obj, ret);
+    return true;
+}
 
 #endif /* MOOR_OBJECT_INTERNAL_H */

@@ -31,6 +31,13 @@
  * Census: each class counts its live objects in one relaxed atomic. With
  * MOOR_DEBUG=leaks, objects are also put on a global list (one extra
  * allocation each) so that a leak report can name them.
+ *
+ * Reference tracing (MOOR_DEBUG=refs): an object created with it on is
+ * tracked as for leaks, its record also holds a reftrace (reftrace.c), and
+ * its magic word is MOOR__OBJECT_MAGIC_TRACED, which sends the inline
+ * moor_ref/moor_unref to moor__ref_slow/moor__unref_slow: the fast path
+ * of every other object is untouched. The lock checker (lockdep.c) hooks in
+ * the existing MOOR_DEBUG=locks branch of moor_lock and in moor_unlock.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,7 +50,9 @@
 #include <moor/object.h>
 
 #include "debug-internal.h"
+#include "lockdep-internal.h"
 #include "object-internal.h"
+#include "reftrace-internal.h"
 
 #define CLASS_MAGIC     0x636c6173u /* "clas" */
 #define OBJECT_FREED    0x64656164u /* "dead" */
@@ -67,11 +76,12 @@ struct moor_class {
 struct track {
     moor_object *obj;
     struct track *prev, *next;
+    struct moor__reftrace *refs; /* MOOR_DEBUG=refs, else NULL */
 };
 
 static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
 static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
-static struct track track_head = {NULL, &track_head, &track_head};
+static struct track track_head = {NULL, &track_head, &track_head, NULL};
 static pthread_mutex_t weak_locks[WEAK_STRIPES] = {[0 ... WEAK_STRIPES - 1] =
                                                        PTHREAD_MUTEX_INITIALIZER};
 
@@ -190,13 +200,18 @@ size_t moor_class_live(const moor_class *klass)
 
 /* ---- leak tracking --------------------------------------------------- */
 
-static void track_add(moor_object *o)
+/* Track @o (created by the code at @ret); under MOOR_DEBUG=refs also
+ * trace its references and give it the traced magic word. */
+static void track_add(moor_object *o, const void *ret)
 {
     struct track *t = moor__malloc(sizeof(*t));
 
     if (!t)
         return; /* tracking is best effort; the census still counts it */
     t->obj = o;
+    t->refs = NULL;
+    if (moor__debug_on(MOOR_DEBUG_REFS) && (t->refs = moor__reftrace_new(NULL, ret)))
+        o->magic = MOOR__OBJECT_MAGIC_TRACED;
     pthread_mutex_lock(&track_lock);
     t->next = &track_head;
     t->prev = track_head.prev;
@@ -216,6 +231,7 @@ static void track_remove(moor_object *o)
     t->prev->next = t->next;
     t->next->prev = t->prev;
     pthread_mutex_unlock(&track_lock);
+    moor__reftrace_free(t->refs);
     moor__free(t);
 }
 
@@ -223,7 +239,7 @@ static void track_remove(moor_object *o)
 
 static bool object_live(const moor_object *o)
 {
-    return o && o->magic == MOOR__OBJECT_MAGIC;
+    return o && moor__object_magic_ok(o->magic);
 }
 
 static int lockable_init(moor_lockable *l)
@@ -258,8 +274,8 @@ void *moor_object_new(const moor_class *klass)
     atomic_init(&o->weak, NULL);
     /* relaxed: a statistic; see the header. */
     atomic_fetch_add_explicit(&((moor_class *)klass)->live, 1, memory_order_relaxed);
-    if (moor__debug_on(MOOR_DEBUG_LEAKS))
-        track_add(o);
+    if (moor__debug_on(MOOR_DEBUG_LEAKS | MOOR_DEBUG_REFS))
+        track_add(o, __builtin_return_address(0));
     return o;
 }
 
@@ -273,6 +289,57 @@ void moor__object_misuse(const void *obj, const char *op)
     else
         moor_debug_report(MOOR_MISUSE_NOT_AN_OBJECT, obj, "%s of %p, which is not a moor object",
                           op, obj);
+}
+
+/* The reference trace of traced object @o, else NULL. */
+static struct moor__reftrace *refs_of(const moor_object *o)
+{
+    return o->magic == MOOR__OBJECT_MAGIC_TRACED ? ((struct track *)o->track)->refs : NULL;
+}
+
+void *moor__ref_slow(void *obj, const char *site)
+{
+    moor_object *o = obj;
+
+    if (o->magic != MOOR__OBJECT_MAGIC_TRACED) {
+        moor__object_misuse(o, "ref");
+        return obj;
+    }
+    moor_refcnt_inc(&o->ref);
+    moor__reftrace_take(refs_of(o), site, __builtin_return_address(0));
+    return obj;
+}
+
+void moor__unref_slow(void *obj, const char *site)
+{
+    moor_object *o = obj;
+
+    (void)site; /* a drop is matched by thread, not by site */
+    if (o->magic != MOOR__OBJECT_MAGIC_TRACED) {
+        moor__object_misuse(o, "unref");
+        return;
+    }
+    /* Before the decrement: after it another thread may free @o. */
+    moor__reftrace_drop(refs_of(o));
+    if (moor_refcnt_dec_and_test(&o->ref))
+        moor__object_last_unref(o);
+}
+
+void moor__object_ref_taken(void *obj, const void *ret)
+{
+    moor__reftrace_take(refs_of(obj), NULL, ret);
+}
+
+int moor_debug_dump_refs(const void *obj, FILE *f)
+{
+    const moor_object *o = obj;
+
+    if (!object_live(o) || !f)
+        return -EINVAL;
+    if (!refs_of(o))
+        return -ENOENT;
+    fprintf(f, "object %p (class '%s') refs=%d:\n", obj, o->klass->name, moor_refcnt_read(&o->ref));
+    return moor__reftrace_dump(refs_of(o), f, "    ");
 }
 
 const moor_class *moor_object_get_class(const void *obj)
@@ -427,7 +494,7 @@ void *moor_weak_get(moor_weak *w)
     /* relaxed: under the stripe (see moor_weak_clear); a match proves @o is
      * still allocated, inc_not_zero proves it is still alive. */
     if (atomic_load_explicit(&w->obj, memory_order_relaxed) == o &&
-        moor_refcnt_inc_not_zero(&o->ref))
+        moor__object_ref_not_zero(o, __builtin_return_address(0)))
         result = o;
     pthread_mutex_unlock(lock);
     return result;
@@ -582,26 +649,69 @@ static const char *lock_state(int owner, char *buf, size_t size)
     return buf;
 }
 
-void moor_lock(void *obj)
+/* MOOR_DEBUG=locks, before waiting for @l: a recursive lock is reported
+ * instead of deadlocking silently (true: the thread keeps its single hold
+ * and must not lock again); anything else goes to the lock checker. */
+static bool lock_debug(moor_lockable *l, unsigned subclass, const char *site, const void *ret)
+{
+    const moor_class *k = l->parent.klass;
+    struct moor__lockdep_acq a = {l, k, k->name, subclass, MOOR__LD_OBJECT, false, site, ret};
+
+    if (owner_of(l) == moor__thread_id()) {
+        moor_debug_report(MOOR_MISUSE_LOCK_RECURSIVE, l,
+                          "moor_lock of object %p (class '%s') already held by this thread "
+                          "%d: would self-deadlock; not locked again",
+                          (void *)l, k->name, moor__thread_id());
+        return true;
+    }
+    if (a.subclass > MOOR_LOCK_SUBCLASS_MAX)
+        a.subclass = MOOR_LOCK_SUBCLASS_MAX;
+    moor__lockdep_acquire(&a);
+    return false;
+}
+
+/* The lock itself: with MOOR_DEBUG=locks off, moor_lock is this after one
+ * test of the flag word (the checked path is out of line, so the fast
+ * path keeps nothing of it live across the calls). */
+static inline __attribute__((always_inline)) void lock_plain(void *obj)
 {
     moor_lockable *l = lockable_of(obj, "moor_lock");
 
     if (!l)
         return;
-    /* Under MOOR_DEBUG=locks a recursive lock is reported instead of
-     * deadlocking silently; the thread keeps its single hold. */
-    if (moor__debug_on(MOOR_DEBUG_LOCKS) && owner_of(l) == moor__thread_id()) {
-        moor_debug_report(MOOR_MISUSE_LOCK_RECURSIVE, obj,
-                          "moor_lock of object %p (class '%s') already held by this thread "
-                          "%d: would self-deadlock; not locked again",
-                          obj, l->parent.klass->name, moor__thread_id());
-        return;
-    }
     pthread_mutex_lock(&l->mutex);
     set_owner(l, moor__thread_id());
 }
 
-int moor_lock_try(void *obj)
+static __attribute__((noinline)) void lock_checked(void *obj, unsigned subclass, const char *site,
+                                                   const void *ret)
+{
+    moor_lockable *l = lockable_of(obj, "moor_lock");
+
+    if (!l || lock_debug(l, subclass, site, ret))
+        return;
+    pthread_mutex_lock(&l->mutex);
+    set_owner(l, moor__thread_id());
+}
+
+void moor_lock_at(void *obj, unsigned subclass, const char *site)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        lock_checked(obj, subclass, site, __builtin_return_address(0));
+    else
+        lock_plain(obj);
+}
+
+void(moor_lock)(void *obj)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        lock_checked(obj, 0, NULL, __builtin_return_address(0));
+    else
+        lock_plain(obj);
+}
+
+static inline __attribute__((always_inline)) int lock_try_impl(void *obj, const char *site,
+                                                               const void *ret)
 {
     moor_lockable *l = lockable_of(obj, "moor_lock_try");
 
@@ -610,10 +720,29 @@ int moor_lock_try(void *obj)
     if (pthread_mutex_trylock(&l->mutex) != 0)
         return -EBUSY;
     set_owner(l, moor__thread_id());
+    if (moor__debug_on(MOOR_DEBUG_LOCKS)) {
+        const moor_class *k = l->parent.klass;
+        struct moor__lockdep_acq a = {l, k, k->name, 0, MOOR__LD_OBJECT, true, site, ret};
+
+        moor__lockdep_acquire(&a);
+    }
     return 0;
 }
 
-void moor_unlock(void *obj)
+int moor_lock_try_at(void *obj, const char *site)
+{
+    return lock_try_impl(obj, site, __builtin_return_address(0));
+}
+
+int(moor_lock_try)(void *obj)
+{
+    return lock_try_impl(obj, NULL, __builtin_return_address(0));
+}
+
+/* @checked: MOOR_DEBUG=locks was on (a constant in each caller, so the
+ * unchecked copy has no trace of the checker). */
+static inline __attribute__((always_inline)) void unlock_impl(void *obj, bool checked,
+                                                              const char *site, const void *ret)
 {
     moor_lockable *l = lockable_of(obj, "moor_unlock");
     int owner;
@@ -631,8 +760,31 @@ void moor_unlock(void *obj)
                           owner ? "left locked" : "nothing done");
         return;
     }
+    if (checked)
+        moor__lockdep_release(l, true, site, ret);
     set_owner(l, 0);
     pthread_mutex_unlock(&l->mutex);
+}
+
+static __attribute__((noinline)) void unlock_checked(void *obj, const char *site, const void *ret)
+{
+    unlock_impl(obj, true, site, ret);
+}
+
+void moor_unlock_at(void *obj, const char *site)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        unlock_checked(obj, site, __builtin_return_address(0));
+    else
+        unlock_impl(obj, false, NULL, NULL);
+}
+
+void(moor_unlock)(void *obj)
+{
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        unlock_checked(obj, NULL, __builtin_return_address(0));
+    else
+        unlock_impl(obj, false, NULL, NULL);
 }
 
 bool moor_lock_held(const void *obj)
@@ -658,12 +810,15 @@ void moor_assert_locked(const void *obj)
                       lock_state(owner, state, sizeof(state)));
 }
 
-void moor__end_api(void *obj)
+void moor__end_api(void *obj, const char *site)
 {
     if (!obj)
         return;
-    moor_unlock(obj);
-    moor_unref(obj);
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        unlock_checked(obj, site, __builtin_return_address(0));
+    else
+        unlock_impl(obj, false, NULL, NULL);
+    moor__unref_at(obj, site);
 }
 
 pthread_mutex_t *moor__lockable_mutex(void *obj)
@@ -739,8 +894,11 @@ static void print_tracked(FILE *f, const moor_class *k)
 {
     pthread_mutex_lock(&track_lock);
     for (struct track *t = track_head.next; t != &track_head; t = t->next) {
-        if (t->obj->klass == k)
-            fprintf(f, "    %p refs=%d\n", (void *)t->obj, moor_refcnt_read(&t->obj->ref));
+        if (t->obj->klass != k)
+            continue;
+        fprintf(f, "    %p refs=%d\n", (void *)t->obj, moor_refcnt_read(&t->obj->ref));
+        if (t->refs)
+            moor__reftrace_dump(t->refs, f, "        ");
     }
     pthread_mutex_unlock(&track_lock);
 }
@@ -783,6 +941,27 @@ static void tracked_addresses(const moor_class *k, char *buf, size_t size)
     pthread_mutex_unlock(&track_lock);
 }
 
+/* MOOR_DEBUG=refs: one report per traced leaked object of class @k (up to
+ * LEAK_LIST_SHOWN), naming the code that holds each of its references. */
+static void report_holders(const moor_class *k)
+{
+    size_t shown = 0;
+    char holders[400];
+
+    pthread_mutex_lock(&track_lock);
+    for (struct track *t = track_head.next; t != &track_head && shown < LEAK_LIST_SHOWN;
+         t = t->next) {
+        if (t->obj->klass != k || !t->refs)
+            continue;
+        shown++;
+        moor__reftrace_format(t->refs, holders, sizeof(holders));
+        moor_debug_report(MOOR_MISUSE_LEAK, t->obj,
+                          "leak: object %p (class '%s') refs=%d, held by: %s", (void *)t->obj,
+                          k->name, moor_refcnt_read(&t->obj->ref), holders);
+    }
+    pthread_mutex_unlock(&track_lock);
+}
+
 size_t moor__census_report_leaks(void)
 {
     size_t total = 0;
@@ -798,6 +977,7 @@ size_t moor__census_report_leaks(void)
         tracked_addresses(k, addrs, sizeof(addrs));
         moor_debug_report(MOOR_MISUSE_LEAK, k, "leak: %zu object(s) of class '%s' still alive:%s",
                           live, k->name, addrs[0] ? addrs : " (not tracked)");
+        report_holders(k);
     }
     pthread_mutex_unlock(&class_lock);
     return total;

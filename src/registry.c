@@ -120,6 +120,7 @@
 #include <moor/registry.h>
 
 #include "debug-internal.h"
+#include "lockdep-internal.h"
 #include "object-internal.h"
 
 #ifdef MOOR_TSAN
@@ -382,8 +383,25 @@ int moor_registry_barrier(moor_error *err)
         return moor_error_set(err, -EDEADLK,
                               "moor_registry_barrier: called from liburcu's call_rcu thread (a "
                               "dispose function), which runs the releases it would wait for");
+    if (moor__debug_on(MOOR_DEBUG_LOCKS))
+        moor__lockdep_blocking("moor_registry_barrier", NULL, false, __builtin_return_address(0));
     rcu_barrier();
     return 0;
+}
+
+/* MOOR_DEBUG=locks: every registry's mutex is one lock class. */
+static const struct moor__lockdep_key reg_lock_key = {"moor_registry.lock"};
+
+static void reg_lock(moor_registry *reg, const char *site)
+{
+    moor__lockdep_internal_lock(&reg->lock, &reg_lock_key, site, NULL);
+    pthread_mutex_lock(&reg->lock);
+}
+
+static void reg_unlock(moor_registry *reg, const char *site)
+{
+    moor__lockdep_internal_unlock(&reg->lock, site, NULL);
+    pthread_mutex_unlock(&reg->lock);
 }
 
 static bool registry_valid(const moor_registry *reg)
@@ -842,11 +860,11 @@ int moor_registry_add(moor_registry *reg, void *obj, const moor_uuid *uuid, cons
     e = entry_new(uuid, name, len);
     if (!e)
         return moor_error_set(err, -ENOMEM, "moor_registry_add(name '%s'): out of memory", name);
-    pthread_mutex_lock(&reg->lock);
+    reg_lock(reg, MOOR__SITE);
     rcu_read_lock();
     rc = add_locked(reg, obj, e, err);
     rcu_read_unlock();
-    pthread_mutex_unlock(&reg->lock);
+    reg_unlock(reg, MOOR__SITE);
     if (rc < 0) {
         moor__free(e->first);
         return rc;
@@ -874,13 +892,13 @@ int moor_registry_remove(moor_registry *reg, void *obj, moor_error *err)
     held = moor_lock_held(obj);
     if (!held)
         moor_lock(obj);
-    pthread_mutex_lock(&reg->lock);
+    reg_lock(reg, MOOR__SITE);
     rcu_read_lock();
     e = lookup_obj_rcu(reg, obj);
     if (e)
         unlink_entry(reg, e);
     rcu_read_unlock();
-    pthread_mutex_unlock(&reg->lock);
+    reg_unlock(reg, MOOR__SITE);
     if (!held)
         moor_unlock(obj);
     if (!e)
@@ -957,11 +975,11 @@ int moor_registry_rename(moor_registry *reg, void *obj, const char *new_name, mo
     if (!n)
         return moor_error_set(err, -ENOMEM, "moor_registry_rename(to '%s'): out of memory",
                               new_name);
-    pthread_mutex_lock(&reg->lock);
+    reg_lock(reg, MOOR__SITE);
     rcu_read_lock();
     rc = rename_locked(reg, obj, n, &old, err);
     rcu_read_unlock();
-    pthread_mutex_unlock(&reg->lock);
+    reg_unlock(reg, MOOR__SITE);
     if (rc <= 0) {
         moor__free(name_node_head(n)); /* never published */
         return rc;
@@ -977,9 +995,10 @@ int moor_registry_rename(moor_registry *reg, void *obj, const char *new_name, mo
 
 /* Under the read side, @obj reached through a member's entry or name
  * node (or NULL): a reference to it, or NULL. */
-static moor_object *ref_rcu(moor_object *obj)
+static inline __attribute__((always_inline)) moor_object *ref_rcu(moor_object *obj)
 {
-    if (!obj || !moor_refcnt_inc_not_zero(&obj->ref))
+    /* Inlined into the public lookup: its caller takes the reference. */
+    if (!obj || !moor__object_ref_not_zero(obj, __builtin_return_address(0)))
         return NULL;
     return obj;
 }
@@ -1023,7 +1042,7 @@ void *moor_registry_find_name(moor_registry *reg, const char *name)
 }
 
 /* Under the read side: reference @e's object and pin @e, or return false. */
-static bool pin_rcu(struct entry *e)
+static inline __attribute__((always_inline)) bool pin_rcu(struct entry *e)
 {
     if (!e || !ref_rcu(e->obj))
         return false;
@@ -1138,15 +1157,15 @@ static int snapshot(moor_registry *reg, void ***out, size_t *count, moor_error *
                                   "moor_registry_collect: out of memory for %zu "
                                   "references",
                                   cap);
-        pthread_mutex_lock(&reg->lock);
+        reg_lock(reg, MOOR__SITE);
         /* relaxed: under reg->lock, where the count changes. */
         if (atomic_load_explicit(&reg->count, memory_order_relaxed) <= cap) {
             *count = snapshot_locked(reg, objs, cap);
-            pthread_mutex_unlock(&reg->lock);
+            reg_unlock(reg, MOOR__SITE);
             *out = objs;
             return 0;
         }
-        pthread_mutex_unlock(&reg->lock);
+        reg_unlock(reg, MOOR__SITE);
         moor__free(objs); /* grew meanwhile: size again */
     }
 }

@@ -8,6 +8,14 @@
  * daemons may change the set later with moor_debug_set_flags(). A check
  * that is off costs one relaxed load.
  *
+ * With "locks", moor keeps per thread the stack of moor locks held (object
+ * mutexes, registry internals, lock counters' mutex side, monitor
+ * sections) and reports lock-order inversions, rule-4 nestings, blocking
+ * calls made while holding locks, and out-of-order unlocks, each naming
+ * the sites involved. With "refs", each reference to an object created
+ * from then on is recorded with its site, so the leak report at exit (and
+ * moor_debug_dump_refs) says who still holds it. See docs/debug.md.
+ *
  * Misuse (a saturated reference count, an unref of something that is not a
  * live object, a dispose while locked, an unlock by a thread that does not
  * own the lock...) is never silently ignored and never crashes by itself:
@@ -16,6 +24,8 @@
  */
 #ifndef MOOR_DEBUG_H
 #define MOOR_DEBUG_H
+
+#include <stdio.h>
 
 #include <moor/export.h>
 
@@ -50,6 +60,13 @@ typedef enum moor_misuse {
     MOOR_MISUSE_UNBLOCK_UNKNOWN,   /* unblock of a token that names no block */
     MOOR_MISUSE_NOT_DESTROYED,     /* object freed with a job or blocker set in it
                                     * still set up (dispose forgot _destroy) */
+    /* MOOR_DEBUG=locks (docs/debug.md shows a report of each): */
+    MOOR_MISUSE_LOCK_ORDER,     /* two lock classes taken in both orders */
+    MOOR_MISUSE_LOCK_NESTED,    /* object mutex taken holding another (rule 4) */
+    MOOR_MISUSE_LOCK_BLOCKING,  /* blocking call made holding a lock it must not */
+    MOOR_MISUSE_MONITOR_LOCKED, /* monitor entered holding a second object's
+                                 * mutex or an internal lock */
+    MOOR_MISUSE_UNLOCK_ORDER,   /* object mutex released before one nested in it */
 } moor_misuse;
 
 /*
@@ -140,6 +157,25 @@ MOOR_EXPORT moor_report_fn moor_debug_swap_report(moor_report_fn fn, void *opaqu
  */
 MOOR_EXPORT void moor_debug_report(moor_misuse kind, const void *subject, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * moor_debug_dump_refs - write to @f who holds references to @obj: one line
+ * per outstanding reference with the site that took it ("file.c:LINE" for
+ * the moor_ref/moor_unref macros, "function+0xOFF (binary)" for a
+ * reference a moor call returned, such as moor_object_new or a registry
+ * lookup) and the thread that took it.
+ *
+ * Only objects created while MOOR_DEBUG=refs was on are traced. An unref
+ * does not say which of the references it drops, so it is matched with the
+ * newest one its own thread took, or else with the oldest one (a reference
+ * handed to another thread); the lines left are the references nobody
+ * dropped yet. Ownership: the caller keeps @obj alive across the call.
+ * Locks: an internal leaf mutex of @obj's trace. Blocks: on @f's I/O.
+ * Context: any thread; not from a report hook.
+ * Returns: the number of lines written (references traced), -EINVAL if @obj
+ * is not a live object or @f is NULL, -ENOENT if @obj is not traced.
+ */
+MOOR_EXPORT int moor_debug_dump_refs(const void *obj, FILE *f);
 
 /*
  * moor_debug_fail_alloc - fault injection for allocation-failure tests.

@@ -153,11 +153,22 @@ MOOR_EXPORT size_t moor_class_live(const moor_class *klass);
  */
 MOOR_EXPORT void *moor_object_new(const moor_class *klass);
 
-/* Internal helpers of the inline functions below; not API. */
-#define MOOR__OBJECT_MAGIC 0x6d6f6f72u /* "moor" */
+/* Internal helpers of the inline functions and macros below; not API.
+ * An object created while MOOR_DEBUG=refs is on carries the second magic
+ * word, so its ref and unref leave the inline fast path for the
+ * out-of-line ones, which record the site: tracing costs nothing on
+ * objects created without it. MOOR__SITE is "file.c:LINE" of the macro's
+ * caller, the site debug reports name. */
+#define MOOR__OBJECT_MAGIC        0x6d6f6f72u /* "moor" */
+#define MOOR__OBJECT_MAGIC_TRACED 0x6d6f6f52u /* "mooR": MOOR_DEBUG=refs */
+#define MOOR__STR2(x)             #x
+#define MOOR__STR(x)              MOOR__STR2(x)
+#define MOOR__SITE                __FILE__ ":" MOOR__STR(__LINE__)
 MOOR_EXPORT void moor__object_misuse(const void *obj, const char *op);
 MOOR_EXPORT void moor__object_last_unref(moor_object *obj);
-MOOR_EXPORT void moor__end_api(void *obj);
+MOOR_EXPORT void *moor__ref_slow(void *obj, const char *site);
+MOOR_EXPORT void moor__unref_slow(void *obj, const char *site);
+MOOR_EXPORT void moor__end_api(void *obj, const char *site);
 
 /*
  * moor_ref - take a new reference to @obj and return @obj.
@@ -168,18 +179,21 @@ MOOR_EXPORT void moor__end_api(void *obj);
  * Ownership: the result is a new reference. Locks: none. Blocks: never.
  * Ordering: relaxed (see ref.h).
  */
-static inline void *moor_ref(void *obj)
+static inline void *moor__ref_at(void *obj, const char *site)
 {
     moor_object *o = (moor_object *)obj;
 
     if (!o)
         return NULL;
-    if (MOOR_UNLIKELY(o->magic != MOOR__OBJECT_MAGIC)) {
-        moor__object_misuse(o, "ref");
-        return obj;
-    }
+    if (MOOR_UNLIKELY(o->magic != MOOR__OBJECT_MAGIC))
+        return moor__ref_slow(o, site); /* traced, or misuse */
     moor_refcnt_inc(&o->ref);
     return obj;
+}
+
+static inline void *(moor_ref)(void *obj)
+{
+    return moor__ref_at(obj, NULL);
 }
 
 /*
@@ -193,23 +207,34 @@ static inline void *moor_ref(void *obj)
  * held. Blocks: only as long as the dispose functions do.
  * Ordering: release, plus acquire before disposing (see ref.h).
  */
-static inline void moor_unref(void *obj)
+static inline void moor__unref_at(void *obj, const char *site)
 {
     moor_object *o = (moor_object *)obj;
 
     if (!o)
         return;
     if (MOOR_UNLIKELY(o->magic != MOOR__OBJECT_MAGIC)) {
-        moor__object_misuse(o, "unref");
+        moor__unref_slow(o, site); /* traced, or misuse */
         return;
     }
     if (moor_refcnt_dec_and_test(&o->ref))
         moor__object_last_unref(o);
 }
 
+static inline void(moor_unref)(void *obj)
+{
+    moor__unref_at(obj, NULL);
+}
+
+/* The call forms above record their caller's file:line as the site of the
+ * reference under MOOR_DEBUG=refs; (moor_ref) and (moor_unref), the
+ * functions, may still be taken by address. */
+#define moor_ref(obj)   moor__ref_at((obj), MOOR__SITE)
+#define moor_unref(obj) moor__unref_at((obj), MOOR__SITE)
+
 static inline void moor__autounref_cleanup(void *pp)
 {
-    moor_unref(*(void **)pp);
+    moor__unref_at(*(void **)pp, "(moor_autounref scope exit)");
 }
 
 /*
@@ -286,12 +311,48 @@ MOOR_EXPORT void *moor_cast(const void *obj, const moor_class *klass);
  * Non-recursive: locking an object the thread already holds deadlocks;
  * with MOOR_DEBUG=locks it is reported instead and the call returns without
  * locking again. A non-lockable object is reported and not locked.
+ * With MOOR_DEBUG=locks the acquisition is also checked against the locks
+ * this thread holds: another object's mutex (rule 4, unless taken with
+ * moor_lock_nested) and an order between lock classes that was seen the
+ * other way round are reported, naming both sites (docs/debug.md).
  * Locks: the caller must own a reference to @obj and, by the lock order,
  * must not hold another object's mutex or a monitor. Blocks: until the
  * current holder unlocks; holders only keep it for short field accesses,
  * never across I/O (that is what jobs are for).
  */
-MOOR_EXPORT void moor_lock(void *obj);
+MOOR_EXPORT void(moor_lock)(void *obj);
+
+/*
+ * moor_lock_nested - moor_lock() for a deliberate nesting: lock @obj while
+ * this thread holds another object's mutex.
+ *
+ * Rule 4 (docs/concepts.md) forbids waiting for an object's mutex while
+ * holding another's, and MOOR_DEBUG=locks reports a plain moor_lock() that
+ * does. Where a design really needs two objects at once (a parent and its
+ * child, two domains in a fixed order), the inner acquisition says so with
+ * @subclass 1..7: it is then not reported as a nesting, and the lock-order
+ * checker treats (class, @subclass) as a lock class of its own, so the
+ * order "subclass 0, then subclass 1" is legal between two objects of one
+ * class while the reverse, or a second lock at the same subclass, is
+ * reported. Between objects of different classes the order is checked by
+ * class alone, whatever the subclasses. @subclass 0 is moor_lock().
+ * Locks, Blocks: as moor_lock(). Returns: nothing; a @subclass above 7 is
+ * taken as 7.
+ */
+#define MOOR_LOCK_SUBCLASS_MAX          7u
+#define moor_lock(obj)                  moor_lock_at((obj), 0, MOOR__SITE)
+#define moor_lock_nested(obj, subclass) moor_lock_at((obj), (subclass), MOOR__SITE)
+
+/*
+ * moor_lock_at, moor_lock_try_at, moor_unlock_at - what the moor_lock,
+ * moor_lock_nested, moor_lock_try and moor_unlock macros call, with the
+ * caller's "file:line" as @site for MOOR_DEBUG=locks reports (NULL: the
+ * return address is named instead, as the plain functions do). Contract
+ * otherwise as the macro's.
+ */
+MOOR_EXPORT void moor_lock_at(void *obj, unsigned subclass, const char *site);
+MOOR_EXPORT int moor_lock_try_at(void *obj, const char *site);
+MOOR_EXPORT void moor_unlock_at(void *obj, const char *site);
 
 /*
  * moor_lock_try - lock @obj if nobody holds it.
@@ -299,18 +360,22 @@ MOOR_EXPORT void moor_lock(void *obj);
  * -EBUSY when held (by anyone, this thread included); -EINVAL when @obj is not a lockable object
  * (also reported as misuse: it is a programmer error, not a busy lock).
  */
-MOOR_EXPORT int moor_lock_try(void *obj);
+MOOR_EXPORT int(moor_lock_try)(void *obj);
+#define moor_lock_try(obj) moor_lock_try_at((obj), MOOR__SITE)
 
 /*
  * moor_unlock - unlock @obj, which this thread must hold.
  *
  * An unlock by a thread that does not hold the mutex is reported and
  * leaves the mutex as it was (unlocking someone else's mutex is undefined
- * behaviour in pthreads, so it is never passed on).
+ * behaviour in pthreads, so it is never passed on). With MOOR_DEBUG=locks,
+ * unlocking an object while an object mutex taken after it is still held
+ * is reported (nested locks are released innermost first); it unlocks.
  * Locks: the caller must hold @obj's mutex; afterwards it does not.
  * Blocks: never. Returns: nothing (misuse is reported, not returned).
  */
-MOOR_EXPORT void moor_unlock(void *obj);
+MOOR_EXPORT void(moor_unlock)(void *obj);
+#define moor_unlock(obj) moor_unlock_at((obj), MOOR__SITE)
 
 /*
  * moor_lock_held - whether the calling thread holds @obj's mutex. For
@@ -341,7 +406,7 @@ MOOR_EXPORT void moor_assert_locked(const void *obj);
         __typeof__(pp) moor__end_pp = (pp);                                                        \
         void *moor__end_v = *moor__end_pp;                                                         \
         *moor__end_pp = NULL;                                                                      \
-        moor__end_api(moor__end_v);                                                                \
+        moor__end_api(moor__end_v, MOOR__SITE);                                                    \
     } while (0)
 
 /* ---- weak references ------------------------------------------------- */
