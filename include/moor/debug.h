@@ -50,6 +50,7 @@ typedef enum moor_misuse {
     MOOR_MISUSE_UNBLOCK_UNKNOWN,   /* unblock of a token that names no block */
     MOOR_MISUSE_NOT_DESTROYED,     /* object freed with a job or blocker set in it
                                     * still set up (dispose forgot _destroy) */
+    MOOR_MISUSE_BLOCK_TOKEN_LIVE,  /* moor_block into a token that still names a block */
 } moor_misuse;
 
 /*
