@@ -11,9 +11,10 @@
  *   pool.c     the bounded worker pool and its per-domain lanes.
  *   api.c      the route table: URL + method -> parsed request -> an op.
  *   domain.c   domain objects, their state table and the ops of domain.h.
+ *   image.c    the image pool: image objects, users, blocks, qemu-img.
  *   config.c   a domain's config: JSON <-> struct, validated field by field.
  *   qmp.c      the QMP codec and calls (deadline, unresponsive flag).
- *   process.c  fork+exec of QEMU (argv only), pidfd, signals.
+ *   process.c  fork+exec of QEMU (argv only), pidfd, signals; run-and-capture.
  *   store.c    atomic files, status files, restart and reconnect.
  *   events.c   the event bus behind GET /v1/events.
  *   log.c      one line per event worth knowing.
@@ -78,6 +79,7 @@ struct vmd {
     struct vmd_options opt;
     moor_loop *loop;           /* one loop thread: HTTP fds, QMP monitors, pidfds */
     moor_registry *domains;    /* every defined domain, by uuid and by name */
+    moor_registry *images;     /* the image pool (image.h), by name (and a uuid) */
     struct vmd_events *events; /* GET /v1/events */
     struct vmd_pool *pool;     /* API calls run here, never on the loop */
     struct vmd_http *http;     /* the API socket; set by vmd_http_new before it serves */
