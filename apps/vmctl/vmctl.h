@@ -7,6 +7,7 @@
  *   commands.c  one function per sub-command: request, then output.
  *   output.c    JSON printing, the daemon's errors, key/value lists.
  *   table.c     aligned tables, durations and sizes.
+ *   images.c    the image-* sub-commands (the image pool).
  *
  * moor-vmctl is single-threaded; nothing here takes a lock.
  */
@@ -64,6 +65,13 @@ struct vmctl_command {
 
 /* Every sub-command, in --help order, ending with a zeroed entry (commands.c). */
 extern const struct vmctl_command vmctl_commands[];
+
+/* images.c: image-list, image-create, image-delete, image-resize, image-info. */
+int vmctl_cmd_image_list(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_image_create(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_image_delete(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_image_resize(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_image_info(struct vmctl_client *c, const struct vmctl_args *a);
 
 /* Set by SIGINT/SIGTERM while `events` follows the stream (commands.c). */
 extern volatile sig_atomic_t vmctl_stop;

@@ -27,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -419,6 +421,93 @@ static void test_restart_reloads_pool(void **state)
     ok(fx, 200, "DELETE", "/v1/images/base.qcow2", NULL);
 }
 
+/* ---- moor-vmctl's image-* commands ------------------------------------------ */
+
+/* Run $MOOR_VMCTL -s SOCKET @args...: its exit status, stdout+stderr in @out. */
+static int vmctl(struct fx *fx, char *out, size_t size, const char *const *args)
+{
+    const char *bin = getenv("MOOR_VMCTL");
+    char *argv[16];
+    int p[2], status = -1, n = 0;
+    size_t used = 0;
+
+    assert_non_null(bin);
+    argv[n++] = (char *)bin;
+    argv[n++] = (char *)"-s";
+    argv[n++] = fx->d.socket_path;
+    for (; *args && n < 15; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        execv(bin, argv);
+        _exit(127);
+    }
+    close(p[1]);
+    for (ssize_t got; used + 1 < size && (got = read(p[0], out + used, size - used - 1)) > 0;)
+        used += (size_t)got;
+    out[used] = '\0';
+    close(p[0]);
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_vmctl_images(void **state)
+{
+    struct fx *fx = *state;
+    char out[8192];
+
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-create", "base.qcow2", "16", NULL}), 0);
+    assert_non_null(strstr(out, "Image 'base.qcow2' created (qcow2, 16 MiB)"));
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out),
+              (const char *[]){"image-create", "top.qcow2", "backing=base.qcow2", NULL}),
+        0);
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-create", "d.raw", "4", "raw", NULL}),
+        0);
+    assert_int_equal(vmctl(fx, out, sizeof(out), (const char *[]){"image-list", NULL}), 0);
+    assert_non_null(strstr(out, "NAME        FORMAT  SIZE    BACKING     USED BY  BLOCKED"));
+    assert_non_null(
+        strstr(out, "base.qcow2  qcow2   16 MiB  -           -        resize, delete, write"));
+    assert_non_null(strstr(out, "top.qcow2   qcow2   16 MiB  base.qcow2  -        -"));
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-delete", "base.qcow2", NULL}), 1);
+    assert_non_null(strstr(out, "image base.qcow2 is the backing file of overlay top.qcow2"));
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-resize", "d.raw", "8", NULL}), 0);
+    assert_non_null(strstr(out, "Image 'd.raw' resized to 8 MiB"));
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-info", "base.qcow2", NULL}), 0);
+    assert_non_null(strstr(out, "Overlays:  1"));
+    assert_non_null(strstr(out, "resize, delete, write: image base.qcow2 is the backing file"));
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"--json", "image-info", "d.raw", NULL}), 0);
+    json_object *j = json_tokener_parse(out);
+    assert_non_null(j);
+    assert_true(json_object_get_int64(vh_json_get(j, "size_mib")) == 8);
+    json_object_put(j);
+    /* Usage errors: exit 2, no request. */
+    assert_int_equal(vmctl(fx, out, sizeof(out), (const char *[]){"image-create", "x", NULL}), 2);
+    assert_int_equal(vmctl(fx, out, sizeof(out), (const char *[]){"image-create", "..", "4", NULL}),
+                     2);
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-resize", "d.raw", "0", NULL}), 2);
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-create", "x", "4", "vmdk", NULL}), 2);
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-delete", "top.qcow2", NULL}), 0);
+    assert_int_equal(
+        vmctl(fx, out, sizeof(out), (const char *[]){"image-delete", "base.qcow2", NULL}), 0);
+    assert_int_equal(vmctl(fx, out, sizeof(out), (const char *[]){"image-delete", "d.raw", NULL}),
+                     0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -429,6 +518,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resize_offline_and_running, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_two_users_refuse_resize, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restart_reloads_pool, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_vmctl_images, fx_setup, fx_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
