@@ -53,20 +53,14 @@ static void domain_path(char *buf, size_t size, const char *id, const char *suff
 static int call(struct vmctl_client *c, const struct vmctl_args *a, const char *method,
                 const char *path, const char *body, struct vmctl_response *r)
 {
-    moor_error err = MOOR_ERROR_INIT;
-    int rc = vmctl_request(c, method, path, body, r, &err);
-
-    return vmctl_check(rc, &err, r, a);
+    return vmctl_call(c, a, method, path, body, r);
 }
 
 /* The common end of a command whose answer people need not read: the JSON
  * with --json, else one line ("Domain 'vm1' destroyed"). */
 static int done(const struct vmctl_args *a, const struct vmctl_response *r, const char *line)
 {
-    if (a->json)
-        return r->json ? vmctl_print_json(r->json, a->pretty) : VMCTL_EXIT_OK;
-    printf("%s\n", line);
-    return fflush(stdout) == EOF ? VMCTL_EXIT_FAILED : VMCTL_EXIT_OK;
+    return vmctl_done(a, r, line);
 }
 
 /* ---- list ------------------------------------------------------------------ */

@@ -44,24 +44,6 @@ static bool parse_mib(const char *cmd, const char *s, long *out)
     return false;
 }
 
-static int call(struct vmctl_client *c, const struct vmctl_args *a, const char *method,
-                const char *path, const char *body, struct vmctl_response *r)
-{
-    moor_error err = MOOR_ERROR_INIT;
-    int rc = vmctl_request(c, method, path, body, r, &err);
-
-    return vmctl_check(rc, &err, r, a);
-}
-
-/* --json: the answer; else @line. */
-static int done(const struct vmctl_args *a, const struct vmctl_response *r, const char *line)
-{
-    if (a->json)
-        return r->json ? vmctl_print_json(r->json, a->pretty) : VMCTL_EXIT_OK;
-    printf("%s\n", line);
-    return fflush(stdout) == EOF ? VMCTL_EXIT_FAILED : VMCTL_EXIT_OK;
-}
-
 static struct json_object *array_field(struct json_object *o, const char *key)
 {
     struct json_object *v = NULL;
@@ -118,7 +100,7 @@ int vmctl_cmd_image_list(struct vmctl_client *c, const struct vmctl_args *a)
     struct vmctl_response r vmctl_autoresponse = {0};
     vmctl_autotable struct vmctl_table *t = NULL;
     struct json_object *body, *images;
-    int rc = call(c, a, "GET", "/v1/images", NULL, &r);
+    int rc = vmctl_call(c, a, "GET", "/v1/images", NULL, &r);
 
     if (rc || a->json)
         return rc ? rc : vmctl_print_json(r.json, a->pretty);
@@ -179,8 +161,8 @@ int vmctl_cmd_image_create(struct vmctl_client *c, const struct vmctl_args *a)
         snprintf(line, sizeof(line), "Image '%s' created (%s, %ld MiB)", name,
                  third ? third : "qcow2", mib);
     }
-    rc = call(c, a, "POST", "/v1/images", body, &r);
-    return rc ? rc : done(a, &r, line);
+    rc = vmctl_call(c, a, "POST", "/v1/images", body, &r);
+    return rc ? rc : vmctl_done(a, &r, line);
 }
 
 int vmctl_cmd_image_delete(struct vmctl_client *c, const struct vmctl_args *a)
@@ -192,9 +174,9 @@ int vmctl_cmd_image_delete(struct vmctl_client *c, const struct vmctl_args *a)
     if (!check_name("image-delete", a->argv[0]))
         return VMCTL_EXIT_USAGE;
     snprintf(path, sizeof(path), "/v1/images/%s", a->argv[0]);
-    rc = call(c, a, "DELETE", path, NULL, &r);
+    rc = vmctl_call(c, a, "DELETE", path, NULL, &r);
     snprintf(line, sizeof(line), "Image '%s' deleted", a->argv[0]);
-    return rc ? rc : done(a, &r, line);
+    return rc ? rc : vmctl_done(a, &r, line);
 }
 
 int vmctl_cmd_image_resize(struct vmctl_client *c, const struct vmctl_args *a)
@@ -208,9 +190,9 @@ int vmctl_cmd_image_resize(struct vmctl_client *c, const struct vmctl_args *a)
         return VMCTL_EXIT_USAGE;
     snprintf(path, sizeof(path), "/v1/images/%s/resize", a->argv[0]);
     snprintf(body, sizeof(body), "{\"size_mib\":%ld}", mib);
-    rc = call(c, a, "POST", path, body, &r);
+    rc = vmctl_call(c, a, "POST", path, body, &r);
     snprintf(line, sizeof(line), "Image '%s' resized to %ld MiB", a->argv[0], mib);
-    return rc ? rc : done(a, &r, line);
+    return rc ? rc : vmctl_done(a, &r, line);
 }
 
 /* The blocks, one line each: "  resize, delete: REASON (for 12.3 s)". */
@@ -243,7 +225,7 @@ int vmctl_cmd_image_info(struct vmctl_client *c, const struct vmctl_args *a)
     if (!check_name("image-info", a->argv[0]))
         return VMCTL_EXIT_USAGE;
     snprintf(path, sizeof(path), "/v1/images/%s", a->argv[0]);
-    rc = call(c, a, "GET", path, NULL, &r);
+    rc = vmctl_call(c, a, "GET", path, NULL, &r);
     if (rc || a->json)
         return rc ? rc : vmctl_print_json(r.json, a->pretty);
     if (!(img = vmctl_body(&r)) || !t)

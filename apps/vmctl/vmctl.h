@@ -91,6 +91,15 @@ int vmctl_print_json(struct json_object *json, bool pretty);
 int vmctl_check(int rc, const moor_error *err, const struct vmctl_response *r,
                 const struct vmctl_args *a);
 
+/* vmctl_call - one request, its answer in @r, checked as vmctl_check does.
+ * Returns an exit status. */
+int vmctl_call(struct vmctl_client *c, const struct vmctl_args *a, const char *method,
+               const char *path, const char *body, struct vmctl_response *r);
+
+/* vmctl_done - the end of a command whose answer people need not read: the
+ * JSON with --json, else @line. Returns an exit status. */
+int vmctl_done(const struct vmctl_args *a, const struct vmctl_response *r, const char *line);
+
 /* Print "moor-vmctl: <fmt...>" on stderr. */
 void vmctl_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

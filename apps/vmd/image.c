@@ -357,24 +357,24 @@ static int give(struct json_object *o, struct json_object **out, moor_error *err
     return 0;
 }
 
-static int by_name(const void *a, const void *b)
+/* qsort of the collected objects: by name (immutable, so no lock). */
+static int image_cmp(const void *a, const void *b)
 {
-    struct json_object *const *x = a, *const *y = b;
-    struct json_object *nx, *ny;
+    const vmd_image *x = *(void *const *)a, *y = *(void *const *)b;
 
-    json_object_object_get_ex(*x, "name", &nx);
-    json_object_object_get_ex(*y, "name", &ny);
-    return strcmp(json_object_get_string(nx), json_object_get_string(ny));
+    return strcmp(x->name, y->name);
 }
 
 int vmd_image_list(struct vmd *vmd, struct json_object **out, moor_error *err)
 {
     void **objs;
     int n = moor_registry_collect(vmd->images, NULL, NULL, &objs, err);
+    struct json_object *o = n >= 0 ? json_object_new_object() : NULL,
+                       *arr = n >= 0 ? json_object_new_array_ext(n) : NULL;
 
     if (n < 0)
         return n;
-    struct json_object *arr = json_object_new_array_ext(n);
+    qsort(objs, (size_t)n, sizeof(objs[0]), image_cmp);
     for (int i = 0; arr && i < n; i++) {
         vmd_image *img = objs[i];
 
@@ -385,12 +385,11 @@ int vmd_image_list(struct vmd *vmd, struct json_object **out, moor_error *err)
             json_object_array_add(arr, v);
     }
     moor_registry_array_free(objs);
-    struct json_object *o = arr ? json_object_new_object() : NULL;
-    if (!o) {
+    if (!o || !arr) {
+        json_object_put(o);
         json_object_put(arr);
         return moor_error_set(err, -ENOMEM, "out of memory");
     }
-    json_object_array_sort(arr, by_name);
     json_object_object_add(o, "images", arr);
     *out = o;
     return 0;

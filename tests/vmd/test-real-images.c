@@ -171,28 +171,6 @@ static void test_domain_with_disk(void **state)
     ok(rq, 200, "DELETE", "/v1/images/disk.qcow2", NULL);
 }
 
-/* @name on PATH (or $REAL_QEMU for the emulator): the suite fails without. */
-static bool on_path(const char *name, const char *env)
-{
-    const char *given = env ? getenv(env) : NULL;
-    char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL, *save = NULL;
-    bool found = false;
-
-    if (given && *given) {
-        free(path);
-        return access(given, X_OK) == 0;
-    }
-    for (char *dir = path ? strtok_r(path, ":", &save) : NULL; dir && !found;
-         dir = strtok_r(NULL, ":", &save)) {
-        char full[4096];
-
-        snprintf(full, sizeof(full), "%s/%s", dir, name);
-        found = access(full, X_OK) == 0;
-    }
-    free(path);
-    return found;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,7 +179,8 @@ int main(void)
     };
 
     signal(SIGPIPE, SIG_IGN);
-    if (!on_path("qemu-system-x86_64", "REAL_QEMU") || !on_path("qemu-img", NULL)) {
+    if (!vh_program_found("qemu-system-x86_64", "REAL_QEMU") ||
+        !vh_program_found("qemu-img", NULL)) {
         fprintf(stderr, "test-real-images: FAIL: qemu-system-x86_64 or qemu-img is not installed "
                         "(make deps installs qemu-system-x86 and qemu-utils); this suite never "
                         "skips\n");
