@@ -420,7 +420,8 @@ int vmd_image_info(struct vmd *vmd, vmd_image *img, struct json_object **out, mo
 
 /* ---- create ----------------------------------------------------------------- */
 
-/* Link @img (new, not shared yet) to @backing: reference + block. */
+/* Link @img to @backing: a reference and a block. Only @img's creator (or
+ * the loader) links it, so its backing_block has one writer. */
 static int link_backing(vmd_image *img, vmd_image *backing, moor_error *err)
 {
     moor_lock(backing);
@@ -432,11 +433,15 @@ static int link_backing(vmd_image *img, vmd_image *backing, moor_error *err)
     if (rc == 0)
         backing->overlays++;
     moor_unlock(backing);
-    if (rc == 0) {
-        img->backing = moor_ref(backing);
-        snprintf(img->backing_name, sizeof(img->backing_name), "%s", backing->name);
-    }
-    return rc;
+    if (rc < 0)
+        return rc;
+    /* Never both mutexes: @img may already be listed (a create reserves its
+     * name first), so its fields change under its own mutex, after. */
+    moor_lock(img);
+    img->backing = moor_ref(backing);
+    snprintf(img->backing_name, sizeof(img->backing_name), "%s", backing->name);
+    moor_unlock(img);
+    return 0;
 }
 
 /* Undo link_backing (an overlay deleted or never made). No lock held. */
