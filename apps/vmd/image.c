@@ -772,8 +772,8 @@ int vmd_disks_check(const struct vmd_disk_refs *refs, const struct vmd_domain_co
 {
     for (unsigned i = 0; i < cfg->n_disks; i++)
         if (!refs || !refs->disk[i].img)
-            return moor_error_set(err, -ENOENT, "domain %s: disks[%u]: image %s is missing",
-                                  cfg->name, i, cfg->disks[i].image);
+            return moor_error_set(err, -ENOENT, "disks[%u]: image %s is missing (not in the pool)",
+                                  i, cfg->disks[i].image);
     return 0;
 }
 

@@ -162,7 +162,8 @@ int vmd_disks_attach(struct vmd *vmd, const struct vmd_domain_config *cfg, bool 
 void vmd_disks_detach(struct vmd_disk_refs **refs);
 
 /* vmd_disks_check - at start: -ENOENT naming a disk whose image was
- * missing at load. No lock needed (the refs are immutable). */
+ * missing at load (start reports it as 400, like a missing emulator).
+ * No lock needed (the refs are immutable). */
 int vmd_disks_check(const struct vmd_disk_refs *refs, const struct vmd_domain_config *cfg,
                     moor_error *err);
 

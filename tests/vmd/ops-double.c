@@ -630,7 +630,8 @@ int vmd_image_create(struct vmd *vmd, const struct vmd_image_create *req, struct
 {
     (void)vmd;
     (void)out;
-    return moor_error_set(err, -ENOTSUP, "the double has no image pool (%s)", req->name);
+    /* 404, a documented status (fuzz-api allows no 500 behind the double) */
+    return moor_error_set(err, -ENOENT, "the double has no image pool (%s)", req->name);
 }
 
 /* Unreachable: lookup never finds an image. */

@@ -421,6 +421,29 @@ static void test_restart_reloads_pool(void **state)
     ok(fx, 200, "DELETE", "/v1/images/base.qcow2", NULL);
 }
 
+/* A domain whose image vanished behind the daemon's back still loads after a
+ * restart (logged), and its start fails naming the missing image. */
+static void test_missing_image_at_load(void **state)
+{
+    struct fx *fx = *state;
+    char path[PATH_MAX + 80];
+    int status;
+
+    create(fx, "gone.raw", "raw", 1);
+    define_with(fx, 201, "orphan", "[{\"image\":\"gone.raw\"}]");
+    assert_int_equal(vh_stop(&fx->d, &status), 0);
+    snprintf(path, sizeof(path), "%s/images/gone.raw", fx->d.state_dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(vh_start(&fx->d), 0);
+    vmctl_client_free(fx->c);
+    fx->c = vh_client_new(&fx->d);
+    /* 400, like a missing emulator: the config cannot be started as it is */
+    refused(fx, 400, "EINVAL", "disks[0]: image gone.raw is missing", "POST",
+            "/v1/domains/orphan/start", NULL);
+    refused(fx, 404, "ENOENT", "no image gone.raw", "GET", "/v1/images/gone.raw", NULL);
+    ok(fx, 200, "DELETE", "/v1/domains/orphan", NULL);
+}
+
 /* ---- moor-vmctl's image-* commands ------------------------------------------ */
 
 /* Run $MOOR_VMCTL -s SOCKET @args...: its exit status, stdout+stderr in @out. */
@@ -518,6 +541,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resize_offline_and_running, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_two_users_refuse_resize, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restart_reloads_pool, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_image_at_load, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_vmctl_images, fx_setup, fx_teardown),
     };
 
