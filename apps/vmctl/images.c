@@ -67,7 +67,7 @@ static void join(struct json_object *o, const char *key, char *buf, size_t size)
 /* The operations some block covers, as "resize, delete" ("-" when none). */
 static void blocked_ops(struct json_object *img, char *buf, size_t size)
 {
-    static const char *const ops[] = {"resize", "delete", "use", "write"};
+    static const char *const ops[] = {"resize", "delete", "use", "write", "backing"};
     struct json_object *blocks = array_field(img, "blocks");
     size_t used = 0, n = blocks ? json_object_array_length(blocks) : 0;
 

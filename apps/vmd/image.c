@@ -19,7 +19,7 @@
  * reason, on the image's moor_blocker_set:
  *
  *   holder                     ops blocked                 reason
- *   a domain's disk            delete                      image X is used by domain D
+ *   a domain's disk            delete (+ backing if written) image X is used by domain D
  *   an overlay                 resize, delete, write       image X is the backing file of overlay O
  *   create / resize / delete   everything (while it runs)  image X is being created/resized/deleted
  *   a backup job (later)       resize, delete              backup job of domain D
@@ -66,9 +66,10 @@
 #define ERR_MAX  512   /* qemu-img's message */
 
 #define OP(x)   MOOR_BLOCKER_OP(VMD_IMAGE_OP_##x)
-#define ALL_OPS (OP(RESIZE) | OP(DELETE) | OP(USE) | OP(WRITE))
+#define ALL_OPS (OP(RESIZE) | OP(DELETE) | OP(USE) | OP(WRITE) | OP(BACKING))
 
-static const char *const op_names[VMD_IMAGE_OP__COUNT] = {"resize", "delete", "use", "write"};
+static const char *const op_names[VMD_IMAGE_OP__COUNT] = {"resize", "delete", "use", "write",
+                                                          "backing"};
 static const char *const format_names[] = {"qcow2", "raw"};
 
 struct vmd_image {
@@ -426,6 +427,8 @@ static int link_backing(vmd_image *img, vmd_image *backing, moor_error *err)
 {
     moor_lock(backing);
     int rc = usable_locked(backing, VMD_IMAGE_OP_USE, err);
+    /* an overlay on an image a domain writes to would see it change */
+    rc = rc ?: moor_blocker_check(&backing->blockers, VMD_IMAGE_OP_BACKING, err);
     rc = rc
              ?: moor_block(&backing->blockers, OP(RESIZE) | OP(DELETE) | OP(WRITE),
                            &img->backing_block, err, "image %s is the backing file of overlay %s",
@@ -702,7 +705,8 @@ static int attach_one(struct vmd *vmd, const struct vmd_domain_config *cfg, unsi
     if (rc == 0 && !disk->readonly)
         rc = moor_blocker_check(&img->blockers, VMD_IMAGE_OP_WRITE, err);
     rc = rc ?: user_add_locked(img, cfg->name);
-    if (rc == 0 && (rc = moor_block(&img->blockers, OP(DELETE), &r->disk[i].block, err,
+    uint64_t ops = OP(DELETE) | (disk->readonly ? 0 : OP(BACKING));
+    if (rc == 0 && (rc = moor_block(&img->blockers, ops, &r->disk[i].block, err,
                                     "image %s is used by domain %s", img->name, cfg->name)) < 0)
         user_remove_locked(img, cfg->name);
     moor_unlock(img);

@@ -11,6 +11,7 @@
  *     on its backing image, and each API call in flight;
  *   - blockers say what may not be done to it now and why: a domain that
  *     uses it blocks delete ("image base.qcow2 is used by domain web1"),
+ *     and, when it writes to it, its use as an overlay's backing file,
  *     an overlay blocks resize, delete and writable use of its backing
  *     ("image base.qcow2 is the backing file of overlay web1.qcow2"), a
  *     create, resize or delete in progress blocks everything else, and a
@@ -57,8 +58,9 @@ enum vmd_image_format { VMD_IMAGE_QCOW2 = 0, VMD_IMAGE_RAW };
 enum vmd_image_op {
     VMD_IMAGE_OP_RESIZE = 0,
     VMD_IMAGE_OP_DELETE,
-    VMD_IMAGE_OP_USE,   /* become a domain's disk or an overlay's backing */
-    VMD_IMAGE_OP_WRITE, /* be a domain's writable disk */
+    VMD_IMAGE_OP_USE,     /* become a domain's disk or an overlay's backing */
+    VMD_IMAGE_OP_WRITE,   /* be a domain's writable disk */
+    VMD_IMAGE_OP_BACKING, /* become an overlay's backing file */
     VMD_IMAGE_OP__COUNT
 };
 

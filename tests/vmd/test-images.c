@@ -312,6 +312,11 @@ static void test_domain_disks(void **state)
     assert_int_equal(json_object_array_length(vh_json_get(vh_json_get(j, "config"), "disks")), 2);
     json_object_put(j);
 
+    /* An overlay on an image a domain writes to is refused; web1 writes base.qcow2. */
+    refused(fx, 409, "EBUSY", "image base.qcow2 is used by domain web1", "POST", "/v1/images",
+            "{\"name\":\"over\",\"backing\":\"base.qcow2\"}");
+    assert_false(image_file(fx, "over"));
+
     /* Refused defines change nothing. */
     refused(fx, 404, "ENOENT", "disks[0]: no image nope", "POST", "/v1/domains",
             "{\"name\":\"web2\",\"disks\":[{\"image\":\"nope\"}]}");
