@@ -1803,7 +1803,12 @@ int vmd_domain_disk_resize(struct vmd *vmd, vmd_domain *dom, const char *image, 
         moor_end_api(&d);
         return rc;
     }
-    if (d->state == VMD_STATE_SHUTOFF) {
+    if (d->state != VMD_STATE_SHUTOFF && d->cfg.disks[i].readonly) {
+        rc = moor_error_set(err, -EBUSY,
+                            "domain %s runs with image %s read-only: resize it while the domain "
+                            "is shut off",
+                            d->cfg.name, image);
+    } else if (d->state == VMD_STATE_SHUTOFF) {
         moor_unlock(d); /* the job keeps start out while qemu-img runs */
         rc = offline(opaque, err);
         moor_lock(d);

@@ -399,6 +399,11 @@ static void test_two_users_refuse_resize(void **state)
     refused(fx, 409, "EBUSY", "1 more block", "DELETE", "/v1/images/shared.raw", NULL);
     ok(fx, 200, "DELETE", "/v1/domains/a", NULL);
     ok(fx, 200, "POST", "/v1/images/shared.raw/resize", "{\"size_mib\":8}");
+    /* Running with it read-only: QEMU could not resize it; 409 says why. */
+    assert_true(vh_start_domain(&fx->d, fx->c, "b", false) > 0);
+    refused(fx, 409, "EBUSY", "domain b runs with image shared.raw read-only", "POST",
+            "/v1/images/shared.raw/resize", "{\"size_mib\":12}");
+    ok(fx, 200, "POST", "/v1/domains/b/destroy", NULL);
     ok(fx, 200, "DELETE", "/v1/domains/b", NULL);
     ok(fx, 200, "DELETE", "/v1/images/shared.raw", NULL);
 }
