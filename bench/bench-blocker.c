@@ -143,6 +143,7 @@ static void *blocker_setup(void)
 
     if (!s)
         bench_fail("blocker_setup: out of memory");
+    s->delete_block = MOOR_BLOCK_TOKEN_NONE;
     if (moor_blocker_init(&s->set, "disk 'bench.qcow2'", op_names, NOPS) < 0 ||
         moor_block(&s->set, MOOR_BLOCKER_OP(OP_DELETE), &s->delete_block, NULL,
                    "backup job 'nightly' reads it") < 0)
@@ -154,7 +155,7 @@ static void blocker_teardown(void *state)
 {
     struct blocker_state *s = state;
 
-    moor_unblock(s->delete_block);
+    moor_unblock(&s->delete_block);
     moor_blocker_destroy(&s->set);
     free(s);
 }
@@ -187,11 +188,11 @@ BENCH_LOOP(bench_loop_blocker_block_unblock, state, iters)
     struct blocker_state *s = state;
 
     for (uint64_t i = 0; i < iters; i++) {
-        moor_block_token t;
+        moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
 
         if (moor_block(&s->set, MOOR_BLOCKER_OP(OP_SNAPSHOT), &t, NULL, "snapshot of vm '%s'",
                        "web1") < 0 ||
-            moor_unblock(t) < 0)
+            moor_unblock(&t) < 0)
             bench_fail("blocker_block_unblock: failed");
         bench_clobber();
     }

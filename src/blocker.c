@@ -30,6 +30,9 @@
  * fixed number of buckets: a daemon has tens or hundreds of blocks in
  * place, not millions.
  *
+ * Fork: pthread_atfork handlers hold the table mutex across fork(), so the
+ * child never inherits it locked (see fork_prepare()).
+ *
  * For better misuse reports the table also remembers the last few retired
  * tokens (a ring): an unknown token is then reported as "unblocked before
  * by thread T" or "its set was destroyed", not just "unknown".
@@ -93,6 +96,28 @@ static struct {
  * tracked after an object's dispose began cannot lie in that object
  * (its memory is not being set up any more). */
 static atomic_uint ntracked;
+
+/* ---- fork --------------------------------------------------------------------- */
+
+/* The table's mutex is held across fork() by the forking thread: prepare
+ * waits for any other holder (each holds it for a few instructions), and
+ * both parent and child release it. Without this, a child forked while
+ * another thread was inside block/unblock would inherit a mutex locked by
+ * a thread that does not exist there, and its first block would hang. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&tokens.lock);
+}
+
+static void fork_release(void)
+{
+    pthread_mutex_unlock(&tokens.lock);
+}
+
+__attribute__((constructor)) static void fork_handlers_install(void)
+{
+    pthread_atfork(fork_prepare, fork_release, fork_release);
+}
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -498,6 +523,22 @@ int moor_block(moor_blocker_set *b, uint64_t ops, moor_block_token *token, moor_
     rec->since_ns = coarse_ns();
 
     pthread_mutex_lock(&tokens.lock);
+    if (token->id && table_find(token->id)) {
+        uint64_t live = token->id;
+
+        pthread_mutex_unlock(&tokens.lock);
+        moor__free(rec);
+        label_copy(b, label);
+        moor_debug_report(MOOR_MISUSE_BLOCK_TOKEN_LIVE, b,
+                          "moor_block on %s by thread %d: the token variable still holds block "
+                          "#%" PRIu64 ", which is in place; unblock it first (overwriting it "
+                          "would leave a block nobody can remove)",
+                          label, moor__thread_id(), live);
+        return moor_error_set(err, -EBUSY,
+                              "moor_block on %s: the token still holds block #%" PRIu64
+                              ", which is in place",
+                              label, live);
+    }
     rec->id = tokens.next_id++;
     table_insert(rec);
     pthread_mutex_lock(&b->lock);
@@ -508,23 +549,23 @@ int moor_block(moor_blocker_set *b, uint64_t ops, moor_block_token *token, moor_
     return 0;
 }
 
-int moor_unblock(moor_block_token token)
+int moor_unblock(moor_block_token *token)
 {
     moor__block *rec;
     char why[MOOR_BLOCKER_LABEL_SIZE + 100];
+    uint64_t id = token ? token->id : 0;
     int self;
 
-    if (token.id == 0)
+    if (id == 0)
         return 0;
     self = moor__thread_id();
     pthread_mutex_lock(&tokens.lock);
-    rec = table_find(token.id);
+    rec = table_find(id);
     if (!rec) {
-        explain_unknown(token.id, why, sizeof(why));
+        explain_unknown(id, why, sizeof(why));
         pthread_mutex_unlock(&tokens.lock);
         moor_debug_report(MOOR_MISUSE_UNBLOCK_UNKNOWN, NULL,
-                          "moor_unblock of block #%" PRIu64 " by thread %d: %s", token.id, self,
-                          why);
+                          "moor_unblock of block #%" PRIu64 " by thread %d: %s", id, self, why);
         return -EINVAL;
     }
     table_remove(rec);
@@ -533,6 +574,7 @@ int moor_unblock(moor_block_token token)
     retire(rec->id, self, false, rec->set->label);
     pthread_mutex_unlock(&rec->set->lock);
     pthread_mutex_unlock(&tokens.lock);
+    *token = MOOR_BLOCK_TOKEN_NONE;
     moor__free(rec);
     return 0;
 }

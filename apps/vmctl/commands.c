@@ -53,20 +53,14 @@ static void domain_path(char *buf, size_t size, const char *id, const char *suff
 static int call(struct vmctl_client *c, const struct vmctl_args *a, const char *method,
                 const char *path, const char *body, struct vmctl_response *r)
 {
-    moor_error err = MOOR_ERROR_INIT;
-    int rc = vmctl_request(c, method, path, body, r, &err);
-
-    return vmctl_check(rc, &err, r, a);
+    return vmctl_call(c, a, method, path, body, r);
 }
 
 /* The common end of a command whose answer people need not read: the JSON
  * with --json, else one line ("Domain 'vm1' destroyed"). */
 static int done(const struct vmctl_args *a, const struct vmctl_response *r, const char *line)
 {
-    if (a->json)
-        return r->json ? vmctl_print_json(r->json, a->pretty) : VMCTL_EXIT_OK;
-    printf("%s\n", line);
-    return fflush(stdout) == EOF ? VMCTL_EXIT_FAILED : VMCTL_EXIT_OK;
+    return vmctl_done(a, r, line);
 }
 
 /* ---- list ------------------------------------------------------------------ */
@@ -933,5 +927,28 @@ const struct vmctl_command vmctl_commands[] = {
      "GET /v1/domains/{id}/job", NULL, 0, 1, 1, vmctl_cmd_job},
     {"abort", "ID", "ID", "stop the running save or restore", "DELETE /v1/domains/{id}/job", NULL,
      0, 1, 1, vmctl_cmd_abort},
+    /* images.c */
+    {"image-list", "", "", "list the image pool: format, size, backing, users, blocks",
+     "GET /v1/images",
+     "Columns: NAME, FORMAT, SIZE (virtual), BACKING (an overlay's base), USED BY\n"
+     "(domains whose config names it), BLOCKED (operations refused now).\n",
+     0, 0, 0, vmctl_cmd_image_list},
+    {"image-create", "NAME SIZE_MIB [FORMAT]", "NAME SIZE_MIB",
+     "create an image, or a qcow2 overlay on BASE", "POST /v1/images",
+     "FORMAT is qcow2 (the default) or raw. For an overlay on image BASE:\n"
+     "  moor-vmctl image-create NAME backing=BASE [SIZE_MIB]\n"
+     "An overlay takes its base's size unless\n"
+     "SIZE_MIB is given; the base cannot be resized, deleted or used writable\n"
+     "while the overlay exists.\n",
+     0, 2, 3, vmctl_cmd_image_create},
+    {"image-delete", "NAME", "NAME", "delete an image nothing uses or blocks",
+     "DELETE /v1/images/{name}",
+     "Refused (exit 1) with the reason while a domain uses it, an overlay has it\n"
+     "as its backing file, or a job blocks it.\n",
+     0, 1, 1, vmctl_cmd_image_delete},
+    {"image-resize", "NAME SIZE_MIB", "NAME SIZE_MIB", "grow an image (through QEMU if running)",
+     "POST /v1/images/{name}/resize", NULL, 0, 2, 2, vmctl_cmd_image_resize},
+    {"image-info", "NAME", "NAME", "an image's details, its users and what blocks it",
+     "GET /v1/images/{name}", NULL, 0, 1, 1, vmctl_cmd_image_info},
     {NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL},
 };

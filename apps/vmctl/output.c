@@ -99,3 +99,20 @@ struct json_object *vmctl_body(const struct vmctl_response *r)
     }
     return r->json;
 }
+
+int vmctl_call(struct vmctl_client *c, const struct vmctl_args *a, const char *method,
+               const char *path, const char *body, struct vmctl_response *r)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    int rc = vmctl_request(c, method, path, body, r, &err);
+
+    return vmctl_check(rc, &err, r, a);
+}
+
+int vmctl_done(const struct vmctl_args *a, const struct vmctl_response *r, const char *line)
+{
+    if (a->json)
+        return r->json ? vmctl_print_json(r->json, a->pretty) : VMCTL_EXIT_OK;
+    printf("%s\n", line);
+    return fflush(stdout) == EOF ? VMCTL_EXIT_FAILED : VMCTL_EXIT_OK;
+}

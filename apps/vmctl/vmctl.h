@@ -7,6 +7,7 @@
  *   commands.c  one function per sub-command: request, then output.
  *   output.c    JSON printing, the daemon's errors, key/value lists.
  *   table.c     aligned tables, durations and sizes.
+ *   images.c    the image-* sub-commands (the image pool).
  *
  * moor-vmctl is single-threaded; nothing here takes a lock.
  */
@@ -76,6 +77,12 @@ int vmctl_cmd_abort(struct vmctl_client *c, const struct vmctl_args *a);
 /* check_id - whether @id can go in a URL as a domain id; a usage message
  * naming @cmd on stderr when not (commands.c). */
 bool check_id(const char *cmd, const char *id);
+/* images.c: image-list, image-create, image-delete, image-resize, image-info. */
+int vmctl_cmd_image_list(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_image_create(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_image_delete(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_image_resize(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_image_info(struct vmctl_client *c, const struct vmctl_args *a);
 
 /* Set by SIGINT/SIGTERM while `events` follows the stream (commands.c). */
 extern volatile sig_atomic_t vmctl_stop;
@@ -94,6 +101,15 @@ int vmctl_print_json(struct json_object *json, bool pretty);
  */
 int vmctl_check(int rc, const moor_error *err, const struct vmctl_response *r,
                 const struct vmctl_args *a);
+
+/* vmctl_call - one request, its answer in @r, checked as vmctl_check does.
+ * Returns an exit status. */
+int vmctl_call(struct vmctl_client *c, const struct vmctl_args *a, const char *method,
+               const char *path, const char *body, struct vmctl_response *r);
+
+/* vmctl_done - the end of a command whose answer people need not read: the
+ * JSON with --json, else @line. Returns an exit status. */
+int vmctl_done(const struct vmctl_args *a, const struct vmctl_response *r, const char *line);
 
 /* Print "moor-vmctl: <fmt...>" on stderr. */
 void vmctl_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

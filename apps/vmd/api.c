@@ -156,6 +156,13 @@ static const struct route routes[] = {
     {"POST", "/v1/domains/restore", vmd_parse_restore, vmd_run_restore, VMD_WORK_FAST, 202},
     {"GET", "/v1/domains/{id}/job", vmd_parse_empty, vmd_run_job, VMD_WORK_FAST, 200},
     {"DELETE", "/v1/domains/{id}/job", vmd_parse_empty, vmd_run_abort, VMD_WORK_LANE, 200},
+    /* images: "{name}" is an image name; lanes are per image */
+    {"GET", "/v1/images", vmd_parse_empty, vmd_run_image_list, VMD_WORK_FAST, 200},
+    {"POST", "/v1/images", vmd_parse_image_create, vmd_run_image_create, VMD_WORK_FAST, 201},
+    {"GET", "/v1/images/{name}", vmd_parse_empty, vmd_run_image_info, VMD_WORK_LANE, 200},
+    {"DELETE", "/v1/images/{name}", vmd_parse_empty, vmd_run_image_delete, VMD_WORK_LANE, 200},
+    {"POST", "/v1/images/{name}/resize", vmd_parse_image_resize, vmd_run_image_resize,
+     VMD_WORK_LANE, 200},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -176,7 +183,9 @@ static bool path_match(const char *pattern, const char *path, const char **id, s
         path++;
         size_t pl = strcspn(pattern, "/");
         size_t sl = strcspn(path, "/");
-        if (pl == 4 && memcmp(pattern, "{id}", 4) == 0 && sl > 0) {
+        bool var = (pl == 4 && memcmp(pattern, "{id}", 4) == 0) ||
+                   (pl == 6 && memcmp(pattern, "{name}", 6) == 0);
+        if (var && sl > 0) {
             *id = path;
             *id_len = sl;
         } else if (pl != sl || memcmp(pattern, path, pl) != 0) {
@@ -305,8 +314,12 @@ int vmd_api_parse(struct vmd *vmd, const char *method, const char *url, const ch
     const struct route *r = route_find(method, url, &id, &id_len, resp);
     if (!r)
         return resp->status == 404 ? -ENOENT : -EINVAL;
-    if (id && !vmd_token_valid(id, id_len, VMD_NAME_MAX, "._-")) {
-        vmd_api_error(resp, -EINVAL, "a domain id is a name [A-Za-z0-9._-]{1,64} or a UUID");
+    bool image = strncmp(r->path, "/v1/images/", 11) == 0;
+    if (id && (!vmd_token_valid(id, id_len, VMD_NAME_MAX, "._-") ||
+               (image && id[0] == '.' && (id_len == 1 || (id_len == 2 && id[1] == '.'))))) {
+        vmd_api_error(resp, -EINVAL,
+                      image ? "an image name is [A-Za-z0-9._-]{1,64}, not . or .."
+                            : "a domain id is a name [A-Za-z0-9._-]{1,64} or a UUID");
         return -EINVAL;
     }
     __attribute__((cleanup(json_putp))) struct json_object *json = NULL;
@@ -329,10 +342,13 @@ int vmd_api_parse(struct vmd *vmd, const char *method, const char *url, const ch
         char name[VMD_NAME_MAX + 1];
         memcpy(name, id, id_len);
         name[id_len] = '\0';
-        q->dom = vmd_domain_lookup(vmd, name);
-        if (!q->dom) {
+        if (image)
+            q->img = vmd_image_lookup(vmd, name);
+        else
+            q->dom = vmd_domain_lookup(vmd, name);
+        if (!q->dom && !q->img) {
             free(q);
-            moor_error_set(&err, -ENOENT, "no domain %s", name);
+            moor_error_set(&err, -ENOENT, "no %s %s", image ? "image" : "domain", name);
             error_from(resp, -ENOENT, &err);
             return -ENOENT;
         }
@@ -340,6 +356,7 @@ int vmd_api_parse(struct vmd *vmd, const char *method, const char *url, const ch
     rc = r->parse(json, q, &err);
     if (rc < 0) {
         moor_unref(q->dom);
+        moor_unref(q->img);
         free(q);
         error_from(resp, rc, &err);
         return rc;
@@ -359,21 +376,23 @@ void vmd_request_free(struct vmd_request *req)
         return;
     vmd_request_clear_domains(req);
     moor_unref(req->dom);
+    moor_unref(req->img);
     free(req);
 }
 
 /* ---- running ------------------------------------------------------------ */
 
-/* Location of a new domain: from the uuid in the define's answer. */
-static char *location_of(struct json_object *info)
+/* Location of a new domain (its uuid) or image (its name), from the answer. */
+static char *location_of(const struct vmd_request *req, struct json_object *info)
 {
-    struct json_object *uuid;
+    bool image = strcmp(req->api, "/v1/images") == 0;
+    struct json_object *key;
     char *loc;
 
-    if (!json_object_object_get_ex(info, "uuid", &uuid) ||
-        !json_object_is_type(uuid, json_type_string))
+    if (!json_object_object_get_ex(info, image ? "name" : "uuid", &key) ||
+        !json_object_is_type(key, json_type_string))
         return NULL;
-    if (asprintf(&loc, "/v1/domains/%s", json_object_get_string(uuid)) < 0)
+    if (asprintf(&loc, "/v1/%s/%s", image ? "images" : "domains", json_object_get_string(key)) < 0)
         return NULL;
     return loc;
 }
@@ -394,7 +413,7 @@ void vmd_api_run(struct vmd *vmd, struct vmd_request *req, struct vmd_response *
                             req->api, "%u: %s", status, moor_error_message(&err));
         error_from(resp, rc, &err);
     } else {
-        char *loc = req->ok_status == 201 ? location_of(out) : NULL;
+        char *loc = req->ok_status == 201 ? location_of(req, out) : NULL;
         if (set_body(resp, req->ok_status, out) < 0) {
             free(loc);
             vmd_api_error(resp, -ENOMEM, "no memory for the response");
@@ -440,8 +459,12 @@ int vmd_api_submit(struct vmd *vmd, struct vmd_request *req, vmd_api_done_fn don
     req->opaque = opaque;
     req->work.run = work_run;
     req->work.cancel = work_cancel;
-    const moor_uuid *uuid = req->dom ? vmd_domain_uuid(req->dom) : NULL;
-    const char *name = req->dom ? vmd_domain_name(req->dom) : NULL;
+    const moor_uuid *uuid = req->dom   ? vmd_domain_uuid(req->dom)
+                            : req->img ? vmd_image_uuid(req->img)
+                                       : NULL;
+    const char *name = req->dom   ? vmd_domain_name(req->dom)
+                       : req->img ? vmd_image_name(req->img)
+                                  : NULL;
     static struct vmd_log_limit refused = VMD_LOG_LIMIT_INIT;
     /* A call that could only time out on a hung QEMU is answered here, on
      * the loop thread, without a worker (vmd_domain_fail_fast). */

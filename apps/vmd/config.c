@@ -225,6 +225,86 @@ static int field_extra_args(struct json_object *v, struct scratch *s, moor_error
     return 0;
 }
 
+static const char *const bus_names[] = {
+    [VMD_BUS_VIRTIO] = "virtio",
+    [VMD_BUS_IDE] = "ide",
+};
+
+/* One element of "disks": {"image": NAME, "bus": "virtio"|"ide", "readonly": bool}. */
+static int parse_disk(struct json_object *v, const char *field, struct vmd_disk *d, moor_error *err)
+{
+    const char *image = NULL;
+
+    if (!json_object_is_type(v, json_type_object))
+        return moor_error_set(err, -EINVAL, "%s: expected an object", field);
+    memset(d, 0, sizeof(*d));
+    json_object_object_foreach(v, key, val)
+    {
+        int rc = 0;
+
+        if (strcmp(key, "image") == 0) {
+            rc = get_string(val, field, &image, err);
+            if (rc == 0 && !vmd_config_name_ok(image))
+                rc = moor_error_set(err, -EINVAL,
+                                    "%s.image: '%.64s' is not an image name "
+                                    "([A-Za-z0-9._-]{1,%d}, not . or ..)",
+                                    field, image, VMD_NAME_MAX);
+        } else if (strcmp(key, "bus") == 0) {
+            const char *bus;
+
+            rc = get_string(val, field, &bus, err);
+            if (rc == 0 && strcmp(bus, "virtio") == 0)
+                d->bus = VMD_BUS_VIRTIO;
+            else if (rc == 0 && strcmp(bus, "ide") == 0)
+                d->bus = VMD_BUS_IDE;
+            else if (rc == 0)
+                rc = moor_error_set(err, -EINVAL, "%s.bus: '%.16s' is not virtio or ide", field,
+                                    bus);
+        } else if (strcmp(key, "readonly") == 0) {
+            if (!json_object_is_type(val, json_type_boolean))
+                rc = moor_error_set(err, -EINVAL, "%s.readonly: expected true or false", field);
+            d->readonly = json_object_get_boolean(val);
+        } else {
+            rc = moor_error_set(err, -EINVAL, "%s: unknown field '%.64s'", field, key);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    if (!image)
+        return moor_error_set(err, -EINVAL, "%s.image: required", field);
+    if (d->bus == VMD_BUS_IDE && d->readonly)
+        return moor_error_set(err, -EINVAL, "%s: an ide disk cannot be read-only (use virtio)",
+                              field);
+    memcpy(d->image, image, strlen(image) + 1);
+    return 0;
+}
+
+static int field_disks(struct json_object *v, struct scratch *s, moor_error *err)
+{
+    struct vmd_disk disks[VMD_DISKS_MAX];
+
+    if (!json_object_is_type(v, json_type_array))
+        return moor_error_set(err, -EINVAL, "disks: expected an array of objects");
+    size_t n = json_object_array_length(v);
+    if (n > VMD_DISKS_MAX)
+        return moor_error_set(err, -EINVAL, "disks: %zu disks, at most %d", n, VMD_DISKS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        char field[32];
+
+        snprintf(field, sizeof(field), "disks[%zu]", i);
+        int rc = parse_disk(json_object_array_get_idx(v, i), field, &disks[i], err);
+        for (size_t j = 0; rc == 0 && j < i; j++)
+            if (strcmp(disks[j].image, disks[i].image) == 0)
+                rc = moor_error_set(err, -EINVAL, "%s: image '%s' is already disks[%zu]", field,
+                                    disks[i].image, j);
+        if (rc < 0)
+            return rc;
+    }
+    memcpy(s->cfg.disks, disks, n * sizeof(disks[0]));
+    s->cfg.n_disks = (unsigned)n;
+    return 0;
+}
+
 static const struct field {
     const char *key;
     int (*parse)(struct json_object *v, struct scratch *s, moor_error *err);
@@ -233,6 +313,7 @@ static const struct field {
     {"memory_mib", field_memory}, {"vcpus", field_vcpus},
     {"machine", field_machine},   {"emulator", field_emulator},
     {"accel", field_accel},       {"extra_args", field_extra_args},
+    {"disks", field_disks},
 };
 
 static const struct field *field_find(const char *key)
@@ -306,6 +387,23 @@ const char *vmd_config_accel_name(enum vmd_accel a)
     return (unsigned)a < 3 ? accel_names[a] : "?";
 }
 
+const char *vmd_config_bus_name(enum vmd_disk_bus b)
+{
+    return (unsigned)b < 2 ? bus_names[b] : "?";
+}
+
+bool vmd_config_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len > VMD_NAME_MAX || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!name_char_ok(*p))
+            return false;
+    return true;
+}
+
 /* Adds @val (NULL: -ENOMEM) to @o under @key, consuming it. */
 static int put(struct json_object *o, const char *key, struct json_object *val)
 {
@@ -332,6 +430,34 @@ static int put_args(struct json_object *o, const struct vmd_domain_config *cfg)
     return put(o, "extra_args", arr);
 }
 
+/* "disks", only when there are some (configs without disks read as before). */
+static int put_disks(struct json_object *o, const struct vmd_domain_config *cfg)
+{
+    struct json_object *arr;
+
+    if (!cfg->n_disks)
+        return 0;
+    if (!(arr = json_object_new_array()))
+        return -ENOMEM;
+    for (unsigned i = 0; i < cfg->n_disks; i++) {
+        struct json_object *d = json_object_new_object();
+
+        if (!d || json_object_array_add(arr, d) < 0) {
+            json_object_put(d);
+            json_object_put(arr);
+            return -ENOMEM;
+        }
+        /* d is arr's now: freeing arr frees it */
+        if (put(d, "image", json_object_new_string(cfg->disks[i].image)) < 0 ||
+            put(d, "bus", json_object_new_string(vmd_config_bus_name(cfg->disks[i].bus))) < 0 ||
+            put(d, "readonly", json_object_new_boolean(cfg->disks[i].readonly)) < 0) {
+            json_object_put(arr);
+            return -ENOMEM;
+        }
+    }
+    return put(o, "disks", arr);
+}
+
 struct json_object *vmd_config_to_json(const struct vmd_domain_config *cfg)
 {
     char uuid[MOOR_UUID_STRING_SIZE];
@@ -347,7 +473,7 @@ struct json_object *vmd_config_to_json(const struct vmd_domain_config *cfg)
         put(o, "machine", json_object_new_string(vmd_config_machine_name(cfg->machine))) < 0 ||
         put(o, "emulator", json_object_new_string(cfg->emulator ? cfg->emulator : "")) < 0 ||
         put(o, "accel", json_object_new_string(vmd_config_accel_name(cfg->accel))) < 0 ||
-        put_args(o, cfg) < 0) {
+        put_args(o, cfg) < 0 || put_disks(o, cfg) < 0) {
         json_object_put(o);
         return NULL;
     }

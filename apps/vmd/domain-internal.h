@@ -24,6 +24,8 @@
 #include "domain.h"
 #include "qmp.h"
 
+struct vmd_disk_refs; /* image.h */
+
 struct json_object;
 struct vmd_longjob; /* domain-jobs.c */
 
@@ -61,6 +63,7 @@ struct vmd_domain {
      * (NULL: none yet); both owned, freed by dispose (domain-jobs.c). */
     struct vmd_longjob *longjob;
     struct vmd_longjob *last_longjob;
+    struct vmd_disk_refs *disks; /* cfg's images (image.h); set at define, dropped at undefine */
 };
 
 /* Done after the mutex is dropped (see domain.c's file comment). */

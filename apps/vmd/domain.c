@@ -41,6 +41,7 @@
 #include <moor/object.h>
 
 #include "events.h"
+#include "image.h"
 #include "log.h"
 #include "process.h"
 #include "qmp.h"
@@ -140,6 +141,7 @@ static void domain_dispose(void *obj)
     moor_job_destroy(&d->job);
     vmd_longjob_free(d->longjob);
     vmd_longjob_free(d->last_longjob);
+    vmd_disks_detach(&d->disks); /* no mutex held: the last unref is unlocked */
     moor_clear(&d->proc.qmp);
     vmd_process_argv_free(d->proc.argv);
     vmd_config_clear(&d->cfg);
@@ -730,16 +732,28 @@ static int check_free_keys(struct vmd *vmd, const struct vmd_domain_config *cfg,
 static int add_domain(struct vmd *vmd, struct vmd_domain_config *cfg, bool save, vmd_domain **dp,
                       moor_error *err)
 {
+    struct vmd_disk_refs *disks = NULL;
+    /* Before define_lock: attaching takes image mutexes (image.h). */
+    int rc = vmd_disks_attach(vmd, cfg, !save, &disks, err);
+    if (rc < 0) {
+        vmd_config_clear(cfg);
+        return rc;
+    }
     pthread_mutex_lock(&define_lock);
-    int rc = check_free_keys(vmd, cfg, err);
+    rc = check_free_keys(vmd, cfg, err);
     if (rc == 0 && save)
         rc = vmd_store_config_save(&vmd->opt, cfg, err);
     if (rc < 0) {
         pthread_mutex_unlock(&define_lock);
         vmd_config_clear(cfg);
+        vmd_disks_detach(&disks);
         return rc;
     }
     vmd_domain *d = domain_new(vmd, cfg, err);
+    if (d)
+        d->disks = disks; /* its dispose detaches them */
+    else
+        vmd_disks_detach(&disks);
     rc = d ? moor_registry_add(vmd->domains, d, &d->cfg.uuid, d->cfg.name, err) : -ENOMEM;
     if (rc < 0 && save && d)
         vmd_store_config_remove(&vmd->opt, &d->cfg.uuid, NULL);
@@ -822,14 +836,18 @@ int vmd_domain_undefine(struct vmd *vmd, vmd_domain *dom, struct json_object **o
     moor_unlock(d);
     pthread_mutex_lock(&define_lock);
     rc = vmd_store_config_remove(&vmd->opt, &d->cfg.uuid, err);
+    struct vmd_disk_refs *disks = NULL;
     moor_lock(d);
     if (rc == 0) {
         d->removed = true;
         moor_registry_remove(vmd->domains, d, NULL);
         moor_job_mark_removed(&d->job);
+        disks = d->disks; /* the job keeps start (the only other reader) out */
+        d->disks = NULL;
     }
     moor_unlock(d);
     pthread_mutex_unlock(&define_lock);
+    vmd_disks_detach(&disks); /* no domain mutex held: takes the images' */
     moor_lock(d);
     job_end_locked(d, rc);
     if (rc == 0) {
@@ -910,9 +928,13 @@ static int launch_spawn(vmd_domain *d, struct launch *l, moor_error *err)
                                     .pidfile = pid_path,
                                     .runas = opt->runas,
                                     .log_path = log_path,
-                                    .incoming_defer = l->job != NULL};
+                                    .incoming_defer = l->job != NULL,
+                                    .opt = opt,
+                                    .disks = d->disks};
     int lfd = -1;
 
+    if (vmd_disks_check(d->disks, &d->cfg, err) < 0)
+        return -ENOENT;
     if (vmd_store_runtime_path(opt, &d->cfg.uuid, ".qmp", qmp_path) < 0 ||
         vmd_store_runtime_path(opt, &d->cfg.uuid, ".pid", pid_path) < 0 ||
         vmd_store_log_path(opt, d->cfg.name, log_path) < 0)
@@ -1751,5 +1773,61 @@ int vmd_domain_fail_fast(vmd_domain *dom, const char *api, moor_error *err)
                             "domain %s: %s: QEMU has not answered %s for %" PRIu64 " s",
                             dom->cfg.name, api, cmd, since_ms / 1000);
     moor_unlock(dom);
+    return rc;
+}
+
+/* ---- disks (image.h) ---------------------------------------------------------- */
+
+/* The disk of @d that uses @image, or -1. cfg is immutable: no lock. */
+static int disk_index(const vmd_domain *d, const char *image)
+{
+    for (unsigned i = 0; i < d->cfg.n_disks; i++)
+        if (strcmp(d->cfg.disks[i].image, image) == 0)
+            return (int)i;
+    return -1;
+}
+
+int vmd_domain_disk_resize(struct vmd *vmd, vmd_domain *dom, const char *image, uint64_t bytes,
+                           int (*offline)(void *opaque, moor_error *err), void *opaque,
+                           moor_error *err)
+{
+    int i = disk_index(dom, image);
+    char node[VMD_IMAGE_NODE_MAX + 1];
+
+    (void)vmd;
+    if (i < 0)
+        return moor_error_set(err, -ENOENT, "domain %s has no disk on image %s", dom->cfg.name,
+                              image);
+    vmd_image_node_name((unsigned)i, image, node);
+    vmd_domain *d = moor_ref(dom);
+    moor_lock(d);
+    int rc = d->removed ? moor_error_set(err, -ENOENT, "domain %s: no longer defined", d->cfg.name)
+                        : job_begin_locked(d, MOOR_JOB_MODIFY, "image-resize", err);
+    if (rc < 0) {
+        rc = rc == -ENOENT ? rc : job_refusal_locked(d, rc, "image-resize", err);
+        moor_end_api(&d);
+        return rc;
+    }
+    if (d->state != VMD_STATE_SHUTOFF && d->cfg.disks[i].readonly) {
+        rc = moor_error_set(err, -EBUSY,
+                            "domain %s runs with image %s read-only: resize it while the domain "
+                            "is shut off",
+                            d->cfg.name, image);
+    } else if (d->state == VMD_STATE_SHUTOFF) {
+        moor_unlock(d); /* the job keeps start out while qemu-img runs */
+        rc = offline(opaque, err);
+        moor_lock(d);
+    } else {
+        struct json_object *args = json_object_new_object();
+        if (args) {
+            json_object_object_add(args, "node-name", json_object_new_string(node));
+            json_object_object_add(args, "size", json_object_new_int64((int64_t)bytes));
+        }
+        rc = args ? qmp_locked(d, "image-resize", "block_resize", args, NULL, err)
+                  : moor_error_set(err, -ENOMEM, "out of memory");
+        json_object_put(args);
+    }
+    job_end_locked(d, rc);
+    moor_end_api(&d);
     return rc;
 }

@@ -58,6 +58,16 @@ enum vmd_machine { VMD_MACHINE_PC = 0, VMD_MACHINE_Q35, VMD_MACHINE_NONE };
 enum vmd_accel { VMD_ACCEL_AUTO = 0, VMD_ACCEL_KVM, VMD_ACCEL_TCG };
 
 #define VMD_EXTRA_ARGS_MAX 64
+#define VMD_DISKS_MAX      16 /* disks per domain */
+
+enum vmd_disk_bus { VMD_BUS_VIRTIO = 0, VMD_BUS_IDE };
+
+/* One disk of a config: an image of the pool (image.h), by name. */
+struct vmd_disk {
+    char image[VMD_NAME_MAX + 1];
+    enum vmd_disk_bus bus; /* default virtio */
+    bool readonly;         /* default false; ide disks cannot be read-only */
+};
 
 /* A validated domain config (the body of POST /v1/domains, and the file
  * <state_dir>/domains/<uuid>.json). Owns its strings. */
@@ -71,6 +81,8 @@ struct vmd_domain_config {
     enum vmd_accel accel; /* auto: kvm if /dev/kvm is usable, else tcg */
     char **extra_args;    /* NULL or n_extra_args strings: appended to QEMU's argv (unsafe) */
     unsigned n_extra_args;
+    struct vmd_disk disks[VMD_DISKS_MAX]; /* disks[0..n_disks-1], image names all different */
+    unsigned n_disks;
 };
 
 /*
@@ -94,6 +106,11 @@ int vmd_config_copy(struct vmd_domain_config *dst, const struct vmd_domain_confi
 /* vmd_config_machine_name / vmd_config_accel_name - "pc", "tcg"... (static). */
 const char *vmd_config_machine_name(enum vmd_machine m);
 const char *vmd_config_accel_name(enum vmd_accel a);
+const char *vmd_config_bus_name(enum vmd_disk_bus b);
+
+/* vmd_config_name_ok - @name is [A-Za-z0-9._-]{1,64} and not "." or "..":
+ * the rule for domain and image names (image names become file names). */
+bool vmd_config_name_ok(const char *name);
 
 /* ---- the state table ------------------------------------------------------ */
 

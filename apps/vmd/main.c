@@ -31,6 +31,7 @@
 #include "domain.h"
 #include "events.h"
 #include "http.h"
+#include "image.h"
 #include "log.h"
 #include "pool.h"
 #include "vmd.h"
@@ -376,6 +377,7 @@ static void teardown(struct daemon_state *d)
         vmd_domains_shutdown(vmd);
     if (d->domains_loaded)
         vmd_longjobs_drain(vmd); /* job threads hold the loop's monitors: before the loop stops */
+    vmd_images_shutdown(vmd);
     if (d->sig_id)
         moor_loop_remove_sync(vmd->loop, d->sig_id);
     if (vmd->loop)
@@ -384,6 +386,7 @@ static void teardown(struct daemon_state *d)
         close(d->sigfd);
     vmd_events_free(vmd->events);
     moor_clear(&vmd->domains);
+    moor_clear(&vmd->images);
     moor_clear(&vmd->loop);
     options_clear(&vmd->opt);
     if (d->lock_fd >= 0)
@@ -417,6 +420,10 @@ static int setup(struct daemon_state *d, const sigset_t *sigs, moor_error *err)
         return moor_error_set(err, -errno, "signalfd: %s", strerror(errno));
     rc = moor_loop_add_fd(vmd->loop, d->sigfd, MOOR_LOOP_IN, on_signal, vmd, NULL, &d->sig_id, err);
     if (rc < 0)
+        return rc;
+    if (!(vmd->images = moor_registry_new(err)))
+        return err->code;
+    if ((rc = vmd_images_load(vmd, err)) < 0) /* before the domains: they name images */
         return rc;
     if ((rc = vmd_domains_load(vmd, err)) < 0)
         return rc;

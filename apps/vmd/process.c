@@ -21,6 +21,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,12 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
-#define ARGV_MAX (40 + VMD_EXTRA_ARGS_MAX)
+#include "image.h"
+
+#define ARGV_MAX (40 + VMD_EXTRA_ARGS_MAX + 4 * VMD_DISKS_MAX)
 
 void vmd_process_argv_free(char **argv)
 {
@@ -131,6 +135,17 @@ static int fill_argv(const struct vmd_process_spec *spec, char **argv, unsigned 
     if (spec->incoming_defer) {
         rc = rc ?: add(argv, n, "-incoming");
         rc = rc ?: add(argv, n, "defer");
+    }
+    for (unsigned i = 0; rc == 0 && i < c->n_disks && spec->disks; i++) {
+        char *blockdev = NULL, *device = NULL;
+
+        rc = vmd_disk_args(spec->disks, c, i, spec->opt, &blockdev, &device);
+        rc = rc ?: add(argv, n, "-blockdev");
+        rc = rc ?: add(argv, n, "%s", blockdev);
+        rc = rc ?: add(argv, n, "-device");
+        rc = rc ?: add(argv, n, "%s", device);
+        free(blockdev);
+        free(device);
     }
     for (unsigned i = 0; i < c->n_extra_args; i++)
         rc = rc ?: add(argv, n, "%s", c->extra_args[i]);
@@ -454,4 +469,120 @@ bool vmd_process_cmdline_is(pid_t pid, char *const *argv)
     }
     close(fd);
     return same && !*a && at == 0;
+}
+
+/* ---- run and capture (qemu-img) ------------------------------------------------ */
+
+struct capture {
+    int fd;
+    char *buf;
+    size_t size, used;
+};
+
+/* Read what is there into @c (the rest is dropped once full); -1 at EOF. */
+static int capture_read(struct capture *c)
+{
+    char scratch[4096];
+    char *dst = c->buf && c->used + 1 < c->size ? c->buf + c->used : scratch;
+    size_t room = dst == scratch ? sizeof(scratch) : c->size - c->used - 1;
+    ssize_t n = read(c->fd, dst, room);
+
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return 0;
+    if (n <= 0)
+        return -1;
+    if (dst != scratch) {
+        c->used += (size_t)n;
+        c->buf[c->used] = '\0';
+    }
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Drain both pipes until EOF on both or the deadline. */
+static bool capture_all(struct capture *c, int64_t deadline)
+{
+    while (c[0].fd >= 0 || c[1].fd >= 0) {
+        struct pollfd p[2] = {{.fd = c[0].fd, .events = POLLIN}, {.fd = c[1].fd, .events = POLLIN}};
+        int64_t left = deadline - now_ms();
+
+        if (left <= 0)
+            return false;
+        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
+            return false;
+        for (int i = 0; i < 2; i++) {
+            if (c[i].fd >= 0 && p[i].revents && capture_read(&c[i]) < 0) {
+                close(c[i].fd);
+                c[i].fd = -1;
+            }
+        }
+    }
+    return true;
+}
+
+static int spawn_captured(char *const *argv, int outfd, int errfd, pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    int rc;
+
+    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
+        return -rc;
+    rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    rc = rc ?: posix_spawn_file_actions_adddup2(&fa, outfd, 1);
+    rc = rc ?: posix_spawn_file_actions_adddup2(&fa, errfd, 2);
+    rc = rc ?: posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    rc = rc ?: posix_spawnp(pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    return -rc;
+}
+
+int vmd_process_run(char *const *argv, char *out, size_t out_size, char *errout, size_t errout_size,
+                    unsigned timeout_ms, moor_error *err)
+{
+    int po[2] = {-1, -1}, pe[2] = {-1, -1}, status = 0;
+    pid_t pid;
+
+    if (out && out_size)
+        out[0] = '\0';
+    if (errout && errout_size)
+        errout[0] = '\0';
+    if (pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0) {
+        int e = errno;
+        for (int i = 0; i < 2; i++) {
+            if (po[i] >= 0)
+                close(po[i]);
+        }
+        return moor_error_set(err, -e, "%s: pipe: %s", argv[0], strerror(e));
+    }
+    int rc = spawn_captured(argv, po[1], pe[1], &pid);
+    close(po[1]);
+    close(pe[1]);
+    if (rc < 0) {
+        close(po[0]);
+        close(pe[0]);
+        return moor_error_set(err, rc, "cannot run %s: %s", argv[0], strerror(-rc));
+    }
+    struct capture c[2] = {{po[0], out, out_size, 0}, {pe[0], errout, errout_size, 0}};
+    bool done = capture_all(c, now_ms() + timeout_ms);
+    for (int i = 0; i < 2; i++)
+        if (c[i].fd >= 0)
+            close(c[i].fd);
+    if (!done)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!done)
+        return moor_error_set(err, -ETIMEDOUT, "%s did not finish in %u ms", argv[0], timeout_ms);
+    if (WIFSIGNALED(status))
+        return moor_error_set(err, -EINTR, "%s was killed by signal %d", argv[0], WTERMSIG(status));
+    if (WEXITSTATUS(status) == 127)
+        return moor_error_set(err, -ENOENT, "cannot run %s (not found on PATH?)", argv[0]);
+    return WEXITSTATUS(status);
 }

@@ -18,16 +18,20 @@
 
 #include "domain.h"
 
+struct vmd_disk_refs;
+
 /* The fd number QEMU finds its QMP listening socket at. */
 #define VMD_PROCESS_QMP_FD 3
 
 /* What to run. Strings borrowed for the call. */
 struct vmd_process_spec {
     const struct vmd_domain_config *cfg;
-    const char *pidfile;  /* -pidfile */
-    const char *runas;    /* NULL: no -runas */
-    const char *log_path; /* stdout and stderr, appended */
-    bool incoming_defer;  /* -incoming defer: QEMU waits for migrate-incoming (restore) */
+    const char *pidfile;               /* -pidfile */
+    const char *runas;                 /* NULL: no -runas */
+    const char *log_path;              /* stdout and stderr, appended */
+    bool incoming_defer;               /* -incoming defer: QEMU waits for migrate-incoming (restore) */
+    const struct vmd_options *opt;     /* for the image pool's paths */
+    const struct vmd_disk_refs *disks; /* cfg's disks' images (image.h); NULL: none */
 };
 
 /*
@@ -108,5 +112,19 @@ int vmd_process_stat(pid_t pid, char *state, uint64_t *start_time);
  * Returns false also when it cannot be read.
  */
 bool vmd_process_cmdline_is(pid_t pid, char *const *argv);
+
+/*
+ * vmd_process_run - run @argv (argv[0] looked up on PATH; no shell) with
+ * stdin /dev/null, wait for it up to @timeout_ms, and capture its stdout
+ * into @out (@out_size bytes, NUL-terminated, cut) and its stderr into
+ * @errout (likewise); either may be NULL to discard. Used for qemu-img.
+ * Locks: must hold none (blocks on the child). Blocks: up to @timeout_ms,
+ * then SIGKILLs the child and reaps it.
+ * Returns: the exit status (0..255) when it exited; -ETIMEDOUT (killed);
+ * -ENOENT (no such program); -EINTR (killed by a signal); -errno of
+ * pipe/posix_spawn.
+ */
+int vmd_process_run(char *const *argv, char *out, size_t out_size, char *errout, size_t errout_size,
+                    unsigned timeout_ms, moor_error *err);
 
 #endif /* MOOR_VMD_PROCESS_H */

@@ -12,8 +12,7 @@
 
 #include "request.h"
 
-/* Refuse any field of @body not in the NULL-terminated @known. */
-static int check_fields(struct json_object *body, const char *const *known, moor_error *err)
+int vmd_check_fields(struct json_object *body, const char *const *known, moor_error *err)
 {
     json_object_object_foreach(body, key, val)
     {
@@ -37,7 +36,7 @@ int vmd_parse_empty(struct json_object *body, struct vmd_request *req, moor_erro
     static const char *const known[] = {NULL};
 
     (void)req;
-    return body ? check_fields(body, known, err) : 0;
+    return body ? vmd_check_fields(body, known, err) : 0;
 }
 
 int vmd_parse_define(struct json_object *body, struct vmd_request *req, moor_error *err)
@@ -55,7 +54,7 @@ int vmd_parse_start(struct json_object *body, struct vmd_request *req, moor_erro
     req->u.paused = false;
     if (!body)
         return 0;
-    int rc = check_fields(body, known, err);
+    int rc = vmd_check_fields(body, known, err);
     if (rc < 0)
         return rc;
     if (json_object_object_get_ex(body, "paused", &v)) {
@@ -74,7 +73,7 @@ int vmd_parse_shutdown(struct json_object *body, struct vmd_request *req, moor_e
     req->u.timeout_ms = 0;
     if (!body)
         return 0;
-    int rc = check_fields(body, known, err);
+    int rc = vmd_check_fields(body, known, err);
     if (rc < 0)
         return rc;
     if (json_object_object_get_ex(body, "timeout_ms", &v)) {
@@ -94,7 +93,7 @@ int vmd_parse_qmp(struct json_object *body, struct vmd_request *req, moor_error 
 
     if (!body)
         return moor_error_set(err, -EINVAL, "qmp needs {\"execute\": ...} in the body");
-    int rc = check_fields(body, known, err);
+    int rc = vmd_check_fields(body, known, err);
     if (rc < 0)
         return rc;
     if (!json_object_object_get_ex(body, "execute", &exec) ||

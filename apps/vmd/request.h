@@ -15,6 +15,7 @@
 #include <moor/error.h>
 
 #include "domain.h"
+#include "image.h"
 #include "pool.h"
 #include "vmd.h"
 
@@ -44,6 +45,7 @@ struct vmd_request {
     int cls;            /* enum vmd_work_class */
     unsigned ok_status; /* 200, or 201 for define */
     vmd_domain *dom;    /* owned reference; domain routes only */
+    vmd_image *img;     /* owned reference; /v1/images/{name} routes only */
     union {
         struct vmd_domain_config define;
         bool paused;         /* start */
@@ -53,6 +55,8 @@ struct vmd_request {
             struct json_object *arguments; /* owned; NULL if absent */
         } qmp;
         struct vmd_longjob_args longjob; /* save, restore */
+        struct vmd_image_create image_create;
+        uint64_t size_mib; /* image resize */
     } u;
     struct vmd_client client; /* the HTTP peer (http.c sets it; unknown in tests) */
     /* Set by vmd_api_submit. */
@@ -61,6 +65,12 @@ struct vmd_request {
     void (*done)(void *opaque, struct vmd_response *resp);
     void *opaque;
 };
+
+/*
+ * vmd_check_fields - -EINVAL naming the first field of @body not in the
+ * NULL-terminated @known (req-domains.c; shared by the resources' parsers).
+ */
+int vmd_check_fields(struct json_object *body, const char *const *known, moor_error *err);
 
 /*
  * vmd_token_valid - whether @s (@len bytes, not NUL-terminated) is 1..@max
@@ -144,6 +154,19 @@ int vmd_run_job(struct vmd *vmd, struct vmd_request *req, struct json_object **o
                 moor_error *err);
 int vmd_run_abort(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
                   moor_error *err);
+/* req-images.c: /v1/images and /v1/images/{name}[/resize]. */
+int vmd_parse_image_create(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_parse_image_resize(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_run_image_list(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                       moor_error *err);
+int vmd_run_image_create(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                         moor_error *err);
+int vmd_run_image_info(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                       moor_error *err);
+int vmd_run_image_delete(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                         moor_error *err);
+int vmd_run_image_resize(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                         moor_error *err);
 
 /* req-misc.c: /v1/version and /v1/debug (/v1/events is http.c's stream). */
 int vmd_run_version(struct vmd *vmd, struct vmd_request *req, struct json_object **out,

@@ -15,9 +15,10 @@
  *              each, and their recovery after a restart; domain-internal.h
  *              shares domain.c's object and helpers with it.
  *   req-jobs.c the long jobs' request bodies.
+ *   image.c    the image pool: image objects, users, blocks, qemu-img.
  *   config.c   a domain's config: JSON <-> struct, validated field by field.
  *   qmp.c      the QMP codec and calls (deadline, unresponsive flag).
- *   process.c  fork+exec of QEMU (argv only), pidfd, signals.
+ *   process.c  fork+exec of QEMU (argv only), pidfd, signals; run-and-capture.
  *   store.c    atomic files, status files, restart and reconnect.
  *   events.c   the event bus behind GET /v1/events.
  *   log.c      one line per event worth knowing.
@@ -82,6 +83,7 @@ struct vmd {
     struct vmd_options opt;
     moor_loop *loop;           /* one loop thread: HTTP fds, QMP monitors, pidfds */
     moor_registry *domains;    /* every defined domain, by uuid and by name */
+    moor_registry *images;     /* the image pool (image.h), by name (and a uuid) */
     struct vmd_events *events; /* GET /v1/events */
     struct vmd_pool *pool;     /* API calls run here, never on the loop */
     struct vmd_http *http;     /* the API socket; set by vmd_http_new before it serves */

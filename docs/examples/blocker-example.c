@@ -47,7 +47,7 @@ static struct image *image_new(const char *label, uint64_t size)
 /* A user of the image: its reference and its block travel together. */
 struct user {
     struct image *img;      /* owned reference */
-    moor_block_token block; /* owned block */
+    moor_block_token block; /* owned block; MOOR_BLOCK_TOKEN_NONE when none */
 };
 
 static int user_attach(struct user *u, struct image *img, uint64_t ops, const char *why,
@@ -65,8 +65,7 @@ static int user_attach(struct user *u, struct image *img, uint64_t ops, const ch
 
 static void user_detach(struct user *u)
 {
-    moor_unblock(u->block);
-    u->block = MOOR_BLOCK_TOKEN_NONE;
+    moor_unblock(&u->block); /* clears u->block */
     moor_clear(&u->img);
 }
 

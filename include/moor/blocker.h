@@ -55,7 +55,18 @@
  * link); moor_blocker_check() and moor_blocker_info() never take it. The
  * token is a struct so that it cannot be confused with an operation mask.
  * The same token may be unblocked from any thread, not only the one that
- * placed the block (a backup job ends where it ends).
+ * placed the block (a backup job ends where it ends). moor_unblock() takes
+ * the token by address and clears it, and moor_block() refuses to
+ * overwrite a token that still names a block, so the classic slip, a
+ * token field reused for a second block before the first was removed, is
+ * reported instead of leaking a block nobody can remove.
+ *
+ * Fork. The token table's mutex is taken around fork() (pthread_atfork:
+ * the parent waits for any holder to leave, both sides release it), so a
+ * child forked while another thread was placing or removing a block finds
+ * it free and may block and unblock. A set's own mutex is not covered: it
+ * is held only inside these calls, briefly, but a child should use only
+ * sets it sets up itself, like any other lock it inherits.
  *
  * Lifetime. A block does not keep the set, or the object around it,
  * alive; whoever places a block should own a reference to the object
@@ -173,13 +184,20 @@ MOOR_EXPORT int moor_blocker_relabel(moor_blocker_set *b, const char *label);
  * formatted from @fmt (copied; cut at MOOR_BLOCKER_REASON_SIZE - 1 bytes,
  * ending in "..."). The block records the calling thread and the time.
  *
+ * *@token must hold MOOR_BLOCK_TOKEN_NONE or a token that no longer names
+ * a block (one that moor_unblock() cleared, or whose set was destroyed):
+ * initialise token variables and fields with MOOR_BLOCK_TOKEN_NONE.
+ * Overwriting a token that still names a block would lose the only handle
+ * on that block (it could never be removed), so that is refused.
  * Ownership: on success *@token holds the new block's token; the caller
- *   owns the block and removes it with moor_unblock(). On failure *@token
- *   is untouched and nothing was placed.
+ *   owns the block and removes it with moor_unblock(&token). On failure
+ *   *@token is untouched and nothing was placed.
  * Locks: takes the token table's leaf mutex, then @b's; any other lock
  *   may be held. Blocks: no (one allocation). Context: any thread.
  * Returns: 0, or:
  *   -ENOMEM  no memory for the block record;
+ *   -EBUSY   (also reported as MOOR_MISUSE_BLOCK_TOKEN_LIVE) *@token still
+ *            names a block in place (on any set), which is left as it is;
  *   -EINVAL  (also reported as misuse) NULL or uninitialised @b, NULL
  *            @token, @ops empty or naming an operation >= the set's nops,
  *            NULL or empty reason.
@@ -189,19 +207,24 @@ MOOR_EXPORT int moor_block(moor_blocker_set *b, uint64_t ops, moor_block_token *
     __attribute__((format(printf, 5, 6)));
 
 /*
- * moor_unblock - remove the block @token stands for. MOOR_BLOCK_TOKEN_NONE
- * (id 0) is ignored, so a token field that was never set can be passed.
+ * moor_unblock - remove the block *@token stands for and clear *@token to
+ * MOOR_BLOCK_TOKEN_NONE, so the variable can neither be unblocked twice
+ * nor hide a live block from a later moor_block(). A NULL @token, or one
+ * holding MOOR_BLOCK_TOKEN_NONE (id 0), does nothing and returns 0, so a
+ * token field that was never set, or was already cleared, can be passed.
  *
- * A token that names no block in place (unblocked before, its set
- * destroyed, or never handed out) touches nothing; it is reported as
- * misuse, saying which of those it was while the process still remembers
- * (the last 64 retired tokens).
+ * A token that names no block in place (its set destroyed, or never
+ * handed out, or copied and unblocked through the copy) touches nothing;
+ * it is reported as misuse, saying which of those it was while the
+ * process still remembers (the last 64 retired tokens), and *@token is
+ * left as it was (a failure changes nothing).
  * Ownership: frees the block record. Locks: takes the token table's leaf
  *   mutex, then the set's; any other lock may be held. Blocks: no.
  *   Context: any thread (not necessarily the one that placed the block).
- * Returns: 0, or -EINVAL for a token that names no block in place.
+ * Returns: 0 (also for NULL / NONE), or -EINVAL for a token that names no
+ *   block in place.
  */
-MOOR_EXPORT int moor_unblock(moor_block_token token);
+MOOR_EXPORT int moor_unblock(moor_block_token *token);
 
 /* ---- asking -------------------------------------------------------------- */
 

@@ -67,6 +67,7 @@ typedef enum moor_misuse {
     MOOR_MISUSE_MONITOR_LOCKED, /* monitor entered holding a second object's
                                  * mutex or an internal lock */
     MOOR_MISUSE_UNLOCK_ORDER,   /* object mutex released before one nested in it */
+    MOOR_MISUSE_BLOCK_TOKEN_LIVE,  /* moor_block into a token that still names a block */
 } moor_misuse;
 
 /*

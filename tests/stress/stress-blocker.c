@@ -83,7 +83,7 @@ static void round_own(unsigned idx, uint64_t rnd, uint64_t n)
 {
     unsigned own = idx + 1;
     uint64_t ops = MOOR_BLOCKER_OP(own) | (rnd & 1 ? MOOR_BLOCKER_OP(0) : 0);
-    moor_block_token t;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
     char mine[64];
     int rc;
 
@@ -96,7 +96,7 @@ static void round_own(unsigned idx, uint64_t rnd, uint64_t n)
     check_own(own, mine, rnd & 2);
     if ((ops & 1) && moor_blocker_check(&disk->blockers, 0, NULL) != -EBUSY)
         fail("op 0 not blocked while worker %u blocks it", idx);
-    if ((rc = moor_unblock(t)) != 0)
+    if ((rc = moor_unblock(&t)) != 0)
         fail("moor_unblock of own block: %d", rc);
     atomic_fetch_add_explicit(&removed, 1, memory_order_relaxed); /* a tally */
     if ((rc = moor_blocker_check(&disk->blockers, own, NULL)) != 0)
@@ -105,7 +105,7 @@ static void round_own(unsigned idx, uint64_t rnd, uint64_t n)
 
 static void round_handoff(unsigned idx, uint64_t rnd)
 {
-    moor_block_token t;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
     uint64_t theirs;
     int rc;
 
@@ -127,7 +127,7 @@ static void round_handoff(unsigned idx, uint64_t rnd)
     /* relaxed: exchange makes exactly one thread the taker of a token. */
     theirs = atomic_exchange_explicit(&slots[rnd % nthreads], 0, memory_order_relaxed);
     if (theirs) {
-        if ((rc = moor_unblock((moor_block_token){theirs})) != 0)
+        if ((rc = moor_unblock(&(moor_block_token){theirs})) != 0)
             fail("moor_unblock of a handed-off token: %d", rc);
         atomic_fetch_add_explicit(&removed, 1, memory_order_relaxed); /* a tally */
     }
@@ -138,7 +138,7 @@ static void round_private(unsigned idx)
     static const char *const names[2] = {"start", "stop"};
     moor_blocker_set mine;
     moor_error err = MOOR_ERROR_INIT;
-    moor_block_token t;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
     char label[32];
 
     snprintf(label, sizeof(label), "private %u", idx);
@@ -151,7 +151,7 @@ static void round_private(unsigned idx)
         fail("private set: %s", err.message);
     if (moor_blocker_check(&mine, 0, NULL) != 0)
         fail("private set: op 0 blocked");
-    if (moor_unblock(t) != 0)
+    if (moor_unblock(&t) != 0)
         fail("private set: unblock failed");
     moor_blocker_destroy(&mine);
 }
@@ -240,7 +240,7 @@ int main(int argc, char **argv)
         uint64_t id = atomic_exchange(&slots[i], 0);
 
         if (id) {
-            if (moor_unblock((moor_block_token){id}) != 0)
+            if (moor_unblock(&(moor_block_token){id}) != 0)
                 fail("draining slot %u failed", i);
             atomic_fetch_add(&removed, 1);
         }

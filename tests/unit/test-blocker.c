@@ -14,10 +14,14 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <moor/blocker.h>
@@ -107,7 +111,7 @@ static void test_sixty_four_ops(void **state)
 {
     moor_blocker_set b;
     moor_error err = MOOR_ERROR_INIT;
-    moor_block_token t;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
 
     (void)state;
     assert_int_equal(moor_blocker_init(&b, "wide", NULL, MOOR_BLOCKER_OPS_MAX), 0);
@@ -115,7 +119,7 @@ static void test_sixty_four_ops(void **state)
     assert_int_equal(moor_blocker_mask(&b), MOOR_BLOCKER_OP(63) | 1u);
     tu_assert_contains(busy_text(&b, 63, &err), "op 63 of wide refused: edges (");
     assert_int_equal(moor_blocker_check(&b, 62, NULL), 0);
-    assert_int_equal(moor_unblock(t), 0);
+    assert_int_equal(moor_unblock(&t), 0);
     moor_blocker_destroy(&b);
 }
 
@@ -125,7 +129,7 @@ static void test_check_exact_message(void **state)
 {
     moor_blocker_set b;
     moor_error err = MOOR_ERROR_INIT;
-    moor_block_token t;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
     char want[MOOR_ERROR_MESSAGE_SIZE];
 
     (void)state;
@@ -141,7 +145,7 @@ static void test_check_exact_message(void **state)
     assert_int_equal(moor_blocker_check(&b, DISK_SNAPSHOT, NULL), 0);
     assert_int_equal(moor_blocker_check(&b, DISK_RESIZE, NULL), -EBUSY); /* err optional */
 
-    assert_int_equal(moor_unblock(t), 0);
+    assert_int_equal(moor_unblock(&t), 0);
     assert_int_equal(moor_blocker_mask(&b), 0);
     moor_error_clear(&err);
     assert_int_equal(moor_blocker_check(&b, DISK_RESIZE, &err), 0);
@@ -155,7 +159,8 @@ static void test_first_match(void **state)
 {
     moor_blocker_set b;
     moor_error err = MOOR_ERROR_INIT;
-    moor_block_token a, bb, c, d;
+    moor_block_token a = MOOR_BLOCK_TOKEN_NONE, bb = MOOR_BLOCK_TOKEN_NONE,
+                     c = MOOR_BLOCK_TOKEN_NONE, d = MOOR_BLOCK_TOKEN_NONE;
 
     (void)state;
     disk_init(&b);
@@ -171,18 +176,18 @@ static void test_first_match(void **state)
     tu_assert_contains(err.message, "s; 1 more block)");
     assert_int_equal(moor_blocker_check(&b, DISK_SNAPSHOT, &err), 0);
 
-    assert_int_equal(moor_unblock(a), 0);
+    assert_int_equal(moor_unblock(&a), 0);
     tu_assert_contains(busy_text(&b, DISK_RESIZE, &err), "refused: B: backup job");
     tu_assert_contains(err.message, "s; 1 more block)");
-    assert_int_equal(moor_unblock(bb), 0);
+    assert_int_equal(moor_unblock(&bb), 0);
     tu_assert_contains(busy_text(&b, DISK_RESIZE, &err), "refused: D: mirror target");
     tu_assert_not_contains(err.message, "more block");
     tu_assert_contains(busy_text(&b, DISK_DELETE, &err), "refused: C: exported over NBD");
     assert_int_equal(moor_blocker_mask(&b), RESIZE | DELETE);
-    assert_int_equal(moor_unblock(d), 0);
+    assert_int_equal(moor_unblock(&d), 0);
     assert_int_equal(moor_blocker_mask(&b), DELETE);
     assert_int_equal(moor_blocker_check(&b, DISK_RESIZE, &err), 0);
-    assert_int_equal(moor_unblock(c), 0);
+    assert_int_equal(moor_unblock(&c), 0);
     assert_int_equal(moor_blocker_mask(&b), 0);
     assert_int_equal(moor_blocker_info(&b, NULL, 0), 0);
     moor_blocker_destroy(&b);
@@ -213,7 +218,7 @@ static void test_names_and_labels(void **state)
     moor_block_token t = block_ok(&anon, 1, "x");
     snprintf(want, sizeof(want), "op 0 of blocker set %p refused: x", (void *)&anon);
     tu_assert_contains(busy_text(&anon, 0, &err), want);
-    assert_int_equal(moor_unblock(t), 0);
+    assert_int_equal(moor_unblock(&t), 0);
     moor_blocker_destroy(&anon);
 }
 
@@ -223,7 +228,7 @@ static void test_reason_copied_and_cut(void **state)
     moor_blocker_set b;
     moor_error err = MOOR_ERROR_INIT;
     moor_block_info info[2];
-    moor_block_token t1, t2;
+    moor_block_token t1 = MOOR_BLOCK_TOKEN_NONE, t2 = MOOR_BLOCK_TOKEN_NONE;
     char buf[300];
 
     (void)state;
@@ -243,8 +248,8 @@ static void test_reason_copied_and_cut(void **state)
     /* The message still fits moor_error, cut at its end if need be. */
     busy_text(&b, DISK_RESIZE, &err);
     assert_true(strlen(err.message) < MOOR_ERROR_MESSAGE_SIZE);
-    assert_int_equal(moor_unblock(t1), 0);
-    assert_int_equal(moor_unblock(t2), 0);
+    assert_int_equal(moor_unblock(&t1), 0);
+    assert_int_equal(moor_unblock(&t2), 0);
     moor_blocker_destroy(&b);
 }
 
@@ -312,7 +317,7 @@ static void test_holder_and_age(void **state)
     age = strtod(s + 5, NULL);
     assert_true(age >= 0.1 && age < 10.0);
 
-    assert_int_equal(moor_unblock(p.token), 0); /* not the placing thread: fine */
+    assert_int_equal(moor_unblock(&p.token), 0); /* not the placing thread: fine */
     assert_int_equal(moor_blocker_check(&b, DISK_DELETE, NULL), 0);
     moor_blocker_destroy(&b);
 }
@@ -343,12 +348,12 @@ static void test_info(void **state)
     assert_int_equal((unsigned char)info[2].reason[0], 0x5a); /* beyond cap: untouched */
     assert_int_equal(moor_blocker_info(&b, NULL, 0), 3);
 
-    assert_int_equal(moor_unblock(t[1]), 0);
+    assert_int_equal(moor_unblock(&t[1]), 0);
     assert_int_equal(moor_blocker_info(&b, info, 3), 2);
     assert_string_equal(info[0].reason, "first");
     assert_string_equal(info[1].reason, "third");
-    assert_int_equal(moor_unblock(t[0]), 0);
-    assert_int_equal(moor_unblock(t[2]), 0);
+    assert_int_equal(moor_unblock(&t[0]), 0);
+    assert_int_equal(moor_unblock(&t[2]), 0);
     assert_int_equal(moor_blocker_info(&b, info, 3), 0);
     moor_blocker_destroy(&b);
 }
@@ -415,7 +420,8 @@ static void test_bad_args(void **state)
     assert_int_equal(moor_blocker_mask(&dead), 0);
     assert_null(moor_blocker_op_name(NULL, 0));
     assert_null(moor_blocker_op_name(&dead, 0));
-    assert_int_equal(moor_unblock(MOOR_BLOCK_TOKEN_NONE), 0);
+    assert_int_equal(moor_unblock(&(moor_block_token){0}), 0);
+    assert_int_equal(moor_unblock(NULL), 0);
     moor_blocker_destroy(&b);
 }
 
@@ -424,15 +430,22 @@ static void test_bad_args(void **state)
 static void test_unblock_twice(void **state)
 {
     moor_blocker_set b;
-    moor_block_token t, keep;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE, keep = MOOR_BLOCK_TOKEN_NONE, copy;
     char want[128];
 
     (void)state;
     disk_init(&b);
     t = block_ok(&b, RESIZE, "once");
+    copy = t;
     keep = block_ok(&b, RESIZE, "another holder's block");
-    assert_int_equal(moor_unblock(t), 0);
-    assert_int_equal(moor_unblock(t), -EINVAL);
+    assert_int_equal(moor_unblock(&t), 0);
+    assert_true(t.id == 0); /* cleared: the variable cannot be unblocked twice */
+    assert_int_equal(moor_unblock(&t), 0);
+    tu_expect_no_report();
+    /* A copy made before the unblock still can: it is reported. */
+    t = copy;
+    assert_int_equal(moor_unblock(&copy), -EINVAL);
+    assert_true(copy.id == t.id); /* a failure changes nothing */
     snprintf(want, sizeof(want),
              "moor_unblock of block #%" PRIu64 " by thread %d: already unblocked by thread %d "
              "(on disk 'base.qcow2')",
@@ -442,9 +455,9 @@ static void test_unblock_twice(void **state)
     assert_int_equal(moor_blocker_info(&b, NULL, 0), 1);
     assert_int_equal(moor_blocker_check(&b, DISK_RESIZE, NULL), -EBUSY);
 
-    assert_int_equal(moor_unblock((moor_block_token){UINT64_MAX}), -EINVAL);
+    assert_int_equal(moor_unblock(&(moor_block_token){UINT64_MAX}), -EINVAL);
     tu_expect_report(MOOR_MISUSE_UNBLOCK_UNKNOWN, NULL, "no block with that token was ever placed");
-    assert_int_equal(moor_unblock(keep), 0);
+    assert_int_equal(moor_unblock(&keep), 0);
     moor_blocker_destroy(&b);
 }
 
@@ -454,7 +467,7 @@ static void test_unblock_twice(void **state)
 static void test_destroy_with_blocks(void **state)
 {
     moor_blocker_set *b = malloc(sizeof(*b));
-    moor_block_token t1, t2;
+    moor_block_token t1 = MOOR_BLOCK_TOKEN_NONE, t2 = MOOR_BLOCK_TOKEN_NONE;
     char want[128];
 
     (void)state;
@@ -472,13 +485,13 @@ static void test_destroy_with_blocks(void **state)
     memset(b, 0x6b, sizeof(*b));
     free(b);
 
-    assert_int_equal(moor_unblock(t2), -EINVAL);
+    assert_int_equal(moor_unblock(&t2), -EINVAL);
     snprintf(want, sizeof(want),
              "its blocker set disk 'base.qcow2' was destroyed with the block in place (by "
              "thread %d)",
              gettid_());
     tu_expect_report(MOOR_MISUSE_UNBLOCK_UNKNOWN, NULL, want);
-    assert_int_equal(moor_unblock(t1), -EINVAL);
+    assert_int_equal(moor_unblock(&t1), -EINVAL);
     tu_expect_report(MOOR_MISUSE_UNBLOCK_UNKNOWN, NULL, "was destroyed with the block in place");
 }
 
@@ -487,15 +500,18 @@ static void test_destroy_with_blocks(void **state)
 static void test_unblock_long_ago(void **state)
 {
     moor_blocker_set b;
-    moor_block_token old;
+    moor_block_token old = MOOR_BLOCK_TOKEN_NONE;
 
     (void)state;
     disk_init(&b);
     old = block_ok(&b, RESIZE, "old");
-    assert_int_equal(moor_unblock(old), 0);
-    for (int i = 0; i < 100; i++)
-        assert_int_equal(moor_unblock(block_ok(&b, DELETE, "churn")), 0);
-    assert_int_equal(moor_unblock(old), -EINVAL);
+    moor_block_token stale = old;
+    assert_int_equal(moor_unblock(&old), 0);
+    for (int i = 0; i < 100; i++) {
+        moor_block_token churn = block_ok(&b, DELETE, "churn");
+        assert_int_equal(moor_unblock(&churn), 0);
+    }
+    assert_int_equal(moor_unblock(&stale), -EINVAL);
     tu_expect_report(MOOR_MISUSE_UNBLOCK_UNKNOWN, NULL,
                      "no block in place (unblocked or destroyed long ago)");
     moor_blocker_destroy(&b);
@@ -505,17 +521,17 @@ static void test_unblock_long_ago(void **state)
 static void test_tokens_per_set(void **state)
 {
     moor_blocker_set a, b;
-    moor_block_token ta, tb;
+    moor_block_token ta = MOOR_BLOCK_TOKEN_NONE, tb = MOOR_BLOCK_TOKEN_NONE;
 
     (void)state;
     disk_init(&a);
     assert_int_equal(moor_blocker_init(&b, "disk 'other'", disk_ops, DISK_NOPS), 0);
     ta = block_ok(&a, RESIZE, "on a");
     tb = block_ok(&b, RESIZE, "on b");
-    assert_int_equal(moor_unblock(tb), 0);
+    assert_int_equal(moor_unblock(&tb), 0);
     assert_int_equal(moor_blocker_check(&a, DISK_RESIZE, NULL), -EBUSY);
     assert_int_equal(moor_blocker_check(&b, DISK_RESIZE, NULL), 0);
-    assert_int_equal(moor_unblock(ta), 0);
+    assert_int_equal(moor_unblock(&ta), 0);
     moor_blocker_destroy(&a);
     moor_blocker_destroy(&b);
 }
@@ -549,7 +565,7 @@ static void test_oom(void **state)
     }
     assert_int_equal(n, 2); /* one allocation per block */
     assert_int_equal(moor_blocker_check(&b, DISK_RESIZE, NULL), -EBUSY);
-    assert_int_equal(moor_unblock(t), 0);
+    assert_int_equal(moor_unblock(&t), 0);
     moor_blocker_destroy(&b);
 }
 
@@ -579,7 +595,7 @@ static struct disk *disk_new(void)
 static void test_object_embedding(void **state)
 {
     struct disk *d = disk_new(), *vm_ref;
-    moor_block_token backing;
+    moor_block_token backing = MOOR_BLOCK_TOKEN_NONE;
 
     (void)state;
     /* A VM holds a reference (lifetime) and a block (busy): separate. */
@@ -594,7 +610,7 @@ static void test_object_embedding(void **state)
     /* More references do not make it busy; fewer do not make it idle. */
     moor_unref(vm_ref);
     assert_int_equal(moor_blocker_check(&d->blockers, DISK_DELETE, NULL), -EBUSY);
-    assert_int_equal(moor_unblock(backing), 0);
+    assert_int_equal(moor_unblock(&backing), 0);
     assert_int_equal(moor_blocker_check(&d->blockers, DISK_DELETE, NULL), 0);
     moor_unref(d);
 
@@ -620,7 +636,7 @@ static void test_forgotten_destroy_reported(void **state)
 {
     unsigned flags = moor_debug_flags();
     struct disk *d;
-    moor_block_token t;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
 
     (void)state;
     moor_debug_set_flags(flags | MOOR_DEBUG_LEAKS);
@@ -635,7 +651,7 @@ static void test_forgotten_destroy_reported(void **state)
                        "(class 'forgetful-disk') still set up when the object was freed: its "
                        "dispose function must call moor_blocker_destroy(); destroyed now");
     tu_expect_report(MOOR_MISUSE_BLOCKS_LEFT, NULL, "1 block(s) still in place");
-    assert_int_equal(moor_unblock(t), -EINVAL);
+    assert_int_equal(moor_unblock(&t), -EINVAL);
     tu_expect_report(MOOR_MISUSE_UNBLOCK_UNKNOWN, NULL, "was destroyed with the block in place");
 
     /* A dispose that does destroy its set: nothing to report. */
@@ -650,14 +666,14 @@ static void test_forgotten_destroy_reported(void **state)
 static int child_destroy_with_block(void *arg)
 {
     moor_blocker_set b;
-    moor_block_token t;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
 
     moor_debug_set_report(NULL, NULL);
     moor_debug_set_flags(arg ? MOOR_DEBUG_ABORT : 0);
     moor_blocker_init(&b, "disk 'child'", disk_ops, DISK_NOPS);
     moor_block(&b, RESIZE, &t, NULL, "held by the child");
     moor_blocker_destroy(&b);
-    return moor_unblock(t) == -EINVAL ? 0 : 3;
+    return moor_unblock(&t) == -EINVAL ? 0 : 3;
 }
 
 static void test_default_hook(void **state)
@@ -705,7 +721,7 @@ static void *racer_main(void *arg)
     tu_wait_for_in_thread(atomic_load_explicit(r->start, memory_order_acquire),
                           "racer %u: the start gate", r->index);
     for (unsigned i = 0; i < r->rounds; i++) {
-        moor_block_token t;
+        moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
         uint64_t ops = MOOR_BLOCKER_OP(own) | (i % 2 ? MOOR_BLOCKER_OP(0) : 0);
 
         if (moor_block(r->b, ops, &t, NULL, "racer %u round %u", r->index, i) < 0) {
@@ -717,7 +733,7 @@ static void *racer_main(void *arg)
             r->failures++;
         if (i % 2 && moor_blocker_check(r->b, 0, NULL) != -EBUSY)
             r->failures++;
-        if (moor_unblock(t) != 0)
+        if (moor_unblock(&t) != 0)
             r->failures++;
         if (moor_blocker_check(r->b, own, NULL) != 0)
             r->failures++;
@@ -775,14 +791,14 @@ static void *doubler_main(void *arg)
     struct doubler *d = arg;
 
     pthread_barrier_wait(d->go);
-    d->rc = moor_unblock(d->token);
+    d->rc = moor_unblock(&d->token);
     return NULL;
 }
 
 static void test_concurrent_double_unblock(void **state)
 {
     moor_blocker_set b;
-    moor_block_token bystander;
+    moor_block_token bystander = MOOR_BLOCK_TOKEN_NONE;
     pthread_barrier_t go;
 
     (void)state;
@@ -806,8 +822,165 @@ static void test_concurrent_double_unblock(void **state)
         assert_int_equal(moor_blocker_info(&b, NULL, 0), 1);
     }
     assert_int_equal(moor_blocker_mask(&b), SNAPSHOT);
-    assert_int_equal(moor_unblock(bystander), 0);
+    assert_int_equal(moor_unblock(&bystander), 0);
     moor_blocker_destroy(&b);
+}
+
+/* ---- token variables (issue 14) ------------------------------------------------------ */
+
+/* moor_block into a variable that still holds a block in place is refused
+ * (the block it names would become unremovable); into a cleared or void
+ * one it is fine. */
+static void test_block_into_live_token(void **state)
+{
+    moor_blocker_set b, other;
+    moor_error err = MOOR_ERROR_INIT;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE, held;
+
+    (void)state;
+    disk_init(&b);
+    disk_init(&other);
+    assert_int_equal(moor_block(&b, RESIZE, &t, &err, "first"), 0);
+    held = t;
+    assert_int_equal(moor_block(&other, DELETE, &t, &err, "second"), -EBUSY);
+    assert_true(t.id == held.id); /* untouched */
+    assert_int_equal(moor_blocker_mask(&other), 0);
+    tu_assert_contains(err.message, "the token still holds block #");
+    tu_expect_report(MOOR_MISUSE_BLOCK_TOKEN_LIVE, &other, "unblock it first");
+    assert_int_equal(moor_blocker_check(&b, DISK_RESIZE, NULL), -EBUSY); /* still in place */
+
+    assert_int_equal(moor_unblock(&t), 0);
+    assert_int_equal(moor_block(&other, DELETE, &t, &err, "second"), 0); /* cleared: fine */
+    assert_true(t.id > held.id);
+    moor_blocker_destroy(&other); /* reported: its token becomes void */
+    tu_expect_report(MOOR_MISUSE_BLOCKS_LEFT, NULL, "1 block(s) still in place");
+    assert_int_equal(moor_block(&b, DELETE, &t, &err, "third"), 0); /* void token: fine */
+    assert_int_equal(moor_unblock(&t), 0);
+    moor_blocker_destroy(&b);
+}
+
+/* Fork while another thread holds the token table's mutex: the child must
+ * find it free (atfork handlers) and be able to block and unblock.
+ *
+ * Set-up, made deterministic: this thread holds set A's mutex (a field of
+ * the public struct), so a thread calling moor_block(A) takes the table's
+ * mutex and then sleeps on A's: it holds the table's mutex while it sleeps.
+ * A third thread then forks; with the handlers its fork waits for the
+ * table's mutex, which this thread sees as that thread sleeping, and only
+ * then releases A. Without them the fork happens at once with the table
+ * locked, and the child hangs (killed after 10 s: the test fails). */
+struct forker {
+    moor_blocker_set *a;
+    _Atomic int tid;
+    int rc;
+    int status;
+};
+
+static char thread_state(int tid)
+{
+    char path[64], buf[256];
+    FILE *f;
+    char *p;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    f = fopen(path, "re");
+    if (!f)
+        return '?';
+    p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+    fclose(f);
+    return p && p[1] == ' ' ? p[2] : '?';
+}
+
+static void *blocker_in_a(void *arg)
+{
+    struct forker *f = arg;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
+
+    atomic_store(&f->tid, gettid_());
+    f->rc = moor_block(f->a, RESIZE, &t, NULL, "placed while the table was held");
+    if (f->rc == 0)
+        f->rc = moor_unblock(&t);
+    return NULL;
+}
+
+static int child_block_unblock(void)
+{
+    moor_blocker_set c;
+    moor_block_token t = MOOR_BLOCK_TOKEN_NONE;
+
+    if (moor_blocker_init(&c, "disk 'in the child'", disk_ops, DISK_NOPS) != 0 ||
+        moor_block(&c, DELETE, &t, NULL, "child") != 0 || moor_unblock(&t) != 0)
+        return 3;
+    moor_blocker_destroy(&c);
+    return 0;
+}
+
+/* The child reports through a pipe, not its exit status: under valgrind a
+ * forked child of a threaded process exits with leak errors of its own
+ * (the other threads' stacks), whatever it did. */
+static void *forker_main(void *arg)
+{
+    struct forker *f = arg;
+    struct pollfd pfd;
+    int p[2];
+    char verdict = 'x';
+    pid_t pid;
+
+    f->status = -1;
+    if (pipe(p) < 0)
+        return NULL;
+    atomic_store(&f->tid, gettid_());
+    pid = fork();
+    if (pid == 0) {
+        char r = child_block_unblock() == 0 ? 'y' : 'n';
+
+        if (write(p[1], &r, 1) != 1)
+            _exit(4);
+        _exit(0);
+    }
+    close(p[1]);
+    if (pid < 0) {
+        close(p[0]);
+        return NULL;
+    }
+    pfd = (struct pollfd){.fd = p[0], .events = POLLIN};
+    if (poll(&pfd, 1, 10000) == 1 && read(p[0], &verdict, 1) == 1)
+        f->status = verdict == 'y' ? 0 : 3;
+    else
+        f->status = -2; /* hung: the table was inherited locked */
+    close(p[0]);
+    kill(pid, SIGKILL); /* gone already, or hung */
+    waitpid(pid, NULL, 0);
+    return NULL;
+}
+
+static void test_fork_while_table_locked(void **state)
+{
+    moor_blocker_set a;
+    struct forker placer = {.a = &a}, forker = {.a = &a};
+    pthread_t tp, tf;
+
+    (void)state;
+    disk_init(&a);
+    pthread_mutex_lock(&a.lock);
+    assert_int_equal(pthread_create(&tp, NULL, blocker_in_a, &placer), 0);
+    tu_wait_for(atomic_load(&placer.tid) && thread_state(atomic_load(&placer.tid)) == 'S',
+                "the placing thread to sleep on set A's mutex");
+    assert_int_equal(pthread_create(&tf, NULL, forker_main, &forker), 0);
+    /* With the handlers the forker sleeps in fork's prepare step; without
+     * them it sleeps in waitpid's poll: either way it sleeps soon. */
+    tu_wait_for(atomic_load(&forker.tid) && thread_state(atomic_load(&forker.tid)) == 'S',
+                "the forking thread to wait");
+    pthread_mutex_unlock(&a.lock);
+    tu_join(tp, NULL);
+    tu_join(tf, NULL);
+    assert_int_equal(placer.rc, 0);
+    if (forker.status != 0)
+        fail_msg("the child forked while the table was held: %s",
+                 forker.status == -2  ? "hung (the table was inherited locked)"
+                 : forker.status == 3 ? "its block or unblock failed"
+                                      : "fork or pipe failed");
+    moor_blocker_destroy(&a);
 }
 
 int main(void)
@@ -833,6 +1006,8 @@ int main(void)
         TU_TEST(test_default_hook),
         TU_TEST(test_threads_never_lose_a_block),
         TU_TEST(test_concurrent_double_unblock),
+        TU_TEST(test_block_into_live_token),
+        TU_TEST(test_fork_while_table_locked),
     };
 
     disk_class =

@@ -96,6 +96,15 @@
 #define FQ_MAX_FAULTS 16
 #define FQ_MAX_FDS    16 /* descriptors received and not yet taken by getfd */
 #define FQ_MAX_NAMED  16 /* descriptors held by getfd */
+#define FQ_MAX_DISKS  16 /* -blockdev nodes */
+
+/* A -blockdev node: block_resize changes its size, query-block shows it. */
+struct fq_disk {
+    char node[32];
+    char file[512];
+    int64_t size; /* 0 until block_resize: the fake does not read images */
+    bool readonly;
+};
 #define FQ_READ_CHUNK 4096
 
 enum fq_fault_kind {
@@ -168,6 +177,8 @@ struct fq {
     struct fq_named_fd named[FQ_MAX_NAMED];
     uint64_t mem_mib; /* -m */
     struct fq_mig mig;
+    struct fq_disk disks[FQ_MAX_DISKS]; /* from -blockdev */
+    unsigned n_disks;
 };
 
 static struct fq g; /* one per process; single-threaded */
@@ -827,6 +838,64 @@ static bool fq_migrate_command(const char *cmd, json_object *id, json_object *ar
     return true;
 }
 
+/* -blockdev {"driver":..,"node-name":..,"read-only":..,"file":{"filename":..}} */
+static void fq_blockdev(const char *v)
+{
+    json_object *j = json_tokener_parse(v), *node, *file, *name, *ro;
+    struct fq_disk *d = g.n_disks < FQ_MAX_DISKS ? &g.disks[g.n_disks] : NULL;
+
+    if (!d || !j || !json_object_object_get_ex(j, "node-name", &node) ||
+        !json_object_object_get_ex(j, "file", &file) ||
+        !json_object_object_get_ex(file, "filename", &name))
+        fq_exit(2, "bad -blockdev");
+    snprintf(d->node, sizeof(d->node), "%s", json_object_get_string(node));
+    snprintf(d->file, sizeof(d->file), "%s", json_object_get_string(name));
+    d->readonly = json_object_object_get_ex(j, "read-only", &ro) && json_object_get_boolean(ro);
+    g.n_disks++;
+    json_object_put(j);
+}
+
+static void fq_block_resize(json_object *id, json_object *args)
+{
+    const char *node = fq_arg_string(args, "node-name");
+    json_object *size = NULL;
+
+    json_object_object_get_ex(args, "size", &size);
+    for (unsigned i = 0; node && i < g.n_disks; i++) {
+        if (strcmp(g.disks[i].node, node) != 0)
+            continue;
+        if (g.disks[i].readonly) {
+            fq_error(id, "GenericError", "Block node is read-only");
+            return;
+        }
+        g.disks[i].size = json_object_get_int64(size);
+        fq_reply(id, json_object_new_object());
+        return;
+    }
+    fq_error(id, "GenericError", "Cannot find device='' nor node-name='%s'", node ? node : "");
+}
+
+static json_object *fq_query_block(void)
+{
+    json_object *arr = json_object_new_array();
+
+    for (unsigned i = 0; i < g.n_disks; i++) {
+        json_object *o = json_object_new_object(), *ins = json_object_new_object(),
+                    *img = json_object_new_object();
+
+        json_object_object_add(img, "filename", json_object_new_string(g.disks[i].file));
+        json_object_object_add(img, "virtual-size", json_object_new_int64(g.disks[i].size));
+        json_object_object_add(ins, "node-name", json_object_new_string(g.disks[i].node));
+        json_object_object_add(ins, "file", json_object_new_string(g.disks[i].file));
+        json_object_object_add(ins, "ro", json_object_new_boolean(g.disks[i].readonly));
+        json_object_object_add(ins, "image", img);
+        json_object_object_add(o, "device", json_object_new_string(""));
+        json_object_object_add(o, "inserted", ins);
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
 /* Run @cmd: reply and events as QEMU orders them. */
 static void fq_execute(const char *cmd, json_object *id, json_object *args)
 {
@@ -872,6 +941,10 @@ static void fq_execute(const char *cmd, json_object *id, json_object *args)
         fq_reply(id, json_object_new_array());
     } else if (strcmp(cmd, "query-version") == 0) {
         fq_reply(id, fq_query_version());
+    } else if (strcmp(cmd, "block_resize") == 0) {
+        fq_block_resize(id, args);
+    } else if (strcmp(cmd, "query-block") == 0) {
+        fq_reply(id, fq_query_block());
     } else if (strcmp(cmd, "getfd") == 0) {
         fq_getfd(id, args);
     } else if (strcmp(cmd, "closefd") == 0) {
@@ -1187,6 +1260,8 @@ static void fq_parse_argv(int argc, char **argv)
             g.smp = (unsigned)n;
         } else if (strcmp(o, "-chardev") == 0) {
             fq_chardev(v);
+        } else if (strcmp(o, "-blockdev") == 0) {
+            fq_blockdev(v);
         } else if (strcmp(o, "-qmp") == 0) {
             fq_qmp(v);
         } else if (strcmp(o, "-fake-faults") == 0) {

@@ -633,3 +633,24 @@ int vh_destroy_all(struct vh_daemon *d, struct vmctl_client *c)
     vmctl_response_clear(&r);
     return first;
 }
+
+bool vh_program_found(const char *name, const char *env)
+{
+    const char *given = env ? getenv(env) : NULL;
+    char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL, *save = NULL;
+    bool found = false;
+
+    if (given && *given) {
+        free(path);
+        return access(given, X_OK) == 0;
+    }
+    for (char *dir = path ? strtok_r(path, ":", &save) : NULL; dir && !found;
+         dir = strtok_r(NULL, ":", &save)) {
+        char full[4096];
+
+        snprintf(full, sizeof(full), "%s/%s", dir, name);
+        found = access(full, X_OK) == 0;
+    }
+    free(path);
+    return found;
+}

@@ -160,6 +160,11 @@ int vh_wait_state(struct vmctl_client *c, const char *name, const char *state, c
  */
 int vh_destroy_all(struct vh_daemon *d, struct vmctl_client *c);
 
+/* vh_program_found - whether $@env (when @env is not NULL and the variable
+ * is set and not empty) is executable, else whether @name is found on PATH:
+ * the real-QEMU suites fail, never skip, when QEMU or qemu-img is missing. */
+bool vh_program_found(const char *name, const char *env);
+
 /* vh_json_str - the string at @key of @obj, or NULL. Borrowed. */
 const char *vh_json_str(struct json_object *obj, const char *key);
 

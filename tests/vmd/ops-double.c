@@ -18,6 +18,7 @@
 
 #include "domain.h"
 #include "events.h"
+#include "image.h"
 #include "ops-double.h"
 
 #define GATES        16
@@ -652,6 +653,59 @@ static int job_answer(vmd_domain *dom, struct json_object **out, moor_error *err
     return 0;
 }
 
+/* ---- images (image.h): the double has an empty pool ------------------------- */
+
+bool vmd_config_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    return len >= 1 && len <= VMD_NAME_MAX && strcmp(name, ".") != 0 && strcmp(name, "..") != 0 &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == len;
+}
+
+int vmd_images_load(struct vmd *vmd, moor_error *err)
+{
+    (void)vmd;
+    (void)err;
+    return 0;
+}
+
+void vmd_images_shutdown(struct vmd *vmd)
+{
+    (void)vmd;
+}
+
+vmd_image *vmd_image_lookup(struct vmd *vmd, const char *name)
+{
+    (void)vmd;
+    (void)name;
+    return NULL;
+}
+
+const char *vmd_image_name(vmd_image *img)
+{
+    (void)img;
+    return "";
+}
+
+const moor_uuid *vmd_image_uuid(vmd_image *img)
+{
+    (void)img;
+    return NULL;
+}
+
+int vmd_image_list(struct vmd *vmd, struct json_object **out, moor_error *err)
+{
+    struct json_object *o = json_object_new_object();
+
+    (void)vmd;
+    if (!o)
+        return moor_error_set(err, -ENOMEM, "out of memory");
+    json_object_object_add(o, "images", json_object_new_array());
+    *out = o;
+    return 0;
+}
+
 int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_args *args,
                     struct json_object **out, moor_error *err)
 {
@@ -733,4 +787,34 @@ int vmd_domain_abort(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
 void vmd_longjobs_drain(struct vmd *vmd)
 {
     (void)vmd;
+}
+
+int vmd_image_create(struct vmd *vmd, const struct vmd_image_create *req, struct json_object **out,
+                     moor_error *err)
+{
+    (void)vmd;
+    (void)out;
+    /* 404, a documented status (fuzz-api allows no 500 behind the double) */
+    return moor_error_set(err, -ENOENT, "the double has no image pool (%s)", req->name);
+}
+
+/* Unreachable: lookup never finds an image. */
+int vmd_image_info(struct vmd *vmd, vmd_image *img, struct json_object **out, moor_error *err)
+{
+    (void)vmd;
+    (void)img;
+    (void)out;
+    return moor_error_set(err, -ENOTSUP, "the double has no image pool");
+}
+
+int vmd_image_delete(struct vmd *vmd, vmd_image *img, struct json_object **out, moor_error *err)
+{
+    return vmd_image_info(vmd, img, out, err);
+}
+
+int vmd_image_resize(struct vmd *vmd, vmd_image *img, uint64_t size_mib, struct json_object **out,
+                     moor_error *err)
+{
+    (void)size_mib;
+    return vmd_image_info(vmd, img, out, err);
 }

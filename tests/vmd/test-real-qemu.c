@@ -224,28 +224,6 @@ static void test_kill9_restart_three(void **state)
     }
 }
 
-/* QEMU must be there: a missing emulator fails the suite. */
-static bool qemu_on_path(void)
-{
-    const char *emu = getenv("REAL_QEMU");
-    char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL, *save = NULL;
-    bool found = false;
-
-    if (emu && *emu) {
-        free(path);
-        return access(emu, X_OK) == 0;
-    }
-    for (char *dir = path ? strtok_r(path, ":", &save) : NULL; dir && !found;
-         dir = strtok_r(NULL, ":", &save)) {
-        char full[4096];
-
-        snprintf(full, sizeof(full), "%s/qemu-system-x86_64", dir);
-        found = access(full, X_OK) == 0;
-    }
-    free(path);
-    return found;
-}
-
 /* Poll GET job until no job runs; the last job's result must be @want. */
 static void wait_job(struct rq *rq, const char *name, const char *want)
 {
@@ -314,7 +292,7 @@ int main(void)
     };
 
     signal(SIGPIPE, SIG_IGN);
-    if (!qemu_on_path()) {
+    if (!vh_program_found("qemu-system-x86_64", "REAL_QEMU")) {
         fprintf(stderr, "test-real-qemu: FAIL: qemu-system-x86_64 is not installed (make deps "
                         "installs qemu-system-x86); this suite never skips\n");
         return 1;

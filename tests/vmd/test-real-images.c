@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-real-images.c - the image pool with real qemu-img and real
+ * qemu-system-x86_64 (machine pc, TCG, 32 MiB, no bootable disk: the
+ * firmware idles): an overlay on a base image, whose delete is refused
+ * naming the overlay until the overlay goes; a domain with a 64 MiB qcow2
+ * disk that starts, shows the disk in QMP query-block, and grows it
+ * through block_resize while it runs. A missing qemu-img or QEMU fails
+ * the suite (never a skip). No QEMU is left after a test (vh_finish).
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+struct rq {
+    struct vh_daemon d;
+    struct vmctl_client *c;
+};
+
+static int rq_setup(void **state)
+{
+    struct rq *rq = calloc(1, sizeof(*rq));
+    static const char *const flags[] = {"--qmp-timeout", "10", NULL};
+
+    assert_non_null(rq);
+    assert_int_equal(vh_init(&rq->d, flags), 0);
+    assert_int_equal(vh_start(&rq->d), 0);
+    rq->c = vh_client_new(&rq->d);
+    assert_non_null(rq->c);
+    *state = rq;
+    return 0;
+}
+
+static int rq_teardown(void **state)
+{
+    struct rq *rq = *state;
+    int status, rc = 0;
+
+    if (rq->d.pid > 0) {
+        assert_int_equal(vh_destroy_all(&rq->d, rq->c), 0);
+        rc = vh_stop(&rq->d, &status);
+    }
+    vmctl_client_free(rq->c);
+    assert_int_equal(vh_finish(&rq->d), 0);
+    free(rq);
+    assert_int_equal(rc, 0);
+    return 0;
+}
+
+static json_object *call(struct rq *rq, long status, const char *method, const char *path,
+                         const char *body)
+{
+    struct vmctl_response r;
+    json_object *j;
+
+    if (vh_expect(rq->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
+        fail_msg("%s %s: expected %ld (see above)", method, path, status);
+    j = json_object_get(r.json);
+    vmctl_response_clear(&r);
+    return j;
+}
+
+static void ok(struct rq *rq, long status, const char *method, const char *path, const char *body)
+{
+    json_object_put(call(rq, status, method, path, body));
+}
+
+static void refused(struct rq *rq, const char *needle, const char *method, const char *path)
+{
+    struct vmctl_response r;
+
+    if (vh_expect(rq->c, 409, &r, method, path, NULL) != 0)
+        fail_msg("%s %s: expected 409 (see above)", method, path);
+    if (!strstr(r.error_message, needle))
+        fail_msg("%s %s: '%s' does not name '%s'", method, path, r.error_message, needle);
+    vmctl_response_clear(&r);
+}
+
+static void test_overlay_on_base(void **state)
+{
+    struct rq *rq = *state;
+    json_object *j;
+
+    ok(rq, 201, "POST", "/v1/images",
+       "{\"name\":\"base.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
+    ok(rq, 201, "POST", "/v1/images", "{\"name\":\"web1.qcow2\",\"backing\":\"base.qcow2\"}");
+    j = call(rq, 200, "GET", "/v1/images/web1.qcow2", NULL);
+    json_object *q = vh_json_get(j, "qemu_img");
+    assert_string_equal(vh_json_str(q, "backing-filename"), "base.qcow2");
+    assert_true(json_object_get_int64(vh_json_get(q, "virtual-size")) == 64 << 20);
+    json_object_put(j);
+
+    refused(rq, "image base.qcow2 is the backing file of overlay web1.qcow2", "DELETE",
+            "/v1/images/base.qcow2");
+    ok(rq, 200, "DELETE", "/v1/images/web1.qcow2", NULL);
+    ok(rq, 200, "DELETE", "/v1/images/base.qcow2", NULL);
+    j = call(rq, 200, "GET", "/v1/images", NULL);
+    assert_int_equal(json_object_array_length(vh_json_get(j, "images")), 0);
+    json_object_put(j);
+}
+
+/* query-block's entry for node @node, or NULL. Borrowed from @ret. */
+static json_object *block_of(json_object *ret, const char *node)
+{
+    for (size_t i = 0; i < json_object_array_length(ret); i++) {
+        json_object *ins = vh_json_get(json_object_array_get_idx(ret, i), "inserted");
+        const char *n = vh_json_str(ins, "node-name");
+
+        if (n && strcmp(n, node) == 0)
+            return ins;
+    }
+    return NULL;
+}
+
+static int64_t running_size(struct rq *rq)
+{
+    json_object *j =
+        call(rq, 200, "POST", "/v1/domains/real1/qmp", "{\"execute\":\"query-block\"}");
+    json_object *ins = block_of(vh_json_get(j, "return"), "d0-disk.qcow2");
+
+    if (!ins)
+        fail_msg("query-block does not show node d0-disk.qcow2: %s", json_object_to_json_string(j));
+    assert_false(json_object_get_boolean(vh_json_get(ins, "ro")));
+    int64_t size = json_object_get_int64(vh_json_get(vh_json_get(ins, "image"), "virtual-size"));
+    json_object_put(j);
+    return size;
+}
+
+static void test_domain_with_disk(void **state)
+{
+    struct rq *rq = *state;
+    const char *emu = getenv("REAL_QEMU");
+    pid_t pid;
+
+    ok(rq, 201, "POST", "/v1/images",
+       "{\"name\":\"disk.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
+    if (vh_expect(rq->c, 201, NULL, "POST", "/v1/domains",
+                  "{\"name\":\"real1\",\"emulator\":\"%s\",\"machine\":\"pc\",\"accel\":\"tcg\","
+                  "\"memory_mib\":32,\"disks\":[{\"image\":\"disk.qcow2\",\"bus\":\"virtio\"}]}",
+                  emu && *emu ? emu : "qemu-system-x86_64") != 0)
+        fail_msg("define real1 (see above)");
+    pid = vh_start_domain(&rq->d, rq->c, "real1", false);
+    assert_true(pid > 0);
+    assert_true(running_size(rq) == 64 << 20);
+
+    /* Grown while it runs: through QEMU, which then reports the new size. */
+    ok(rq, 200, "POST", "/v1/images/disk.qcow2/resize", "{\"size_mib\":96}");
+    assert_true(running_size(rq) == 96 << 20);
+    refused(rq, "image disk.qcow2 is used by domain real1", "DELETE", "/v1/images/disk.qcow2");
+
+    ok(rq, 200, "POST", "/v1/domains/real1/destroy", NULL);
+    assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+    ok(rq, 200, "DELETE", "/v1/domains/real1", NULL);
+    json_object *j = call(rq, 200, "GET", "/v1/images/disk.qcow2", NULL);
+    assert_true(json_object_get_int64(vh_json_get(vh_json_get(j, "qemu_img"), "virtual-size")) ==
+                96 << 20);
+    json_object_put(j);
+    ok(rq, 200, "DELETE", "/v1/images/disk.qcow2", NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_overlay_on_base, rq_setup, rq_teardown),
+        cmocka_unit_test_setup_teardown(test_domain_with_disk, rq_setup, rq_teardown),
+    };
+
+    signal(SIGPIPE, SIG_IGN);
+    if (!vh_program_found("qemu-system-x86_64", "REAL_QEMU") ||
+        !vh_program_found("qemu-img", NULL)) {
+        fprintf(stderr, "test-real-images: FAIL: qemu-system-x86_64 or qemu-img is not installed "
+                        "(make deps installs qemu-system-x86 and qemu-utils); this suite never "
+                        "skips\n");
+        return 1;
+    }
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
