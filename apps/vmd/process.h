@@ -26,11 +26,11 @@ struct vmd_disk_refs;
 /* What to run. Strings borrowed for the call. */
 struct vmd_process_spec {
     const struct vmd_domain_config *cfg;
-    const char *pidfile;               /* -pidfile */
-    const char *runas;                 /* NULL: no -runas */
-    const char *log_path;              /* stdout and stderr, appended */
-    bool incoming_defer;               /* -incoming defer: QEMU waits for migrate-incoming (restore) */
-    const struct vmd_options *opt;     /* for the image pool's paths */
+    const char *pidfile;           /* -pidfile */
+    const char *runas;             /* NULL: no -runas */
+    const char *log_path;          /* stdout and stderr, appended */
+    bool incoming_defer;           /* -incoming defer: QEMU waits for migrate-incoming (restore) */
+    const struct vmd_options *opt; /* for the image pool's paths */
     const struct vmd_disk_refs *disks; /* cfg's disks' images (image.h); NULL: none */
 };
 

@@ -26,11 +26,6 @@ int vmd_check_fields(struct json_object *body, const char *const *known, moor_er
     return 0;
 }
 
-int vmd_request_check_fields(struct json_object *body, const char *const *known, moor_error *err)
-{
-    return check_fields(body, known, err);
-}
-
 int vmd_parse_empty(struct json_object *body, struct vmd_request *req, moor_error *err)
 {
     static const char *const known[] = {NULL};

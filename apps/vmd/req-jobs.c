@@ -54,7 +54,7 @@ static int parse_common(struct json_object *body, const char *const *known, stru
     if (!body)
         return moor_error_set(err, -EINVAL, "%s needs {\"path\": ...} in the body",
                               known[1] && strcmp(known[1], "paused") == 0 ? "restore" : "save");
-    int rc = vmd_request_check_fields(body, known, err);
+    int rc = vmd_check_fields(body, known, err);
     return rc ?: parse_path(body, &req->u.longjob, err);
 }
 

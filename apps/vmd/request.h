@@ -104,11 +104,6 @@ bool vmd_token_valid(const char *s, size_t len, size_t max, const char *punct);
  * -EBUSY, -EINVAL, -ENOMEM, ...) with @err set and *@out untouched.
  */
 
-/* vmd_request_check_fields - -EINVAL naming the first field of @body
- * (a JSON object) that is not in the NULL-terminated @known; 0 if none.
- * Never blocks. (req-domains.c, for every resource's parser.) */
-int vmd_request_check_fields(struct json_object *body, const char *const *known, moor_error *err);
-
 /* req-domains.c: /v1/domains and /v1/domains/{id}[/action]. */
 int vmd_parse_empty(struct json_object *body, struct vmd_request *req, moor_error *err);
 int vmd_parse_define(struct json_object *body, struct vmd_request *req, moor_error *err);

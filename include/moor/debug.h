@@ -61,13 +61,13 @@ typedef enum moor_misuse {
     MOOR_MISUSE_NOT_DESTROYED,     /* object freed with a job or blocker set in it
                                     * still set up (dispose forgot _destroy) */
     /* MOOR_DEBUG=locks (docs/debug.md shows a report of each): */
-    MOOR_MISUSE_LOCK_ORDER,     /* two lock classes taken in both orders */
-    MOOR_MISUSE_LOCK_NESTED,    /* object mutex taken holding another (rule 4) */
-    MOOR_MISUSE_LOCK_BLOCKING,  /* blocking call made holding a lock it must not */
-    MOOR_MISUSE_MONITOR_LOCKED, /* monitor entered holding a second object's
-                                 * mutex or an internal lock */
-    MOOR_MISUSE_UNLOCK_ORDER,   /* object mutex released before one nested in it */
-    MOOR_MISUSE_BLOCK_TOKEN_LIVE,  /* moor_block into a token that still names a block */
+    MOOR_MISUSE_LOCK_ORDER,       /* two lock classes taken in both orders */
+    MOOR_MISUSE_LOCK_NESTED,      /* object mutex taken holding another (rule 4) */
+    MOOR_MISUSE_LOCK_BLOCKING,    /* blocking call made holding a lock it must not */
+    MOOR_MISUSE_MONITOR_LOCKED,   /* monitor entered holding a second object's
+                                   * mutex or an internal lock */
+    MOOR_MISUSE_UNLOCK_ORDER,     /* object mutex released before one nested in it */
+    MOOR_MISUSE_BLOCK_TOKEN_LIVE, /* moor_block into a token that still names a block */
 } moor_misuse;
 
 /*

@@ -551,11 +551,11 @@ static int second_column(const char *line)
 static void test_help(void **state)
 {
     static const char *const commands[] = {
-        "list",         "define",       "undefine",   "start",   "shutdown",   "destroy",
-        "suspend",      "resume",       "reset",      "state",   "info",       "stats",
-        "qmp",          "events",       "debug",      "version", "save",       "restore",
-        "job",          "abort",        "image-list", "image-create", "image-delete",
-        "image-resize", "image-info",   "help"};
+        "list",       "define", "undefine",   "start",        "shutdown",     "destroy",
+        "suspend",    "resume", "reset",      "state",        "info",         "stats",
+        "qmp",        "events", "debug",      "version",      "save",         "restore",
+        "job",        "abort",  "image-list", "image-create", "image-delete", "image-resize",
+        "image-info", "help"};
     struct proc p, q;
     char *line, *save, *section;
     int column = -1;
