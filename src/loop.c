@@ -186,7 +186,7 @@ static _Thread_local const moor_loop *disposed_here;
  * Compared, never dereferenced. */
 static _Thread_local const moor_loop *thread_of;
 
-static __thread int cached_tid __attribute__((tls_model("initial-exec")));
+#define cached_tid moor__tid /* see debug-internal.h */
 
 static inline int self_tid(void)
 {

@@ -103,6 +103,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -115,6 +116,7 @@
 #include <moor/object.h>
 
 #include "debug-internal.h"
+#include "introspect-internal.h"
 #include "monitor-internal.h"
 #include "object-internal.h"
 
@@ -164,6 +166,11 @@ struct pending {
     struct outnode *node;
     unsigned nfds;
     int fds[MOOR_MONITOR_MAX_FDS];
+    /* For introspection (introspect.h): set before it is linked. */
+    const char *what;         /* the request's name, valid during the call */
+    int thread;               /* the caller */
+    uint32_t ms;              /* its timeout */
+    struct timespec deadline; /* CLOCK_MONOTONIC */
 };
 
 /* One queued request: its bytes, sent up to @off. Immutable once queued,
@@ -231,6 +238,10 @@ struct moor_monitor {
     /* The reader's (see the theory). */
     char *in; /* bytes [in_off, in_len) received, not yet consumed */
     size_t in_off, in_len, in_cap;
+
+    /* On the live list (under live_lock) from new to dispose. */
+    moor_monitor *live_prev, *live_next;
+    bool live;
 };
 
 /* ---- class -------------------------------------------------------------- */
@@ -890,12 +901,125 @@ int moor__monitor_feed(moor_monitor *mon, const void *data, size_t len)
     return is_open(mon) ? 0 : -EPIPE;
 }
 
+/* ---- the live list (introspect.h) ---------------------------------------------------- */
+
+/* Every monitor from new to dispose. A leaf above the monitors' own
+ * mutexes: moor__monitor_collect takes each of those inside it, and
+ * nothing takes live_lock while holding one. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static moor_monitor *live_first;
+
+static void live_link(moor_monitor *mon)
+{
+    pthread_mutex_lock(&live_lock);
+    mon->live = true;
+    mon->live_next = live_first;
+    if (live_first)
+        live_first->live_prev = mon;
+    live_first = mon;
+    pthread_mutex_unlock(&live_lock);
+    if (moor__debug_on(MOOR_DEBUG_WATCHDOG))
+        moor__watchdog_sync();
+}
+
+static void live_unlink(moor_monitor *mon)
+{
+    pthread_mutex_lock(&live_lock);
+    if (mon->live) {
+        if (mon->live_prev)
+            mon->live_prev->live_next = mon->live_next;
+        else
+            live_first = mon->live_next;
+        if (mon->live_next)
+            mon->live_next->live_prev = mon->live_prev;
+        mon->live = false;
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
+static const char *state_name(moor_monitor_state state)
+{
+    switch (state) {
+    case MOOR_MONITOR_OPEN:
+        return "open";
+    case MOOR_MONITOR_BROKEN:
+        return "broken";
+    case MOOR_MONITOR_CLOSED:
+        return "closed";
+    }
+    return "new";
+}
+
+static int64_t ms_until(const struct timespec *t, const struct timespec *now)
+{
+    return (int64_t)(t->tv_sec - now->tv_sec) * 1000 + (t->tv_nsec - now->tv_nsec) / 1000000;
+}
+
+/* @mon's pending calls into @m; the caller holds mon->lock. */
+static int collect_calls_locked(moor_monitor *mon, moor_debug_monitor *m,
+                                const struct timespec *now)
+{
+    size_t i = 0;
+
+    if (!mon->stats.pending)
+        return 0;
+    /* plain calloc: moor_debug_fail_alloc() counts the library's own work. */
+    if (!(m->pending = calloc(mon->stats.pending, sizeof(*m->pending))))
+        return -ENOMEM;
+    for (struct pending *p = mon->head; p && i < mon->stats.pending; p = p->next, i++) {
+        moor_debug_call *c = &m->pending[i];
+        int64_t left = ms_until(&p->deadline, now);
+
+        c->id = p->id;
+        snprintf(c->command, sizeof(c->command), "%s", p->what ? p->what : "?");
+        c->thread = p->thread;
+        c->left_ms = left;
+        c->age_ms = (int64_t)p->ms - left;
+    }
+    m->ncalls = i;
+    return 0;
+}
+
+static int collect_one(moor_monitor *mon, struct moor__vec *v)
+{
+    moor_debug_monitor *m = moor__vec_push(v);
+    struct timespec now;
+    int rc;
+
+    if (!m)
+        return -ENOMEM;
+    m->monitor = mon;
+    snprintf(m->name, sizeof(m->name), "%s", mon->name);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&mon->lock);
+    snprintf(m->state, sizeof(m->state), "%s", state_name(mon->state));
+    m->entered = mon->stats.entered;
+    m->calls = mon->stats.calls;
+    m->replies = mon->stats.replies;
+    m->timeouts = mon->stats.timeouts;
+    rc = collect_calls_locked(mon, m, &now);
+    pthread_mutex_unlock(&mon->lock);
+    return rc;
+}
+
+int moor__monitor_collect(struct moor__vec *mons)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&live_lock);
+    for (moor_monitor *mon = live_first; mon && rc == 0; mon = mon->live_next)
+        rc = collect_one(mon, mons);
+    pthread_mutex_unlock(&live_lock);
+    return rc;
+}
+
 /* ---- new / dispose ------------------------------------------------------------------ */
 
 static void monitor_dispose(void *obj)
 {
     moor_monitor *mon = obj;
 
+    live_unlink(mon);
     /* No reference is left, so no dispatch holds one: a remove_sync only
      * waits for a dispatch that found the weak reference dead. */
     close_channel(mon, true);
@@ -1071,6 +1195,7 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
     moor_weak_set(&link->mon, mon);
     if (start_io(mon, link, fd, err) < 0)
         return NULL;
+    live_link(mon);
     return moor_steal(&mon);
 }
 
@@ -1319,6 +1444,10 @@ static int call(moor_monitor *mon, const void *request, const int *fds, unsigned
     }
     sem_init(&p.sem, 0, 0);
     deadline = moor__deadline_after_ms(ms);
+    p.what = what;
+    p.thread = moor__thread_id();
+    p.ms = ms;
+    p.deadline = deadline;
     rc = queue_and_wait(mon, &p, o, &deadline);
     sem_destroy(&p.sem);
     if (nfds)

@@ -621,7 +621,7 @@ void moor_unlock(void *obj)
     if (!l)
         return;
     owner = owner_of(l);
-    if (owner != moor__thread_id()) {
+    if (owner != moor__thread_id() && !moor__thread_is_self(owner)) {
         char state[48];
 
         moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
@@ -641,7 +641,7 @@ bool moor_lock_held(const void *obj)
 
     if (!object_live(o) || !(o->klass->flags & CLASS_LOCKABLE))
         return false;
-    return owner_of((moor_lockable *)obj) == moor__thread_id();
+    return moor__thread_is_self(owner_of((moor_lockable *)obj));
 }
 
 void moor_assert_locked(const void *obj)
@@ -650,7 +650,7 @@ void moor_assert_locked(const void *obj)
     char state[48];
     int owner;
 
-    if (!l || (owner = owner_of(l)) == moor__thread_id())
+    if (!l || moor__thread_is_self(owner = owner_of(l)))
         return;
     moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
                       "object %p (class '%s') must be locked by thread %d, but is %s", obj,

@@ -3,8 +3,9 @@
  * moor/debug.h - run-time debug switches and the misuse report hook.
  *
  * Debug checks are chosen per run with the environment variable
- * MOOR_DEBUG, a comma-separated list of: locks, refs, leaks, watchdog,
- * abort (or "all"). It is read once when the library is loaded; tests and
+ * MOOR_DEBUG, a comma-separated list of: locks, refs, leaks, watchdog
+ * (or watchdog=MS, its threshold in ms; see moor/introspect.h), abort (or
+ * "all"). It is read once when the library is loaded; tests and
  * daemons may change the set later with moor_debug_set_flags(). A check
  * that is off costs one relaxed load.
  *
@@ -50,6 +51,8 @@ typedef enum moor_misuse {
     MOOR_MISUSE_UNBLOCK_UNKNOWN,   /* unblock of a token that names no block */
     MOOR_MISUSE_NOT_DESTROYED,     /* object freed with a job or blocker set in it
                                     * still set up (dispose forgot _destroy) */
+    MOOR_MISUSE_STUCK_JOB,         /* watchdog: a job held or waited for too long */
+    MOOR_MISUSE_STUCK_CALL,        /* watchdog: a monitor call pending too long */
 } moor_misuse;
 
 /*
@@ -86,8 +89,11 @@ MOOR_EXPORT unsigned moor_debug_set_flags(unsigned flags);
  * moor_debug_parse - turn a MOOR_DEBUG-style string into flags.
  *
  * Locks: none. Blocks: never.
- * Returns: the flags (>= 0), or -EINVAL if a word is unknown; in that case
- * nothing is changed anywhere. NULL or "" parses to 0.
+ * "watchdog=MS" (1 <= MS <= 86400000) also sets the watchdog threshold,
+ * as moor_debug_set_watchdog_ms() does, when the whole string is valid.
+ * Returns: the flags (>= 0), or -EINVAL if a word or a threshold is
+ * unknown or invalid; in that case nothing is changed anywhere. NULL or ""
+ * parses to 0.
  */
 MOOR_EXPORT int moor_debug_parse(const char *spec);
 

@@ -144,6 +144,7 @@ typedef struct moor_job {
     } async;
     moor_job_holder inline_holders[MOOR_JOB_INLINE];
     char label[MOOR_JOB_LABEL_SIZE];
+    struct moor_job *live_prev, *live_next; /* every set-up job (introspect.h) */
 } moor_job;
 
 /* ---- kinds ------------------------------------------------------------ */

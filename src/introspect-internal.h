@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * introspect-internal.h - what job.c and monitor.c give introspect.c: each
+ * keeps its live instances on a list of its own (under a leaf mutex) and
+ * copies their state into a snapshot's arrays on request. Not installed.
+ */
+#ifndef MOOR_INTROSPECT_INTERNAL_H
+#define MOOR_INTROSPECT_INTERNAL_H
+
+#include <stddef.h>
+
+#include <moor/introspect.h>
+
+/* A growing array of @size-byte items. */
+struct moor__vec {
+    void *items;
+    size_t n, cap, size;
+};
+
+/* Room for one more item, zeroed; NULL when out of memory. */
+void *moor__vec_push(struct moor__vec *v);
+
+/* Copy the state of every live job into @jobs (moor_debug_job items):
+ * per object, the async job, the holders, then the waiters. Returns 0 or
+ * -ENOMEM (what was copied stays). Locks: the jobs' live-list leaf mutex,
+ * and each object's mutex by trylock (see moor_debug_snapshot). */
+int moor__job_collect(struct moor__vec *jobs);
+
+/* Copy every live monitor into @mons (moor_debug_monitor items, each
+ * with its own pending array). Returns 0 or -ENOMEM. Locks: the monitors'
+ * live-list leaf mutex, then each monitor's leaf mutex. */
+int moor__monitor_collect(struct moor__vec *mons);
+
+#endif /* MOOR_INTROSPECT_INTERNAL_H */
