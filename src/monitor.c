@@ -462,16 +462,19 @@ static void notify_eof(moor_monitor *mon)
         moor_loop_remove(mon->loop, handler);
 }
 
+#define CLOSE_WAIT_FOREVER UINT32_MAX
+
 /* Any state -> CLOSED; waits for a dispatch in flight if @may_wait and
- * not on the loop thread. */
-static void close_channel(moor_monitor *mon, bool may_wait)
+ * not on the loop thread, for at most @ms (CLOSE_WAIT_FOREVER: no limit).
+ * Returns 0, or -ETIMEDOUT (closed, a dispatch still running). */
+static int close_channel(moor_monitor *mon, bool may_wait, uint32_t ms)
 {
     uint64_t handler;
 
     pthread_mutex_lock(&mon->lock);
     if (mon->state == MOOR_MONITOR_CLOSED) {
         pthread_mutex_unlock(&mon->lock);
-        return;
+        return 0;
     }
     mon->state = MOOR_MONITOR_CLOSED;
     mon->stats.state = MOOR_MONITOR_CLOSED;
@@ -485,11 +488,14 @@ static void close_channel(moor_monitor *mon, bool may_wait)
     mon->handler = 0;
     pthread_mutex_unlock(&mon->lock);
     if (!handler)
-        return;
-    if (may_wait && !moor_loop_in_loop(mon->loop))
-        moor_loop_remove_sync(mon->loop, handler);
-    else
+        return 0;
+    if (!may_wait || moor_loop_in_loop(mon->loop))
         moor_loop_remove(mon->loop, handler);
+    else if (ms == CLOSE_WAIT_FOREVER)
+        moor_loop_remove_sync(mon->loop, handler);
+    else if (moor_loop_remove_sync_deadline(mon->loop, handler, ms) == -ETIMEDOUT)
+        return -ETIMEDOUT;
+    return 0;
 }
 
 /* ---- writing (lock held) ------------------------------------------------------ */
@@ -1022,7 +1028,7 @@ static void monitor_dispose(void *obj)
     live_unlink(mon);
     /* No reference is left, so no dispatch holds one: a remove_sync only
      * waits for a dispatch that found the weak reference dead. */
-    close_channel(mon, true);
+    close_channel(mon, true, CLOSE_WAIT_FOREVER);
     moor_weak_clear(&mon->owner);
     moor_unref(mon->loop);
     moor__free(mon->in);
@@ -1586,24 +1592,33 @@ int moor_monitor_exit(moor_monitor *mon, void *obj)
     return open ? 0 : -ESRCH;
 }
 
-void moor_monitor_close(moor_monitor *mon)
+static int close_common(moor_monitor *mon, uint32_t ms, const char *fn)
 {
     bool owner_locked;
 
-    if (!mon)
-        return;
-    if (!is_monitor(mon)) {
-        misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_close: %p is not a monitor",
-               (void *)mon);
-        return;
-    }
+    if (!is_monitor(mon))
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "%s: %p is not a monitor", fn,
+                      (void *)mon);
     owner_locked = owner_locked_here(mon);
     if (owner_locked && !moor_loop_in_loop(mon->loop))
         moor_debug_report(MOOR_MISUSE_BAD_ARGUMENT, mon,
-                          "moor_monitor_close(%s) with the owner's mutex held: it cannot wait "
+                          "%s(%s) with the owner's mutex held: it cannot wait "
                           "for an event callback in flight, which may need that mutex",
-                          mon->name);
-    close_channel(mon, !owner_locked);
+                          fn, mon->name);
+    return close_channel(mon, !owner_locked, ms);
+}
+
+void moor_monitor_close(moor_monitor *mon)
+{
+    if (mon)
+        close_common(mon, CLOSE_WAIT_FOREVER, "moor_monitor_close");
+}
+
+int moor_monitor_close_deadline(moor_monitor *mon, uint32_t timeout_ms)
+{
+    if (timeout_ms == CLOSE_WAIT_FOREVER)
+        timeout_ms--; /* a bounded wait, as asked: 49.7 days */
+    return close_common(mon, timeout_ms, "moor_monitor_close_deadline");
 }
 
 int moor_monitor_get_stats(moor_monitor *mon, moor_monitor_stats *out)

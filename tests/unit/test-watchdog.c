@@ -19,6 +19,8 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
@@ -346,7 +348,7 @@ static int line_classify(void *opaque, const char *msg, size_t len, moor_monitor
                          moor_error *err)
 {
     (void)opaque, (void)len, (void)err;
-    out->kind = MOOR_MONITOR_REPLY;
+    out->kind = msg[0] == 'E' ? MOOR_MONITOR_EVENT : MOOR_MONITOR_REPLY;
     out->id = strtoull(msg, NULL, 10);
     return 0;
 }
@@ -430,6 +432,124 @@ static void test_watchdog_stuck_call(void **state)
     moor_unref(loop);
 }
 
+/* ---- bounded variants of the two unbounded teardown waits ------------------------ */
+
+struct blocker {
+    sem_t entered, go;
+    atomic_bool freed;
+};
+
+static void blocking_timer(moor_loop *loop, uint64_t id, void *opaque)
+{
+    struct blocker *b = opaque;
+
+    (void)loop, (void)id;
+    sem_post(&b->entered);
+    tu_sem_wait(&b->go);
+}
+
+static void blocker_free(void *opaque)
+{
+    struct blocker *b = opaque;
+
+    atomic_store(&b->freed, true);
+}
+
+static void test_loop_remove_sync_deadline(void **state)
+{
+    moor_error err = MOOR_ERROR_INIT;
+    moor_loop *loop = moor_loop_new(&err);
+    struct blocker b;
+    uint64_t id, idle;
+    int64_t t0;
+
+    (void)state;
+    sem_init(&b.entered, 0, 0);
+    sem_init(&b.go, 0, 0);
+    atomic_init(&b.freed, false);
+    assert_non_null(loop);
+    assert_int_equal(moor_loop_thread_start(loop, &err), 0);
+    assert_int_equal(
+        moor_loop_add_timer(loop, 0, 1000, blocking_timer, &b, blocker_free, &id, &err), 0);
+    assert_int_equal(moor_loop_add_timer(loop, 60000, 0, blocking_timer, &b, NULL, &idle, &err), 0);
+    tu_sem_wait(&b.entered);
+    t0 = tu_mono_ms();
+    assert_int_equal(moor_loop_remove_sync_deadline(loop, id, 50), -ETIMEDOUT);
+    assert_true(tu_mono_ms() - t0 >= 50);
+    /* Removed all the same: no second removal, and free_fn waits for the
+     * callback still running. */
+    assert_int_equal(moor_loop_remove_sync_deadline(loop, id, 50), -ENOENT);
+    assert_false(atomic_load(&b.freed));
+    sem_post(&b.go);
+    tu_wait_for(atomic_load(&b.freed), "free_fn after the callback returned");
+    /* A handler not running: at once. */
+    assert_int_equal(moor_loop_remove_sync_deadline(loop, idle, 0), 0);
+    assert_int_equal(moor_loop_thread_stop(loop), 0);
+    moor_unref(loop);
+    sem_destroy(&b.entered);
+    sem_destroy(&b.go);
+}
+
+static ssize_t line_frame(void *opaque, const char *buf, size_t len, moor_error *err);
+static ssize_t line_encode(void *opaque, const void *request, uint64_t id, char *buf, size_t size,
+                           moor_error *err);
+static int line_classify(void *opaque, const char *msg, size_t len, moor_monitor_message *out,
+                         moor_error *err);
+
+static void blocking_event(moor_monitor *mon, void *owner, moor_monitor_message *msg, void *opaque)
+{
+    struct blocker *b = opaque;
+
+    (void)mon, (void)owner, (void)msg;
+    sem_post(&b->entered);
+    tu_sem_wait(&b->go);
+}
+
+static void test_monitor_close_deadline(void **state)
+{
+    const moor_monitor_codec codec = {line_frame, line_encode, line_classify, NULL, NULL, NULL};
+    moor_error err = MOOR_ERROR_INIT;
+    moor_loop *loop = moor_loop_new(&err);
+    struct blocker b;
+    const moor_monitor_callbacks cb = {blocking_event, NULL, &b};
+    moor_monitor *mon, *quiet;
+    moor_monitor_stats st;
+    int sv[2], sq[2];
+    int64_t t0;
+
+    (void)state;
+    sem_init(&b.entered, 0, 0);
+    sem_init(&b.go, 0, 0);
+    assert_non_null(loop);
+    assert_int_equal(moor_loop_thread_start(loop, &err), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sq), 0);
+    mon = moor_monitor_new(loop, sv[0], &codec, &cb, NULL, NULL, &err);
+    quiet = moor_monitor_new(loop, sq[0], &codec, &cb, NULL, NULL, &err);
+    assert_non_null(mon);
+    assert_non_null(quiet);
+    assert_int_equal(write(sv[1], "E event\n", 8), 8);
+    tu_sem_wait(&b.entered);
+    t0 = tu_mono_ms();
+    assert_int_equal(moor_monitor_close_deadline(mon, 50), -ETIMEDOUT);
+    assert_true(tu_mono_ms() - t0 >= 50);
+    assert_int_equal(moor_monitor_get_stats(mon, &st), 0);
+    assert_int_equal(st.state, MOOR_MONITOR_CLOSED);
+    assert_int_equal(moor_monitor_close_deadline(mon, 0), 0); /* closed already */
+    sem_post(&b.go);
+    assert_int_equal(moor_monitor_close_deadline(quiet, 0), 0);
+    assert_int_equal(moor_monitor_close_deadline(NULL, 10), -EINVAL);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_close_deadline");
+    moor_unref(mon);
+    moor_unref(quiet);
+    close(sv[1]);
+    close(sq[1]);
+    assert_int_equal(moor_loop_thread_stop(loop), 0);
+    moor_unref(loop);
+    sem_destroy(&b.entered);
+    sem_destroy(&b.go);
+}
+
 /* ---- fork ----------------------------------------------------------------------- */
 
 static struct vm *fork_vm;
@@ -484,9 +604,14 @@ int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
     const struct CMUnitTest tests[] = {
-        TU_TEST(test_parse_watchdog_ms),        TU_TEST(test_snapshot_holder_and_waiter),
-        TU_TEST(test_snapshot_under_own_lock),  TU_TEST(test_watchdog_stuck_job),
-        TU_TEST(test_watchdog_quiet_when_well), TU_TEST(test_watchdog_stuck_call),
+        TU_TEST(test_parse_watchdog_ms),
+        TU_TEST(test_snapshot_holder_and_waiter),
+        TU_TEST(test_snapshot_under_own_lock),
+        TU_TEST(test_watchdog_stuck_job),
+        TU_TEST(test_watchdog_quiet_when_well),
+        TU_TEST(test_watchdog_stuck_call),
+        TU_TEST(test_loop_remove_sync_deadline),
+        TU_TEST(test_monitor_close_deadline),
         TU_TEST(test_fork_thread_id),
     };
 
