@@ -31,4 +31,19 @@ int moor__job_collect(struct moor__vec *jobs);
  * live-list leaf mutex, then each monitor's leaf mutex. */
 int moor__monitor_collect(struct moor__vec *mons);
 
+/* A sleep in a lock counter, on the sleeper's stack (see moor_debug_wait). */
+struct moor__wait {
+    struct moor__wait *prev, *next;
+    const void *subject; /* NULL: not recorded */
+    const char *what;    /* a literal */
+    int thread;
+    int64_t since_ns;
+};
+
+/* Record the calling thread's sleep on @subject in @w, if the watchdog is
+ * on (else one relaxed load); moor__wait_end() takes it off again. For
+ * slow paths about to sleep: takes a leaf mutex. */
+void moor__wait_begin(struct moor__wait *w, const void *subject, const char *what);
+void moor__wait_end(struct moor__wait *w);
+
 #endif /* MOOR_INTROSPECT_INTERNAL_H */

@@ -64,6 +64,75 @@ void *moor__vec_push(struct moor__vec *v)
     return item;
 }
 
+/* ---- lock-counter sleeps ------------------------------------------------------ */
+
+static pthread_mutex_t waits_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
+static struct moor__wait *waits_first;
+
+void moor__wait_begin(struct moor__wait *w, const void *subject, const char *what)
+{
+    struct timespec now;
+
+    w->subject = NULL;
+    if (!moor__debug_on(MOOR_DEBUG_WATCHDOG))
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    w->subject = subject;
+    w->what = what;
+    w->thread = moor__thread_id();
+    w->since_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+    w->prev = NULL;
+    pthread_mutex_lock(&waits_lock);
+    w->next = waits_first;
+    if (waits_first)
+        waits_first->prev = w;
+    waits_first = w;
+    pthread_mutex_unlock(&waits_lock);
+}
+
+void moor__wait_end(struct moor__wait *w)
+{
+    if (!w->subject)
+        return;
+    pthread_mutex_lock(&waits_lock);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        waits_first = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&waits_lock);
+}
+
+static int add_waits(moor_snapshot *s)
+{
+    struct moor__vec v = {.size = sizeof(moor_debug_wait)};
+    struct timespec now;
+    int64_t now_ns;
+    int rc = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+    pthread_mutex_lock(&waits_lock);
+    for (struct moor__wait *w = waits_first; w && rc == 0; w = w->next) {
+        moor_debug_wait *e = moor__vec_push(&v);
+
+        if (!e) {
+            rc = -ENOMEM;
+            break;
+        }
+        e->subject = w->subject;
+        snprintf(e->what, sizeof(e->what), "%s", w->what);
+        e->thread = w->thread;
+        e->since_ns = w->since_ns;
+        e->age_ms = now_ns > w->since_ns ? (now_ns - w->since_ns) / 1000000 : 0;
+    }
+    pthread_mutex_unlock(&waits_lock);
+    s->waits = v.items;
+    s->nwaits = v.n;
+    return rc;
+}
+
 /* ---- the snapshot --------------------------------------------------------------- */
 
 /* moor's own lock classes, until the lock-order checker registers its
@@ -139,7 +208,7 @@ moor_snapshot *moor_debug_snapshot(void)
     s->taken_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     s->flags = moor_debug_flags();
     s->watchdog_ms = moor_debug_watchdog_ms();
-    if (add_census(s) < 0 || add_lock_classes(s) < 0 || add_lists(s) < 0) {
+    if (add_census(s) < 0 || add_lock_classes(s) < 0 || add_lists(s) < 0 || add_waits(s) < 0) {
         moor_debug_snapshot_free(s);
         return NULL;
     }
@@ -156,6 +225,7 @@ void moor_debug_snapshot_free(moor_snapshot *snap)
     free(snap->jobs);
     free(snap->classes);
     free(snap->lock_classes);
+    free(snap->waits);
     free(snap);
 }
 
@@ -271,6 +341,12 @@ static void put_lists(struct out *o, const moor_snapshot *s)
         put_str(o, "name", s->lock_classes[i].name, false);
         put_str(o, "what", s->lock_classes[i].what, true);
         put(o, "}", 1);
+    }
+    put(o, "],\"waits\":[", 11);
+    for (size_t i = 0; i < s->nwaits; i++) {
+        put(o, i ? ",{" : "{", i ? 2 : 1);
+        put_str(o, "what", s->waits[i].what, false);
+        putf(o, ",\"thread\":%d,\"age_ms\":%" PRId64 "}", s->waits[i].thread, s->waits[i].age_ms);
     }
     put(o, "]", 1);
 }
@@ -464,6 +540,24 @@ static void look_calls(const moor_snapshot *s, int64_t threshold, const struct e
     }
 }
 
+static void look_waits(const moor_snapshot *s, int64_t threshold, const struct episodes *seen,
+                       struct episodes *next)
+{
+    for (size_t i = 0; i < s->nwaits; i++) {
+        const moor_debug_wait *w = &s->waits[i];
+        struct episode k = {w->subject, w->thread, w->since_ns};
+
+        if (w->age_ms < threshold)
+            continue;
+        if (!episode_known(seen, &k))
+            moor_debug_report(MOOR_MISUSE_STUCK_LOCKCNT, w->subject,
+                              "watchdog: thread %d asleep for %.1f s in %s %p (the lock side "
+                              "records no holder: look for a thread inside its lock)",
+                              w->thread, (double)w->age_ms / 1000, w->what, w->subject);
+        episode_add(next, &k);
+    }
+}
+
 /* One look: report what is newly overdue; @seen becomes what is overdue now. */
 static void wd_look(struct episodes *seen)
 {
@@ -475,6 +569,7 @@ static void wd_look(struct episodes *seen)
         return; /* out of memory: try again at the next look */
     look_jobs(s, threshold, seen, &next);
     look_calls(s, threshold, seen, &next);
+    look_waits(s, threshold, seen, &next);
     moor_debug_snapshot_free(s);
     free(seen->v.items);
     *seen = next;

@@ -53,6 +53,7 @@ typedef enum moor_misuse {
                                     * still set up (dispose forgot _destroy) */
     MOOR_MISUSE_STUCK_JOB,         /* watchdog: a job held or waited for too long */
     MOOR_MISUSE_STUCK_CALL,        /* watchdog: a monitor call pending too long */
+    MOOR_MISUSE_STUCK_LOCKCNT,     /* watchdog: asleep in a lock counter too long */
 } moor_misuse;
 
 /*

@@ -12,8 +12,9 @@
  * The watchdog (MOOR_DEBUG=watchdog or watchdog=MS) is a thread that takes
  * such a snapshot a few times per threshold and reports, through the
  * misuse hook, every job held or waited for and every monitor call pending
- * for longer than the threshold (default 10 s): once per episode, i.e.
- * once until that hold, wait or call ends.
+ * for longer than the threshold (default 10 s), and every thread asleep
+ * that long in a lock counter: once per episode, i.e. once until that
+ * hold, wait, call or sleep ends.
  *
  * The library keeps every moor_job (moor_job_init .. moor_job_destroy)
  * and every moor_monitor (new .. last unref) on a process-wide list under a
@@ -89,6 +90,17 @@ typedef struct moor_debug_monitor {
     moor_debug_call *pending; /* ncalls of them, oldest first */
 } moor_debug_monitor;
 
+/* A thread asleep in a lock counter (its lock side, or a visit waiting for
+ * the lock to go), recorded only while MOOR_DEBUG=watchdog is on. The
+ * lock side records no owner: the lock counter's holder is not known. */
+typedef struct moor_debug_wait {
+    const void *subject;             /* the moor_lockcnt; identity only */
+    char what[MOOR_DEBUG_TEXT_SIZE]; /* "lockcnt lock", "lockcnt visit" */
+    int thread;
+    int64_t age_ms;
+    int64_t since_ns; /* CLOCK_MONOTONIC */
+} moor_debug_wait;
+
 typedef struct moor_debug_lock_class {
     char name[MOOR_DEBUG_TEXT_SIZE];
     char what[MOOR_DEBUG_TEXT_SIZE]; /* "object mutex", "leaf mutex", ... */
@@ -110,6 +122,8 @@ typedef struct moor_snapshot {
      * checker (MOOR_DEBUG=locks) fills in the classes it registers. */
     size_t nlock_classes;
     moor_debug_lock_class *lock_classes;
+    size_t nwaits;
+    moor_debug_wait *waits; /* lock-counter sleeps (watchdog on only) */
 } moor_snapshot;
 
 /*
@@ -146,7 +160,8 @@ typedef int (*moor_debug_write_fn)(const char *data, size_t len, void *opaque);
  *             "age_ms","left_ms","ticket"}],
  *    "monitors":[{"name","state","entered","calls","replies","timeouts",
  *                 "pending":[{"id","command","thread","age_ms","left_ms"}]}],
- *    "lock_classes":[{"name","what"}]}
+ *    "lock_classes":[{"name","what"}],
+ *    "waits":[{"what","thread","age_ms"}]}
  * "object" is "class 'label'" or "class 0x..." (as in every job message);
  * "role" is "holds", "async", "waits" or "busy". Strings are escaped.
  * The JSON is produced here, with no JSON library, so that any program

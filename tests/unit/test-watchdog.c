@@ -27,6 +27,7 @@
 #include <moor/debug.h>
 #include <moor/introspect.h>
 #include <moor/job.h>
+#include <moor/lockcnt.h>
 #include <moor/loop.h>
 #include <moor/monitor.h>
 #include <moor/object.h>
@@ -432,6 +433,52 @@ static void test_watchdog_stuck_call(void **state)
     moor_unref(loop);
 }
 
+/* ---- the watchdog: a thread asleep in a lock counter --------------------------------- */
+
+static moor_lockcnt stuck_lc;
+
+static void *lockcnt_locker(void *arg)
+{
+    (void)arg;
+    moor_lockcnt_lock(&stuck_lc); /* sleeps until the test unlocks */
+    moor_lockcnt_unlock(&stuck_lc);
+    return NULL;
+}
+
+static bool lockcnt_sleeper(void)
+{
+    moor_snapshot *s = moor_debug_snapshot();
+    bool found = false;
+
+    for (size_t i = 0; s && i < s->nwaits; i++)
+        found |= s->waits[i].subject == &stuck_lc;
+    moor_debug_snapshot_free(s);
+    return found;
+}
+
+static void test_watchdog_stuck_lockcnt(void **state)
+{
+    const tu_report *r;
+    int64_t t0;
+    pthread_t t;
+
+    (void)state;
+    moor_lockcnt_init(&stuck_lc);
+    watchdog_on();
+    moor_lockcnt_lock(&stuck_lc);
+    t0 = tu_mono_ms();
+    assert_int_equal(pthread_create(&t, NULL, lockcnt_locker, NULL), 0);
+    tu_wait_for(lockcnt_sleeper(), "the second locker to sleep");
+    expect_report_by(t0, THRESHOLD_MS + 1000);
+    r = tu_expect_report(MOOR_MISUSE_STUCK_LOCKCNT, &stuck_lc, "asleep for");
+    tu_assert_contains(r->message, "in lockcnt");
+    moor_lockcnt_unlock(&stuck_lc);
+    tu_join(t, NULL);
+    tu_wait_for(!lockcnt_sleeper(), "the sleep record to go");
+    watchdog_off();
+    moor_lockcnt_destroy(&stuck_lc);
+}
+
 /* ---- bounded variants of the two unbounded teardown waits ------------------------ */
 
 struct blocker {
@@ -604,15 +651,11 @@ int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
     const struct CMUnitTest tests[] = {
-        TU_TEST(test_parse_watchdog_ms),
-        TU_TEST(test_snapshot_holder_and_waiter),
-        TU_TEST(test_snapshot_under_own_lock),
-        TU_TEST(test_watchdog_stuck_job),
-        TU_TEST(test_watchdog_quiet_when_well),
-        TU_TEST(test_watchdog_stuck_call),
-        TU_TEST(test_loop_remove_sync_deadline),
-        TU_TEST(test_monitor_close_deadline),
-        TU_TEST(test_fork_thread_id),
+        TU_TEST(test_parse_watchdog_ms),        TU_TEST(test_snapshot_holder_and_waiter),
+        TU_TEST(test_snapshot_under_own_lock),  TU_TEST(test_watchdog_stuck_job),
+        TU_TEST(test_watchdog_quiet_when_well), TU_TEST(test_watchdog_stuck_call),
+        TU_TEST(test_watchdog_stuck_lockcnt),   TU_TEST(test_loop_remove_sync_deadline),
+        TU_TEST(test_monitor_close_deadline),   TU_TEST(test_fork_thread_id),
     };
 
     vm_class =
