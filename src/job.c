@@ -424,16 +424,43 @@ static void live_link(moor_job *job)
         moor__watchdog_sync();
 }
 
-static void live_unlink(moor_job *job)
+/* Whether @job itself is on the list (a copy of a job carries the
+ * original's links, which must not be followed). */
+static bool live_linked_locked(const moor_job *job)
 {
-    pthread_mutex_lock(&live_lock);
+    return job->live_prev ? job->live_prev->live_next == job : live_first == job;
+}
+
+static void live_unlink_locked(moor_job *job)
+{
+    if (!live_linked_locked(job))
+        return;
     if (job->live_prev)
         job->live_prev->live_next = job->live_next;
-    else if (live_first == job)
+    else
         live_first = job->live_next;
     if (job->live_next)
         job->live_next->live_prev = job->live_prev;
     job->live_prev = job->live_next = NULL;
+}
+
+static void live_unlink(moor_job *job)
+{
+    pthread_mutex_lock(&live_lock);
+    live_unlink_locked(job);
+    pthread_mutex_unlock(&live_lock);
+}
+
+void moor__job_forget(void *obj, size_t size)
+{
+    const char *lo = obj, *hi = lo + size;
+
+    pthread_mutex_lock(&live_lock);
+    for (moor_job *job = live_first, *next; job; job = next) {
+        next = job->live_next;
+        if ((const char *)job >= lo && (const char *)job < hi)
+            live_unlink_locked(job);
+    }
     pthread_mutex_unlock(&live_lock);
 }
 

@@ -485,11 +485,13 @@ static void check_undestroyed(moor_object *o)
     /* acquire: see dispose_check. */
     moor__dispose_check_fn check = atomic_load_explicit(&dispose_check, memory_order_acquire);
 
-    if ((klass->flags & CLASS_LOCKABLE) && ((moor_lockable *)o)->embedded)
+    if ((klass->flags & CLASS_LOCKABLE) && ((moor_lockable *)o)->embedded) {
         moor_debug_report(MOOR_MISUSE_NOT_DESTROYED, o,
                           "object %p (class '%s') disposed with %u job(s) still set up in it: "
                           "its dispose function must call moor_job_destroy()",
                           (void *)o, klass->name, ((moor_lockable *)o)->embedded);
+        moor__job_forget(o, klass->size); /* off the live list before the memory goes */
+    }
     if (check)
         check(o, klass->size, klass->name);
 }

@@ -258,6 +258,50 @@ static void test_snapshot_under_own_lock(void **state)
     moor_unref(vm);
 }
 
+/* Jobs leave the live list however they go: a copy's destroy does not
+ * unlink the original, and an object freed with its job never destroyed
+ * (reported) takes it off the list before its memory goes. */
+static const moor_class *forgetful_class;
+
+static void forgetful_dispose(void *obj)
+{
+    (void)obj; /* forgets moor_job_destroy() */
+}
+
+static size_t jobs_of(const void *obj)
+{
+    moor_snapshot *s = moor_debug_snapshot();
+    size_t n = 0;
+
+    assert_non_null(s);
+    for (size_t i = 0; i < s->njobs; i++)
+        n += s->jobs[i].object == obj;
+    moor_debug_snapshot_free(s);
+    return n;
+}
+
+static void test_live_list_survives_misuse(void **state)
+{
+    struct vm *vm = vm_new("kept");
+    struct vm *bad = moor_object_new(forgetful_class);
+    moor_job copy;
+
+    (void)state;
+    assert_non_null(bad);
+    assert_int_equal(moor_job_init(&bad->job, bad, "forgot"), 0);
+    hold(vm, MOOR_JOB_QUERY, "test-copy");
+    copy = vm->job;
+    copy.holders = copy.inline_holders;
+    moor_job_destroy(&copy);
+    tu_expect_report(MOOR_MISUSE_BAD_ARGUMENT, vm, "1 holder(s)");
+    assert_int_equal(jobs_of(vm), 1); /* the original is still listed */
+    moor_unref(bad);
+    tu_expect_report(MOOR_MISUSE_NOT_DESTROYED, bad, "must call moor_job_destroy()");
+    assert_int_equal(jobs_of(vm), 1); /* the walk does not meet freed memory */
+    release(vm);
+    moor_unref(vm);
+}
+
 /* ---- the watchdog: jobs ------------------------------------------------------- */
 
 static void test_watchdog_stuck_job(void **state)
@@ -651,16 +695,24 @@ int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
     const struct CMUnitTest tests[] = {
-        TU_TEST(test_parse_watchdog_ms),        TU_TEST(test_snapshot_holder_and_waiter),
-        TU_TEST(test_snapshot_under_own_lock),  TU_TEST(test_watchdog_stuck_job),
-        TU_TEST(test_watchdog_quiet_when_well), TU_TEST(test_watchdog_stuck_call),
-        TU_TEST(test_watchdog_stuck_lockcnt),   TU_TEST(test_loop_remove_sync_deadline),
-        TU_TEST(test_monitor_close_deadline),   TU_TEST(test_fork_thread_id),
+        TU_TEST(test_parse_watchdog_ms),
+        TU_TEST(test_snapshot_holder_and_waiter),
+        TU_TEST(test_snapshot_under_own_lock),
+        TU_TEST(test_live_list_survives_misuse),
+        TU_TEST(test_watchdog_stuck_job),
+        TU_TEST(test_watchdog_quiet_when_well),
+        TU_TEST(test_watchdog_stuck_call),
+        TU_TEST(test_watchdog_stuck_lockcnt),
+        TU_TEST(test_loop_remove_sync_deadline),
+        TU_TEST(test_monitor_close_deadline),
+        TU_TEST(test_fork_thread_id),
     };
 
     vm_class =
         moor_class_new("test.vm", moor_lockable_class(), sizeof(struct vm), vm_dispose, &err);
-    if (!vm_class)
+    forgetful_class = moor_class_new("test.forgetful", moor_lockable_class(), sizeof(struct vm),
+                                     forgetful_dispose, &err);
+    if (!vm_class || !forgetful_class)
         return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
