@@ -7,9 +7,45 @@
 #ifndef MOOR_INTROSPECT_INTERNAL_H
 #define MOOR_INTROSPECT_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <moor/introspect.h>
+#include <moor/job.h> /* moor__live_node */
+
+/* The lists of live things (jobs, monitors, sleeps): newest first, each
+ * guarded by its owner's leaf mutex, which the caller holds. */
+static inline void moor__live_add(moor__live_node **first, moor__live_node *n)
+{
+    n->prev = NULL;
+    n->next = *first;
+    if (*first)
+        (*first)->prev = n;
+    *first = n;
+}
+
+/* Whether @n itself is on the list: a copy of a linked struct carries the
+ * original's links, which must not be followed. */
+static inline bool moor__live_linked(moor__live_node *const *first, const moor__live_node *n)
+{
+    return n->prev ? n->prev->next == n : *first == n;
+}
+
+/* Take @n off the list if it is on it. */
+static inline void moor__live_del(moor__live_node **first, moor__live_node *n)
+{
+    if (!moor__live_linked(first, n))
+        return;
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        *first = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    n->prev = n->next = NULL;
+}
+
+#define MOOR__LIVE_ENTRY(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
 
 /* A growing array of @size-byte items. */
 struct moor__vec {
@@ -33,7 +69,7 @@ int moor__monitor_collect(struct moor__vec *mons);
 
 /* A sleep in a lock counter, on the sleeper's stack (see moor_debug_wait). */
 struct moor__wait {
-    struct moor__wait *prev, *next;
+    moor__live_node live;
     const void *subject; /* NULL: not recorded */
     const char *what;    /* a literal */
     int thread;

@@ -67,7 +67,9 @@ void *moor__vec_push(struct moor__vec *v)
 /* ---- lock-counter sleeps ------------------------------------------------------ */
 
 static pthread_mutex_t waits_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
-static struct moor__wait *waits_first;
+static moor__live_node *waits_first;
+
+#define WAIT_OF(node) MOOR__LIVE_ENTRY(node, struct moor__wait, live)
 
 void moor__wait_begin(struct moor__wait *w, const void *subject, const char *what)
 {
@@ -81,12 +83,8 @@ void moor__wait_begin(struct moor__wait *w, const void *subject, const char *wha
     w->what = what;
     w->thread = moor__thread_id();
     w->since_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-    w->prev = NULL;
     pthread_mutex_lock(&waits_lock);
-    w->next = waits_first;
-    if (waits_first)
-        waits_first->prev = w;
-    waits_first = w;
+    moor__live_add(&waits_first, &w->live);
     pthread_mutex_unlock(&waits_lock);
 }
 
@@ -95,12 +93,7 @@ void moor__wait_end(struct moor__wait *w)
     if (!w->subject)
         return;
     pthread_mutex_lock(&waits_lock);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        waits_first = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    moor__live_del(&waits_first, &w->live);
     pthread_mutex_unlock(&waits_lock);
 }
 
@@ -114,7 +107,8 @@ static int add_waits(moor_snapshot *s)
     clock_gettime(CLOCK_MONOTONIC, &now);
     now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
     pthread_mutex_lock(&waits_lock);
-    for (struct moor__wait *w = waits_first; w && rc == 0; w = w->next) {
+    for (moor__live_node *n = waits_first; n && rc == 0; n = n->next) {
+        const struct moor__wait *w = WAIT_OF(n);
         moor_debug_wait *e = moor__vec_push(&v);
 
         if (!e) {

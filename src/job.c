@@ -409,45 +409,23 @@ static long holder_index(const moor_job *job, int thread)
  * is held but object mutexes by trylock (moor__job_collect), and it is
  * taken with no lock of the job's own, so either order is deadlock-free. */
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
-static moor_job *live_first;
+static moor__live_node *live_first;
+
+#define JOB_OF(node) MOOR__LIVE_ENTRY(node, moor_job, live)
 
 static void live_link(moor_job *job)
 {
     pthread_mutex_lock(&live_lock);
-    job->live_prev = NULL;
-    job->live_next = live_first;
-    if (live_first)
-        live_first->live_prev = job;
-    live_first = job;
+    moor__live_add(&live_first, &job->live);
     pthread_mutex_unlock(&live_lock);
     if (moor__debug_on(MOOR_DEBUG_WATCHDOG))
         moor__watchdog_sync();
 }
 
-/* Whether @job itself is on the list (a copy of a job carries the
- * original's links, which must not be followed). */
-static bool live_linked_locked(const moor_job *job)
-{
-    return job->live_prev ? job->live_prev->live_next == job : live_first == job;
-}
-
-static void live_unlink_locked(moor_job *job)
-{
-    if (!live_linked_locked(job))
-        return;
-    if (job->live_prev)
-        job->live_prev->live_next = job->live_next;
-    else
-        live_first = job->live_next;
-    if (job->live_next)
-        job->live_next->live_prev = job->live_prev;
-    job->live_prev = job->live_next = NULL;
-}
-
 static void live_unlink(moor_job *job)
 {
     pthread_mutex_lock(&live_lock);
-    live_unlink_locked(job);
+    moor__live_del(&live_first, &job->live);
     pthread_mutex_unlock(&live_lock);
 }
 
@@ -456,10 +434,10 @@ void moor__job_forget(void *obj, size_t size)
     const char *lo = obj, *hi = lo + size;
 
     pthread_mutex_lock(&live_lock);
-    for (moor_job *job = live_first, *next; job; job = next) {
-        next = job->live_next;
-        if ((const char *)job >= lo && (const char *)job < hi)
-            live_unlink_locked(job);
+    for (moor__live_node *n = live_first, *next; n; n = next) {
+        next = n->next;
+        if ((const char *)n >= lo && (const char *)n < hi)
+            moor__live_del(&live_first, n);
     }
     pthread_mutex_unlock(&live_lock);
 }
@@ -1434,8 +1412,8 @@ int moor__job_collect(struct moor__vec *jobs)
     int rc = 0;
 
     pthread_mutex_lock(&live_lock);
-    for (moor_job *job = live_first; job && rc == 0; job = job->live_next)
-        rc = collect_job(job, jobs);
+    for (moor__live_node *n = live_first; n && rc == 0; n = n->next)
+        rc = collect_job(JOB_OF(n), jobs);
     pthread_mutex_unlock(&live_lock);
     return rc;
 }

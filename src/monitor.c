@@ -240,8 +240,7 @@ struct moor_monitor {
     size_t in_off, in_len, in_cap;
 
     /* On the live list (under live_lock) from new to dispose. */
-    moor_monitor *live_prev, *live_next;
-    bool live;
+    moor__live_node live;
 };
 
 /* ---- class -------------------------------------------------------------- */
@@ -913,16 +912,14 @@ int moor__monitor_feed(moor_monitor *mon, const void *data, size_t len)
  * mutexes: moor__monitor_collect takes each of those inside it, and
  * nothing takes live_lock while holding one. */
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
-static moor_monitor *live_first;
+static moor__live_node *live_first;
+
+#define MONITOR_OF(node) MOOR__LIVE_ENTRY(node, moor_monitor, live)
 
 static void live_link(moor_monitor *mon)
 {
     pthread_mutex_lock(&live_lock);
-    mon->live = true;
-    mon->live_next = live_first;
-    if (live_first)
-        live_first->live_prev = mon;
-    live_first = mon;
+    moor__live_add(&live_first, &mon->live);
     pthread_mutex_unlock(&live_lock);
     if (moor__debug_on(MOOR_DEBUG_WATCHDOG))
         moor__watchdog_sync();
@@ -931,15 +928,7 @@ static void live_link(moor_monitor *mon)
 static void live_unlink(moor_monitor *mon)
 {
     pthread_mutex_lock(&live_lock);
-    if (mon->live) {
-        if (mon->live_prev)
-            mon->live_prev->live_next = mon->live_next;
-        else
-            live_first = mon->live_next;
-        if (mon->live_next)
-            mon->live_next->live_prev = mon->live_prev;
-        mon->live = false;
-    }
+    moor__live_del(&live_first, &mon->live);
     pthread_mutex_unlock(&live_lock);
 }
 
@@ -1013,8 +1002,8 @@ int moor__monitor_collect(struct moor__vec *mons)
     int rc = 0;
 
     pthread_mutex_lock(&live_lock);
-    for (moor_monitor *mon = live_first; mon && rc == 0; mon = mon->live_next)
-        rc = collect_one(mon, mons);
+    for (moor__live_node *n = live_first; n && rc == 0; n = n->next)
+        rc = collect_one(MONITOR_OF(n), mons);
     pthread_mutex_unlock(&live_lock);
     return rc;
 }

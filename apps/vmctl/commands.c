@@ -832,6 +832,20 @@ static const char *duration_cell(struct json_object *obj, const char *key, char 
     return v < 0 ? "-" : vmctl_format_duration((uint64_t)v, buf, size);
 }
 
+/* A row of five text cells (copied at once: vmctl_field's strings are
+ * borrowed), then @obj's age_ms and left_ms as durations. */
+static int add_timed_row(struct vmctl_table *t, const char *const text[5], struct json_object *obj)
+{
+    char cells[5][96], age[32], left[32];
+
+    for (int i = 0; i < 5; i++)
+        snprintf(cells[i], sizeof(cells[i]), "%s", text[i]);
+    return vmctl_table_add(
+        t, (const char *const[]){cells[0], cells[1], cells[2], cells[3], cells[4],
+                                 duration_cell(obj, "age_ms", age, sizeof(age)),
+                                 duration_cell(obj, "left_ms", left, sizeof(left))});
+}
+
 /* Who holds what, since when, who waits: the library's job entries (per
  * object: the async job, the holders, then the waiters in arrival order). */
 static int print_moor_jobs(struct json_object *jobs)
@@ -845,17 +859,11 @@ static int print_moor_jobs(struct json_object *jobs)
         return VMCTL_EXIT_FAILED;
     for (size_t i = 0; i < n; i++) {
         struct json_object *j = json_object_array_get_idx(jobs, i);
-        char cells[7][96], age[32], left[32];
+        const char *text[5] = {vmctl_field(j, "object"), vmctl_field(j, "role"),
+                               vmctl_field(j, "kind"), vmctl_field(j, "api"),
+                               vmctl_field(j, "thread")};
 
-        snprintf(cells[0], sizeof(cells[0]), "%s", vmctl_field(j, "object"));
-        snprintf(cells[1], sizeof(cells[1]), "%s", vmctl_field(j, "role"));
-        snprintf(cells[2], sizeof(cells[2]), "%s", vmctl_field(j, "kind"));
-        snprintf(cells[3], sizeof(cells[3]), "%s", vmctl_field(j, "api"));
-        snprintf(cells[4], sizeof(cells[4]), "%s", vmctl_field(j, "thread"));
-        snprintf(cells[5], sizeof(cells[5]), "%s", duration_cell(j, "age_ms", age, sizeof(age)));
-        snprintf(cells[6], sizeof(cells[6]), "%s", duration_cell(j, "left_ms", left, sizeof(left)));
-        if (vmctl_table_add(t, (const char *const[]){cells[0], cells[1], cells[2], cells[3],
-                                                     cells[4], cells[5], cells[6]}) < 0)
+        if (add_timed_row(t, text, j) < 0)
             return VMCTL_EXIT_FAILED;
     }
     printf("Jobs held and waited for:%s\n", n ? "" : " none");
@@ -879,19 +887,11 @@ static int print_moor_calls(struct json_object *mons)
             continue;
         for (size_t k = 0; k < json_object_array_length(pending); k++, rows++) {
             struct json_object *c = json_object_array_get_idx(pending, k);
-            char cells[7][96], age[32], left[32];
+            const char *text[5] = {vmctl_field(m, "name"), vmctl_field(m, "state"),
+                                   vmctl_field(c, "command"), vmctl_field(c, "id"),
+                                   vmctl_field(c, "thread")};
 
-            snprintf(cells[0], sizeof(cells[0]), "%s", vmctl_field(m, "name"));
-            snprintf(cells[1], sizeof(cells[1]), "%s", vmctl_field(m, "state"));
-            snprintf(cells[2], sizeof(cells[2]), "%s", vmctl_field(c, "command"));
-            snprintf(cells[3], sizeof(cells[3]), "%s", vmctl_field(c, "id"));
-            snprintf(cells[4], sizeof(cells[4]), "%s", vmctl_field(c, "thread"));
-            snprintf(cells[5], sizeof(cells[5]), "%s",
-                     duration_cell(c, "age_ms", age, sizeof(age)));
-            snprintf(cells[6], sizeof(cells[6]), "%s",
-                     duration_cell(c, "left_ms", left, sizeof(left)));
-            if (vmctl_table_add(t, (const char *const[]){cells[0], cells[1], cells[2], cells[3],
-                                                         cells[4], cells[5], cells[6]}) < 0)
+            if (add_timed_row(t, text, c) < 0)
                 return VMCTL_EXIT_FAILED;
         }
     }
