@@ -18,7 +18,7 @@
  * gone from a snapshot, so the next episode is reported again. An object
  * whose mutex was busy (a BUSY entry) keeps its episodes remembered.
  *
- * Locks: wd_lock is a leaf that guards the thread's state; it is never
+ * Locks: wd_lock is a leaf that guards the thread's generation; it is never
  * held while a snapshot is taken or a report made. The thread itself holds
  * no moor lock while it reports.
  */
@@ -369,12 +369,16 @@ int moor_debug_snapshot_write_json(const moor_snapshot *snap, moor_debug_write_f
 static atomic_uint wd_ms = MOOR_DEBUG_WATCHDOG_DEFAULT_MS;
 
 /* wd_ctl serialises starting and stopping (a stop joins the thread with
- * it held); wd_lock (a leaf) guards wd_stop and the thread's sleep. */
+ * it held); wd_lock (a leaf) guards wd_gen and the thread's sleep. */
 static pthread_mutex_t wd_ctl = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t wd_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wd_cond;
 static pthread_once_t wd_cond_once = PTHREAD_ONCE_INIT;
-static bool wd_running, wd_stop, wd_atexit_armed; /* wd_ctl; wd_stop also wd_lock */
+static bool wd_running, wd_atexit_armed; /* wd_ctl */
+/* Bumped (under wd_lock) by every start and stop: a thread runs while it
+ * equals the value it was started with, so a thread a report hook stopped
+ * (detached, finishing its look) never runs on beside a new one. */
+static uintptr_t wd_gen;
 static pthread_t wd_thread;
 
 uint32_t moor_debug_set_watchdog_ms(uint32_t ms)
@@ -579,14 +583,14 @@ static uint32_t wd_period_ms(void)
 static void *wd_main(void *arg)
 {
     struct episodes seen = {{NULL, 0, 0, sizeof(struct episode)}};
+    uintptr_t gen = (uintptr_t)arg;
 
-    (void)arg;
     pthread_mutex_lock(&wd_lock);
-    while (!wd_stop) {
+    while (gen == wd_gen) {
         struct timespec t = moor__deadline_after_ms(wd_period_ms());
 
         pthread_cond_timedwait(&wd_cond, &wd_lock, &t);
-        if (wd_stop)
+        if (gen != wd_gen)
             break;
         pthread_mutex_unlock(&wd_lock);
         wd_look(&seen);
@@ -613,8 +617,8 @@ static void wd_stop_locked(void)
     bool self = pthread_equal(pthread_self(), wd_thread);
 
     pthread_mutex_lock(&wd_lock);
-    wd_stop = true;
-    pthread_cond_signal(&wd_cond);
+    wd_gen++;
+    pthread_cond_broadcast(&wd_cond);
     pthread_mutex_unlock(&wd_lock);
     if (self) /* a report hook turned it off: it ends after this look */
         pthread_detach(wd_thread);
@@ -635,14 +639,17 @@ static void wd_at_exit(void)
 static void wd_start_locked(void)
 {
     sigset_t all, old;
+    uintptr_t gen;
     int rc;
 
     pthread_once(&wd_cond_once, wd_cond_init);
-    wd_stop = false;
+    pthread_mutex_lock(&wd_lock);
+    gen = ++wd_gen;
+    pthread_mutex_unlock(&wd_lock);
     /* The thread takes no signal meant for the application. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&wd_thread, NULL, wd_main, NULL);
+    rc = pthread_create(&wd_thread, NULL, wd_main, (void *)gen);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         moor_debug_report(MOOR_MISUSE_STUCK_JOB, NULL,

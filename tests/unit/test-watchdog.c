@@ -348,6 +348,40 @@ static void test_watchdog_stuck_job(void **state)
     moor_unref(vm);
 }
 
+/* A hook may turn the watchdog off from the watchdog's own thread (which
+ * cannot join itself: it ends after its look), and the watchdog may be
+ * turned on again at once: one thread watches then, and reports. */
+static atomic_int hook_calls;
+
+static void switching_hook(moor_misuse kind, const void *subject, const char *message, void *opaque)
+{
+    tu_capture_hook(kind, subject, message, opaque);
+    if (atomic_fetch_add(&hook_calls, 1) == 0)
+        moor_debug_set_flags(moor_debug_flags() & ~(unsigned)MOOR_DEBUG_WATCHDOG);
+}
+
+static void test_watchdog_off_from_hook(void **state)
+{
+    struct vm *vm = vm_new("switch");
+
+    (void)state;
+    atomic_store(&hook_calls, 0);
+    moor_debug_set_report(switching_hook, NULL);
+    watchdog_on();
+    hold(vm, MOOR_JOB_MODIFY, "test-switch");
+    tu_wait_for(atomic_load(&hook_calls) == 1, "the first report");
+    tu_wait_for(!(moor_debug_flags() & MOOR_DEBUG_WATCHDOG), "the hook to turn it off");
+    tu_expect_report(MOOR_MISUSE_STUCK_JOB, vm, "'switch' held for");
+    watchdog_on(); /* a new watcher: the hold is a new episode to it */
+    tu_wait_for(atomic_load(&hook_calls) == 2, "the new watchdog's report");
+    tu_expect_report(MOOR_MISUSE_STUCK_JOB, vm, "'switch' held for");
+    release(vm);
+    watchdog_off();
+    moor_debug_set_report(tu_capture_hook, NULL);
+    assert_int_equal(atomic_load(&hook_calls), 2);
+    moor_unref(vm);
+}
+
 /* Short jobs, all well: nothing is reported. The barrier is a stuck job
  * on another object, started after them. */
 static void test_watchdog_quiet_when_well(void **state)
@@ -695,17 +729,12 @@ int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
     const struct CMUnitTest tests[] = {
-        TU_TEST(test_parse_watchdog_ms),
-        TU_TEST(test_snapshot_holder_and_waiter),
-        TU_TEST(test_snapshot_under_own_lock),
-        TU_TEST(test_live_list_survives_misuse),
-        TU_TEST(test_watchdog_stuck_job),
-        TU_TEST(test_watchdog_quiet_when_well),
-        TU_TEST(test_watchdog_stuck_call),
-        TU_TEST(test_watchdog_stuck_lockcnt),
-        TU_TEST(test_loop_remove_sync_deadline),
-        TU_TEST(test_monitor_close_deadline),
-        TU_TEST(test_fork_thread_id),
+        TU_TEST(test_parse_watchdog_ms),        TU_TEST(test_snapshot_holder_and_waiter),
+        TU_TEST(test_snapshot_under_own_lock),  TU_TEST(test_live_list_survives_misuse),
+        TU_TEST(test_watchdog_stuck_job),       TU_TEST(test_watchdog_off_from_hook),
+        TU_TEST(test_watchdog_quiet_when_well), TU_TEST(test_watchdog_stuck_call),
+        TU_TEST(test_watchdog_stuck_lockcnt),   TU_TEST(test_loop_remove_sync_deadline),
+        TU_TEST(test_monitor_close_deadline),   TU_TEST(test_fork_thread_id),
     };
 
     vm_class =
