@@ -81,8 +81,12 @@ MOOR_EXPORT unsigned moor_debug_flags(void);
  *
  * Turning "leaks" on arranges (once) for the census to be listed at exit.
  * Objects created while "leaks" was off are counted but not listed.
- * Locks: none held by the caller are needed. Blocks: never.
- * Returns: the previous flags.
+ * Turning "watchdog" on starts its thread; turning it off stops it and
+ * joins it (from the watchdog's own report hook it only tells it to end).
+ * Locks: the caller must hold no moor lock while turning the watchdog
+ * off (the join waits for the thread's current look). Blocks: only then,
+ * for that look (about 10 ms per busy object at most); never otherwise.
+ * Ordering: relaxed (the flag word). Returns: the previous flags.
  */
 MOOR_EXPORT unsigned moor_debug_set_flags(unsigned flags);
 

@@ -137,14 +137,17 @@ typedef struct moor_snapshot {
  * Ownership: new; free with moor_debug_snapshot_free(). Locks: the caller
  * may hold object mutexes (they are never waited for) but not a monitor's
  * or the registry's internals; takes the live-list leaf mutexes.
- * Blocks: a few ms per busy object at most. Context: any thread but a
- * report hook. Returns: the snapshot, or NULL when out of memory.
+ * Blocks: about 10 ms per busy object at most. Ordering: each part is
+ * read under the lock that guards it; parts are not one atomic moment.
+ * Context: any thread but a report hook. Returns: the snapshot, or NULL
+ * when out of memory.
  */
 MOOR_EXPORT moor_snapshot *moor_debug_snapshot(void);
 
 /*
  * moor_debug_snapshot_free - free @snap and everything in it. NULL-safe.
- * Locks: none. Blocks: no. Returns: nothing.
+ * Ownership: takes @snap. Locks: none. Blocks: no. Context: any thread.
+ * Returns: nothing.
  */
 MOOR_EXPORT void moor_debug_snapshot_free(moor_snapshot *snap);
 
@@ -167,6 +170,7 @@ typedef int (*moor_debug_write_fn)(const char *data, size_t len, void *opaque);
  * The JSON is produced here, with no JSON library, so that any program
  * can emit it.
  * Ownership: @snap is borrowed. Locks: none. Blocks: as @fn does.
+ * Context: any thread (it touches nothing but @snap and @fn).
  * Returns: 0; -EINVAL for a NULL @snap or @fn; or @fn's negative value.
  */
 MOOR_EXPORT int moor_debug_snapshot_write_json(const moor_snapshot *snap, moor_debug_write_fn fn,
@@ -179,13 +183,15 @@ MOOR_EXPORT int moor_debug_snapshot_write_json(const moor_snapshot *snap, moor_d
  * sets both. A running watchdog picks up the new threshold at its next
  * look, within 250 ms.
  * Ordering: relaxed (a debugging knob). Locks: none. Blocks: no.
+ * Context: any thread, a report hook included.
  * Returns: the previous threshold.
  */
 MOOR_EXPORT uint32_t moor_debug_set_watchdog_ms(uint32_t ms);
 
 /*
  * moor_debug_watchdog_ms - the current watchdog threshold.
- * Ordering: relaxed. Locks: none. Blocks: no. Returns: the threshold.
+ * Ordering: relaxed. Locks: none. Blocks: no. Context: any thread.
+ * Returns: the threshold.
  */
 MOOR_EXPORT uint32_t moor_debug_watchdog_ms(void);
 
