@@ -368,8 +368,10 @@ int moor_debug_snapshot_write_json(const moor_snapshot *snap, moor_debug_write_f
 /* relaxed: a debugging knob; the thread reads it at each look. */
 static atomic_uint wd_ms = MOOR_DEBUG_WATCHDOG_DEFAULT_MS;
 
-/* wd_ctl serialises starting and stopping (a stop joins the thread with
- * it held); wd_lock (a leaf) guards wd_gen and the thread's sleep. */
+/* wd_ctl serialises starting and stopping (the join of a stopped thread
+ * comes after it is released: a report hook on that thread may be turning
+ * the watchdog off or on itself); wd_lock (a leaf) guards wd_gen and the
+ * thread's sleep. */
 static pthread_mutex_t wd_ctl = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t wd_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wd_cond;
@@ -611,8 +613,13 @@ static void wd_cond_init(void)
     pthread_condattr_destroy(&a);
 }
 
-/* With wd_ctl held. */
-static void wd_stop_locked(void)
+static void wd_at_exit(void);
+
+/* With wd_ctl held: tell the thread to end. Returns whether the caller
+ * must join it (after unlocking wd_ctl, which a report hook on that thread
+ * may be waiting for), in *@t; not when it is the calling thread itself
+ * (a report hook turned the watchdog off), which ends after this look. */
+static bool wd_stop_locked(pthread_t *t)
 {
     bool self = pthread_equal(pthread_self(), wd_thread);
 
@@ -620,23 +627,15 @@ static void wd_stop_locked(void)
     wd_gen++;
     pthread_cond_broadcast(&wd_cond);
     pthread_mutex_unlock(&wd_lock);
-    if (self) /* a report hook turned it off: it ends after this look */
-        pthread_detach(wd_thread);
-    else
-        pthread_join(wd_thread, NULL);
     wd_running = false;
+    *t = wd_thread;
+    if (self)
+        pthread_detach(wd_thread);
+    return !self;
 }
 
-static void wd_at_exit(void)
-{
-    pthread_mutex_lock(&wd_ctl);
-    if (wd_running)
-        wd_stop_locked();
-    pthread_mutex_unlock(&wd_ctl);
-}
-
-/* With wd_ctl held. */
-static void wd_start_locked(void)
+/* With wd_ctl held. Returns 0, or the error of pthread_create. */
+static int wd_start_locked(void)
 {
     sigset_t all, old;
     uintptr_t gen;
@@ -651,30 +650,47 @@ static void wd_start_locked(void)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&wd_thread, NULL, wd_main, (void *)gen);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        moor_debug_report(MOOR_MISUSE_STUCK_JOB, NULL,
-                          "watchdog: cannot start its thread: %s; no stuck wait will be reported",
-                          strerror(rc));
-        return;
-    }
+    if (rc != 0)
+        return rc;
     pthread_setname_np(wd_thread, "moor-watchdog");
     wd_running = true;
     if (!wd_atexit_armed) {
         wd_atexit_armed = true;
         atexit(wd_at_exit);
     }
+    return 0;
+}
+
+/* Start or stop the thread as @want says; joins and reports unlocked. */
+static void wd_set(bool want)
+{
+    bool join = false;
+    pthread_t t;
+    int rc = 0;
+
+    pthread_mutex_lock(&wd_ctl);
+    if (want && !wd_running)
+        rc = wd_start_locked();
+    else if (!want && wd_running)
+        join = wd_stop_locked(&t);
+    pthread_mutex_unlock(&wd_ctl);
+    if (join)
+        pthread_join(t, NULL);
+    if (rc != 0)
+        moor_debug_report(MOOR_MISUSE_STUCK_JOB, NULL,
+                          "watchdog: cannot start its thread: %s; no stuck wait will be reported",
+                          strerror(rc));
 }
 
 void moor__watchdog_sync(void)
 {
-    bool want = moor__debug_on(MOOR_DEBUG_WATCHDOG);
+    wd_set(moor__debug_on(MOOR_DEBUG_WATCHDOG));
+}
 
-    pthread_mutex_lock(&wd_ctl);
-    if (want && !wd_running)
-        wd_start_locked();
-    else if (!want && wd_running)
-        wd_stop_locked();
-    pthread_mutex_unlock(&wd_ctl);
+/* At exit: stop and join the thread, whatever the flag says. */
+static void wd_at_exit(void)
+{
+    wd_set(false);
 }
 
 void moor__watchdog_after_fork(void)
