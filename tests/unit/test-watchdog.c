@@ -725,16 +725,66 @@ static void test_fork_thread_id(void **state)
     moor_unref(fork_vm);
 }
 
+/* The watchdog thread does not survive fork(): the child's first job
+ * starts its own (the flag is inherited), which reports the child's
+ * stuck job. */
+static int child_watchdog(void *arg)
+{
+    int64_t end = tu_mono_ms() + 5000;
+    struct vm *vm;
+    int rc = 0;
+
+    (void)arg;
+    vm = moor_object_new(vm_class);
+    moor_job_init(&vm->job, vm, "child-stuck");
+    hold(vm, MOOR_JOB_MODIFY, "test-child");
+    while (tu_unchecked_reports() == 0 && tu_mono_ms() < end)
+        sched_yield();
+    if (tu_unchecked_reports() == 0)
+        rc = 1;
+    else if (!strstr(tu_next_report()->message, "'child-stuck' held for"))
+        rc = 2;
+    watchdog_off(); /* the child's own thread: joined, as memcheck wants */
+    release(vm);
+    moor_unref(vm);
+    return rc;
+}
+
+static void test_fork_watchdog(void **state)
+{
+    struct vm *vm;
+    tu_child c;
+
+    (void)state;
+    if (TU_TSAN) /* TSan refuses threads started after a multi-threaded fork */
+        skip();
+    vm = vm_new("parent");
+    watchdog_on(); /* the parent's watchdog runs when it forks */
+    tu_fork(&c, child_watchdog, NULL);
+    watchdog_off();
+    assert_true(WIFEXITED(c.status));
+    if (WEXITSTATUS(c.status) != 0)
+        fail_msg("child: status %d: %s", WEXITSTATUS(c.status), c.out);
+    moor_unref(vm);
+}
+
 int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
     const struct CMUnitTest tests[] = {
-        TU_TEST(test_parse_watchdog_ms),        TU_TEST(test_snapshot_holder_and_waiter),
-        TU_TEST(test_snapshot_under_own_lock),  TU_TEST(test_live_list_survives_misuse),
-        TU_TEST(test_watchdog_stuck_job),       TU_TEST(test_watchdog_off_from_hook),
-        TU_TEST(test_watchdog_quiet_when_well), TU_TEST(test_watchdog_stuck_call),
-        TU_TEST(test_watchdog_stuck_lockcnt),   TU_TEST(test_loop_remove_sync_deadline),
-        TU_TEST(test_monitor_close_deadline),   TU_TEST(test_fork_thread_id),
+        TU_TEST(test_parse_watchdog_ms),
+        TU_TEST(test_snapshot_holder_and_waiter),
+        TU_TEST(test_snapshot_under_own_lock),
+        TU_TEST(test_live_list_survives_misuse),
+        TU_TEST(test_watchdog_stuck_job),
+        TU_TEST(test_watchdog_off_from_hook),
+        TU_TEST(test_watchdog_quiet_when_well),
+        TU_TEST(test_watchdog_stuck_call),
+        TU_TEST(test_watchdog_stuck_lockcnt),
+        TU_TEST(test_loop_remove_sync_deadline),
+        TU_TEST(test_monitor_close_deadline),
+        TU_TEST(test_fork_thread_id),
+        TU_TEST(test_fork_watchdog), /* last: a trailing comment keeps one per line */
     };
 
     vm_class =
