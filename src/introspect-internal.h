@@ -7,6 +7,7 @@
 #ifndef MOOR_INTROSPECT_INTERNAL_H
 #define MOOR_INTROSPECT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -44,6 +45,14 @@ static inline void moor__live_del(moor__live_node **first, moor__live_node *n)
         n->next->prev = n->prev;
     n->prev = n->next = NULL;
 }
+
+/* Add @n under @lock (a leaf mutex), then start the watchdog if it is
+ * switched on and not running yet (so that it starts at the first job or
+ * monitor, never before main). */
+void moor__live_register(pthread_mutex_t *lock, moor__live_node **first, moor__live_node *n);
+
+/* Take @n off under @lock, if it is on the list. */
+void moor__live_unregister(pthread_mutex_t *lock, moor__live_node **first, moor__live_node *n);
 
 #define MOOR__LIVE_ENTRY(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
 

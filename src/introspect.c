@@ -64,6 +64,24 @@ void *moor__vec_push(struct moor__vec *v)
     return item;
 }
 
+/* ---- the live lists ---------------------------------------------------------------- */
+
+void moor__live_register(pthread_mutex_t *lock, moor__live_node **first, moor__live_node *n)
+{
+    pthread_mutex_lock(lock);
+    moor__live_add(first, n);
+    pthread_mutex_unlock(lock);
+    if (moor__debug_on(MOOR_DEBUG_WATCHDOG))
+        moor__watchdog_sync();
+}
+
+void moor__live_unregister(pthread_mutex_t *lock, moor__live_node **first, moor__live_node *n)
+{
+    pthread_mutex_lock(lock);
+    moor__live_del(first, n);
+    pthread_mutex_unlock(lock);
+}
+
 /* ---- lock-counter sleeps ------------------------------------------------------ */
 
 static pthread_mutex_t waits_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */

@@ -413,22 +413,6 @@ static moor__live_node *live_first;
 
 #define JOB_OF(node) MOOR__LIVE_ENTRY(node, moor_job, live)
 
-static void live_link(moor_job *job)
-{
-    pthread_mutex_lock(&live_lock);
-    moor__live_add(&live_first, &job->live);
-    pthread_mutex_unlock(&live_lock);
-    if (moor__debug_on(MOOR_DEBUG_WATCHDOG))
-        moor__watchdog_sync();
-}
-
-static void live_unlink(moor_job *job)
-{
-    pthread_mutex_lock(&live_lock);
-    moor__live_del(&live_first, &job->live);
-    pthread_mutex_unlock(&live_lock);
-}
-
 void moor__job_forget(void *obj, size_t size)
 {
     const char *lo = obj, *hi = lo + size;
@@ -461,7 +445,7 @@ int moor_job_init(moor_job *job, void *obj, const char *label)
     job->capacity = MOOR_JOB_INLINE;
     job->default_timeout_ms = MOOR_JOB_DEFAULT_TIMEOUT_MS;
     copy_str(job->label, sizeof(job->label), label);
-    live_link(job);
+    moor__live_register(&live_lock, &live_first, &job->live);
     return 0;
 }
 
@@ -473,7 +457,7 @@ void moor_job_destroy(moor_job *job)
         misuse(job, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_destroy",
                "%u holder(s), %u waiter(s), async %s: a holder did not own a reference",
                job->nholders, job->nwaiters, job->async.active ? "active" : "idle");
-    live_unlink(job);
+    moor__live_unregister(&live_lock, &live_first, &job->live);
     if (job->holders != job->inline_holders)
         moor__free(job->holders);
     job->holders = job->inline_holders;

@@ -916,22 +916,6 @@ static moor__live_node *live_first;
 
 #define MONITOR_OF(node) MOOR__LIVE_ENTRY(node, moor_monitor, live)
 
-static void live_link(moor_monitor *mon)
-{
-    pthread_mutex_lock(&live_lock);
-    moor__live_add(&live_first, &mon->live);
-    pthread_mutex_unlock(&live_lock);
-    if (moor__debug_on(MOOR_DEBUG_WATCHDOG))
-        moor__watchdog_sync();
-}
-
-static void live_unlink(moor_monitor *mon)
-{
-    pthread_mutex_lock(&live_lock);
-    moor__live_del(&live_first, &mon->live);
-    pthread_mutex_unlock(&live_lock);
-}
-
 static const char *state_name(moor_monitor_state state)
 {
     switch (state) {
@@ -1014,7 +998,7 @@ static void monitor_dispose(void *obj)
 {
     moor_monitor *mon = obj;
 
-    live_unlink(mon);
+    moor__live_unregister(&live_lock, &live_first, &mon->live);
     /* No reference is left, so no dispatch holds one: a remove_sync only
      * waits for a dispatch that found the weak reference dead. */
     close_channel(mon, true, CLOSE_WAIT_FOREVER);
@@ -1190,7 +1174,7 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
     moor_weak_set(&link->mon, mon);
     if (start_io(mon, link, fd, err) < 0)
         return NULL;
-    live_link(mon);
+    moor__live_register(&live_lock, &live_first, &mon->live);
     return moor_steal(&mon);
 }
 
