@@ -610,6 +610,22 @@ static void fair_bcast_teardown(void *state)
     free(f);
 }
 
+/* ---- set-up and tear-down ---------------------------------------------------------- */
+
+/* moor_job_destroy + moor_job_init on a live object: what linking a job
+ * on and off the live list (moor/introspect.h) costs at each end of an
+ * object's life. Not a fast path; measured so that it stays small. */
+BENCH_LOOP(bench_loop_job_init_destroy, state, iters)
+{
+    struct jobj *o = state;
+
+    for (uint64_t i = 0; i < iters; i++) {
+        moor_job_destroy(&o->job);
+        moor_job_init(&o->job, o, "bench");
+        bench_clobber();
+    }
+}
+
 /* ---- registration ------------------------------------------------------------------ */
 
 static const struct bench_case job_cases[] = {
@@ -631,6 +647,7 @@ static const struct bench_case job_cases[] = {
      fair_begin_run, fair_end_run},
     {"job_fair_modify", "bcast_fair_modify", 0, fair_moor_setup, fair_moor_teardown,
      bench_loop_fair_modify, fair_begin_run, fair_end_run},
+    {"job_init_destroy", NULL, 0, jobj_setup, jobj_teardown, bench_loop_job_init_destroy},
 };
 
 BENCH_REGISTER(job_cases);

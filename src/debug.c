@@ -20,8 +20,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <moor/introspect.h>
+
 #include "debug-internal.h"
 #include "object-internal.h"
+
+#define MAX_WATCHDOG_MS 86400000ul /* a day */
 
 atomic_uint moor__debug_flags;
 
@@ -52,8 +56,32 @@ static int word_flags(const char *word, size_t len)
     return -EINVAL;
 }
 
+/* "watchdog=MS": the flag, with the threshold in *@ms. */
+static int watchdog_word(const char *word, size_t len, uint32_t *ms)
+{
+    static const char prefix[] = "watchdog=";
+    char digits[16];
+    char *end;
+    unsigned long v;
+
+    if (len <= sizeof(prefix) - 1 || strncmp(word, prefix, sizeof(prefix) - 1) != 0)
+        return -EINVAL;
+    len -= sizeof(prefix) - 1;
+    word += sizeof(prefix) - 1;
+    if (len >= sizeof(digits) || strspn(word, "0123456789") < len)
+        return -EINVAL;
+    memcpy(digits, word, len);
+    digits[len] = '\0';
+    v = strtoul(digits, &end, 10);
+    if (v < 1 || v > MAX_WATCHDOG_MS)
+        return -EINVAL;
+    *ms = (uint32_t)v;
+    return MOOR_DEBUG_WATCHDOG;
+}
+
 int moor_debug_parse(const char *spec)
 {
+    uint32_t ms = 0;
     int flags = 0;
 
     while (spec && *spec) {
@@ -61,12 +89,16 @@ int moor_debug_parse(const char *spec)
         int f = len ? word_flags(spec, len) : 0;
 
         if (f < 0)
+            f = watchdog_word(spec, len, &ms);
+        if (f < 0)
             return f;
         flags |= f;
         spec += len;
         if (*spec == ',')
             spec++;
     }
+    if (ms)
+        moor_debug_set_watchdog_ms(ms);
     return flags;
 }
 
@@ -82,7 +114,9 @@ static void leak_report_at_exit(void)
         moor__census_report_leaks();
 }
 
-unsigned moor_debug_set_flags(unsigned flags)
+/* The flag word and the leak report, without the watchdog: what the
+ * constructor may do before main (no thread is started there). */
+static unsigned set_flags(unsigned flags)
 {
     /* relaxed: a debugging switch needs no ordering with anything. */
     unsigned old = atomic_exchange_explicit(&moor__debug_flags, flags, memory_order_relaxed);
@@ -94,6 +128,14 @@ unsigned moor_debug_set_flags(unsigned flags)
     return old;
 }
 
+unsigned moor_debug_set_flags(unsigned flags)
+{
+    unsigned old = set_flags(flags);
+
+    moor__watchdog_sync();
+    return old;
+}
+
 __attribute__((constructor)) static void debug_init_from_env(void)
 {
     const char *spec = getenv("MOOR_DEBUG");
@@ -102,12 +144,12 @@ __attribute__((constructor)) static void debug_init_from_env(void)
     if (flags < 0) {
         fprintf(stderr,
                 "moor: MOOR_DEBUG=%s: unknown word; known: locks, refs, leaks, "
-                "watchdog, abort, all\n",
+                "watchdog, watchdog=MS, abort, all\n",
                 spec);
         flags = 0;
     }
     if (flags)
-        moor_debug_set_flags((unsigned)flags);
+        set_flags((unsigned)flags); /* the watchdog starts at the first job or monitor */
 }
 
 void moor_debug_report_stderr(moor_misuse kind, const void *subject, const char *message,
@@ -157,16 +199,35 @@ void moor_debug_report(moor_misuse kind, const void *subject, const char *fmt, .
         abort();
 }
 
+/*
+ * Thread ids after fork(). The child's one thread is a new kernel thread
+ * with its own id, but inherits the parent thread's TLS, so the cached id
+ * is cleared in the child (pthread_atfork) and fetched again. The old id
+ * is kept as that thread's fork alias: a mutex the parent thread held
+ * across fork() is recorded under the old id, and the owner checks accept
+ * the alias, so the child can still unlock it (docs/object.md, "fork").
+ */
+__thread int moor__tid __attribute__((tls_model("initial-exec")));
+__thread int moor__fork_alias __attribute__((tls_model("initial-exec")));
+
 int moor__thread_id(void)
 {
-    /* initial-exec: a direct %fs-relative load instead of a __tls_get_addr
-     * call on every lock and unlock; libmoor is not meant to be dlopen()ed
-     * late into a process short of static TLS space. */
-    static _Thread_local int tid __attribute__((tls_model("initial-exec")));
+    if (!moor__tid)
+        moor__tid = (int)syscall(SYS_gettid);
+    return moor__tid;
+}
 
-    if (!tid)
-        tid = (int)syscall(SYS_gettid);
-    return tid;
+static void thread_id_after_fork(void)
+{
+    if (moor__tid)
+        moor__fork_alias = moor__tid;
+    moor__tid = 0;
+    moor__watchdog_after_fork();
+}
+
+__attribute__((constructor)) static void thread_id_init(void)
+{
+    pthread_atfork(NULL, NULL, thread_id_after_fork);
 }
 
 void moor_debug_fail_alloc(unsigned long nth)

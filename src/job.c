@@ -88,6 +88,7 @@
 
 #include "debug-internal.h"
 #include "lockdep-internal.h"
+#include "introspect-internal.h"
 #include "object-internal.h"
 
 #define ASYNC_KIND UINT32_MAX /* a waiter for the async slot */
@@ -102,11 +103,13 @@ struct moor__job_waiter {
     unsigned kind; /* a sync kind, or ASYNC_KIND */
     int thread;
     const char *api;
-    const char *name; /* async: the caller's string, copied on grant */
-    uint32_t allowed; /* async: the mask it will install */
-    atomic_int state; /* WAITING, GRANTED, FAILED; read unlocked while spinning */
-    const char *why;  /* FAILED: "removed" or "marked inactive" */
-    bool sleeping;    /* @cond is initialised */
+    const char *name;    /* async: the caller's string, copied on grant */
+    uint32_t allowed;    /* async: the mask it will install */
+    atomic_int state;    /* WAITING, GRANTED, FAILED; read unlocked while spinning */
+    int64_t since_ns;    /* queued at (coarse clock); for introspection */
+    uint32_t timeout_ms; /* how long it waits at most */
+    const char *why;     /* FAILED: "removed" or "marked inactive" */
+    bool sleeping;       /* @cond is initialised */
     pthread_cond_t cond;
 };
 
@@ -123,10 +126,9 @@ static atomic_uint exclusive_kinds =
  * begin that takes the current API. */
 static __thread const char *current_api __attribute__((tls_model("initial-exec")));
 
-/* The calling thread's id, cached here with the initial-exec TLS model: a
- * general-dynamic TLS access (a __tls_get_addr call) would cost as much as
- * the rest of an uncontended begin. */
-static __thread int cached_tid __attribute__((tls_model("initial-exec")));
+/* The calling thread's id: moor__tid, initial-exec TLS (debug-internal.h),
+ * so no __tls_get_addr call on the fast path. */
+#define cached_tid moor__tid
 
 /* A thread's first call: out of line, so that the callers' fast paths
  * need no stack frame for it. */
@@ -402,6 +404,29 @@ static long holder_index(const moor_job *job, int thread)
     return -1;
 }
 
+/* ---- the live list (introspect.h) ------------------------------------------- */
+
+/* Every job between init and destroy. A leaf: nothing is locked while it
+ * is held but object mutexes by trylock (moor__job_collect), and it is
+ * taken with no lock of the job's own, so either order is deadlock-free. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static moor__live_node *live_first;
+
+#define JOB_OF(node) MOOR__LIVE_ENTRY(node, moor_job, live)
+
+void moor__job_forget(void *obj, size_t size)
+{
+    const char *lo = obj, *hi = lo + size;
+
+    pthread_mutex_lock(&live_lock);
+    for (moor__live_node *n = live_first, *next; n; n = next) {
+        next = n->next;
+        if ((const char *)n >= lo && (const char *)n < hi)
+            moor__live_del(&live_first, n);
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
 /* ---- set-up ---------------------------------------------------------------- */
 
 int moor_job_init(moor_job *job, void *obj, const char *label)
@@ -421,6 +446,7 @@ int moor_job_init(moor_job *job, void *obj, const char *label)
     job->capacity = MOOR_JOB_INLINE;
     job->default_timeout_ms = MOOR_JOB_DEFAULT_TIMEOUT_MS;
     copy_str(job->label, sizeof(job->label), label);
+    moor__live_register(&live_lock, &live_first, &job->live);
     return 0;
 }
 
@@ -432,6 +458,7 @@ void moor_job_destroy(moor_job *job)
         misuse(job, MOOR_MISUSE_BAD_ARGUMENT, "moor_job_destroy",
                "%u holder(s), %u waiter(s), async %s: a holder did not own a reference",
                job->nholders, job->nwaiters, job->async.active ? "active" : "idle");
+    moor__live_unregister(&live_lock, &live_first, &job->live);
     if (job->holders != job->inline_holders)
         moor__free(job->holders);
     job->holders = job->inline_holders;
@@ -888,6 +915,8 @@ static int queue_and_wait(moor_job *job, moor__job_waiter *w, uint32_t ms, moor_
 
     if (reserve(job) < 0)
         return fail_begin(job, w, err, -ENOMEM, "out of memory for a holder record");
+    w->since_ns = coarse_ns();
+    w->timeout_ms = ms;
     enqueue(job, w);
     grant_pass(job);
     if (waiter_state(w) == GRANTED)
@@ -901,7 +930,7 @@ static int queue_and_wait(moor_job *job, moor__job_waiter *w, uint32_t ms, moor_
         return fail_begin(job, w, err, -EBUSY, "%u waiters queued already (cap %u)", ahead,
                           job->max_waiters);
     }
-    t0 = coarse_ns();
+    t0 = w->since_ns;
     if (!wait_settled(job, w, ms)) {
         give_up(job, w);
         return fail_begin(job, w, err, -ETIMEDOUT, "timed out after %.3f s",
@@ -1244,4 +1273,135 @@ int moor_job_info(const moor_job *job, moor_job_snapshot *out)
         memcpy(out->async.stage, job->async.stage, sizeof(out->async.stage));
     }
     return 0;
+}
+
+/* ---- introspection ------------------------------------------------------------------ */
+
+#define TRYLOCK_ROUNDS   50     /* then the object counts as busy */
+#define TRYLOCK_PAUSE_NS 200000 /* between two tries: 50 x 0.2 ms = 10 ms */
+
+static int64_t ms_between(int64_t from_ns, int64_t to_ns)
+{
+    return to_ns > from_ns ? (to_ns - from_ns) / 1000000 : 0;
+}
+
+/* A new entry for @job with the object's names filled in; NULL: no memory. */
+static moor_debug_job *entry_new(struct moor__vec *v, const moor_job *job, moor_debug_job_role role)
+{
+    moor_debug_job *e = moor__vec_push(v);
+
+    if (!e)
+        return NULL;
+    e->job = job;
+    e->object = job->obj;
+    copy_str(e->object_class, sizeof(e->object_class),
+             moor_class_name(moor_object_get_class(job->obj)));
+    copy_str(e->label, sizeof(e->label), job->label);
+    e->role = role;
+    e->left_ms = -1;
+    return e;
+}
+
+static int collect_async(const moor_job *job, struct moor__vec *v, int64_t now)
+{
+    moor_debug_job *e = entry_new(v, job, MOOR_DEBUG_JOB_ASYNC);
+
+    if (!e)
+        return -ENOMEM;
+    copy_str(e->kind, sizeof(e->kind), job->async.name);
+    copy_str(e->api, sizeof(e->api), job->async.api);
+    e->thread = job->async.owner;
+    e->since_ns = job->async.start_ns;
+    e->age_ms = ms_between(job->async.start_ns, now);
+    return 0;
+}
+
+static int collect_waiter(const moor_job *job, const moor__job_waiter *w, struct moor__vec *v,
+                          int64_t now)
+{
+    moor_debug_job *e = entry_new(v, job, MOOR_DEBUG_JOB_WAITS);
+    int64_t age;
+
+    if (!e)
+        return -ENOMEM;
+    copy_str(e->kind, sizeof(e->kind),
+             w->kind == ASYNC_KIND ? w->name : moor_job_kind_name(w->kind));
+    copy_str(e->api, sizeof(e->api), w->api);
+    e->thread = w->thread;
+    e->ticket = w->ticket;
+    e->since_ns = w->since_ns;
+    age = ms_between(w->since_ns, now);
+    e->age_ms = age;
+    e->left_ms = age < (int64_t)w->timeout_ms ? (int64_t)w->timeout_ms - age : 0;
+    return 0;
+}
+
+/* @job's state; the caller holds the object's mutex. */
+static int collect_locked(const moor_job *job, struct moor__vec *v)
+{
+    int64_t now = coarse_ns();
+
+    if (job->async.active && collect_async(job, v, now) < 0)
+        return -ENOMEM;
+    for (unsigned i = 0; i < job->nholders; i++) {
+        const moor_job_holder *h = &job->holders[i];
+        moor_debug_job *e = entry_new(v, job, MOOR_DEBUG_JOB_HOLDS);
+
+        if (!e)
+            return -ENOMEM;
+        copy_str(e->kind, sizeof(e->kind), moor_job_kind_name(h->kind));
+        copy_str(e->api, sizeof(e->api), h->api);
+        e->thread = h->thread;
+        e->since_ns = h->start_ns;
+        e->age_ms = ms_between(h->start_ns, now);
+    }
+    for (int pass = 0; pass < 2; pass++)
+        for (const moor__job_waiter *w = pass ? job->head : job->destroy_head; w; w = w->next)
+            if (collect_waiter(job, w, v, now) < 0)
+                return -ENOMEM;
+    return 0;
+}
+
+/* trylock, retried for a while: never waits on a mutex while live_lock is
+ * held (a thread holding the object mutex may be about to take live_lock
+ * to set up or tear down another job). */
+static bool trylock_for_a_while(pthread_mutex_t *m)
+{
+    const struct timespec pause = {0, TRYLOCK_PAUSE_NS};
+
+    for (int i = 0; i < TRYLOCK_ROUNDS; i++) {
+        if (pthread_mutex_trylock(m) == 0)
+            return true;
+        nanosleep(&pause, NULL);
+    }
+    return false;
+}
+
+static int collect_job(moor_job *job, struct moor__vec *v)
+{
+    pthread_mutex_t *m = moor__lockable_mutex(job->obj);
+    const moor_lockable *l = job->obj;
+    int rc;
+
+    if (!m)
+        return 0; /* being freed: its destroy waits for live_lock */
+    /* relaxed: exact when it is our own id (see mutex_held). */
+    if (atomic_load_explicit(&l->owner, memory_order_relaxed) == self_id())
+        return collect_locked(job, v);
+    if (!trylock_for_a_while(m))
+        return entry_new(v, job, MOOR_DEBUG_JOB_BUSY) ? 0 : -ENOMEM;
+    rc = collect_locked(job, v);
+    pthread_mutex_unlock(m);
+    return rc;
+}
+
+int moor__job_collect(struct moor__vec *jobs)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&live_lock);
+    for (moor__live_node *n = live_first; n && rc == 0; n = n->next)
+        rc = collect_job(JOB_OF(n), jobs);
+    pthread_mutex_unlock(&live_lock);
+    return rc;
 }

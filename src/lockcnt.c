@@ -74,6 +74,7 @@
 #include <moor/lockcnt.h>
 
 #include "lockdep-internal.h"
+#include "introspect-internal.h" /* watchdog records of sleeps */
 
 #if defined(__linux__)
 #include <linux/futex.h>
@@ -183,7 +184,11 @@ static void sleep_while_locked(moor_lockcnt *lc, uint32_t v)
             return;
         v = marked;
     }
+    struct moor__wait w; /* for the watchdog (introspect-internal.h) */
+
+    moor__wait_begin(&w, lc, "lockcnt");
     futex_wait(lc, v);
+    moor__wait_end(&w);
 }
 
 static void futex_inc_slow(moor_lockcnt *lc)
@@ -332,7 +337,11 @@ static void portable_lock(moor_lockcnt *lc)
         return;
     /* relaxed: a diagnostic tally, see moor_lockcnt_has_waiters(). */
     atomic_fetch_add_explicit(&lc->sleepers, 1, memory_order_relaxed);
+    struct moor__wait w; /* for the watchdog (introspect-internal.h) */
+
+    moor__wait_begin(&w, lc, "lockcnt");
     pthread_mutex_lock(&lc->mutex);
+    moor__wait_end(&w);
     /* relaxed: as above. */
     atomic_fetch_sub_explicit(&lc->sleepers, 1, memory_order_relaxed);
 }

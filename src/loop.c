@@ -187,7 +187,7 @@ static _Thread_local const moor_loop *disposed_here;
  * Compared, never dereferenced. */
 static _Thread_local const moor_loop *thread_of;
 
-static __thread int cached_tid __attribute__((tls_model("initial-exec")));
+#define cached_tid moor__tid /* see debug-internal.h */
 
 static inline int self_tid(void)
 {
@@ -489,11 +489,30 @@ static void running_put(moor_loop *loop, struct handler *h)
     }
 }
 
-static int remove_common(moor_loop *loop, uint64_t id, bool sync, const char *op)
+/* Wait (loop->lock held) until @h's callbacks have returned, at most
+ * until @deadline (NULL: no limit). Returns 0, or -ETIMEDOUT. */
+static int wait_not_running_locked(moor_loop *loop, struct handler *h,
+                                   const struct timespec *deadline)
+{
+    /* seq_cst: the Dekker pair with the dispatcher. */
+    while (atomic_load(&h->running) != 0) {
+        if (!deadline)
+            pthread_cond_wait(&loop->idle_cond, &loop->lock);
+        else if (pthread_cond_timedwait(&loop->idle_cond, &loop->lock, deadline) == ETIMEDOUT &&
+                 atomic_load(&h->running) != 0) /* seq_cst: as above */
+            return -ETIMEDOUT;
+    }
+    return 0;
+}
+
+/* @deadline: for a sync remove, how long to wait at most (NULL: forever). */
+static int remove_common(moor_loop *loop, uint64_t id, bool sync, const struct timespec *deadline,
+                         const char *op)
 {
     struct handler *h;
     int me = self_tid();
     bool owner_is_me;
+    int rc = 0;
 
     if (check_loop(loop, op, NULL) < 0)
         return -EINVAL;
@@ -508,11 +527,8 @@ static int remove_common(moor_loop *loop, uint64_t id, bool sync, const char *op
      * can make it equal to our own id. */
     owner_is_me = atomic_load_explicit(&loop->owner, memory_order_relaxed) == me;
     /* The owner's running frames are all its own: it must not wait. */
-    if (sync && !owner_is_me) {
-        /* seq_cst: the Dekker pair with the dispatcher. */
-        while (atomic_load(&h->running) != 0)
-            pthread_cond_wait(&loop->idle_cond, &loop->lock);
-    }
+    if (sync && !owner_is_me)
+        rc = wait_not_running_locked(loop, h, deadline);
     pthread_mutex_unlock(&loop->lock);
     moor_vlist_remove(&loop->handlers, &h->node);
     /*
@@ -528,18 +544,27 @@ static int remove_common(moor_loop *loop, uint64_t id, bool sync, const char *op
      */
     if (!owner_is_me && moor_lockcnt_count(&loop->handlers.lc) != 0)
         kick(loop);
-    return 0;
+    return rc;
 }
 
 int moor_loop_remove(moor_loop *loop, uint64_t id)
 {
-    return remove_common(loop, id, false, "moor_loop_remove");
+    return remove_common(loop, id, false, NULL, "moor_loop_remove");
 }
 
 int moor_loop_remove_sync(moor_loop *loop, uint64_t id)
 {
     moor__lockdep_check_blocking("moor_loop_remove_sync", NULL, false, __builtin_return_address(0));
-    return remove_common(loop, id, true, "moor_loop_remove_sync");
+    return remove_common(loop, id, true, NULL, "moor_loop_remove_sync");
+}
+
+int moor_loop_remove_sync_deadline(moor_loop *loop, uint64_t id, uint32_t timeout_ms)
+{
+    struct timespec deadline = moor__deadline_after_ms(timeout_ms);
+
+    moor__lockdep_check_blocking("moor_loop_remove_sync_deadline", NULL, false,
+                                 __builtin_return_address(0));
+    return remove_common(loop, id, true, &deadline, "moor_loop_remove_sync_deadline");
 }
 
 /* ---- adding ------------------------------------------------------------- */

@@ -103,6 +103,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -116,6 +117,7 @@
 
 #include "debug-internal.h"
 #include "lockdep-internal.h"
+#include "introspect-internal.h"
 #include "monitor-internal.h"
 #include "object-internal.h"
 
@@ -165,6 +167,11 @@ struct pending {
     struct outnode *node;
     unsigned nfds;
     int fds[MOOR_MONITOR_MAX_FDS];
+    /* For introspection (introspect.h): set before it is linked. */
+    const char *what;         /* the request's name, valid during the call */
+    int thread;               /* the caller */
+    uint32_t ms;              /* its timeout */
+    struct timespec deadline; /* CLOCK_MONOTONIC */
 };
 
 /* One queued request: its bytes, sent up to @off. Immutable once queued,
@@ -232,6 +239,9 @@ struct moor_monitor {
     /* The reader's (see the theory). */
     char *in; /* bytes [in_off, in_len) received, not yet consumed */
     size_t in_off, in_len, in_cap;
+
+    /* On the live list (under live_lock) from new to dispose. */
+    moor__live_node live;
 };
 
 /* ---- class -------------------------------------------------------------- */
@@ -452,16 +462,19 @@ static void notify_eof(moor_monitor *mon)
         moor_loop_remove(mon->loop, handler);
 }
 
+#define CLOSE_WAIT_FOREVER UINT32_MAX
+
 /* Any state -> CLOSED; waits for a dispatch in flight if @may_wait and
- * not on the loop thread. */
-static void close_channel(moor_monitor *mon, bool may_wait)
+ * not on the loop thread, for at most @ms (CLOSE_WAIT_FOREVER: no limit).
+ * Returns 0, or -ETIMEDOUT (closed, a dispatch still running). */
+static int close_channel(moor_monitor *mon, bool may_wait, uint32_t ms)
 {
     uint64_t handler;
 
     pthread_mutex_lock(&mon->lock);
     if (mon->state == MOOR_MONITOR_CLOSED) {
         pthread_mutex_unlock(&mon->lock);
-        return;
+        return 0;
     }
     mon->state = MOOR_MONITOR_CLOSED;
     mon->stats.state = MOOR_MONITOR_CLOSED;
@@ -475,11 +488,14 @@ static void close_channel(moor_monitor *mon, bool may_wait)
     mon->handler = 0;
     pthread_mutex_unlock(&mon->lock);
     if (!handler)
-        return;
-    if (may_wait && !moor_loop_in_loop(mon->loop))
-        moor_loop_remove_sync(mon->loop, handler);
-    else
+        return 0;
+    if (!may_wait || moor_loop_in_loop(mon->loop))
         moor_loop_remove(mon->loop, handler);
+    else if (ms == CLOSE_WAIT_FOREVER)
+        moor_loop_remove_sync(mon->loop, handler);
+    else if (moor_loop_remove_sync_deadline(mon->loop, handler, ms) == -ETIMEDOUT)
+        return -ETIMEDOUT;
+    return 0;
 }
 
 /* ---- writing (lock held) ------------------------------------------------------ */
@@ -891,15 +907,102 @@ int moor__monitor_feed(moor_monitor *mon, const void *data, size_t len)
     return is_open(mon) ? 0 : -EPIPE;
 }
 
+/* ---- the live list (introspect.h) ---------------------------------------------------- */
+
+/* Every monitor from new to dispose. A leaf above the monitors' own
+ * mutexes: moor__monitor_collect takes each of those inside it, and
+ * nothing takes live_lock while holding one. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static moor__live_node *live_first;
+
+#define MONITOR_OF(node) MOOR__LIVE_ENTRY(node, moor_monitor, live)
+
+static const char *state_name(moor_monitor_state state)
+{
+    switch (state) {
+    case MOOR_MONITOR_OPEN:
+        return "open";
+    case MOOR_MONITOR_BROKEN:
+        return "broken";
+    case MOOR_MONITOR_CLOSED:
+        return "closed";
+    }
+    return "new";
+}
+
+static int64_t ms_until(const struct timespec *t, const struct timespec *now)
+{
+    return (int64_t)(t->tv_sec - now->tv_sec) * 1000 + (t->tv_nsec - now->tv_nsec) / 1000000;
+}
+
+/* @mon's pending calls into @m; the caller holds mon->lock. */
+static int collect_calls_locked(moor_monitor *mon, moor_debug_monitor *m,
+                                const struct timespec *now)
+{
+    size_t i = 0;
+
+    if (!mon->stats.pending)
+        return 0;
+    /* plain calloc: moor_debug_fail_alloc() counts the library's own work. */
+    if (!(m->pending = calloc(mon->stats.pending, sizeof(*m->pending))))
+        return -ENOMEM;
+    for (struct pending *p = mon->head; p && i < mon->stats.pending; p = p->next, i++) {
+        moor_debug_call *c = &m->pending[i];
+        int64_t left = ms_until(&p->deadline, now);
+
+        c->id = p->id;
+        snprintf(c->command, sizeof(c->command), "%s", p->what ? p->what : "?");
+        c->thread = p->thread;
+        c->left_ms = left;
+        c->age_ms = (int64_t)p->ms - left;
+    }
+    m->ncalls = i;
+    return 0;
+}
+
+static int collect_one(moor_monitor *mon, struct moor__vec *v)
+{
+    moor_debug_monitor *m = moor__vec_push(v);
+    struct timespec now;
+    int rc;
+
+    if (!m)
+        return -ENOMEM;
+    m->monitor = mon;
+    snprintf(m->name, sizeof(m->name), "%s", mon->name);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&mon->lock);
+    snprintf(m->state, sizeof(m->state), "%s", state_name(mon->state));
+    m->entered = mon->stats.entered;
+    m->calls = mon->stats.calls;
+    m->replies = mon->stats.replies;
+    m->timeouts = mon->stats.timeouts;
+    rc = collect_calls_locked(mon, m, &now);
+    pthread_mutex_unlock(&mon->lock);
+    return rc;
+}
+
+int moor__monitor_collect(struct moor__vec *mons)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&live_lock);
+    for (moor__live_node *n = live_first; n && rc == 0; n = n->next)
+        rc = collect_one(MONITOR_OF(n), mons);
+    pthread_mutex_unlock(&live_lock);
+    return rc;
+}
+
 /* ---- new / dispose ------------------------------------------------------------------ */
 
 static void monitor_dispose(void *obj)
 {
     moor_monitor *mon = obj;
 
+    moor__live_unregister(&live_lock, &live_first, &mon->live);
     /* No reference is left, so no dispatch holds one: a remove_sync only
      * waits for a dispatch that found the weak reference dead. */
-    close_channel(mon, true);
+    close_channel(mon, true, CLOSE_WAIT_FOREVER);
     moor_weak_clear(&mon->owner);
     moor_unref(mon->loop);
     moor__free(mon->in);
@@ -1072,6 +1175,7 @@ moor_monitor *moor_monitor_new(moor_loop *loop, int fd, const moor_monitor_codec
     moor_weak_set(&link->mon, mon);
     if (start_io(mon, link, fd, err) < 0)
         return NULL;
+    moor__live_register(&live_lock, &live_first, &mon->live);
     return moor_steal(&mon);
 }
 
@@ -1320,6 +1424,10 @@ static int call(moor_monitor *mon, const void *request, const int *fds, unsigned
     }
     sem_init(&p.sem, 0, 0);
     deadline = moor__deadline_after_ms(ms);
+    p.what = what;
+    p.thread = moor__thread_id();
+    p.ms = ms;
+    p.deadline = deadline;
     rc = queue_and_wait(mon, &p, o, &deadline);
     sem_destroy(&p.sem);
     if (nfds)
@@ -1466,24 +1574,33 @@ int moor_monitor_exit(moor_monitor *mon, void *obj)
     return open ? 0 : -ESRCH;
 }
 
-void moor_monitor_close(moor_monitor *mon)
+static int close_common(moor_monitor *mon, uint32_t ms, const char *fn)
 {
     bool owner_locked;
 
-    if (!mon)
-        return;
-    if (!is_monitor(mon)) {
-        misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "moor_monitor_close: %p is not a monitor",
-               (void *)mon);
-        return;
-    }
+    if (!is_monitor(mon))
+        return misuse(mon, MOOR_MISUSE_BAD_ARGUMENT, NULL, "%s: %p is not a monitor", fn,
+                      (void *)mon);
     owner_locked = owner_locked_here(mon);
     if (owner_locked && !moor_loop_in_loop(mon->loop))
         moor_debug_report(MOOR_MISUSE_BAD_ARGUMENT, mon,
-                          "moor_monitor_close(%s) with the owner's mutex held: it cannot wait "
+                          "%s(%s) with the owner's mutex held: it cannot wait "
                           "for an event callback in flight, which may need that mutex",
-                          mon->name);
-    close_channel(mon, !owner_locked);
+                          fn, mon->name);
+    return close_channel(mon, !owner_locked, ms);
+}
+
+void moor_monitor_close(moor_monitor *mon)
+{
+    if (mon)
+        close_common(mon, CLOSE_WAIT_FOREVER, "moor_monitor_close");
+}
+
+int moor_monitor_close_deadline(moor_monitor *mon, uint32_t timeout_ms)
+{
+    if (timeout_ms == CLOSE_WAIT_FOREVER)
+        timeout_ms--; /* a bounded wait, as asked: 49.7 days */
+    return close_common(mon, timeout_ms, "moor_monitor_close_deadline");
 }
 
 int moor_monitor_get_stats(moor_monitor *mon, moor_monitor_stats *out)

@@ -64,6 +64,11 @@ static inline const moor_class *moor__lazy_class_peek(struct moor__lazy_class *l
  * @obj is not shared (init) or being disposed (destroy): a plain field. */
 void moor__lockable_embed(void *obj, int delta);
 
+/* job.c: take every job lying in the @size bytes at @obj off the live
+ * list (moor/introspect.h), for an object freed with its jobs never
+ * destroyed. Takes the live list's leaf mutex. */
+void moor__job_forget(void *obj, size_t size);
+
 /* Whether the @len bytes at @p lie inside live object @obj's instance. */
 bool moor__object_contains(const void *obj, const void *p, size_t len);
 

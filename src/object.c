@@ -552,11 +552,13 @@ static void check_undestroyed(moor_object *o)
     /* acquire: see dispose_check. */
     moor__dispose_check_fn check = atomic_load_explicit(&dispose_check, memory_order_acquire);
 
-    if ((klass->flags & CLASS_LOCKABLE) && ((moor_lockable *)o)->embedded)
+    if ((klass->flags & CLASS_LOCKABLE) && ((moor_lockable *)o)->embedded) {
         moor_debug_report(MOOR_MISUSE_NOT_DESTROYED, o,
                           "object %p (class '%s') disposed with %u job(s) still set up in it: "
                           "its dispose function must call moor_job_destroy()",
                           (void *)o, klass->name, ((moor_lockable *)o)->embedded);
+        moor__job_forget(o, klass->size); /* off the live list before the memory goes */
+    }
     if (check)
         check(o, klass->size, klass->name);
 }
@@ -750,7 +752,7 @@ static inline __attribute__((always_inline)) void unlock_impl(void *obj, bool ch
     if (!l)
         return;
     owner = owner_of(l);
-    if (owner != moor__thread_id()) {
+    if (owner != moor__thread_id() && !moor__thread_is_self(owner)) {
         char state[48];
 
         moor_debug_report(MOOR_MISUSE_UNLOCK_NOT_OWNER, obj,
@@ -793,7 +795,7 @@ bool moor_lock_held(const void *obj)
 
     if (!object_live(o) || !(o->klass->flags & CLASS_LOCKABLE))
         return false;
-    return owner_of((moor_lockable *)obj) == moor__thread_id();
+    return moor__thread_is_self(owner_of((moor_lockable *)obj));
 }
 
 void moor_assert_locked(const void *obj)
@@ -802,7 +804,7 @@ void moor_assert_locked(const void *obj)
     char state[48];
     int owner;
 
-    if (!l || (owner = owner_of(l)) == moor__thread_id())
+    if (!l || moor__thread_is_self(owner = owner_of(l)))
         return;
     moor_debug_report(MOOR_MISUSE_NOT_LOCKED, obj,
                       "object %p (class '%s') must be locked by thread %d, but is %s", obj,

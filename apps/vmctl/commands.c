@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <moor/debug.h>
+
 #define ID_MAX      64        /* a name: [A-Za-z0-9._-]{1,64}; a UUID has 36 */
 #define CONFIG_MAX  (1 << 20) /* the daemon's body cap */
 #define WAIT_MS_MAX 300000L   /* the daemon's cap on a shutdown's wait: 5 minutes */
@@ -816,10 +818,102 @@ static int print_object(struct json_object *obj, size_t indent)
     return flush_pairs(&pairs, indent);
 }
 
+/* A duration field for people, or "-" when absent or negative. */
+static const char *duration_cell(struct json_object *obj, const char *key, char *buf, size_t size)
+{
+    int64_t v = int_field(obj, key, -1);
+
+    return v < 0 ? "-" : vmctl_format_duration((uint64_t)v, buf, size);
+}
+
+/* A row of five text cells (copied at once: vmctl_field's strings are
+ * borrowed), then @obj's age_ms and left_ms as durations. */
+static int add_timed_row(struct vmctl_table *t, const char *const text[5], struct json_object *obj)
+{
+    char cells[5][96], age[32], left[32];
+
+    for (int i = 0; i < 5; i++)
+        snprintf(cells[i], sizeof(cells[i]), "%s", text[i]);
+    return vmctl_table_add(
+        t, (const char *const[]){cells[0], cells[1], cells[2], cells[3], cells[4],
+                                 duration_cell(obj, "age_ms", age, sizeof(age)),
+                                 duration_cell(obj, "left_ms", left, sizeof(left))});
+}
+
+/* Who holds what, since when, who waits: the library's job entries (per
+ * object: the async job, the holders, then the waiters in arrival order). */
+static int print_moor_jobs(struct json_object *jobs)
+{
+    static const char *const header[] = {"OBJECT", "ROLE",  "KIND",       "API",
+                                         "THREAD", "SINCE", "GIVES UP IN"};
+    size_t n = json_object_array_length(jobs);
+    vmctl_autotable struct vmctl_table *t = vmctl_table_new(7, header);
+
+    if (!t)
+        return VMCTL_EXIT_FAILED;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *j = json_object_array_get_idx(jobs, i);
+        const char *text[5] = {vmctl_field(j, "object"), vmctl_field(j, "role"),
+                               vmctl_field(j, "kind"), vmctl_field(j, "api"),
+                               vmctl_field(j, "thread")};
+
+        if (add_timed_row(t, text, j) < 0)
+            return VMCTL_EXIT_FAILED;
+    }
+    printf("Jobs held and waited for:%s\n", n ? "" : " none");
+    return n && vmctl_table_print(t, stdout, 2) < 0 ? VMCTL_EXIT_FAILED : VMCTL_EXIT_OK;
+}
+
+/* Every monitor call waiting for its reply. */
+static int print_moor_calls(struct json_object *mons)
+{
+    static const char *const header[] = {"MONITOR", "STATE", "COMMAND",    "ID",
+                                         "THREAD",  "SINCE", "DEADLINE IN"};
+    vmctl_autotable struct vmctl_table *t = vmctl_table_new(7, header);
+    size_t rows = 0;
+
+    if (!t)
+        return VMCTL_EXIT_FAILED;
+    for (size_t i = 0; i < json_object_array_length(mons); i++) {
+        struct json_object *m = json_object_array_get_idx(mons, i), *pending;
+
+        if (!json_object_object_get_ex(m, "pending", &pending))
+            continue;
+        for (size_t k = 0; k < json_object_array_length(pending); k++, rows++) {
+            struct json_object *c = json_object_array_get_idx(pending, k);
+            const char *text[5] = {vmctl_field(m, "name"), vmctl_field(m, "state"),
+                                   vmctl_field(c, "command"), vmctl_field(c, "id"),
+                                   vmctl_field(c, "thread")};
+
+            if (add_timed_row(t, text, c) < 0)
+                return VMCTL_EXIT_FAILED;
+        }
+    }
+    printf("Monitor calls pending:%s\n", rows ? "" : " none");
+    return rows && vmctl_table_print(t, stdout, 2) < 0 ? VMCTL_EXIT_FAILED : VMCTL_EXIT_OK;
+}
+
+/* The library's snapshot ("moor" in GET /v1/debug). */
+static int print_moor(struct json_object *lib)
+{
+    struct json_object *jobs, *mons;
+    int rc = VMCTL_EXIT_OK;
+
+    printf("Library snapshot: version %s, pid %s, watchdog %s ms%s\n", vmctl_field(lib, "version"),
+           vmctl_field(lib, "pid"), vmctl_field(lib, "watchdog_ms"),
+           int_field(lib, "flags", 0) & MOOR_DEBUG_WATCHDOG ? " (on)" : " (off)");
+    if (json_object_object_get_ex(lib, "jobs", &jobs) && json_object_is_type(jobs, json_type_array))
+        rc = print_moor_jobs(jobs);
+    if (rc == VMCTL_EXIT_OK && json_object_object_get_ex(lib, "monitors", &mons) &&
+        json_object_is_type(mons, json_type_array))
+        rc = print_moor_calls(mons);
+    return rc;
+}
+
 static int cmd_debug(struct vmctl_client *c, const struct vmctl_args *a)
 {
     struct vmctl_response r vmctl_autoresponse = {0};
-    struct json_object *body;
+    struct json_object *body, *lib = NULL;
     int rc = call(c, a, "GET", "/v1/debug", NULL, &r);
 
     if (rc || a->json)
@@ -827,7 +921,15 @@ static int cmd_debug(struct vmctl_client *c, const struct vmctl_args *a)
     body = vmctl_body(&r);
     if (!body)
         return VMCTL_EXIT_FAILED;
+    /* The library's part gets tables of its own, after the rest. */
+    if (json_object_object_get_ex(body, "moor", &lib)) {
+        json_object_get(lib);
+        json_object_object_del(body, "moor");
+    }
     rc = print_object(body, 0);
+    if (rc == VMCTL_EXIT_OK && lib && json_object_is_type(lib, json_type_object))
+        rc = print_moor(lib);
+    json_object_put(lib);
     return rc == VMCTL_EXIT_OK && fflush(stdout) == EOF ? VMCTL_EXIT_FAILED : rc;
 }
 

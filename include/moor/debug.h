@@ -3,8 +3,9 @@
  * moor/debug.h - run-time debug switches and the misuse report hook.
  *
  * Debug checks are chosen per run with the environment variable
- * MOOR_DEBUG, a comma-separated list of: locks, refs, leaks, watchdog,
- * abort (or "all"). It is read once when the library is loaded; tests and
+ * MOOR_DEBUG, a comma-separated list of: locks, refs, leaks, watchdog
+ * (or watchdog=MS, its threshold in ms; see moor/introspect.h), abort (or
+ * "all"). It is read once when the library is loaded; tests and
  * daemons may change the set later with moor_debug_set_flags(). A check
  * that is off costs one relaxed load.
  *
@@ -68,6 +69,9 @@ typedef enum moor_misuse {
                                    * mutex or an internal lock */
     MOOR_MISUSE_UNLOCK_ORDER,     /* object mutex released before one nested in it */
     MOOR_MISUSE_BLOCK_TOKEN_LIVE, /* moor_block into a token that still names a block */
+    MOOR_MISUSE_STUCK_JOB,        /* watchdog: a job held or waited for too long */
+    MOOR_MISUSE_STUCK_CALL,       /* watchdog: a monitor call pending too long */
+    MOOR_MISUSE_STUCK_LOCKCNT,    /* watchdog: asleep in a lock counter too long */
 } moor_misuse;
 
 /*
@@ -95,8 +99,12 @@ MOOR_EXPORT unsigned moor_debug_flags(void);
  *
  * Turning "leaks" on arranges (once) for the census to be listed at exit.
  * Objects created while "leaks" was off are counted but not listed.
- * Locks: none held by the caller are needed. Blocks: never.
- * Returns: the previous flags.
+ * Turning "watchdog" on starts its thread; turning it off stops it and
+ * joins it (from the watchdog's own report hook it only tells it to end).
+ * Locks: the caller must hold no moor lock while turning the watchdog
+ * off (the join waits for the thread's current look). Blocks: only then,
+ * for that look (about 10 ms per busy object at most); never otherwise.
+ * Ordering: relaxed (the flag word). Returns: the previous flags.
  */
 MOOR_EXPORT unsigned moor_debug_set_flags(unsigned flags);
 
@@ -104,8 +112,11 @@ MOOR_EXPORT unsigned moor_debug_set_flags(unsigned flags);
  * moor_debug_parse - turn a MOOR_DEBUG-style string into flags.
  *
  * Locks: none. Blocks: never.
- * Returns: the flags (>= 0), or -EINVAL if a word is unknown; in that case
- * nothing is changed anywhere. NULL or "" parses to 0.
+ * "watchdog=MS" (1 <= MS <= 86400000) also sets the watchdog threshold,
+ * as moor_debug_set_watchdog_ms() does, when the whole string is valid.
+ * Returns: the flags (>= 0), or -EINVAL if a word or a threshold is
+ * unknown or invalid; in that case nothing is changed anywhere. NULL or ""
+ * parses to 0.
  */
 MOOR_EXPORT int moor_debug_parse(const char *spec);
 

@@ -121,6 +121,11 @@ typedef struct moor_job_holder {
 
 typedef struct moor__job_waiter moor__job_waiter;
 
+/* A link in one of moor's lists of live things (moor/introspect.h). */
+typedef struct moor__live_node {
+    struct moor__live_node *prev, *next;
+} moor__live_node;
+
 typedef struct moor_job {
     void *obj;                /* the lockable object it is embedded in */
     moor_job_holder *holders; /* inline_holders, or a heap array */
@@ -144,6 +149,7 @@ typedef struct moor_job {
     } async;
     moor_job_holder inline_holders[MOOR_JOB_INLINE];
     char label[MOOR_JOB_LABEL_SIZE];
+    moor__live_node live; /* on the list of every set-up job (introspect.h) */
 } moor_job;
 
 /* ---- kinds ------------------------------------------------------------ */

@@ -190,6 +190,23 @@ MOOR_EXPORT int moor_loop_remove(moor_loop *loop, uint64_t id);
 MOOR_EXPORT int moor_loop_remove_sync(moor_loop *loop, uint64_t id);
 
 /*
+ * moor_loop_remove_sync_deadline - moor_loop_remove_sync(), waiting at
+ * most @timeout_ms for a callback running in another thread.
+ *
+ * Whatever it returns but -ENOENT/-EINVAL, the handler is removed and
+ * never starts again. On -ETIMEDOUT its callback was still running at the
+ * deadline: what it uses must not be freed by the caller yet; free_fn
+ * still runs once that callback has returned (so leave freeing to it).
+ * Ownership: as moor_loop_remove(). Locks: as moor_loop_remove_sync().
+ * Blocks: at most @timeout_ms (0: not at all). Ordering: as
+ * moor_loop_remove_sync() (seq_cst with the dispatcher). Context: any
+ * thread; from the callback itself it never waits (see remove_sync).
+ * Returns: 0; -ETIMEDOUT (removed, still running, see above); -ENOENT
+ * (not a live handler of @loop); -EINVAL (NULL @loop).
+ */
+MOOR_EXPORT int moor_loop_remove_sync_deadline(moor_loop *loop, uint64_t id, uint32_t timeout_ms);
+
+/*
  * moor_loop_schedule - run @fn(@loop, @opaque) once, soon, on the loop.
  *
  * Scheduled callbacks run in the order they were scheduled, in the thread

@@ -399,6 +399,25 @@ MOOR_EXPORT int moor_monitor_exit(moor_monitor *mon, void *obj);
 MOOR_EXPORT void moor_monitor_close(moor_monitor *mon);
 
 /*
+ * moor_monitor_close_deadline - moor_monitor_close(), waiting at most
+ * @timeout_ms for an event callback in flight (the only unbounded wait of
+ * a close; a writer's sendmsg() is non-blocking).
+ *
+ * Whatever it returns but -EINVAL, the channel is closed: pending calls
+ * have failed, later calls fail at once, the handler never starts again.
+ * On -ETIMEDOUT an on_event/on_eof callback was still running in another
+ * thread at the deadline (it holds its own reference to the monitor, so
+ * the monitor stays valid; the socket is closed once it returns).
+ * Ownership: as moor_monitor_close(). Locks: as moor_monitor_close().
+ * Blocks: at most @timeout_ms (0: not at all) for that callback, plus
+ * the few instructions a writer needs to leave sendmsg(). Ordering: as
+ * moor_loop_remove_sync_deadline(). Context: any thread.
+ * Returns: 0; -ETIMEDOUT (closed, a callback still running); -EINVAL
+ * (NULL or not a monitor: reported as misuse).
+ */
+MOOR_EXPORT int moor_monitor_close_deadline(moor_monitor *mon, uint32_t timeout_ms);
+
+/*
  * moor_monitor_get_stats - counters and state, for tests and
  * introspection; stale as soon as returned.
  * Ownership: plain copies into the caller's struct. Locks: the monitor's

@@ -2,4 +2,4 @@
 # file: src/loop.c
 # killer: loop
 # build: gcc
-/^static int remove_common(/,/^}/s/while (atomic_load(&h->running) != 0)/while (false \&\& atomic_load(\&h->running) != 0)/
+/^static int wait_not_running_locked(/,/^}/s/while (atomic_load(&h->running) != 0)/while (false \&\& atomic_load(\&h->running) != 0)/

@@ -1224,6 +1224,116 @@ static void test_restart_reconnects(void **state)
     assert_state(fx, "r3", "running", NULL);
 }
 
+/* ---- who holds what: GET /v1/debug's "moor" part and moor-vmctl debug ---------- */
+
+static int fx_setup_long_qmp(void **state)
+{
+    static const char *const flags[] = {"--qmp-timeout", "20", "--job-timeout", "3", NULL};
+
+    return fx_setup_flags(state, flags);
+}
+
+struct stuck_call {
+    struct vh_daemon *d;
+    long status;
+};
+
+/* A raw QMP call that meets the stall: it holds the domain's MODIFY job
+ * (api "qmp") until destroy ends it. */
+static void *stuck_qmp_main(void *arg)
+{
+    struct stuck_call *sc = arg;
+    struct vmctl_client *c = vh_client_new(sc->d);
+    struct vmctl_response r;
+
+    if (c && vh_call(c, &r, "POST", "/v1/domains/held/qmp", "{\"execute\":\"query-name\"}") == 0) {
+        sc->status = r.status;
+        vmctl_response_clear(&r);
+    }
+    vmctl_client_free(c);
+    return NULL;
+}
+
+/* Whether the library's part of /v1/debug shows the domain's job held by
+ * the qmp API, and its monitor call pending. */
+static bool debug_shows_holder(struct fx *fx)
+{
+    json_object *j = expect_json(fx, 200, "GET", "/v1/debug", NULL);
+    json_object *jobs = vh_json_get(vh_json_get(j, "moor"), "jobs");
+    bool held = false;
+
+    for (size_t i = 0; jobs && i < json_object_array_length(jobs); i++) {
+        json_object *e = json_object_array_get_idx(jobs, i);
+
+        held |= strcmp(vh_json_str(e, "object"), "vmd_domain 'held'") == 0 &&
+                strcmp(vh_json_str(e, "role"), "holds") == 0 &&
+                strcmp(vh_json_str(e, "api"), "qmp") == 0;
+    }
+    json_object_put(j);
+    return held;
+}
+
+/* moor-vmctl --socket SOCK debug; its standard output in @out. */
+static void run_vmctl_debug(struct fx *fx, char *out, size_t size)
+{
+    const char *vmctl = getenv("MOOR_VMCTL");
+    size_t len = 0;
+    int fds[2], status;
+    ssize_t n;
+    pid_t pid;
+
+    if (!vmctl)
+        fail_msg("MOOR_VMCTL is not set (meson test sets it)");
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execl(vmctl, vmctl, "--socket", fx->d.socket_path, "debug", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    while (len + 1 < size && (n = read(fds[0], out + len, size - len - 1)) > 0)
+        len += (size_t)n;
+    out[len] = '\0';
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("moor-vmctl debug: status 0x%x, output:\n%s", status, out);
+}
+
+static void test_debug_shows_holder(void **state)
+{
+    struct fx *fx = *state;
+    struct stuck_call sc = {&fx->d, 0};
+    char out[16384], line[256];
+    uint64_t deadline;
+    pthread_t t;
+
+    define_fake(fx, "held", "stall:query-name");
+    start(fx, "held", false);
+    assert_int_equal(pthread_create(&t, NULL, stuck_qmp_main, &sc), 0);
+    deadline = now_ms() + 10000;
+    while (!debug_shows_holder(fx)) {
+        if (now_ms() >= deadline)
+            fail_msg("the held job did not show in /v1/debug within 10 s");
+        poll(NULL, 0, 10);
+    }
+    run_vmctl_debug(fx, out, sizeof(out));
+    if (!strstr(out, "Jobs held and waited for:\n  OBJECT") ||
+        !strstr(out, "Monitor calls pending:\n  MONITOR"))
+        fail_msg("no job or call table in:\n%s", out);
+    /* The holder's row: object, role, kind, API, then its thread. */
+    snprintf(line, sizeof(line), "vmd_domain 'held'  holds  MODIFY  qmp  ");
+    if (!strstr(out, line) || !strstr(out, "query-name"))
+        fail_msg("the holder (%s) or its QMP call is not in:\n%s", line, out);
+    op(fx, 200, "held", "destroy", NULL);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(sc.status >= 500); /* QEMU went away under the call */
+}
+
 /* The end-of-test check is not vacuous: a QEMU left running is found,
  * counted and killed. */
 static void test_harness_finds_leftovers(void **state)
@@ -1270,6 +1380,7 @@ int main(void)
         T(test_headers),
         T(test_restart_reconnects),
         T(test_harness_finds_leftovers),
+        cmocka_unit_test_setup_teardown(test_debug_shows_holder, fx_setup_long_qmp, fx_teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);

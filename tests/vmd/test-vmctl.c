@@ -906,6 +906,40 @@ static void test_debug_human(void **state)
     assert_non_null(strstr(p.out_buf, "QMP pending:  none\n"));
 }
 
+/* The library's snapshot ("moor"): its own tables, holders then waiters,
+ * ages as durations, "-" for no deadline; the rest printed as before. */
+static void test_debug_moor_tables(void **state)
+{
+    struct server *s = *state;
+    static const char body[] =
+        "{\"census\":{\"vmd_domain\":1},\"moor\":{\"version\":1,\"pid\":42,\"flags\":8,"
+        "\"watchdog_ms\":2000,\"jobs\":["
+        "{\"object\":\"vmd_domain 'web1'\",\"role\":\"holds\",\"kind\":\"MODIFY\","
+        "\"api\":\"qmp\",\"thread\":7,\"age_ms\":8700,\"left_ms\":-1},"
+        "{\"object\":\"vmd_domain 'web1'\",\"role\":\"waits\",\"kind\":\"MODIFY\","
+        "\"api\":\"suspend\",\"thread\":8,\"age_ms\":2600,\"left_ms\":27300}],"
+        "\"monitors\":[{\"name\":\"qmp web1\",\"state\":\"open\",\"pending\":["
+        "{\"id\":2,\"command\":\"query-name\",\"thread\":7,\"age_ms\":8700,"
+        "\"left_ms\":21200}]}]}}";
+    struct proc p;
+
+    server_reset(s, (struct canned){200, body, NULL});
+    run(&p, ARGS("--socket", s->path, "debug"));
+    expect_status(&p, 0);
+    assert_non_null(strstr(p.out_buf, "Census:\n  Vmd domain:  1\n"));
+    if (!strstr(p.out_buf,
+                "Library snapshot: version 1, pid 42, watchdog 2000 ms (on)\n"
+                "Jobs held and waited for:\n"
+                "  OBJECT             ROLE   KIND    API      THREAD  SINCE  GIVES UP IN\n"
+                "  vmd_domain 'web1'  holds  MODIFY  qmp      7       8.7 s  -\n"
+                "  vmd_domain 'web1'  waits  MODIFY  suspend  8       2.6 s  27.3 s\n"
+                "Monitor calls pending:\n"
+                "  MONITOR   STATE  COMMAND     ID  THREAD  SINCE  DEADLINE IN\n"
+                "  qmp web1  open   query-name  2   7       8.7 s  21.2 s\n"))
+        fail_msg("debug printed:\n%s", p.out_buf);
+    assert_null(strstr(p.out_buf, "Moor:")); /* not printed a second time, generically */
+}
+
 static void test_qmp_warns(void **state)
 {
     struct server *s = *state;
@@ -1250,6 +1284,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_info_human, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_stats_human, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_debug_human, server_setup, server_teardown),
+        cmocka_unit_test_setup_teardown(test_debug_moor_tables, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_qmp_warns, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_daemon_refuses, server_setup, server_teardown),
         cmocka_unit_test_setup_teardown(test_no_daemon, server_setup, server_teardown),
