@@ -82,18 +82,22 @@
 #define HAVE_FUTEX 0
 #endif
 
-#define ONE MOOR__LOCKCNT_ONE
+#define ONE    MOOR__LOCKCNT_ONE
+#define CLOSED MOOR__LOCKCNT_CLOSED
+#define LIMIT  MOOR__LOCKCNT_LIMIT
 
-enum { FREE = 0, LOCKED = 1, SLEEPERS = 2, PORTABLE = 3 };
+enum { FREE = 0, LOCKED = 1, SLEEPERS = 2, PORTABLE = MOOR__LOCKCNT_PORTABLE };
 
 static inline uint32_t state_of(uint32_t v)
 {
     return v & MOOR__LOCKCNT_STATE;
 }
 
+/* The count, in place (a multiple of ONE): for a closed futex word, the
+ * visits queued for the unlock. */
 static inline uint32_t count_bits(uint32_t v)
 {
-    return v & ~MOOR__LOCKCNT_STATE;
+    return v & ~(MOOR__LOCKCNT_STATE | CLOSED);
 }
 
 static inline uint32_t load_relaxed(moor_lockcnt *lc)
@@ -107,9 +111,6 @@ static inline bool is_portable(moor_lockcnt *lc)
 {
     return state_of(load_relaxed(lc)) == PORTABLE;
 }
-
-/* The count bits at the limit of 2^30 - 1 visits. */
-#define COUNT_MAX (~(uint32_t)MOOR__LOCKCNT_STATE)
 
 static const char *op_name(int op)
 {
@@ -138,7 +139,7 @@ static void report_overflow(moor_lockcnt *lc)
     moor_debug_report(MOOR_MISUSE_REF_OVERFLOW, lc,
                       "lock counter %p: moor_lockcnt_inc past the limit of %u visits; refused, "
                       "the visit is not counted",
-                      (void *)lc, (unsigned)(COUNT_MAX >> 2));
+                      (void *)lc, (unsigned)(LIMIT >> MOOR__LOCKCNT_SHIFT));
 }
 
 void moor__lockcnt_misuse(moor_lockcnt *lc, int op)
@@ -172,7 +173,7 @@ static void sleep_while_locked(moor_lockcnt *lc, uint32_t v)
 {
     assert(state_of(v) == LOCKED || state_of(v) == SLEEPERS);
     if (state_of(v) == LOCKED) {
-        uint32_t marked = count_bits(v) | SLEEPERS;
+        uint32_t marked = (v & ~MOOR__LOCKCNT_STATE) | SLEEPERS; /* keeps CLOSED */
 
         /* relaxed: the mark publishes no data; it only obliges the next
          * unlock (an RMW on the same word, so it cannot miss it) to wake. */
@@ -184,37 +185,19 @@ static void sleep_while_locked(moor_lockcnt *lc, uint32_t v)
     futex_wait(lc, v);
 }
 
-static void futex_inc_slow(moor_lockcnt *lc)
-{
-    uint32_t v = load_relaxed(lc);
-
-    for (;;) {
-        if (MOOR_UNLIKELY(count_bits(v) == COUNT_MAX)) {
-            report_overflow(lc);
-            return;
-        }
-        if (count_bits(v) != 0 || state_of(v) == FREE) {
-            /* acquire: see lockcnt.h (pairs with the last unlock). */
-            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v + ONE, memory_order_acquire,
-                                                      memory_order_relaxed))
-                return;
-            continue;
-        }
-        /* Count zero and locked: rule 2 says wait for the unlock. */
-        sleep_while_locked(lc, v);
-        v = load_relaxed(lc);
-    }
-}
-
 static void futex_lock(moor_lockcnt *lc)
 {
     uint32_t v = load_relaxed(lc);
 
     for (;;) {
         if (state_of(v) == FREE) {
+            /* Taking the lock with no visit in progress closes the word:
+             * the holder has seen the count at zero. */
+            uint32_t locked = v | LOCKED | (count_bits(v) == 0 ? CLOSED : 0);
+
             /* acquire: pairs with the previous holder's release unlock. */
-            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v | LOCKED,
-                                                      memory_order_acquire, memory_order_relaxed))
+            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, locked, memory_order_acquire,
+                                                      memory_order_relaxed))
                 return;
             continue;
         }
@@ -225,9 +208,10 @@ static void futex_lock(moor_lockcnt *lc)
 
 static void futex_unlock(moor_lockcnt *lc)
 {
-    /* release: the critical section happens-before the next lock and the
-     * next visit that starts at count zero (both acquire this word). */
-    uint32_t old = atomic_fetch_and_explicit(&lc->word, ~MOOR__LOCKCNT_STATE, memory_order_release);
+    /* release: the critical section happens-before the next lock and every
+     * visit that begins after it (queued or not: all acquire this word). */
+    uint32_t old =
+        atomic_fetch_and_explicit(&lc->word, ~(MOOR__LOCKCNT_STATE | CLOSED), memory_order_release);
 
     assert(state_of(old) == LOCKED || state_of(old) == SLEEPERS);
     if (state_of(old) == SLEEPERS)
@@ -239,13 +223,38 @@ static void futex_inc_and_unlock(moor_lockcnt *lc)
     uint32_t v = load_relaxed(lc);
 
     /* release: as futex_unlock(); the caller already holds everything it
-     * needs through the lock, so no acquire. */
+     * needs through the lock, so no acquire. Queued visits (the count bits
+     * of a closed word) begin with ours. */
     while (!atomic_compare_exchange_weak_explicit(&lc->word, &v, count_bits(v) + ONE,
                                                   memory_order_release, memory_order_relaxed))
         ;
     assert(state_of(v) == LOCKED || state_of(v) == SLEEPERS);
     if (state_of(v) == SLEEPERS)
         futex_wake_all(lc);
+}
+
+/* The caller holds the lock and is in a visit: end it, closing the word if
+ * it was the last. Returns true (still locked, closed) if it was. */
+static bool futex_end_visit_locked(moor_lockcnt *lc, int op)
+{
+    uint32_t v = load_relaxed(lc);
+    uint32_t next;
+
+    do {
+        if (MOOR_UNLIKELY(count_bits(v) == 0)) { /* someone else's unmatched dec */
+            report_underflow(lc, op);
+            futex_unlock(lc);
+            return false;
+        }
+        next = count_bits(v) == ONE ? (v - ONE) | CLOSED : v - ONE;
+        /* acq_rel: release ends our visit; acquire pairs with the other
+         * visitors' release decrements before a true return. */
+    } while (!atomic_compare_exchange_weak_explicit(&lc->word, &v, next, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    if (next & CLOSED)
+        return true;
+    futex_unlock(lc);
+    return false;
 }
 
 static bool futex_dec_and_lock(moor_lockcnt *lc)
@@ -267,8 +276,9 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
                 return false;
         } else if (state_of(v) == FREE) {
             /* acq_rel: release ends our visit; acquire takes the lock and
-             * pairs with the other visitors' release decrements. */
-            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED,
+             * pairs with the other visitors' release decrements. The word
+             * is closed in the same step. */
+            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED | CLOSED,
                                                       memory_order_acq_rel, memory_order_relaxed))
                 return true;
         } else {
@@ -276,16 +286,10 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
         }
     }
 
-    /* Last visit, lock busy: wait for it with our visit still counted. */
+    /* Last visit, lock busy: wait for it with our visit still counted
+     * (count above zero, so futex_lock() does not close), then decide. */
     futex_lock(lc);
-    /* acq_rel: as the lock-free case above. */
-    uint32_t old = atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_acq_rel);
-    if (count_bits(old) == ONE)
-        return true;
-    if (MOOR_UNLIKELY(count_bits(old) == 0)) /* someone else's unmatched dec */
-        moor__lockcnt_misuse(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
-    futex_unlock(lc);
-    return false;
+    return futex_end_visit_locked(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
 }
 
 static bool futex_dec_if_lock(moor_lockcnt *lc)
@@ -302,7 +306,7 @@ static bool futex_dec_if_lock(moor_lockcnt *lc)
         if (state_of(v) != FREE)
             break;
         /* acq_rel: as futex_dec_and_lock(). */
-        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED,
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED | CLOSED,
                                                   memory_order_acq_rel, memory_order_relaxed))
             return true;
     }
@@ -314,10 +318,53 @@ static bool futex_dec_if_lock(moor_lockcnt *lc)
             futex_unlock(lc);
             return false;
         }
-        /* acq_rel: as futex_dec_and_lock(); the state bits (ours) stay. */
-        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v - ONE, memory_order_acq_rel,
-                                                  memory_order_relaxed))
+        /* acq_rel: as futex_dec_and_lock(); the state bits (ours) stay and
+         * the word closes. */
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | CLOSED,
+                                                  memory_order_acq_rel, memory_order_relaxed))
             return true;
+    }
+}
+
+static void futex_inc_wait(moor_lockcnt *lc, uint32_t old)
+{
+    if (MOOR_UNLIKELY(old & LIMIT)) {
+        /* relaxed: takes back our own increment, which began no visit;
+         * an RMW, so it composes with any racing change of the word. */
+        atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_relaxed);
+        report_overflow(lc);
+        return;
+    }
+    /* The word was closed: our increment stays in the count as a queued
+     * visit, which begins when the holder clears CLOSED (unlock or
+     * inc_and_unlock). Nobody can close it again before we end that visit:
+     * closing needs count bits of zero. */
+    for (;;) {
+        /* acquire: pairs with the release of the unlock that cleared
+         * CLOSED (every later change is an RMW, in its release sequence). */
+        uint32_t v = atomic_load_explicit(&lc->word, memory_order_acquire);
+
+        if (!(v & CLOSED))
+            return;
+        sleep_while_locked(lc, v);
+    }
+}
+
+static unsigned futex_close(moor_lockcnt *lc)
+{
+    /* acquire: as moor_lockcnt_count(). */
+    uint32_t v = atomic_load_explicit(&lc->word, memory_order_acquire);
+
+    for (;;) {
+        if (v & CLOSED)
+            return 0;
+        if (count_bits(v) != 0 || state_of(v) == FREE || state_of(v) == PORTABLE)
+            return count_bits(v) >> MOOR__LOCKCNT_SHIFT;
+        /* acquire, also on failure: the count returned is an acquire read
+         * (it pairs with the last visitor's release dec). */
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v | CLOSED, memory_order_acquire,
+                                                  memory_order_acquire))
+            return 0;
     }
 }
 #endif /* HAVE_FUTEX */
@@ -345,7 +392,7 @@ static void portable_inc_slow(moor_lockcnt *lc)
     uint32_t v = load_relaxed(lc);
 
     while (count_bits(v) != 0) {
-        if (MOOR_UNLIKELY(count_bits(v) == COUNT_MAX)) {
+        if (MOOR_UNLIKELY(count_bits(v) >= LIMIT)) {
             report_overflow(lc);
             return;
         }
@@ -469,7 +516,8 @@ static void report_busy(moor_lockcnt *lc, uint32_t v, bool locked)
     moor_debug_report(MOOR_MISUSE_DISPOSE_LOCKED, lc,
                       "lock counter %p: moor_lockcnt_destroy while %s (%u visit(s) in progress); "
                       "not destroyed",
-                      (void *)lc, locked ? "locked" : "not idle", (unsigned)(v >> 2));
+                      (void *)lc, locked ? "locked" : "not idle",
+                      (unsigned)(count_bits(v) >> MOOR__LOCKCNT_SHIFT));
 }
 
 void moor_lockcnt_destroy(moor_lockcnt *lc)
@@ -503,13 +551,28 @@ void moor_lockcnt_destroy(moor_lockcnt *lc)
 
 void moor__lockcnt_inc_slow(moor_lockcnt *lc)
 {
-#if HAVE_FUTEX
-    if (!is_portable(lc)) {
-        futex_inc_slow(lc);
-        return;
-    }
-#endif
+    /* Only the portable inline path calls this; a futex word never does. */
+    assert(is_portable(lc));
     portable_inc_slow(lc);
+}
+
+void moor__lockcnt_inc_wait(moor_lockcnt *lc, uint32_t old)
+{
+#if HAVE_FUTEX
+    futex_inc_wait(lc, old);
+#else
+    (void)lc, (void)old; /* no futex words exist */
+    assert(!"moor__lockcnt_inc_wait without futexes");
+#endif
+}
+
+unsigned moor__lockcnt_close(moor_lockcnt *lc)
+{
+#if HAVE_FUTEX
+    return futex_close(lc);
+#else
+    return count_bits(load_relaxed(lc)) >> MOOR__LOCKCNT_SHIFT; /* portable */
+#endif
 }
 
 bool moor_lockcnt_dec_and_lock(moor_lockcnt *lc)

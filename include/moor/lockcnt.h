@@ -104,9 +104,17 @@ typedef struct moor_lockcnt {
 
 /* Internal: the layout of @word and the out-of-line slow paths. Exported
  * only for the inline functions; not API. */
-#define MOOR__LOCKCNT_STATE 3u /* mask of the lock-state bits */
-#define MOOR__LOCKCNT_ONE   4u /* one visit */
+#define MOOR__LOCKCNT_STATE    3u          /* mask of the lock-state bits */
+#define MOOR__LOCKCNT_PORTABLE 3u          /* state bits of a portable counter */
+#define MOOR__LOCKCNT_CLOSED   4u          /* futex: locked and seen at count 0 */
+#define MOOR__LOCKCNT_SHIFT    3           /* the count is @word >> SHIFT */
+#define MOOR__LOCKCNT_ONE      8u          /* one visit */
+#define MOOR__LOCKCNT_LIMIT    0x80000000u /* count 2^28: no visit beyond */
 MOOR_EXPORT void moor__lockcnt_inc_slow(moor_lockcnt *lc);
+/* Futex word: our fetch-add found @old closed or at the limit. */
+MOOR_EXPORT void moor__lockcnt_inc_wait(moor_lockcnt *lc, uint32_t old);
+/* Futex word locked at count 0 but not yet closed: close it; the count. */
+MOOR_EXPORT unsigned moor__lockcnt_close(moor_lockcnt *lc);
 
 /* Which operation met a bad counter; passed to moor__lockcnt_misuse(). */
 enum { MOOR__LOCKCNT_OP_DEC, MOOR__LOCKCNT_OP_DEC_AND_LOCK, MOOR__LOCKCNT_OP_DEC_IF_LOCK };
@@ -171,26 +179,39 @@ MOOR_EXPORT void moor_lockcnt_destroy(moor_lockcnt *lc);
  * moor_lockcnt_inc - begin a visit.
  *
  * Locks: may be called with or without @lc's mutex held by the caller, but
- * a caller holding it while the count is zero waits for itself forever
- * (use moor_lockcnt_inc_and_unlock() for that case).
- * Misuse: a visit beyond the limit of 2^30 - 1 is reported
+ * a caller holding it once the count has been seen at zero waits for
+ * itself forever (use moor_lockcnt_inc_and_unlock() for that case).
+ * Misuse: a visit beyond the limit of 2^28 is reported
  * (MOOR_MISUSE_REF_OVERFLOW) and not counted; the count never wraps.
- * Blocks: only while the count is zero and another thread holds the mutex
- * (rule 2), until that thread unlocks. Never otherwise: with other visits
- * in progress, the increment proceeds even if the mutex is held.
+ * Blocks: only while the mutex is held by a thread that has seen the count
+ * at zero (rule 2), until that thread unlocks. Never otherwise: with other
+ * visits in progress, the increment proceeds even if the mutex is held.
  * Ordering: acquire (see the file comment).
- * Cost: one atomic load and one compare-and-swap when not waiting.
+ * Cost, futex word: one fetch-add and one test-and-branch when not waiting
+ * (plus a load of the word that only tells the implementations apart).
+ * Portable: one load and one compare-and-swap when the count is above zero.
  */
 static inline void moor_lockcnt_inc(moor_lockcnt *lc)
 {
-    /* relaxed: only a guess for the CAS, which re-validates it. */
+    /* relaxed: only tells the implementations apart (the tag bits of a
+     * portable counter never change); the futex path does not use it. */
     uint32_t v = atomic_load_explicit(&lc->word, memory_order_relaxed);
 
-    /* Fast unless the count is zero and the low bits are not "free":
-     * v in {1, 2, 3} is "locked at zero" or "portable at zero". The limit
-     * of 2^30 - 1 visits is checked only in the slow path, so that this
-     * one stays a single compare: see the file comment. */
-    if (MOOR_LIKELY(v - 1u >= MOOR__LOCKCNT_STATE) &&
+    if (MOOR_LIKELY((v & MOOR__LOCKCNT_STATE) != MOOR__LOCKCNT_PORTABLE)) {
+        /* acquire: see the file comment. */
+        uint32_t old =
+            atomic_fetch_add_explicit(&lc->word, MOOR__LOCKCNT_ONE, memory_order_acquire);
+
+        /* Entered unless the holder had closed the word (we queue and
+         * enter at its unlock) or the count was at its limit (refused). */
+        if (MOOR_LIKELY(!(old & (MOOR__LOCKCNT_CLOSED | MOOR__LOCKCNT_LIMIT))))
+            return;
+        moor__lockcnt_inc_wait(lc, old);
+        return;
+    }
+    /* Portable: a CAS, only when the count is above zero (v is not the
+     * bare tag); the limit is checked in the slow path only. */
+    if (v != MOOR__LOCKCNT_PORTABLE &&
         /* acquire: see the file comment; relaxed on failure, nothing read. */
         atomic_compare_exchange_strong_explicit(&lc->word, &v, v + MOOR__LOCKCNT_ONE,
                                                 memory_order_acquire, memory_order_relaxed))
@@ -302,7 +323,16 @@ MOOR_EXPORT void moor_lockcnt_inc_and_unlock(moor_lockcnt *lc);
 static inline unsigned moor_lockcnt_count(const moor_lockcnt *lc)
 {
     /* acquire: see the file comment. */
-    return atomic_load_explicit((_Atomic uint32_t *)&lc->word, memory_order_acquire) >> 2;
+    uint32_t v = atomic_load_explicit((_Atomic uint32_t *)&lc->word, memory_order_acquire);
+
+    /* Futex word locked with no visit, not yet closed (the last visit
+     * ended with moor_lockcnt_dec() under the lock): seeing the zero is
+     * what closes it, out of line. */
+    if (MOOR_UNLIKELY(v - 1u < 2u))
+        return moor__lockcnt_close((moor_lockcnt *)lc);
+    /* Closed: the count bits are visits queued for the unlock, not yet
+     * begun. */
+    return (v & MOOR__LOCKCNT_CLOSED) ? 0 : v >> MOOR__LOCKCNT_SHIFT;
 }
 
 /*
