@@ -39,7 +39,11 @@
  *     beginning a visit);
  *   - no deadlock and no lost wakeup: every thread reaches its end; a
  *     thread left asleep on the futex, or waiting forever, is an invalid
- *     end state.
+ *     end state;
+ *   - with -DCHECK_CLEANUP (every visit then ends with dec_and_lock, as a
+ *     visit list's does): no deferred free is lost - whatever a writer
+ *     left because the count was not zero has been freed by the last
+ *     visitor when all threads are done (assertion).
  *
  * Deliberately broken variants, selected with -D (each must FAIL):
  *   BROKEN_NO_SLEEPERS  waiters sleep without announcing themselves, so
@@ -53,6 +57,11 @@
  *                       waits, and the holder trusts a count of zero. The
  *                       transient count of 1 lets a third thread's inc
  *                       begin a visit while the holder frees;
+ *   BROKEN_DEC_AND_LOCK_NO_WAIT  with CHECK_CLEANUP: dec_and_lock of the
+ *                       last visit, finding the lock held, just ends the
+ *                       visit and returns false instead of waiting for
+ *                       the lock; the holder saw the visit and left its
+ *                       free to it, so the free is lost;
  *   BROKEN_COUNT_NO_CLOSE  the holder's count read does not close the word
  *                       when it finds zero: after a plain dec took the
  *                       last visit under the lock, a new visit begins
@@ -82,6 +91,7 @@ bool asleep[NTHREADS];
 byte visitors = 0; /* threads inside a visit (may read the data) */
 byte holders = 0;  /* threads holding the lock */
 bool freeing = false;
+bool retired = false; /* a writer left something for the last visitor */
 
 #define WORD_IS(c, cl, s) (count == (c) && closed == (cl) && state == (s))
 
@@ -321,10 +331,23 @@ inline lc_dec_and_lock()
             :: else -> skip
             fi
         :: (vc == 1 && vs != FREE) ->
+#ifdef BROKEN_DEC_AND_LOCK_NO_WAIT
+            atomic {
+                if
+                :: WORD_IS(vc, vcl, vs) -> count--; visitors--; ok = true
+                :: else -> ok = false
+                fi
+            };
+            if
+            :: ok -> result = false; break
+            :: else -> skip
+            fi
+#else
             /* wait for the lock with the visit still counted */
             lc_lock();
             end_visit_locked();
             break
+#endif
         fi
     od
 }
@@ -378,8 +401,24 @@ inline lc_dec_if_lock()
 /* Free the guarded data: only with the lock held and nobody visiting. */
 inline free_data()
 {
-    atomic { assert(holders == 1 && visitors == 0); freeing = true };
+    atomic { assert(holders == 1 && visitors == 0); freeing = true; retired = false };
     freeing = false
+}
+
+/* End a visit. CHECK_CLEANUP: every visit ends as moor_vlist_visit_end()
+ * does, with dec_and_lock and the deferred free; otherwise a plain dec
+ * (which the API allows when no clean-up is needed). */
+inline end_visit()
+{
+#ifdef CHECK_CLEANUP
+    lc_dec_and_lock();
+    if
+    :: result -> free_data(); lc_unlock()
+    :: else -> skip
+    fi
+#else
+    lc_dec()
+#endif
 }
 
 proctype thread()
@@ -392,7 +431,7 @@ proctype thread()
     :: round < ROUNDS ->
         if
         :: /* a visit that needs no clean-up */
-            lc_inc(); lc_dec()
+            lc_inc(); end_visit()
         :: /* the last visitor frees (deferred free) */
             lc_inc();
             lc_dec_and_lock();
@@ -405,7 +444,7 @@ proctype thread()
             lc_count();
             if
             :: cnt == 0 -> free_data()
-            :: else -> skip
+            :: else -> retired = true /* for the last visitor */
             fi;
             lc_unlock()
         :: /* clean up in the middle of a visit, then resume it */
@@ -415,7 +454,7 @@ proctype thread()
             :: result -> free_data(); lc_inc_and_unlock()
             :: else -> skip
             fi;
-            lc_dec()
+            end_visit()
         fi;
         round++
     :: else -> break
@@ -431,5 +470,11 @@ init {
         :: t < NTHREADS -> run thread(); t++
         :: else -> break
         od
-    }
+    };
+#ifdef CHECK_CLEANUP
+    /* all threads done: whatever a writer retired was freed by the last
+     * visitor (no deferred free is lost, e.g. to a queued increment) */
+    (_nr_pr == 1);
+    assert(!retired)
+#endif
 }

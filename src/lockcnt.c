@@ -4,66 +4,108 @@
  *
  * Theory of operation.
  *
- * Both implementations keep the visit count in bits 2..31 of one 32-bit
- * atomic word, so the inline fast paths in lockcnt.h (a CAS that adds one
- * visit when the count is already positive, a fetch-sub that removes one)
- * are shared. Bits 0..1 say which implementation owns the word and, for the
- * futex one, the state of the lock:
+ * Both implementations keep the visit count in bits 3..31 of one 32-bit
+ * atomic word, so the inline fast paths in lockcnt.h that only change or
+ * read the count (a fetch-sub that ends a visit, the count read) are
+ * shared; the inline begin of a visit reads the tag and takes the path of
+ * its implementation. Bits 0..2 say which implementation owns the word
+ * and, for the futex one, the state of the lock:
  *
  *     0  FREE      futex: unlocked
  *     1  LOCKED    futex: locked, nobody asleep on the word
  *     2  SLEEPERS  futex: locked, and some thread may be asleep on the word
  *     3  PORTABLE  portable: the lock is lc->mutex; these bits never change
+ *     4  CLOSED    futex, with LOCKED or SLEEPERS: the holder has seen the
+ *                  count at zero
  *
- * Futex word. Every change is one atomic read-modify-write of the word, so
- * the count and the lock state are always seen together; that is what
- * makes rule 2 ("no new visit while the count is zero and the lock is
- * held") a property of a single compare-and-swap in moor_lockcnt_inc().
- * A thread that must wait - for the lock, or to begin a visit at count zero
- * while the lock is held - first moves LOCKED to SLEEPERS and then sleeps
- * with FUTEX_WAIT on the value it wrote; if the word changed in between,
- * the kernel refuses to sleep and the thread looks again. Unlock clears the
- * state bits (keeping the count) in one fetch-and, and if it saw SLEEPERS
- * it wakes every sleeper. Waking all rather than one is deliberate: the
- * sleepers are of two kinds, lock waiters (of whom only one can win) and
- * visit starters (who can all proceed at once), and two bits cannot say
- * which kind is asleep. Contention is rare by design of the users, and a
- * woken thread that loses simply marks SLEEPERS again. A thread that won
- * after sleeping takes the lock as plain LOCKED: every thread that was
- * asleep at the unlock is being woken by it, and anyone who goes to sleep
- * later has to mark SLEEPERS first (its FUTEX_WAIT value includes it).
- * So the invariant "a thread asleep on the word implies the state is
- * SLEEPERS" holds and no wakeup is lost; models/lockcnt.pml checks this
- * protocol exhaustively with three threads.
+ * Futex word: beginning a visit. A visit begins with one fetch-add of ONE,
+ * whatever the word holds; the value it returns says whether the visit
+ * has begun. It has unless the word was CLOSED. CLOSED is "locked, and
+ * the holder has seen the count at zero", and every transition into that
+ * state sets it in the same atomic step as the transition:
+ *
+ *   - lock taking a free word with count zero;
+ *   - dec_and_lock and dec_if_lock taking the last visit and the lock
+ *     (when the lock is free: one CAS; when it is held: after waiting for
+ *     it with the visit still counted, one CAS ends the visit and closes);
+ *   - moor_lockcnt_count() finding "locked, count zero, not closed" (the
+ *     last visit ended with a plain dec under the lock): it closes the
+ *     word with a CAS before it returns zero (moor__lockcnt_close()).
+ *
+ * Only unlock and inc_and_unlock clear it. So a holder that concluded
+ * "zero" has CLOSED set, and no increment can begin a visit until the
+ * unlock - rule 2 where it matters. An increment that finds CLOSED is not
+ * undone: it stays in the count as a queued visit, and the thread waits
+ * (as any waiter: marks SLEEPERS, sleeps on the word) until CLOSED is
+ * clear; at that moment its visit has begun, ordered after the unlock. While
+ * CLOSED is set, the count bits are exactly the queued visits (there are
+ * no real ones), so moor_lockcnt_count() reports zero. Nothing can close
+ * the word again while a queued increment is in the count, since closing
+ * needs count bits of zero; so a queued thread that sees CLOSED clear is
+ * never looking at a later closed period. Without the bit - undoing the
+ * increment when it found "count 0, locked", and trusting a plain zero -
+ * the undone increment's transient count of one lets a third thread's
+ * increment see "count 1" and begin a visit while the holder frees:
+ * models/lockcnt.pml has that variant (BROKEN_UNDO) and spin finds it.
+ *
+ * A visit may begin while the word is "locked, count zero, not closed":
+ * the holder has not concluded anything yet, and when it looks it sees the
+ * new visit. Two consequences: the holder's zero check must be the closing
+ * count read (BROKEN_COUNT_NO_CLOSE in the model shows what happens
+ * otherwise), and a holder that wants to free has to look.
+ *
+ * Futex word: the lock. Every change is one atomic read-modify-write of the
+ * word, so the count, CLOSED and the lock state are always seen together.
+ * A thread that must wait - for the lock, or for CLOSED to clear - first
+ * moves LOCKED to SLEEPERS and then sleeps with FUTEX_WAIT on the value it
+ * wrote; if the word changed in between, the kernel refuses to sleep and
+ * the thread looks again. Unlock clears the state bits and CLOSED (keeping
+ * the count, which now counts the queued visits as begun) in one fetch-and,
+ * and if it saw SLEEPERS it wakes every sleeper. Waking all rather than
+ * one is deliberate: the sleepers are of two kinds, lock waiters (of whom
+ * only one can win) and queued visits (which can all proceed at once), and
+ * two bits cannot say which kind is asleep. Contention is rare by design of
+ * the users, and a woken thread that loses simply marks SLEEPERS again. A
+ * thread that won after sleeping takes the lock as plain LOCKED: every
+ * thread that was asleep at the unlock is being woken by it, and anyone who
+ * goes to sleep later has to mark SLEEPERS first (its FUTEX_WAIT value
+ * includes it). So the invariant "a thread asleep on the word implies the
+ * state is SLEEPERS" holds and no wakeup is lost; models/lockcnt.pml checks
+ * this protocol exhaustively with three threads.
  *
  * Because the lock state and the count share the word, count changes make
  * a pending FUTEX_WAIT return early (the value differs); waiters loop, so
  * that only costs a retry. Happens-before never relies on the futex: a
- * woken thread re-reads the word and takes the lock or the visit with an
- * acquire CAS, which ThreadSanitizer understands without annotations.
- *
- * dec_and_lock and dec_if_lock take the count to zero and the lock in the
- * same CAS when the lock is free. When it is held, they wait for the lock
- * while still counting their visit (the count is positive, so the holder
- * cannot be freeing anything), and decide under the lock.
- *
+ * woken thread re-reads the word with an acquire load or takes the lock
+ * with an acquire CAS, and every change of the word is a read-modify-write
+ * (so each unlock's release sequence reaches every later read), which
+ * ThreadSanitizer understands without annotations.
+
  * Portable. The count is an atomic in the same word; the lock is a pthread
  * mutex. Leaving the count at zero or starting a visit at zero happens only
- * under the mutex, which gives both rules; everything else is the same
- * lock-free CAS or fetch-sub as the futex word. @sleepers counts threads
- * that found the mutex busy, only for moor_lockcnt_has_waiters().
+ * under the mutex, which gives both rules; everything else is lock-free:
+ * a visit begins with a load and a CAS that adds one to a count above zero
+ * (a blind fetch-add would need the futex word's CLOSED scheme, which the
+ * portable counter deliberately does not have: it stays the simple
+ * reference), and ends with the same fetch-sub as the futex word. It never
+ * sets CLOSED. @sleepers counts threads that found the mutex busy, only
+ * for moor_lockcnt_has_waiters().
  *
  * Misuse. Counting is modular: a visit is +ONE and -ONE on the 32-bit word,
- * and the count occupies the top 30 bits, so a carry or borrow out of the
- * count leaves the state bits alone. An unmatched moor_lockcnt_dec() (its
- * fetch-sub saw a count of zero) therefore wrapped the count to 2^30 - 1
- * and kept the state; adding ONE back undoes exactly that one decrement
+ * and the count occupies the top 29 bits, so a carry or borrow out of the
+ * count leaves CLOSED and the state bits alone. An unmatched
+ * moor_lockcnt_dec() (its fetch-sub saw a count of zero) therefore wrapped
+ * the count to 2^29 - 1 and kept the rest; adding ONE back undoes exactly that one decrement
  * whatever else happened to the word meanwhile, so the repair is a plain
  * fetch-add rather than a store that could erase a racing visit or lock.
  * dec_and_lock and dec_if_lock check before they change anything, so they
- * only report. inc_slow refuses to pass the limit of 2^30 - 1 visits;
- * the inline moor_lockcnt_inc() does not check it (one compare less on
- * the hottest path, for a limit no program reaches honestly).
+ * only report. The limit is 2^28 visits, bit 31 of the word: the futex
+ * inline inc tests it in the value its fetch-add returns (the same test
+ * as CLOSED) and inc_wait takes the increment back; a carry out of the
+ * count could only come from 2^28 more refused increments in flight at
+ * once. portable_inc_slow refuses to pass the limit; the portable inline
+ * path does not check it (one compare less, for a limit no program
+ * reaches honestly).
  */
 #define _GNU_SOURCE
 #include <assert.h>
