@@ -40,10 +40,11 @@
  *                          a futex. Starting a visit is one fetch-add of
  *                          that word, ending it one fetch-sub: the atomic
  *                          read-modify-writes of a bare atomic counter.
- *                          Measured single-threaded on a 2-vCPU AMD EPYC
- *                          guest, a visit (inc + dec) costs 1.00-1.02x a
- *                          bare fetch_add + fetch_sub, and 1.03-1.08x with
- *                          two threads visiting one counter; 16 instructions
+ *                          Measured on a shared 2-vCPU AMD EPYC guest, a
+ *                          visit (inc + dec) costs 0.99-1.05x a bare
+ *                          fetch_add + fetch_sub pair single-threaded and
+ *                          1.06-1.13x with two threads visiting one counter
+ *                          (medians of three runs each); 16 instructions
  *                          against the bare pair's 5 (docs/lockcnt.md).
  *   MOOR_LOCKCNT_PORTABLE  a pthread mutex beside an atomic count.
  *
