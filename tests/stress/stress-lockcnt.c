@@ -236,24 +236,6 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-static void usage(const char *argv0)
-{
-    fprintf(stderr, "usage: %s [THREADS (1..%d, default 4) [futex|portable|default]]\n", argv0,
-            MAX_THREADS);
-    exit(2);
-}
-
-static moor_lockcnt_impl parse_impl(const char *s, const char *argv0)
-{
-    if (!strcmp(s, "futex"))
-        return MOOR_LOCKCNT_FUTEX;
-    if (!strcmp(s, "portable"))
-        return MOOR_LOCKCNT_PORTABLE;
-    if (strcmp(s, "default"))
-        usage(argv0);
-    return MOOR_LOCKCNT_DEFAULT;
-}
-
 /* Everything stopped: the count is zero and every block is freed. */
 static void final_checks(void)
 {
@@ -276,15 +258,12 @@ static void final_checks(void)
 
 int main(int argc, char **argv)
 {
-    unsigned nthreads = 4;
-    moor_lockcnt_impl impl = MOOR_LOCKCNT_DEFAULT;
+    unsigned nthreads;
+    moor_lockcnt_impl impl;
     double seconds = stress_env_seconds(STRESS_DEFAULT_SECONDS);
     pthread_t threads[MAX_THREADS];
 
-    if (argc > 3 || (argc > 1 && !stress_parse_threads(argv[1], MAX_THREADS, &nthreads)))
-        usage(argv[0]);
-    if (argc > 2)
-        impl = parse_impl(argv[2], argv[0]);
+    stress_args_lockcnt(argc, argv, MAX_THREADS, &nthreads, &impl);
     stress_valgrind_caps(&nthreads, VALGRIND_THREAD, NULL, 0);
     stress_catch_misuse();
 
