@@ -296,7 +296,9 @@ MOOR_EXPORT bool moor_lockcnt_dec_if_lock(moor_lockcnt *lc);
  *
  * It does not wait for visits to end: visits already in progress continue,
  * and new ones may still start while the count is above zero. Check
- * moor_lockcnt_count() under the mutex before freeing (rule 1).
+ * moor_lockcnt_count() under the mutex before freeing (rule 1). Taken at
+ * count zero, the mutex holder has seen the zero (rule 2): new visits wait
+ * for the unlock.
  * Locks: not recursive; the caller must not hold it already.
  * Blocks: until the current holder unlocks (no deadline: holders keep it
  * for short, non-blocking sections). Ordering: acquire.
@@ -307,7 +309,8 @@ MOOR_EXPORT void moor_lockcnt_lock(moor_lockcnt *lc);
 
 /*
  * moor_lockcnt_unlock - release the mutex; wakes the threads waiting for it
- * in moor_lockcnt_lock() and those waiting to begin a visit.
+ * in moor_lockcnt_lock() and those waiting to begin a visit (whose visits
+ * begin at this unlock).
  *
  * Locks: the caller must hold the mutex. Blocks: never (one futex wake or
  * pthread unlock). Ordering: release.
