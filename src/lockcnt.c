@@ -4,66 +4,108 @@
  *
  * Theory of operation.
  *
- * Both implementations keep the visit count in bits 2..31 of one 32-bit
- * atomic word, so the inline fast paths in lockcnt.h (a CAS that adds one
- * visit when the count is already positive, a fetch-sub that removes one)
- * are shared. Bits 0..1 say which implementation owns the word and, for the
- * futex one, the state of the lock:
+ * Both implementations keep the visit count in bits 3..31 of one 32-bit
+ * atomic word, so the inline fast paths in lockcnt.h that only change or
+ * read the count (a fetch-sub that ends a visit, the count read) are
+ * shared; the inline begin of a visit reads the tag and takes the path of
+ * its implementation. Bits 0..2 say which implementation owns the word
+ * and, for the futex one, the state of the lock:
  *
  *     0  FREE      futex: unlocked
  *     1  LOCKED    futex: locked, nobody asleep on the word
  *     2  SLEEPERS  futex: locked, and some thread may be asleep on the word
  *     3  PORTABLE  portable: the lock is lc->mutex; these bits never change
+ *     4  CLOSED    futex, with LOCKED or SLEEPERS: the holder has seen the
+ *                  count at zero
  *
- * Futex word. Every change is one atomic read-modify-write of the word, so
- * the count and the lock state are always seen together; that is what
- * makes rule 2 ("no new visit while the count is zero and the lock is
- * held") a property of a single compare-and-swap in moor_lockcnt_inc().
- * A thread that must wait - for the lock, or to begin a visit at count zero
- * while the lock is held - first moves LOCKED to SLEEPERS and then sleeps
- * with FUTEX_WAIT on the value it wrote; if the word changed in between,
- * the kernel refuses to sleep and the thread looks again. Unlock clears the
- * state bits (keeping the count) in one fetch-and, and if it saw SLEEPERS
- * it wakes every sleeper. Waking all rather than one is deliberate: the
- * sleepers are of two kinds, lock waiters (of whom only one can win) and
- * visit starters (who can all proceed at once), and two bits cannot say
- * which kind is asleep. Contention is rare by design of the users, and a
- * woken thread that loses simply marks SLEEPERS again. A thread that won
- * after sleeping takes the lock as plain LOCKED: every thread that was
- * asleep at the unlock is being woken by it, and anyone who goes to sleep
- * later has to mark SLEEPERS first (its FUTEX_WAIT value includes it).
- * So the invariant "a thread asleep on the word implies the state is
- * SLEEPERS" holds and no wakeup is lost; models/lockcnt.pml checks this
- * protocol exhaustively with three threads.
+ * Futex word: beginning a visit. A visit begins with one fetch-add of ONE,
+ * whatever the word holds; the value it returns says whether the visit
+ * has begun. It has unless the word was CLOSED. CLOSED is "locked, and
+ * the holder has seen the count at zero", and every transition into that
+ * state sets it in the same atomic step as the transition:
+ *
+ *   - lock taking a free word with count zero;
+ *   - dec_and_lock and dec_if_lock taking the last visit and the lock
+ *     (when the lock is free: one CAS; when it is held: after waiting for
+ *     it with the visit still counted, one CAS ends the visit and closes);
+ *   - moor_lockcnt_count() finding "locked, count zero, not closed" (the
+ *     last visit ended with a plain dec under the lock): it closes the
+ *     word with a CAS before it returns zero (moor__lockcnt_close()).
+ *
+ * Only unlock and inc_and_unlock clear it. So a holder that concluded
+ * "zero" has CLOSED set, and no increment can begin a visit until the
+ * unlock - rule 2 where it matters. An increment that finds CLOSED is not
+ * undone: it stays in the count as a queued visit, and the thread waits
+ * (as any waiter: marks SLEEPERS, sleeps on the word) until CLOSED is
+ * clear; at that moment its visit has begun, ordered after the unlock. While
+ * CLOSED is set, the count bits are exactly the queued visits (there are
+ * no real ones), so moor_lockcnt_count() reports zero. Nothing can close
+ * the word again while a queued increment is in the count, since closing
+ * needs count bits of zero; so a queued thread that sees CLOSED clear is
+ * never looking at a later closed period. Without the bit - undoing the
+ * increment when it found "count 0, locked", and trusting a plain zero -
+ * the undone increment's transient count of one lets a third thread's
+ * increment see "count 1" and begin a visit while the holder frees:
+ * models/lockcnt.pml has that variant (BROKEN_UNDO) and spin finds it.
+ *
+ * A visit may begin while the word is "locked, count zero, not closed":
+ * the holder has not concluded anything yet, and when it looks it sees the
+ * new visit. Two consequences: the holder's zero check must be the closing
+ * count read (BROKEN_COUNT_NO_CLOSE in the model shows what happens
+ * otherwise), and a holder that wants to free has to look.
+ *
+ * Futex word: the lock. Every change is one atomic read-modify-write of the
+ * word, so the count, CLOSED and the lock state are always seen together.
+ * A thread that must wait - for the lock, or for CLOSED to clear - first
+ * moves LOCKED to SLEEPERS and then sleeps with FUTEX_WAIT on the value it
+ * wrote; if the word changed in between, the kernel refuses to sleep and
+ * the thread looks again. Unlock clears the state bits and CLOSED (keeping
+ * the count, which now counts the queued visits as begun) in one fetch-and,
+ * and if it saw SLEEPERS it wakes every sleeper. Waking all rather than
+ * one is deliberate: the sleepers are of two kinds, lock waiters (of whom
+ * only one can win) and queued visits (which can all proceed at once), and
+ * two bits cannot say which kind is asleep. Contention is rare by design of
+ * the users, and a woken thread that loses simply marks SLEEPERS again. A
+ * thread that won after sleeping takes the lock as plain LOCKED: every
+ * thread that was asleep at the unlock is being woken by it, and anyone who
+ * goes to sleep later has to mark SLEEPERS first (its FUTEX_WAIT value
+ * includes it). So the invariant "a thread asleep on the word implies the
+ * state is SLEEPERS" holds and no wakeup is lost; models/lockcnt.pml checks
+ * this protocol exhaustively with three threads.
  *
  * Because the lock state and the count share the word, count changes make
  * a pending FUTEX_WAIT return early (the value differs); waiters loop, so
  * that only costs a retry. Happens-before never relies on the futex: a
- * woken thread re-reads the word and takes the lock or the visit with an
- * acquire CAS, which ThreadSanitizer understands without annotations.
- *
- * dec_and_lock and dec_if_lock take the count to zero and the lock in the
- * same CAS when the lock is free. When it is held, they wait for the lock
- * while still counting their visit (the count is positive, so the holder
- * cannot be freeing anything), and decide under the lock.
- *
+ * woken thread re-reads the word with an acquire load or takes the lock
+ * with an acquire CAS, and every change of the word is a read-modify-write
+ * (so each unlock's release sequence reaches every later read), which
+ * ThreadSanitizer understands without annotations.
+
  * Portable. The count is an atomic in the same word; the lock is a pthread
  * mutex. Leaving the count at zero or starting a visit at zero happens only
- * under the mutex, which gives both rules; everything else is the same
- * lock-free CAS or fetch-sub as the futex word. @sleepers counts threads
- * that found the mutex busy, only for moor_lockcnt_has_waiters().
+ * under the mutex, which gives both rules; everything else is lock-free:
+ * a visit begins with a load and a CAS that adds one to a count above zero
+ * (a blind fetch-add would need the futex word's CLOSED scheme, which the
+ * portable counter deliberately does not have: it stays the simple
+ * reference), and ends with the same fetch-sub as the futex word. It never
+ * sets CLOSED. @sleepers counts threads that found the mutex busy, only
+ * for moor_lockcnt_has_waiters().
  *
  * Misuse. Counting is modular: a visit is +ONE and -ONE on the 32-bit word,
- * and the count occupies the top 30 bits, so a carry or borrow out of the
- * count leaves the state bits alone. An unmatched moor_lockcnt_dec() (its
- * fetch-sub saw a count of zero) therefore wrapped the count to 2^30 - 1
- * and kept the state; adding ONE back undoes exactly that one decrement
+ * and the count occupies the top 29 bits, so a carry or borrow out of the
+ * count leaves CLOSED and the state bits alone. An unmatched
+ * moor_lockcnt_dec() (its fetch-sub saw a count of zero) therefore wrapped
+ * the count to 2^29 - 1 and kept the rest; adding ONE back undoes exactly that one decrement
  * whatever else happened to the word meanwhile, so the repair is a plain
  * fetch-add rather than a store that could erase a racing visit or lock.
  * dec_and_lock and dec_if_lock check before they change anything, so they
- * only report. inc_slow refuses to pass the limit of 2^30 - 1 visits;
- * the inline moor_lockcnt_inc() does not check it (one compare less on
- * the hottest path, for a limit no program reaches honestly).
+ * only report. The limit is 2^28 visits, bit 31 of the word: the futex
+ * inline inc tests it in the value its fetch-add returns (the same test
+ * as CLOSED) and inc_wait takes the increment back; a carry out of the
+ * count could only come from 2^28 more refused increments in flight at
+ * once. portable_inc_slow refuses to pass the limit; the portable inline
+ * path does not check it (one compare less, for a limit no program
+ * reaches honestly).
  */
 #define _GNU_SOURCE
 #include <assert.h>
@@ -85,18 +127,22 @@
 #define HAVE_FUTEX 0
 #endif
 
-#define ONE MOOR__LOCKCNT_ONE
+#define ONE    MOOR__LOCKCNT_ONE
+#define CLOSED MOOR__LOCKCNT_CLOSED
+#define LIMIT  MOOR__LOCKCNT_LIMIT
 
-enum { FREE = 0, LOCKED = 1, SLEEPERS = 2, PORTABLE = 3 };
+enum { FREE = 0, LOCKED = 1, SLEEPERS = 2, PORTABLE = MOOR__LOCKCNT_PORTABLE };
 
 static inline uint32_t state_of(uint32_t v)
 {
     return v & MOOR__LOCKCNT_STATE;
 }
 
+/* The count, in place (a multiple of ONE): for a closed futex word, the
+ * visits queued for the unlock. */
 static inline uint32_t count_bits(uint32_t v)
 {
-    return v & ~MOOR__LOCKCNT_STATE;
+    return v & ~(MOOR__LOCKCNT_STATE | CLOSED);
 }
 
 static inline uint32_t load_relaxed(moor_lockcnt *lc)
@@ -110,9 +156,6 @@ static inline bool is_portable(moor_lockcnt *lc)
 {
     return state_of(load_relaxed(lc)) == PORTABLE;
 }
-
-/* The count bits at the limit of 2^30 - 1 visits. */
-#define COUNT_MAX (~(uint32_t)MOOR__LOCKCNT_STATE)
 
 static const char *op_name(int op)
 {
@@ -141,7 +184,7 @@ static void report_overflow(moor_lockcnt *lc)
     moor_debug_report(MOOR_MISUSE_REF_OVERFLOW, lc,
                       "lock counter %p: moor_lockcnt_inc past the limit of %u visits; refused, "
                       "the visit is not counted",
-                      (void *)lc, (unsigned)(COUNT_MAX >> 2));
+                      (void *)lc, (unsigned)(LIMIT >> MOOR__LOCKCNT_SHIFT));
 }
 
 void moor__lockcnt_misuse(moor_lockcnt *lc, int op)
@@ -175,7 +218,7 @@ static void sleep_while_locked(moor_lockcnt *lc, uint32_t v)
 {
     assert(state_of(v) == LOCKED || state_of(v) == SLEEPERS);
     if (state_of(v) == LOCKED) {
-        uint32_t marked = count_bits(v) | SLEEPERS;
+        uint32_t marked = (v & ~MOOR__LOCKCNT_STATE) | SLEEPERS; /* keeps CLOSED */
 
         /* relaxed: the mark publishes no data; it only obliges the next
          * unlock (an RMW on the same word, so it cannot miss it) to wake. */
@@ -191,37 +234,19 @@ static void sleep_while_locked(moor_lockcnt *lc, uint32_t v)
     moor__wait_end(&w);
 }
 
-static void futex_inc_slow(moor_lockcnt *lc)
-{
-    uint32_t v = load_relaxed(lc);
-
-    for (;;) {
-        if (MOOR_UNLIKELY(count_bits(v) == COUNT_MAX)) {
-            report_overflow(lc);
-            return;
-        }
-        if (count_bits(v) != 0 || state_of(v) == FREE) {
-            /* acquire: see lockcnt.h (pairs with the last unlock). */
-            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v + ONE, memory_order_acquire,
-                                                      memory_order_relaxed))
-                return;
-            continue;
-        }
-        /* Count zero and locked: rule 2 says wait for the unlock. */
-        sleep_while_locked(lc, v);
-        v = load_relaxed(lc);
-    }
-}
-
 static void futex_lock(moor_lockcnt *lc)
 {
     uint32_t v = load_relaxed(lc);
 
     for (;;) {
         if (state_of(v) == FREE) {
+            /* Taking the lock with no visit in progress closes the word:
+             * the holder has seen the count at zero. */
+            uint32_t locked = v | LOCKED | (count_bits(v) == 0 ? CLOSED : 0);
+
             /* acquire: pairs with the previous holder's release unlock. */
-            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v | LOCKED,
-                                                      memory_order_acquire, memory_order_relaxed))
+            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, locked, memory_order_acquire,
+                                                      memory_order_relaxed))
                 return;
             continue;
         }
@@ -232,9 +257,10 @@ static void futex_lock(moor_lockcnt *lc)
 
 static void futex_unlock(moor_lockcnt *lc)
 {
-    /* release: the critical section happens-before the next lock and the
-     * next visit that starts at count zero (both acquire this word). */
-    uint32_t old = atomic_fetch_and_explicit(&lc->word, ~MOOR__LOCKCNT_STATE, memory_order_release);
+    /* release: the critical section happens-before the next lock and every
+     * visit that begins after it (queued or not: all acquire this word). */
+    uint32_t old =
+        atomic_fetch_and_explicit(&lc->word, ~(MOOR__LOCKCNT_STATE | CLOSED), memory_order_release);
 
     assert(state_of(old) == LOCKED || state_of(old) == SLEEPERS);
     if (state_of(old) == SLEEPERS)
@@ -246,13 +272,38 @@ static void futex_inc_and_unlock(moor_lockcnt *lc)
     uint32_t v = load_relaxed(lc);
 
     /* release: as futex_unlock(); the caller already holds everything it
-     * needs through the lock, so no acquire. */
+     * needs through the lock, so no acquire. Queued visits (the count bits
+     * of a closed word) begin with ours. */
     while (!atomic_compare_exchange_weak_explicit(&lc->word, &v, count_bits(v) + ONE,
                                                   memory_order_release, memory_order_relaxed))
         ;
     assert(state_of(v) == LOCKED || state_of(v) == SLEEPERS);
     if (state_of(v) == SLEEPERS)
         futex_wake_all(lc);
+}
+
+/* The caller holds the lock and is in a visit: end it, closing the word if
+ * it was the last. Returns true (still locked, closed) if it was. */
+static bool futex_end_visit_locked(moor_lockcnt *lc, int op)
+{
+    uint32_t v = load_relaxed(lc);
+    uint32_t next;
+
+    do {
+        if (MOOR_UNLIKELY(count_bits(v) == 0)) { /* someone else's unmatched dec */
+            report_underflow(lc, op);
+            futex_unlock(lc);
+            return false;
+        }
+        next = count_bits(v) == ONE ? (v - ONE) | CLOSED : v - ONE;
+        /* acq_rel: release ends our visit; acquire pairs with the other
+         * visitors' release decrements before a true return. */
+    } while (!atomic_compare_exchange_weak_explicit(&lc->word, &v, next, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    if (next & CLOSED)
+        return true;
+    futex_unlock(lc);
+    return false;
 }
 
 static bool futex_dec_and_lock(moor_lockcnt *lc)
@@ -274,8 +325,9 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
                 return false;
         } else if (state_of(v) == FREE) {
             /* acq_rel: release ends our visit; acquire takes the lock and
-             * pairs with the other visitors' release decrements. */
-            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED,
+             * pairs with the other visitors' release decrements. The word
+             * is closed in the same step. */
+            if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED | CLOSED,
                                                       memory_order_acq_rel, memory_order_relaxed))
                 return true;
         } else {
@@ -283,16 +335,10 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
         }
     }
 
-    /* Last visit, lock busy: wait for it with our visit still counted. */
+    /* Last visit, lock busy: wait for it with our visit still counted
+     * (count above zero, so futex_lock() does not close), then decide. */
     futex_lock(lc);
-    /* acq_rel: as the lock-free case above. */
-    uint32_t old = atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_acq_rel);
-    if (count_bits(old) == ONE)
-        return true;
-    if (MOOR_UNLIKELY(count_bits(old) == 0)) /* someone else's unmatched dec */
-        moor__lockcnt_misuse(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
-    futex_unlock(lc);
-    return false;
+    return futex_end_visit_locked(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
 }
 
 static bool futex_dec_if_lock(moor_lockcnt *lc)
@@ -309,7 +355,7 @@ static bool futex_dec_if_lock(moor_lockcnt *lc)
         if (state_of(v) != FREE)
             break;
         /* acq_rel: as futex_dec_and_lock(). */
-        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED,
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | LOCKED | CLOSED,
                                                   memory_order_acq_rel, memory_order_relaxed))
             return true;
     }
@@ -321,10 +367,53 @@ static bool futex_dec_if_lock(moor_lockcnt *lc)
             futex_unlock(lc);
             return false;
         }
-        /* acq_rel: as futex_dec_and_lock(); the state bits (ours) stay. */
-        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v - ONE, memory_order_acq_rel,
-                                                  memory_order_relaxed))
+        /* acq_rel: as futex_dec_and_lock(); the state bits (ours) stay and
+         * the word closes. */
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, (v - ONE) | CLOSED,
+                                                  memory_order_acq_rel, memory_order_relaxed))
             return true;
+    }
+}
+
+static void futex_inc_wait(moor_lockcnt *lc, uint32_t old)
+{
+    if (MOOR_UNLIKELY(old & LIMIT)) {
+        /* relaxed: takes back our own increment, which began no visit;
+         * an RMW, so it composes with any racing change of the word. */
+        atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_relaxed);
+        report_overflow(lc);
+        return;
+    }
+    /* The word was closed: our increment stays in the count as a queued
+     * visit, which begins when the holder clears CLOSED (unlock or
+     * inc_and_unlock). Nobody can close it again before we end that visit:
+     * closing needs count bits of zero. */
+    for (;;) {
+        /* acquire: pairs with the release of the unlock that cleared
+         * CLOSED (every later change is an RMW, in its release sequence). */
+        uint32_t v = atomic_load_explicit(&lc->word, memory_order_acquire);
+
+        if (!(v & CLOSED))
+            return;
+        sleep_while_locked(lc, v);
+    }
+}
+
+static unsigned futex_close(moor_lockcnt *lc)
+{
+    /* acquire: as moor_lockcnt_count(). */
+    uint32_t v = atomic_load_explicit(&lc->word, memory_order_acquire);
+
+    for (;;) {
+        if (v & CLOSED)
+            return 0;
+        if (count_bits(v) != 0 || state_of(v) == FREE || state_of(v) == PORTABLE)
+            return count_bits(v) >> MOOR__LOCKCNT_SHIFT;
+        /* acquire, also on failure: the count returned is an acquire read
+         * (it pairs with the last visitor's release dec). */
+        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v | CLOSED, memory_order_acquire,
+                                                  memory_order_acquire))
+            return 0;
     }
 }
 #endif /* HAVE_FUTEX */
@@ -356,7 +445,7 @@ static void portable_inc_slow(moor_lockcnt *lc)
     uint32_t v = load_relaxed(lc);
 
     while (count_bits(v) != 0) {
-        if (MOOR_UNLIKELY(count_bits(v) == COUNT_MAX)) {
+        if (MOOR_UNLIKELY(count_bits(v) >= LIMIT)) {
             report_overflow(lc);
             return;
         }
@@ -480,7 +569,8 @@ static void report_busy(moor_lockcnt *lc, uint32_t v, bool locked)
     moor_debug_report(MOOR_MISUSE_DISPOSE_LOCKED, lc,
                       "lock counter %p: moor_lockcnt_destroy while %s (%u visit(s) in progress); "
                       "not destroyed",
-                      (void *)lc, locked ? "locked" : "not idle", (unsigned)(v >> 2));
+                      (void *)lc, locked ? "locked" : "not idle",
+                      (unsigned)(count_bits(v) >> MOOR__LOCKCNT_SHIFT));
 }
 
 void moor_lockcnt_destroy(moor_lockcnt *lc)
@@ -514,13 +604,28 @@ void moor_lockcnt_destroy(moor_lockcnt *lc)
 
 void moor__lockcnt_inc_slow(moor_lockcnt *lc)
 {
-#if HAVE_FUTEX
-    if (!is_portable(lc)) {
-        futex_inc_slow(lc);
-        return;
-    }
-#endif
+    /* Only the portable inline path calls this; a futex word never does. */
+    assert(is_portable(lc));
     portable_inc_slow(lc);
+}
+
+void moor__lockcnt_inc_wait(moor_lockcnt *lc, uint32_t old)
+{
+#if HAVE_FUTEX
+    futex_inc_wait(lc, old);
+#else
+    (void)lc, (void)old; /* no futex words exist */
+    assert(!"moor__lockcnt_inc_wait without futexes");
+#endif
+}
+
+unsigned moor__lockcnt_close(moor_lockcnt *lc)
+{
+#if HAVE_FUTEX
+    return futex_close(lc);
+#else
+    return count_bits(load_relaxed(lc)) >> MOOR__LOCKCNT_SHIFT; /* portable */
+#endif
 }
 
 static inline bool dec_and_lock_impl(moor_lockcnt *lc)

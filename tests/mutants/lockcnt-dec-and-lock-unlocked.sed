@@ -2,4 +2,4 @@
 # file: src/lockcnt.c
 # killer: lockcnt
 # build: gcc
-/^static bool futex_dec_and_lock(/,/^}/s/&v, (v - ONE) | LOCKED,/\&v, (v - ONE),/
+/^static bool futex_dec_and_lock(/,/^}/s/&v, (v - ONE) | LOCKED | CLOSED,/\&v, (v - ONE),/

@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include <moor/debug.h>
+#include <moor/lockcnt.h>
 #include <moor/object.h>
 
 #define STRESS_DEFAULT_SECONDS 2.0
@@ -151,6 +152,31 @@ static inline unsigned stress_arg_threads(int argc, char **argv, unsigned dflt, 
         exit(2);
     }
     return threads;
+}
+
+/* For the lock counter tests (stress-vlist, stress-lockcnt): the arguments
+ * [THREADS [futex|portable|default]], THREADS 1..@max (default 4); exits 2
+ * with a usage line on anything else. */
+static inline void stress_args_lockcnt(int argc, char **argv, unsigned max, unsigned *threads,
+                                       moor_lockcnt_impl *impl)
+{
+    *threads = 4;
+    *impl = MOOR_LOCKCNT_DEFAULT;
+    if (argc > 3 || (argc > 1 && !stress_parse_threads(argv[1], max, threads)))
+        goto usage;
+    if (argc > 2) {
+        if (!strcmp(argv[2], "futex"))
+            *impl = MOOR_LOCKCNT_FUTEX;
+        else if (!strcmp(argv[2], "portable"))
+            *impl = MOOR_LOCKCNT_PORTABLE;
+        else if (strcmp(argv[2], "default"))
+            goto usage;
+    }
+    return;
+usage:
+    fprintf(stderr, "usage: %s [THREADS (1..%u, default 4) [futex|portable|default]]\n", argv[0],
+            max);
+    exit(2);
 }
 
 static inline bool stress_under_valgrind(void)

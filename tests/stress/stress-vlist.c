@@ -390,30 +390,14 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-static void usage(const char *argv0)
-{
-    fprintf(stderr, "usage: %s [THREADS (1..%d, default 4) [futex|portable|default]]\n", argv0,
-            MAX_THREADS);
-    exit(2);
-}
-
 int main(int argc, char **argv)
 {
-    unsigned nthreads = 4;
-    moor_lockcnt_impl impl = MOOR_LOCKCNT_DEFAULT;
+    unsigned nthreads;
+    moor_lockcnt_impl impl;
     double seconds = stress_env_seconds(STRESS_DEFAULT_SECONDS);
     pthread_t threads[MAX_THREADS];
 
-    if (argc > 3 || (argc > 1 && !stress_parse_threads(argv[1], MAX_THREADS, &nthreads)))
-        usage(argv[0]);
-    if (argc > 2) {
-        if (!strcmp(argv[2], "futex"))
-            impl = MOOR_LOCKCNT_FUTEX;
-        else if (!strcmp(argv[2], "portable"))
-            impl = MOOR_LOCKCNT_PORTABLE;
-        else if (strcmp(argv[2], "default"))
-            usage(argv[0]);
-    }
+    stress_args_lockcnt(argc, argv, MAX_THREADS, &nthreads, &impl);
     stress_valgrind_caps(&nthreads, VALGRIND_THREAD, NULL, 0);
     stress_catch_misuse();
 

@@ -313,6 +313,30 @@ static void test_inc_waits_after_dec_and_lock(void **state)
     moor_lockcnt_destroy(&lc);
 }
 
+/* Rule 2 when the count reaches zero under the lock (the last visit ends
+ * with a plain dec while another thread holds the mutex): once the holder
+ * has seen the zero with moor_lockcnt_count(), a new visit waits for the
+ * unlock. (On the futex word that read is what closes the word.) */
+static void test_inc_waits_after_count_zero_seen(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_inc(&lc);
+    moor_lockcnt_lock(&lc);
+    moor_lockcnt_dec(&lc);
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    helper_start(&h, &lc, OP_INC);
+    helper_assert_blocked(&h);
+    assert_int_equal(moor_lockcnt_count(&lc), 0); /* still no visit */
+    moor_lockcnt_unlock(&lc);
+    helper_join(&h);
+    assert_int_equal(h.count_seen, 1);
+    moor_lockcnt_dec(&lc);
+    moor_lockcnt_destroy(&lc);
+}
+
 /* One unlock lets every waiting visitor in. */
 static void test_unlock_wakes_all_visitors(void **state)
 {
@@ -575,7 +599,8 @@ static void test_unmatched_dec_while_locked(void **state)
     tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, &lc, "moor_lockcnt_dec");
     assert_int_equal(moor_lockcnt_count(&lc), 0);
     if (impl_of(state) == MOOR_LOCKCNT_FUTEX)
-        assert_int_equal(atomic_load(&lc.word), 1); /* LOCKED, count 0 */
+        /* LOCKED and CLOSED (locked at count 0), count 0 */
+        assert_int_equal(atomic_load(&lc.word), MOOR__LOCKCNT_CLOSED | 1);
     moor_lockcnt_unlock(&lc);
     assert_usable_then_destroy(&lc, impl_of(state));
 }
@@ -592,25 +617,30 @@ static void test_unmatched_dec_and_lock_reported(void **state)
     assert_usable_then_destroy(&lc, impl_of(state));
 }
 
-/* The count at its limit (set directly: 2^30 visits would take too long):
- * one more inc in the slow path (where a contended inc goes; the inline
- * path leaves the limit to it) is refused and reported instead of wrapping
- * to zero. */
+/* The count at its limit of 2^28 (set directly: 2^28 visits would take too
+ * long): one more inc is refused and reported instead of counted. The
+ * futex word's inline inc sees the limit in the value its fetch-add
+ * returns and takes the increment back; the portable inline path leaves
+ * the limit to its slow path (where a contended inc goes), called here. */
 static void test_inc_overflow_refused(void **state)
 {
     moor_lockcnt lc;
     uint32_t tag;
+    const unsigned limit = MOOR__LOCKCNT_LIMIT >> MOOR__LOCKCNT_SHIFT;
 
     init_for(state, &lc);
     tag = atomic_load(&lc.word) & MOOR__LOCKCNT_STATE;
-    atomic_store(&lc.word, ~(uint32_t)MOOR__LOCKCNT_STATE | tag);
-    assert_int_equal(moor_lockcnt_count(&lc), (1u << 30) - 1);
-    moor__lockcnt_inc_slow(&lc);
+    atomic_store(&lc.word, MOOR__LOCKCNT_LIMIT | tag);
+    assert_int_equal(moor_lockcnt_count(&lc), limit);
+    if (impl_of(state) == MOOR_LOCKCNT_FUTEX)
+        moor_lockcnt_inc(&lc);
+    else
+        moor__lockcnt_inc_slow(&lc);
     tu_expect_report(MOOR_MISUSE_REF_OVERFLOW, &lc, "past the limit");
-    assert_int_equal(moor_lockcnt_count(&lc), (1u << 30) - 1);
+    assert_int_equal(moor_lockcnt_count(&lc), limit);
     moor_lockcnt_dec(&lc); /* below the limit: ordinary visits again */
     moor_lockcnt_inc(&lc);
-    assert_int_equal(moor_lockcnt_count(&lc), (1u << 30) - 1);
+    assert_int_equal(moor_lockcnt_count(&lc), limit);
     tu_expect_no_report();
     atomic_store(&lc.word, tag); /* count back to zero */
     assert_usable_then_destroy(&lc, impl_of(state));
@@ -649,6 +679,7 @@ int main(void)
         BOTH(test_inc_and_unlock),
         BOTH(test_inc_waits_for_unlock_at_zero),
         BOTH(test_inc_waits_after_dec_and_lock),
+        BOTH(test_inc_waits_after_count_zero_seen),
         BOTH(test_unlock_wakes_all_visitors),
         BOTH(test_lock_waits_for_unlock),
         BOTH(test_dec_and_lock_waits_then_wins),
