@@ -5,7 +5,7 @@
  * docs/vmd.md "Side by side with libvirtd".
  *
  * Usage: moor-vmd-bench --vs-libvirt [--daemon PATH] [--seconds S] [--cap S]
- *                       [--quick] [--json]
+ *                       [--quick] [--json] [--only LIST]
  *
  * Both daemons run at once, each with the same 32 domains (64 MiB, `pc`,
  * TCG, no disk, no graphics) of the same QEMU binary. Every workload runs
@@ -899,6 +899,14 @@ static void kill_strays(const char *prefix)
     }
 }
 
+/* Workload @w is to run (--only, e.g. "1,4"; 1 covers 1 and 2). */
+static const char *only;
+
+static bool wanted(char w)
+{
+    return !only || strchr(only, w);
+}
+
 static int run_all(const char *daemon, const char *qemu, moor_error *err)
 {
     int rc;
@@ -909,13 +917,14 @@ static int run_all(const char *daemon, const char *qemu, moor_error *err)
         return rc;
     if (!cfg.json)
         fprintf(stderr, "moor-vmd-bench: 2 x %d domains running; workloads 1, 2 ...\n", VS_DOMAINS);
-    if ((rc = w_throughput(err)) < 0 || (rc = w_footprint(err)) < 0)
+    if ((wanted('1') && (rc = w_throughput(err)) < 0) ||
+        (wanted('7') && (rc = w_footprint(err)) < 0))
         return rc;
-    if (!cfg.json)
+    if (!cfg.json && wanted('3'))
         fprintf(stderr, "moor-vmd-bench: workload 3 (hung QEMU, %.0f s per daemon) ...\n",
                 cfg.cap_s);
-    if ((rc = w_hung(err)) < 0 || (rc = w_longjob(err)) < 0 || (rc = w_startstop(err)) < 0 ||
-        (rc = w_restart(err)) < 0)
+    if ((wanted('3') && (rc = w_hung(err)) < 0) || (wanted('4') && (rc = w_longjob(err)) < 0) ||
+        (wanted('5') && (rc = w_startstop(err)) < 0) || (wanted('6') && (rc = w_restart(err)) < 0))
         return rc;
     if ((rc = remove_all(sides[0], err)) < 0 || (rc = remove_all(sides[1], err)) < 0)
         return rc;
@@ -943,19 +952,24 @@ static void print_header(const char *qemu, time_t started)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: moor-vmd-bench --vs-libvirt [--daemon PATH] [--seconds S] [--cap S] "
-               "[--quick] [--json]\n"
+               "[--quick] [--json] [--only LIST]\n"
                "  --seconds S  each load window (default 10, --quick 2)\n"
                "  --cap S      the hung-QEMU window, the cap on a call that never returns "
-               "(default 60, --quick 15)\n");
+               "(default 60, --quick 15)\n"
+               "  --only LIST  only these workloads, e.g. 1,3 (1: workloads 1 and 2)\n");
 }
 
 static int parse(int argc, char **argv, char *daemon)
 {
-    static const struct option opts[] = {
-        {"vs-libvirt", no_argument, NULL, 'v'},    {"daemon", required_argument, NULL, 'd'},
-        {"seconds", required_argument, NULL, 's'}, {"cap", required_argument, NULL, 'c'},
-        {"quick", no_argument, NULL, 'q'},         {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"vs-libvirt", no_argument, NULL, 'v'},
+                                         {"daemon", required_argument, NULL, 'd'},
+                                         {"seconds", required_argument, NULL, 's'},
+                                         {"cap", required_argument, NULL, 'c'},
+                                         {"quick", no_argument, NULL, 'q'},
+                                         {"only", required_argument, NULL, 'o'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *given = NULL;
     moor_error err = MOOR_ERROR_INIT;
     double secs = 0, cap = 0;
@@ -977,6 +991,9 @@ static int parse(int argc, char **argv, char *daemon)
             break;
         case 'q':
             cfg.quick = true;
+            break;
+        case 'o':
+            only = optarg;
             break;
         case 'j':
             cfg.json = true;

@@ -6,7 +6,8 @@
  * (loaded by `-device loader`, so the save cannot skip zero pages) is
  * saved to a file and restored from it. Throughout, three threads call
  * state, stats and job info on it and a fourth calls state round-robin on
- * the 32 other domains; each thread has its own connection. Reported:
+ * the 32 other domains, each starting a call every 10 ms (or as soon as the
+ * last one returned, when it took longer) on its own connection. Reported:
  * the save and restore times, p50/p99 of every call on the saving or
  * restoring domain (answered or refused: the point is how long a caller
  * waits), and the longest call on the other domains (the stall).
@@ -29,7 +30,8 @@
 
 #define LONG_MIB 256
 #define BLOB_MIB 192
-#define N_WATCH  4 /* state, stats, job info on it; state on the others */
+#define N_WATCH  4           /* state, stats, job info on it; state on the others */
+#define PACE_NS  10000000ull /* each watcher starts a call every 10 ms */
 
 struct watch {
     struct vs_side *s;
@@ -50,12 +52,17 @@ static void *watch_main(void *opaque)
 
     while (!atomic_load_explicit(w->stop, memory_order_relaxed)) {
         unsigned dom = w->others ? next++ % VS_DOMAINS : VS_LONG;
-        uint64_t t = vs_now_ns();
+        uint64_t t = vs_now_ns(), lat;
         char msg[256];
 
         if (w->s->ops->call(w->s, w->conn, w->op, dom, msg, sizeof(msg)) < 0)
             w->failed++;
-        drive_lat_add(&w->lat, vs_now_ns() - t);
+        lat = vs_now_ns() - t;
+        drive_lat_add(&w->lat, lat);
+        /* Paced, not back to back: a refused call comes back at once, and
+         * a spinning caller would only take the CPU from the job. */
+        if (lat < PACE_NS)
+            vs_nap((double)(PACE_NS - lat) / 1e9);
     }
     return NULL;
 }
