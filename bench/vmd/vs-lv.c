@@ -84,14 +84,10 @@ static int lv_connect(struct vs_side *s, struct lv_conn **out, bool lookup, moor
         free(l);
         return lv_err(err, "connect", URI);
     }
-    for (unsigned i = 0; lookup && i <= VS_DOMAINS; i++) {
-        if (!s->names[i][0])
-            continue;
-        if (!(l->d[i] = virDomainLookupByName(l->c, s->names[i]))) {
-            lv_close(l);
-            return lv_err(err, "lookup", s->names[i]);
-        }
-    }
+    /* A domain not defined yet is looked up at its first call instead. */
+    for (unsigned i = 0; lookup && i <= VS_DOMAINS; i++)
+        if (s->names[i][0])
+            l->d[i] = virDomainLookupByName(l->c, s->names[i]);
     *out = l;
     return 0;
 }
