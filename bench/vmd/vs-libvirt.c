@@ -34,6 +34,7 @@
 #define _GNU_SOURCE
 #include "vs-libvirt.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -120,7 +121,8 @@ static void footnote(const char *who, const char *what)
 
 static void fmt_num(char *buf, size_t len, double v, const char *unit)
 {
-    if (!strcmp(unit, "calls/s") || !strcmp(unit, "threads"))
+    if (!strcmp(unit, "calls/s") || !strcmp(unit, "threads") ||
+        (!strcmp(unit, "switches") && v >= 10))
         snprintf(buf, len, "%.0f", v);
     else if (v < 10)
         snprintf(buf, len, "%.2f", v);
@@ -533,6 +535,36 @@ static double proc_cpu_s(pid_t pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Context switches (voluntary and not) of all of @pid's threads. */
+static double proc_switches(pid_t pid)
+{
+    char path[64], line[256];
+    double sum = 0, v;
+    struct dirent *e;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    if (!(d = opendir(path)))
+        return 0;
+    while ((e = readdir(d))) {
+        char sp[400];
+        FILE *f;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(sp, sizeof(sp), "%s/%s/status", path, e->d_name);
+        if (!(f = fopen(sp, "re")))
+            continue;
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "voluntary_ctxt_switches: %lf", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %lf", &v) == 1)
+                sum += v;
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
+
 static int w_footprint(moor_error *err)
 {
     struct row *rss = row_add("7 footprint, 32 domains", "RSS of the daemon", "MiB", false);
@@ -540,12 +572,14 @@ static int w_footprint(moor_error *err)
     struct row *thr = row_add("7 footprint, 32 domains", "threads", "threads", false);
     struct row *cpu = row_add("7 footprint, 32 domains", "CPU per 10k state", "s", false);
     struct row *cli = row_add("7 footprint, 32 domains", "client CPU, 10k state", "s", false);
+    struct row *csw =
+        row_add("7 footprint, 32 domains", "ctx switches per state", "switches", false);
     int o[2], rc;
 
     order(o);
     for (int k = 0; k < 2; k++) {
         struct vs_side *s = sides[o[k]];
-        double r, t, hr = 0, ht = 0, c0, m0;
+        double r, t, hr = 0, ht = 0, c0, m0, x0;
         struct load l;
 
         proc_status(s->daemon_pid, &r, &t);
@@ -556,6 +590,7 @@ static int w_footprint(moor_error *err)
         vs_cell_num(&thr->c[o[k]], t);
         c0 = proc_cpu_s(s->daemon_pid);
         m0 = proc_cpu_s(getpid());
+        x0 = proc_switches(s->daemon_pid);
         if ((rc = load_start(&l, s, P_STATE, 4, CPU_CALLS / 4, err)) < 0 ||
             (rc = load_join(&l, err)) < 0) {
             load_free(&l);
@@ -563,6 +598,7 @@ static int w_footprint(moor_error *err)
         }
         vs_cell_num(&cpu->c[o[k]], proc_cpu_s(s->daemon_pid) - c0);
         vs_cell_num(&cli->c[o[k]], proc_cpu_s(getpid()) - m0);
+        vs_cell_num(&csw->c[o[k]], (proc_switches(s->daemon_pid) - x0) / CPU_CALLS);
         load_free(&l);
     }
     return 0;
