@@ -28,7 +28,7 @@
  *             destroyed at once;
  *   6 restart SIGKILL of the daemon with 32 domains running, start it
  *             again: until it answers, until all 32 answer stats.
- * The whole run takes about 8 minutes (--quick: S = 2, C = 15: about 3).
+ * The whole run takes about 8 minutes (--quick: S = 2, C = 15: 2.5-4.5).
  * Any error on a call that should succeed fails the run (exit 1).
  */
 #define _GNU_SOURCE
