@@ -1133,7 +1133,7 @@ int vs_libvirt_main(int argc, char **argv)
     if (vs_moor_fini(&moor, rc < 0, &e2) < 0 && rc == 0)
         rc = moor_error_set(&err, e2.code, "stopping moor-vmd: %s", e2.message);
     e2 = (moor_error)MOOR_ERROR_INIT;
-    if (vs_lv_fini(&lv, &e2) < 0)
+    if (vs_lv_fini(&lv, rc < 0, &e2) < 0)
         fprintf(stderr, "moor-vmd-bench: stopping libvirtd: %s\n", e2.message);
     kill_strays(moor.prefix[0] ? moor.prefix : "vsl-m-none");
     kill_strays(lv.prefix[0] ? lv.prefix : "vsl-l-none");

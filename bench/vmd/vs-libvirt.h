@@ -113,13 +113,14 @@ int vs_longjob(struct vs_side *s, const struct vs_cfg *cfg, struct vs_cell *save
  * removing domains a crashed earlier run left (names with the prefix).
  * Neither defines a domain. vs_*_fini stop everything the side started
  * (its daemon and, by pid, any QEMU of its domains still alive); @keep_logs
- * leaves moor-vmd's directory for reading. Context: the main thread.
+ * leaves the daemons' logs (moor-vmd's directory, libvirtd's and
+ * virtlogd's stderr) for reading; otherwise they are removed. Context: the main thread.
  * Returns 0 or -errno with @err set.
  */
 int vs_moor_init(struct vs_side *s, const char *daemon, const char *qemu, moor_error *err);
 int vs_moor_fini(struct vs_side *s, bool keep_logs, moor_error *err);
 int vs_lv_init(struct vs_side *s, const char *qemu, moor_error *err);
-int vs_lv_fini(struct vs_side *s, moor_error *err);
+int vs_lv_fini(struct vs_side *s, bool keep_logs, moor_error *err);
 
 /* vs_libvirt_main - the whole side-by-side run; argv as moor-vmd-bench's
  * with --vs-libvirt among them. Returns the process exit status. */

@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <ftw.h>
 #include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -441,7 +442,16 @@ int vs_lv_init(struct vs_side *s, const char *qemu, moor_error *err)
     return 0;
 }
 
-int vs_lv_fini(struct vs_side *s, moor_error *err)
+static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+int vs_lv_fini(struct vs_side *s, bool keep_logs, moor_error *err)
 {
     struct lv_priv *p = s->priv;
     int rc;
@@ -453,7 +463,10 @@ int vs_lv_fini(struct vs_side *s, moor_error *err)
     rc = lvd_runner_stop(&p->run, err);
     for (unsigned i = 0; i < VS_DOMAINS; i++)
         drive_kill_qemu(s->qemu_pids[i], s->names[i]);
-    fprintf(stderr, "moor-vmd-bench: libvirtd's and virtlogd's logs: %s\n", p->log_dir);
+    if (keep_logs || rc < 0)
+        fprintf(stderr, "moor-vmd-bench: libvirtd's and virtlogd's logs: %s\n", p->log_dir);
+    else
+        nftw(p->log_dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
     free(p);
     s->priv = NULL;
     return rc;
