@@ -6,6 +6,7 @@
  * benchmark() (suite vmd-bench), never run by `meson test`; `make bench-vmd`.
  *
  * Usage: moor-vmd-bench [--daemon PATH] [--runs N] [--seconds S] [--quick] [--json]
+ *        moor-vmd-bench --vs-libvirt ...   (side by side with libvirtd: vs-libvirt.c)
  *
  * One daemon (--qmp-timeout 1) with 32 running domains serves every run;
  * each run measures, in this order (S = --seconds per window):
@@ -60,6 +61,9 @@
 
 #include "drive.h"
 #include "longjob.h"
+#ifdef MOOR_VMD_BENCH_LIBVIRT
+#include "vs-libvirt.h"
+#endif
 
 #define N_DOMAINS     32
 #define N_START       8
@@ -730,6 +734,17 @@ int main(int argc, char **argv)
     moor_error err = MOOR_ERROR_INIT;
     int rc;
 
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--vs-libvirt") != 0)
+            continue;
+#ifdef MOOR_VMD_BENCH_LIBVIRT
+        return vs_libvirt_main(argc, argv);
+#else
+        fprintf(stderr, "moor-vmd-bench: built without libvirt (libvirt-dev): `make deps-bench`, "
+                        "then `meson setup --reconfigure` the build directory\n");
+        return 2;
+#endif
+    }
     if ((rc = parse_args(argc, argv, &b, daemon)) != 0)
         return rc;
     signal(SIGPIPE, SIG_IGN);
