@@ -63,6 +63,11 @@
  *     stall-mid-migrate   hang as stall does once half of it is written
  *     migrate-bw:N        migrations (both ways) move N bytes/s unless
  *                         migrate-set-parameters says otherwise
+ *     greedy-load         an incoming migration loads as QEMU 7.2 does: it
+ *                         reads (and "loads" at the bandwidth) for as long as
+ *                         the stream has bytes, answering nothing meanwhile,
+ *                         and goes back to its main loop only when a read
+ *                         would block (EAGAIN)
  *     fsize-limit:N       RLIMIT_FSIZE of N bytes (SIGXFSZ ignored): writes past
  *                         it fail with EFBIG, as on a full disk
  *   A malformed SPEC is a usage error: message on stderr, exit 2.
@@ -114,6 +119,7 @@ enum fq_fault_kind {
     FQ_STALL_MID_MIGRATE,
     FQ_FSIZE_LIMIT,
     FQ_MIGRATE_BW,
+    FQ_GREEDY_LOAD,
 };
 
 struct fq_fault {
@@ -229,6 +235,7 @@ static const struct {
     {"stall-mid-migrate", FQ_STALL_MID_MIGRATE, 0},
     {"fsize-limit", FQ_FSIZE_LIMIT, 2},
     {"migrate-bw", FQ_MIGRATE_BW, 2},
+    {"greedy-load", FQ_GREEDY_LOAD, 0},
 };
 
 static bool fq_parse_number(const char *s, long *out)
@@ -681,8 +688,41 @@ static void fq_mig_tick_out(void)
         fq_mig_end("completed", NULL);
 }
 
+/* greedy-load: read and load (at the bandwidth) until a read would block,
+ * the stream ends or it is all there; QMP waits meanwhile. */
+static void fq_mig_load_greedy(void)
+{
+    static char buf[64 * 1024];
+    uint64_t bw = g.mig.bandwidth ? g.mig.bandwidth : FQ_MIG_DEFAULT_BW;
+
+    while (g.mig.done < g.mig.total) {
+        ssize_t r = read(g.mig.fd, buf, sizeof(buf));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            return; /* QEMU's coroutine yields here */
+        if (r <= 0) {
+            fq_mig_end("failed", r < 0 ? "read error" : "the stream ended early");
+            return;
+        }
+        uint64_t ns = (uint64_t)r * 1000000000u / bw;
+        struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        g.mig.done += (uint64_t)r;
+    }
+    if (g.mig.done > g.mig.total)
+        fq_mig_end("failed", "the stream is longer than it said");
+    else
+        fq_mig_end("completed", NULL);
+}
+
 static void fq_mig_tick_in(void)
 {
+    if (fq_fault(FQ_GREEDY_LOAD, NULL)) {
+        fq_mig_load_greedy();
+        return;
+    }
     static char buf[1u << 22];
     size_t n = fq_mig_chunk(), got = 0;
     bool eof = false;
