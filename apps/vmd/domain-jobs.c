@@ -65,7 +65,7 @@
 #define LJ_HEADER_FIXED   16u
 #define FEED_POLL_MS      100            /* how often a blocked feeder looks at feed_stop */
 #define FEED_CHUNK        (256u * 1024u) /* read from the file at once */
-#define FEED_PIPE_SIZE    (64u * 1024u)  /* the pipe: the most written between looks at QMP */
+#define FEED_PIPE_SIZE    (256u * 1024u) /* the pipe: the most written between looks at QMP */
 #define FEED_HOLD_POLL_US 200            /* a held feeder looks at QMP's counters this often */
 #define FEED_HOLD_MAX_MS  1000           /* and writes again after this at the latest */
 /* A save's migrate-set-parameters downtime-limit (ms; QEMU's default 300).

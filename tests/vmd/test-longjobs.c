@@ -5,8 +5,9 @@
  * faults: tests/vmd/fake-qemu.c): the round trip, queries answered while a
  * job runs (restore too), the refusals, an abort in each phase, QEMU dying
  * or hanging mid-save, a full disk, and the daemon killed mid-save and
- * mid-restore then restarted. Every case ends in a documented state
- * (docs/vmd.md, "Long jobs") with no stray file.
+ * mid-restore then restarted, and a restore on a QEMU that answers no QMP
+ * while its stream has bytes (the fake's greedy-load). Every case ends in
+ * a documented state (docs/vmd.md, "Long jobs") with no stray file.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
