@@ -30,7 +30,8 @@
  *   entry per -smp vCPU, thread-id = our pid), query-blockstats (empty:
  *   -nodefaults has no drives), query-version, getfd / closefd (getfd
  *   takes a descriptor that came with the command via SCM_RIGHTS),
- *   migrate-set-parameters (max-bandwidth), migrate {"uri": "fd:NAME"}
+ *   migrate-set-parameters (max-bandwidth; downtime-limit checked as QEMU
+ *   does and logged), migrate {"uri": "fd:NAME"}
  *   (writes a stream of -m MiB to the getfd descriptor over time, paced by
  *   max-bandwidth, default 64 MiB/s), query-migrate (status, and "ram"
  *   transferred/total/remaining on the outgoing side), migrate_cancel,
@@ -840,6 +841,17 @@ static json_object *fq_query_migrate(void)
 static void fq_set_parameters(json_object *id, json_object *args)
 {
     json_object *v;
+
+    if (args && json_object_object_get_ex(args, "downtime-limit", &v)) {
+        int64_t ms = json_object_get_int64(v);
+        if (!json_object_is_type(v, json_type_int) || ms < 0 || ms > 2000000) {
+            fq_error(id, "GenericError",
+                     "Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 "
+                     "seconds");
+            return;
+        }
+        fq_log("migrate-set-parameters: downtime-limit %lld ms", (long long)ms);
+    }
 
     if (args && json_object_object_get_ex(args, "max-bandwidth", &v) &&
         json_object_get_int64(v) > 0)

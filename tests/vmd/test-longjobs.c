@@ -320,6 +320,18 @@ static void test_round_trip(void **state)
     assert_true(atomic_load(&w.completed));
     assert_false(atomic_load(&w.bad));
 
+    /* The save shortened QEMU's final stop-the-world write (docs/vmd.md,
+     * "Queries during a save"): the fake logs the downtime-limit it got. */
+    char log[PATH_MAX + 16], line[512];
+    bool downtime = false;
+    snprintf(log, sizeof(log), "%s/log/vm.log", fx->d.state_dir);
+    FILE *lf = fopen(log, "r");
+    assert_non_null(lf);
+    while (!downtime && fgets(line, sizeof(line), lf))
+        downtime = strstr(line, "migrate-set-parameters: downtime-limit 10 ms") != NULL;
+    fclose(lf);
+    assert_true(downtime);
+
     /* The header and QEMU's stream: 4096 + 24 + 16 MiB. */
     struct stat sb;
     assert_int_equal(stat(fx->file, &sb), 0);
