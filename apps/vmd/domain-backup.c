@@ -102,8 +102,7 @@ static void backup_release(struct vmd_backup *b, bool keep)
 
 /* ---- QMP (mutex held; dropped for each call) --------------------------------- */
 
-static int qmp_put_locked(vmd_domain *d, const char *cmd, struct json_object *args,
-                          moor_error *err)
+static int qmp_put_locked(vmd_domain *d, const char *cmd, struct json_object *args, moor_error *err)
 {
     int rc = args ? qmp_locked(d, "backup", cmd, args, NULL, err)
                   : moor_error_set(err, -ENOMEM, "out of memory");
@@ -134,9 +133,8 @@ static void qjob_parse(struct json_object *ret, struct qjob *q)
     struct json_object *v;
 
     memset(q, 0, sizeof(*q));
-    for (size_t i = 0; json_object_is_type(ret, json_type_array) &&
-                       i < json_object_array_length(ret);
-         i++) {
+    for (size_t i = 0;
+         json_object_is_type(ret, json_type_array) && i < json_object_array_length(ret); i++) {
         struct json_object *e = json_object_array_get_idx(ret, i);
         if (!json_object_object_get_ex(e, "id", &v) ||
             strcmp(json_object_get_string(v), BK_JOB) != 0)
@@ -262,8 +260,7 @@ static int backup_follow_locked(vmd_domain *d, struct vmd_longjob *j, struct vmd
         b->concluded = true;
         if (q.error[0])
             return moor_error_set(err, strstr(q.error, "No space") ? -ENOSPC : -EIO,
-                                  "domain %s: backup: QEMU's job failed: %s", d->cfg.name,
-                                  q.error);
+                                  "domain %s: backup: QEMU's job failed: %s", d->cfg.name, q.error);
         set_progress_locked(d, j, q.total, q.total);
         return 0;
     }
@@ -277,9 +274,9 @@ int vmd_backup_run_locked(vmd_domain *d, struct vmd_longjob *j, struct vmd_backu
     rc = rc ?: backup_start_locked(d, j, b, err);
     rc = rc ?: backup_follow_locked(d, j, b, err);
     /* relaxed: a hint; a monitor closed by the daemon's exit ends a call with -EPIPE */
-    bool stopping = rc == LJ_STOPPING || (rc < 0 && (d->removed || atomic_load_explicit(
-                                                                       &d->vmd->stopping,
-                                                                       memory_order_relaxed)));
+    bool stopping =
+        rc == LJ_STOPPING ||
+        (rc < 0 && (d->removed || atomic_load_explicit(&d->vmd->stopping, memory_order_relaxed)));
     /* After a timeout QEMU is hung (the monitor is marked): no more calls. */
     bool talk = !stopping && rc != -ETIMEDOUT && d->proc.qmp;
     if (talk && b->job_started && !b->concluded)
@@ -358,7 +355,6 @@ void vmd_backup_recover(struct vmd *vmd, const moor_uuid *uuid, const struct vmd
     moor_end_api(&d);
 }
 
-
 /* The source: the disk named (or the first); its node name. No lock. */
 static int backup_source(vmd_domain *d, const struct vmd_longjob_args *a, struct vmd_backup *b,
                          moor_error *err)
@@ -388,15 +384,15 @@ static int backup_images(struct vmd_backup *b, moor_error *err)
     if (!b->src)
         return moor_error_set(err, -ENOENT, "domain %s: backup: its disk's image %s is missing",
                               b->domain, b->disk);
-    int rc = vmd_image_block(b->src, BK_IMG_OPS, &b->src_block, err,
-                             "backup job of domain %s (disk %s into %s)", b->domain, b->disk,
-                             b->target);
+    int rc =
+        vmd_image_block(b->src, BK_IMG_OPS, &b->src_block, err,
+                        "backup job of domain %s (disk %s into %s)", b->domain, b->disk, b->target);
     if (rc < 0)
         return rc;
     req.size_bytes = vmd_image_size(b->src);
     snprintf(req.name, sizeof(req.name), "%s", b->target);
-    snprintf(hold, sizeof(hold), "image %s is the target of the backup job of domain %s",
-             b->target, b->domain);
+    snprintf(hold, sizeof(hold), "image %s is the target of the backup job of domain %s", b->target,
+             b->domain);
     struct json_object *view = NULL;
     rc = vmd_image_create_held(b->vmd, &req, hold, &b->dst_block, &view, err);
     json_object_put(view);

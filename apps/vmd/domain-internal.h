@@ -119,7 +119,7 @@ void vmd_longjob_status_locked(vmd_domain *d, struct vmd_status *st);
 /* ---- domain-jobs.c's long-job helpers, for the kinds in other files ---- */
 
 enum lj_kind { LJ_SAVE = 0, LJ_RESTORE, LJ_BACKUP };
-struct vmd_backup; /* domain-backup.c */
+struct vmd_backup;               /* domain-backup.c */
 #define LJ_STOPPING (-ESHUTDOWN) /* the daemon is stopping: leave the job as it is */
 
 /* A new job record (no lock). @a->target is a backup's path field. */

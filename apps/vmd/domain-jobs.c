@@ -86,10 +86,10 @@ struct vmd_longjob {
     /* restore: QEMU reads a pipe that a feeder thread fills from the file */
     int pipe_w; /* the write end (the feeder's while it runs) */
     pthread_t feeder;
-    bool feeding;          /* the feeder thread exists (to join) */
-    atomic_bool feed_stop; /* relaxed: polled by the feeder every FEED_POLL_MS */
-    _Atomic uint64_t fed;  /* relaxed: a progress figure */
-    atomic_int feed_err;   /* relaxed: a hint for the error message */
+    bool feeding;              /* the feeder thread exists (to join) */
+    atomic_bool feed_stop;     /* relaxed: polled by the feeder every FEED_POLL_MS */
+    _Atomic uint64_t fed;      /* relaxed: a progress figure */
+    atomic_int feed_err;       /* relaxed: a hint for the error message */
     struct vmd_backup *backup; /* backup: domain-backup.c's state, owned */
 };
 
@@ -758,7 +758,7 @@ int spawn_locked(vmd_domain *d, moor_error *err)
 /* Take the async slot for @j on @d: -EBUSY naming the long job already
  * running, or moor_job_begin_async's refusal. Mutex held. */
 int begin_longjob_locked(vmd_domain *d, enum vmd_op op, const char *api, uint32_t timeout,
-                                moor_error *err)
+                         moor_error *err)
 {
     if (d->longjob)
         return moor_error_set(

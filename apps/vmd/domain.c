@@ -84,8 +84,7 @@ static const char *const reason_names[VMD_REASON__COUNT] = {
 };
 static const char *const op_names[VMD_OP__COUNT] = {
     "info",  "state", "stats",    "start", "shutdown", "destroy", "suspend", "resume",
-    "reset", "qmp",   "undefine", "save",  "restore",  "job",     "abort",
-    "backup",
+    "reset", "qmp",   "undefine", "save",  "restore",  "job",     "abort",   "backup",
 };
 
 const char *vmd_state_name(enum vmd_state st)

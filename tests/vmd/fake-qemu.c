@@ -1043,8 +1043,7 @@ static void fq_blockdev_del(json_object *id, json_object *args)
         fq_error(id, "GenericError", "Failed to find node with node-name='%s'", node ? node : "");
         return;
     }
-    if (g.bjob.id[0] && strcmp(g.bjob.status, "running") == 0 &&
-        strcmp(g.bjob.target, node) == 0) {
+    if (g.bjob.id[0] && strcmp(g.bjob.status, "running") == 0 && strcmp(g.bjob.target, node) == 0) {
         fq_error(id, "GenericError", "Node '%s' is busy: block device is in use by block job",
                  node);
         return;
