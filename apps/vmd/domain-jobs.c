@@ -86,10 +86,11 @@ struct vmd_longjob {
     /* restore: QEMU reads a pipe that a feeder thread fills from the file */
     int pipe_w; /* the write end (the feeder's while it runs) */
     pthread_t feeder;
-    bool feeding;              /* the feeder thread exists (to join) */
-    atomic_bool feed_stop;     /* relaxed: polled by the feeder every FEED_POLL_MS */
-    _Atomic uint64_t fed;      /* relaxed: a progress figure */
-    atomic_int feed_err;       /* relaxed: a hint for the error message */
+    bool feeding;          /* the feeder thread exists (to join) */
+    atomic_bool feed_stop; /* relaxed: polled by the feeder every FEED_POLL_MS */
+    _Atomic uint64_t fed;  /* relaxed: a progress figure */
+    atomic_int feed_err;   /* relaxed: a hint for the error message */
+
     struct vmd_backup *backup; /* backup: domain-backup.c's state, owned */
 };
 
