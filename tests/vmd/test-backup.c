@@ -212,8 +212,9 @@ static void wait_transfer(struct fx *fx, const char *name)
         if (moved)
             assert_int_equal(json_object_get_int64(vh_json_get(cur, "bytes_total")),
                              (int64_t)DISK_MIB << 20);
+        bool transfer = p && strcmp(p, "transfer") == 0 && moved;
         json_object_put(j);
-        if (p && strcmp(p, "transfer") == 0 && moved)
+        if (transfer)
             return;
         if (now_ms() > end)
             fail_msg("%s: the backup never copied", name);
