@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * domain-jobs.c - long jobs on domains: save, restore, job info, abort,
- * and what a restarted daemon does about a job its predecessor left.
+ * and what a restarted daemon does about a job its predecessor left. The
+ * backup kind's own parts are in domain-backup.c (domain-internal.h).
  *
  * Theory of operation. A long job is a moor async job on the domain with
  * the default mask (QUERY, DESTROY and ABORT may start beside it), plus a
