@@ -7,7 +7,8 @@
  * disk that starts, shows the disk in QMP query-block, and grows it
  * through block_resize while it runs; a backup of that running domain's
  * disk (written with qemu-io before the start) whose target qemu-img
- * compare finds identical to the source and qemu-io finds the data in.
+ * compare finds identical to the source and qemu-io finds the data in,
+ * and a slow backup of it aborted mid-copy (job-cancel; no target left).
  * A missing qemu-img, qemu-io or QEMU fails
  * the suite (never a skip). No QEMU is left after a test (vh_finish).
  */
@@ -267,6 +268,21 @@ static void test_backup_running(void **state)
     assert_int_equal(run(read1), 0);
     /* QEMU let go of the target (blockdev-del): it can be deleted at once */
     ok(rq, 200, "DELETE", "/v1/images/bk.qcow2", NULL);
+
+    /* A slow one (1 MiB/s) aborted mid-copy: QEMU's job-cancel, the target
+     * deleted, the source free again, the guest still running. */
+    ok(rq, 202, "POST", "/v1/domains/real2/backup",
+       "{\"target\":\"slow.qcow2\",\"bandwidth_mib_s\":1}");
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    ok(rq, 200, "DELETE", "/v1/domains/real2/job", NULL);
+    assert_string_equal(backup_result(rq, "real2"), "cancelled");
+    assert_true(access(dst, F_OK) != 0);
+    image_path(rq, "slow.qcow2", dst, sizeof(dst));
+    assert_true(access(dst, F_OK) != 0);
+    json_object *st = call(rq, 200, "GET", "/v1/domains/real2/state", NULL);
+    assert_string_equal(vh_json_str(st, "state"), "running");
+    json_object_put(st);
     ok(rq, 200, "POST", "/v1/images/src.qcow2/resize", "{\"size_mib\":80}");
     ok(rq, 200, "POST", "/v1/domains/real2/destroy", NULL);
     assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
