@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd-jobs.c - the long-job sub-commands: save and restore (start the job,
+ * cmd-jobs.c - the long-job sub-commands: save, restore and backup (start the job,
  * then follow it with progress.c until it ends), job (its view) and abort.
  */
 #include <errno.h>
@@ -113,6 +113,27 @@ int vmctl_cmd_restore(struct vmctl_client *c, const struct vmctl_args *a)
     return rc;
 }
 
+int vmctl_cmd_backup(struct vmctl_client *c, const struct vmctl_args *a)
+{
+    char path[128];
+    const char *id = a->argv[0];
+
+    if (!check_id("backup", id))
+        return VMCTL_EXIT_USAGE;
+    struct json_object *body = json_object_new_object();
+    if (!body)
+        return VMCTL_EXIT_FAILED;
+    json_object_object_add(body, "target", json_object_new_string(a->argv[1]));
+    if (a->disk)
+        json_object_object_add(body, "disk", json_object_new_string(a->disk));
+    if (a->bandwidth_mib_s > 0)
+        json_object_object_add(body, "bandwidth_mib_s", json_object_new_int64(a->bandwidth_mib_s));
+    snprintf(path, sizeof(path), "/v1/domains/%s/backup", id);
+    int rc = start_and_follow(c, a, "backup", path, body, id);
+    json_object_put(body);
+    return rc;
+}
+
 static const char *text(struct json_object *o, const char *key)
 {
     struct json_object *v;
@@ -143,7 +164,10 @@ static void print_job(const char *title, struct json_object *j)
     printf("%s\n", title);
     printf("  Kind:       %s\n", text(j, "kind"));
     printf("  Phase:      %s\n", text(j, "phase"));
-    printf("  File:       %s\n", text(j, "path"));
+    if (json_object_object_get_ex(j, "disk", &v))
+        printf("  Disk:       %s\n  Target:     %s\n", text(j, "disk"), text(j, "target"));
+    else
+        printf("  File:       %s\n", text(j, "path"));
     printf("  Progress:   %s of %s (%.1f%%)\n", done, total,
            json_object_get_double(json_object_object_get_ex(j, "percent", &v) ? v : NULL));
     printf("  Rate:       %s/s\n", rate);

@@ -1025,6 +1025,13 @@ const struct vmctl_command vmctl_commands[] = {
      "Defines the domain from the file when it is not defined. Follows the job as\n"
      "save does.\n",
      VMCTL_OPT_PAUSED, 1, 1, vmctl_cmd_restore},
+    {"backup", "[--disk NAME] [--bandwidth MIB] ID TARGET", "ID TARGET",
+     "copy a running domain's disk into a new image TARGET of the pool",
+     "POST /v1/domains/{id}/backup",
+     "Follows the job as save does. TARGET is created (qcow2, the disk's size);\n"
+     "the disk's image cannot be resized or deleted until the backup ends. A\n"
+     "backup that fails or is aborted leaves no TARGET.\n",
+     VMCTL_OPT_BANDWIDTH | VMCTL_OPT_DISK, 2, 2, vmctl_cmd_backup},
     {"job", "ID", "ID", "the running save or restore, and the last one's outcome",
      "GET /v1/domains/{id}/job", NULL, 0, 1, 1, vmctl_cmd_job},
     {"abort", "ID", "ID", "stop the running save or restore", "DELETE /v1/domains/{id}/job", NULL,

@@ -86,6 +86,7 @@ static void usage_command(FILE *f, const struct vmctl_command *cmd)
         {"-a, --all", "accepted for virsh users: every defined domain is"},
         {"", "always listed, running or not"},
         {"-b, --bandwidth MIB", "QEMU's bandwidth for this save, MiB/s"},
+        {"-d, --disk NAME", "the image of the disk to copy (default: the first disk)"},
         {"-j, --json", "print the API's JSON"},
         {"-s, --socket PATH", "the daemon's socket"},
         {"-h, --help", "this help"},
@@ -102,6 +103,7 @@ static void usage_command(FILE *f, const struct vmctl_command *cmd)
                     : i < 3 ? cmd->options & VMCTL_OPT_WAIT
                     : i < 5 ? cmd->options & VMCTL_OPT_ALL
                     : i < 6 ? cmd->options & VMCTL_OPT_BANDWIDTH
+                    : i < 7 ? cmd->options & VMCTL_OPT_DISK
                             : true;
 
         if (take) {
@@ -246,7 +248,7 @@ static int parse_global(int argc, char **argv, struct vmctl_args *a, int *first)
 static int parse_command(const struct vmctl_command *cmd, int argc, char **argv,
                          struct vmctl_args *a)
 {
-    struct option longopts[8] = {
+    struct option longopts[10] = {
         {"help", no_argument, NULL, 'h'},
         {"json", no_argument, NULL, 'j'},
         {"socket", required_argument, NULL, 's'},
@@ -268,6 +270,10 @@ static int parse_command(const struct vmctl_command *cmd, int argc, char **argv,
     if (cmd->options & VMCTL_OPT_BANDWIDTH) {
         longopts[n++] = (struct option){"bandwidth", required_argument, NULL, 'b'};
         strcat(shortopts, "b:");
+    }
+    if (cmd->options & VMCTL_OPT_DISK) {
+        longopts[n++] = (struct option){"disk", required_argument, NULL, 'd'};
+        strcat(shortopts, "d:");
     }
     optind = 0; /* glibc: start a new scan (and re-read the optstring) */
     while ((optopt = 0, opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
@@ -295,6 +301,9 @@ static int parse_command(const struct vmctl_command *cmd, int argc, char **argv,
                                    optarg);
             break;
         }
+        case 'd':
+            a->disk = optarg;
+            break;
         case 't':
             a->wait_ms = parse_seconds(optarg);
             if (a->wait_ms < 0)

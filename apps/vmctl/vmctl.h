@@ -36,6 +36,7 @@ enum {
     VMCTL_OPT_ALL = 1u << 2,       /* list --all (accepted; every domain is listed) */
     VMCTL_FOLLOWS = 1u << 3,       /* a stream: unbounded unless --timeout is given */
     VMCTL_OPT_BANDWIDTH = 1u << 4, /* save --bandwidth MIB */
+    VMCTL_OPT_DISK = 1u << 5,      /* backup --disk NAME */
 };
 
 /* The command line, parsed. Strings point into argv. */
@@ -48,6 +49,7 @@ struct vmctl_args {
     bool paused;             /* start --paused */
     long wait_ms;            /* shutdown --timeout, or -1 for the daemon's default */
     long bandwidth_mib_s;    /* save --bandwidth, 0: QEMU's default */
+    const char *disk;        /* backup --disk, NULL: the first disk */
     int argc;                /* the sub-command's positional arguments */
     char **argv;
 };
@@ -73,6 +75,7 @@ int vmctl_cmd_save(struct vmctl_client *c, const struct vmctl_args *a);
 int vmctl_cmd_restore(struct vmctl_client *c, const struct vmctl_args *a);
 int vmctl_cmd_job(struct vmctl_client *c, const struct vmctl_args *a);
 int vmctl_cmd_abort(struct vmctl_client *c, const struct vmctl_args *a);
+int vmctl_cmd_backup(struct vmctl_client *c, const struct vmctl_args *a);
 
 /* check_id - whether @id can go in a URL as a domain id; a usage message
  * naming @cmd on stderr when not (commands.c). */

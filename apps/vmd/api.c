@@ -156,6 +156,7 @@ static const struct route routes[] = {
     {"POST", "/v1/domains/restore", vmd_parse_restore, vmd_run_restore, VMD_WORK_FAST, 202},
     {"GET", "/v1/domains/{id}/job", vmd_parse_empty, vmd_run_job, VMD_WORK_FAST, 200},
     {"DELETE", "/v1/domains/{id}/job", vmd_parse_empty, vmd_run_abort, VMD_WORK_LANE, 200},
+    {"POST", "/v1/domains/{id}/backup", vmd_parse_backup, vmd_run_backup, VMD_WORK_LANE, 202},
     /* images: "{name}" is an image name; lanes are per image */
     {"GET", "/v1/images", vmd_parse_empty, vmd_run_image_list, VMD_WORK_FAST, 200},
     {"POST", "/v1/images", vmd_parse_image_create, vmd_run_image_create, VMD_WORK_FAST, 201},

@@ -13,6 +13,7 @@
 #ifndef MOOR_VMD_DOMAIN_INTERNAL_H
 #define MOOR_VMD_DOMAIN_INTERNAL_H
 
+#include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -114,5 +115,45 @@ void vmd_longjob_free(struct vmd_longjob *j);
 /* vmd_longjob_status_locked - copy the running job's record (kind, path,
  * the state before it) into @st for the status file. Mutex held. */
 void vmd_longjob_status_locked(vmd_domain *d, struct vmd_status *st);
+
+/* ---- domain-jobs.c's long-job helpers, for the kinds in other files ---- */
+
+enum lj_kind { LJ_SAVE = 0, LJ_RESTORE, LJ_BACKUP };
+struct vmd_backup;               /* domain-backup.c */
+#define LJ_STOPPING (-ESHUTDOWN) /* the daemon is stopping: leave the job as it is */
+
+/* A new job record (no lock). @a->target is a backup's path field. */
+struct vmd_longjob *longjob_new(enum lj_kind kind, const struct vmd_longjob_args *a);
+/* Take the async slot: 409 naming a running long job, or the table's verdict. */
+int begin_longjob_locked(vmd_domain *d, enum vmd_op op, const char *api, uint32_t timeout,
+                         moor_error *err);
+/* Hand the async job to a new thread that runs d->longjob (job_main). */
+int spawn_locked(vmd_domain *d, moor_error *err);
+/* The job view of GET .../job. New object or NULL. */
+struct json_object *job_view_locked(vmd_domain *d);
+/* Phase and progress: the record, the async job, "job-progress" events. */
+void set_phase_locked(vmd_domain *d, struct vmd_longjob *j, const char *phase);
+void set_progress_locked(vmd_domain *d, struct vmd_longjob *j, uint64_t done, uint64_t total);
+/* The re-check after each re-lock: 0, LJ_STOPPING, -EPIPE, -ECANCELED. */
+int check_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err);
+/* Sleep @ms with the mutex dropped. */
+void sleep_unlocked(vmd_domain *d, unsigned ms);
+
+/* ---- domain-backup.c's hooks in domain-jobs.c -------------------------- */
+
+/* Attach @b (taken) to @j: freed with it. */
+void longjob_set_backup(struct vmd_longjob *j, struct vmd_backup *b);
+/* The job thread's run of a backup: returns with every block dropped and
+ * the target gone unless it completed (or LJ_STOPPING: left for the next
+ * daemon). Mutex held; dropped inside. */
+int vmd_backup_run_locked(vmd_domain *d, struct vmd_longjob *j, struct vmd_backup *b,
+                          moor_error *err);
+/* The backup's fields of the job view ("disk", "target"). */
+void vmd_backup_json(const struct vmd_backup *b, struct json_object *o);
+/* Free the state (its blocks and references are gone by then). NULL-safe. */
+void vmd_backup_free(struct vmd_backup *b);
+/* A backup left by a killed daemon: cancel QEMU's job, delete the target. */
+void vmd_backup_recover(struct vmd *vmd, const moor_uuid *uuid, const struct vmd_status *st,
+                        int reconnected);
 
 #endif /* MOOR_VMD_DOMAIN_INTERNAL_H */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * domain-jobs.c - long jobs on domains: save, restore, job info, abort,
- * and what a restarted daemon does about a job its predecessor left.
+ * and what a restarted daemon does about a job its predecessor left. The
+ * backup kind's own parts are in domain-backup.c (domain-internal.h).
  *
  * Theory of operation. A long job is a moor async job on the domain with
  * the default mask (QUERY, DESTROY and ABORT may start beside it), plus a
@@ -61,7 +62,6 @@
 #define LJ_CANCEL_POLLS   50u  /* query-migrate polls after migrate_cancel */
 #define LJ_FDNAME_SAVE    "moor-save"
 #define LJ_FDNAME_LOAD    "moor-restore"
-#define LJ_STOPPING       (-ESHUTDOWN) /* the daemon is stopping: leave the job as it is */
 #define LJ_HEADER_FIXED   16u
 #define FEED_POLL_MS      100            /* how often a blocked feeder looks at feed_stop */
 #define FEED_CHUNK        (256u * 1024u) /* read from the file at once */
@@ -75,8 +75,6 @@
  * of ms on a loaded host. The guest is paused by then, so a short "downtime"
  * costs it nothing; 10 ms leaves well under 1 MB for that last part. */
 #define LJ_DOWNTIME_MS 10
-
-enum lj_kind { LJ_SAVE = 0, LJ_RESTORE };
 
 struct vmd_longjob {
     enum lj_kind kind;
@@ -106,6 +104,8 @@ struct vmd_longjob {
     atomic_bool feed_stop; /* relaxed: polled by the feeder every FEED_POLL_MS */
     _Atomic uint64_t fed;  /* relaxed: a progress figure */
     atomic_int feed_err;   /* relaxed: a hint for the error message */
+
+    struct vmd_backup *backup; /* backup: domain-backup.c's state, owned */
 };
 
 /* ---- the job threads, for vmd_longjobs_drain ------------------------------- */
@@ -142,10 +142,11 @@ void vmd_longjob_free(struct vmd_longjob *j)
         close(j->fd);
     if (j->pipe_w >= 0)
         close(j->pipe_w);
+    vmd_backup_free(j->backup);
     free(j);
 }
 
-static struct vmd_longjob *longjob_new(enum lj_kind kind, const struct vmd_longjob_args *a)
+struct vmd_longjob *longjob_new(enum lj_kind kind, const struct vmd_longjob_args *a)
 {
     struct vmd_longjob *j = calloc(1, sizeof(*j));
 
@@ -154,19 +155,24 @@ static struct vmd_longjob *longjob_new(enum lj_kind kind, const struct vmd_longj
     j->kind = kind;
     j->fd = -1;
     j->pipe_w = -1;
-    snprintf(j->path, sizeof(j->path), "%s", a->path);
+    snprintf(j->path, sizeof(j->path), "%s", kind == LJ_BACKUP ? a->target : a->path);
     j->bandwidth_mib_s = a->bandwidth_mib_s;
     j->paused = a->paused;
     j->client = a->client;
-    j->api = kind == LJ_SAVE ? "save" : "restore";
+    j->api = kind == LJ_SAVE ? "save" : kind == LJ_RESTORE ? "restore" : "backup";
     j->start_ms = mono_ms();
     snprintf(j->phase, sizeof(j->phase), "prepare");
     return j;
 }
 
+void longjob_set_backup(struct vmd_longjob *j, struct vmd_backup *b)
+{
+    j->backup = b;
+}
+
 static const char *kind_name(const struct vmd_longjob *j)
 {
-    return j->kind == LJ_SAVE ? "save" : "restore";
+    return j->api;
 }
 
 void vmd_longjob_status_locked(vmd_domain *d, struct vmd_status *st)
@@ -198,6 +204,8 @@ static struct json_object *longjob_json(const struct vmd_longjob *j, const moor_
     add_str(o, "phase", j->phase);
     add_str(o, "path", j->path);
     add_str(o, "api", j->api);
+    if (j->backup)
+        vmd_backup_json(j->backup, o);
     add_int(o, "bytes_done", (int64_t)j->done);
     add_int(o, "bytes_total", (int64_t)j->total);
     json_object_object_add(
@@ -224,7 +232,7 @@ static struct json_object *longjob_json(const struct vmd_longjob *j, const moor_
     return o;
 }
 
-static struct json_object *job_view_locked(vmd_domain *d)
+struct json_object *job_view_locked(vmd_domain *d)
 {
     struct json_object *o = json_object_new_object();
     moor_job_snapshot s;
@@ -256,14 +264,14 @@ static void progress_event_locked(vmd_domain *d, struct vmd_longjob *j, bool for
     vmd_events_publish(d->vmd->events, "job-progress", d->cfg.name, o);
 }
 
-static void set_phase_locked(vmd_domain *d, struct vmd_longjob *j, const char *phase)
+void set_phase_locked(vmd_domain *d, struct vmd_longjob *j, const char *phase)
 {
     snprintf(j->phase, sizeof(j->phase), "%s", phase);
     moor_job_async_set_phase(&d->job, phase);
     progress_event_locked(d, j, true);
 }
 
-static void set_progress_locked(vmd_domain *d, struct vmd_longjob *j, uint64_t done, uint64_t total)
+void set_progress_locked(vmd_domain *d, struct vmd_longjob *j, uint64_t done, uint64_t total)
 {
     int64_t ms = mono_ms() - j->start_ms;
 
@@ -356,7 +364,7 @@ static int query_migrate_locked(vmd_domain *d, const char *api, char *status, si
 
 /* After each re-lock: may the job go on? 0, LJ_STOPPING, -EPIPE (QEMU
  * gone), -ECANCELED (abort requested). */
-static int check_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
+int check_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
 {
     /* relaxed: a hint, looked at on every poll */
     if (d->removed || atomic_load_explicit(&d->vmd->stopping, memory_order_relaxed))
@@ -370,7 +378,7 @@ static int check_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
     return 0;
 }
 
-static void sleep_unlocked(vmd_domain *d, unsigned ms)
+void sleep_unlocked(vmd_domain *d, unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 
@@ -770,7 +778,9 @@ static void *job_main(void *arg)
     moor_lock(d);
     moor_job_async_adopt(&d->job);
     struct vmd_longjob *j = d->longjob;
-    int rc = j->kind == LJ_SAVE ? save_run_locked(d, j, &err) : restore_run_locked(d, j, &err);
+    int rc = j->kind == LJ_SAVE      ? save_run_locked(d, j, &err)
+             : j->kind == LJ_RESTORE ? restore_run_locked(d, j, &err)
+                                     : vmd_backup_run_locked(d, j, j->backup, &err);
     /* relaxed: a hint; a monitor closed by the daemon's exit ends a call with -EPIPE */
     if (rc < 0 && (d->removed || atomic_load_explicit(&d->vmd->stopping, memory_order_relaxed)))
         rc = LJ_STOPPING;
@@ -784,8 +794,8 @@ static void *job_main(void *arg)
     } else {
         if (rc < 0 && j->kind == LJ_SAVE)
             save_undo_locked(d, j);
-        else if (rc < 0)
-            restore_undo_locked(d, j, rc);
+        else if (rc < 0 && j->kind == LJ_RESTORE)
+            restore_undo_locked(d, j, rc); /* a backup undoes itself (domain-backup.c) */
         end_locked(d, j, rc, &err);
     }
     moor_end_api(&d);
@@ -796,7 +806,7 @@ static void *job_main(void *arg)
 
 /* Hand the async job (held by this thread) to a new thread with a
  * reference. Mutex held. On failure the job is still this thread's. */
-static int spawn_locked(vmd_domain *d, moor_error *err)
+int spawn_locked(vmd_domain *d, moor_error *err)
 {
     pthread_t t;
     pthread_attr_t attr;
@@ -824,8 +834,8 @@ static int spawn_locked(vmd_domain *d, moor_error *err)
 
 /* Take the async slot for @j on @d: -EBUSY naming the long job already
  * running, or moor_job_begin_async's refusal. Mutex held. */
-static int begin_longjob_locked(vmd_domain *d, enum vmd_op op, const char *api, uint32_t timeout,
-                                moor_error *err)
+int begin_longjob_locked(vmd_domain *d, enum vmd_op op, const char *api, uint32_t timeout,
+                         moor_error *err)
 {
     if (d->longjob)
         return moor_error_set(
@@ -1173,6 +1183,10 @@ void vmd_longjob_recover(struct vmd *vmd, const moor_uuid *uuid, const struct vm
                          int reconnected)
 {
     bool save = strcmp(st->job, "save") == 0;
+    if (strcmp(st->job, "backup") == 0) {
+        vmd_backup_recover(vmd, uuid, st, reconnected);
+        return;
+    }
     vmd_domain *d = reconnected == 0 ? moor_registry_find_uuid(vmd->domains, uuid) : NULL;
 
     if (!d) {

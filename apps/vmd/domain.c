@@ -73,6 +73,7 @@ static const unsigned op_states[VMD_OP__COUNT] = {
     [VMD_OP_RESTORE] = SHUTOFF,
     [VMD_OP_JOB] = ANY,
     [VMD_OP_ABORT] = ANY,
+    [VMD_OP_BACKUP] = ACTIVE,
 };
 
 static const char *const state_names[VMD_STATE__COUNT] = {"shutoff", "running", "paused"};
@@ -83,7 +84,7 @@ static const char *const reason_names[VMD_REASON__COUNT] = {
 };
 static const char *const op_names[VMD_OP__COUNT] = {
     "info",  "state", "stats",    "start", "shutdown", "destroy", "suspend", "resume",
-    "reset", "qmp",   "undefine", "save",  "restore",  "job",     "abort",
+    "reset", "qmp",   "undefine", "save",  "restore",  "job",     "abort",   "backup",
 };
 
 const char *vmd_state_name(enum vmd_state st)

@@ -155,6 +155,7 @@ enum vmd_op {
     VMD_OP_RESTORE,
     VMD_OP_JOB,
     VMD_OP_ABORT,
+    VMD_OP_BACKUP,
     VMD_OP__COUNT
 };
 
@@ -291,6 +292,8 @@ struct vmd_longjob_args {
     char path[VMD_SAVE_PATH_MAX + 1]; /* absolute, no "." or ".." segment */
     unsigned bandwidth_mib_s;         /* save: 0 = QEMU's default */
     bool paused;                      /* restore: leave it paused */
+    char target[VMD_NAME_MAX + 1];    /* backup: the image to create */
+    char disk[VMD_NAME_MAX + 1];      /* backup: the disk's image ("": the first disk) */
     struct vmd_client client;
 };
 
@@ -305,6 +308,17 @@ struct vmd_longjob_args {
  */
 int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_args *args,
                     struct json_object **out, moor_error *err);
+
+/*
+ * POST /v1/domains/{id}/backup: 202 with the job view (domain-backup.c).
+ * Blocks resize and delete of the disk's image, creates @args->target in
+ * the pool (qcow2, the disk's virtual size, blocked from every use until
+ * the job ends) and hands QEMU's blockdev-backup to a thread. -ENOTCONN
+ * (not running), -ENOENT (no such disk), -EEXIST (target taken), -EBUSY
+ * (a long job runs, or the image is blocked), -EIO (qemu-img).
+ */
+int vmd_domain_backup(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_args *args,
+                      struct json_object **out, moor_error *err);
 
 /*
  * POST /v1/domains/restore: reads the header of @args->path, defines the

@@ -199,12 +199,35 @@ static void user_remove_locked(vmd_image *img, const char *domain)
     }
 }
 
+/* After a refusal naming the oldest block on @op: the reasons and ages of
+ * the others that cover it, so that a delete refused because a domain
+ * uses the image still names the backup job reading it meanwhile. */
+static int refusal_others(vmd_image *img, enum vmd_image_op op, int rc, moor_error *err)
+{
+    moor_block_info info[4];
+    char msg[512];
+    int n = moor_blocker_info(&img->blockers, info, 4), seen = 0;
+
+    if (!err || n <= 1)
+        return rc;
+    snprintf(msg, sizeof(msg), "%s", moor_error_message(err));
+    for (int i = 0; i < n && i < 4; i++) {
+        if (!(info[i].ops & MOOR_BLOCKER_OP(op)) || seen++ == 0)
+            continue; /* the first covering block is the one named */
+        size_t len = strlen(msg);
+        snprintf(msg + len, sizeof(msg) - len, "; also blocked: %s (for %.1f s)", info[i].reason,
+                 (double)info[i].age_ns / 1e9);
+    }
+    return seen > 1 ? moor_error_set(err, rc, "%s", msg) : rc;
+}
+
 /* -ENOENT if deleted, else the check of @op (-EBUSY with the reason). */
 static int usable_locked(vmd_image *img, enum vmd_image_op op, moor_error *err)
 {
     if (img->removed)
         return moor_error_set(err, -ENOENT, "image %s was deleted", img->name);
-    return moor_blocker_check(&img->blockers, op, err);
+    int rc = moor_blocker_check(&img->blockers, op, err);
+    return rc == -EBUSY ? refusal_others(img, op, rc, err) : rc;
 }
 
 int vmd_image_block(vmd_image *img, uint64_t ops, moor_block_token *tok, moor_error *err,
@@ -479,7 +502,10 @@ static int create_file(const struct vmd_image_create *req, const char *path, con
     if (fd < 0)
         return moor_error_set(err, -errno, "image %s: %s", req->name, strerror(errno));
     close(fd);
-    snprintf(size, sizeof(size), "%" PRIu64 "M", req->size_mib);
+    if (req->size_bytes)
+        snprintf(size, sizeof(size), "%" PRIu64, req->size_bytes);
+    else
+        snprintf(size, sizeof(size), "%" PRIu64 "M", req->size_mib);
     args[n++] = "create";
     args[n++] = "-q";
     args[n++] = "-f";
@@ -491,7 +517,7 @@ static int create_file(const struct vmd_image_create *req, const char *path, con
         args[n++] = bfmt;
     }
     args[n++] = path;
-    if (req->size_mib)
+    if (req->size_mib || req->size_bytes)
         args[n++] = size;
     args[n] = NULL;
     int rc = qemu_img(args, NULL, 0, err);
@@ -525,6 +551,12 @@ static int create_reserve(struct vmd *vmd, const struct vmd_image_create *req, v
 int vmd_image_create(struct vmd *vmd, const struct vmd_image_create *req, struct json_object **out,
                      moor_error *err)
 {
+    return vmd_image_create_held(vmd, req, NULL, NULL, out, err);
+}
+
+int vmd_image_create_held(struct vmd *vmd, const struct vmd_image_create *req, const char *hold,
+                          moor_block_token *held, struct json_object **out, moor_error *err)
+{
     moor_autounref vmd_image *backing = NULL;
     moor_block_token creating = MOOR_BLOCK_TOKEN_NONE;
     struct img_facts f = {0};
@@ -544,6 +576,9 @@ int vmd_image_create(struct vmd *vmd, const struct vmd_image_create *req, struct
     if (rc == 0 && (rc = image_facts(path, &f, err)) < 0)
         unlink(path);
     moor_lock(img);
+    /* The caller's hold goes on before "being created" goes: no gap. */
+    if (rc == 0 && hold && (rc = moor_block(&img->blockers, ALL_OPS, held, err, "%s", hold)) < 0)
+        unlink(path);
     if (rc == 0)
         img->size = f.size;
     else {
@@ -571,12 +606,28 @@ int vmd_image_create(struct vmd *vmd, const struct vmd_image_create *req, struct
 
 int vmd_image_delete(struct vmd *vmd, vmd_image *img, struct json_object **out, moor_error *err)
 {
+    return vmd_image_delete_held(vmd, img, NULL, out, err);
+}
+
+uint64_t vmd_image_size(vmd_image *img)
+{
+    moor_lock(img);
+    uint64_t size = img->size;
+    moor_unlock(img);
+    return size;
+}
+
+int vmd_image_delete_held(struct vmd *vmd, vmd_image *img, moor_block_token *held,
+                          struct json_object **out, moor_error *err)
+{
     moor_block_token deleting = MOOR_BLOCK_TOKEN_NONE;
     char path[PATH_MAX];
 
     if (vmd_image_path(&vmd->opt, img->name, path) < 0)
         return moor_error_set(err, -ENAMETOOLONG, "image %s: path too long", img->name);
     moor_lock(img);
+    if (held) /* ours goes under the mutex the delete's own block is placed under */
+        moor_unblock(held);
     int rc = usable_locked(img, VMD_IMAGE_OP_DELETE, err);
     rc = rc
              ?: moor_block(&img->blockers, ALL_OPS, &deleting, err, "image %s is being deleted",

@@ -70,6 +70,7 @@ struct vmd_image_create {
     enum vmd_image_format format;   /* qcow2 for an overlay */
     uint64_t size_mib;              /* 1..VMD_IMAGE_SIZE_MIB_MAX; 0: an overlay's backing size */
     char backing[VMD_NAME_MAX + 1]; /* "" or the backing image (an overlay) */
+    uint64_t size_bytes;            /* non-zero: the size in bytes (a backup's target) */
 };
 
 /* ---- the pool ------------------------------------------------------------- */
@@ -128,12 +129,31 @@ int vmd_image_list(struct vmd *vmd, struct json_object **out, moor_error *err);
 int vmd_image_create(struct vmd *vmd, const struct vmd_image_create *req, struct json_object **out,
                      moor_error *err);
 
+/*
+ * vmd_image_create_held - vmd_image_create, and when @hold is not NULL a
+ * block on every operation with the reason @hold placed before the "being
+ * created" block goes (no moment where the new image is free), its token
+ * into *@held (the caller's: moor_unblock or vmd_image_delete_held).
+ */
+int vmd_image_create_held(struct vmd *vmd, const struct vmd_image_create *req, const char *hold,
+                          moor_block_token *held, struct json_object **out, moor_error *err);
+
+/* vmd_image_size - the virtual size in bytes. Locks: @img's mutex, briefly. */
+uint64_t vmd_image_size(vmd_image *img);
+
 /* GET /v1/images/{name}: the view plus what qemu-img info says now. */
 int vmd_image_info(struct vmd *vmd, vmd_image *img, struct json_object **out, moor_error *err);
 
 /* DELETE /v1/images/{name}: -EBUSY naming the user, overlay or job that
  * blocks it. Removes the file, then the object from the registry. */
 int vmd_image_delete(struct vmd *vmd, vmd_image *img, struct json_object **out, moor_error *err);
+
+/* vmd_image_delete_held - delete, dropping the caller's block *@held
+ * (NULL: none) under the same mutex hold as the delete's own block is
+ * placed: nobody can start using the image in between. *@held is cleared
+ * even when the delete is refused. */
+int vmd_image_delete_held(struct vmd *vmd, vmd_image *img, moor_block_token *held,
+                          struct json_object **out, moor_error *err);
 
 /* POST /v1/images/{name}/resize {"size_mib"}: grow only (-EINVAL to
  * shrink). Through its domain's QMP block_resize (MODIFY job) when a

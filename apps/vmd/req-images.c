@@ -17,7 +17,7 @@
 #include "request.h"
 
 /* A name field: [A-Za-z0-9._-]{1,64}, not "." or "..", into @out. */
-static int get_name(struct json_object *body, const char *key, char *out, moor_error *err)
+int vmd_image_name_field(struct json_object *body, const char *key, char *out, moor_error *err)
 {
     struct json_object *v;
 
@@ -74,9 +74,9 @@ int vmd_parse_image_create(struct json_object *body, struct vmd_request *req, mo
         return moor_error_set(err, -EINVAL, "image create needs {\"name\", ...} in the body");
     if ((rc = vmd_check_fields(body, known, err)) < 0)
         return rc;
-    if ((rc = get_name(body, "name", c.name, err)) != 0)
+    if ((rc = vmd_image_name_field(body, "name", c.name, err)) != 0)
         return rc < 0 ? rc : moor_error_set(err, -EINVAL, "\"name\" is required");
-    if ((has_backing = get_name(body, "backing", c.backing, err)) < 0)
+    if ((has_backing = vmd_image_name_field(body, "backing", c.backing, err)) < 0)
         return has_backing;
     if ((has_fmt = get_format(body, &c.format, err)) < 0)
         return has_fmt;

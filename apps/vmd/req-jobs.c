@@ -92,6 +92,41 @@ int vmd_parse_restore(struct json_object *body, struct vmd_request *req, moor_er
     return 0;
 }
 
+/* {"target": NAME, "disk": NAME (optional), "bandwidth_mib_s": N (optional)} */
+int vmd_parse_backup(struct json_object *body, struct vmd_request *req, moor_error *err)
+{
+    static const char *const known[] = {"target", "disk", "bandwidth_mib_s", NULL};
+    struct vmd_longjob_args *a = &req->u.longjob;
+    struct json_object *v;
+
+    memset(a, 0, sizeof(*a));
+    if (!body)
+        return moor_error_set(err, -EINVAL, "backup needs {\"target\": ...} in the body");
+    int rc = vmd_check_fields(body, known, err);
+    if (rc < 0)
+        return rc;
+    rc = vmd_image_name_field(body, "target", a->target, err);
+    if (rc == 1)
+        return moor_error_set(err, -EINVAL, "\"target\" (the image to create) is required");
+    if (rc < 0 || vmd_image_name_field(body, "disk", a->disk, err) < 0)
+        return -EINVAL;
+    if (json_object_object_get_ex(body, "bandwidth_mib_s", &v)) {
+        int64_t bw = json_object_get_int64(v);
+        if (!json_object_is_type(v, json_type_int) || bw < 1 || bw > VMD_SAVE_BANDWIDTH_MAX)
+            return moor_error_set(err, -EINVAL, "\"bandwidth_mib_s\" must be an integer in 1..%u",
+                                  VMD_SAVE_BANDWIDTH_MAX);
+        a->bandwidth_mib_s = (unsigned)bw;
+    }
+    return 0;
+}
+
+int vmd_run_backup(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                   moor_error *err)
+{
+    req->u.longjob.client = req->client;
+    return vmd_domain_backup(vmd, req->dom, &req->u.longjob, out, err);
+}
+
 int vmd_run_save(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
                  moor_error *err)
 {

@@ -54,7 +54,7 @@ struct vmd_request {
             char execute[VMD_QMP_COMMAND_MAX + 1];
             struct json_object *arguments; /* owned; NULL if absent */
         } qmp;
-        struct vmd_longjob_args longjob; /* save, restore */
+        struct vmd_longjob_args longjob; /* save, restore, backup */
         struct vmd_image_create image_create;
         uint64_t size_mib; /* image resize */
     } u;
@@ -141,6 +141,12 @@ int vmd_run_qmp(struct vmd *vmd, struct vmd_request *req, struct json_object **o
 /* req-jobs.c: the long jobs (save, restore, job info, abort). */
 int vmd_parse_save(struct json_object *body, struct vmd_request *req, moor_error *err);
 int vmd_parse_restore(struct json_object *body, struct vmd_request *req, moor_error *err);
+/* vmd_image_name_field - the image name at @key of @body into @out
+ * (VMD_NAME_MAX + 1 bytes): 0, 1 when absent, -EINVAL (req-images.c). */
+int vmd_image_name_field(struct json_object *body, const char *key, char *out, moor_error *err);
+int vmd_parse_backup(struct json_object *body, struct vmd_request *req, moor_error *err);
+int vmd_run_backup(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
+                   moor_error *err);
 int vmd_run_save(struct vmd *vmd, struct vmd_request *req, struct json_object **out,
                  moor_error *err);
 int vmd_run_restore(struct vmd *vmd, struct vmd_request *req, struct json_object **out,

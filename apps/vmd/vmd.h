@@ -14,6 +14,7 @@
  *   domain-jobs.c  long jobs (save, restore, job info, abort) on a thread
  *              each, and their recovery after a restart; domain-internal.h
  *              shares domain.c's object and helpers with it.
+ *   domain-backup.c  the backup long job (blockdev-backup), on those helpers.
  *   req-jobs.c the long jobs' request bodies.
  *   image.c    the image pool: image objects, users, blocks, qemu-img.
  *   config.c   a domain's config: JSON <-> struct, validated field by field.

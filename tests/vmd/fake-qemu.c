@@ -36,7 +36,13 @@
  *   max-bandwidth, default 64 MiB/s), query-migrate (status, and "ram"
  *   transferred/total/remaining on the outgoing side), migrate_cancel,
  *   migrate-incoming {"uri": "fd:NAME"} (under -incoming defer: reads the
- *   stream back, checks its length, then the guest is paused), and
+ *   stream back, checks its length, then the guest is paused), block
+ *   jobs: blockdev-add (a node on a file) and blockdev-del (refused while
+ *   a job uses it), blockdev-backup (one job at a time; it copies nothing
+ *   but counts the source's virtual size, from the qcow2 header or the raw
+ *   file's length, at "speed" or backup-bw, default 64 MiB/s; honours
+ *   auto-dismiss), query-jobs, job-cancel, job-dismiss, with
+ *   JOB_STATUS_CHANGE events as QEMU sends them, and
  *   CommandNotFound for anything else. The "id" of a command is echoed.
  *   Events carry "timestamp" as QEMU's do: STOP and RESUME are sent before
  *   the reply to stop/cont, RESET, POWERDOWN and SHUTDOWN after theirs.
@@ -71,6 +77,10 @@
  *                         would block (EAGAIN)
  *     fsize-limit:N       RLIMIT_FSIZE of N bytes (SIGXFSZ ignored): writes past
  *                         it fail with EFBIG, as on a full disk
+ *     die-mid-backup      exit 1 once half of a backup job is done
+ *     stall-mid-backup    hang as stall does once half of it is done
+ *     backup-enospc       a backup job fails at half: "No space left on device"
+ *     backup-bw:N         backup jobs copy N bytes/s unless "speed" says otherwise
  *   A malformed SPEC is a usage error: message on stderr, exit 2.
  *
  * EXIT STATUS  0 after quit, powerdown or a signal; 1 on a fault that dies
@@ -130,6 +140,10 @@ enum fq_fault_kind {
     FQ_FSIZE_LIMIT,
     FQ_MIGRATE_BW,
     FQ_GREEDY_LOAD,
+    FQ_DIE_MID_BACKUP,
+    FQ_STALL_MID_BACKUP,
+    FQ_BACKUP_ENOSPC,
+    FQ_BACKUP_BW,
 };
 
 struct fq_fault {
@@ -162,6 +176,16 @@ struct fq_mig {
     char error[160];
 };
 
+/* The one block job (a backup) this process runs; id "" when none. */
+struct fq_bjob {
+    char id[64];
+    char target[32];    /* its target node */
+    const char *status; /* "running", "concluded" */
+    bool auto_dismiss;
+    uint64_t total, done, speed, last_ms;
+    char error[96];
+};
+
 struct fq {
     const char *name;
     const char *pidfile;
@@ -184,8 +208,9 @@ struct fq {
     struct fq_named_fd named[FQ_MAX_NAMED];
     uint64_t mem_mib; /* -m */
     struct fq_mig mig;
-    struct fq_disk disks[FQ_MAX_DISKS]; /* from -blockdev */
+    struct fq_disk disks[FQ_MAX_DISKS]; /* from -blockdev and blockdev-add */
     unsigned n_disks;
+    struct fq_bjob bjob;
 };
 
 static struct fq g; /* one per process; single-threaded */
@@ -248,6 +273,10 @@ static const struct {
     {"fsize-limit", FQ_FSIZE_LIMIT, 2},
     {"migrate-bw", FQ_MIGRATE_BW, 2},
     {"greedy-load", FQ_GREEDY_LOAD, 0},
+    {"die-mid-backup", FQ_DIE_MID_BACKUP, 0},
+    {"stall-mid-backup", FQ_STALL_MID_BACKUP, 0},
+    {"backup-enospc", FQ_BACKUP_ENOSPC, 0},
+    {"backup-bw", FQ_BACKUP_BW, 2},
 };
 
 static bool fq_parse_number(const char *s, long *out)
@@ -948,6 +977,229 @@ static json_object *fq_query_block(void)
     return arr;
 }
 
+/* ---- block jobs ------------------------------------------------------ */
+
+static struct fq_disk *fq_node(const char *node)
+{
+    for (unsigned i = 0; node && i < g.n_disks; i++)
+        if (strcmp(g.disks[i].node, node) == 0)
+            return &g.disks[i];
+    return NULL;
+}
+
+/* A node's virtual size: block_resize's, or the qcow2 header's (big-endian
+ * u64 at offset 24), or the raw file's length. */
+static uint64_t fq_node_size(const struct fq_disk *d)
+{
+    unsigned char h[32];
+    struct stat sb;
+    uint64_t size = 0;
+
+    if (d->size)
+        return (uint64_t)d->size;
+    int fd = open(d->file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    if (pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && memcmp(h, "QFI\xfb", 4) == 0) {
+        for (int i = 24; i < 32; i++)
+            size = size << 8 | h[i];
+    } else if (fstat(fd, &sb) == 0) {
+        size = (uint64_t)sb.st_size;
+    }
+    close(fd);
+    return size;
+}
+
+static void fq_job_event(const char *status)
+{
+    json_object *data = json_object_new_object();
+
+    json_object_object_add(data, "id", json_object_new_string(g.bjob.id));
+    json_object_object_add(data, "status", json_object_new_string(status));
+    fq_event("JOB_STATUS_CHANGE", data);
+}
+
+static void fq_bjob_gone(void)
+{
+    fq_job_event("null");
+    memset(&g.bjob, 0, sizeof(g.bjob));
+}
+
+/* The job ends: waiting, pending, concluded (and null if auto-dismissed). */
+static void fq_bjob_end(const char *error)
+{
+    snprintf(g.bjob.error, sizeof(g.bjob.error), "%s", error ? error : "");
+    fq_log("backup %s %s%s", g.bjob.id, error ? "failed: " : "completed", error ? error : "");
+    fq_job_event("waiting");
+    fq_job_event("pending");
+    g.bjob.status = "concluded";
+    fq_job_event("concluded");
+    if (g.bjob.auto_dismiss)
+        fq_bjob_gone();
+}
+
+static void fq_bjob_tick(void)
+{
+    uint64_t now = fq_now_ms(), n = g.bjob.speed * (now - g.bjob.last_ms) / 1000;
+
+    if (n == 0 && g.bjob.done < g.bjob.total)
+        return;
+    g.bjob.last_ms = now;
+    if (n > g.bjob.total - g.bjob.done)
+        n = g.bjob.total - g.bjob.done;
+    bool half = g.bjob.done < g.bjob.total / 2 && g.bjob.done + n >= g.bjob.total / 2;
+    g.bjob.done += n;
+    if (half && fq_fault(FQ_DIE_MID_BACKUP, NULL))
+        fq_exit(1, "fault die-mid-backup");
+    if (half && fq_fault(FQ_STALL_MID_BACKUP, NULL))
+        fq_hang("stall-mid-backup");
+    if (half && fq_fault(FQ_BACKUP_ENOSPC, NULL))
+        fq_bjob_end("No space left on device");
+    else if (g.bjob.done == g.bjob.total)
+        fq_bjob_end(NULL);
+}
+
+static bool fq_bjob_running(void)
+{
+    return g.bjob.id[0] && strcmp(g.bjob.status, "running") == 0 && !g.stalled;
+}
+
+static void fq_blockdev_add(json_object *id, json_object *args)
+{
+    json_object *file = NULL;
+    const char *node = fq_arg_string(args, "node-name");
+
+    json_object_object_get_ex(args, "file", &file);
+    const char *name = fq_arg_string(file, "filename");
+    if (!node || !name || strlen(node) >= sizeof(g.disks[0].node)) {
+        fq_error(id, "GenericError", "blockdev-add needs node-name and file.filename");
+        return;
+    }
+    if (fq_node(node) || g.n_disks == FQ_MAX_DISKS) {
+        fq_error(id, "GenericError", "Duplicate nodes with node-name='%s'", node);
+        return;
+    }
+    struct fq_disk *d = &g.disks[g.n_disks++];
+    memset(d, 0, sizeof(*d));
+    snprintf(d->node, sizeof(d->node), "%s", node);
+    snprintf(d->file, sizeof(d->file), "%s", name);
+    fq_reply(id, json_object_new_object());
+}
+
+static void fq_blockdev_del(json_object *id, json_object *args)
+{
+    const char *node = fq_arg_string(args, "node-name");
+    struct fq_disk *d = fq_node(node);
+
+    if (!d) {
+        fq_error(id, "GenericError", "Failed to find node with node-name='%s'", node ? node : "");
+        return;
+    }
+    if (g.bjob.id[0] && strcmp(g.bjob.status, "running") == 0 && strcmp(g.bjob.target, node) == 0) {
+        fq_error(id, "GenericError", "Node '%s' is busy: block device is in use by block job",
+                 node);
+        return;
+    }
+    unsigned i = (unsigned)(d - g.disks);
+    memmove(&g.disks[i], &g.disks[i + 1], (g.n_disks - i - 1) * sizeof(g.disks[0]));
+    g.n_disks--;
+    fq_reply(id, json_object_new_object());
+}
+
+static void fq_blockdev_backup(json_object *id, json_object *args)
+{
+    const char *job = fq_arg_string(args, "job-id"), *dev = fq_arg_string(args, "device");
+    const char *target = fq_arg_string(args, "target");
+    struct fq_disk *src = fq_node(dev);
+    json_object *v;
+
+    if (g.bjob.id[0]) {
+        fq_error(id, "GenericError", "Job ID '%s' already in use", g.bjob.id);
+        return;
+    }
+    if (!job || strlen(job) >= sizeof(g.bjob.id) || !src || !fq_node(target)) {
+        fq_error(id, "GenericError", "Cannot find device='' nor node-name='%s'",
+                 src ? (target ? target : "") : (dev ? dev : ""));
+        return;
+    }
+    snprintf(g.bjob.id, sizeof(g.bjob.id), "%s", job);
+    snprintf(g.bjob.target, sizeof(g.bjob.target), "%s", target);
+    g.bjob.status = "running";
+    g.bjob.total = fq_node_size(src);
+    g.bjob.done = 0;
+    g.bjob.last_ms = fq_now_ms();
+    g.bjob.auto_dismiss =
+        !json_object_object_get_ex(args, "auto-dismiss", &v) || json_object_get_boolean(v);
+    const struct fq_fault *bw = fq_fault(FQ_BACKUP_BW, NULL);
+    g.bjob.speed = json_object_object_get_ex(args, "speed", &v) && json_object_get_int64(v) > 0
+                       ? (uint64_t)json_object_get_int64(v)
+                   : bw && bw->n > 0 ? (uint64_t)bw->n
+                                     : FQ_MIG_DEFAULT_BW;
+    fq_job_event("created");
+    fq_job_event("running");
+    fq_reply(id, json_object_new_object());
+}
+
+static json_object *fq_query_jobs(void)
+{
+    json_object *arr = json_object_new_array();
+
+    if (!g.bjob.id[0])
+        return arr;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_string(g.bjob.id));
+    json_object_object_add(o, "type", json_object_new_string("backup"));
+    json_object_object_add(o, "status", json_object_new_string(g.bjob.status));
+    json_object_object_add(o, "current-progress", json_object_new_int64((int64_t)g.bjob.done));
+    json_object_object_add(o, "total-progress", json_object_new_int64((int64_t)g.bjob.total));
+    if (g.bjob.error[0])
+        json_object_object_add(o, "error", json_object_new_string(g.bjob.error));
+    json_object_array_add(arr, o);
+    return arr;
+}
+
+/* job-cancel and job-dismiss of the one job. */
+static void fq_job_verb(json_object *id, json_object *args, bool cancel)
+{
+    const char *job = fq_arg_string(args, "id");
+
+    if (!job || !g.bjob.id[0] || strcmp(job, g.bjob.id) != 0) {
+        fq_error(id, "GenericError", "Job not found");
+        return;
+    }
+    bool concluded = strcmp(g.bjob.status, "concluded") == 0;
+    if (cancel == concluded) {
+        fq_error(id, "GenericError", "Job '%s' in state '%s' cannot accept command verb '%s'", job,
+                 g.bjob.status, cancel ? "cancel" : "dismiss");
+        return;
+    }
+    fq_reply(id, json_object_new_object());
+    if (!cancel) {
+        fq_bjob_gone();
+        return;
+    }
+    fq_job_event("aborting");
+    fq_bjob_end("Operation cancelled");
+}
+
+/* The block job commands; false when @cmd is none of them. */
+static bool fq_block_command(const char *cmd, json_object *id, json_object *args)
+{
+    if (strcmp(cmd, "blockdev-add") == 0)
+        fq_blockdev_add(id, args);
+    else if (strcmp(cmd, "blockdev-del") == 0)
+        fq_blockdev_del(id, args);
+    else if (strcmp(cmd, "blockdev-backup") == 0)
+        fq_blockdev_backup(id, args);
+    else if (strcmp(cmd, "query-jobs") == 0)
+        fq_reply(id, fq_query_jobs());
+    else if (strcmp(cmd, "job-cancel") == 0 || strcmp(cmd, "job-dismiss") == 0)
+        fq_job_verb(id, args, strcmp(cmd, "job-cancel") == 0);
+    else
+        return false;
+    return true;
+}
+
 /* Run @cmd: reply and events as QEMU orders them. */
 static void fq_execute(const char *cmd, json_object *id, json_object *args)
 {
@@ -1001,7 +1253,7 @@ static void fq_execute(const char *cmd, json_object *id, json_object *args)
         fq_getfd(id, args);
     } else if (strcmp(cmd, "closefd") == 0) {
         fq_closefd(id, args);
-    } else if (fq_migrate_command(cmd, id, args)) {
+    } else if (fq_migrate_command(cmd, id, args) || fq_block_command(cmd, id, args)) {
         /* answered */
     } else {
         fq_error(id, "CommandNotFound", "The command %s has not been found", cmd);
@@ -1425,6 +1677,11 @@ int main(int argc, char **argv)
 
         if (g.mig.dir && strcmp(g.mig.status, "active") == 0 && !g.stalled) {
             fq_mig_tick();
+            if (timeout < 0 || timeout > FQ_MIG_TICK_MS)
+                timeout = FQ_MIG_TICK_MS;
+        }
+        if (fq_bjob_running()) {
+            fq_bjob_tick();
             if (timeout < 0 || timeout > FQ_MIG_TICK_MS)
                 timeout = FQ_MIG_TICK_MS;
         }

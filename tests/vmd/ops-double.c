@@ -729,6 +729,29 @@ int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_a
     return job_answer(dom, out, err);
 }
 
+/* A backup: a job like a save's that leaves the state alone; the target
+ * is its path. */
+int vmd_domain_backup(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_args *args,
+                      struct json_object **out, moor_error *err)
+{
+    (void)vmd;
+    moor_lock(dom);
+    if (strcmp(dom->state, "shutoff") == 0) {
+        moor_unlock(dom);
+        return moor_error_set(err, -ENOTCONN, "domain %s is not running: backup needs it running",
+                              dom->name);
+    }
+    if (dom->job_kind && dom->job_quarters < 4) {
+        moor_unlock(dom);
+        return moor_error_set(err, -EBUSY, "domain %s: backup refused: a %s job runs", dom->name,
+                              dom->job_kind);
+    }
+    dom->job_kind = "backup";
+    dom->job_quarters = 0;
+    snprintf(dom->job_path, sizeof(dom->job_path), "%s", args->target);
+    return job_answer(dom, out, err);
+}
+
 int vmd_domain_restore(struct vmd *vmd, const struct vmd_longjob_args *args,
                        struct json_object **out, moor_error *err)
 {
@@ -762,7 +785,8 @@ int vmd_domain_job(struct vmd *vmd, vmd_domain *dom, struct json_object **out, m
 {
     (void)vmd;
     moor_lock(dom);
-    if (dom->job_kind && dom->job_quarters < 4 && ++dom->job_quarters == 4) {
+    if (dom->job_kind && dom->job_quarters < 4 && ++dom->job_quarters == 4 &&
+        strcmp(dom->job_kind, "backup") != 0) {
         bool save = strcmp(dom->job_kind, "save") == 0;
         dom->state = save ? "shutoff" : "running";
         dom->reason = save ? "saved" : "restored";
@@ -779,8 +803,10 @@ int vmd_domain_abort(struct vmd *vmd, vmd_domain *dom, struct json_object **out,
         return moor_error_set(err, -ENOENT, "domain %s has no job to abort", dom->name);
     }
     dom->job_quarters = 4;
-    dom->state = strcmp(dom->job_kind, "save") == 0 ? "running" : "shutoff";
-    dom->reason = "resumed";
+    if (strcmp(dom->job_kind, "backup") != 0) {
+        dom->state = strcmp(dom->job_kind, "save") == 0 ? "running" : "shutoff";
+        dom->reason = "resumed";
+    }
     return job_answer(dom, out, err);
 }
 

@@ -3,15 +3,20 @@
  * stress-images.c - a real moor-vmd (real qemu-img, fake QEMU) under
  * THREADS clients (default 8) racing, for MOOR_STRESS_SECONDS, image
  * create (qcow2, raw, overlays on random images), delete and resize with
- * domain define (one or two random disks) and undefine, start and destroy
- * over 8 image names and 8 domain names.
+ * domain define (one or two random disks) and undefine, start and destroy,
+ * backups of a running domain's disk into one of the image names (so a
+ * target races creates and deletes of that name), saves, aborts of either
+ * and removals of the save files, over 8 image names and 8 domain names.
  *
  * Every answer must have a status the API documents for that call and a
  * well-formed body. About every 300 ms the clients pause (a rwlock: each
  * call holds it shared, the check exclusive) and the pool is checked
  * against the domains and the disk: every disk of every defined domain and
  * every overlay's backing is an image of the pool, and the files in
- * <state>/images are exactly the pool's images. So no image is ever
+ * <state>/images are exactly the pool's images (a backup target that its
+ * job is deleting on its own thread meanwhile, after a failure or an
+ * abort, may have lost its file already: it shows the job's hold or the
+ * delete's block). So no image is ever
  * deleted while referenced or blocked. At the end everything is undefined
  * and deleted, the pool directory must be empty, and the daemon must exit
  * 0 on SIGTERM: it does only with its live-object census at zero (no
@@ -29,13 +34,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
-#define SI_IMAGES      8
-#define SI_DOMAINS     8
-#define SI_MAX_THREADS 32
-#define SI_CHECK_MS    300
+#define SI_IMAGES        8
+#define SI_DOMAINS       8
+#define SI_MAX_THREADS   32
+#define SI_CHECK_MS      300
+#define SI_DELETE_ROUNDS 250
 
 enum si_op {
     SI_CREATE,
@@ -45,12 +52,16 @@ enum si_op {
     SI_UNDEFINE,
     SI_START,
     SI_DESTROY,
+    SI_BACKUP,
+    SI_SAVE,
+    SI_ABORT,
+    SI_UNLINK_SAVE,
     SI_NOPS
 };
 
 static struct vh_daemon si_daemon;
 static pthread_rwlock_t si_pause; /* writer-preferring: the check is not starved */
-static atomic_ulong si_calls, si_checks, si_by_status[600];
+static atomic_ulong si_calls, si_checks, si_by_status[600], si_backups, si_saves;
 
 static bool si_status_ok(enum si_op op, long status)
 {
@@ -62,6 +73,10 @@ static bool si_status_ok(enum si_op op, long status)
         return status == 200 || status == 404 || status == 409 || status == 503;
     case SI_DEFINE:
         return status == 201 || status == 404 || status == 409 || status == 503;
+    case SI_BACKUP:
+    case SI_SAVE:
+        return status == 202 || status == 404 || status == 409 || status == 502 || status == 503 ||
+               status == 504;
     case SI_RESIZE:
         return status == 200 || status == 400 || status == 404 || status == 409 || status == 502 ||
                status == 503 || status == 504;
@@ -74,13 +89,14 @@ static bool si_status_ok(enum si_op op, long status)
 static void si_call(struct vmctl_client *c, unsigned *seed)
 {
     enum si_op op = (enum si_op)(rand_r(seed) % SI_NOPS);
-    char img[16], other[16], dom[16], path[128], body[PATH_MAX + 256] = "";
+    char img[16], other[16], dom[16], bk[16], path[128], body[PATH_MAX + 256] = "";
     const char *method = "POST";
     struct vmctl_response r;
 
     snprintf(img, sizeof(img), "i%d", rand_r(seed) % SI_IMAGES);
     snprintf(other, sizeof(other), "i%d", rand_r(seed) % SI_IMAGES);
     snprintf(dom, sizeof(dom), "d%d", rand_r(seed) % SI_DOMAINS);
+    snprintf(bk, sizeof(bk), "b%d", rand_r(seed) % 4);
     switch (op) {
     case SI_CREATE:
         snprintf(path, sizeof(path), "/v1/images");
@@ -90,9 +106,9 @@ static void si_call(struct vmctl_client *c, unsigned *seed)
             snprintf(body, sizeof(body), "{\"name\":\"%s\",\"format\":\"%s\",\"size_mib\":%d}", img,
                      rand_r(seed) % 2 ? "qcow2" : "raw", 1 + rand_r(seed) % 16);
         break;
-    case SI_DELETE:
+    case SI_DELETE: /* a pool image, or a backup's (see SI_BACKUP) */
         method = "DELETE";
-        snprintf(path, sizeof(path), "/v1/images/%s", img);
+        snprintf(path, sizeof(path), "/v1/images/%s", rand_r(seed) % 3 ? img : bk);
         break;
     case SI_RESIZE:
         snprintf(path, sizeof(path), "/v1/images/%s/resize", img);
@@ -121,6 +137,24 @@ static void si_call(struct vmctl_client *c, unsigned *seed)
         snprintf(path, sizeof(path), "/v1/domains/%s/%s", dom,
                  op == SI_START ? "start" : "destroy");
         break;
+    case SI_BACKUP:
+        snprintf(path, sizeof(path), "/v1/domains/%s/backup", dom);
+        /* into a name of its own (b0..b3), or one that creates race for */
+        snprintf(body, sizeof(body), "{\"target\":\"%s\",\"bandwidth_mib_s\":%d}",
+                 rand_r(seed) % 4 ? bk : other, 8 + rand_r(seed) % 56);
+        break;
+    case SI_SAVE:
+        snprintf(path, sizeof(path), "/v1/domains/%s/save", dom);
+        snprintf(body, sizeof(body), "{\"path\":\"%s/%s.save\"}", si_daemon.root, dom);
+        break;
+    case SI_ABORT:
+        method = "DELETE";
+        snprintf(path, sizeof(path), "/v1/domains/%s/job", dom);
+        break;
+    case SI_UNLINK_SAVE: /* so that saves go on (one never overwrites) */
+        snprintf(path, sizeof(path), "%s/%s.save", si_daemon.root, dom);
+        unlink(path);
+        return;
     default:
         return;
     }
@@ -138,6 +172,9 @@ static void si_call(struct vmctl_client *c, unsigned *seed)
         fail("%s %s %s: undocumented status %ld: %s", method, path, body, r.status, r.body);
     else if (r.status >= 300 && (!r.error_code || !r.error_message || !*r.error_message))
         fail("%s %s: %ld with a bad error object: %s", method, path, r.status, r.body);
+    else if (r.status == 202) /* a tally */
+        atomic_fetch_add_explicit(op == SI_BACKUP ? &si_backups : &si_saves, 1,
+                                  memory_order_relaxed);
     else if (op == SI_START && r.status == 200 && vh_json_get(r.json, "pid"))
         vh_note_pid(&si_daemon, (pid_t)json_object_get_int(vh_json_get(r.json, "pid")));
     vmctl_response_clear(&r);
@@ -153,12 +190,26 @@ static bool si_in(json_object *images, const char *name)
     return false;
 }
 
+/* Whether @img may have lost its file while the clients are paused: a
+ * backup's target, which its job deletes on its own thread. */
+static bool si_going(json_object *img)
+{
+    json_object *blocks = vh_json_get(img, "blocks");
+
+    for (size_t i = 0; blocks && i < json_object_array_length(blocks); i++) {
+        const char *why = vh_json_str(json_object_array_get_idx(blocks, i), "reason");
+        if (why && (strstr(why, "target of the backup job") || strstr(why, "being deleted")))
+            return true;
+    }
+    return false;
+}
+
 /* The files of the pool directory vs the pool's images. */
 static void si_check_files(json_object *images)
 {
-    char dir[PATH_MAX + 16];
+    char dir[PATH_MAX + 16], file[PATH_MAX + 96];
     struct dirent *e;
-    size_t files = 0;
+    size_t files = 0, going = 0;
 
     snprintf(dir, sizeof(dir), "%s/images", si_daemon.state_dir);
     DIR *d = opendir(dir);
@@ -174,7 +225,16 @@ static void si_check_files(json_object *images)
             fail("file %s/%s is in the pool directory but not in the pool", dir, e->d_name);
     }
     closedir(d);
-    if (files != json_object_array_length(images))
+    for (size_t i = 0; i < json_object_array_length(images); i++) {
+        json_object *img = json_object_array_get_idx(images, i);
+        snprintf(file, sizeof(file), "%s/%s", dir, vh_json_str(img, "name"));
+        if (access(file, F_OK) == 0)
+            continue;
+        if (!si_going(img))
+            fail("image %s is in the pool but its file is gone", vh_json_str(img, "name"));
+        going++;
+    }
+    if (files + going != json_object_array_length(images))
         fail("%zu files in the pool directory, %zu images in the pool", files,
              json_object_array_length(images));
 }
@@ -243,10 +303,14 @@ static void *si_worker(void *arg)
     return NULL;
 }
 
-/* Delete every image: overlays go first, so a few rounds are needed. */
+/* Delete every image: overlays go first, so a few rounds are needed, and
+ * a backup target goes when its job (failing: its QEMU was destroyed)
+ * notices, within a poll period: the rounds are 20 ms apart, 5 s in all. */
 static void si_delete_all(struct vmctl_client *c)
 {
-    for (int round = 0; round < SI_IMAGES + 1; round++) {
+    for (int round = 0; round < SI_DELETE_ROUNDS; round++) {
+        if (round)
+            poll(NULL, 0, 20);
         struct vmctl_response r;
         size_t n;
 
@@ -267,7 +331,7 @@ static void si_delete_all(struct vmctl_client *c)
         if (n == 0)
             return;
     }
-    fail("images left after %d rounds of deletes", SI_IMAGES + 1);
+    fail("images left after %d rounds of deletes", SI_DELETE_ROUNDS);
 }
 
 int main(int argc, char **argv)
@@ -327,8 +391,10 @@ int main(int argc, char **argv)
     if (atomic_load(&si_calls) < threads || atomic_load(&si_checks) < 2)
         fail("only %lu calls and %lu checks in %.1f s", atomic_load(&si_calls),
              atomic_load(&si_checks), seconds);
-    printf(STRESS_PROG ": %u threads, %.1f s, %lu calls, %lu checks:", threads, seconds,
-           atomic_load(&si_calls), atomic_load(&si_checks));
+    printf(STRESS_PROG ": %u threads, %.1f s, %lu calls (%lu backups, %lu saves started), %lu "
+                       "checks:",
+           threads, seconds, atomic_load(&si_calls), atomic_load(&si_backups),
+           atomic_load(&si_saves), atomic_load(&si_checks));
     for (int s = 100; s < 600; s++)
         if (atomic_load(&si_by_status[s]))
             printf(" %d=%lu", s, atomic_load(&si_by_status[s]));

@@ -33,6 +33,7 @@ static const char *const expected[VMD_OP__COUNT] = {
     [VMD_OP_SUSPEND] = "nyn", [VMD_OP_RESUME] = "nny",   [VMD_OP_RESET] = "nyy",
     [VMD_OP_QMP] = "nyy",     [VMD_OP_UNDEFINE] = "ynn", [VMD_OP_SAVE] = "nyy",
     [VMD_OP_RESTORE] = "ynn", [VMD_OP_JOB] = "yyy",      [VMD_OP_ABORT] = "yyy",
+    [VMD_OP_BACKUP] = "nyy",
 };
 
 static void test_state_table(void **state)

@@ -5,7 +5,11 @@
  * firmware idles): an overlay on a base image, whose delete is refused
  * naming the overlay until the overlay goes; a domain with a 64 MiB qcow2
  * disk that starts, shows the disk in QMP query-block, and grows it
- * through block_resize while it runs. A missing qemu-img or QEMU fails
+ * through block_resize while it runs; a backup of that running domain's
+ * disk (written with qemu-io before the start) whose target qemu-img
+ * compare finds identical to the source and qemu-io finds the data in,
+ * and a slow backup of it aborted mid-copy (job-cancel; no target left).
+ * A missing qemu-img, qemu-io or QEMU fails
  * the suite (never a skip). No QEMU is left after a test (vh_finish).
  */
 #define _GNU_SOURCE
@@ -21,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -171,17 +177,130 @@ static void test_domain_with_disk(void **state)
     ok(rq, 200, "DELETE", "/v1/images/disk.qcow2", NULL);
 }
 
+/* Run @argv (no shell), its output to /dev/null; its exit status, or -1. */
+static int run(char *const argv[])
+{
+    pid_t pid = fork();
+    int status;
+
+    if (pid == 0) {
+        FILE *null = freopen("/dev/null", "w", stdout);
+        (void)null;
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void image_path(struct rq *rq, const char *name, char *out, size_t size)
+{
+    snprintf(out, size, "%s/images/%s", rq->d.state_dir, name);
+}
+
+/* Poll the job of @name until it is over; its result (static). */
+static const char *backup_result(struct rq *rq, const char *name)
+{
+    static char result[32];
+    char path[128];
+    struct timespec ts = {0, 50 * 1000000L};
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
+    for (int i = 0; i < 1200; i++) { /* 60 s */
+        json_object *j = call(rq, 200, "GET", path, NULL);
+        if (!json_object_get_boolean(vh_json_get(j, "active"))) {
+            json_object *last = vh_json_get(j, "last");
+            snprintf(result, sizeof(result), "%s", vh_json_str(last, "result"));
+            if (strcmp(result, "completed") != 0)
+                fprintf(stderr, "backup: %s\n", json_object_to_json_string(last));
+            json_object_put(j);
+            return result;
+        }
+        json_object_put(j);
+        nanosleep(&ts, NULL);
+    }
+    fail_msg("the backup of %s did not end in 60 s", name);
+    return NULL;
+}
+
+/* A running pc domain's 64 MiB qcow2 disk, with two patterns written
+ * before the start, is backed up; the target matches. */
+static void test_backup_running(void **state)
+{
+    struct rq *rq = *state;
+    const char *emu = getenv("REAL_QEMU");
+    char src[PATH_MAX + 64], dst[PATH_MAX + 64];
+
+    ok(rq, 201, "POST", "/v1/images",
+       "{\"name\":\"src.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
+    image_path(rq, "src.qcow2", src, sizeof(src));
+    image_path(rq, "bk.qcow2", dst, sizeof(dst));
+    char *write[] = {
+        "qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 4M", "-c", "write -P 0x5c 60M 1M",
+        src,       NULL};
+    assert_int_equal(run(write), 0);
+    if (vh_expect(rq->c, 201, NULL, "POST", "/v1/domains",
+                  "{\"name\":\"real2\",\"emulator\":\"%s\",\"machine\":\"pc\",\"accel\":\"tcg\","
+                  "\"memory_mib\":32,\"disks\":[{\"image\":\"src.qcow2\"}]}",
+                  emu && *emu ? emu : "qemu-system-x86_64") != 0)
+        fail_msg("define real2 (see above)");
+    pid_t pid = vh_start_domain(&rq->d, rq->c, "real2", false);
+    assert_true(pid > 0);
+
+    ok(rq, 202, "POST", "/v1/domains/real2/backup", "{\"target\":\"bk.qcow2\"}");
+    assert_string_equal(backup_result(rq, "real2"), "completed");
+    char *compare[] = {"qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", src, dst, NULL};
+    assert_int_equal(run(compare), 0);
+    char *read1[] = {"qemu-io",
+                     "-r",
+                     "-U",
+                     "-f",
+                     "qcow2",
+                     "-c",
+                     "read -P 0xab 1M 4M",
+                     "-c",
+                     "read -P 0x5c 60M 1M",
+                     "-c",
+                     "read -P 0 8M 1M",
+                     dst,
+                     NULL};
+    assert_int_equal(run(read1), 0);
+    /* QEMU let go of the target (blockdev-del): it can be deleted at once */
+    ok(rq, 200, "DELETE", "/v1/images/bk.qcow2", NULL);
+
+    /* A slow one (1 MiB/s) aborted mid-copy: QEMU's job-cancel, the target
+     * deleted, the source free again, the guest still running. */
+    ok(rq, 202, "POST", "/v1/domains/real2/backup",
+       "{\"target\":\"slow.qcow2\",\"bandwidth_mib_s\":1}");
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    ok(rq, 200, "DELETE", "/v1/domains/real2/job", NULL);
+    assert_string_equal(backup_result(rq, "real2"), "cancelled");
+    assert_true(access(dst, F_OK) != 0);
+    image_path(rq, "slow.qcow2", dst, sizeof(dst));
+    assert_true(access(dst, F_OK) != 0);
+    json_object *st = call(rq, 200, "GET", "/v1/domains/real2/state", NULL);
+    assert_string_equal(vh_json_str(st, "state"), "running");
+    json_object_put(st);
+    ok(rq, 200, "POST", "/v1/images/src.qcow2/resize", "{\"size_mib\":80}");
+    ok(rq, 200, "POST", "/v1/domains/real2/destroy", NULL);
+    assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_overlay_on_base, rq_setup, rq_teardown),
         cmocka_unit_test_setup_teardown(test_domain_with_disk, rq_setup, rq_teardown),
+        cmocka_unit_test_setup_teardown(test_backup_running, rq_setup, rq_teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);
     if (!vh_program_found("qemu-system-x86_64", "REAL_QEMU") ||
-        !vh_program_found("qemu-img", NULL)) {
-        fprintf(stderr, "test-real-images: FAIL: qemu-system-x86_64 or qemu-img is not installed "
+        !vh_program_found("qemu-img", NULL) || !vh_program_found("qemu-io", NULL)) {
+        fprintf(stderr, "test-real-images: FAIL: qemu-system-x86_64, qemu-img or qemu-io is not "
+                        "installed "
                         "(make deps installs qemu-system-x86 and qemu-utils); this suite never "
                         "skips\n");
         return 1;

@@ -551,11 +551,11 @@ static int second_column(const char *line)
 static void test_help(void **state)
 {
     static const char *const commands[] = {
-        "list",       "define", "undefine",   "start",        "shutdown",     "destroy",
-        "suspend",    "resume", "reset",      "state",        "info",         "stats",
-        "qmp",        "events", "debug",      "version",      "save",         "restore",
-        "job",        "abort",  "image-list", "image-create", "image-delete", "image-resize",
-        "image-info", "help"};
+        "list",         "define",     "undefine", "start",      "shutdown",     "destroy",
+        "suspend",      "resume",     "reset",    "state",      "info",         "stats",
+        "qmp",          "events",     "debug",    "version",    "save",         "restore",
+        "backup",       "job",        "abort",    "image-list", "image-create", "image-delete",
+        "image-resize", "image-info", "help"};
     struct proc p, q;
     char *line, *save, *section;
     int column = -1;
@@ -1232,6 +1232,21 @@ static void test_against_daemon(void **state)
     run(&p, ARGS("--socket", sock, "abort", "vm1"));
     expect_status(&p, 1);
     assert_non_null(strstr(p.err_buf, "no job"));
+    /* backup: followed like a save (plain lines on a pipe, JSON lines with
+     * --json); the domain keeps running */
+    run(&p, ARGS("--socket", sock, "backup", "vm1", "bk.qcow2", "--disk", "base.qcow2"));
+    expect_status(&p, 0);
+    assert_null(strchr(p.out_buf, '\r'));
+    assert_non_null(strstr(p.out_buf, "backup vm1: 25% "));
+    assert_non_null(strstr(p.out_buf, "backup vm1: completed in "));
+    run(&p, ARGS("--socket", sock, "--json", "backup", "-b", "8", "vm1", "bk2.qcow2"));
+    expect_status(&p, 0);
+    assert_non_null(strstr(p.out_buf, "{\"kind\":\"backup\""));
+    assert_non_null(strstr(p.out_buf, "\"result\":\"completed\"}\n"));
+    run(&p, ARGS("--socket", sock, "state", "vm1"));
+    assert_true(strncmp(p.out_buf, "running (", 9) == 0);
+    run(&p, ARGS("--socket", sock, "backup", "vm1"));
+    expect_status(&p, 2);
     run(&p, ARGS("--socket", sock, "save", "vm1", "rel.save")); /* made absolute here */
     expect_status(&p, 0);
     assert_non_null(strstr(p.out_buf, "/rel.save)\n"));
