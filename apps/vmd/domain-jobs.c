@@ -835,6 +835,22 @@ static int save_open(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
     return rc;
 }
 
+/* A save on a QEMU whose monitor is marked unresponsive could only fail
+ * once its thread's first call is refused: say so now (504), before a
+ * file is made and a 202 promises a job. Mutex held; the QMP connection's
+ * leaf mutex briefly. */
+static int save_responsive_locked(vmd_domain *d, moor_error *err)
+{
+    char cmd[129] = "";
+    uint64_t since_ms = 0;
+
+    if (!d->proc.qmp || vmd_qmp_responsive(d->proc.qmp, &since_ms, cmd, sizeof(cmd)))
+        return 0;
+    return moor_error_set(err, -ETIMEDOUT,
+                          "domain %s: save: QEMU has not answered %s for %" PRIu64 " s",
+                          d->cfg.name, cmd, since_ms / 1000);
+}
+
 int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_args *args,
                     struct json_object **out, moor_error *err)
 {
@@ -856,6 +872,13 @@ int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_a
     }
     j->prior = d->state;
     j->prior_reason = d->reason;
+    rc = save_responsive_locked(d, err);
+    if (rc < 0) {
+        vmd_longjob_free(j);
+        moor_job_end_async(&d->job);
+        moor_end_api(&d);
+        return rc;
+    }
     moor_unlock(d);
     rc = save_open(d, j, err);
     moor_lock(d);
@@ -964,7 +987,11 @@ int vmd_domain_restore(struct vmd *vmd, const struct vmd_longjob_args *args,
 
     if (!j)
         return moor_error_set(err, -ENOMEM, "out of memory");
-    j->fd = open(j->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (or a device) must not hold the worker in open();
+     * read_header refuses anything but a regular file. */
+    j->fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (j->fd >= 0)
+        fcntl(j->fd, F_SETFL, 0);
     if (j->fd < 0) {
         int e = errno;
         vmd_longjob_free(j);

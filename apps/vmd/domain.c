@@ -1746,7 +1746,8 @@ int vmd_domains_debug(struct vmd *vmd, struct json_object *into, moor_error *err
 
 /* The ops whose first act, once their job is granted, is a QMP call. */
 static const enum vmd_op qmp_first_ops[] = {VMD_OP_STATS, VMD_OP_SUSPEND, VMD_OP_RESUME,
-                                            VMD_OP_RESET, VMD_OP_QMP,     VMD_OP_SHUTDOWN};
+                                            VMD_OP_RESET, VMD_OP_QMP,     VMD_OP_SHUTDOWN,
+                                            VMD_OP_SAVE};
 
 static bool qmp_first_op(const char *api, enum vmd_op *op)
 {
