@@ -981,13 +981,21 @@ static int launch_connect(vmd_domain *d, const char *path, struct launch *l, moo
 
 /* Watch the pidfd and make the QEMU the domain's. Mutex held; never
  * blocks. On failure @l is left as it was, for the caller to kill and
- * clear once it has dropped the mutex (launch_kill, launch_clear). */
+ * clear once it has dropped the mutex (launch_kill, launch_clear).
+ * -ESHUTDOWN when the domain was dropped meanwhile (undefined, or the
+ * daemon is stopping), -ENOMEM, or the dup/loop failure. */
 int launch_adopt_locked(vmd_domain *d, struct launch *l, bool child, moor_error *err)
 {
-    struct watch *w = malloc(sizeof(*w));
+    struct watch *w = NULL;
     uint64_t id;
 
-    if (!w)
+    /* A long job's thread launches with no API call in flight: the daemon
+     * may have dropped the domain meanwhile (vmd_domains_shutdown), and a
+     * watch and monitor adopted now would outlive the registry. */
+    if (d->removed)
+        return moor_error_set(err, -ESHUTDOWN, "domain %s: no longer defined or moor-vmd stopping",
+                              d->cfg.name);
+    if (!(w = malloc(sizeof(*w))))
         return moor_error_set(err, -ENOMEM, "out of memory");
     if ((w->pidfd = dup(l->pidfd)) < 0) {
         free(w);

@@ -697,20 +697,52 @@ static void test_no_fd_leak(void **state)
         fail_msg("moor-vmd holds %d files after two rounds, %d before", after, before);
 }
 
+/* SIGTERM while a restore launches its QEMU (a slow QMP handshake): the
+ * daemon must not adopt that QEMU into a domain it has already dropped
+ * (a pidfd watch and a monitor outliving the registry: objects alive at
+ * exit). It exits 0; the next daemon finds the domain shut off. */
+static void test_sigterm_mid_restore_start(void **state)
+{
+    struct fx *fx = *state;
+    int status;
+
+    define_start(fx, "ts", "late:qmp_capabilities:700");
+    save(fx, "ts", ",\"bandwidth_mib_s\":256");
+    assert_result(wait_end(fx, "ts"), "completed", NULL);
+    restore(fx, false);
+    wait_phase(fx, "ts", "start");
+    assert_int_equal(vh_stop(&fx->d, &status), 0);
+    assert_int_equal(vh_start(&fx->d), 0);
+    reconnect(fx);
+    assert_state(fx, "ts", "shutoff", NULL);
+    assert_true(file_exists(fx->file)); /* restore never removes its input */
+    unlink(fx->file);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_round_trip),          T(test_refusals),
-        T(test_abort_save_pause),    T(test_abort_save_setup),
-        T(test_abort_restore_setup), T(test_abort_save_transfer),
-        T(test_abort_restore),       T(test_qemu_dies_mid_save),
-        T(test_stall_mid_save),      T(test_disk_full),
-        T(test_destroy_mid_save),    T(test_destroy_mid_restore),
-        T(test_kill9_mid_save),      T(test_kill9_mid_restore),
-        T(test_sigterm_mid_save),    T(test_save_hung),
-        T(test_restore_fifo),        T(test_no_fd_leak),
+        T(test_round_trip),
+        T(test_refusals),
+        T(test_abort_save_pause),
+        T(test_abort_save_setup),
+        T(test_abort_restore_setup),
+        T(test_abort_save_transfer),
+        T(test_abort_restore),
+        T(test_qemu_dies_mid_save),
+        T(test_stall_mid_save),
+        T(test_disk_full),
+        T(test_destroy_mid_save),
+        T(test_destroy_mid_restore),
+        T(test_kill9_mid_save),
+        T(test_kill9_mid_restore),
+        T(test_sigterm_mid_save),
+        T(test_save_hung),
+        T(test_restore_fifo),
+        T(test_no_fd_leak),
+        T(test_sigterm_mid_restore_start),
     };
 
     signal(SIGPIPE, SIG_IGN);
