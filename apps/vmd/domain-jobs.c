@@ -74,8 +74,9 @@ struct vmd_longjob {
     int fd; /* the file (ours; QEMU gets a copy through getfd) */
     uint64_t header_len, file_len;
     unsigned bandwidth_mib_s;
-    bool paused;  /* restore: leave it paused */
-    bool created; /* save: we created path, so a failure removes it */
+    bool paused;   /* restore: leave it paused */
+    bool created;  /* save: we created path, so a failure removes it */
+    bool fd_given; /* save: QEMU holds our file under LJ_FDNAME_SAVE, not yet taken by migrate */
     struct vmd_client client;
     const char *api; /* literal */
     enum vmd_state prior;
@@ -446,9 +447,11 @@ static int save_run_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err
     }
     rc = rc ?: check_locked(d, j, err);
     rc = rc ?: qmp_fd_locked(d, j->api, LJ_FDNAME_SAVE, j->fd, err);
+    j->fd_given = rc == 0;
     rc = rc ?: check_locked(d, j, err);
     rc = rc ?: qmp_uri_locked(d, j->api, "migrate", LJ_FDNAME_SAVE, err);
     if (rc == 0) {
+        j->fd_given = false; /* migrate took it: QEMU closes it when the migration ends */
         set_phase_locked(d, j, "transfer");
         rc = follow_locked(d, j, err);
         if (rc == -ECANCELED && d->proc.qmp)
@@ -477,6 +480,19 @@ static void save_undo_locked(vmd_domain *d, struct vmd_longjob *j)
     if (j->created && unlink(j->path) < 0 && errno != ENOENT)
         vmd_log(VMD_LOG_WARNING, d->cfg.name, "save", "cannot remove %s: %s", j->path,
                 strerror(errno));
+    if (j->fd_given && d->proc.qmp) {
+        /* QEMU keeps a getfd descriptor until closefd: without it, the
+         * removed file (and the fd) live as long as QEMU does. */
+        struct json_object *args = json_object_new_object();
+        if (args) {
+            add_str(args, "fdname", LJ_FDNAME_SAVE);
+            if (qmp_locked(d, "save", "closefd", args, NULL, &err) < 0)
+                vmd_log(VMD_LOG_WARNING, d->cfg.name, "save", "%s", moor_error_message(&err));
+            moor_error_clear(&err);
+            json_object_put(args);
+        }
+    }
+    j->fd_given = false;
     if (!d->proc.qmp || d->state != VMD_STATE_PAUSED)
         return;
     if (j->prior == VMD_STATE_RUNNING) {

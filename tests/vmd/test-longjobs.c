@@ -719,6 +719,44 @@ static void test_sigterm_mid_restore_start(void **state)
     unlink(fx->file);
 }
 
+/* Whether process @pid holds a descriptor on a file whose path contains
+ * @needle (a removed file shows as "... (deleted)"). */
+static bool holds_file(pid_t pid, const char *needle)
+{
+    char dir[64], link[PATH_MAX], target[PATH_MAX];
+    bool found = false;
+
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        target[n > 0 ? n : 0] = '\0';
+        found = n > 0 && strstr(target, needle);
+    }
+    closedir(d);
+    return found;
+}
+
+/* A save aborted after getfd handed QEMU the file but before migrate took
+ * it: QEMU must not keep that descriptor (the removed file's space, and
+ * one more fd per failed save, for QEMU's whole life). */
+static void test_abort_save_closefd(void **state)
+{
+    struct fx *fx = *state;
+    pid_t pid = define_start(fx, "cf", SLOW ",late:getfd:600");
+
+    save(fx, "cf", NULL);
+    wait_phase(fx, "cf", "setup");
+    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/cf/job", NULL));
+    assert_result(wait_end(fx, "cf"), "cancelled", "aborted");
+    assert_state(fx, "cf", "running", NULL);
+    assert_false(file_exists(fx->file));
+    if (holds_file(pid, "vm.save"))
+        fail_msg("QEMU pid %d still holds the aborted save's file", (int)pid);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int main(void)
@@ -743,6 +781,7 @@ int main(void)
         T(test_restore_fifo),
         T(test_no_fd_leak),
         T(test_sigterm_mid_restore_start),
+        T(test_abort_save_closefd),
     };
 
     signal(SIGPIPE, SIG_IGN);
