@@ -82,8 +82,9 @@ struct vmd_longjob {
     int fd; /* the file (ours; QEMU gets a copy through getfd) */
     uint64_t header_len, file_len;
     unsigned bandwidth_mib_s;
-    bool paused;  /* restore: leave it paused */
-    bool created; /* save: we created path, so a failure removes it */
+    bool paused;   /* restore: leave it paused */
+    bool created;  /* save: we created path, so a failure removes it */
+    bool fd_given; /* save: QEMU holds our file under LJ_FDNAME_SAVE, not yet taken by migrate */
     struct vmd_client client;
     const char *api; /* literal */
     enum vmd_state prior;
@@ -470,9 +471,11 @@ static int save_run_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err
     }
     rc = rc ?: check_locked(d, j, err);
     rc = rc ?: qmp_fd_locked(d, j->api, LJ_FDNAME_SAVE, j->fd, err);
+    j->fd_given = rc == 0;
     rc = rc ?: check_locked(d, j, err);
     rc = rc ?: qmp_uri_locked(d, j->api, "migrate", LJ_FDNAME_SAVE, err);
     if (rc == 0) {
+        j->fd_given = false; /* migrate took it: QEMU closes it when the migration ends */
         set_phase_locked(d, j, "transfer");
         rc = follow_locked(d, j, err);
         if (rc == -ECANCELED && d->proc.qmp)
@@ -501,6 +504,19 @@ static void save_undo_locked(vmd_domain *d, struct vmd_longjob *j)
     if (j->created && unlink(j->path) < 0 && errno != ENOENT)
         vmd_log(VMD_LOG_WARNING, d->cfg.name, "save", "cannot remove %s: %s", j->path,
                 strerror(errno));
+    if (j->fd_given && d->proc.qmp) {
+        /* QEMU keeps a getfd descriptor until closefd: without it, the
+         * removed file (and the fd) live as long as QEMU does. */
+        struct json_object *args = json_object_new_object();
+        if (args) {
+            add_str(args, "fdname", LJ_FDNAME_SAVE);
+            if (qmp_locked(d, "save", "closefd", args, NULL, &err) < 0)
+                vmd_log(VMD_LOG_WARNING, d->cfg.name, "save", "%s", moor_error_message(&err));
+            moor_error_clear(&err);
+            json_object_put(args);
+        }
+    }
+    j->fd_given = false;
     if (!d->proc.qmp || d->state != VMD_STATE_PAUSED)
         return;
     if (j->prior == VMD_STATE_RUNNING) {
@@ -920,6 +936,22 @@ static int save_open(vmd_domain *d, struct vmd_longjob *j, moor_error *err)
     return rc;
 }
 
+/* A save on a QEMU whose monitor is marked unresponsive could only fail
+ * once its thread's first call is refused: say so now (504), before a
+ * file is made and a 202 promises a job. Mutex held; the QMP connection's
+ * leaf mutex briefly. */
+static int save_responsive_locked(vmd_domain *d, moor_error *err)
+{
+    char cmd[129] = "";
+    uint64_t since_ms = 0;
+
+    if (!d->proc.qmp || vmd_qmp_responsive(d->proc.qmp, &since_ms, cmd, sizeof(cmd)))
+        return 0;
+    return moor_error_set(err, -ETIMEDOUT,
+                          "domain %s: save: QEMU has not answered %s for %" PRIu64 " s",
+                          d->cfg.name, cmd, since_ms / 1000);
+}
+
 int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_args *args,
                     struct json_object **out, moor_error *err)
 {
@@ -941,6 +973,13 @@ int vmd_domain_save(struct vmd *vmd, vmd_domain *dom, const struct vmd_longjob_a
     }
     j->prior = d->state;
     j->prior_reason = d->reason;
+    rc = save_responsive_locked(d, err);
+    if (rc < 0) {
+        vmd_longjob_free(j);
+        moor_job_end_async(&d->job);
+        moor_end_api(&d);
+        return rc;
+    }
     moor_unlock(d);
     rc = save_open(d, j, err);
     moor_lock(d);
@@ -1049,7 +1088,11 @@ int vmd_domain_restore(struct vmd *vmd, const struct vmd_longjob_args *args,
 
     if (!j)
         return moor_error_set(err, -ENOMEM, "out of memory");
-    j->fd = open(j->path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO (or a device) must not hold the worker in open();
+     * read_header refuses anything but a regular file. */
+    j->fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (j->fd >= 0)
+        fcntl(j->fd, F_SETFL, 0);
     if (j->fd < 0) {
         int e = errno;
         vmd_longjob_free(j);

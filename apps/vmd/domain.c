@@ -982,13 +982,21 @@ static int launch_connect(vmd_domain *d, const char *path, struct launch *l, moo
 
 /* Watch the pidfd and make the QEMU the domain's. Mutex held; never
  * blocks. On failure @l is left as it was, for the caller to kill and
- * clear once it has dropped the mutex (launch_kill, launch_clear). */
+ * clear once it has dropped the mutex (launch_kill, launch_clear).
+ * -ESHUTDOWN when the domain was dropped meanwhile (undefined, or the
+ * daemon is stopping), -ENOMEM, or the dup/loop failure. */
 int launch_adopt_locked(vmd_domain *d, struct launch *l, bool child, moor_error *err)
 {
-    struct watch *w = malloc(sizeof(*w));
+    struct watch *w = NULL;
     uint64_t id;
 
-    if (!w)
+    /* A long job's thread launches with no API call in flight: the daemon
+     * may have dropped the domain meanwhile (vmd_domains_shutdown), and a
+     * watch and monitor adopted now would outlive the registry. */
+    if (d->removed)
+        return moor_error_set(err, -ESHUTDOWN, "domain %s: no longer defined or moor-vmd stopping",
+                              d->cfg.name);
+    if (!(w = malloc(sizeof(*w))))
         return moor_error_set(err, -ENOMEM, "out of memory");
     if ((w->pidfd = dup(l->pidfd)) < 0) {
         free(w);
@@ -1747,7 +1755,8 @@ int vmd_domains_debug(struct vmd *vmd, struct json_object *into, moor_error *err
 
 /* The ops whose first act, once their job is granted, is a QMP call. */
 static const enum vmd_op qmp_first_ops[] = {VMD_OP_STATS, VMD_OP_SUSPEND, VMD_OP_RESUME,
-                                            VMD_OP_RESET, VMD_OP_QMP,     VMD_OP_SHUTDOWN};
+                                            VMD_OP_RESET, VMD_OP_QMP,     VMD_OP_SHUTDOWN,
+                                            VMD_OP_SAVE};
 
 static bool qmp_first_op(const char *api, enum vmd_op *op)
 {

@@ -161,8 +161,8 @@ void ops_double_hang(const char *name, bool hung)
 
 int vmd_domain_fail_fast(vmd_domain *dom, const char *api, moor_error *err)
 {
-    static const char *const qmp_first[] = {"stats", "suspend", "resume",
-                                            "reset", "qmp",     "shutdown"};
+    static const char *const qmp_first[] = {"stats", "suspend",  "resume", "reset",
+                                            "qmp",   "shutdown", "save"};
     bool hung = false;
 
     pthread_mutex_lock(&gate_lock);
