@@ -159,7 +159,7 @@ static const struct route routes[] = {
     {"POST", "/v1/domains/{id}/backup", vmd_parse_backup, vmd_run_backup, VMD_WORK_LANE, 202},
     /* images: "{name}" is an image name; lanes are per image */
     {"GET", "/v1/images", vmd_parse_empty, vmd_run_image_list, VMD_WORK_FAST, 200},
-    {"POST", "/v1/images", vmd_parse_image_create, vmd_run_image_create, VMD_WORK_FAST, 201},
+    {"POST", "/v1/images", vmd_parse_image_create, vmd_run_image_create, VMD_WORK_LANE, 201},
     {"GET", "/v1/images/{name}", vmd_parse_empty, vmd_run_image_info, VMD_WORK_LANE, 200},
     {"DELETE", "/v1/images/{name}", vmd_parse_empty, vmd_run_image_delete, VMD_WORK_LANE, 200},
     {"POST", "/v1/images/{name}/resize", vmd_parse_image_resize, vmd_run_image_resize,
@@ -460,12 +460,17 @@ int vmd_api_submit(struct vmd *vmd, struct vmd_request *req, vmd_api_done_fn don
     req->opaque = opaque;
     req->work.run = work_run;
     req->work.cancel = work_cancel;
+    /* Lane work with no object of its own yet (an image create runs
+     * qemu-img for up to a minute) shares the image pool's lane, so it
+     * never takes the workers kept for calls that never block. */
+    static const moor_uuid pool_lane = {
+        {'m', 'o', 'o', 'r', '-', 'i', 'm', 'a', 'g', 'e', '-', 'p', 'o', 'o', 'l', 0}};
     const moor_uuid *uuid = req->dom   ? vmd_domain_uuid(req->dom)
                             : req->img ? vmd_image_uuid(req->img)
-                                       : NULL;
+                                       : &pool_lane;
     const char *name = req->dom   ? vmd_domain_name(req->dom)
                        : req->img ? vmd_image_name(req->img)
-                                  : NULL;
+                                  : "image pool";
     static struct vmd_log_limit refused = VMD_LOG_LIMIT_INIT;
     /* A call that could only time out on a hung QEMU is answered here, on
      * the loop thread, without a worker (vmd_domain_fail_fast). */
