@@ -6,7 +6,9 @@
  * benchmark() (suite vmd-bench), never run by `meson test`; `make bench-vmd`.
  *
  * Usage: moor-vmd-bench [--daemon PATH] [--runs N] [--seconds S] [--quick] [--json]
+ *        moor-vmd-bench --longjob ...      (queries during a save/restore: longjob.c)
  *        moor-vmd-bench --vs-libvirt ...   (side by side with libvirtd: vs-libvirt.c)
+ * (--help prints every mode's flags.)
  *
  * One daemon (--qmp-timeout 1) with 32 running domains serves every run;
  * each run measures, in this order (S = --seconds per window):
