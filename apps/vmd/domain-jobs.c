@@ -56,15 +56,25 @@
 #include "log.h"
 #include "store.h"
 
-#define LJ_POLL_MS      100u /* query-migrate period */
-#define LJ_EVENT_MS     250u /* progress events at most this often */
-#define LJ_CANCEL_POLLS 50u  /* query-migrate polls after migrate_cancel */
-#define LJ_FDNAME_SAVE  "moor-save"
-#define LJ_FDNAME_LOAD  "moor-restore"
-#define LJ_STOPPING     (-ESHUTDOWN) /* the daemon is stopping: leave the job as it is */
-#define LJ_HEADER_FIXED 16u
-#define FEED_POLL_MS    100 /* how often a blocked feeder looks at feed_stop */
-#define FEED_CHUNK      (256u * 1024u)
+#define LJ_POLL_MS        100u /* query-migrate period */
+#define LJ_EVENT_MS       250u /* progress events at most this often */
+#define LJ_CANCEL_POLLS   50u  /* query-migrate polls after migrate_cancel */
+#define LJ_FDNAME_SAVE    "moor-save"
+#define LJ_FDNAME_LOAD    "moor-restore"
+#define LJ_STOPPING       (-ESHUTDOWN) /* the daemon is stopping: leave the job as it is */
+#define LJ_HEADER_FIXED   16u
+#define FEED_POLL_MS      100            /* how often a blocked feeder looks at feed_stop */
+#define FEED_CHUNK        (256u * 1024u) /* read from the file at once */
+#define FEED_PIPE_SIZE    (256u * 1024u) /* the pipe: the most written between looks at QMP */
+#define FEED_HOLD_POLL_US 200            /* a held feeder looks at QMP's counters this often */
+#define FEED_HOLD_MAX_MS  1000           /* and writes again after this at the latest */
+/* A save's migrate-set-parameters downtime-limit (ms; QEMU's default 300).
+ * QEMU writes the last part of the stream (what its measured rate moves in
+ * this time) with the main loop's lock held and without the bandwidth
+ * limit, so QMP waits that long: 300 ms at 64 MiB/s is about 20 MB, tens
+ * of ms on a loaded host. The guest is paused by then, so a short "downtime"
+ * costs it nothing; 10 ms leaves well under 1 MB for that last part. */
+#define LJ_DOWNTIME_MS 10
 
 enum lj_kind { LJ_SAVE = 0, LJ_RESTORE };
 
@@ -87,7 +97,10 @@ struct vmd_longjob {
     char result[16]; /* "" while running; "completed", "failed", "cancelled" */
     char error[256];
     /* restore: QEMU reads a pipe that a feeder thread fills from the file */
-    int pipe_w; /* the write end (the feeder's while it runs) */
+    int pipe_w;                        /* the write end (the feeder's while it runs) */
+    vmd_qmp *feed_qmp;                 /* QEMU's connection, whose calls the feeder lets through */
+    size_t feed_unit;                  /* the most the feeder writes between two looks at QMP */
+    uint64_t feed_holds, feed_held_ms; /* the feeder's (read after the join) */
     pthread_t feeder;
     bool feeding;          /* the feeder thread exists (to join) */
     atomic_bool feed_stop; /* relaxed: polled by the feeder every FEED_POLL_MS */
@@ -437,9 +450,12 @@ static int save_run_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *err
     rc = rc ?: check_locked(d, j, err);
     if (rc == 0)
         set_phase_locked(d, j, "setup");
-    if (rc == 0 && j->bandwidth_mib_s) {
+    if (rc == 0) {
+        /* downtime-limit: see LJ_DOWNTIME_MS */
         struct json_object *args = json_object_new_object();
         if (args)
+            add_int(args, "downtime-limit", LJ_DOWNTIME_MS);
+        if (args && j->bandwidth_mib_s)
             add_int(args, "max-bandwidth", (int64_t)j->bandwidth_mib_s * 1024 * 1024);
         rc = qmp_locked(d, j->api, "migrate-set-parameters", args, NULL, err);
         json_object_put(args);
@@ -496,14 +512,53 @@ static void save_undo_locked(vmd_domain *d, struct vmd_longjob *j)
 /* ---- restore's feeder ------------------------------------------------------------ */
 
 /*
- * Why a pipe and not the file itself: QEMU's incoming migration reads its
- * stream in a coroutine of its main loop, which also serves QMP. A regular
- * file is always readable, so the coroutine never yields and QMP waits for
- * the whole load (seconds). A pipe runs dry now and then, QEMU yields, and
- * queries get through. The feeder copies file -> pipe with the domain's
- * mutex never held; it stops at the end of the file, on a write error
- * (QEMU gone: EPIPE) or when asked (feed_stop).
+ * Why a pipe and not the file itself: QEMU 7.2 loads an incoming stream in
+ * a coroutine of its main loop, the loop that also runs every QMP command
+ * (the monitor's I/O thread only queues them). The coroutine gives the loop
+ * back only when a read of the (non-blocking) stream would block, or every
+ * 32768 pages in ram_load_precopy (128 MiB of guest RAM). A regular file
+ * never blocks, so QMP would wait for the whole load (seconds); a pipe
+ * blocks when it runs dry. But a feeder that keeps the pipe topped up (it
+ * is faster than QEMU, and runs on another core) starves QMP just the
+ * same: measured, stats p99 of 190 to 1410 ms during a restore.
+ *
+ * So the feeder holds back while a QMP call waits for QEMU: before each
+ * write of at most one pipe's worth (FEED_PIPE_SIZE) it looks at the
+ * connection's call counters (vmd_qmp_calls); if a call is in flight it
+ * writes nothing until that call has ended. QEMU empties the pipe, its
+ * read blocks, the coroutine yields, the main loop runs the command. A
+ * waiting call costs QEMU's load of at most two pipes' worth (what the
+ * pipe holds and the write just made), well under a millisecond of real
+ * QEMU; when nobody asks, QEMU reads at full speed. Each hold is followed
+ * by at least one write, so a stream of queries slows the restore but
+ * never stops it; a hold ends after FEED_HOLD_MAX_MS whatever happens (a
+ * call that QEMU never answers fails the job by the monitor's deadline).
+ * The feeder never takes the domain's mutex; it stops at the end of the
+ * file, on a write error (QEMU gone: EPIPE) or when asked (feed_stop).
  */
+
+/* While a QMP call on the domain's connection is in flight: wait until it
+ * has ended (at most FEED_HOLD_MAX_MS), looking every FEED_HOLD_POLL_US. */
+static void feed_hold(struct vmd_longjob *j)
+{
+    uint64_t started, ended;
+
+    vmd_qmp_calls(j->feed_qmp, &started, &ended);
+    if (ended >= started)
+        return;
+    struct timespec ts = {0, FEED_HOLD_POLL_US * 1000L};
+    int64_t t0 = mono_ms();
+    /* relaxed: a stop request is seen within FEED_HOLD_POLL_US */
+    while (!atomic_load_explicit(&j->feed_stop, memory_order_relaxed)) {
+        nanosleep(&ts, NULL);
+        vmd_qmp_calls(j->feed_qmp, NULL, &ended);
+        if (ended >= started || mono_ms() - t0 >= FEED_HOLD_MAX_MS)
+            break;
+    }
+    j->feed_holds++;
+    j->feed_held_ms += (uint64_t)(mono_ms() - t0);
+}
+
 static bool feed_write(struct vmd_longjob *j, const char *buf, size_t len)
 {
     while (len) {
@@ -511,9 +566,10 @@ static bool feed_write(struct vmd_longjob *j, const char *buf, size_t len)
         /* relaxed: a stop request is seen within FEED_POLL_MS */
         if (atomic_load_explicit(&j->feed_stop, memory_order_relaxed))
             return false;
+        feed_hold(j);
         if (poll(&p, 1, FEED_POLL_MS) <= 0)
             continue;
-        ssize_t w = write(j->pipe_w, buf, len);
+        ssize_t w = write(j->pipe_w, buf, len < j->feed_unit ? len : j->feed_unit);
         if (w < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (w <= 0) {
@@ -549,14 +605,26 @@ static void *feed_main(void *arg)
     return NULL;
 }
 
-/* Start the feeder on the write end @w (taken). The job's thread owns the
- * feeder fields; the feeder owns pipe_w until joined. */
-static int feed_start(struct vmd_longjob *j, int w, moor_error *err)
+/* Start the feeder on the write end @w (taken) for QEMU's connection @q (a
+ * reference taken). The job's thread owns the feeder fields; the feeder
+ * owns pipe_w, feed_holds and feed_held_ms until joined. */
+static int feed_start(struct vmd_longjob *j, int w, vmd_qmp *q, moor_error *err)
 {
+    /* One write between two looks at QMP: the pipe's size, made small and
+     * known (Linux's default is 64 KiB; the call may fail: keep that). */
+    int size = fcntl(w, F_SETPIPE_SZ, (int)FEED_PIPE_SIZE);
+
+    if (size <= 0)
+        size = fcntl(w, F_GETPIPE_SZ);
+    j->feed_unit = size > 0 ? (size_t)size : 65536u;
     j->pipe_w = w;
+    j->feed_qmp = moor_ref(q);
     int rc = pthread_create(&j->feeder, NULL, feed_main, j);
-    if (rc != 0)
+    if (rc != 0) {
+        moor_unref(j->feed_qmp);
+        j->feed_qmp = NULL;
         return moor_error_set(err, -rc, "cannot start the restore's feeder: %s", strerror(rc));
+    }
     j->feeding = true;
     return 0;
 }
@@ -569,6 +637,8 @@ static void feed_join(struct vmd_longjob *j)
     atomic_store_explicit(&j->feed_stop, true, memory_order_relaxed);
     pthread_join(j->feeder, NULL);
     j->feeding = false;
+    moor_unref(j->feed_qmp);
+    j->feed_qmp = NULL;
 }
 
 /* Hand QEMU the read end of a new pipe and feed it from the file. */
@@ -582,11 +652,12 @@ static int feed_pipe_locked(vmd_domain *d, struct vmd_longjob *j, moor_error *er
     fcntl(p[1], F_SETFL, O_NONBLOCK);
     int rc = qmp_fd_locked(d, j->api, LJ_FDNAME_LOAD, p[0], err);
     close(p[0]); /* QEMU has its copy (or none) */
-    if (rc < 0) {
+    if (rc == 0 && !d->proc.qmp)
+        rc = moor_error_set(err, -EPIPE, "domain %s: restore: QEMU went away", d->cfg.name);
+    rc = rc ?: feed_start(j, p[1], d->proc.qmp, err);
+    if (rc < 0)
         close(p[1]);
-        return rc;
-    }
-    return feed_start(j, p[1], err);
+    return rc;
 }
 
 /* ---- restore ---------------------------------------------------------------- */
@@ -671,6 +742,10 @@ static void end_locked(vmd_domain *d, struct vmd_longjob *j, int rc, const moor_
         moor_unlock(d);
         feed_join(j);
         moor_lock(d);
+        vmd_log(VMD_LOG_INFO, d->cfg.name, j->api,
+                "fed %" PRIu64 " bytes; held %" PRIu64 " times (%" PRIu64 " ms) for QMP calls",
+                (uint64_t)atomic_load_explicit(&j->fed, memory_order_relaxed), j->feed_holds,
+                j->feed_held_ms);
     }
     if (j->fd >= 0) {
         close(j->fd);

@@ -22,6 +22,7 @@
 #include <json-c/json.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,6 +403,9 @@ struct vmd_qmp {
     int64_t stuck_since_ms;
     uint64_t heard_at_mark; /* heard() before the stuck command was sent */
     struct inflight *inflight;
+    /* Calls registered and calls ended (answered, failed or timed out),
+     * both only growing; written under lock, read without it. */
+    _Atomic uint64_t calls_started, calls_ended;
 };
 
 static void qmp_dispose(void *obj)
@@ -499,6 +503,8 @@ static int call_start(vmd_qmp *q, struct inflight *node, moor_error *err)
         node->heard_before = heard(q);
         node->next = q->inflight;
         q->inflight = node;
+        /* relaxed: a count for vmd_qmp_calls, publishes nothing */
+        atomic_fetch_add_explicit(&q->calls_started, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&q->lock);
     return rc;
@@ -513,6 +519,8 @@ static void call_end(vmd_qmp *q, struct inflight *node, bool timed_out)
             break;
         }
     }
+    /* relaxed: a count for vmd_qmp_calls, publishes nothing */
+    atomic_fetch_add_explicit(&q->calls_ended, 1, memory_order_relaxed);
     bool newly = timed_out && !q->unresponsive;
     if (newly) {
         q->unresponsive = true;
@@ -554,6 +562,15 @@ int vmd_qmp_call_fds(vmd_qmp *q, const char *execute, struct json_object *argume
     else
         json_object_put(payload);
     return 0;
+}
+
+void vmd_qmp_calls(vmd_qmp *q, uint64_t *started, uint64_t *ended)
+{
+    /* relaxed: counts; the caller only compares them */
+    if (started)
+        *started = atomic_load_explicit(&q->calls_started, memory_order_relaxed);
+    if (ended)
+        *ended = atomic_load_explicit(&q->calls_ended, memory_order_relaxed);
 }
 
 struct json_object *vmd_qmp_debug(vmd_qmp *q)

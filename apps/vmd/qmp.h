@@ -111,6 +111,18 @@ int vmd_qmp_call_fds(vmd_qmp *q, const char *execute, struct json_object *argume
 bool vmd_qmp_responsive(vmd_qmp *q, uint64_t *since_ms, char *cmd, size_t cmd_size);
 
 /*
+ * vmd_qmp_calls - how many calls have started on @q (registered: not
+ * refused at once for the unresponsive mark) and how many have ended
+ * (answered, refused, timed out or cut by the close), since @q was made.
+ * Both only grow; started > ended means a call waits for QEMU now. A
+ * restore's feeder uses it to let QEMU's main loop answer (domain-jobs.c).
+ * Either pointer may be NULL. Locks: none. Blocks: no. Ordering: relaxed
+ * loads (counts, nothing published through them), so the two may be from
+ * slightly different moments.
+ */
+void vmd_qmp_calls(vmd_qmp *q, uint64_t *started, uint64_t *ended);
+
+/*
  * vmd_qmp_debug - the calls in flight as a JSON array of
  * {"command","age_ms","deadline_ms"}. Ownership: new object; NULL on
  * -ENOMEM. Locks: @q's leaf mutex. Blocks: no.

@@ -145,10 +145,12 @@ static void report(struct lj_bench *b, const char *window, double job_s, bool js
     free(all);
 }
 
-/* Wait until the domain's job is over; its result must be "completed". */
-static int wait_job(struct lj_bench *b, moor_error *err)
+/* Wait until the domain's job is over; its result must be "completed".
+ * *@transfer_s: about how long its transfer phase lasted (polled). */
+static int wait_job(struct lj_bench *b, double *transfer_s, moor_error *err)
 {
     char path[128];
+    uint64_t t_start = 0;
 
     snprintf(path, sizeof(path), "/v1/domains/%s/job", b->name);
     for (int i = 0; i < 6000; i++) {
@@ -156,8 +158,15 @@ static int wait_job(struct lj_bench *b, moor_error *err)
         int rc = drive_call(b->c, "GET", path, NULL, 200, &r, err);
         if (rc < 0)
             return rc;
-        struct json_object *v, *last;
+        struct json_object *v, *last, *cur;
         bool active = json_object_object_get_ex(r.json, "active", &v) && json_object_get_boolean(v);
+        bool transfer = active && json_object_object_get_ex(r.json, "job", &cur) &&
+                        json_object_object_get_ex(cur, "phase", &v) &&
+                        strcmp(json_object_get_string(v), "transfer") == 0;
+        if (transfer && !t_start)
+            t_start = drive_now_ns();
+        if (!transfer && t_start && !*transfer_s)
+            *transfer_s = (double)(drive_now_ns() - t_start) / 1e9;
         if (!active) {
             bool ok = json_object_object_get_ex(r.json, "last", &last) &&
                       json_object_object_get_ex(last, "result", &v) &&
@@ -191,7 +200,8 @@ static int window(struct lj_bench *b, const char *label, const char *path, const
         cl[i] = (struct lj_client){.b = b, .id = i};
         pthread_create(&cl[i].thread, NULL, client_main, &cl[i]);
     }
-    rc = wait_job(b, err);
+    double transfer_s = 0;
+    rc = wait_job(b, &transfer_s, err);
     double job_s = (double)(drive_now_ns() - t0) / 1e9;
     atomic_store(&b->stop, true);
     for (unsigned i = 0; i < LJ_CLIENTS; i++)
@@ -200,9 +210,10 @@ static int window(struct lj_bench *b, const char *label, const char *path, const
         rc = moor_error_set(err, -EIO, "%u calls failed, the first: %s", b->errors, b->error);
     if (rc == 0) {
         if (!json)
-            printf("%s: %.2f s from the POST to the job's end, %u clients (%u stats calls "
-                   "found no QEMU: before it started or after it stopped)\n",
-                   label, job_s, LJ_CLIENTS, b->refused);
+            printf("%s: %.2f s from the POST to the job's end (transfer phase about %.2f s), "
+                   "%u clients (%u stats calls found no QEMU: before it started or after it "
+                   "stopped)\n",
+                   label, job_s, transfer_s, LJ_CLIENTS, b->refused);
         report(b, label, job_s, json);
     }
     return rc;

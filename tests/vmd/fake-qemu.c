@@ -30,7 +30,8 @@
  *   entry per -smp vCPU, thread-id = our pid), query-blockstats (empty:
  *   -nodefaults has no drives), query-version, getfd / closefd (getfd
  *   takes a descriptor that came with the command via SCM_RIGHTS),
- *   migrate-set-parameters (max-bandwidth), migrate {"uri": "fd:NAME"}
+ *   migrate-set-parameters (max-bandwidth; downtime-limit checked as QEMU
+ *   does and logged), migrate {"uri": "fd:NAME"}
  *   (writes a stream of -m MiB to the getfd descriptor over time, paced by
  *   max-bandwidth, default 64 MiB/s), query-migrate (status, and "ram"
  *   transferred/total/remaining on the outgoing side), migrate_cancel,
@@ -63,6 +64,11 @@
  *     stall-mid-migrate   hang as stall does once half of it is written
  *     migrate-bw:N        migrations (both ways) move N bytes/s unless
  *                         migrate-set-parameters says otherwise
+ *     greedy-load         an incoming migration loads as QEMU 7.2 does: it
+ *                         reads (and "loads" at the bandwidth) for as long as
+ *                         the stream has bytes, answering nothing meanwhile,
+ *                         and goes back to its main loop only when a read
+ *                         would block (EAGAIN)
  *     fsize-limit:N       RLIMIT_FSIZE of N bytes (SIGXFSZ ignored): writes past
  *                         it fail with EFBIG, as on a full disk
  *   A malformed SPEC is a usage error: message on stderr, exit 2.
@@ -123,6 +129,7 @@ enum fq_fault_kind {
     FQ_STALL_MID_MIGRATE,
     FQ_FSIZE_LIMIT,
     FQ_MIGRATE_BW,
+    FQ_GREEDY_LOAD,
 };
 
 struct fq_fault {
@@ -240,6 +247,7 @@ static const struct {
     {"stall-mid-migrate", FQ_STALL_MID_MIGRATE, 0},
     {"fsize-limit", FQ_FSIZE_LIMIT, 2},
     {"migrate-bw", FQ_MIGRATE_BW, 2},
+    {"greedy-load", FQ_GREEDY_LOAD, 0},
 };
 
 static bool fq_parse_number(const char *s, long *out)
@@ -692,8 +700,41 @@ static void fq_mig_tick_out(void)
         fq_mig_end("completed", NULL);
 }
 
+/* greedy-load: read and load (at the bandwidth) until a read would block,
+ * the stream ends or it is all there; QMP waits meanwhile. */
+static void fq_mig_load_greedy(void)
+{
+    static char buf[64 * 1024];
+    uint64_t bw = g.mig.bandwidth ? g.mig.bandwidth : FQ_MIG_DEFAULT_BW;
+
+    while (g.mig.done < g.mig.total) {
+        ssize_t r = read(g.mig.fd, buf, sizeof(buf));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN)
+            return; /* QEMU's coroutine yields here */
+        if (r <= 0) {
+            fq_mig_end("failed", r < 0 ? "read error" : "the stream ended early");
+            return;
+        }
+        uint64_t ns = (uint64_t)r * 1000000000u / bw;
+        struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        g.mig.done += (uint64_t)r;
+    }
+    if (g.mig.done > g.mig.total)
+        fq_mig_end("failed", "the stream is longer than it said");
+    else
+        fq_mig_end("completed", NULL);
+}
+
 static void fq_mig_tick_in(void)
 {
+    if (fq_fault(FQ_GREEDY_LOAD, NULL)) {
+        fq_mig_load_greedy();
+        return;
+    }
     static char buf[1u << 22];
     size_t n = fq_mig_chunk(), got = 0;
     bool eof = false;
@@ -811,6 +852,17 @@ static json_object *fq_query_migrate(void)
 static void fq_set_parameters(json_object *id, json_object *args)
 {
     json_object *v;
+
+    if (args && json_object_object_get_ex(args, "downtime-limit", &v)) {
+        int64_t ms = json_object_get_int64(v);
+        if (!json_object_is_type(v, json_type_int) || ms < 0 || ms > 2000000) {
+            fq_error(id, "GenericError",
+                     "Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 "
+                     "seconds");
+            return;
+        }
+        fq_log("migrate-set-parameters: downtime-limit %lld ms", (long long)ms);
+    }
 
     if (args && json_object_object_get_ex(args, "max-bandwidth", &v) &&
         json_object_get_int64(v) > 0)
