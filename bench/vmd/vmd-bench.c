@@ -6,7 +6,9 @@
  * benchmark() (suite vmd-bench), never run by `meson test`; `make bench-vmd`.
  *
  * Usage: moor-vmd-bench [--daemon PATH] [--runs N] [--seconds S] [--quick] [--json]
+ *        moor-vmd-bench --longjob ...      (queries during a save/restore: longjob.c)
  *        moor-vmd-bench --vs-libvirt ...   (side by side with libvirtd: vs-libvirt.c)
+ * (--help prints every mode's flags.)
  *
  * One daemon (--qmp-timeout 1) with 32 running domains serves every run;
  * each run measures, in this order (S = --seconds per window):
@@ -666,11 +668,22 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: moor-vmd-bench [--daemon PATH] [--runs N] [--seconds S] [--quick] "
                "[--json]\n"
+               "       moor-vmd-bench --longjob [--daemon PATH] [--runs N] [--json]\n"
+               "       moor-vmd-bench --vs-libvirt [--daemon PATH] [--seconds S] [--cap S] "
+               "[--quick] [--json] [--only LIST]\n"
+               "moor-vmd's own figures (default mode):\n"
                "  --daemon PATH  moor-vmd (default: ../apps/vmd/moor-vmd next to this program)\n"
                "  --runs N       repeated runs, medians reported (default 5, --quick 3)\n"
                "  --seconds S    length of each load window (default 2, --quick 0.5)\n"
                "  --json         one JSON object per figure\n"
-               "  --longjob      instead: state/stats/job latency during a save and a restore\n");
+               "  --longjob      instead: state/stats/job latency during a save and a restore\n"
+               "  --vs-libvirt   instead: moor-vmd and libvirtd side by side, one table (what\n"
+               "                 `make bench-vmd` runs; as root, libvirt installed)\n"
+               "with --vs-libvirt:\n"
+               "  --seconds S    each load window (default 10, --quick 2)\n"
+               "  --cap S        the hung-QEMU window, the cap on a call that never returns "
+               "(default 60, --quick 15)\n"
+               "  --only LIST    only these workloads, e.g. 1,3 (1: workloads 1 and 2)\n");
 }
 
 static int parse_args(int argc, char **argv, struct bench *b, char *daemon)

@@ -777,7 +777,7 @@ static int w_longjob(moor_error *err)
         if (!sv->c[i].set) {
             char what[200];
 
-            snprintf(what, sizeof(what), "workload 4 not available: %s has no save yet",
+            snprintf(what, sizeof(what), "workload 4 not available: %s has no save/restore",
                      sides[i]->label);
             footnote(sides[i]->label, what);
         }

@@ -33,7 +33,7 @@ enum vs_op {
     VS_STATE,   /* moor-vmd GET .../state; libvirt virDomainGetState */
     VS_STATS,   /* moor-vmd GET .../stats; libvirt virDomainListGetStats(STATE|VCPU|BLOCK) */
     VS_QMP,     /* query-status through each daemon's QMP pass-through */
-    VS_JOBINFO, /* moor-vmd: none yet; libvirt virDomainGetJobInfo */
+    VS_JOBINFO, /* moor-vmd GET .../job; libvirt virDomainGetJobInfo */
 };
 
 struct vs_side;

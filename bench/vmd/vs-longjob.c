@@ -12,9 +12,14 @@
  * restoring domain (answered or refused: the point is how long a caller
  * waits), and the longest call on the other domains (the stall).
  *
- * The side's save op limits the save's bandwidth so that it lasts about
- * 4 s (libvirt's: see vs-lv.c). A side without save/restore ops (moor-vmd
- * until its save lands) gets "not available" cells, never figures.
+ * Each side's save op limits the save's bandwidth to 48 MiB/s so that it
+ * lasts about 4 s: moor-vmd through the save call's bandwidth_mib_s, and
+ * libvirtd through a QMP migrate-set-parameters once its save job shows
+ * (vs-lv.c). Neither side's restore is limited. The save and restore
+ * times are from the request until the job ended: libvirt's calls block
+ * until then; moor-vmd's answer 202 at once and the op polls GET .../job
+ * every 5 ms (vs-moor.c). A side without save/restore ops gets "not
+ * available" cells, never figures.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -96,7 +101,7 @@ static void not_available(struct vs_side *s, struct vs_cell *c[5])
 {
     (void)s;
     for (int i = 0; i < 5; i++)
-        vs_cell_note(c[i], "n/a: no save yet");
+        vs_cell_note(c[i], "n/a: no save/restore");
 }
 
 static int watch_start(struct vs_side *s, struct watch *w, atomic_bool *stop, moor_error *err)

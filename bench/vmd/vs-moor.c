@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <json-c/json.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,11 @@
 #include "vs-libvirt.h"
 
 #define CLIENT_TIMEOUT_MS 120000
+/* The save's bandwidth: the same 48 MiB/s as libvirtd's (vs-lv.c), about
+ * 4 s for the guest's 192 MiB of random data. */
+#define SAVE_BANDWIDTH_MIB_S 48
+#define JOB_POLL_NS          (5 * 1000 * 1000)
+#define JOB_WAIT_NS          (120ull * 1000 * 1000 * 1000)
 
 struct moor_priv {
     struct drive_daemon d;
@@ -53,9 +59,10 @@ static int m_call(struct vs_side *s, void *conn, enum vs_op op, unsigned dom, ch
         method = "POST";
         body = qmp;
         break;
+    case VS_JOBINFO:
     default:
-        snprintf(msg, len, "moor-vmd has no job info call yet");
-        return -ENOTSUP;
+        what = "job";
+        break;
     }
     snprintf(path, sizeof(path), "/v1/domains/%s/%s", s->names[dom], what);
     if ((rc = vmctl_request(conn, method, path, body, &r, &e)) < 0) {
@@ -130,6 +137,70 @@ static int m_restart(struct vs_side *s, double *first_ms, double *all_ms, moor_e
     return 0;
 }
 
+/* 0 when the job view @r says no job runs and the last one completed;
+ * -EINPROGRESS while one runs; -EIO with @err set when it ended otherwise. */
+static int job_outcome(const struct vmctl_response *r, const char *name, moor_error *err)
+{
+    struct json_object *v, *last;
+
+    if (json_object_object_get_ex(r->json, "active", &v) && json_object_get_boolean(v))
+        return -EINPROGRESS;
+    if (json_object_object_get_ex(r->json, "last", &last) &&
+        json_object_object_get_ex(last, "result", &v) &&
+        strcmp(json_object_get_string(v), "completed") == 0)
+        return 0;
+    return moor_error_set(err, -EIO, "the long job on %s did not complete: %s", name, r->body);
+}
+
+/* Poll GET .../job every 5 ms until the long job on @name ended (a long
+ * job runs on its own: save and restore answer 202 at once). */
+static int wait_job(void *conn, const char *name, moor_error *err)
+{
+    uint64_t until = vs_now_ns() + JOB_WAIT_NS;
+    char path[160];
+    int rc;
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
+    do {
+        drive_autoresponse struct vmctl_response r = {0};
+
+        if ((rc = drive_call(conn, "GET", path, NULL, 200, &r, err)) < 0)
+            return rc;
+        if ((rc = job_outcome(&r, name, err)) != -EINPROGRESS)
+            return rc;
+        vs_nap((double)JOB_POLL_NS / 1e9);
+    } while (vs_now_ns() < until);
+    return moor_error_set(err, -ETIMEDOUT, "the long job on %s did not end in 120 s", name);
+}
+
+static int m_save(struct vs_side *s, void *conn, const char *name, const char *path,
+                  moor_error *err)
+{
+    char url[160], body[PATH_MAX + 64];
+    int rc;
+
+    (void)s;
+    snprintf(url, sizeof(url), "/v1/domains/%s/save", name);
+    snprintf(body, sizeof(body), "{\"path\":\"%s\",\"bandwidth_mib_s\":%d}", path,
+             SAVE_BANDWIDTH_MIB_S);
+    if ((rc = drive_call(conn, "POST", url, body, 202, NULL, err)) < 0)
+        return rc;
+    return wait_job(conn, name, err);
+}
+
+static int m_restore(struct vs_side *s, void *conn, const char *name, const char *path,
+                     moor_error *err)
+{
+    char body[PATH_MAX + 32];
+    int rc;
+
+    (void)s;
+    snprintf(body, sizeof(body), "{\"path\":\"%s\"}", path);
+    if ((rc = drive_call(conn, "POST", "/v1/domains/restore", body, 202, NULL, err)) < 0)
+        return rc;
+    return wait_job(conn, name, err);
+}
+
 static const struct vs_ops moor_ops = {
     .open = m_open,
     .close = m_close,
@@ -140,6 +211,8 @@ static const struct vs_ops moor_ops = {
     .undefine = m_undefine,
     .qemu_pid = m_qemu_pid,
     .restart = m_restart,
+    .save = m_save,
+    .restore = m_restore,
 };
 
 int vs_moor_init(struct vs_side *s, const char *daemon, const char *qemu, moor_error *err)
