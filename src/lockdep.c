@@ -94,6 +94,26 @@ static atomic_bool full_reported; /* a table ran out: said once */
 static _Thread_local struct held held[HELD_MAX] __attribute__((tls_model("initial-exec")));
 static _Thread_local unsigned nheld __attribute__((tls_model("initial-exec")));
 
+/* ---- fork ----------------------------------------------------------- */
+
+/* A child forked while another thread was inside node_get() or edge_add()
+ * would inherit graph_lock locked by a thread that does not exist there,
+ * and its first new class or order would hang. The tables need no repair:
+ * a node or edge is visible only once its count's release store is done,
+ * so one half-written at the fork is invisible and is written again. The
+ * child gets a fresh, unlocked mutex instead (no prepare handler: holding
+ * graph_lock across fork would put it in an order against every other
+ * library's prepare handler). */
+static void graph_lock_after_fork(void)
+{
+    graph_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+}
+
+__attribute__((constructor)) static void lockdep_fork_init(void)
+{
+    pthread_atfork(NULL, NULL, graph_lock_after_fork);
+}
+
 /* ---- sites ---------------------------------------------------------- */
 
 const char *moor__site_text(const char *site, const void *ret, char *buf, size_t size)
