@@ -166,7 +166,8 @@ MOOR_EXPORT moor_snapshot *moor_debug_snapshot(void);
 
 /*
  * moor_debug_snapshot_free - free @snap and everything in it. NULL-safe.
- * Ownership: takes @snap. Locks: none. Blocks: no. Context: any thread.
+ * Ownership: takes @snap. Locks: none. Blocks: no. Ordering: none (plain
+ * memory the caller owns). Context: any thread.
  * Returns: nothing.
  */
 MOOR_EXPORT void moor_debug_snapshot_free(moor_snapshot *snap);
@@ -192,7 +193,7 @@ typedef int (*moor_debug_write_fn)(const char *data, size_t len, void *opaque);
  * The JSON is produced here, with no JSON library, so that any program
  * can emit it.
  * Ownership: @snap is borrowed. Locks: none. Blocks: as @fn does.
- * Context: any thread (it touches nothing but @snap and @fn).
+ * Ordering: none (it reads only @snap). Context: any thread (it touches nothing but @snap and @fn).
  * Returns: 0; -EINVAL for a NULL @snap or @fn; or @fn's negative value.
  */
 MOOR_EXPORT int moor_debug_snapshot_write_json(const moor_snapshot *snap, moor_debug_write_fn fn,
@@ -204,15 +205,15 @@ MOOR_EXPORT int moor_debug_snapshot_write_json(const moor_snapshot *snap, moor_d
  * MOOR_DEBUG_WATCHDOG flag (moor_debug_set_flags); MOOR_DEBUG=watchdog=MS
  * sets both. A running watchdog picks up the new threshold at its next
  * look, within 250 ms.
- * Ordering: relaxed (a debugging knob). Locks: none. Blocks: no.
- * Context: any thread, a report hook included.
+ * Ownership: nothing. Ordering: relaxed (a debugging knob). Locks: none.
+ * Blocks: no. Context: any thread, a report hook included.
  * Returns: the previous threshold.
  */
 MOOR_EXPORT uint32_t moor_debug_set_watchdog_ms(uint32_t ms);
 
 /*
  * moor_debug_watchdog_ms - the current watchdog threshold.
- * Ordering: relaxed. Locks: none. Blocks: no. Context: any thread.
+ * Ownership: nothing. Ordering: relaxed. Locks: none. Blocks: no. Context: any thread.
  * Returns: the threshold.
  */
 MOOR_EXPORT uint32_t moor_debug_watchdog_ms(void);
