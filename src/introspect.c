@@ -88,6 +88,44 @@ void moor__live_unregister(pthread_mutex_t *lock, moor__live_node **first, moor_
 static pthread_mutex_t waits_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
 static moor__live_node *waits_first;
 
+/* ---- fork ---------------------------------------------------------------------- */
+
+#define FORK_LOCKS_MAX 4
+static pthread_mutex_t *fork_locks[FORK_LOCKS_MAX]; /* set by constructors only */
+static unsigned nfork_locks;
+
+static void live_fork_prepare(void)
+{
+    for (unsigned i = 0; i < nfork_locks; i++)
+        pthread_mutex_lock(fork_locks[i]);
+}
+
+static void live_fork_parent(void)
+{
+    for (unsigned i = nfork_locks; i-- > 0;)
+        pthread_mutex_unlock(fork_locks[i]);
+}
+
+/* The sleeps recorded are other threads', gone in the child: forgotten. */
+static void live_fork_child(void)
+{
+    waits_first = NULL;
+    live_fork_parent();
+}
+
+void moor__live_lock_across_fork(pthread_mutex_t *lock)
+{
+    if (nfork_locks == 0)
+        pthread_atfork(live_fork_prepare, live_fork_parent, live_fork_child);
+    if (nfork_locks < FORK_LOCKS_MAX)
+        fork_locks[nfork_locks++] = lock;
+}
+
+__attribute__((constructor)) static void waits_fork_init(void)
+{
+    moor__live_lock_across_fork(&waits_lock);
+}
+
 #define WAIT_OF(node) MOOR__LIVE_ENTRY(node, struct moor__wait, live)
 
 void moor__wait_begin(struct moor__wait *w, const void *subject, const char *what)

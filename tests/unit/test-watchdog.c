@@ -834,6 +834,67 @@ static void test_fork_watchdog(void **state)
     moor_unref(vm);
 }
 
+/* ---- fork while the live lists are locked --------------------------------- */
+
+#define FORK_JOBS   500
+#define FORK_ROUNDS 20
+
+static atomic_bool snapshots_stop;
+
+/* Snapshots back to back: with FORK_JOBS live jobs the jobs' live-list
+ * mutex is held most of the time. */
+static void *snapshotter(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&snapshots_stop))
+        moor_debug_snapshot_free(moor_debug_snapshot());
+    return NULL;
+}
+
+/* Sets a job up and takes a snapshot: both take the live lists' mutexes.
+ * SIGALRM ends a child that hangs on one inherited locked. */
+static int child_sets_up_job(void *arg)
+{
+    struct vm *vm;
+    moor_snapshot *s;
+
+    (void)arg;
+    alarm(10);
+    vm = moor_object_new(vm_class);
+    if (!vm || moor_job_init(&vm->job, vm, "child") != 0)
+        return 1;
+    s = moor_debug_snapshot();
+    if (!s)
+        return 2;
+    moor_debug_snapshot_free(s);
+    moor_unref(vm);
+    return 0;
+}
+
+static void test_fork_during_snapshot(void **state)
+{
+    struct vm *vms[FORK_JOBS];
+    pthread_t t;
+    tu_child c;
+
+    (void)state;
+    for (int i = 0; i < FORK_JOBS; i++)
+        vms[i] = vm_new(NULL);
+    atomic_store(&snapshots_stop, false);
+    assert_int_equal(pthread_create(&t, NULL, snapshotter, NULL), 0);
+    for (int i = 0; i < FORK_ROUNDS; i++) {
+        tu_fork(&c, child_sets_up_job, NULL);
+        if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0)
+            fail_msg("round %d: child %s %d: %s", i,
+                     WIFSIGNALED(c.status) ? "killed by signal" : "exited",
+                     WIFSIGNALED(c.status) ? WTERMSIG(c.status) : WEXITSTATUS(c.status), c.out);
+    }
+    atomic_store(&snapshots_stop, true);
+    tu_join(t, NULL);
+    for (int i = 0; i < FORK_JOBS; i++)
+        moor_unref(vms[i]);
+}
+
 int main(void)
 {
     moor_error err = MOOR_ERROR_INIT;
@@ -851,6 +912,7 @@ int main(void)
         TU_TEST(test_loop_remove_sync_deadline),
         TU_TEST(test_monitor_close_deadline),
         TU_TEST(test_fork_thread_id),
+        TU_TEST(test_fork_during_snapshot),
         TU_TEST(test_fork_watchdog), /* last: a trailing comment keeps one per line */
     };
 
