@@ -852,7 +852,8 @@ static void *snapshotter(void *arg)
 }
 
 /* Sets a job up and takes a snapshot: both take the live lists' mutexes.
- * SIGALRM ends a child that hangs on one inherited locked. */
+ * SIGALRM ends a child that hangs on one inherited locked (10 s: ample
+ * under valgrind). */
 static int child_sets_up_job(void *arg)
 {
     struct vm *vm;
@@ -868,6 +869,9 @@ static int child_sets_up_job(void *arg)
         return 2;
     moor_debug_snapshot_free(s);
     moor_unref(vm);
+    /* Said in text: under valgrind the exit status also carries the leak
+     * errors of the parent's objects and threads, copied into the child. */
+    fprintf(stderr, "child set up a job\n");
     return 0;
 }
 
@@ -884,7 +888,7 @@ static void test_fork_during_snapshot(void **state)
     assert_int_equal(pthread_create(&t, NULL, snapshotter, NULL), 0);
     for (int i = 0; i < FORK_ROUNDS; i++) {
         tu_fork(&c, child_sets_up_job, NULL);
-        if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0)
+        if (!WIFEXITED(c.status) || !strstr(c.out, "child set up a job"))
             fail_msg("round %d: child %s %d: %s", i,
                      WIFSIGNALED(c.status) ? "killed by signal" : "exited",
                      WIFSIGNALED(c.status) ? WTERMSIG(c.status) : WEXITSTATUS(c.status), c.out);
