@@ -90,7 +90,7 @@ static moor__live_node *waits_first;
 
 /* ---- fork ---------------------------------------------------------------------- */
 
-#define FORK_LOCKS_MAX 4
+#define FORK_LOCKS_MAX 8
 static pthread_mutex_t *fork_locks[FORK_LOCKS_MAX]; /* set by constructors only */
 static unsigned nfork_locks;
 
