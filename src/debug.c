@@ -223,6 +223,14 @@ static void thread_id_after_fork(void)
         moor__fork_alias = moor__tid;
     moor__tid = 0;
     moor__watchdog_after_fork();
+    /* A thread reading or swapping the hook at the fork held report_lock
+     * for a few instructions; it does not exist here, so the child's first
+     * report would hang on it. A fresh mutex instead: no prepare handler,
+     * which would order report_lock against the locks that other prepare
+     * handlers take and under which moor reports. (A swap cut in half by
+     * the fork leaves the child the old hook or the new one with the
+     * other's opaque: a program that forks while it installs its hook.) */
+    report_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 }
 
 __attribute__((constructor)) static void thread_id_init(void)

@@ -54,6 +54,14 @@ void moor__live_register(pthread_mutex_t *lock, moor__live_node **first, moor__l
 /* Take @n off under @lock, if it is on the list. */
 void moor__live_unregister(pthread_mutex_t *lock, moor__live_node **first, moor__live_node *n);
 
+/* Hold @lock, a live list's leaf mutex (or the class list's), across every fork() (from a
+ * constructor: before any fork). A child forked while another thread held
+ * one (a snapshot, the watchdog's look, a job set up) would inherit it
+ * locked by a thread that does not exist there, with the list maybe half
+ * relinked. None of these locks is taken inside another, so the order in
+ * which the prepare handler takes them does not matter. */
+void moor__live_lock_across_fork(pthread_mutex_t *lock);
+
 #define MOOR__LIVE_ENTRY(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
 
 /* A growing array of @size-byte items. */

@@ -42,6 +42,7 @@
 
 #include "debug-internal.h"
 #include "introspect-internal.h"
+#include "lockdep-internal.h"
 
 /* ---- growing arrays ---------------------------------------------------------- */
 
@@ -86,6 +87,44 @@ void moor__live_unregister(pthread_mutex_t *lock, moor__live_node **first, moor_
 
 static pthread_mutex_t waits_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
 static moor__live_node *waits_first;
+
+/* ---- fork ---------------------------------------------------------------------- */
+
+#define FORK_LOCKS_MAX 8
+static pthread_mutex_t *fork_locks[FORK_LOCKS_MAX]; /* set by constructors only */
+static unsigned nfork_locks;
+
+static void live_fork_prepare(void)
+{
+    for (unsigned i = 0; i < nfork_locks; i++)
+        pthread_mutex_lock(fork_locks[i]);
+}
+
+static void live_fork_parent(void)
+{
+    for (unsigned i = nfork_locks; i-- > 0;)
+        pthread_mutex_unlock(fork_locks[i]);
+}
+
+/* The sleeps recorded are other threads', gone in the child: forgotten. */
+static void live_fork_child(void)
+{
+    waits_first = NULL;
+    live_fork_parent();
+}
+
+void moor__live_lock_across_fork(pthread_mutex_t *lock)
+{
+    if (nfork_locks == 0)
+        pthread_atfork(live_fork_prepare, live_fork_parent, live_fork_child);
+    if (nfork_locks < FORK_LOCKS_MAX)
+        fork_locks[nfork_locks++] = lock;
+}
+
+__attribute__((constructor)) static void waits_fork_init(void)
+{
+    moor__live_lock_across_fork(&waits_lock);
+}
 
 #define WAIT_OF(node) MOOR__LIVE_ENTRY(node, struct moor__wait, live)
 
@@ -147,8 +186,8 @@ static int add_waits(moor_snapshot *s)
 
 /* ---- the snapshot --------------------------------------------------------------- */
 
-/* moor's own lock classes, until the lock-order checker registers its
- * own (then it fills the snapshot's list). */
+/* moor's kinds of lock, listed while the lock-order checker has
+ * registered no class (MOOR_DEBUG=locks never on). */
 static const moor_debug_lock_class builtin_lock_classes[] = {
     {"object", "object mutex (one class per moor class)"},
     {"job-wait", "job wait on an object's mutex"},
@@ -183,7 +222,18 @@ static int add_census(moor_snapshot *s)
 
 static int add_lock_classes(moor_snapshot *s)
 {
+    struct moor__vec classes = {.size = sizeof(moor_debug_lock_class)};
+    struct moor__vec orders = {.size = sizeof(moor_debug_lock_order)};
+    int rc = moor__lockdep_collect(&classes, &orders);
     size_t n = sizeof(builtin_lock_classes) / sizeof(builtin_lock_classes[0]);
+
+    s->lock_classes = classes.items;
+    s->nlock_classes = classes.n;
+    s->lock_orders = orders.items;
+    s->nlock_orders = orders.n;
+    s->lock_checked = classes.n > 0;
+    if (rc < 0 || s->lock_checked)
+        return rc;
 
     if (!(s->lock_classes = calloc(n, sizeof(*s->lock_classes))))
         return -ENOMEM;
@@ -237,6 +287,7 @@ void moor_debug_snapshot_free(moor_snapshot *snap)
     free(snap->jobs);
     free(snap->classes);
     free(snap->lock_classes);
+    free(snap->lock_orders);
     free(snap->waits);
     free(snap);
 }
@@ -327,6 +378,19 @@ static void put_monitor(struct out *o, const moor_debug_monitor *m)
     put(o, "]", 1);
 }
 
+/* Class names for indexes out of range (a hand-made snapshot) are "?". */
+static void put_lock_order(struct out *o, const moor_snapshot *s, const moor_debug_lock_order *l,
+                           bool comma)
+{
+    put(o, comma ? ",{" : "{", comma ? 2 : 1);
+    put_str(o, "from", l->from < s->nlock_classes ? s->lock_classes[l->from].name : "?", false);
+    put_str(o, "to", l->to < s->nlock_classes ? s->lock_classes[l->to].name : "?", true);
+    putf(o, ",\"thread\":%d", l->thread);
+    put_str(o, "from_site", l->from_site, true);
+    put_str(o, "to_site", l->to_site, true);
+    put(o, "}", 1);
+}
+
 static void put_lists(struct out *o, const moor_snapshot *s)
 {
     put(o, ",\"census\":[", 11);
@@ -347,13 +411,16 @@ static void put_lists(struct out *o, const moor_snapshot *s)
         put_monitor(o, &s->monitors[i]);
         put(o, "}", 1);
     }
-    put(o, "],\"lock_classes\":[", 18);
+    putf(o, "],\"lock_checked\":%s,\"lock_classes\":[", s->lock_checked ? "true" : "false");
     for (size_t i = 0; i < s->nlock_classes; i++) {
         put(o, i ? ",{" : "{", i ? 2 : 1);
         put_str(o, "name", s->lock_classes[i].name, false);
         put_str(o, "what", s->lock_classes[i].what, true);
         put(o, "}", 1);
     }
+    put(o, "],\"lock_orders\":[", sizeof("],\"lock_orders\":[") - 1);
+    for (size_t i = 0; i < s->nlock_orders; i++)
+        put_lock_order(o, s, &s->lock_orders[i], i > 0);
     put(o, "],\"waits\":[", 11);
     for (size_t i = 0; i < s->nwaits; i++) {
         put(o, i ? ",{" : "{", i ? 2 : 1);

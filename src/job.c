@@ -414,6 +414,11 @@ static moor__live_node *live_first;
 
 #define JOB_OF(node) MOOR__LIVE_ENTRY(node, moor_job, live)
 
+__attribute__((constructor)) static void live_fork_init(void)
+{
+    moor__live_lock_across_fork(&live_lock);
+}
+
 void moor__job_forget(void *obj, size_t size)
 {
     const char *lo = obj, *hi = lo + size;

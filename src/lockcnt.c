@@ -103,9 +103,9 @@
  * inline inc tests it in the value its fetch-add returns (the same test
  * as CLOSED) and inc_wait takes the increment back; a carry out of the
  * count could only come from 2^28 more refused increments in flight at
- * once. portable_inc_slow refuses to pass the limit; the portable inline
- * path does not check it (one compare less, for a limit no program
- * reaches honestly).
+ * once, and a process has at most 2^22 threads (docs/lockcnt.md). The
+ * portable inline inc compares against the limit before its CAS, and
+ * portable_inc_slow refuses to pass it: a portable count never exceeds it.
  */
 #define _GNU_SOURCE
 #include <assert.h>

@@ -75,6 +75,15 @@ void moor__lockdep_monitor_enter(const void *mon, const char *mon_name, const vo
  * @buf unless @site is returned. */
 const char *moor__site_text(const char *site, const void *ret, char *buf, size_t size);
 
+struct moor__vec;
+
+/* Copy the classes registered so far into @classes (moor_debug_lock_class
+ * items, "name" or "name/SUBCLASS") and the order edges among them into
+ * @orders (moor_debug_lock_order items, indexes into @classes). Lock-free:
+ * reads only what node_get() and edge_add() published. Returns 0 or
+ * -ENOMEM (what was copied stays). */
+int moor__lockdep_collect(struct moor__vec *classes, struct moor__vec *orders);
+
 /* Internal lock @lock of class @key taken / released at @site (NULL: by
  * the code at @ret). */
 static inline void moor__lockdep_internal_lock(const void *lock,

@@ -36,13 +36,16 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <moor/debug.h>
+#include <moor/introspect.h>
 
+#include "introspect-internal.h"
 #include "lockdep-internal.h"
 
 #define HELD_MAX  48
@@ -64,6 +67,7 @@ struct node {
     const void *key;
     unsigned subclass;
     const char *name;
+    enum moor__lockdep_kind kind;
     atomic_uint nedges;
     unsigned mark; /* depth-first search generation, under graph_lock */
     struct edge edges[EDGES_MAX];
@@ -89,6 +93,26 @@ static atomic_bool full_reported; /* a table ran out: said once */
 /* initial-exec: see moor__thread_id(). */
 static _Thread_local struct held held[HELD_MAX] __attribute__((tls_model("initial-exec")));
 static _Thread_local unsigned nheld __attribute__((tls_model("initial-exec")));
+
+/* ---- fork ----------------------------------------------------------- */
+
+/* A child forked while another thread was inside node_get() or edge_add()
+ * would inherit graph_lock locked by a thread that does not exist there,
+ * and its first new class or order would hang. The tables need no repair:
+ * a node or edge is visible only once its count's release store is done,
+ * so one half-written at the fork is invisible and is written again. The
+ * child gets a fresh, unlocked mutex instead (no prepare handler: holding
+ * graph_lock across fork would put it in an order against every other
+ * library's prepare handler). */
+static void graph_lock_after_fork(void)
+{
+    graph_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+}
+
+__attribute__((constructor)) static void lockdep_fork_init(void)
+{
+    pthread_atfork(NULL, NULL, graph_lock_after_fork);
+}
 
 /* ---- sites ---------------------------------------------------------- */
 
@@ -127,7 +151,8 @@ static struct node *node_scan(const void *key, unsigned subclass, unsigned n)
 
 /* The node of class (@key, @subclass), created on first use; NULL when the
  * table is full (reported once; that class then goes unchecked). */
-static struct node *node_get(const void *key, unsigned subclass, const char *name)
+static struct node *node_get(const void *key, unsigned subclass, const char *name,
+                             enum moor__lockdep_kind kind)
 {
     /* acquire: pairs with the release below; the nodes below it are complete. */
     struct node *n = node_scan(key, subclass, atomic_load_explicit(&nnodes, memory_order_acquire));
@@ -144,6 +169,7 @@ static struct node *node_get(const void *key, unsigned subclass, const char *nam
         n->key = key;
         n->subclass = subclass;
         n->name = name;
+        n->kind = kind;
         /* release: publishes the node's fields to node_scan() readers. */
         atomic_store_explicit(&nnodes, count + 1, memory_order_release);
     }
@@ -316,8 +342,8 @@ static void nesting_check(const struct moor__lockdep_acq *a)
 
 void moor__lockdep_acquire(const struct moor__lockdep_acq *a)
 {
-    struct node *node = node_get(a->key, a->subclass, a->name);
-    struct node *base = a->subclass ? node_get(a->key, 0, a->name) : node;
+    struct node *node = node_get(a->key, a->subclass, a->name, a->kind);
+    struct node *base = a->subclass ? node_get(a->key, 0, a->name, a->kind) : node;
 
     if (!a->trylock && a->kind != MOOR__LD_MONITOR) {
         if (a->kind == MOOR__LD_OBJECT)
@@ -433,4 +459,63 @@ void moor__lockdep_monitor_enter(const void *mon, const char *mon_name, const vo
         break;
     }
     moor__lockdep_acquire(&a);
+}
+
+/* ---- the snapshot's view ---------------------------------------------- */
+
+static const char *node_what(enum moor__lockdep_kind kind)
+{
+    switch (kind) {
+    case MOOR__LD_OBJECT:
+        return "object mutex";
+    case MOOR__LD_MONITOR:
+        return "monitor section";
+    default:
+        return "internal lock";
+    }
+}
+
+static int collect_orders(unsigned count, struct moor__vec *orders)
+{
+    char buf[SITE_TEXT];
+
+    for (unsigned i = 0; i < count; i++) {
+        /* acquire: pairs with edge_add()'s release; edges below it are complete. */
+        unsigned n = atomic_load_explicit(&nodes[i].nedges, memory_order_acquire);
+
+        for (unsigned j = 0; j < n; j++) {
+            const struct edge *e = &nodes[i].edges[j];
+            size_t to = (size_t)(e->to - nodes);
+            moor_debug_lock_order *o;
+
+            if (to >= count) /* a class registered after the count was read */
+                continue;
+            if (!(o = moor__vec_push(orders)))
+                return -ENOMEM;
+            o->from = i;
+            o->to = to;
+            o->thread = e->tid;
+            snprintf(o->from_site, sizeof(o->from_site), "%s",
+                     moor__site_text(e->from_site, e->from_ret, buf, sizeof(buf)));
+            snprintf(o->to_site, sizeof(o->to_site), "%s",
+                     moor__site_text(e->to_site, e->to_ret, buf, sizeof(buf)));
+        }
+    }
+    return 0;
+}
+
+int moor__lockdep_collect(struct moor__vec *classes, struct moor__vec *orders)
+{
+    /* acquire: pairs with node_get()'s release; nodes below it are complete. */
+    unsigned count = atomic_load_explicit(&nnodes, memory_order_acquire);
+
+    for (unsigned i = 0; i < count; i++) {
+        moor_debug_lock_class *c = moor__vec_push(classes);
+
+        if (!c)
+            return -ENOMEM;
+        class_text(&nodes[i], c->name, sizeof(c->name));
+        snprintf(c->what, sizeof(c->what), "%s", node_what(nodes[i].kind));
+    }
+    return collect_orders(count, orders);
 }

@@ -917,6 +917,11 @@ static moor__live_node *live_first;
 
 #define MONITOR_OF(node) MOOR__LIVE_ENTRY(node, moor_monitor, live)
 
+__attribute__((constructor)) static void live_fork_init(void)
+{
+    moor__live_lock_across_fork(&live_lock);
+}
+
 static const char *state_name(moor_monitor_state state)
 {
     switch (state) {

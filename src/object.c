@@ -51,6 +51,7 @@
 
 #include "debug-internal.h"
 #include "lockdep-internal.h"
+#include "introspect-internal.h"
 #include "object-internal.h"
 #include "reftrace-internal.h"
 
@@ -81,6 +82,13 @@ struct track {
 
 static pthread_mutex_t class_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
 static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER; /* leaf */
+
+/* The census takes class_lock, and the watchdog's thread takes a census at
+ * every look: held across fork() so a child never inherits it locked. */
+__attribute__((constructor)) static void class_lock_fork_init(void)
+{
+    moor__live_lock_across_fork(&class_lock);
+}
 static struct track track_head = {NULL, &track_head, &track_head, NULL};
 static pthread_mutex_t weak_locks[WEAK_STRIPES] = {[0 ... WEAK_STRIPES - 1] =
                                                        PTHREAD_MUTEX_INITIALIZER};

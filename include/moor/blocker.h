@@ -221,6 +221,8 @@ MOOR_EXPORT int moor_block(moor_blocker_set *b, uint64_t ops, moor_block_token *
  * Ownership: frees the block record. Locks: takes the token table's leaf
  *   mutex, then the set's; any other lock may be held. Blocks: no.
  *   Context: any thread (not necessarily the one that placed the block).
+ *   Ordering: under the set's mutex, which every check whose mask bit is
+ *   set also takes, so such a check sees the block gone once this returns.
  * Returns: 0 (also for NULL / NONE), or -EINVAL for a token that names no
  *   block in place.
  */

@@ -183,6 +183,7 @@ MOOR_EXPORT void moor_debug_report(moor_misuse kind, const void *subject, const 
  * handed to another thread); the lines left are the references nobody
  * dropped yet. Ownership: the caller keeps @obj alive across the call.
  * Locks: an internal leaf mutex of @obj's trace. Blocks: on @f's I/O.
+ * Ordering: the trace's mutex (what other threads recorded before it).
  * Context: any thread; not from a report hook.
  * Returns: the number of lines written (references traced), -EINVAL if @obj
  * is not a live object or @f is NULL, -ENOENT if @obj is not traced.

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* The layout below; bumped whenever a field is added or changed. */
-#define MOOR_DEBUG_SNAPSHOT_VERSION 1u
+#define MOOR_DEBUG_SNAPSHOT_VERSION 2u
 
 #define MOOR_DEBUG_TEXT_SIZE 64 /* every text field, NUL included */
 
@@ -101,10 +101,24 @@ typedef struct moor_debug_wait {
     int64_t since_ns; /* CLOCK_MONOTONIC */
 } moor_debug_wait;
 
+/* A lock class. Registered by the checker: @name is the moor class or
+ * internal lock's name, "/N" added for subclass N (moor_lock_nested), and
+ * @what is "object mutex", "internal lock" or "monitor section". Built in
+ * (checker off): one of moor's kinds of lock and what it is. */
 typedef struct moor_debug_lock_class {
     char name[MOOR_DEBUG_TEXT_SIZE];
-    char what[MOOR_DEBUG_TEXT_SIZE]; /* "object mutex", "leaf mutex", ... */
+    char what[MOOR_DEBUG_TEXT_SIZE];
 } moor_debug_lock_class;
+
+/* An order the checker has seen: class @to taken while @from was held,
+ * the first time, by @thread at the two sites ("file.c:LINE", or a
+ * resolved return address; cut to fit). */
+typedef struct moor_debug_lock_order {
+    size_t from, to; /* indexes into moor_snapshot.lock_classes */
+    int thread;
+    char from_site[2 * MOOR_DEBUG_TEXT_SIZE]; /* where @from was taken */
+    char to_site[2 * MOOR_DEBUG_TEXT_SIZE];   /* where @to was taken */
+} moor_debug_lock_order;
 
 typedef struct moor_snapshot {
     unsigned version; /* MOOR_DEBUG_SNAPSHOT_VERSION */
@@ -118,10 +132,15 @@ typedef struct moor_snapshot {
     moor_debug_job *jobs; /* per object: async, holders, then waiters */
     size_t nmonitors;
     moor_debug_monitor *monitors;
-    /* Lock classes: moor's own built-in ones for now; the lock-order
-     * checker (MOOR_DEBUG=locks) fills in the classes it registers. */
+    /* Lock classes: with @lock_checked, the classes the lock-order
+     * checker (MOOR_DEBUG=locks) has registered since the process began
+     * (classes stay registered when the checker is turned off again);
+     * else, no class registered yet, moor's built-in kinds of lock. */
+    bool lock_checked;
     size_t nlock_classes;
     moor_debug_lock_class *lock_classes;
+    size_t nlock_orders;
+    moor_debug_lock_order *lock_orders; /* the checker's order edges */
     size_t nwaits;
     moor_debug_wait *waits; /* lock-counter sleeps (watchdog on only) */
 } moor_snapshot;
@@ -133,7 +152,8 @@ typedef struct moor_snapshot {
  * trylock only (retried for up to ~10 ms): an object whose mutex stays busy
  * appears as one MOOR_DEBUG_JOB_BUSY entry. A caller holding an object's
  * mutex itself gets that object read directly. Monitors are read under
- * their leaf mutex.
+ * their leaf mutex. The lock checker's classes and orders are read without
+ * its lock (they are only ever appended, each published by a release).
  * Ownership: new; free with moor_debug_snapshot_free(). Locks: the caller
  * may hold object mutexes (they are never waited for) but not a monitor's
  * or the registry's internals; takes the live-list leaf mutexes.
@@ -146,7 +166,8 @@ MOOR_EXPORT moor_snapshot *moor_debug_snapshot(void);
 
 /*
  * moor_debug_snapshot_free - free @snap and everything in it. NULL-safe.
- * Ownership: takes @snap. Locks: none. Blocks: no. Context: any thread.
+ * Ownership: takes @snap. Locks: none. Blocks: no. Ordering: none (plain
+ * memory the caller owns). Context: any thread.
  * Returns: nothing.
  */
 MOOR_EXPORT void moor_debug_snapshot_free(moor_snapshot *snap);
@@ -163,14 +184,16 @@ typedef int (*moor_debug_write_fn)(const char *data, size_t len, void *opaque);
  *             "age_ms","left_ms","ticket"}],
  *    "monitors":[{"name","state","entered","calls","replies","timeouts",
  *                 "pending":[{"id","command","thread","age_ms","left_ms"}]}],
- *    "lock_classes":[{"name","what"}],
+ *    "lock_checked", "lock_classes":[{"name","what"}],
+ *    "lock_orders":[{"from","to","thread","from_site","to_site"}],
  *    "waits":[{"what","thread","age_ms"}]}
  * "object" is "class 'label'" or "class 0x..." (as in every job message);
- * "role" is "holds", "async", "waits" or "busy". Strings are escaped.
+ * "role" is "holds", "async", "waits" or "busy"; a lock order's "from"
+ * and "to" are class names. Strings are escaped.
  * The JSON is produced here, with no JSON library, so that any program
  * can emit it.
  * Ownership: @snap is borrowed. Locks: none. Blocks: as @fn does.
- * Context: any thread (it touches nothing but @snap and @fn).
+ * Ordering: none (it reads only @snap). Context: any thread (it touches nothing but @snap and @fn).
  * Returns: 0; -EINVAL for a NULL @snap or @fn; or @fn's negative value.
  */
 MOOR_EXPORT int moor_debug_snapshot_write_json(const moor_snapshot *snap, moor_debug_write_fn fn,
@@ -182,15 +205,15 @@ MOOR_EXPORT int moor_debug_snapshot_write_json(const moor_snapshot *snap, moor_d
  * MOOR_DEBUG_WATCHDOG flag (moor_debug_set_flags); MOOR_DEBUG=watchdog=MS
  * sets both. A running watchdog picks up the new threshold at its next
  * look, within 250 ms.
- * Ordering: relaxed (a debugging knob). Locks: none. Blocks: no.
- * Context: any thread, a report hook included.
+ * Ownership: nothing. Ordering: relaxed (a debugging knob). Locks: none.
+ * Blocks: no. Context: any thread, a report hook included.
  * Returns: the previous threshold.
  */
 MOOR_EXPORT uint32_t moor_debug_set_watchdog_ms(uint32_t ms);
 
 /*
  * moor_debug_watchdog_ms - the current watchdog threshold.
- * Ordering: relaxed. Locks: none. Blocks: no. Context: any thread.
+ * Ownership: nothing. Ordering: relaxed. Locks: none. Blocks: no. Context: any thread.
  * Returns: the threshold.
  */
 MOOR_EXPORT uint32_t moor_debug_watchdog_ms(void);

@@ -71,10 +71,10 @@
  * dec_if_lock at count zero) is MOOR_MISUSE_LOCKCNT_UNDERFLOW and leaves
  * the count at zero with the lock state untouched; a begin of visit at the
  * limit is MOOR_MISUSE_REF_OVERFLOW and is refused (the count stays at the
- * limit): always on the futex word (its fetch-add is taken back), and on a
- * portable counter when the begin reaches the out-of-line path, which is
- * every begin that contends or starts at zero (the portable inline path
- * does not look at the limit, which no real program reaches); destroying
+ * limit), on every path of both implementations: the futex word's inline
+ * inc tests the value its fetch-add returned and takes the increment back,
+ * the portable inline inc compares before its CAS (docs/lockcnt.md, "The
+ * limit of 2^28 visits", says why the word never wraps); destroying
  * a counter that is locked or visited is MOOR_MISUSE_DISPOSE_LOCKED and
  * leaves it as it was. The inline fast paths pay one test-and-branch for
  * this at most; the report and the repair are out of line.
@@ -204,7 +204,8 @@ MOOR_EXPORT void moor_lockcnt_destroy(moor_lockcnt *lc);
  * Ordering: acquire (see the file comment).
  * Cost, futex word: one fetch-add and one test-and-branch when not waiting
  * (plus a load of the word that only tells the implementations apart).
- * Portable: one load and one compare-and-swap when the count is above zero.
+ * Portable: one load, one compare and one compare-and-swap when the count
+ * is above zero and below the limit.
  */
 static inline void moor_lockcnt_inc(moor_lockcnt *lc)
 {
@@ -224,9 +225,10 @@ static inline void moor_lockcnt_inc(moor_lockcnt *lc)
         moor__lockcnt_inc_wait(lc, old);
         return;
     }
-    /* Portable: a CAS, only when the count is above zero (v is not the
-     * bare tag); the limit is checked in the slow path only. */
-    if (v != MOOR__LOCKCNT_PORTABLE &&
+    /* Portable: a CAS, only when the count is above zero and below the
+     * limit, in one unsigned compare (v - TAG - 1 wraps to the top at
+     * count zero); else the slow path waits out a holder or refuses. */
+    if (v - MOOR__LOCKCNT_PORTABLE - 1u < MOOR__LOCKCNT_LIMIT - MOOR__LOCKCNT_PORTABLE - 1u &&
         /* acquire: see the file comment; relaxed on failure, nothing read. */
         atomic_compare_exchange_strong_explicit(&lc->word, &v, v + MOOR__LOCKCNT_ONE,
                                                 memory_order_acquire, memory_order_relaxed))

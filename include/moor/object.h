@@ -349,6 +349,10 @@ MOOR_EXPORT void(moor_lock)(void *obj);
  * caller's "file:line" as @site for MOOR_DEBUG=locks reports (NULL: the
  * return address is named instead, as the plain functions do). Contract
  * otherwise as the macro's.
+ * Ownership: @site is borrowed for the process's lifetime (a literal).
+ * Locks, Blocks: as moor_lock(), moor_lock_try(), moor_unlock().
+ * Ordering: the mutex's acquire (lock) and release (unlock).
+ * Context: as the macro's. Returns: as the macro's.
  */
 MOOR_EXPORT void moor_lock_at(void *obj, unsigned subclass, const char *site);
 MOOR_EXPORT int moor_lock_try_at(void *obj, const char *site);
