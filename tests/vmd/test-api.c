@@ -38,34 +38,14 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "vh-fx.h"
 
 #define QMP_TIMEOUT_S "1" /* --qmp-timeout of the fault tests */
 #define FAST_MS       500 /* "at once": a call that must not wait for QEMU */
 
-struct fx {
-    struct vh_daemon d;
-    struct vmctl_client *c;
-};
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static int fx_setup_flags(void **state, const char *const *flags)
 {
-    struct fx *fx = calloc(1, sizeof(*fx));
-
-    assert_non_null(fx);
-    assert_int_equal(vh_init(&fx->d, flags), 0);
-    assert_int_equal(vh_start(&fx->d), 0);
-    fx->c = vh_client_new(&fx->d);
-    assert_non_null(fx->c);
-    *state = fx;
-    return 0;
+    return vh_fx_setup(state, flags);
 }
 
 static int fx_setup(void **state)
@@ -97,25 +77,9 @@ static int fx_setup_hung(void **state)
     return fx_setup_flags(state, flags);
 }
 
-/* Destroy and undefine everything, SIGTERM (exit 0), no QEMU left. */
-static int fx_teardown(void **state)
-{
-    struct fx *fx = *state;
-    int status, rc;
-
-    if (fx->d.pid > 0)
-        assert_int_equal(vh_destroy_all(&fx->d, fx->c), 0);
-    vmctl_client_free(fx->c);
-    rc = fx->d.pid > 0 ? vh_stop(&fx->d, &status) : 0;
-    assert_int_equal(vh_finish(&fx->d), 0);
-    free(fx);
-    assert_int_equal(rc, 0);
-    return 0;
-}
-
 /* ---- small helpers ------------------------------------------------------- */
 
-static void expect(struct fx *fx, long status, const char *method, const char *path,
+static void expect(struct vh_fx *fx, long status, const char *method, const char *path,
                    const char *body)
 {
     if (vh_expect(fx->c, status, NULL, method, path, body ? "%s" : NULL, body) != 0)
@@ -123,33 +87,17 @@ static void expect(struct fx *fx, long status, const char *method, const char *p
 }
 
 /* The answer to @method @path (status asserted), as a new JSON reference. */
-static json_object *expect_json(struct fx *fx, long status, const char *method, const char *path,
+static json_object *expect_json(struct vh_fx *fx, long status, const char *method, const char *path,
                                 const char *body)
 {
-    struct vmctl_response r;
-    json_object *j;
-
-    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s: expected %ld (see above)", method, path, status);
-    j = json_object_get(r.json);
-    vmctl_response_clear(&r);
-    return j;
+    return vh_fx_json(fx->c, status, method, path, body);
 }
 
 /* An error answer: status, code, and a message containing @needle (or NULL). */
-static void expect_error(struct fx *fx, long status, const char *code, const char *needle,
+static void expect_error(struct vh_fx *fx, long status, const char *code, const char *needle,
                          const char *method, const char *path, const char *body)
 {
-    struct vmctl_response r;
-
-    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s: expected %ld (see above)", method, path, status);
-    if (code && strcmp(r.error_code, code) != 0)
-        fail_msg("%s %s: error code %s, expected %s (%s)", method, path, r.error_code, code,
-                 r.error_message);
-    if (needle && !strstr(r.error_message, needle))
-        fail_msg("%s %s: message '%s' does not name '%s'", method, path, r.error_message, needle);
-    vmctl_response_clear(&r);
+    vh_fx_error(fx->c, status, code, needle, method, path, body);
 }
 
 static void dom_path(char *buf, size_t size, const char *name, const char *sub)
@@ -157,7 +105,7 @@ static void dom_path(char *buf, size_t size, const char *name, const char *sub)
     snprintf(buf, size, "/v1/domains/%s%s%s", name, sub ? "/" : "", sub ? sub : "");
 }
 
-static void op(struct fx *fx, long status, const char *name, const char *sub, const char *body)
+static void op(struct vh_fx *fx, long status, const char *name, const char *sub, const char *body)
 {
     char path[160];
 
@@ -165,7 +113,7 @@ static void op(struct fx *fx, long status, const char *name, const char *sub, co
     expect(fx, status, "POST", path, body);
 }
 
-static void op_error(struct fx *fx, long status, const char *code, const char *needle,
+static void op_error(struct vh_fx *fx, long status, const char *code, const char *needle,
                      const char *name, const char *sub, const char *body)
 {
     char path[160];
@@ -174,7 +122,7 @@ static void op_error(struct fx *fx, long status, const char *code, const char *n
     expect_error(fx, status, code, needle, "POST", path, body);
 }
 
-static json_object *get(struct fx *fx, const char *name, const char *sub)
+static json_object *get(struct vh_fx *fx, const char *name, const char *sub)
 {
     char path[160];
 
@@ -182,17 +130,17 @@ static json_object *get(struct fx *fx, const char *name, const char *sub)
     return expect_json(fx, 200, "GET", path, NULL);
 }
 
-static void assert_state(struct fx *fx, const char *name, const char *state, const char *reason)
+static void assert_state(struct vh_fx *fx, const char *name, const char *state, const char *reason)
 {
     assert_int_equal(vh_wait_state(fx->c, name, state, reason), 0);
 }
 
-static void define_fake(struct fx *fx, const char *name, const char *faults)
+static void define_fake(struct vh_fx *fx, const char *name, const char *faults)
 {
     assert_int_equal(vh_define_fake(&fx->d, fx->c, name, faults), 0);
 }
 
-static pid_t start(struct fx *fx, const char *name, bool paused)
+static pid_t start(struct vh_fx *fx, const char *name, bool paused)
 {
     pid_t pid = vh_start_domain(&fx->d, fx->c, name, paused);
 
@@ -202,24 +150,24 @@ static pid_t start(struct fx *fx, const char *name, bool paused)
 }
 
 /* A healthy domain that must keep answering while another one misbehaves. */
-static void bystander_start(struct fx *fx)
+static void bystander_start(struct vh_fx *fx)
 {
     define_fake(fx, "bystander", NULL);
     start(fx, "bystander", false);
 }
 
-static void bystander_check(struct fx *fx)
+static void bystander_check(struct vh_fx *fx)
 {
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
     json_object *s = get(fx, "bystander", "stats");
 
     json_object_put(s);
-    if (now_ms() - t0 > FAST_MS * 2)
-        fail_msg("bystander stats took %llu ms", (unsigned long long)(now_ms() - t0));
+    if (vh_fx_now_ms() - t0 > FAST_MS * 2)
+        fail_msg("bystander stats took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     assert_state(fx, "bystander", "running", NULL);
 }
 
-static size_t domain_count(struct fx *fx)
+static size_t domain_count(struct vh_fx *fx)
 {
     json_object *l = expect_json(fx, 200, "GET", "/v1/domains", NULL);
     size_t n = json_object_array_length(vh_json_get(l, "domains"));
@@ -232,7 +180,7 @@ static size_t domain_count(struct fx *fx)
 
 static void test_version(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *v = expect_json(fx, 200, "GET", "/v1/version", NULL);
 
     assert_non_null(vh_json_str(v, "version"));
@@ -243,7 +191,7 @@ static void test_version(void **state)
 
 static void test_define_list_info_undefine(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *l, *i, *by_uuid, *cfg;
     char uuid[40], body[PATH_MAX + 128], path[160];
 
@@ -321,7 +269,7 @@ static void test_bad_input_400(void **state)
         "{\"name\":\"vm1\",\"extra_args\":\"-S\"}",
         "{\"name\":\"vm1\",\"extra_args\":[1]}",
     };
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         struct vmctl_response r;
@@ -346,7 +294,7 @@ static void test_bad_input_400(void **state)
 /* Bodies over 1 MiB: 413. Nesting past the cap: 400. Nothing changes. */
 static void test_limits_413_and_nesting(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     size_t big = (1u << 20) + 4096, depth = 64;
     char *body = malloc(big + 64), *deep = malloc(depth * 2 + 128), *p;
 
@@ -375,7 +323,7 @@ static void test_limits_413_and_nesting(void **state)
 
 static void test_routes_404_405(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     expect_error(fx, 404, "ENOENT", "nosuch", "GET", "/v1/domains/nosuch", NULL);
     expect_error(fx, 404, "ENOENT", NULL, "GET", "/v1/domains/nosuch/state", NULL);
@@ -393,7 +341,7 @@ static void test_routes_404_405(void **state)
 
 static void test_lifecycle(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *j;
     pid_t pid;
 
@@ -442,7 +390,7 @@ static void test_lifecycle(void **state)
 
 static void test_wrong_state_409(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     define_fake(fx, "vm1", NULL);
     /* Not running: no QEMU to talk to. */
@@ -467,7 +415,7 @@ static void test_wrong_state_409(void **state)
 
 static void test_qmp_passthrough(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *j;
 
     define_fake(fx, "vm1", NULL);
@@ -554,7 +502,7 @@ static void *ev_thread(void *arg)
 
 static void test_events_stream(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     static struct ev_reader r; /* static: outlives a failed test's frame */
     pthread_t t;
     uint64_t end;
@@ -566,9 +514,9 @@ static void test_events_stream(void **state)
     assert_int_equal(pthread_create(&t, NULL, ev_thread, &r), 0);
     /* The stream shows only what happens after it connected: suspend and
      * resume until a line arrives (bounded), then end the domain. */
-    end = now_ms() + 10000;
+    end = vh_fx_now_ms() + 10000;
     while (!atomic_load(&r.seen_stop) || !atomic_load(&r.seen_job)) {
-        if (now_ms() > end)
+        if (vh_fx_now_ms() > end)
             fail_msg("no STOP and suspend job lines of ev1 on /v1/events within 10 s");
         op(fx, 200, "ev1", "suspend", NULL);
         op(fx, 200, "ev1", "resume", NULL);
@@ -585,7 +533,7 @@ static void test_events_stream(void **state)
 
 static void test_debug(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *j;
 
     define_fake(fx, "vm1", NULL);
@@ -603,7 +551,7 @@ static void test_debug(void **state)
  * 504 naming the command; the next fail at once; state still answers. */
 static void test_stall_504(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     struct vmctl_response r;
     json_object *j;
     uint64_t t0, dt;
@@ -611,7 +559,7 @@ static void test_stall_504(void **state)
 
     bystander_start(fx);
     define_fake(fx, "hung", "stall:query-status");
-    t0 = now_ms();
+    t0 = vh_fx_now_ms();
     assert_int_equal(vh_call(fx->c, &r, "POST", "/v1/domains/hung/start", NULL), 0);
     if (r.status == 200) {
         /* Start does not ask query-status: the first stats call meets the stall. */
@@ -619,22 +567,22 @@ static void test_stall_504(void **state)
         pid = vh_domain_pid(fx->c, "hung");
         assert_true(pid > 0);
         vh_note_pid(&fx->d, pid);
-        t0 = now_ms();
+        t0 = vh_fx_now_ms();
         expect_error(fx, 504, "ETIMEDOUT", "query-status", "GET", "/v1/domains/hung/stats", NULL);
-        dt = now_ms() - t0;
+        dt = vh_fx_now_ms() - t0;
         assert_true(dt >= 900 && dt < 1000 * 3);
     } else {
         /* Start asked and met the stall: that was the first call. */
         assert_int_equal(r.status, 504);
         assert_non_null(strstr(r.error_message, "query-status"));
         vmctl_response_clear(&r);
-        assert_true(now_ms() - t0 >= 900);
+        assert_true(vh_fx_now_ms() - t0 >= 900);
     }
     /* Every later call that needs QEMU fails at once, naming the command. */
     for (int i = 0; i < 3; i++) {
-        t0 = now_ms();
+        t0 = vh_fx_now_ms();
         assert_int_equal(vh_call(fx->c, &r, "GET", "/v1/domains/hung/stats", NULL), 0);
-        dt = now_ms() - t0;
+        dt = vh_fx_now_ms() - t0;
         if (r.status == 504) {
             assert_non_null(strstr(r.error_message, "query-status"));
             if (dt > FAST_MS)
@@ -652,13 +600,13 @@ static void test_stall_504(void **state)
         {"POST", "/v1/domains/hung/shutdown", NULL},
         {"POST", "/v1/domains/hung/qmp", "{\"execute\":\"query-name\"}"}};
     for (size_t i = 0; i < sizeof(qmp_first) / sizeof(qmp_first[0]); i++) {
-        t0 = now_ms();
+        t0 = vh_fx_now_ms();
         if (qmp_first[i][2])
             assert_int_equal(
                 vh_call(fx->c, &r, qmp_first[i][0], qmp_first[i][1], "%s", qmp_first[i][2]), 0);
         else
             assert_int_equal(vh_call(fx->c, &r, qmp_first[i][0], qmp_first[i][1], NULL), 0);
-        dt = now_ms() - t0;
+        dt = vh_fx_now_ms() - t0;
         if (r.status == 504) {
             assert_non_null(strstr(r.error_message, "has not answered query-status"));
             if (dt > FAST_MS)
@@ -674,18 +622,18 @@ static void test_stall_504(void **state)
     json_object_put(j);
     bystander_check(fx);
     /* Destroy never waits for QMP. */
-    t0 = now_ms();
+    t0 = vh_fx_now_ms();
     assert_int_equal(vh_call(fx->c, &r, "POST", "/v1/domains/hung/destroy", NULL), 0);
     assert_true(r.status == 200 || r.status == 409);
     vmctl_response_clear(&r);
-    assert_true(now_ms() - t0 < 3000);
+    assert_true(vh_fx_now_ms() - t0 < 3000);
     assert_state(fx, "hung", "shutoff", NULL);
 }
 
 /* A late answer clears the unresponsive mark. */
 static void test_late_reply_clears(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *j;
     uint64_t end;
     bool responsive = false;
@@ -693,9 +641,9 @@ static void test_late_reply_clears(void **state)
     define_fake(fx, "slow", "late:query-name:1800");
     start(fx, "slow", false);
     op_error(fx, 504, "ETIMEDOUT", "query-name", "slow", "qmp", "{\"execute\":\"query-name\"}");
-    end = now_ms() + 5000;
+    end = vh_fx_now_ms() + 5000;
     while (!responsive) {
-        if (now_ms() > end)
+        if (vh_fx_now_ms() > end)
             fail_msg("monitor of 'slow' still unresponsive 5 s after its late reply");
         j = get(fx, "slow", "state");
         responsive = json_object_get_boolean(vh_json_get(vh_json_get(j, "monitor"), "responsive"));
@@ -709,7 +657,7 @@ static void test_late_reply_clears(void **state)
 /* QEMU refuses cont: 502 with QEMU's text; the domain stays paused. */
 static void test_refused_cont_502(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     bystander_start(fx);
     define_fake(fx, "refuse", "error-on:cont");
@@ -722,7 +670,7 @@ static void test_refused_cont_502(void **state)
 /* QEMU dies during cont: 502 EPIPE; the domain is shut off (crashed). */
 static void test_death_during_cont_502(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     pid_t pid;
 
     bystander_start(fx);
@@ -741,7 +689,7 @@ static void test_death_during_cont_502(void **state)
 /* QEMU dies before the greeting: start fails, the domain is shut off. */
 static void test_death_before_greeting(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     struct vmctl_response r;
 
     bystander_start(fx);
@@ -759,7 +707,7 @@ static void test_death_before_greeting(void **state)
  * keeps serving and the domain ends in a documented state. */
 static void test_garbage_reply(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     struct vmctl_response r;
     json_object *j;
 
@@ -773,7 +721,7 @@ static void test_garbage_reply(void **state)
     vmctl_response_clear(&r);
     /* QEMU lives on, unreachable: state says so (the monitor's end is
      * recorded by the loop thread just after the call failed: bounded wait). */
-    uint64_t deadline = now_ms() + 5000;
+    uint64_t deadline = vh_fx_now_ms() + 5000;
     const char *why = NULL;
     for (;;) {
         j = get(fx, "babble", "state");
@@ -787,7 +735,7 @@ static void test_garbage_reply(void **state)
             break;
         }
         json_object_put(j);
-        if (now_ms() >= deadline)
+        if (vh_fx_now_ms() >= deadline)
             fail_msg("the monitor's error on babble not seen within 5 s");
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -819,15 +767,15 @@ static void test_garbage_reply(void **state)
 /* A QEMU that ignores SIGTERM is SIGKILLed after the grace. */
 static void test_destroy_ignoring_sigterm(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     uint64_t t0;
     pid_t pid;
 
     define_fake(fx, "stubborn", "ignore-sigterm");
     pid = start(fx, "stubborn", false);
-    t0 = now_ms();
+    t0 = vh_fx_now_ms();
     op(fx, 200, "stubborn", "destroy", NULL);
-    assert_true(now_ms() - t0 < 4000);
+    assert_true(vh_fx_now_ms() - t0 < 4000);
     assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
     assert_state(fx, "stubborn", "shutoff", "destroyed");
 }
@@ -835,7 +783,7 @@ static void test_destroy_ignoring_sigterm(void **state)
 /* A guest that ignores ACPI: shutdown reports the timeout; still running. */
 static void test_shutdown_ignored_504(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     define_fake(fx, "deaf", "ignore-powerdown");
     start(fx, "deaf", false);
@@ -846,7 +794,7 @@ static void test_shutdown_ignored_504(void **state)
 /* QEMU crashing (SIGKILL) or exiting on its own is noticed. */
 static void test_crash_and_exit(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     pid_t a, b;
 
     bystander_start(fx);
@@ -877,7 +825,7 @@ static void *hung_call(void *arg)
     struct hung_caller *h = arg;
     struct vmctl_client *c = vh_client_new(h->d);
     struct vmctl_response r;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
 
     h->status = -1;
     if (c && vh_call(c, &r, "GET", "/v1/domains/frozen/stats", NULL) == 0) {
@@ -886,14 +834,14 @@ static void *hung_call(void *arg)
             h->status = -2; /* no error object */
         vmctl_response_clear(&r);
     }
-    h->ms = now_ms() - t0;
+    h->ms = vh_fx_now_ms() - t0;
     vmctl_client_free(c);
     return NULL;
 }
 
 static void test_hung_qemu(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     static struct hung_caller callers[HUNG_CALLERS]; /* outlive a failed test's frame */
     pthread_t threads[HUNG_CALLERS];
     static const char *const others[] = {"ok1", "ok2", "ok3"};
@@ -918,10 +866,10 @@ static void test_hung_qemu(void **state)
             char path[160];
             uint64_t dt;
 
-            t0 = now_ms();
+            t0 = vh_fx_now_ms();
             dom_path(path, sizeof(path), others[i], "stats");
             json_object_put(expect_json(fx, 200, "GET", path, NULL));
-            dt = now_ms() - t0;
+            dt = vh_fx_now_ms() - t0;
             worst = dt > worst ? dt : worst;
         }
     }
@@ -929,35 +877,37 @@ static void test_hung_qemu(void **state)
         fail_msg("a stats call on a healthy domain took %llu ms while one QEMU was frozen",
                  (unsigned long long)worst);
     /* The frozen one's state never waits: no job, no QEMU. */
-    t0 = now_ms();
+    t0 = vh_fx_now_ms();
     json_object_put(get(fx, "frozen", "state"));
-    if (now_ms() - t0 > FAST_MS)
-        fail_msg("state of the frozen domain took %llu ms", (unsigned long long)(now_ms() - t0));
+    if (vh_fx_now_ms() - t0 > FAST_MS)
+        fail_msg("state of the frozen domain took %llu ms",
+                 (unsigned long long)(vh_fx_now_ms() - t0));
     /* Once a call has timed out, a new one fails at once (504, naming the
      * command), even with the others still queued. */
-    t0 = now_ms();
+    t0 = vh_fx_now_ms();
     for (;;) {
         struct vmctl_response r;
-        uint64_t t1 = now_ms();
+        uint64_t t1 = vh_fx_now_ms();
         long last;
 
         assert_int_equal(vh_call(fx->c, &r, "GET", "/v1/domains/frozen/stats", NULL), 0);
-        if (r.status == 504 && now_ms() - t1 <= FAST_MS) {
+        if (r.status == 504 && vh_fx_now_ms() - t1 <= FAST_MS) {
             assert_non_null(strstr(r.error_message, "query-"));
             vmctl_response_clear(&r);
             break;
         }
         last = r.status;
         vmctl_response_clear(&r);
-        if (now_ms() - t0 > 2000 + 3000 + 2000)
+        if (vh_fx_now_ms() - t0 > 2000 + 3000 + 2000)
             fail_msg("stats on the frozen domain never failed fast (last: %ld after %llu ms)", last,
-                     (unsigned long long)(now_ms() - t1));
+                     (unsigned long long)(vh_fx_now_ms() - t1));
     }
     /* Destroy of the frozen one returns within a bound, jumping the queue. */
-    t0 = now_ms();
+    t0 = vh_fx_now_ms();
     op(fx, 200, "frozen", "destroy", NULL);
-    if (now_ms() - t0 > 3000)
-        fail_msg("destroy of a frozen QEMU took %llu ms", (unsigned long long)(now_ms() - t0));
+    if (vh_fx_now_ms() - t0 > 3000)
+        fail_msg("destroy of a frozen QEMU took %llu ms",
+                 (unsigned long long)(vh_fx_now_ms() - t0));
     assert_int_equal(vh_wait_pid_gone(frozen, VH_EXIT_MS), 0);
     for (size_t i = 0; i < HUNG_CALLERS; i++) {
         pthread_join(threads[i], NULL); /* each bounded: below */
@@ -984,7 +934,7 @@ static void test_queue_full_503(void **state)
 {
     static struct hung_caller callers[6]; /* outlive a failed test's frame */
     pthread_t threads[6];
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     unsigned refused = 0;
     pid_t frozen;
 
@@ -1090,7 +1040,7 @@ static bool log_has(const struct vh_daemon *d, const char *needle)
 
 static void test_security(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     struct stat st;
     pid_t child;
     int status;
@@ -1129,7 +1079,7 @@ static void test_security(void **state)
 /* What the JSON client does not show: headers the contract names. */
 static void test_headers(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     char buf[2048], req[PATH_MAX + 512], body[PATH_MAX + 128], want[80];
     json_object *i;
 
@@ -1177,7 +1127,7 @@ static void test_headers(void **state)
 static void test_restart_reconnects(void **state)
 {
     static const char *const names[] = {"r1", "r2", "r3", "r4"};
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     pid_t pids[4];
     int status;
 
@@ -1256,7 +1206,7 @@ static void *stuck_qmp_main(void *arg)
 
 /* Whether the library's part of /v1/debug shows the domain's job held by
  * the qmp API, and its monitor call pending. */
-static bool debug_shows_holder(struct fx *fx)
+static bool debug_shows_holder(struct vh_fx *fx)
 {
     json_object *j = expect_json(fx, 200, "GET", "/v1/debug", NULL);
     json_object *jobs = vh_json_get(vh_json_get(j, "moor"), "jobs");
@@ -1274,7 +1224,7 @@ static bool debug_shows_holder(struct fx *fx)
 }
 
 /* moor-vmctl --socket SOCK debug; its standard output in @out. */
-static void run_vmctl_debug(struct fx *fx, char *out, size_t size)
+static void run_vmctl_debug(struct vh_fx *fx, char *out, size_t size)
 {
     const char *vmctl = getenv("MOOR_VMCTL");
     size_t len = 0;
@@ -1306,7 +1256,7 @@ static void run_vmctl_debug(struct fx *fx, char *out, size_t size)
 
 static void test_debug_shows_holder(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     struct stuck_call sc = {&fx->d, 0};
     char out[16384], line[256];
     uint64_t deadline;
@@ -1315,9 +1265,9 @@ static void test_debug_shows_holder(void **state)
     define_fake(fx, "held", "stall:query-name");
     start(fx, "held", false);
     assert_int_equal(pthread_create(&t, NULL, stuck_qmp_main, &sc), 0);
-    deadline = now_ms() + 10000;
+    deadline = vh_fx_now_ms() + 10000;
     while (!debug_shows_holder(fx)) {
-        if (now_ms() >= deadline)
+        if (vh_fx_now_ms() >= deadline)
             fail_msg("the held job did not show in /v1/debug within 10 s");
         poll(NULL, 0, 10);
     }
@@ -1338,7 +1288,7 @@ static void test_debug_shows_holder(void **state)
  * counted and killed. */
 static void test_harness_finds_leftovers(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     pid_t pid;
 
     define_fake(fx, "left", NULL);
@@ -1349,8 +1299,8 @@ static void test_harness_finds_leftovers(void **state)
     assert_false(vh_pid_alive(pid));
 }
 
-#define T(fn)       cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
-#define T_FAULT(fn) cmocka_unit_test_setup_teardown(fn, fx_setup_faults, fx_teardown)
+#define T(fn)       cmocka_unit_test_setup_teardown(fn, fx_setup, vh_fx_teardown)
+#define T_FAULT(fn) cmocka_unit_test_setup_teardown(fn, fx_setup_faults, vh_fx_teardown)
 
 int main(void)
 {
@@ -1374,13 +1324,13 @@ int main(void)
         T_FAULT(test_destroy_ignoring_sigterm),
         T_FAULT(test_shutdown_ignored_504),
         T_FAULT(test_crash_and_exit),
-        cmocka_unit_test_setup_teardown(test_hung_qemu, fx_setup_hung, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_queue_full_503, fx_setup_queue, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_hung_qemu, fx_setup_hung, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_queue_full_503, fx_setup_queue, vh_fx_teardown),
         T(test_security),
         T(test_headers),
         T(test_restart_reconnects),
         T(test_harness_finds_leftovers),
-        cmocka_unit_test_setup_teardown(test_debug_shows_holder, fx_setup_long_qmp, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_debug_shows_holder, fx_setup_long_qmp, vh_fx_teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);

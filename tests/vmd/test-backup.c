@@ -33,61 +33,21 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "vh-fx.h"
 
 #define FAST_MS     500   /* "at once": an answer that must not wait for the job */
 #define JOB_WAIT_MS 20000 /* the most a fake backup may take here */
 #define DISK_MIB    64
 #define SLOW        ",\"bandwidth_mib_s\":16" /* 64 MiB in 4 s */
 
-struct fx {
-    struct vh_daemon d;
-    struct vmctl_client *c;
-};
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int fx_setup(void **state)
 {
     static const char *const flags[] = {"--qmp-timeout", "1", "--job-timeout", "5", NULL};
-    struct fx *fx = calloc(1, sizeof(*fx));
 
-    assert_non_null(fx);
-    assert_int_equal(vh_init(&fx->d, flags), 0);
-    assert_int_equal(vh_start(&fx->d), 0);
-    fx->c = vh_client_new(&fx->d);
-    assert_non_null(fx->c);
-    *state = fx;
-    return 0;
+    return vh_fx_setup(state, flags);
 }
 
-static int fx_teardown(void **state)
-{
-    struct fx *fx = *state;
-    int status, rc;
-
-    if (fx->d.pid > 0)
-        assert_int_equal(vh_destroy_all(&fx->d, fx->c), 0);
-    vmctl_client_free(fx->c);
-    rc = fx->d.pid > 0 ? vh_stop(&fx->d, &status) : 0;
-    assert_int_equal(vh_finish(&fx->d), 0);
-    free(fx);
-    assert_int_equal(rc, 0);
-    return 0;
-}
-
-static void reconnect(struct fx *fx)
+static void reconnect(struct vh_fx *fx)
 {
     vmctl_client_free(fx->c);
     fx->c = vh_client_new(&fx->d);
@@ -96,45 +56,32 @@ static void reconnect(struct fx *fx)
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static json_object *call(struct fx *fx, long status, const char *method, const char *path,
+static json_object *call(struct vh_fx *fx, long status, const char *method, const char *path,
                          const char *body)
 {
-    struct vmctl_response r;
-
-    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s %s: expected %ld (see above)", method, path, body ? body : "", status);
-    json_object *j = json_object_get(r.json);
-    vmctl_response_clear(&r);
-    return j;
+    return vh_fx_json(fx->c, status, method, path, body);
 }
 
-static void ok(struct fx *fx, long status, const char *method, const char *path, const char *body)
+static void ok(struct vh_fx *fx, long status, const char *method, const char *path,
+               const char *body)
 {
     json_object_put(call(fx, status, method, path, body));
 }
 
 /* An error answer with @code whose message contains @needle (and @needle2). */
-static void refused2(struct fx *fx, long status, const char *code, const char *needle,
+static void refused2(struct vh_fx *fx, long status, const char *code, const char *needle,
                      const char *needle2, const char *method, const char *path, const char *body)
 {
-    struct vmctl_response r;
-
-    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s %s: expected %ld (see above)", method, path, body ? body : "", status);
-    if (strcmp(r.error_code, code) != 0 || (needle && !strstr(r.error_message, needle)) ||
-        (needle2 && !strstr(r.error_message, needle2)))
-        fail_msg("%s %s: %s '%s', expected %s naming '%s' and '%s'", method, path, r.error_code,
-                 r.error_message, code, needle ? needle : "", needle2 ? needle2 : "");
-    vmctl_response_clear(&r);
+    vh_fx_error2(fx->c, status, code, needle, needle2, method, path, body);
 }
 
-static void refused(struct fx *fx, long status, const char *code, const char *needle,
+static void refused(struct vh_fx *fx, long status, const char *code, const char *needle,
                     const char *method, const char *path, const char *body)
 {
     refused2(fx, status, code, needle, NULL, method, path, body);
 }
 
-static bool image_file(struct fx *fx, const char *name)
+static bool image_file(struct vh_fx *fx, const char *name)
 {
     char path[PATH_MAX + 80];
 
@@ -143,7 +90,7 @@ static bool image_file(struct fx *fx, const char *name)
 }
 
 /* The pool's listing has @name. */
-static bool listed(struct fx *fx, const char *name)
+static bool listed(struct vh_fx *fx, const char *name)
 {
     json_object *j = call(fx, 200, "GET", "/v1/images", NULL), *arr = vh_json_get(j, "images");
     bool found = false;
@@ -155,14 +102,14 @@ static bool listed(struct fx *fx, const char *name)
 }
 
 /* No target left: neither file nor image. */
-static void no_target(struct fx *fx, const char *name)
+static void no_target(struct vh_fx *fx, const char *name)
 {
     assert_false(image_file(fx, name));
     assert_false(listed(fx, name));
 }
 
 /* base.qcow2 (64 MiB) and domain @name using it, started with @faults. */
-static pid_t domain_with_disk(struct fx *fx, const char *name, const char *faults)
+static pid_t domain_with_disk(struct vh_fx *fx, const char *name, const char *faults)
 {
     char body[160];
 
@@ -180,7 +127,7 @@ static pid_t domain_with_disk(struct fx *fx, const char *name, const char *fault
     return pid;
 }
 
-static void backup(struct fx *fx, const char *name, const char *target, const char *extra)
+static void backup(struct vh_fx *fx, const char *name, const char *target, const char *extra)
 {
     char path[128], body[256];
 
@@ -192,7 +139,7 @@ static void backup(struct fx *fx, const char *name, const char *target, const ch
     json_object_put(j);
 }
 
-static json_object *job(struct fx *fx, const char *name)
+static json_object *job(struct vh_fx *fx, const char *name)
 {
     char path[128];
 
@@ -201,9 +148,9 @@ static json_object *job(struct fx *fx, const char *name)
 }
 
 /* Poll until the job copies (bytes_done > 0); fails after JOB_WAIT_MS. */
-static void wait_transfer(struct fx *fx, const char *name)
+static void wait_transfer(struct vh_fx *fx, const char *name)
 {
-    uint64_t end = now_ms() + JOB_WAIT_MS;
+    uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;
 
     for (;;) {
         json_object *j = job(fx, name), *cur = vh_json_get(j, "job");
@@ -216,16 +163,16 @@ static void wait_transfer(struct fx *fx, const char *name)
         json_object_put(j);
         if (transfer)
             return;
-        if (now_ms() > end)
+        if (vh_fx_now_ms() > end)
             fail_msg("%s: the backup never copied", name);
-        sleep_ms(10);
+        vh_fx_sleep_ms(10);
     }
 }
 
 /* Poll until no job runs; the last job's outcome (a new reference). */
-static json_object *wait_end(struct fx *fx, const char *name)
+static json_object *wait_end(struct vh_fx *fx, const char *name)
 {
-    uint64_t end = now_ms() + JOB_WAIT_MS;
+    uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;
 
     for (;;) {
         json_object *j = job(fx, name);
@@ -236,9 +183,9 @@ static json_object *wait_end(struct fx *fx, const char *name)
             return last;
         }
         json_object_put(j);
-        if (now_ms() > end)
+        if (vh_fx_now_ms() > end)
             fail_msg("%s: the backup did not end in %d ms", name, JOB_WAIT_MS);
-        sleep_ms(20);
+        vh_fx_sleep_ms(20);
     }
 }
 
@@ -256,7 +203,7 @@ static void assert_result(json_object *last, const char *result, const char *nee
 
 /* The source's blocks are gone: resize (through the domain or offline)
  * is allowed again. */
-static void source_free(struct fx *fx, const char *name, int mib)
+static void source_free(struct vh_fx *fx, const char *name, int mib)
 {
     char path[128], body[64];
 
@@ -273,7 +220,7 @@ static void source_free(struct fx *fx, const char *name, int mib)
  * refused; after, all of it is allowed again. */
 static void test_backup_completes(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     domain_with_disk(fx, "vm", NULL);
     backup(fx, "vm", "bk.qcow2", SLOW);
@@ -293,10 +240,10 @@ static void test_backup_completes(void **state)
             "{\"target\":\"other.qcow2\"}");
     refused(fx, 409, "EBUSY", "a backup job", "POST", "/v1/domains/vm/save",
             "{\"path\":\"/tmp/never-made.save\"}");
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
     ok(fx, 200, "GET", "/v1/domains/vm/state", NULL);
     ok(fx, 200, "GET", "/v1/domains/vm/stats", NULL);
-    assert_true(now_ms() - t0 < 2 * FAST_MS);
+    assert_true(vh_fx_now_ms() - t0 < 2 * FAST_MS);
     assert_result(wait_end(fx, "vm"), "completed", NULL);
     assert_true(image_file(fx, "bk.qcow2"));
     assert_int_equal(vh_wait_state(fx->c, "vm", "running", NULL), 0);
@@ -318,7 +265,7 @@ static void test_backup_completes(void **state)
 
 static void test_abort(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     domain_with_disk(fx, "ab", NULL);
     backup(fx, "ab", "t.qcow2", SLOW);
@@ -336,7 +283,7 @@ static void test_abort(void **state)
 
 static void test_qemu_dies(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     domain_with_disk(fx, "die", "die-mid-backup");
     backup(fx, "die", "t.qcow2", SLOW);
@@ -350,25 +297,25 @@ static void test_qemu_dies(void **state)
  * domain is destroyable at once, the target goes. */
 static void test_stall(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     domain_with_disk(fx, "st", "stall-mid-backup");
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
     backup(fx, "st", "t.qcow2", SLOW);
     assert_result(wait_end(fx, "st"), "failed", "no reply");
-    assert_true(now_ms() - t0 < 10000);
+    assert_true(vh_fx_now_ms() - t0 < 10000);
     no_target(fx, "t.qcow2");
-    t0 = now_ms();
+    t0 = vh_fx_now_ms();
     ok(fx, 200, "POST", "/v1/domains/st/destroy", NULL);
-    if (now_ms() - t0 > 2 * FAST_MS)
-        fail_msg("destroy of a hung QEMU took %llu ms", (unsigned long long)(now_ms() - t0));
+    if (vh_fx_now_ms() - t0 > 2 * FAST_MS)
+        fail_msg("destroy of a hung QEMU took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     assert_int_equal(vh_wait_state(fx->c, "st", "shutoff", "destroyed"), 0);
     source_free(fx, "st", 80);
 }
 
 static void test_disk_full(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     domain_with_disk(fx, "full", "backup-enospc");
     backup(fx, "full", "t.qcow2", NULL);
@@ -380,7 +327,7 @@ static void test_disk_full(void **state)
 
 static void test_destroy_mid_backup(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     domain_with_disk(fx, "kd", NULL);
     backup(fx, "kd", "t.qcow2", SLOW);
@@ -396,7 +343,7 @@ static void test_destroy_mid_backup(void **state)
  * the partial target; the guest runs on, the source is free. */
 static void test_kill9_mid_backup(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     pid_t pid = domain_with_disk(fx, "k9", NULL);
 
     backup(fx, "k9", "t.qcow2", SLOW);
@@ -420,7 +367,7 @@ static void test_kill9_mid_backup(void **state)
 /* SIGTERM mid-backup: exit 0 (census zero), the next daemon cleans up. */
 static void test_sigterm_mid_backup(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     int status;
     pid_t pid = domain_with_disk(fx, "term", NULL);
 
@@ -437,7 +384,7 @@ static void test_sigterm_mid_backup(void **state)
 
 static void test_refusals(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     domain_with_disk(fx, "r", NULL);
     refused(fx, 400, "EINVAL", "target", "POST", "/v1/domains/r/backup", "{}");
@@ -467,7 +414,7 @@ static void test_refusals(void **state)
     no_target(fx, "x");
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, vh_fx_teardown)
 
 int main(void)
 {

@@ -33,76 +33,37 @@
 #include <unistd.h>
 
 #include "harness.h"
-
-struct fx {
-    struct vh_daemon d;
-    struct vmctl_client *c;
-};
+#include "vh-fx.h"
 
 static int fx_setup(void **state)
 {
-    struct fx *fx = calloc(1, sizeof(*fx));
     static const char *const flags[] = {"--job-timeout", "5", NULL};
 
-    assert_non_null(fx);
-    assert_int_equal(vh_init(&fx->d, flags), 0);
-    assert_int_equal(vh_start(&fx->d), 0);
-    fx->c = vh_client_new(&fx->d);
-    assert_non_null(fx->c);
-    *state = fx;
-    return 0;
-}
-
-static int fx_teardown(void **state)
-{
-    struct fx *fx = *state;
-    int status, rc;
-
-    if (fx->d.pid > 0)
-        assert_int_equal(vh_destroy_all(&fx->d, fx->c), 0);
-    vmctl_client_free(fx->c);
-    rc = fx->d.pid > 0 ? vh_stop(&fx->d, &status) : 0;
-    assert_int_equal(vh_finish(&fx->d), 0);
-    free(fx);
-    assert_int_equal(rc, 0);
-    return 0;
+    return vh_fx_setup(state, flags);
 }
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static json_object *call(struct fx *fx, long status, const char *method, const char *path,
+static json_object *call(struct vh_fx *fx, long status, const char *method, const char *path,
                          const char *body)
 {
-    struct vmctl_response r;
-    json_object *j;
-
-    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s %s: expected %ld (see above)", method, path, body ? body : "", status);
-    j = json_object_get(r.json);
-    vmctl_response_clear(&r);
-    return j;
+    return vh_fx_json(fx->c, status, method, path, body);
 }
 
-static void ok(struct fx *fx, long status, const char *method, const char *path, const char *body)
+static void ok(struct vh_fx *fx, long status, const char *method, const char *path,
+               const char *body)
 {
     json_object_put(call(fx, status, method, path, body));
 }
 
 /* An error answer with @code whose message contains @needle. */
-static void refused(struct fx *fx, long status, const char *code, const char *needle,
+static void refused(struct vh_fx *fx, long status, const char *code, const char *needle,
                     const char *method, const char *path, const char *body)
 {
-    struct vmctl_response r;
-
-    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s %s: expected %ld (see above)", method, path, body ? body : "", status);
-    if (strcmp(r.error_code, code) != 0 || (needle && !strstr(r.error_message, needle)))
-        fail_msg("%s %s: %s '%s', expected %s naming '%s'", method, path, r.error_code,
-                 r.error_message, code, needle ? needle : "");
-    vmctl_response_clear(&r);
+    vh_fx_error(fx->c, status, code, needle, method, path, body);
 }
 
-static void create(struct fx *fx, const char *name, const char *format, int size_mib)
+static void create(struct vh_fx *fx, const char *name, const char *format, int size_mib)
 {
     char body[200];
 
@@ -111,7 +72,7 @@ static void create(struct fx *fx, const char *name, const char *format, int size
     ok(fx, 201, "POST", "/v1/images", body);
 }
 
-static void overlay(struct fx *fx, const char *name, const char *backing)
+static void overlay(struct vh_fx *fx, const char *name, const char *backing)
 {
     char body[200];
 
@@ -120,7 +81,7 @@ static void overlay(struct fx *fx, const char *name, const char *backing)
 }
 
 /* Define @name on the fake QEMU with @disks (a JSON array). */
-static void define_with(struct fx *fx, long status, const char *name, const char *disks)
+static void define_with(struct vh_fx *fx, long status, const char *name, const char *disks)
 {
     if (vh_expect(fx->c, status, NULL, "POST", "/v1/domains",
                   "{\"name\":\"%s\",\"emulator\":\"%s\",\"machine\":\"none\",\"accel\":\"tcg\","
@@ -129,7 +90,7 @@ static void define_with(struct fx *fx, long status, const char *name, const char
         fail_msg("define %s with %s: expected %ld (see above)", name, disks, status);
 }
 
-static bool image_file(struct fx *fx, const char *name)
+static bool image_file(struct vh_fx *fx, const char *name)
 {
     char path[PATH_MAX + 80];
 
@@ -137,7 +98,7 @@ static bool image_file(struct fx *fx, const char *name)
     return access(path, F_OK) == 0;
 }
 
-static int64_t size_of(struct fx *fx, const char *name)
+static int64_t size_of(struct vh_fx *fx, const char *name)
 {
     char path[160];
 
@@ -155,7 +116,7 @@ static int64_t size_of(struct fx *fx, const char *name)
 
 static void test_create_list_info_delete(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *j, *arr;
 
     create(fx, "zeta.raw", "raw", 8);
@@ -184,7 +145,7 @@ static void test_create_list_info_delete(void **state)
 
 static void test_bad_requests(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     char body[300], name[80];
     const char *bad_names[] = {"..", ".", "a/b", "", "sp ace", "n\\u00e9"};
 
@@ -261,7 +222,7 @@ static void test_bad_requests(void **state)
 
 static void test_overlay_blocks_backing(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *j;
 
     create(fx, "base.qcow2", "qcow2", 32);
@@ -290,7 +251,7 @@ static void test_overlay_blocks_backing(void **state)
 
 static void test_domain_disks(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     char disks[2048];
     size_t used = 0;
     json_object *j;
@@ -354,7 +315,7 @@ static void test_domain_disks(void **state)
 
 static void test_resize_offline_and_running(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *j, *ret;
 
     create(fx, "disk.qcow2", "qcow2", 16);
@@ -389,7 +350,7 @@ static void test_resize_offline_and_running(void **state)
 
 static void test_two_users_refuse_resize(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
 
     create(fx, "shared.raw", "raw", 4);
     define_with(fx, 201, "a", "[{\"image\":\"shared.raw\",\"readonly\":true}]");
@@ -410,7 +371,7 @@ static void test_two_users_refuse_resize(void **state)
 
 static void test_restart_reloads_pool(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     json_object *j;
 
     create(fx, "base.qcow2", "qcow2", 16);
@@ -435,7 +396,7 @@ static void test_restart_reloads_pool(void **state)
  * restart (logged), and its start fails naming the missing image. */
 static void test_missing_image_at_load(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     char path[PATH_MAX + 80];
     int status;
 
@@ -457,7 +418,7 @@ static void test_missing_image_at_load(void **state)
 /* ---- moor-vmctl's image-* commands ------------------------------------------ */
 
 /* Run $MOOR_VMCTL -s SOCKET @args...: its exit status, stdout+stderr in @out. */
-static int vmctl(struct fx *fx, char *out, size_t size, const char *const *args)
+static int vmctl(struct vh_fx *fx, char *out, size_t size, const char *const *args)
 {
     const char *bin = getenv("MOOR_VMCTL");
     char *argv[16];
@@ -491,7 +452,7 @@ static int vmctl(struct fx *fx, char *out, size_t size, const char *const *args)
 
 static void test_vmctl_images(void **state)
 {
-    struct fx *fx = *state;
+    struct vh_fx *fx = *state;
     char out[8192];
 
     assert_int_equal(
@@ -544,15 +505,15 @@ static void test_vmctl_images(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_create_list_info_delete, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_bad_requests, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_overlay_blocks_backing, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_domain_disks, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_resize_offline_and_running, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_two_users_refuse_resize, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_restart_reloads_pool, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_missing_image_at_load, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_vmctl_images, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_create_list_info_delete, fx_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_requests, fx_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_overlay_blocks_backing, fx_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_domain_disks, fx_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_resize_offline_and_running, fx_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_two_users_refuse_resize, fx_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_reloads_pool, fx_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_image_at_load, fx_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_vmctl_images, fx_setup, vh_fx_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

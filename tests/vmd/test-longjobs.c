@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "vh-fx.h"
 
 #define FAST_MS     500   /* "at once": an answer that must not wait for the job */
 #define JOB_WAIT_MS 20000 /* the most a fake job may take in these tests */
@@ -44,30 +45,13 @@ struct fx {
     char file[PATH_MAX]; /* <root>/vm.save */
 };
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int fx_setup(void **state)
 {
     static const char *const flags[] = {"--qmp-timeout", "1", "--job-timeout", "5", NULL};
     struct fx *fx = calloc(1, sizeof(*fx));
 
     assert_non_null(fx);
-    assert_int_equal(vh_init(&fx->d, flags), 0);
-    assert_int_equal(vh_start(&fx->d), 0);
-    fx->c = vh_client_new(&fx->d);
-    assert_non_null(fx->c);
+    vh_fx_open(&fx->d, &fx->c, flags);
     snprintf(fx->file, sizeof(fx->file), "%s/vm.save", fx->d.root);
     *state = fx;
     return 0;
@@ -76,13 +60,8 @@ static int fx_setup(void **state)
 static int fx_teardown(void **state)
 {
     struct fx *fx = *state;
-    int status, rc;
+    int rc = vh_fx_close(&fx->d, fx->c);
 
-    if (fx->d.pid > 0)
-        assert_int_equal(vh_destroy_all(&fx->d, fx->c), 0);
-    vmctl_client_free(fx->c);
-    rc = fx->d.pid > 0 ? vh_stop(&fx->d, &status) : 0;
-    assert_int_equal(vh_finish(&fx->d), 0);
     free(fx);
     assert_int_equal(rc, 0);
     return 0;
@@ -100,28 +79,13 @@ static void reconnect(struct fx *fx)
 static json_object *call_json(struct fx *fx, long status, const char *method, const char *path,
                               const char *body)
 {
-    struct vmctl_response r;
-
-    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s: expected %ld (see above)", method, path, status);
-    json_object *j = json_object_get(r.json);
-    vmctl_response_clear(&r);
-    return j;
+    return vh_fx_json(fx->c, status, method, path, body);
 }
 
 static void call_error(struct fx *fx, long status, const char *code, const char *needle,
                        const char *method, const char *path, const char *body)
 {
-    struct vmctl_response r;
-
-    if (vh_expect(fx->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s: expected %ld (see above)", method, path, status);
-    if (code && strcmp(r.error_code, code) != 0)
-        fail_msg("%s %s: code %s, expected %s (%s)", method, path, r.error_code, code,
-                 r.error_message);
-    if (needle && !strstr(r.error_message, needle))
-        fail_msg("%s %s: message '%s' does not name '%s'", method, path, r.error_message, needle);
-    vmctl_response_clear(&r);
+    vh_fx_error(fx->c, status, code, needle, method, path, body);
 }
 
 static json_object *job(struct fx *fx, const char *name)
@@ -153,7 +117,7 @@ static void restore(struct fx *fx, bool paused)
  * moved). Fails after JOB_WAIT_MS. */
 static void wait_phase(struct fx *fx, const char *name, const char *phase)
 {
-    uint64_t end = now_ms() + JOB_WAIT_MS;
+    uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;
 
     for (;;) {
         json_object *j = job(fx, name), *cur = vh_json_get(j, "job");
@@ -163,16 +127,16 @@ static void wait_phase(struct fx *fx, const char *name, const char *phase)
         json_object_put(j);
         if (ok)
             return;
-        if (now_ms() > end)
+        if (vh_fx_now_ms() > end)
             fail_msg("%s: job never reached phase %s", name, phase);
-        sleep_ms(10);
+        vh_fx_sleep_ms(10);
     }
 }
 
 /* Poll until no job runs; the last job's outcome (a new reference). */
 static json_object *wait_end(struct fx *fx, const char *name)
 {
-    uint64_t end = now_ms() + JOB_WAIT_MS;
+    uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;
 
     for (;;) {
         json_object *j = job(fx, name);
@@ -183,9 +147,9 @@ static json_object *wait_end(struct fx *fx, const char *name)
             return last;
         }
         json_object_put(j);
-        if (now_ms() > end)
+        if (vh_fx_now_ms() > end)
             fail_msg("%s: the job did not end in %d ms", name, JOB_WAIT_MS);
-        sleep_ms(20);
+        vh_fx_sleep_ms(20);
     }
 }
 
@@ -215,12 +179,13 @@ static bool file_exists(const char *path)
 static void quick(struct fx *fx, const char *name, const char *sub)
 {
     char path[128];
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
 
     snprintf(path, sizeof(path), "/v1/domains/%s/%s", name, sub);
     json_object_put(call_json(fx, 200, "GET", path, NULL));
-    if (now_ms() - t0 > FAST_MS)
-        fail_msg("GET %s took %llu ms during a job", path, (unsigned long long)(now_ms() - t0));
+    if (vh_fx_now_ms() - t0 > FAST_MS)
+        fail_msg("GET %s took %llu ms during a job", path,
+                 (unsigned long long)(vh_fx_now_ms() - t0));
 }
 
 static pid_t define_start(struct fx *fx, const char *name, const char *faults)
@@ -285,13 +250,13 @@ static void test_round_trip(void **state)
     struct watch w = {.fx = fx};
     assert_int_equal(pthread_create(&w.thread, NULL, watch_main, &w), 0);
     /* The stream starts at the next event: wait until the daemon counts it. */
-    for (uint64_t end = now_ms() + JOB_WAIT_MS;; sleep_ms(10)) {
+    for (uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;; vh_fx_sleep_ms(10)) {
         json_object *dbg = call_json(fx, 200, "GET", "/v1/debug", NULL);
         int n = json_object_get_int(vh_json_get(vh_json_get(dbg, "http"), "streams"));
         json_object_put(dbg);
         if (n == 1)
             break;
-        if (now_ms() > end)
+        if (vh_fx_now_ms() > end)
             fail_msg("the event stream never opened");
     }
     save(fx, "vm", NULL);
@@ -505,16 +470,16 @@ static void test_stall_mid_save(void **state)
     struct fx *fx = *state;
 
     define_start(fx, "s", SLOW ",stall-mid-migrate");
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
     save(fx, "s", NULL);
     assert_result(wait_end(fx, "s"), "failed", "no reply");
-    assert_true(now_ms() - t0 < 10000);
+    assert_true(vh_fx_now_ms() - t0 < 10000);
     assert_false(file_exists(fx->file));
     assert_state(fx, "s", "paused", NULL);
-    t0 = now_ms();
+    t0 = vh_fx_now_ms();
     json_object_put(call_json(fx, 200, "POST", "/v1/domains/s/destroy", NULL));
-    if (now_ms() - t0 > 2 * FAST_MS)
-        fail_msg("destroy of a hung QEMU took %llu ms", (unsigned long long)(now_ms() - t0));
+    if (vh_fx_now_ms() - t0 > 2 * FAST_MS)
+        fail_msg("destroy of a hung QEMU took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     assert_state(fx, "s", "shutoff", "destroyed");
 }
 
@@ -536,9 +501,9 @@ static void test_destroy_mid_save(void **state)
     define_start(fx, "k", SLOW);
     save(fx, "k", NULL);
     wait_phase(fx, "k", "transfer");
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
     json_object_put(call_json(fx, 200, "POST", "/v1/domains/k/destroy", NULL));
-    assert_true(now_ms() - t0 < 3000);
+    assert_true(vh_fx_now_ms() - t0 < 3000);
     assert_result(wait_end(fx, "k"), "failed", NULL);
     assert_state(fx, "k", "shutoff", "destroyed");
     assert_false(file_exists(fx->file));
@@ -662,10 +627,10 @@ static void test_save_hung(void **state)
     call_error(fx, 504, "ETIMEDOUT", "query-name", "POST", "/v1/domains/h/qmp",
                "{\"execute\":\"query-name\"}");
     snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
     call_error(fx, 504, "ETIMEDOUT", "query-name", "POST", "/v1/domains/h/save", body);
-    if (now_ms() - t0 > FAST_MS)
-        fail_msg("save on a hung QEMU took %llu ms", (unsigned long long)(now_ms() - t0));
+    if (vh_fx_now_ms() - t0 > FAST_MS)
+        fail_msg("save on a hung QEMU took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     assert_false(file_exists(fx->file));
     json_object *j = job(fx, "h");
     assert_false(json_object_get_boolean(vh_json_get(j, "active")));
@@ -683,10 +648,10 @@ static void test_restore_fifo(void **state)
 
     assert_int_equal(mkfifo(fx->file, 0600), 0);
     snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
-    uint64_t t0 = now_ms();
+    uint64_t t0 = vh_fx_now_ms();
     call_error(fx, 400, "EINVAL", "not a regular file", "POST", "/v1/domains/restore", body);
-    if (now_ms() - t0 > FAST_MS)
-        fail_msg("restore of a FIFO took %llu ms", (unsigned long long)(now_ms() - t0));
+    if (vh_fx_now_ms() - t0 > FAST_MS)
+        fail_msg("restore of a FIFO took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     unlink(fx->file);
 }
 

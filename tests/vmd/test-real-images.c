@@ -30,74 +30,35 @@
 #include <unistd.h>
 
 #include "harness.h"
-
-struct rq {
-    struct vh_daemon d;
-    struct vmctl_client *c;
-};
+#include "vh-fx.h"
 
 static int rq_setup(void **state)
 {
-    struct rq *rq = calloc(1, sizeof(*rq));
     static const char *const flags[] = {"--qmp-timeout", "10", NULL};
 
-    assert_non_null(rq);
-    assert_int_equal(vh_init(&rq->d, flags), 0);
-    assert_int_equal(vh_start(&rq->d), 0);
-    rq->c = vh_client_new(&rq->d);
-    assert_non_null(rq->c);
-    *state = rq;
-    return 0;
+    return vh_fx_setup(state, flags);
 }
 
-static int rq_teardown(void **state)
-{
-    struct rq *rq = *state;
-    int status, rc = 0;
-
-    if (rq->d.pid > 0) {
-        assert_int_equal(vh_destroy_all(&rq->d, rq->c), 0);
-        rc = vh_stop(&rq->d, &status);
-    }
-    vmctl_client_free(rq->c);
-    assert_int_equal(vh_finish(&rq->d), 0);
-    free(rq);
-    assert_int_equal(rc, 0);
-    return 0;
-}
-
-static json_object *call(struct rq *rq, long status, const char *method, const char *path,
+static json_object *call(struct vh_fx *rq, long status, const char *method, const char *path,
                          const char *body)
 {
-    struct vmctl_response r;
-    json_object *j;
-
-    if (vh_expect(rq->c, status, &r, method, path, body ? "%s" : NULL, body) != 0)
-        fail_msg("%s %s: expected %ld (see above)", method, path, status);
-    j = json_object_get(r.json);
-    vmctl_response_clear(&r);
-    return j;
+    return vh_fx_json(rq->c, status, method, path, body);
 }
 
-static void ok(struct rq *rq, long status, const char *method, const char *path, const char *body)
+static void ok(struct vh_fx *rq, long status, const char *method, const char *path,
+               const char *body)
 {
     json_object_put(call(rq, status, method, path, body));
 }
 
-static void refused(struct rq *rq, const char *needle, const char *method, const char *path)
+static void refused(struct vh_fx *rq, const char *needle, const char *method, const char *path)
 {
-    struct vmctl_response r;
-
-    if (vh_expect(rq->c, 409, &r, method, path, NULL) != 0)
-        fail_msg("%s %s: expected 409 (see above)", method, path);
-    if (!strstr(r.error_message, needle))
-        fail_msg("%s %s: '%s' does not name '%s'", method, path, r.error_message, needle);
-    vmctl_response_clear(&r);
+    vh_fx_error(rq->c, 409, NULL, needle, method, path, NULL);
 }
 
 static void test_overlay_on_base(void **state)
 {
-    struct rq *rq = *state;
+    struct vh_fx *rq = *state;
     json_object *j;
 
     ok(rq, 201, "POST", "/v1/images",
@@ -131,7 +92,7 @@ static json_object *block_of(json_object *ret, const char *node)
     return NULL;
 }
 
-static int64_t running_size(struct rq *rq)
+static int64_t running_size(struct vh_fx *rq)
 {
     json_object *j =
         call(rq, 200, "POST", "/v1/domains/real1/qmp", "{\"execute\":\"query-block\"}");
@@ -147,7 +108,7 @@ static int64_t running_size(struct rq *rq)
 
 static void test_domain_with_disk(void **state)
 {
-    struct rq *rq = *state;
+    struct vh_fx *rq = *state;
     const char *emu = getenv("REAL_QEMU");
     pid_t pid;
 
@@ -194,13 +155,13 @@ static int run(char *const argv[])
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static void image_path(struct rq *rq, const char *name, char *out, size_t size)
+static void image_path(struct vh_fx *rq, const char *name, char *out, size_t size)
 {
     snprintf(out, size, "%s/images/%s", rq->d.state_dir, name);
 }
 
 /* Poll the job of @name until it is over; its result (static). */
-static const char *backup_result(struct rq *rq, const char *name)
+static const char *backup_result(struct vh_fx *rq, const char *name)
 {
     static char result[32];
     char path[128];
@@ -228,7 +189,7 @@ static const char *backup_result(struct rq *rq, const char *name)
  * before the start, is backed up; the target matches. */
 static void test_backup_running(void **state)
 {
-    struct rq *rq = *state;
+    struct vh_fx *rq = *state;
     const char *emu = getenv("REAL_QEMU");
     char src[PATH_MAX + 64], dst[PATH_MAX + 64];
 
@@ -291,9 +252,9 @@ static void test_backup_running(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_overlay_on_base, rq_setup, rq_teardown),
-        cmocka_unit_test_setup_teardown(test_domain_with_disk, rq_setup, rq_teardown),
-        cmocka_unit_test_setup_teardown(test_backup_running, rq_setup, rq_teardown),
+        cmocka_unit_test_setup_teardown(test_overlay_on_base, rq_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_domain_with_disk, rq_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_backup_running, rq_setup, vh_fx_teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);

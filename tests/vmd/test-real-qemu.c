@@ -28,43 +28,16 @@
 #include <unistd.h>
 
 #include "harness.h"
-
-struct rq {
-    struct vh_daemon d;
-    struct vmctl_client *c;
-};
+#include "vh-fx.h"
 
 static int rq_setup(void **state)
 {
-    struct rq *rq = calloc(1, sizeof(*rq));
     static const char *const flags[] = {"--qmp-timeout", "10", NULL};
 
-    assert_non_null(rq);
-    assert_int_equal(vh_init(&rq->d, flags), 0);
-    assert_int_equal(vh_start(&rq->d), 0);
-    rq->c = vh_client_new(&rq->d);
-    assert_non_null(rq->c);
-    *state = rq;
-    return 0;
+    return vh_fx_setup(state, flags);
 }
 
-static int rq_teardown(void **state)
-{
-    struct rq *rq = *state;
-    int status, rc = 0;
-
-    if (rq->d.pid > 0) {
-        assert_int_equal(vh_destroy_all(&rq->d, rq->c), 0);
-        rc = vh_stop(&rq->d, &status);
-    }
-    vmctl_client_free(rq->c);
-    assert_int_equal(vh_finish(&rq->d), 0);
-    free(rq);
-    assert_int_equal(rc, 0);
-    return 0;
-}
-
-static void post(struct rq *rq, long status, const char *name, const char *op, const char *body)
+static void post(struct vh_fx *rq, long status, const char *name, const char *op, const char *body)
 {
     char path[160];
 
@@ -135,7 +108,7 @@ static void *events_thread(void *arg)
  * -> destroy -> undefine, with the events of each step on /v1/events. */
 static void test_lifecycle(void **state)
 {
-    struct rq *rq = *state;
+    struct vh_fx *rq = *state;
     static struct seen s; /* static: outlives a failed test's frame (its thread may still run) */
     struct vmctl_response r;
     pthread_t t;
@@ -191,7 +164,7 @@ static void test_lifecycle(void **state)
 static void test_kill9_restart_three(void **state)
 {
     static const char *const names[] = {"q1", "q2", "q3"};
-    struct rq *rq = *state;
+    struct vh_fx *rq = *state;
     struct vmctl_response r;
     pid_t pids[3];
 
@@ -225,7 +198,7 @@ static void test_kill9_restart_three(void **state)
 }
 
 /* Poll GET job until no job runs; the last job's result must be @want. */
-static void wait_job(struct rq *rq, const char *name, const char *want)
+static void wait_job(struct vh_fx *rq, const char *name, const char *want)
 {
     char path[128];
     struct timespec pause = {0, 50 * 1000000L};
@@ -252,7 +225,7 @@ static void wait_job(struct rq *rq, const char *name, const char *want)
  * QEMU's own query-status says running afterwards. */
 static void test_save_restore_pc(void **state)
 {
-    struct rq *rq = *state;
+    struct vh_fx *rq = *state;
     char file[PATH_MAX], body[PATH_MAX + 32];
 
     assert_int_equal(vh_expect(rq->c, 201, NULL, "POST", "/v1/domains",
@@ -286,9 +259,9 @@ static void test_save_restore_pc(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_lifecycle, rq_setup, rq_teardown),
-        cmocka_unit_test_setup_teardown(test_kill9_restart_three, rq_setup, rq_teardown),
-        cmocka_unit_test_setup_teardown(test_save_restore_pc, rq_setup, rq_teardown),
+        cmocka_unit_test_setup_teardown(test_lifecycle, rq_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_kill9_restart_three, rq_setup, vh_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_save_restore_pc, rq_setup, vh_fx_teardown),
     };
 
     signal(SIGPIPE, SIG_IGN);
