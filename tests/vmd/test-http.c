@@ -705,6 +705,20 @@ static const char *const lane0_busy[] = {"pool", "lanes", "0", "busy", NULL};
 static const char *const pool_busy[] = {"pool", "busy", NULL};
 static const char *const pool_queued[] = {"pool", "queued", NULL};
 
+/* Domains "hung" and "fine" defined and started; "hung"'s ops block, and a
+ * stats call on it (@stuck, joined by the caller) is waited for, bounded,
+ * until it is blocked in the op. */
+static void hung_and_fine(struct fx *fx, struct async_call *stuck)
+{
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"fine\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    expect(fx, "POST", "/v1/domains/fine/start", NULL, 200, NULL);
+    ops_double_block("hung");
+    async_start(stuck, fx, "GET", "/v1/domains/hung/stats", NULL);
+    assert_int_equal(ops_double_wait_blocked("hung", 1, WAIT_MS), 1);
+}
+
 static void test_lanes(void **state)
 {
     (void)state;
@@ -713,13 +727,7 @@ static void test_lanes(void **state)
     struct async_call stuck[3];
     struct reply r;
 
-    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
-    expect(fx, "POST", "/v1/domains", "{\"name\":\"fine\"}", 201, NULL);
-    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
-    expect(fx, "POST", "/v1/domains/fine/start", NULL, 200, NULL);
-    ops_double_block("hung");
-    async_start(&stuck[0], fx, "GET", "/v1/domains/hung/stats", NULL);
-    assert_int_equal(ops_double_wait_blocked("hung", 1, WAIT_MS), 1);
+    hung_and_fine(fx, &stuck[0]);
     async_start(&stuck[1], fx, "POST", "/v1/domains/hung/suspend", NULL);
     async_start(&stuck[2], fx, "POST", "/v1/domains/hung/qmp", "{\"execute\":\"stop\"}");
     wait_figure(fx, lane0_queued, 2, "requests queued in the hung domain's lane");
@@ -754,13 +762,7 @@ static void test_fail_fast(void **state)
     struct async_call stuck[2];
     struct reply r;
 
-    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
-    expect(fx, "POST", "/v1/domains", "{\"name\":\"fine\"}", 201, NULL);
-    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
-    expect(fx, "POST", "/v1/domains/fine/start", NULL, 200, NULL);
-    ops_double_block("hung");
-    async_start(&stuck[0], fx, "GET", "/v1/domains/hung/stats", NULL);
-    assert_int_equal(ops_double_wait_blocked("hung", 1, WAIT_MS), 1);
+    hung_and_fine(fx, &stuck[0]);
     async_start(&stuck[1], fx, "POST", "/v1/domains/hung/suspend", NULL);
     wait_figure(fx, lane0_queued, 1, "a request queued in the hung domain's lane");
     /* the lane is full: without the mark, a call is refused with 503 */
