@@ -90,10 +90,7 @@ static void call_error(struct fx *fx, long status, const char *code, const char 
 
 static json_object *job(struct fx *fx, const char *name)
 {
-    char path[128];
-
-    snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
-    return call_json(fx, 200, "GET", path, NULL);
+    return vh_fx_job(fx->c, name);
 }
 
 static void save(struct fx *fx, const char *name, const char *extra)
@@ -136,31 +133,12 @@ static void wait_phase(struct fx *fx, const char *name, const char *phase)
 /* Poll until no job runs; the last job's outcome (a new reference). */
 static json_object *wait_end(struct fx *fx, const char *name)
 {
-    uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;
-
-    for (;;) {
-        json_object *j = job(fx, name);
-        if (!json_object_get_boolean(vh_json_get(j, "active"))) {
-            json_object *last = json_object_get(vh_json_get(j, "last"));
-            json_object_put(j);
-            assert_non_null(last);
-            return last;
-        }
-        json_object_put(j);
-        if (vh_fx_now_ms() > end)
-            fail_msg("%s: the job did not end in %d ms", name, JOB_WAIT_MS);
-        vh_fx_sleep_ms(20);
-    }
+    return vh_fx_wait_job_end(fx->c, name, "job", JOB_WAIT_MS);
 }
 
 static void assert_result(json_object *last, const char *result, const char *needle)
 {
-    const char *r = vh_json_str(last, "result"), *e = vh_json_str(last, "error");
-
-    if (!r || strcmp(r, result) != 0)
-        fail_msg("job result %s (%s), expected %s", r ? r : "(none)", e ? e : "", result);
-    if (needle && (!e || !strstr(e, needle)))
-        fail_msg("job error '%s' does not name '%s'", e ? e : "", needle);
+    vh_fx_job_result(last, "job", result, needle);
     json_object_put(last);
 }
 

@@ -12,6 +12,7 @@
 
 #include <json-c/json.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -139,6 +140,55 @@ static inline void vh_fx_sleep_ms(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* vh_fx_job - GET /v1/domains/@name/job (200 asserted): a new reference. */
+static inline json_object *vh_fx_job(struct vmctl_client *c, const char *name)
+{
+    char path[128];
+
+    snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
+    return vh_fx_json(c, 200, "GET", path, NULL);
+}
+
+/*
+ * vh_fx_wait_job_end - poll @name's job every 20 ms until none is active;
+ * fails (naming @what, "job" or "backup") after @bound_ms. Blocks: up to
+ * @bound_ms. Returns the last job's outcome (asserted present), a new
+ * reference.
+ */
+static inline json_object *vh_fx_wait_job_end(struct vmctl_client *c, const char *name,
+                                              const char *what, int bound_ms)
+{
+    uint64_t end = vh_fx_now_ms() + (uint64_t)bound_ms;
+
+    for (;;) {
+        json_object *j = vh_fx_job(c, name);
+        if (!json_object_get_boolean(vh_json_get(j, "active"))) {
+            json_object *last = json_object_get(vh_json_get(j, "last"));
+            json_object_put(j);
+            assert_non_null(last);
+            return last;
+        }
+        json_object_put(j);
+        if (vh_fx_now_ms() > end)
+            fail_msg("%s: the %s did not end in %d ms", name, what, bound_ms);
+        vh_fx_sleep_ms(20);
+    }
+}
+
+/* vh_fx_job_result - assert a job's outcome @last (borrowed) has the result
+ * @result and, unless @needle is NULL, an error naming @needle; @what names
+ * the job in the failure. */
+static inline void vh_fx_job_result(json_object *last, const char *what, const char *result,
+                                    const char *needle)
+{
+    const char *r = vh_json_str(last, "result"), *e = vh_json_str(last, "error");
+
+    if (!r || strcmp(r, result) != 0)
+        fail_msg("%s result %s (%s), expected %s", what, r ? r : "(none)", e ? e : "", result);
+    if (needle && (!e || !strstr(e, needle)))
+        fail_msg("%s error '%s' does not name '%s'", what, e ? e : "", needle);
 }
 
 #endif /* MOOR_TESTS_VMD_VH_FX_H */
