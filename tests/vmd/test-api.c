@@ -86,20 +86,6 @@ static void expect(struct vh_fx *fx, long status, const char *method, const char
         fail_msg("%s %s: expected %ld (see above)", method, path, status);
 }
 
-/* The answer to @method @path (status asserted), as a new JSON reference. */
-static json_object *expect_json(struct vh_fx *fx, long status, const char *method, const char *path,
-                                const char *body)
-{
-    return vh_fx_json(fx->c, status, method, path, body);
-}
-
-/* An error answer: status, code, and a message containing @needle (or NULL). */
-static void expect_error(struct vh_fx *fx, long status, const char *code, const char *needle,
-                         const char *method, const char *path, const char *body)
-{
-    vh_fx_error(fx->c, status, code, needle, method, path, body);
-}
-
 static void dom_path(char *buf, size_t size, const char *name, const char *sub)
 {
     snprintf(buf, size, "/v1/domains/%s%s%s", name, sub ? "/" : "", sub ? sub : "");
@@ -119,7 +105,7 @@ static void op_error(struct vh_fx *fx, long status, const char *code, const char
     char path[160];
 
     dom_path(path, sizeof(path), name, sub);
-    expect_error(fx, status, code, needle, "POST", path, body);
+    vh_fx_error(fx->c, status, code, needle, "POST", path, body);
 }
 
 static json_object *get(struct vh_fx *fx, const char *name, const char *sub)
@@ -127,7 +113,7 @@ static json_object *get(struct vh_fx *fx, const char *name, const char *sub)
     char path[160];
 
     dom_path(path, sizeof(path), name, sub);
-    return expect_json(fx, 200, "GET", path, NULL);
+    return vh_fx_json(fx->c, 200, "GET", path, NULL);
 }
 
 static void assert_state(struct vh_fx *fx, const char *name, const char *state, const char *reason)
@@ -169,7 +155,7 @@ static void bystander_check(struct vh_fx *fx)
 
 static size_t domain_count(struct vh_fx *fx)
 {
-    json_object *l = expect_json(fx, 200, "GET", "/v1/domains", NULL);
+    json_object *l = vh_fx_json(fx->c, 200, "GET", "/v1/domains", NULL);
     size_t n = json_object_array_length(vh_json_get(l, "domains"));
 
     json_object_put(l);
@@ -181,7 +167,7 @@ static size_t domain_count(struct vh_fx *fx)
 static void test_version(void **state)
 {
     struct vh_fx *fx = *state;
-    json_object *v = expect_json(fx, 200, "GET", "/v1/version", NULL);
+    json_object *v = vh_fx_json(fx->c, 200, "GET", "/v1/version", NULL);
 
     assert_non_null(vh_json_str(v, "version"));
     assert_true(*vh_json_str(v, "version"));
@@ -197,7 +183,7 @@ static void test_define_list_info_undefine(void **state)
 
     define_fake(fx, "vm-b", NULL);
     define_fake(fx, "vm-a", NULL);
-    l = expect_json(fx, 200, "GET", "/v1/domains", NULL);
+    l = vh_fx_json(fx->c, 200, "GET", "/v1/domains", NULL);
     assert_int_equal(json_object_array_length(vh_json_get(l, "domains")), 2);
     assert_string_equal(
         vh_json_str(json_object_array_get_idx(vh_json_get(l, "domains"), 0), "name"),
@@ -224,9 +210,9 @@ static void test_define_list_info_undefine(void **state)
 
     /* Taken name, taken uuid: 409 EEXIST naming the key; nothing changes. */
     snprintf(body, sizeof(body), "{\"name\":\"vm-a\",\"emulator\":\"%s\"}", fx->d.fake_qemu);
-    expect_error(fx, 409, "EEXIST", "vm-a", "POST", "/v1/domains", body);
+    vh_fx_error(fx->c, 409, "EEXIST", "vm-a", "POST", "/v1/domains", body);
     snprintf(body, sizeof(body), "{\"name\":\"vm-c\",\"uuid\":\"%s\"}", uuid);
-    expect_error(fx, 409, "EEXIST", NULL, "POST", "/v1/domains", body);
+    vh_fx_error(fx->c, 409, "EEXIST", NULL, "POST", "/v1/domains", body);
     /* A uuid given is kept. */
     expect(fx, 201, "POST", "/v1/domains",
            "{\"name\":\"vm-u\",\"uuid\":\"0f8fad5b-d9cb-469f-a165-70867728950e\"}");
@@ -237,8 +223,8 @@ static void test_define_list_info_undefine(void **state)
 
     dom_path(path, sizeof(path), uuid, NULL);
     expect(fx, 200, "DELETE", path, NULL);
-    expect_error(fx, 404, "ENOENT", NULL, "GET", "/v1/domains/vm-a", NULL);
-    expect_error(fx, 404, "ENOENT", NULL, "DELETE", "/v1/domains/vm-a", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "GET", "/v1/domains/vm-a", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "DELETE", "/v1/domains/vm-a", NULL);
     assert_int_equal(domain_count(fx), 2);
     /* The name is free again. */
     define_fake(fx, "vm-a", NULL);
@@ -287,7 +273,7 @@ static void test_bad_input_400(void **state)
     op_error(fx, 400, "EINVAL", NULL, "vm1", "shutdown", "{\"timeout_ms\":\"soon\"}");
     op_error(fx, 400, "EINVAL", NULL, "vm1", "qmp", "{\"arguments\":{}}");
     op_error(fx, 400, "EINVAL", NULL, "vm1", "qmp", "{\"execute\":42}");
-    expect_error(fx, 400, "EINVAL", NULL, "GET", "/v1/domains/a%01b", NULL);
+    vh_fx_error(fx->c, 400, "EINVAL", NULL, "GET", "/v1/domains/a%01b", NULL);
     assert_state(fx, "vm1", "shutoff", "defined");
 }
 
@@ -303,7 +289,7 @@ static void test_limits_413_and_nesting(void **state)
     p = body + sprintf(body, "{\"name\":\"big\",\"extra_args\":[\"");
     memset(p, 'a', big);
     strcpy(p + big, "\"]}");
-    expect_error(fx, 413, "EMSGSIZE", NULL, "POST", "/v1/domains", body);
+    vh_fx_error(fx->c, 413, "EMSGSIZE", NULL, "POST", "/v1/domains", body);
     free(body);
 
     p = deep + sprintf(deep, "{\"name\":\"deep\",\"extra_args\":");
@@ -312,10 +298,10 @@ static void test_limits_413_and_nesting(void **state)
     for (size_t i = 0; i < depth; i++)
         *p++ = ']';
     strcpy(p, "}");
-    expect_error(fx, 400, "EINVAL", NULL, "POST", "/v1/domains", deep);
+    vh_fx_error(fx->c, 400, "EINVAL", NULL, "POST", "/v1/domains", deep);
     free(deep);
-    expect_error(fx, 404, "ENOENT", NULL, "GET", "/v1/domains/big", NULL);
-    expect_error(fx, 404, "ENOENT", NULL, "GET", "/v1/domains/deep", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "GET", "/v1/domains/big", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "GET", "/v1/domains/deep", NULL);
     assert_int_equal(domain_count(fx), 0);
     /* And the daemon still serves. */
     define_fake(fx, "after", NULL);
@@ -325,18 +311,18 @@ static void test_routes_404_405(void **state)
 {
     struct vh_fx *fx = *state;
 
-    expect_error(fx, 404, "ENOENT", "nosuch", "GET", "/v1/domains/nosuch", NULL);
-    expect_error(fx, 404, "ENOENT", NULL, "GET", "/v1/domains/nosuch/state", NULL);
-    expect_error(fx, 404, "ENOENT", NULL, "POST", "/v1/domains/nosuch/start", NULL);
-    expect_error(fx, 404, "ENOENT", NULL, "GET", "/v1/nothing", NULL);
-    expect_error(fx, 404, "ENOENT", NULL, "GET", "/v2/domains", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", "nosuch", "GET", "/v1/domains/nosuch", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "GET", "/v1/domains/nosuch/state", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "POST", "/v1/domains/nosuch/start", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "GET", "/v1/nothing", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "GET", "/v2/domains", NULL);
     define_fake(fx, "vm1", NULL);
-    expect_error(fx, 404, "ENOENT", NULL, "POST", "/v1/domains/vm1/explode", NULL);
-    expect_error(fx, 405, "EINVAL", NULL, "DELETE", "/v1/version", NULL);
-    expect_error(fx, 405, "EINVAL", NULL, "PUT", "/v1/domains", "{}");
-    expect_error(fx, 405, "EINVAL", NULL, "POST", "/v1/domains/vm1/state", NULL);
-    expect_error(fx, 405, "EINVAL", NULL, "GET", "/v1/domains/vm1/start", NULL);
-    expect_error(fx, 405, "EINVAL", NULL, "POST", "/v1/debug", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "POST", "/v1/domains/vm1/explode", NULL);
+    vh_fx_error(fx->c, 405, "EINVAL", NULL, "DELETE", "/v1/version", NULL);
+    vh_fx_error(fx->c, 405, "EINVAL", NULL, "PUT", "/v1/domains", "{}");
+    vh_fx_error(fx->c, 405, "EINVAL", NULL, "POST", "/v1/domains/vm1/state", NULL);
+    vh_fx_error(fx->c, 405, "EINVAL", NULL, "GET", "/v1/domains/vm1/start", NULL);
+    vh_fx_error(fx->c, 405, "EINVAL", NULL, "POST", "/v1/debug", NULL);
 }
 
 static void test_lifecycle(void **state)
@@ -400,11 +386,11 @@ static void test_wrong_state_409(void **state)
     op_error(fx, 409, "ENOTCONN", "vm1", "vm1", "shutdown", NULL);
     op_error(fx, 409, "ENOTCONN", "vm1", "vm1", "destroy", NULL);
     op_error(fx, 409, "ENOTCONN", "vm1", "vm1", "qmp", "{\"execute\":\"query-status\"}");
-    expect_error(fx, 409, "ENOTCONN", "vm1", "GET", "/v1/domains/vm1/stats", NULL);
+    vh_fx_error(fx->c, 409, "ENOTCONN", "vm1", "GET", "/v1/domains/vm1/stats", NULL);
     start(fx, "vm1", false);
     /* Running: no second start, no undefine. */
     op_error(fx, 409, "EBUSY", "vm1", "vm1", "start", NULL);
-    expect_error(fx, 409, "EBUSY", "vm1", "DELETE", "/v1/domains/vm1", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "vm1", "DELETE", "/v1/domains/vm1", NULL);
     /* Wrong state while running: resume needs it paused. */
     op_error(fx, 409, "EBUSY", "resume", "vm1", "resume", NULL);
     assert_state(fx, "vm1", "running", "booted");
@@ -420,7 +406,7 @@ static void test_qmp_passthrough(void **state)
 
     define_fake(fx, "vm1", NULL);
     start(fx, "vm1", false);
-    j = expect_json(fx, 200, "POST", "/v1/domains/vm1/qmp", "{\"execute\":\"query-status\"}");
+    j = vh_fx_json(fx->c, 200, "POST", "/v1/domains/vm1/qmp", "{\"execute\":\"query-status\"}");
     assert_string_equal(vh_json_str(vh_json_get(j, "return"), "status"), "running");
     json_object_put(j);
     j = get(fx, "vm1", "state");
@@ -430,8 +416,8 @@ static void test_qmp_passthrough(void **state)
     assert_true(json_object_get_boolean(vh_json_get(j, "tainted")));
     json_object_put(j);
     /* With arguments; a command QEMU does not know is QEMU's refusal. */
-    j = expect_json(fx, 200, "POST", "/v1/domains/vm1/qmp",
-                    "{\"execute\":\"query-version\",\"arguments\":{}}");
+    j = vh_fx_json(fx->c, 200, "POST", "/v1/domains/vm1/qmp",
+                   "{\"execute\":\"query-version\",\"arguments\":{}}");
     assert_non_null(vh_json_get(vh_json_get(j, "return"), "qemu"));
     json_object_put(j);
     op_error(fx, 502, "EREMOTEIO", "CommandNotFound", "vm1", "qmp", "{\"execute\":\"no-such\"}");
@@ -538,7 +524,7 @@ static void test_debug(void **state)
 
     define_fake(fx, "vm1", NULL);
     start(fx, "vm1", false);
-    j = expect_json(fx, 200, "GET", "/v1/debug", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/debug", NULL);
     assert_non_null(vh_json_get(j, "census"));
     assert_non_null(vh_json_get(j, "jobs"));
     assert_non_null(vh_json_get(j, "monitors"));
@@ -568,7 +554,7 @@ static void test_stall_504(void **state)
         assert_true(pid > 0);
         vh_note_pid(&fx->d, pid);
         t0 = vh_fx_now_ms();
-        expect_error(fx, 504, "ETIMEDOUT", "query-status", "GET", "/v1/domains/hung/stats", NULL);
+        vh_fx_error(fx->c, 504, "ETIMEDOUT", "query-status", "GET", "/v1/domains/hung/stats", NULL);
         dt = vh_fx_now_ms() - t0;
         assert_true(dt >= 900 && dt < 1000 * 3);
     } else {
@@ -741,7 +727,7 @@ static void test_garbage_reply(void **state)
         nanosleep(&ts, NULL);
     }
     /* ... and so does /v1/debug's entry for its monitor. */
-    j = expect_json(fx, 200, "GET", "/v1/debug", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/debug", NULL);
     bool seen = false;
     json_object *mons = vh_json_get(j, "monitors");
     for (size_t i = 0; mons && i < json_object_array_length(mons); i++) {
@@ -868,7 +854,7 @@ static void test_hung_qemu(void **state)
 
             t0 = vh_fx_now_ms();
             dom_path(path, sizeof(path), others[i], "stats");
-            json_object_put(expect_json(fx, 200, "GET", path, NULL));
+            json_object_put(vh_fx_json(fx->c, 200, "GET", path, NULL));
             dt = vh_fx_now_ms() - t0;
             worst = dt > worst ? dt : worst;
         }
@@ -1073,7 +1059,7 @@ static void test_security(void **state)
                  status);
     assert_true(log_has(&fx->d, "uid 65534")); /* the refusal is logged */
     /* The daemon goes on serving its owner. */
-    json_object_put(expect_json(fx, 200, "GET", "/v1/version", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "GET", "/v1/version", NULL));
 }
 
 /* What the JSON client does not show: headers the contract names. */
@@ -1208,7 +1194,7 @@ static void *stuck_qmp_main(void *arg)
  * the qmp API, and its monitor call pending. */
 static bool debug_shows_holder(struct vh_fx *fx)
 {
-    json_object *j = expect_json(fx, 200, "GET", "/v1/debug", NULL);
+    json_object *j = vh_fx_json(fx->c, 200, "GET", "/v1/debug", NULL);
     json_object *jobs = vh_json_get(vh_json_get(j, "moor"), "jobs");
     bool held = false;
 

@@ -56,31 +56,6 @@ static void reconnect(struct vh_fx *fx)
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static json_object *call(struct vh_fx *fx, long status, const char *method, const char *path,
-                         const char *body)
-{
-    return vh_fx_json(fx->c, status, method, path, body);
-}
-
-static void ok(struct vh_fx *fx, long status, const char *method, const char *path,
-               const char *body)
-{
-    json_object_put(call(fx, status, method, path, body));
-}
-
-/* An error answer with @code whose message contains @needle (and @needle2). */
-static void refused2(struct vh_fx *fx, long status, const char *code, const char *needle,
-                     const char *needle2, const char *method, const char *path, const char *body)
-{
-    vh_fx_error2(fx->c, status, code, needle, needle2, method, path, body);
-}
-
-static void refused(struct vh_fx *fx, long status, const char *code, const char *needle,
-                    const char *method, const char *path, const char *body)
-{
-    refused2(fx, status, code, needle, NULL, method, path, body);
-}
-
 static bool image_file(struct vh_fx *fx, const char *name)
 {
     char path[PATH_MAX + 80];
@@ -92,7 +67,8 @@ static bool image_file(struct vh_fx *fx, const char *name)
 /* The pool's listing has @name. */
 static bool listed(struct vh_fx *fx, const char *name)
 {
-    json_object *j = call(fx, 200, "GET", "/v1/images", NULL), *arr = vh_json_get(j, "images");
+    json_object *j = vh_fx_json(fx->c, 200, "GET", "/v1/images", NULL),
+                *arr = vh_json_get(j, "images");
     bool found = false;
 
     for (size_t i = 0; arr && i < json_object_array_length(arr); i++)
@@ -115,7 +91,7 @@ static pid_t domain_with_disk(struct vh_fx *fx, const char *name, const char *fa
 
     snprintf(body, sizeof(body),
              "{\"name\":\"base-%s.qcow2\",\"format\":\"qcow2\",\"size_mib\":%d}", name, DISK_MIB);
-    ok(fx, 201, "POST", "/v1/images", body);
+    vh_fx_ok(fx->c, 201, "POST", "/v1/images", body);
     if (vh_expect(fx->c, 201, NULL, "POST", "/v1/domains",
                   "{\"name\":\"%s\",\"emulator\":\"%s\",\"machine\":\"none\",\"accel\":\"tcg\","
                   "\"memory_mib\":16,\"disks\":[{\"image\":\"base-%s.qcow2\"}]%s%s%s}",
@@ -133,15 +109,10 @@ static void backup(struct vh_fx *fx, const char *name, const char *target, const
 
     snprintf(path, sizeof(path), "/v1/domains/%s/backup", name);
     snprintf(body, sizeof(body), "{\"target\":\"%s\"%s}", target, extra ? extra : "");
-    json_object *j = call(fx, 202, "POST", path, body), *job = vh_json_get(j, "job");
+    json_object *j = vh_fx_json(fx->c, 202, "POST", path, body), *job = vh_json_get(j, "job");
     assert_string_equal(vh_json_str(job, "kind"), "backup");
     assert_string_equal(vh_json_str(job, "target"), target);
     json_object_put(j);
-}
-
-static json_object *job(struct vh_fx *fx, const char *name)
-{
-    return vh_fx_job(fx->c, name);
 }
 
 /* Poll until the job copies (bytes_done > 0); fails after JOB_WAIT_MS. */
@@ -150,7 +121,7 @@ static void wait_transfer(struct vh_fx *fx, const char *name)
     uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;
 
     for (;;) {
-        json_object *j = job(fx, name), *cur = vh_json_get(j, "job");
+        json_object *j = vh_fx_job(fx->c, name), *cur = vh_json_get(j, "job");
         const char *p = cur ? vh_json_str(cur, "phase") : NULL;
         bool moved = cur && json_object_get_int64(vh_json_get(cur, "bytes_done")) > 0;
         if (moved)
@@ -187,7 +158,7 @@ static void source_free(struct vh_fx *fx, const char *name, int mib)
 
     snprintf(path, sizeof(path), "/v1/images/base-%s.qcow2/resize", name);
     snprintf(body, sizeof(body), "{\"size_mib\":%d}", mib);
-    ok(fx, 200, "POST", path, body);
+    vh_fx_ok(fx->c, 200, "POST", path, body);
 }
 
 /* ---- tests ------------------------------------------------------------------ */
@@ -203,36 +174,36 @@ static void test_backup_completes(void **state)
     domain_with_disk(fx, "vm", NULL);
     backup(fx, "vm", "bk.qcow2", SLOW);
     wait_transfer(fx, "vm");
-    refused2(fx, 409, "EBUSY", "backup job of domain vm", " s)", "POST",
-             "/v1/images/base-vm.qcow2/resize", "{\"size_mib\":128}");
-    refused2(fx, 409, "EBUSY", "backup job of domain vm", " s)", "DELETE",
-             "/v1/images/base-vm.qcow2", NULL);
-    refused(fx, 409, "EBUSY", "target of the backup job of domain vm", "DELETE",
-            "/v1/images/bk.qcow2", NULL);
-    refused(fx, 409, "EBUSY", "target of the backup job of domain vm", "POST",
-            "/v1/images/bk.qcow2/resize", "{\"size_mib\":128}");
-    refused(fx, 409, "EBUSY", "target of the backup job of domain vm", "POST", "/v1/domains",
-            "{\"name\":\"user\",\"emulator\":\"/bin/true\",\"machine\":\"none\","
-            "\"disks\":[{\"image\":\"bk.qcow2\",\"readonly\":true}]}");
-    refused(fx, 409, "EBUSY", "a backup job", "POST", "/v1/domains/vm/backup",
-            "{\"target\":\"other.qcow2\"}");
-    refused(fx, 409, "EBUSY", "a backup job", "POST", "/v1/domains/vm/save",
-            "{\"path\":\"/tmp/never-made.save\"}");
+    vh_fx_error2(fx->c, 409, "EBUSY", "backup job of domain vm", " s)", "POST",
+                 "/v1/images/base-vm.qcow2/resize", "{\"size_mib\":128}");
+    vh_fx_error2(fx->c, 409, "EBUSY", "backup job of domain vm", " s)", "DELETE",
+                 "/v1/images/base-vm.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "target of the backup job of domain vm", "DELETE",
+                "/v1/images/bk.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "target of the backup job of domain vm", "POST",
+                "/v1/images/bk.qcow2/resize", "{\"size_mib\":128}");
+    vh_fx_error(fx->c, 409, "EBUSY", "target of the backup job of domain vm", "POST", "/v1/domains",
+                "{\"name\":\"user\",\"emulator\":\"/bin/true\",\"machine\":\"none\","
+                "\"disks\":[{\"image\":\"bk.qcow2\",\"readonly\":true}]}");
+    vh_fx_error(fx->c, 409, "EBUSY", "a backup job", "POST", "/v1/domains/vm/backup",
+                "{\"target\":\"other.qcow2\"}");
+    vh_fx_error(fx->c, 409, "EBUSY", "a backup job", "POST", "/v1/domains/vm/save",
+                "{\"path\":\"/tmp/never-made.save\"}");
     uint64_t t0 = vh_fx_now_ms();
-    ok(fx, 200, "GET", "/v1/domains/vm/state", NULL);
-    ok(fx, 200, "GET", "/v1/domains/vm/stats", NULL);
+    vh_fx_ok(fx->c, 200, "GET", "/v1/domains/vm/state", NULL);
+    vh_fx_ok(fx->c, 200, "GET", "/v1/domains/vm/stats", NULL);
     assert_true(vh_fx_now_ms() - t0 < 2 * FAST_MS);
     assert_result(wait_end(fx, "vm"), "completed", NULL);
     assert_true(image_file(fx, "bk.qcow2"));
     assert_int_equal(vh_wait_state(fx->c, "vm", "running", NULL), 0);
-    json_object *info = call(fx, 200, "GET", "/v1/images/bk.qcow2", NULL);
+    json_object *info = vh_fx_json(fx->c, 200, "GET", "/v1/images/bk.qcow2", NULL);
     assert_int_equal(json_object_get_int64(vh_json_get(info, "virtual_size")),
                      (int64_t)DISK_MIB << 20);
     assert_string_equal(vh_json_str(info, "format"), "qcow2");
     json_object_put(info);
     source_free(fx, "vm", 96);
-    ok(fx, 200, "POST", "/v1/images/bk.qcow2/resize", "{\"size_mib\":96}");
-    ok(fx, 200, "DELETE", "/v1/images/bk.qcow2", NULL);
+    vh_fx_ok(fx->c, 200, "POST", "/v1/images/bk.qcow2/resize", "{\"size_mib\":96}");
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/bk.qcow2", NULL);
     no_target(fx, "bk.qcow2");
     /* and a second backup of the same disk runs (QEMU's job was dismissed,
      * its node deleted) */
@@ -248,7 +219,7 @@ static void test_abort(void **state)
     domain_with_disk(fx, "ab", NULL);
     backup(fx, "ab", "t.qcow2", SLOW);
     wait_transfer(fx, "ab");
-    json_object *j = call(fx, 200, "DELETE", "/v1/domains/ab/job", NULL);
+    json_object *j = vh_fx_json(fx->c, 200, "DELETE", "/v1/domains/ab/job", NULL);
     json_object_put(j);
     assert_result(wait_end(fx, "ab"), "cancelled", "aborted");
     no_target(fx, "t.qcow2");
@@ -284,7 +255,7 @@ static void test_stall(void **state)
     assert_true(vh_fx_now_ms() - t0 < 10000);
     no_target(fx, "t.qcow2");
     t0 = vh_fx_now_ms();
-    ok(fx, 200, "POST", "/v1/domains/st/destroy", NULL);
+    vh_fx_ok(fx->c, 200, "POST", "/v1/domains/st/destroy", NULL);
     if (vh_fx_now_ms() - t0 > 2 * FAST_MS)
         fail_msg("destroy of a hung QEMU took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     assert_int_equal(vh_wait_state(fx->c, "st", "shutoff", "destroyed"), 0);
@@ -310,7 +281,7 @@ static void test_destroy_mid_backup(void **state)
     domain_with_disk(fx, "kd", NULL);
     backup(fx, "kd", "t.qcow2", SLOW);
     wait_transfer(fx, "kd");
-    ok(fx, 200, "POST", "/v1/domains/kd/destroy", NULL);
+    vh_fx_ok(fx->c, 200, "POST", "/v1/domains/kd/destroy", NULL);
     assert_result(wait_end(fx, "kd"), "failed", NULL);
     assert_int_equal(vh_wait_state(fx->c, "kd", "shutoff", "destroyed"), 0);
     no_target(fx, "t.qcow2");
@@ -333,7 +304,7 @@ static void test_kill9_mid_backup(void **state)
     assert_int_equal(vh_wait_state(fx->c, "k9", "running", NULL), 0);
     assert_int_equal(vh_domain_pid(fx->c, "k9"), pid);
     no_target(fx, "t.qcow2");
-    json_object *j = job(fx, "k9");
+    json_object *j = vh_fx_job(fx->c, "k9");
     assert_false(json_object_get_boolean(vh_json_get(j, "active")));
     json_object_put(j);
     source_free(fx, "k9", 80);
@@ -365,30 +336,31 @@ static void test_refusals(void **state)
     struct vh_fx *fx = *state;
 
     domain_with_disk(fx, "r", NULL);
-    refused(fx, 400, "EINVAL", "target", "POST", "/v1/domains/r/backup", "{}");
-    refused(fx, 400, "EINVAL", "target", "POST", "/v1/domains/r/backup", NULL);
-    refused(fx, 400, "EINVAL", "must be an image name", "POST", "/v1/domains/r/backup",
-            "{\"target\":\"../x\"}");
-    refused(fx, 400, "EINVAL", "must be an image name", "POST", "/v1/domains/r/backup",
-            "{\"target\":\"x\",\"disk\":7}");
-    refused(fx, 400, "EINVAL", "speed", "POST", "/v1/domains/r/backup",
-            "{\"target\":\"x\",\"speed\":7}");
-    refused(fx, 400, "EINVAL", "bandwidth_mib_s", "POST", "/v1/domains/r/backup",
-            "{\"target\":\"x\",\"bandwidth_mib_s\":0}");
-    refused(fx, 404, "ENOENT", "no disk on image nope", "POST", "/v1/domains/r/backup",
-            "{\"target\":\"x\",\"disk\":\"nope\"}");
-    refused(fx, 409, "EEXIST", "base-r.qcow2", "POST", "/v1/domains/r/backup",
-            "{\"target\":\"base-r.qcow2\"}");
-    refused(fx, 404, "ENOENT", NULL, "POST", "/v1/domains/ghost/backup", "{\"target\":\"x\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "target", "POST", "/v1/domains/r/backup", "{}");
+    vh_fx_error(fx->c, 400, "EINVAL", "target", "POST", "/v1/domains/r/backup", NULL);
+    vh_fx_error(fx->c, 400, "EINVAL", "must be an image name", "POST", "/v1/domains/r/backup",
+                "{\"target\":\"../x\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "must be an image name", "POST", "/v1/domains/r/backup",
+                "{\"target\":\"x\",\"disk\":7}");
+    vh_fx_error(fx->c, 400, "EINVAL", "speed", "POST", "/v1/domains/r/backup",
+                "{\"target\":\"x\",\"speed\":7}");
+    vh_fx_error(fx->c, 400, "EINVAL", "bandwidth_mib_s", "POST", "/v1/domains/r/backup",
+                "{\"target\":\"x\",\"bandwidth_mib_s\":0}");
+    vh_fx_error(fx->c, 404, "ENOENT", "no disk on image nope", "POST", "/v1/domains/r/backup",
+                "{\"target\":\"x\",\"disk\":\"nope\"}");
+    vh_fx_error(fx->c, 409, "EEXIST", "base-r.qcow2", "POST", "/v1/domains/r/backup",
+                "{\"target\":\"base-r.qcow2\"}");
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "POST", "/v1/domains/ghost/backup",
+                "{\"target\":\"x\"}");
     /* a refused backup left no block: the source resizes */
     source_free(fx, "r", 80);
     assert_int_equal(vh_define_fake(&fx->d, fx->c, "nodisk", NULL), 0);
     assert_true(vh_start_domain(&fx->d, fx->c, "nodisk", false) > 0);
-    refused(fx, 404, "ENOENT", "no disk to back up", "POST", "/v1/domains/nodisk/backup",
-            "{\"target\":\"x\"}");
-    ok(fx, 200, "POST", "/v1/domains/r/destroy", NULL);
-    refused(fx, 409, "ENOTCONN", "backup needs it running", "POST", "/v1/domains/r/backup",
-            "{\"target\":\"x\"}");
+    vh_fx_error(fx->c, 404, "ENOENT", "no disk to back up", "POST", "/v1/domains/nodisk/backup",
+                "{\"target\":\"x\"}");
+    vh_fx_ok(fx->c, 200, "POST", "/v1/domains/r/destroy", NULL);
+    vh_fx_error(fx->c, 409, "ENOTCONN", "backup needs it running", "POST", "/v1/domains/r/backup",
+                "{\"target\":\"x\"}");
     no_target(fx, "x");
 }
 

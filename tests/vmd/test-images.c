@@ -44,32 +44,13 @@ static int fx_setup(void **state)
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static json_object *call(struct vh_fx *fx, long status, const char *method, const char *path,
-                         const char *body)
-{
-    return vh_fx_json(fx->c, status, method, path, body);
-}
-
-static void ok(struct vh_fx *fx, long status, const char *method, const char *path,
-               const char *body)
-{
-    json_object_put(call(fx, status, method, path, body));
-}
-
-/* An error answer with @code whose message contains @needle. */
-static void refused(struct vh_fx *fx, long status, const char *code, const char *needle,
-                    const char *method, const char *path, const char *body)
-{
-    vh_fx_error(fx->c, status, code, needle, method, path, body);
-}
-
 static void create(struct vh_fx *fx, const char *name, const char *format, int size_mib)
 {
     char body[200];
 
     snprintf(body, sizeof(body), "{\"name\":\"%s\",\"format\":\"%s\",\"size_mib\":%d}", name,
              format, size_mib);
-    ok(fx, 201, "POST", "/v1/images", body);
+    vh_fx_ok(fx->c, 201, "POST", "/v1/images", body);
 }
 
 static void overlay(struct vh_fx *fx, const char *name, const char *backing)
@@ -77,7 +58,7 @@ static void overlay(struct vh_fx *fx, const char *name, const char *backing)
     char body[200];
 
     snprintf(body, sizeof(body), "{\"name\":\"%s\",\"backing\":\"%s\"}", name, backing);
-    ok(fx, 201, "POST", "/v1/images", body);
+    vh_fx_ok(fx->c, 201, "POST", "/v1/images", body);
 }
 
 /* Define @name on the fake QEMU with @disks (a JSON array). */
@@ -103,7 +84,7 @@ static int64_t size_of(struct vh_fx *fx, const char *name)
     char path[160];
 
     snprintf(path, sizeof(path), "/v1/images/%s", name);
-    json_object *j = call(fx, 200, "GET", path, NULL);
+    json_object *j = vh_fx_json(fx->c, 200, "GET", path, NULL);
     json_object *q = vh_json_get(j, "qemu_img"), *v = vh_json_get(q, "virtual-size");
     int64_t size = v ? json_object_get_int64(v) : -1;
     json_object *cached = vh_json_get(j, "virtual_size");
@@ -122,7 +103,7 @@ static void test_create_list_info_delete(void **state)
     create(fx, "zeta.raw", "raw", 8);
     create(fx, "alpha.qcow2", "qcow2", 64);
     assert_true(image_file(fx, "alpha.qcow2") && image_file(fx, "zeta.raw"));
-    j = call(fx, 200, "GET", "/v1/images", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/images", NULL);
     arr = vh_json_get(j, "images");
     assert_int_equal(json_object_array_length(arr), 2);
     assert_string_equal(vh_json_str(json_object_array_get_idx(arr, 0), "name"), "alpha.qcow2");
@@ -131,14 +112,16 @@ static void test_create_list_info_delete(void **state)
     assert_true(size_of(fx, "alpha.qcow2") == 64 << 20);
     assert_true(size_of(fx, "zeta.raw") == 8 << 20);
 
-    j = call(fx, 200, "DELETE", "/v1/images/alpha.qcow2", NULL);
+    j = vh_fx_json(fx->c, 200, "DELETE", "/v1/images/alpha.qcow2", NULL);
     assert_true(json_object_get_boolean(vh_json_get(j, "deleted")));
     json_object_put(j);
     assert_false(image_file(fx, "alpha.qcow2"));
-    refused(fx, 404, "ENOENT", "no image alpha.qcow2", "GET", "/v1/images/alpha.qcow2", NULL);
-    refused(fx, 404, "ENOENT", "no image alpha.qcow2", "DELETE", "/v1/images/alpha.qcow2", NULL);
-    ok(fx, 200, "DELETE", "/v1/images/zeta.raw", NULL);
-    j = call(fx, 200, "GET", "/v1/images", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", "no image alpha.qcow2", "GET", "/v1/images/alpha.qcow2",
+                NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", "no image alpha.qcow2", "DELETE", "/v1/images/alpha.qcow2",
+                NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/zeta.raw", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/images", NULL);
     assert_int_equal(json_object_array_length(vh_json_get(j, "images")), 0);
     json_object_put(j);
 }
@@ -152,46 +135,48 @@ static void test_bad_requests(void **state)
     for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
         snprintf(body, sizeof(body), "{\"name\":\"%s\",\"format\":\"raw\",\"size_mib\":1}",
                  bad_names[i]);
-        refused(fx, 400, "EINVAL", "must be an image name", "POST", "/v1/images", body);
+        vh_fx_error(fx->c, 400, "EINVAL", "must be an image name", "POST", "/v1/images", body);
     }
     memset(name, 'a', 65);
     name[65] = '\0';
     snprintf(body, sizeof(body), "{\"name\":\"%s\",\"format\":\"raw\",\"size_mib\":1}", name);
-    refused(fx, 400, "EINVAL", "must be an image name", "POST", "/v1/images", body);
-    refused(fx, 400, "EINVAL", "size_mib", "POST", "/v1/images",
-            "{\"name\":\"a\",\"format\":\"raw\",\"size_mib\":0}");
-    refused(fx, 400, "EINVAL", "size_mib", "POST", "/v1/images",
-            "{\"name\":\"a\",\"format\":\"raw\",\"size_mib\":1048577}");
-    refused(fx, 400, "EINVAL", "size_mib", "POST", "/v1/images",
-            "{\"name\":\"a\",\"format\":\"raw\",\"size_mib\":\"8\"}");
-    refused(fx, 400, "EINVAL", "\"size_mib\" is required", "POST", "/v1/images",
-            "{\"name\":\"a\",\"format\":\"raw\"}");
-    refused(fx, 400, "EINVAL", "\"name\" is required", "POST", "/v1/images",
-            "{\"format\":\"raw\",\"size_mib\":1}");
-    refused(fx, 400, "EINVAL", "\"format\" must be", "POST", "/v1/images",
-            "{\"name\":\"a\",\"format\":\"vmdk\",\"size_mib\":1}");
-    refused(fx, 400, "EINVAL", "unknown field", "POST", "/v1/images",
-            "{\"name\":\"a\",\"format\":\"raw\",\"size_mib\":1,\"preallocate\":true}");
-    refused(fx, 400, "EINVAL", "always qcow2", "POST", "/v1/images",
-            "{\"name\":\"a\",\"backing\":\"b\",\"format\":\"raw\"}");
-    refused(fx, 400, "EINVAL", "its own backing", "POST", "/v1/images",
-            "{\"name\":\"a\",\"backing\":\"a\"}");
-    refused(fx, 400, "EINVAL", "an image name", "GET", "/v1/images/a%20b", NULL);
-    refused(fx, 404, "ENOENT", "no image nope", "POST", "/v1/images",
-            "{\"name\":\"a\",\"backing\":\"nope\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "must be an image name", "POST", "/v1/images", body);
+    vh_fx_error(fx->c, 400, "EINVAL", "size_mib", "POST", "/v1/images",
+                "{\"name\":\"a\",\"format\":\"raw\",\"size_mib\":0}");
+    vh_fx_error(fx->c, 400, "EINVAL", "size_mib", "POST", "/v1/images",
+                "{\"name\":\"a\",\"format\":\"raw\",\"size_mib\":1048577}");
+    vh_fx_error(fx->c, 400, "EINVAL", "size_mib", "POST", "/v1/images",
+                "{\"name\":\"a\",\"format\":\"raw\",\"size_mib\":\"8\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "\"size_mib\" is required", "POST", "/v1/images",
+                "{\"name\":\"a\",\"format\":\"raw\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "\"name\" is required", "POST", "/v1/images",
+                "{\"format\":\"raw\",\"size_mib\":1}");
+    vh_fx_error(fx->c, 400, "EINVAL", "\"format\" must be", "POST", "/v1/images",
+                "{\"name\":\"a\",\"format\":\"vmdk\",\"size_mib\":1}");
+    vh_fx_error(fx->c, 400, "EINVAL", "unknown field", "POST", "/v1/images",
+                "{\"name\":\"a\",\"format\":\"raw\",\"size_mib\":1,\"preallocate\":true}");
+    vh_fx_error(fx->c, 400, "EINVAL", "always qcow2", "POST", "/v1/images",
+                "{\"name\":\"a\",\"backing\":\"b\",\"format\":\"raw\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "its own backing", "POST", "/v1/images",
+                "{\"name\":\"a\",\"backing\":\"a\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "an image name", "GET", "/v1/images/a%20b", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", "no image nope", "POST", "/v1/images",
+                "{\"name\":\"a\",\"backing\":\"nope\"}");
     assert_false(image_file(fx, "a"));
-    refused(fx, 404, "ENOENT", "no image nope", "POST", "/v1/images/nope/resize",
-            "{\"size_mib\":2}");
+    vh_fx_error(fx->c, 404, "ENOENT", "no image nope", "POST", "/v1/images/nope/resize",
+                "{\"size_mib\":2}");
 
     create(fx, "a", "raw", 4);
-    refused(fx, 409, "EEXIST", "image a already exists", "POST", "/v1/images",
-            "{\"name\":\"a\",\"format\":\"qcow2\",\"size_mib\":1}");
-    refused(fx, 400, "EINVAL", "shrinking is not supported", "POST", "/v1/images/a/resize",
-            "{\"size_mib\":2}");
-    refused(fx, 400, "EINVAL", "\"size_mib\" is required", "POST", "/v1/images/a/resize", "{}");
-    refused(fx, 400, "EINVAL", "unknown field", "POST", "/v1/images/a/resize",
-            "{\"size_mib\":8,\"shrink\":true}");
-    refused(fx, 400, "EINVAL", "size_mib", "POST", "/v1/images/a/resize", "{\"size_mib\":2000000}");
+    vh_fx_error(fx->c, 409, "EEXIST", "image a already exists", "POST", "/v1/images",
+                "{\"name\":\"a\",\"format\":\"qcow2\",\"size_mib\":1}");
+    vh_fx_error(fx->c, 400, "EINVAL", "shrinking is not supported", "POST", "/v1/images/a/resize",
+                "{\"size_mib\":2}");
+    vh_fx_error(fx->c, 400, "EINVAL", "\"size_mib\" is required", "POST", "/v1/images/a/resize",
+                "{}");
+    vh_fx_error(fx->c, 400, "EINVAL", "unknown field", "POST", "/v1/images/a/resize",
+                "{\"size_mib\":8,\"shrink\":true}");
+    vh_fx_error(fx->c, 400, "EINVAL", "size_mib", "POST", "/v1/images/a/resize",
+                "{\"size_mib\":2000000}");
     assert_true(size_of(fx, "a") == 4 << 20); /* a failure changes nothing */
 
     /* A stray file in the pool directory is not overwritten. */
@@ -201,8 +186,8 @@ static void test_bad_requests(void **state)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "keep", 4), 4);
     close(fd);
-    refused(fx, 409, "EEXIST", "not a known image", "POST", "/v1/images",
-            "{\"name\":\"stray\",\"format\":\"raw\",\"size_mib\":1}");
+    vh_fx_error(fx->c, 409, "EEXIST", "not a known image", "POST", "/v1/images",
+                "{\"name\":\"stray\",\"format\":\"raw\",\"size_mib\":1}");
     struct stat st;
     assert_int_equal(stat(stray, &st), 0);
     assert_int_equal(st.st_size, 4);
@@ -215,9 +200,9 @@ static void test_bad_requests(void **state)
     huge[0] = '{';
     huge[big - 1] = '}';
     huge[big] = '\0';
-    refused(fx, 413, "EMSGSIZE", NULL, "POST", "/v1/images", huge);
+    vh_fx_error(fx->c, 413, "EMSGSIZE", NULL, "POST", "/v1/images", huge);
     free(huge);
-    ok(fx, 200, "DELETE", "/v1/images/a", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/a", NULL);
 }
 
 static void test_overlay_blocks_backing(void **state)
@@ -228,24 +213,24 @@ static void test_overlay_blocks_backing(void **state)
     create(fx, "base.qcow2", "qcow2", 32);
     overlay(fx, "web1.qcow2", "base.qcow2");
     assert_true(size_of(fx, "web1.qcow2") == 32 << 20); /* the backing's size */
-    j = call(fx, 200, "GET", "/v1/images/web1.qcow2", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/images/web1.qcow2", NULL);
     assert_string_equal(vh_json_str(j, "backing"), "base.qcow2");
     json_object_put(j);
 
-    refused(fx, 409, "EBUSY", "image base.qcow2 is the backing file of overlay web1.qcow2",
-            "DELETE", "/v1/images/base.qcow2", NULL);
-    refused(fx, 409, "EBUSY", "image base.qcow2 is the backing file of overlay web1.qcow2", "POST",
-            "/v1/images/base.qcow2/resize", "{\"size_mib\":64}");
+    vh_fx_error(fx->c, 409, "EBUSY", "image base.qcow2 is the backing file of overlay web1.qcow2",
+                "DELETE", "/v1/images/base.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "image base.qcow2 is the backing file of overlay web1.qcow2",
+                "POST", "/v1/images/base.qcow2/resize", "{\"size_mib\":64}");
     /* Writable use of a backing file would corrupt its overlays; read-only is fine. */
     define_with(fx, 409, "rw", "[{\"image\":\"base.qcow2\"}]");
     define_with(fx, 201, "ro", "[{\"image\":\"base.qcow2\",\"readonly\":true}]");
     assert_true(image_file(fx, "base.qcow2"));
 
-    ok(fx, 200, "DELETE", "/v1/images/web1.qcow2", NULL);
-    refused(fx, 409, "EBUSY", "image base.qcow2 is used by domain ro", "DELETE",
-            "/v1/images/base.qcow2", NULL);
-    ok(fx, 200, "DELETE", "/v1/domains/ro", NULL);
-    ok(fx, 200, "DELETE", "/v1/images/base.qcow2", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/web1.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "image base.qcow2 is used by domain ro", "DELETE",
+                "/v1/images/base.qcow2", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/domains/ro", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/base.qcow2", NULL);
     assert_false(image_file(fx, "base.qcow2"));
 }
 
@@ -261,56 +246,57 @@ static void test_domain_disks(void **state)
     define_with(fx, 201, "web1",
                 "[{\"image\":\"base.qcow2\",\"bus\":\"virtio\"},{\"image\":\"data.raw\","
                 "\"bus\":\"ide\",\"readonly\":false}]");
-    refused(fx, 409, "EBUSY", "image base.qcow2 is used by domain web1", "DELETE",
-            "/v1/images/base.qcow2", NULL);
-    refused(fx, 409, "EBUSY", "image data.raw is used by domain web1", "DELETE",
-            "/v1/images/data.raw", NULL);
-    j = call(fx, 200, "GET", "/v1/images/base.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "image base.qcow2 is used by domain web1", "DELETE",
+                "/v1/images/base.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "image data.raw is used by domain web1", "DELETE",
+                "/v1/images/data.raw", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/images/base.qcow2", NULL);
     assert_string_equal(
         json_object_get_string(json_object_array_get_idx(vh_json_get(j, "used_by"), 0)), "web1");
     json_object_put(j);
-    j = call(fx, 200, "GET", "/v1/domains/web1", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/domains/web1", NULL);
     assert_int_equal(json_object_array_length(vh_json_get(vh_json_get(j, "config"), "disks")), 2);
     json_object_put(j);
 
     /* An overlay on an image a domain writes to is refused; web1 writes base.qcow2. */
-    refused(fx, 409, "EBUSY", "image base.qcow2 is used by domain web1", "POST", "/v1/images",
-            "{\"name\":\"over\",\"backing\":\"base.qcow2\"}");
+    vh_fx_error(fx->c, 409, "EBUSY", "image base.qcow2 is used by domain web1", "POST",
+                "/v1/images", "{\"name\":\"over\",\"backing\":\"base.qcow2\"}");
     assert_false(image_file(fx, "over"));
 
     /* Refused defines change nothing. */
-    refused(fx, 404, "ENOENT", "disks[0]: no image nope", "POST", "/v1/domains",
-            "{\"name\":\"web2\",\"disks\":[{\"image\":\"nope\"}]}");
-    refused(fx, 400, "EINVAL", "an ide disk cannot be read-only", "POST", "/v1/domains",
-            "{\"name\":\"web2\",\"disks\":[{\"image\":\"data.raw\",\"bus\":\"ide\","
-            "\"readonly\":true}]}");
-    refused(fx, 400, "EINVAL", "is already disks[0]", "POST", "/v1/domains",
-            "{\"name\":\"web2\",\"disks\":[{\"image\":\"data.raw\"},{\"image\":\"data.raw\"}]}");
-    refused(fx, 400, "EINVAL", "disks[0].bus", "POST", "/v1/domains",
-            "{\"name\":\"web2\",\"disks\":[{\"image\":\"data.raw\",\"bus\":\"scsi\"}]}");
-    refused(fx, 400, "EINVAL", "disks[0].image", "POST", "/v1/domains",
-            "{\"name\":\"web2\",\"disks\":[{\"image\":\"..\"}]}");
+    vh_fx_error(fx->c, 404, "ENOENT", "disks[0]: no image nope", "POST", "/v1/domains",
+                "{\"name\":\"web2\",\"disks\":[{\"image\":\"nope\"}]}");
+    vh_fx_error(fx->c, 400, "EINVAL", "an ide disk cannot be read-only", "POST", "/v1/domains",
+                "{\"name\":\"web2\",\"disks\":[{\"image\":\"data.raw\",\"bus\":\"ide\","
+                "\"readonly\":true}]}");
+    vh_fx_error(
+        fx->c, 400, "EINVAL", "is already disks[0]", "POST", "/v1/domains",
+        "{\"name\":\"web2\",\"disks\":[{\"image\":\"data.raw\"},{\"image\":\"data.raw\"}]}");
+    vh_fx_error(fx->c, 400, "EINVAL", "disks[0].bus", "POST", "/v1/domains",
+                "{\"name\":\"web2\",\"disks\":[{\"image\":\"data.raw\",\"bus\":\"scsi\"}]}");
+    vh_fx_error(fx->c, 400, "EINVAL", "disks[0].image", "POST", "/v1/domains",
+                "{\"name\":\"web2\",\"disks\":[{\"image\":\"..\"}]}");
     used += (size_t)snprintf(disks + used, sizeof(disks) - used, "{\"name\":\"web2\",\"disks\":[");
     for (int i = 0; i < 17; i++)
         used += (size_t)snprintf(disks + used, sizeof(disks) - used, "%s{\"image\":\"i%d\"}",
                                  i ? "," : "", i);
     snprintf(disks + used, sizeof(disks) - used, "]}");
-    refused(fx, 400, "EINVAL", "17 disks, at most 16", "POST", "/v1/domains", disks);
+    vh_fx_error(fx->c, 400, "EINVAL", "17 disks, at most 16", "POST", "/v1/domains", disks);
     /* A define refused for its name drops the blocks it placed. */
     define_with(fx, 409, "web1", "[{\"image\":\"data.raw\",\"readonly\":true}]");
-    j = call(fx, 200, "GET", "/v1/images/data.raw", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/images/data.raw", NULL);
     assert_int_equal(json_object_array_length(vh_json_get(j, "used_by")), 1);
     assert_int_equal(json_object_array_length(vh_json_get(j, "blocks")), 1);
     json_object_put(j);
 
     /* Undefine drops the references and the blocks: delete then works. */
-    ok(fx, 200, "DELETE", "/v1/domains/web1", NULL);
-    j = call(fx, 200, "GET", "/v1/images/base.qcow2", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/domains/web1", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/images/base.qcow2", NULL);
     assert_int_equal(json_object_array_length(vh_json_get(j, "used_by")), 0);
     assert_int_equal(json_object_array_length(vh_json_get(j, "blocks")), 0);
     json_object_put(j);
-    ok(fx, 200, "DELETE", "/v1/images/base.qcow2", NULL);
-    ok(fx, 200, "DELETE", "/v1/images/data.raw", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/base.qcow2", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/data.raw", NULL);
 }
 
 static void test_resize_offline_and_running(void **state)
@@ -319,19 +305,20 @@ static void test_resize_offline_and_running(void **state)
     json_object *j, *ret;
 
     create(fx, "disk.qcow2", "qcow2", 16);
-    ok(fx, 200, "POST", "/v1/images/disk.qcow2/resize", "{\"size_mib\":24}");
+    vh_fx_ok(fx->c, 200, "POST", "/v1/images/disk.qcow2/resize", "{\"size_mib\":24}");
     assert_true(size_of(fx, "disk.qcow2") == 24 << 20);
 
     define_with(fx, 201, "vm", "[{\"image\":\"disk.qcow2\"}]");
-    ok(fx, 200, "POST", "/v1/images/disk.qcow2/resize", "{\"size_mib\":32}"); /* shut off */
+    vh_fx_ok(fx->c, 200, "POST", "/v1/images/disk.qcow2/resize",
+             "{\"size_mib\":32}"); /* shut off */
     assert_true(size_of(fx, "disk.qcow2") == 32 << 20);
 
     assert_true(vh_start_domain(&fx->d, fx->c, "vm", false) > 0);
-    j = call(fx, 200, "POST", "/v1/images/disk.qcow2/resize", "{\"size_mib\":48}");
+    j = vh_fx_json(fx->c, 200, "POST", "/v1/images/disk.qcow2/resize", "{\"size_mib\":48}");
     assert_int_equal(json_object_get_int64(vh_json_get(j, "size_mib")), 48);
     json_object_put(j);
     /* QEMU got block_resize on the disk's node (the fake records it). */
-    j = call(fx, 200, "POST", "/v1/domains/vm/qmp", "{\"execute\":\"query-block\"}");
+    j = vh_fx_json(fx->c, 200, "POST", "/v1/domains/vm/qmp", "{\"execute\":\"query-block\"}");
     ret = json_object_array_get_idx(vh_json_get(j, "return"), 0);
     assert_non_null(ret);
     assert_string_equal(vh_json_str(vh_json_get(ret, "inserted"), "node-name"), "d0-disk.qcow2");
@@ -341,11 +328,11 @@ static void test_resize_offline_and_running(void **state)
     json_object_put(j);
 
     /* Running: undefine is refused, so delete stays refused. */
-    refused(fx, 409, "EBUSY", "image disk.qcow2 is used by domain vm", "DELETE",
-            "/v1/images/disk.qcow2", NULL);
-    ok(fx, 200, "POST", "/v1/domains/vm/destroy", NULL);
-    ok(fx, 200, "DELETE", "/v1/domains/vm", NULL);
-    ok(fx, 200, "DELETE", "/v1/images/disk.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "image disk.qcow2 is used by domain vm", "DELETE",
+                "/v1/images/disk.qcow2", NULL);
+    vh_fx_ok(fx->c, 200, "POST", "/v1/domains/vm/destroy", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/domains/vm", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/disk.qcow2", NULL);
 }
 
 static void test_two_users_refuse_resize(void **state)
@@ -355,18 +342,18 @@ static void test_two_users_refuse_resize(void **state)
     create(fx, "shared.raw", "raw", 4);
     define_with(fx, 201, "a", "[{\"image\":\"shared.raw\",\"readonly\":true}]");
     define_with(fx, 201, "b", "[{\"image\":\"shared.raw\",\"readonly\":true}]");
-    refused(fx, 409, "EBUSY", "image shared.raw is used by domains a and b", "POST",
-            "/v1/images/shared.raw/resize", "{\"size_mib\":8}");
-    refused(fx, 409, "EBUSY", "1 more block", "DELETE", "/v1/images/shared.raw", NULL);
-    ok(fx, 200, "DELETE", "/v1/domains/a", NULL);
-    ok(fx, 200, "POST", "/v1/images/shared.raw/resize", "{\"size_mib\":8}");
+    vh_fx_error(fx->c, 409, "EBUSY", "image shared.raw is used by domains a and b", "POST",
+                "/v1/images/shared.raw/resize", "{\"size_mib\":8}");
+    vh_fx_error(fx->c, 409, "EBUSY", "1 more block", "DELETE", "/v1/images/shared.raw", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/domains/a", NULL);
+    vh_fx_ok(fx->c, 200, "POST", "/v1/images/shared.raw/resize", "{\"size_mib\":8}");
     /* Running with it read-only: QEMU could not resize it; 409 says why. */
     assert_true(vh_start_domain(&fx->d, fx->c, "b", false) > 0);
-    refused(fx, 409, "EBUSY", "domain b runs with image shared.raw read-only", "POST",
-            "/v1/images/shared.raw/resize", "{\"size_mib\":12}");
-    ok(fx, 200, "POST", "/v1/domains/b/destroy", NULL);
-    ok(fx, 200, "DELETE", "/v1/domains/b", NULL);
-    ok(fx, 200, "DELETE", "/v1/images/shared.raw", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "domain b runs with image shared.raw read-only", "POST",
+                "/v1/images/shared.raw/resize", "{\"size_mib\":12}");
+    vh_fx_ok(fx->c, 200, "POST", "/v1/domains/b/destroy", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/domains/b", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/shared.raw", NULL);
 }
 
 static void test_restart_reloads_pool(void **state)
@@ -380,16 +367,16 @@ static void test_restart_reloads_pool(void **state)
     assert_int_equal(vh_restart(&fx->d), 0);
     vmctl_client_free(fx->c);
     fx->c = vh_client_new(&fx->d);
-    j = call(fx, 200, "GET", "/v1/images/web1.qcow2", NULL);
+    j = vh_fx_json(fx->c, 200, "GET", "/v1/images/web1.qcow2", NULL);
     assert_string_equal(vh_json_str(j, "backing"), "base.qcow2");
     json_object_put(j);
-    refused(fx, 409, "EBUSY", "image base.qcow2 is the backing file of overlay web1.qcow2",
-            "DELETE", "/v1/images/base.qcow2", NULL);
-    refused(fx, 409, "EBUSY", "image web1.qcow2 is used by domain web1", "DELETE",
-            "/v1/images/web1.qcow2", NULL);
-    ok(fx, 200, "DELETE", "/v1/domains/web1", NULL);
-    ok(fx, 200, "DELETE", "/v1/images/web1.qcow2", NULL);
-    ok(fx, 200, "DELETE", "/v1/images/base.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "image base.qcow2 is the backing file of overlay web1.qcow2",
+                "DELETE", "/v1/images/base.qcow2", NULL);
+    vh_fx_error(fx->c, 409, "EBUSY", "image web1.qcow2 is used by domain web1", "DELETE",
+                "/v1/images/web1.qcow2", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/domains/web1", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/web1.qcow2", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/images/base.qcow2", NULL);
 }
 
 /* A domain whose image vanished behind the daemon's back still loads after a
@@ -409,10 +396,10 @@ static void test_missing_image_at_load(void **state)
     vmctl_client_free(fx->c);
     fx->c = vh_client_new(&fx->d);
     /* 400, like a missing emulator: the config cannot be started as it is */
-    refused(fx, 400, "EINVAL", "disks[0]: image gone.raw is missing", "POST",
-            "/v1/domains/orphan/start", NULL);
-    refused(fx, 404, "ENOENT", "no image gone.raw", "GET", "/v1/images/gone.raw", NULL);
-    ok(fx, 200, "DELETE", "/v1/domains/orphan", NULL);
+    vh_fx_error(fx->c, 400, "EINVAL", "disks[0]: image gone.raw is missing", "POST",
+                "/v1/domains/orphan/start", NULL);
+    vh_fx_error(fx->c, 404, "ENOENT", "no image gone.raw", "GET", "/v1/images/gone.raw", NULL);
+    vh_fx_ok(fx->c, 200, "DELETE", "/v1/domains/orphan", NULL);
 }
 
 /* ---- moor-vmctl's image-* commands ------------------------------------------ */

@@ -76,30 +76,13 @@ static void reconnect(struct fx *fx)
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static json_object *call_json(struct fx *fx, long status, const char *method, const char *path,
-                              const char *body)
-{
-    return vh_fx_json(fx->c, status, method, path, body);
-}
-
-static void call_error(struct fx *fx, long status, const char *code, const char *needle,
-                       const char *method, const char *path, const char *body)
-{
-    vh_fx_error(fx->c, status, code, needle, method, path, body);
-}
-
-static json_object *job(struct fx *fx, const char *name)
-{
-    return vh_fx_job(fx->c, name);
-}
-
 static void save(struct fx *fx, const char *name, const char *extra)
 {
     char path[128], body[PATH_MAX + 64];
 
     snprintf(path, sizeof(path), "/v1/domains/%s/save", name);
     snprintf(body, sizeof(body), "{\"path\":\"%s\"%s}", fx->file, extra ? extra : "");
-    json_object_put(call_json(fx, 202, "POST", path, body));
+    json_object_put(vh_fx_json(fx->c, 202, "POST", path, body));
 }
 
 static void restore(struct fx *fx, bool paused)
@@ -107,7 +90,7 @@ static void restore(struct fx *fx, bool paused)
     char body[PATH_MAX + 64];
 
     snprintf(body, sizeof(body), "{\"path\":\"%s\"%s}", fx->file, paused ? ",\"paused\":true" : "");
-    json_object_put(call_json(fx, 202, "POST", "/v1/domains/restore", body));
+    json_object_put(vh_fx_json(fx->c, 202, "POST", "/v1/domains/restore", body));
 }
 
 /* Poll the job until its phase is @phase (and, for "transfer", some bytes
@@ -117,7 +100,7 @@ static void wait_phase(struct fx *fx, const char *name, const char *phase)
     uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;
 
     for (;;) {
-        json_object *j = job(fx, name), *cur = vh_json_get(j, "job");
+        json_object *j = vh_fx_job(fx->c, name), *cur = vh_json_get(j, "job");
         const char *p = cur ? vh_json_str(cur, "phase") : NULL;
         bool moved = cur && json_object_get_int64(vh_json_get(cur, "bytes_done")) > 0;
         bool ok = p && strcmp(p, phase) == 0 && (strcmp(phase, "transfer") != 0 || moved);
@@ -160,7 +143,7 @@ static void quick(struct fx *fx, const char *name, const char *sub)
     uint64_t t0 = vh_fx_now_ms();
 
     snprintf(path, sizeof(path), "/v1/domains/%s/%s", name, sub);
-    json_object_put(call_json(fx, 200, "GET", path, NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "GET", path, NULL));
     if (vh_fx_now_ms() - t0 > FAST_MS)
         fail_msg("GET %s took %llu ms during a job", path,
                  (unsigned long long)(vh_fx_now_ms() - t0));
@@ -229,7 +212,7 @@ static void test_round_trip(void **state)
     assert_int_equal(pthread_create(&w.thread, NULL, watch_main, &w), 0);
     /* The stream starts at the next event: wait until the daemon counts it. */
     for (uint64_t end = vh_fx_now_ms() + JOB_WAIT_MS;; vh_fx_sleep_ms(10)) {
-        json_object *dbg = call_json(fx, 200, "GET", "/v1/debug", NULL);
+        json_object *dbg = vh_fx_json(fx->c, 200, "GET", "/v1/debug", NULL);
         int n = json_object_get_int(vh_json_get(vh_json_get(dbg, "http"), "streams"));
         json_object_put(dbg);
         if (n == 1)
@@ -240,12 +223,13 @@ static void test_round_trip(void **state)
     save(fx, "vm", NULL);
     wait_phase(fx, "vm", "transfer");
     assert_state(fx, "vm", "paused", "saving");
-    json_object *cur = job(fx, "vm"), *who = vh_json_get(vh_json_get(cur, "job"), "client");
+    json_object *cur = vh_fx_job(fx->c, "vm"),
+                *who = vh_json_get(vh_json_get(cur, "job"), "client");
     assert_int_equal(json_object_get_int(vh_json_get(who, "pid")), getpid()); /* SO_PEERCRED */
     assert_int_equal(json_object_get_int(vh_json_get(who, "uid")), getuid());
     assert_true(json_object_get_int64(vh_json_get(vh_json_get(cur, "job"), "bytes_total")) > 0);
     json_object_put(cur);
-    cur = call_json(fx, 200, "GET", "/v1/domains/vm", NULL); /* info names the long job too */
+    cur = vh_fx_json(fx->c, 200, "GET", "/v1/domains/vm", NULL); /* info names the long job too */
     assert_string_equal(vh_json_str(vh_json_get(cur, "job"), "kind"), "ASYNC");
     assert_string_equal(vh_json_str(vh_json_get(cur, "job"), "api"), "save");
     json_object_put(cur);
@@ -254,7 +238,7 @@ static void test_round_trip(void **state)
     quick(fx, "vm", "job");
     /* A second save is refused, naming the running one. */
     snprintf(body, sizeof(body), "{\"path\":\"%s.2\"}", fx->file);
-    call_error(fx, 409, "EBUSY", "save job", "POST", "/v1/domains/vm/save", body);
+    vh_fx_error(fx->c, 409, "EBUSY", "save job", "POST", "/v1/domains/vm/save", body);
     /* So is anything that changes the domain, after the job wait. */
     assert_result(wait_end(fx, "vm"), "completed", NULL);
     assert_state(fx, "vm", "shutoff", "saved");
@@ -301,8 +285,8 @@ static void test_round_trip(void **state)
     vh_note_pid(&fx->d, pid);
 
     /* The file alone is enough: an undefined domain is defined again. */
-    json_object_put(call_json(fx, 200, "POST", "/v1/domains/vm/destroy", NULL));
-    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/vm", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "POST", "/v1/domains/vm/destroy", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "DELETE", "/v1/domains/vm", NULL));
     restore(fx, true);
     assert_result(wait_end(fx, "vm"), "completed", NULL);
     assert_state(fx, "vm", "paused", "restored");
@@ -316,32 +300,33 @@ static void test_refusals(void **state)
     char body[PATH_MAX + 64];
 
     assert_int_equal(vh_define_fake(&fx->d, fx->c, "off", NULL), 0);
-    call_error(fx, 400, "EINVAL", "path", "POST", "/v1/domains/off/save", "{\"path\":\"rel\"}");
-    call_error(fx, 400, "EINVAL", "path", "POST", "/v1/domains/off/save",
-               "{\"path\":\"/tmp/../etc/x\"}");
-    call_error(fx, 400, "EINVAL", "unknown", "POST", "/v1/domains/off/save",
-               "{\"path\":\"/tmp/x\",\"force\":true}");
-    call_error(fx, 400, "EINVAL", "bandwidth", "POST", "/v1/domains/off/save",
-               "{\"path\":\"/tmp/x\",\"bandwidth_mib_s\":0}");
-    call_error(fx, 400, "EINVAL", NULL, "POST", "/v1/domains/off/save", NULL);
+    vh_fx_error(fx->c, 400, "EINVAL", "path", "POST", "/v1/domains/off/save", "{\"path\":\"rel\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "path", "POST", "/v1/domains/off/save",
+                "{\"path\":\"/tmp/../etc/x\"}");
+    vh_fx_error(fx->c, 400, "EINVAL", "unknown", "POST", "/v1/domains/off/save",
+                "{\"path\":\"/tmp/x\",\"force\":true}");
+    vh_fx_error(fx->c, 400, "EINVAL", "bandwidth", "POST", "/v1/domains/off/save",
+                "{\"path\":\"/tmp/x\",\"bandwidth_mib_s\":0}");
+    vh_fx_error(fx->c, 400, "EINVAL", NULL, "POST", "/v1/domains/off/save", NULL);
     snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
-    call_error(fx, 409, "ENOTCONN", "save", "POST", "/v1/domains/off/save", body);
-    call_error(fx, 404, "ENOENT", "no job", "DELETE", "/v1/domains/off/job", NULL);
+    vh_fx_error(fx->c, 409, "ENOTCONN", "save", "POST", "/v1/domains/off/save", body);
+    vh_fx_error(fx->c, 404, "ENOENT", "no job", "DELETE", "/v1/domains/off/job", NULL);
 
     define_start(fx, "on", NULL);
     snprintf(body, sizeof(body), "{\"path\":\"%s/missing/vm.save\"}", fx->d.root);
-    call_error(fx, 404, "ENOENT", "missing", "POST", "/v1/domains/on/save", body);
+    vh_fx_error(fx->c, 404, "ENOENT", "missing", "POST", "/v1/domains/on/save", body);
     FILE *f = fopen(fx->file, "w"); /* save never overwrites */
     assert_non_null(f);
     fclose(f);
     snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
-    call_error(fx, 409, "EEXIST", "exists", "POST", "/v1/domains/on/save", body);
+    vh_fx_error(fx->c, 409, "EEXIST", "exists", "POST", "/v1/domains/on/save", body);
     /* Restore of something that is not a save file, or not there. */
-    call_error(fx, 400, "EINVAL", "not a moor-vmd save file", "POST", "/v1/domains/restore", body);
+    vh_fx_error(fx->c, 400, "EINVAL", "not a moor-vmd save file", "POST", "/v1/domains/restore",
+                body);
     unlink(fx->file);
-    call_error(fx, 404, "ENOENT", NULL, "POST", "/v1/domains/restore", body);
+    vh_fx_error(fx->c, 404, "ENOENT", NULL, "POST", "/v1/domains/restore", body);
     assert_state(fx, "on", "running", NULL);
-    json_object *j = job(fx, "on");
+    json_object *j = vh_fx_job(fx->c, "on");
     assert_false(json_object_get_boolean(vh_json_get(j, "active")));
     json_object_put(j);
 }
@@ -355,7 +340,7 @@ static void abort_save_in(struct fx *fx, const char *name, const char *faults, c
     save(fx, name, NULL);
     wait_phase(fx, name, phase);
     snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
-    json_object *j = call_json(fx, 200, "DELETE", path, NULL);
+    json_object *j = vh_fx_json(fx->c, 200, "DELETE", path, NULL);
     assert_true(json_object_get_boolean(vh_json_get(vh_json_get(j, "job"), "abort_requested")));
     json_object_put(j);
     assert_result(wait_end(fx, name), "cancelled", "aborted");
@@ -388,7 +373,7 @@ static void test_abort_restore_setup(void **state)
     pid_t pid = vh_domain_pid(fx->c, "rs");
     assert_true(pid > 0);
     vh_note_pid(&fx->d, pid);
-    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/rs/job", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "DELETE", "/v1/domains/rs/job", NULL));
     assert_result(wait_end(fx, "rs"), "cancelled", NULL);
     assert_state(fx, "rs", "shutoff", "saved");
     assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
@@ -422,7 +407,7 @@ static void test_abort_restore(void **state)
     struct fx *fx = *state;
 
     pid_t pid = restoring(fx, "r");
-    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/r/job", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "DELETE", "/v1/domains/r/job", NULL));
     assert_result(wait_end(fx, "r"), "cancelled", NULL);
     assert_state(fx, "r", "shutoff", "saved");
     assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
@@ -455,7 +440,7 @@ static void test_stall_mid_save(void **state)
     assert_false(file_exists(fx->file));
     assert_state(fx, "s", "paused", NULL);
     t0 = vh_fx_now_ms();
-    json_object_put(call_json(fx, 200, "POST", "/v1/domains/s/destroy", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "POST", "/v1/domains/s/destroy", NULL));
     if (vh_fx_now_ms() - t0 > 2 * FAST_MS)
         fail_msg("destroy of a hung QEMU took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     assert_state(fx, "s", "shutoff", "destroyed");
@@ -480,7 +465,7 @@ static void test_destroy_mid_save(void **state)
     save(fx, "k", NULL);
     wait_phase(fx, "k", "transfer");
     uint64_t t0 = vh_fx_now_ms();
-    json_object_put(call_json(fx, 200, "POST", "/v1/domains/k/destroy", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "POST", "/v1/domains/k/destroy", NULL));
     assert_true(vh_fx_now_ms() - t0 < 3000);
     assert_result(wait_end(fx, "k"), "failed", NULL);
     assert_state(fx, "k", "shutoff", "destroyed");
@@ -493,7 +478,7 @@ static void test_destroy_mid_restore(void **state)
     struct fx *fx = *state;
 
     restoring(fx, "kd");
-    json_object_put(call_json(fx, 200, "POST", "/v1/domains/kd/destroy", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "POST", "/v1/domains/kd/destroy", NULL));
     assert_result(wait_end(fx, "kd"), "failed", NULL);
     assert_state(fx, "kd", "shutoff", "destroyed");
     assert_true(file_exists(fx->file));
@@ -516,7 +501,7 @@ static void test_kill9_mid_save(void **state)
     assert_state(fx, "ks", "running", NULL);
     assert_int_equal(vh_domain_pid(fx->c, "ks"), pid);
     assert_false(file_exists(fx->file));
-    json_object *j = job(fx, "ks");
+    json_object *j = vh_fx_job(fx->c, "ks");
     assert_false(json_object_get_boolean(vh_json_get(j, "active")));
     json_object_put(j);
 }
@@ -573,10 +558,10 @@ static void test_restore_greedy_qemu(void **state)
     wait_phase(fx, "g", "transfer");
     vh_note_pid(&fx->d, vh_domain_pid(fx->c, "g"));
     for (unsigned i = 0; i < 200 && inmigrate < 5; i++) {
-        json_object *st = call_json(fx, 200, "GET", "/v1/domains/g/stats", NULL);
+        json_object *st = vh_fx_json(fx->c, 200, "GET", "/v1/domains/g/stats", NULL);
         const char *s = vh_json_str(vh_json_get(st, "status"), "status");
         assert_non_null(s);
-        json_object *j = job(fx, "g"), *cur = vh_json_get(j, "job");
+        json_object *j = vh_fx_job(fx->c, "g"), *cur = vh_json_get(j, "job");
         const char *phase = cur ? vh_json_str(cur, "phase") : NULL;
         /* QEMU leaves "inmigrate" only once it has loaded it all */
         if (phase && strcmp(phase, "transfer") == 0 && strcmp(s, "inmigrate") == 0)
@@ -602,15 +587,15 @@ static void test_save_hung(void **state)
     char body[PATH_MAX + 64];
 
     define_start(fx, "h", "stall:query-name");
-    call_error(fx, 504, "ETIMEDOUT", "query-name", "POST", "/v1/domains/h/qmp",
-               "{\"execute\":\"query-name\"}");
+    vh_fx_error(fx->c, 504, "ETIMEDOUT", "query-name", "POST", "/v1/domains/h/qmp",
+                "{\"execute\":\"query-name\"}");
     snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
     uint64_t t0 = vh_fx_now_ms();
-    call_error(fx, 504, "ETIMEDOUT", "query-name", "POST", "/v1/domains/h/save", body);
+    vh_fx_error(fx->c, 504, "ETIMEDOUT", "query-name", "POST", "/v1/domains/h/save", body);
     if (vh_fx_now_ms() - t0 > FAST_MS)
         fail_msg("save on a hung QEMU took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     assert_false(file_exists(fx->file));
-    json_object *j = job(fx, "h");
+    json_object *j = vh_fx_job(fx->c, "h");
     assert_false(json_object_get_boolean(vh_json_get(j, "active")));
     assert_null(vh_json_get(j, "last"));
     json_object_put(j);
@@ -627,7 +612,7 @@ static void test_restore_fifo(void **state)
     assert_int_equal(mkfifo(fx->file, 0600), 0);
     snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
     uint64_t t0 = vh_fx_now_ms();
-    call_error(fx, 400, "EINVAL", "not a regular file", "POST", "/v1/domains/restore", body);
+    vh_fx_error(fx->c, 400, "EINVAL", "not a regular file", "POST", "/v1/domains/restore", body);
     if (vh_fx_now_ms() - t0 > FAST_MS)
         fail_msg("restore of a FIFO took %llu ms", (unsigned long long)(vh_fx_now_ms() - t0));
     unlink(fx->file);
@@ -655,17 +640,18 @@ static void fd_round(struct fx *fx)
     char body[PATH_MAX + 64];
 
     snprintf(body, sizeof(body), "{\"path\":\"%s/missing/vm.save\"}", fx->d.root);
-    call_error(fx, 404, "ENOENT", "missing", "POST", "/v1/domains/fd/save", body);
+    vh_fx_error(fx->c, 404, "ENOENT", "missing", "POST", "/v1/domains/fd/save", body);
     FILE *f = fopen(fx->file, "w");
     assert_non_null(f);
     fclose(f);
     snprintf(body, sizeof(body), "{\"path\":\"%s\"}", fx->file);
-    call_error(fx, 409, "EEXIST", "exists", "POST", "/v1/domains/fd/save", body);
-    call_error(fx, 400, "EINVAL", "not a moor-vmd save file", "POST", "/v1/domains/restore", body);
+    vh_fx_error(fx->c, 409, "EEXIST", "exists", "POST", "/v1/domains/fd/save", body);
+    vh_fx_error(fx->c, 400, "EINVAL", "not a moor-vmd save file", "POST", "/v1/domains/restore",
+                body);
     unlink(fx->file);
     save(fx, "fd", NULL);
     wait_phase(fx, "fd", "transfer");
-    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/fd/job", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "DELETE", "/v1/domains/fd/job", NULL));
     assert_result(wait_end(fx, "fd"), "cancelled", NULL);
     assert_state(fx, "fd", "running", NULL);
     assert_false(file_exists(fx->file));
@@ -744,7 +730,7 @@ static void test_abort_save_closefd(void **state)
 
     save(fx, "cf", NULL);
     wait_phase(fx, "cf", "setup");
-    json_object_put(call_json(fx, 200, "DELETE", "/v1/domains/cf/job", NULL));
+    json_object_put(vh_fx_json(fx->c, 200, "DELETE", "/v1/domains/cf/job", NULL));
     assert_result(wait_end(fx, "cf"), "cancelled", "aborted");
     assert_state(fx, "cf", "running", NULL);
     assert_false(file_exists(fx->file));

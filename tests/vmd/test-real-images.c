@@ -39,18 +39,6 @@ static int rq_setup(void **state)
     return vh_fx_setup(state, flags);
 }
 
-static json_object *call(struct vh_fx *rq, long status, const char *method, const char *path,
-                         const char *body)
-{
-    return vh_fx_json(rq->c, status, method, path, body);
-}
-
-static void ok(struct vh_fx *rq, long status, const char *method, const char *path,
-               const char *body)
-{
-    json_object_put(call(rq, status, method, path, body));
-}
-
 static void refused(struct vh_fx *rq, const char *needle, const char *method, const char *path)
 {
     vh_fx_error(rq->c, 409, NULL, needle, method, path, NULL);
@@ -61,10 +49,11 @@ static void test_overlay_on_base(void **state)
     struct vh_fx *rq = *state;
     json_object *j;
 
-    ok(rq, 201, "POST", "/v1/images",
-       "{\"name\":\"base.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
-    ok(rq, 201, "POST", "/v1/images", "{\"name\":\"web1.qcow2\",\"backing\":\"base.qcow2\"}");
-    j = call(rq, 200, "GET", "/v1/images/web1.qcow2", NULL);
+    vh_fx_ok(rq->c, 201, "POST", "/v1/images",
+             "{\"name\":\"base.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
+    vh_fx_ok(rq->c, 201, "POST", "/v1/images",
+             "{\"name\":\"web1.qcow2\",\"backing\":\"base.qcow2\"}");
+    j = vh_fx_json(rq->c, 200, "GET", "/v1/images/web1.qcow2", NULL);
     json_object *q = vh_json_get(j, "qemu_img");
     assert_string_equal(vh_json_str(q, "backing-filename"), "base.qcow2");
     assert_true(json_object_get_int64(vh_json_get(q, "virtual-size")) == 64 << 20);
@@ -72,9 +61,9 @@ static void test_overlay_on_base(void **state)
 
     refused(rq, "image base.qcow2 is the backing file of overlay web1.qcow2", "DELETE",
             "/v1/images/base.qcow2");
-    ok(rq, 200, "DELETE", "/v1/images/web1.qcow2", NULL);
-    ok(rq, 200, "DELETE", "/v1/images/base.qcow2", NULL);
-    j = call(rq, 200, "GET", "/v1/images", NULL);
+    vh_fx_ok(rq->c, 200, "DELETE", "/v1/images/web1.qcow2", NULL);
+    vh_fx_ok(rq->c, 200, "DELETE", "/v1/images/base.qcow2", NULL);
+    j = vh_fx_json(rq->c, 200, "GET", "/v1/images", NULL);
     assert_int_equal(json_object_array_length(vh_json_get(j, "images")), 0);
     json_object_put(j);
 }
@@ -95,7 +84,7 @@ static json_object *block_of(json_object *ret, const char *node)
 static int64_t running_size(struct vh_fx *rq)
 {
     json_object *j =
-        call(rq, 200, "POST", "/v1/domains/real1/qmp", "{\"execute\":\"query-block\"}");
+        vh_fx_json(rq->c, 200, "POST", "/v1/domains/real1/qmp", "{\"execute\":\"query-block\"}");
     json_object *ins = block_of(vh_json_get(j, "return"), "d0-disk.qcow2");
 
     if (!ins)
@@ -112,8 +101,8 @@ static void test_domain_with_disk(void **state)
     const char *emu = getenv("REAL_QEMU");
     pid_t pid;
 
-    ok(rq, 201, "POST", "/v1/images",
-       "{\"name\":\"disk.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
+    vh_fx_ok(rq->c, 201, "POST", "/v1/images",
+             "{\"name\":\"disk.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
     if (vh_expect(rq->c, 201, NULL, "POST", "/v1/domains",
                   "{\"name\":\"real1\",\"emulator\":\"%s\",\"machine\":\"pc\",\"accel\":\"tcg\","
                   "\"memory_mib\":32,\"disks\":[{\"image\":\"disk.qcow2\",\"bus\":\"virtio\"}]}",
@@ -124,18 +113,18 @@ static void test_domain_with_disk(void **state)
     assert_true(running_size(rq) == 64 << 20);
 
     /* Grown while it runs: through QEMU, which then reports the new size. */
-    ok(rq, 200, "POST", "/v1/images/disk.qcow2/resize", "{\"size_mib\":96}");
+    vh_fx_ok(rq->c, 200, "POST", "/v1/images/disk.qcow2/resize", "{\"size_mib\":96}");
     assert_true(running_size(rq) == 96 << 20);
     refused(rq, "image disk.qcow2 is used by domain real1", "DELETE", "/v1/images/disk.qcow2");
 
-    ok(rq, 200, "POST", "/v1/domains/real1/destroy", NULL);
+    vh_fx_ok(rq->c, 200, "POST", "/v1/domains/real1/destroy", NULL);
     assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
-    ok(rq, 200, "DELETE", "/v1/domains/real1", NULL);
-    json_object *j = call(rq, 200, "GET", "/v1/images/disk.qcow2", NULL);
+    vh_fx_ok(rq->c, 200, "DELETE", "/v1/domains/real1", NULL);
+    json_object *j = vh_fx_json(rq->c, 200, "GET", "/v1/images/disk.qcow2", NULL);
     assert_true(json_object_get_int64(vh_json_get(vh_json_get(j, "qemu_img"), "virtual-size")) ==
                 96 << 20);
     json_object_put(j);
-    ok(rq, 200, "DELETE", "/v1/images/disk.qcow2", NULL);
+    vh_fx_ok(rq->c, 200, "DELETE", "/v1/images/disk.qcow2", NULL);
 }
 
 /* Run @argv (no shell), its output to /dev/null; its exit status, or -1. */
@@ -169,7 +158,7 @@ static const char *backup_result(struct vh_fx *rq, const char *name)
 
     snprintf(path, sizeof(path), "/v1/domains/%s/job", name);
     for (int i = 0; i < 1200; i++) { /* 60 s */
-        json_object *j = call(rq, 200, "GET", path, NULL);
+        json_object *j = vh_fx_json(rq->c, 200, "GET", path, NULL);
         if (!json_object_get_boolean(vh_json_get(j, "active"))) {
             json_object *last = vh_json_get(j, "last");
             snprintf(result, sizeof(result), "%s", vh_json_str(last, "result"));
@@ -193,8 +182,8 @@ static void test_backup_running(void **state)
     const char *emu = getenv("REAL_QEMU");
     char src[PATH_MAX + 64], dst[PATH_MAX + 64];
 
-    ok(rq, 201, "POST", "/v1/images",
-       "{\"name\":\"src.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
+    vh_fx_ok(rq->c, 201, "POST", "/v1/images",
+             "{\"name\":\"src.qcow2\",\"format\":\"qcow2\",\"size_mib\":64}");
     image_path(rq, "src.qcow2", src, sizeof(src));
     image_path(rq, "bk.qcow2", dst, sizeof(dst));
     char *write[] = {
@@ -209,7 +198,7 @@ static void test_backup_running(void **state)
     pid_t pid = vh_start_domain(&rq->d, rq->c, "real2", false);
     assert_true(pid > 0);
 
-    ok(rq, 202, "POST", "/v1/domains/real2/backup", "{\"target\":\"bk.qcow2\"}");
+    vh_fx_ok(rq->c, 202, "POST", "/v1/domains/real2/backup", "{\"target\":\"bk.qcow2\"}");
     assert_string_equal(backup_result(rq, "real2"), "completed");
     char *compare[] = {"qemu-img", "compare", "-U", "-f", "qcow2", "-F", "qcow2", src, dst, NULL};
     assert_int_equal(run(compare), 0);
@@ -228,24 +217,24 @@ static void test_backup_running(void **state)
                      NULL};
     assert_int_equal(run(read1), 0);
     /* QEMU let go of the target (blockdev-del): it can be deleted at once */
-    ok(rq, 200, "DELETE", "/v1/images/bk.qcow2", NULL);
+    vh_fx_ok(rq->c, 200, "DELETE", "/v1/images/bk.qcow2", NULL);
 
     /* A slow one (1 MiB/s) aborted mid-copy: QEMU's job-cancel, the target
      * deleted, the source free again, the guest still running. */
-    ok(rq, 202, "POST", "/v1/domains/real2/backup",
-       "{\"target\":\"slow.qcow2\",\"bandwidth_mib_s\":1}");
+    vh_fx_ok(rq->c, 202, "POST", "/v1/domains/real2/backup",
+             "{\"target\":\"slow.qcow2\",\"bandwidth_mib_s\":1}");
     struct timespec ts = {0, 300 * 1000000L};
     nanosleep(&ts, NULL);
-    ok(rq, 200, "DELETE", "/v1/domains/real2/job", NULL);
+    vh_fx_ok(rq->c, 200, "DELETE", "/v1/domains/real2/job", NULL);
     assert_string_equal(backup_result(rq, "real2"), "cancelled");
     assert_true(access(dst, F_OK) != 0);
     image_path(rq, "slow.qcow2", dst, sizeof(dst));
     assert_true(access(dst, F_OK) != 0);
-    json_object *st = call(rq, 200, "GET", "/v1/domains/real2/state", NULL);
+    json_object *st = vh_fx_json(rq->c, 200, "GET", "/v1/domains/real2/state", NULL);
     assert_string_equal(vh_json_str(st, "state"), "running");
     json_object_put(st);
-    ok(rq, 200, "POST", "/v1/images/src.qcow2/resize", "{\"size_mib\":80}");
-    ok(rq, 200, "POST", "/v1/domains/real2/destroy", NULL);
+    vh_fx_ok(rq->c, 200, "POST", "/v1/images/src.qcow2/resize", "{\"size_mib\":80}");
+    vh_fx_ok(rq->c, 200, "POST", "/v1/domains/real2/destroy", NULL);
     assert_int_equal(vh_wait_pid_gone(pid, VH_EXIT_MS), 0);
 }
 

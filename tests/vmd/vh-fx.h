@@ -97,6 +97,13 @@ static inline json_object *vh_fx_json(struct vmctl_client *c, long status, const
     return j;
 }
 
+/* vh_fx_ok - vh_fx_json, the answer dropped. */
+static inline void vh_fx_ok(struct vmctl_client *c, long status, const char *method,
+                            const char *path, const char *body)
+{
+    json_object_put(vh_fx_json(c, status, method, path, body));
+}
+
 /* vh_fx_error2 - an error answer asserted: @status, the code @code (unless
  * NULL) and a message containing @needle and @needle2 (each unless NULL). */
 static inline void vh_fx_error2(struct vmctl_client *c, long status, const char *code,
