@@ -42,10 +42,12 @@
  *                          read-modify-writes of a bare atomic counter.
  *                          Measured on a shared 2-vCPU AMD EPYC guest, a
  *                          visit (inc + dec) costs 0.99-1.05x a bare
- *                          fetch_add + fetch_sub pair single-threaded and
- *                          1.06-1.13x with two threads visiting one counter
- *                          (medians of three runs each); 16 instructions
- *                          against the bare pair's 5 (docs/lockcnt.md).
+ *                          fetch_add + fetch_sub pair single-threaded; with
+ *                          two threads visiting one counter, 1.06-1.13x on
+ *                          a loaded machine but 1.07-1.66x (median 1.34)
+ *                          on a quiet one, where the two really contend;
+ *                          16 instructions against the bare pair's 5
+ *                          (docs/lockcnt.md, "Cost").
  *   MOOR_LOCKCNT_PORTABLE  a pthread mutex beside an atomic count.
  *
  * moor_lockcnt_init() uses the one the library was built to prefer (the
