@@ -16,6 +16,14 @@
  * while no QEMU runs (a restore's QEMU not started yet, a save's stopped at
  * its end) is refused by design (409 ENOTCONN or 502 EPIPE): counted apart
  * and still timed. Any other failure fails the bench.
+ *
+ * Baseline, same run: before the save, an "idle" window of LJ_IDLE_S s in
+ * which the same 4 clients make the same calls on the same running domain
+ * with no job. Each job window's p99 is printed beside the idle one's, as a
+ * ratio: what the job itself adds. On a shared machine this tells the job's
+ * cost apart from the CPU the machine's other tenants take: `stats` waits
+ * for QEMU's main loop, and a QEMU that gets half a CPU answers late with
+ * or without a job.
  */
 #define _GNU_SOURCE
 #include "longjob.h"
@@ -41,6 +49,7 @@
 #define LJ_MAX_CALLS 200000
 #define LJ_KINDS     3
 #define LJ_BUCKETS   4 /* the kinds, and stats refused for want of a QEMU */
+#define LJ_IDLE_S    2 /* the idle baseline window */
 
 static const char *const kind_names[LJ_BUCKETS] = {"state", "stats", "job", "stats-noqemu"};
 
@@ -63,6 +72,7 @@ struct lj_bench {
     unsigned errors;
     unsigned refused; /* stats answered "QEMU is not running" (still timed) */
     char error[256];
+    double idle_p99[LJ_BUCKETS + 1]; /* ms, from this run's idle window; 0: none */
 };
 
 static void *client_main(void *arg)
@@ -133,14 +143,25 @@ static void report(struct lj_bench *b, const char *window, double job_s, bool js
             break;
         qsort(v, n, sizeof(*v), cmp_u64);
         const char *kind = k < LJ_BUCKETS ? kind_names[k] : "all";
-        if (json)
+        double p99 = pct_ms(v, n, 0.99), base = b->idle_p99[k];
+        bool idle = !strcmp(window, "idle");
+        if (idle)
+            b->idle_p99[k] = n ? p99 : 0;
+        if (json) {
             printf("{\"bench\":\"longjob.%s.%s\",\"unit\":\"ms\",\"job_s\":%.2f,\"calls\":%zu,"
-                   "\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"goal\":\"p99 < 50\"}\n",
-                   window, kind, job_s, n, pct_ms(v, n, 0.5), pct_ms(v, n, 0.99),
-                   pct_ms(v, n, 1.0));
-        else
-            printf("  %-8s %-12s calls %6zu  p50 %7.3f ms  p99 %7.3f ms  max %7.3f ms\n", window,
-                   kind, n, pct_ms(v, n, 0.5), pct_ms(v, n, 0.99), pct_ms(v, n, 1.0));
+                   "\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f",
+                   window, kind, job_s, n, pct_ms(v, n, 0.5), p99, pct_ms(v, n, 1.0));
+            if (!idle && n && base > 0)
+                printf(",\"baseline\":\"idle\",\"baseline_p99\":%.3f,\"ratio\":%.3f", base,
+                       p99 / base);
+            printf("%s}\n", idle ? "" : ",\"goal\":\"p99 < 50\"");
+        } else {
+            printf("  %-8s %-12s calls %6zu  p50 %7.3f ms  p99 %7.3f ms  max %7.3f ms", window,
+                   kind, n, pct_ms(v, n, 0.5), p99, pct_ms(v, n, 1.0));
+            if (!idle && n && base > 0)
+                printf("  idle p99 %7.3f ms  ratio %5.2f", base, p99 / base);
+            putchar('\n');
+        }
     }
     free(all);
 }
@@ -182,8 +203,9 @@ static int wait_job(struct lj_bench *b, double *transfer_s, moor_error *err)
     return moor_error_set(err, -ETIMEDOUT, "the job did not end in 120 s");
 }
 
-/* One window: start the job with @method @path @body, load it with the
- * clients until it ends, report. */
+/* One window: start the job with POST @path @body, load it with the
+ * clients until it ends, report. @path NULL: the idle baseline, LJ_IDLE_S s
+ * of the same calls with no job. */
 static int window(struct lj_bench *b, const char *label, const char *path, const char *body,
                   bool json, moor_error *err)
 {
@@ -193,7 +215,7 @@ static int window(struct lj_bench *b, const char *label, const char *path, const
     b->refused = 0;
     atomic_store(&b->stop, false);
     uint64_t t0 = drive_now_ns();
-    int rc = drive_call(b->c, "POST", path, body, 202, NULL, err);
+    int rc = path ? drive_call(b->c, "POST", path, body, 202, NULL, err) : 0;
     if (rc < 0)
         return rc;
     for (unsigned i = 0; i < LJ_CLIENTS; i++) {
@@ -201,7 +223,12 @@ static int window(struct lj_bench *b, const char *label, const char *path, const
         pthread_create(&cl[i].thread, NULL, client_main, &cl[i]);
     }
     double transfer_s = 0;
-    rc = wait_job(b, &transfer_s, err);
+    if (path) {
+        rc = wait_job(b, &transfer_s, err);
+    } else {
+        struct timespec ts = {LJ_IDLE_S, 0};
+        nanosleep(&ts, NULL);
+    }
     double job_s = (double)(drive_now_ns() - t0) / 1e9;
     atomic_store(&b->stop, true);
     for (unsigned i = 0; i < LJ_CLIENTS; i++)
@@ -209,7 +236,10 @@ static int window(struct lj_bench *b, const char *label, const char *path, const
     if (rc == 0 && b->errors)
         rc = moor_error_set(err, -EIO, "%u calls failed, the first: %s", b->errors, b->error);
     if (rc == 0) {
-        if (!json)
+        if (!json && !path)
+            printf("%s: %.2f s, no job, %u clients: the baseline of the windows below\n", label,
+                   job_s, LJ_CLIENTS);
+        else if (!json)
             printf("%s: %.2f s from the POST to the job's end (transfer phase about %.2f s), "
                    "%u clients (%u stats calls found no QEMU: before it started or after it "
                    "stopped)\n",
@@ -279,6 +309,9 @@ int longjob_bench(const char *exe, unsigned runs, bool json)
                "save at %d MiB/s; %u runs\n",
                LJ_MEM_MIB, LJ_FILL_MIB, LJ_BW_MIB_S, runs);
     for (unsigned i = 0; rc == 0 && i < runs; i++) {
+        rc = window(&b, "idle", NULL, NULL, json, &err);
+        if (rc < 0)
+            break;
         snprintf(path, sizeof(path), "/v1/domains/%s/save", b.name);
         snprintf(body, sizeof(body), "{\"path\":\"%s\",\"bandwidth_mib_s\":%d}", b.save,
                  LJ_BW_MIB_S);
