@@ -19,6 +19,18 @@
  * (MHD does not complete a suspended connection), so the pointer the
  * worker holds stays valid.
  *
+ * Refusal pacing: a call on a domain whose QEMU is marked unresponsive is
+ * refused on this thread at once (vmd_domain_fail_fast, 504). A client
+ * that retries in a loop would then turn each of its connections into a
+ * busy loop through the daemon, taking the CPU from calls on healthy
+ * domains. So a connection gets at most one such refusal per
+ * opt.refusal_pace_ms: one that comes sooner is held (the connection
+ * suspended, a one-shot loop timer) until the pace allows it. The first
+ * refusal on a connection, and every other answer, is never delayed.
+ * The time of a connection's last refusal lives in its socket context
+ * (struct peer, MHD's per-connection notify), since struct conn lasts one
+ * request. Held connections are on h->paced, so teardown can answer them.
+ *
  * An event stream: a response whose content reader copies lines from the
  * bus. With no line ready the reader suspends the connection; the bus's
  * notify (on the publishing thread, bus mutex held) only schedules one
@@ -40,6 +52,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -72,8 +85,15 @@ struct vmd_http {
     struct stream *streams;   /* loop thread only */
     atomic_bool wake_pending; /* a stream wake is scheduled; acq_rel exchange */
     atomic_uint n_streams;    /* open event streams; relaxed: a figure for /v1/debug */
+    atomic_uint n_paced;      /* refusals held by the pace; relaxed: a figure for /v1/debug */
     bool stopping;            /* loop thread only: streams end */
     bool accepting;
+    struct conn *paced; /* refusals held by the pace, loop thread only */
+};
+
+/* Per connection (MHD's socket context): the pace's memory. */
+struct peer {
+    int64_t refused_ms; /* monotonic ms of the last fail-fast refusal sent; 0: none */
 };
 
 /* A request's state, MHD's con_cls. */
@@ -86,6 +106,9 @@ struct conn {
     bool answered;   /* a response was queued */
     bool suspended;  /* waiting for a worker */
     bool resp_ready; /* resp holds the worker's answer */
+    bool paced;      /* a refusal held by the pace (on http->paced) */
+    uint64_t pace_timer;
+    struct conn *paced_prev, *paced_next;
     struct vmd_response resp;
     struct vmd_client peer; /* SO_PEERCRED, for long jobs' "client" */
 };
@@ -229,6 +252,111 @@ static void on_done(void *opaque, struct vmd_response *resp)
             vmd_log(VMD_LOG_ERR, NULL, NULL, "cannot schedule a response: retrying");
         logged = true;
         usleep(1000);
+    }
+}
+
+/* ---- refusal pacing ------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct peer *peer_of(struct MHD_Connection *mc)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci ? ci->socket_context : NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)mc;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(struct peer)); /* NULL: never paced */
+    } else {
+        free(*socket_context);
+        *socket_context = NULL;
+    }
+}
+
+static void paced_unlink(struct vmd_http *h, struct conn *c)
+{
+    if (c->paced_prev)
+        c->paced_prev->paced_next = c->paced_next;
+    else
+        h->paced = c->paced_next;
+    if (c->paced_next)
+        c->paced_next->paced_prev = c->paced_prev;
+    c->paced_prev = c->paced_next = NULL;
+    c->paced = false;
+    /* relaxed: a figure for a report. */
+    atomic_fetch_sub_explicit(&h->n_paced, 1, memory_order_relaxed);
+}
+
+/* The pace allows a held refusal now: send it. */
+static void paced_due(moor_loop *loop, uint64_t id, void *opaque)
+{
+    struct conn *c = opaque;
+    struct peer *p = peer_of(c->mc);
+
+    (void)id;
+    c->pace_timer = 0;
+    paced_unlink(c->http, c);
+    if (p)
+        p->refused_ms = mono_ms();
+    deliver(loop, c);
+}
+
+/* @resp is a fail-fast refusal for @c. Returns true if it is held for
+ * the pace (answered later by paced_due), false to answer now. */
+static bool pace_refusal(struct conn *c, struct vmd_response *resp)
+{
+    struct vmd_http *h = c->http;
+    struct peer *p = peer_of(c->mc);
+    int64_t now = mono_ms(), pace = h->vmd->opt.refusal_pace_ms;
+
+    if (!p || !pace || h->stopping || !p->refused_ms || now >= p->refused_ms + pace) {
+        if (p)
+            p->refused_ms = now;
+        return false;
+    }
+    if (moor_loop_add_timer(h->vmd->loop, (uint32_t)(p->refused_ms + pace - now), 0, paced_due, c,
+                            NULL, &c->pace_timer, NULL) < 0) {
+        p->refused_ms = now; /* no memory for a timer: answer now */
+        return false;
+    }
+    c->resp = *resp;
+    c->paced = c->suspended = true;
+    c->paced_next = h->paced;
+    if (h->paced)
+        h->paced->paced_prev = c;
+    h->paced = c;
+    /* relaxed: a figure for a report. */
+    atomic_fetch_add_explicit(&h->n_paced, 1, memory_order_relaxed);
+    MHD_suspend_connection(c->mc);
+    return true;
+}
+
+/* Teardown: every held refusal is answered at once. */
+static void paced_flush(struct vmd_http *h)
+{
+    while (h->paced) {
+        struct conn *c = h->paced;
+
+        if (c->pace_timer)
+            moor_loop_remove(h->vmd->loop, c->pace_timer);
+        c->pace_timer = 0;
+        paced_unlink(h, c);
+        c->resp_ready = true;
+        c->suspended = false;
+        MHD_resume_connection(c->mc);
     }
 }
 
@@ -485,7 +613,11 @@ static enum MHD_Result dispatch(struct conn *c, const char *method, const char *
         return start_stream(c);
     }
     req->client = c->peer;
-    if (vmd_api_submit(h->vmd, req, on_done, c, &resp) < 0)
+    int rc = vmd_api_submit(h->vmd, req, on_done, c, &resp);
+    /* -ETIMEDOUT from the submit itself is a fail-fast refusal. */
+    if (rc == -ETIMEDOUT && pace_refusal(c, &resp))
+        return MHD_YES;
+    if (rc < 0)
         return queue(c, &resp);
     c->suspended = true;
     MHD_suspend_connection(c->mc);
@@ -689,8 +821,9 @@ static int start_mhd(struct vmd_http *h, moor_error *err)
     h->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
         MHD_OPTION_LISTEN_SOCKET, h->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape, h, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, VMD_MAX_CONNECTIONS, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_UNESCAPE_CALLBACK, unescape, h,
+        MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_LIMIT, VMD_MAX_CONNECTIONS,
+        MHD_OPTION_END);
     if (!h->mhd)
         return moor_error_set(err, -EIO, "libmicrohttpd did not start on %s", h->socket_path);
     h->listen_fd = -1; /* MHD's now */
@@ -722,6 +855,7 @@ static void stop_accepting_on_loop(struct vmd_http *h)
 static void teardown_on_loop(struct vmd_http *h)
 {
     h->stopping = true;
+    paced_flush(h);
     for (struct stream *s = h->streams; s; s = s->next) {
         if (s->suspended) {
             s->suspended = false;
@@ -809,4 +943,10 @@ unsigned vmd_http_streams(struct vmd_http *http)
 {
     /* relaxed: a figure for a report, ordered with nothing. */
     return atomic_load_explicit(&http->n_streams, memory_order_relaxed);
+}
+
+unsigned vmd_http_refusals_held(struct vmd_http *http)
+{
+    /* relaxed: a figure for a report, ordered with nothing. */
+    return atomic_load_explicit(&http->n_paced, memory_order_relaxed);
 }

@@ -56,4 +56,8 @@ void vmd_http_free(struct vmd_http *http);
 /* vmd_http_streams - event streams open now (for GET /v1/debug). Any thread. */
 unsigned vmd_http_streams(struct vmd_http *http);
 
+/* vmd_http_refusals_held - fail-fast refusals held back by the refusal pace
+ * now (--refusal-pace; for GET /v1/debug). Any thread; never blocks. */
+unsigned vmd_http_refusals_held(struct vmd_http *http);
+
 #endif /* MOOR_VMD_HTTP_H */

@@ -60,13 +60,15 @@ static void usage(void)
            "  --destroy-grace MS      SIGTERM to SIGKILL on destroy (default: %u)\n"
            "  --http-timeout SECONDS  close an idle or stalled API connection (event\n"
            "                          streams excepted) after SECONDS (default: %u)\n"
+           "  --refusal-pace MS       a connection's calls on a hung QEMU are refused at\n"
+           "                          once, then at most one per MS (default: %u; 0: no pace)\n"
            "  --runas USER            run QEMU as USER (default: the daemon's user)\n"
            "  --log-format FORMAT     text or journal (default: text)\n"
            "  --help                  print this help and exit\n"
            "  --version               print the version and exit\n",
            VMD_DEFAULT_WORKERS, VMD_DEFAULT_QMP_TIMEOUT_MS / 1000,
            VMD_DEFAULT_JOB_TIMEOUT_MS / 1000, VMD_DEFAULT_DESTROY_GRACE_MS,
-           VMD_DEFAULT_HTTP_TIMEOUT_S);
+           VMD_DEFAULT_HTTP_TIMEOUT_S, VMD_DEFAULT_REFUSAL_PACE_MS);
 }
 
 enum {
@@ -80,6 +82,7 @@ enum {
     OPT_JOB_TIMEOUT,
     OPT_DESTROY_GRACE,
     OPT_HTTP_TIMEOUT,
+    OPT_REFUSAL_PACE,
     OPT_RUNAS,
     OPT_LOG_FORMAT,
     OPT_HELP,
@@ -97,6 +100,7 @@ static const struct option long_options[] = {
     {"job-timeout", required_argument, NULL, OPT_JOB_TIMEOUT},
     {"destroy-grace", required_argument, NULL, OPT_DESTROY_GRACE},
     {"http-timeout", required_argument, NULL, OPT_HTTP_TIMEOUT},
+    {"refusal-pace", required_argument, NULL, OPT_REFUSAL_PACE},
     {"runas", required_argument, NULL, OPT_RUNAS},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"help", no_argument, NULL, OPT_HELP},
@@ -179,6 +183,8 @@ static int apply_option(struct vmd_options *opt, int c, const char *arg)
         return parse_uint("destroy-grace", arg, 0, MAX_GRACE_MS, &opt->destroy_grace_ms);
     case OPT_HTTP_TIMEOUT:
         return parse_uint("http-timeout", arg, 1, MAX_TIMEOUT_SEC, &opt->http_timeout_s);
+    case OPT_REFUSAL_PACE:
+        return parse_uint("refusal-pace", arg, 0, MAX_GRACE_MS, &opt->refusal_pace_ms);
     case OPT_LOG_FORMAT:
         if (strcmp(arg, "text") == 0)
             opt->log_format = VMD_LOG_TEXT;
@@ -252,6 +258,7 @@ static int parse_args(int argc, char **argv, struct vmd_options *opt)
     opt->job_timeout_ms = VMD_DEFAULT_JOB_TIMEOUT_MS;
     opt->destroy_grace_ms = VMD_DEFAULT_DESTROY_GRACE_MS;
     opt->http_timeout_s = VMD_DEFAULT_HTTP_TIMEOUT_S;
+    opt->refusal_pace_ms = VMD_DEFAULT_REFUSAL_PACE_MS;
     opt->shutdown_ms = VMD_DEFAULT_SHUTDOWN_MS;
     opterr = 1;
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {

@@ -104,6 +104,8 @@ int vmd_run_debug(struct vmd *vmd, struct vmd_request *req, struct json_object *
             return moor_error_set(err, -ENOMEM, "no memory for the HTTP figures");
         }
         json_object_object_add(http, "streams", json_object_new_int64(vmd_http_streams(vmd->http)));
+        json_object_object_add(http, "refusals_held",
+                               json_object_new_int64(vmd_http_refusals_held(vmd->http)));
         json_object_object_add(o, "http", http);
     }
     struct json_object *lib = NULL;

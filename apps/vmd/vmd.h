@@ -44,6 +44,7 @@
 #define VMD_DEFAULT_DESTROY_GRACE_MS 1000u
 #define VMD_DEFAULT_SHUTDOWN_MS      30000u
 #define VMD_DEFAULT_HTTP_TIMEOUT_S   60u        /* an idle or stalled API connection is closed */
+#define VMD_DEFAULT_REFUSAL_PACE_MS  5u         /* one fail-fast refusal per connection per 5 ms */
 #define VMD_MAX_CONNECTIONS          256u       /* API connections open at once; more are refused */
 #define VMD_MAX_BODY                 (1u << 20) /* request body cap, bytes */
 #define VMD_MAX_JSON_DEPTH           16         /* JSON nesting cap */
@@ -70,6 +71,7 @@ struct vmd_options {
     unsigned destroy_grace_ms; /* SIGTERM -> SIGKILL */
     unsigned shutdown_ms;      /* ACPI powerdown -> report */
     unsigned http_timeout_s;   /* idle API connection timeout (0: VMD_DEFAULT_HTTP_TIMEOUT_S) */
+    unsigned refusal_pace_ms;  /* a connection's fail-fast refusals, one per this (0: not paced) */
     enum vmd_log_format log_format;
 };
 

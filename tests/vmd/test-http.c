@@ -59,9 +59,10 @@ struct fx {
 static struct fx *live_fx;
 
 /* A fixture whose daemon closes idle connections after @timeout_s (0: the
- * default, VMD_DEFAULT_HTTP_TIMEOUT_S). */
-static struct fx *fx_new_timeout(unsigned workers, unsigned lane_cap, unsigned queue_max,
-                                 unsigned timeout_s)
+ * default, VMD_DEFAULT_HTTP_TIMEOUT_S) and paces a connection's fail-fast
+ * refusals to one per @pace_ms (0: no pace). */
+static struct fx *fx_new_full(unsigned workers, unsigned lane_cap, unsigned queue_max,
+                              unsigned timeout_s, unsigned pace_ms)
 {
     struct fx *fx = calloc(1, sizeof(*fx));
     moor_error err = MOOR_ERROR_INIT;
@@ -75,6 +76,7 @@ static struct fx *fx_new_timeout(unsigned workers, unsigned lane_cap, unsigned q
     struct vmd *vmd = &fx->vmd;
     vmd->opt.workers = workers;
     vmd->opt.http_timeout_s = timeout_s;
+    vmd->opt.refusal_pace_ms = pace_ms;
     vmd->loop = moor_loop_new(&err);
     assert_non_null(vmd->loop);
     assert_int_equal(moor_loop_thread_start(vmd->loop, &err), 0);
@@ -91,6 +93,12 @@ static struct fx *fx_new_timeout(unsigned workers, unsigned lane_cap, unsigned q
     assert_ptr_equal(vmd->http, http); /* set before it served (finding 9) */
     live_fx = fx;
     return fx;
+}
+
+static struct fx *fx_new_timeout(unsigned workers, unsigned lane_cap, unsigned queue_max,
+                                 unsigned timeout_s)
+{
+    return fx_new_full(workers, lane_cap, queue_max, timeout_s, 0);
 }
 
 static struct fx *fx_new(unsigned workers, unsigned lane_cap, unsigned queue_max)
@@ -207,12 +215,12 @@ static void reply_clear(struct reply *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* One request; the reply in @r (reply_clear). */
-static void call_raw(const char *sock, const char *method, const char *path, const char *body,
-                     size_t len, struct reply *r)
+/* One request on @c (kept alive between calls on the same handle); the
+ * reply in @r (reply_clear). */
+static void call_on(CURL *c, const char *sock, const char *method, const char *path,
+                    const char *body, size_t len, struct reply *r)
 {
     char url[512];
-    CURL *c = curl_easy_init();
     struct curl_slist *hdrs = NULL;
 
     memset(r, 0, sizeof(*r));
@@ -239,7 +247,18 @@ static void call_raw(const char *sock, const char *method, const char *path, con
     }
     r->rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
     curl_slist_free_all(hdrs);
+}
+
+/* One request on a connection of its own. */
+static void call_raw(const char *sock, const char *method, const char *path, const char *body,
+                     size_t len, struct reply *r)
+{
+    CURL *c = curl_easy_init();
+
+    call_on(c, sock, method, path, body, len, r);
     curl_easy_cleanup(c);
 }
 
@@ -791,6 +810,111 @@ static void test_fail_fast(void **state)
     expect(fx, "POST", "/v1/domains/hung/destroy", NULL, 200, NULL);
     async_join(&stuck[0], 502, "EPIPE");
     async_join(&stuck[1], 409, "ENOTCONN");
+    fx_free(fx);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* GET @path on @c: must be @status; returns how long it took in ms. */
+static int64_t timed_get(struct fx *fx, CURL *c, const char *path, long status)
+{
+    struct reply r;
+    int64_t t0 = now_ms();
+
+    call_on(c, fx->sock, "GET", path, NULL, 0, &r);
+    if (r.rc != CURLE_OK || r.status != status)
+        fail_msg("GET %s: want %ld, got %ld %s (%s)", path, status, r.status, r.body ? r.body : "",
+                 curl_easy_strerror(r.rc));
+    reply_clear(&r);
+    return now_ms() - t0;
+}
+
+#define PACE_MS 1000u
+
+/* A connection's fail-fast refusals come at most one per pace; its other
+ * calls, and other connections' first refusals, are not held. */
+static void test_refusal_pace(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new_full(4, 1, 1, 0, PACE_MS);
+    CURL *k = curl_easy_init();
+
+    assert_non_null(k);
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"fine\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    expect(fx, "POST", "/v1/domains/fine/start", NULL, 200, NULL);
+    ops_double_hang("hung", true);
+    int64_t t0 = now_ms();
+    timed_get(fx, k, "/v1/domains/hung/stats", 504); /* the first: at once */
+    int64_t fine_ms = timed_get(fx, k, "/v1/domains/fine/stats", 200);
+    int64_t other_ms = -1;
+    struct reply r;
+    /* another connection's first refusal is its own: not held */
+    int64_t t1 = now_ms();
+    call(fx, "GET", "/v1/domains/hung/stats", NULL, &r);
+    other_ms = now_ms() - t1;
+    assert_int_equal(r.status, 504);
+    reply_clear(&r);
+    timed_get(fx, k, "/v1/domains/hung/stats", 504); /* held until the pace allows it */
+    int64_t second_ms = now_ms() - t0;
+    if (second_ms < (int64_t)PACE_MS)
+        fail_msg("the second refusal came %" PRId64 " ms after the first call, pace %u ms",
+                 second_ms, PACE_MS);
+    if (fine_ms >= (int64_t)PACE_MS || other_ms >= (int64_t)PACE_MS)
+        fail_msg("a call that is not a second refusal was held: %" PRId64 " / %" PRId64 " ms",
+                 fine_ms, other_ms);
+    assert_int_equal(ops_double_peak("hung"), 1); /* none of them ran the op */
+    curl_easy_cleanup(k);
+    fx_free(fx);
+}
+
+/* A connection paced for a long time. */
+struct held_call {
+    pthread_t thread;
+    struct fx *fx;
+    long second;
+};
+
+static void *held_main(void *arg)
+{
+    struct held_call *h = arg;
+    CURL *k = curl_easy_init();
+    struct reply r;
+
+    call_on(k, h->fx->sock, "GET", "/v1/domains/hung/stats", NULL, 0, &r);
+    reply_clear(&r);
+    call_on(k, h->fx->sock, "GET", "/v1/domains/hung/stats", NULL, 0, &r);
+    h->second = r.rc == CURLE_OK ? r.status : -1;
+    reply_clear(&r);
+    curl_easy_cleanup(k);
+    return NULL;
+}
+
+static const char *const refusals_held[] = {"http", "refusals_held", NULL};
+
+/* A refusal held by the pace is answered when the daemon stops, not left
+ * to its timer (here a minute away). */
+static void test_refusal_pace_teardown(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new_full(4, 1, 1, 0, 60000);
+    struct held_call h = {.fx = fx, .second = 0};
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    ops_double_hang("hung", true);
+    assert_int_equal(pthread_create(&h.thread, NULL, held_main, &h), 0);
+    wait_figure(fx, refusals_held, 1, "the second refusal held by the pace");
+    fx_stop(fx);
+    pthread_join(h.thread, NULL);
+    assert_int_equal(h.second, 504);
     fx_free(fx);
 }
 
@@ -1532,6 +1656,8 @@ int main(void)
         cmocka_unit_test_teardown(test_lanes, fx_cleanup),
         cmocka_unit_test_teardown(test_many_hung_domains, fx_cleanup),
         cmocka_unit_test_teardown(test_fail_fast, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_teardown, fx_cleanup),
         cmocka_unit_test_teardown(test_concurrent_clients, fx_cleanup),
         cmocka_unit_test_teardown(test_events, fx_cleanup),
         cmocka_unit_test_teardown(test_idle_timeout, fx_cleanup),
