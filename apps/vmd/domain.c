@@ -1771,7 +1771,7 @@ static bool qmp_first_op(const char *api, enum vmd_op *op)
 int vmd_domain_fail_fast(vmd_domain *dom, const char *api, moor_error *err)
 {
     uint64_t since_ms = 0;
-    char cmd[129] = ""; /* a QMP command name (qmp.c keeps at most 64) */
+    char cmd[VMD_QMP_COMMAND_MAX + 1] = ""; /* a QMP command name */
     enum vmd_op op;
     int rc = 0;
 

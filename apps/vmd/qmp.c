@@ -33,7 +33,6 @@
 
 #include "log.h"
 
-#define QMP_COMMAND_MAX   64
 #define QMP_LINE_MAX      (64u << 10) /* a handshake line */
 #define VMD_QMP_DEPTH_MAX 64          /* JSON nesting QEMU never exceeds */
 
@@ -57,7 +56,7 @@ bool vmd_qmp_command_ok(const char *s)
     if (!s || !*s)
         return false;
     for (; *s; s++, n++) {
-        if (n >= QMP_COMMAND_MAX)
+        if (n >= VMD_QMP_COMMAND_MAX)
             return false;
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
               *s == '-' || *s == '_'))
@@ -399,7 +398,7 @@ struct vmd_qmp {
     unsigned timeout_ms;
     pthread_mutex_t lock; /* leaf: guards everything below */
     bool unresponsive;
-    char stuck_cmd[QMP_COMMAND_MAX + 1];
+    char stuck_cmd[VMD_QMP_COMMAND_MAX + 1];
     int64_t stuck_since_ms;
     uint64_t heard_at_mark; /* heard() before the stuck command was sent */
     struct inflight *inflight;

@@ -44,7 +44,12 @@ struct vmd_qmp_cmd {
  * target and tests use it as is). */
 moor_monitor_codec vmd_qmp_codec(void);
 
-/* vmd_qmp_command_ok - whether @name may be sent as a QMP command. */
+/* The longest QMP command name we send or accept from a client: QEMU's own
+ * are under 40 characters. One bound for the API's parser and the codec. */
+#define VMD_QMP_COMMAND_MAX 64
+
+/* vmd_qmp_command_ok - whether @name may be sent as a QMP command:
+ * [A-Za-z0-9_-]{1,VMD_QMP_COMMAND_MAX}. */
 bool vmd_qmp_command_ok(const char *name);
 
 /* A QMP connection: a moor object (class "vmd_qmp") owning the monitor

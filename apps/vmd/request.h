@@ -17,12 +17,12 @@
 #include "domain.h"
 #include "image.h"
 #include "pool.h"
+#include "qmp.h"
 #include "vmd.h"
 
 struct json_object;
 struct vmd_response;
 
-#define VMD_QMP_COMMAND_MAX 128 /* [A-Za-z0-9_-]{1,128} */
 /* The longest shutdown wait a caller may ask for: 5 minutes. The call holds a
  * worker (and its domain's job) that long, so the bound is kept short. */
 #define VMD_SHUTDOWN_MAX_MS 300000u

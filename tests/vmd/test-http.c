@@ -488,6 +488,10 @@ static void test_bad_requests(void **state)
     expect(fx, "POST", "/v1/domains/ok/shutdown", "{\"timeout_ms\":300001}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/shutdown", "{\"timeout_ms\":86400000}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"a b\"}", 400, "EINVAL");
+    /* 65 characters: one over the bound the codec keeps (VMD_QMP_COMMAND_MAX) */
+    expect(fx, "POST", "/v1/domains/ok/qmp",
+           "{\"execute\":\"q12345678901234567890123456789012345678901234567890123456789012345\"}",
+           400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"x\",\"arguments\":[]}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/destroy", "{\"force\":true}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains", "{\"name\":\"a\",\"colour\":\"red\"}", 400, "EINVAL");
