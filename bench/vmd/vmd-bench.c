@@ -6,11 +6,14 @@
  * benchmark() (suite vmd-bench), never run by `meson test`; `make bench-vmd`.
  *
  * Usage: moor-vmd-bench [--daemon PATH] [--runs N] [--seconds S] [--quick] [--json]
+ *                       [--refusal-pace MS]
  *        moor-vmd-bench --longjob ...      (queries during a save/restore: longjob.c)
  *        moor-vmd-bench --vs-libvirt ...   (side by side with libvirtd: vs-libvirt.c)
  * (--help prints every mode's flags.)
  *
- * One daemon (--qmp-timeout 1) with 32 running domains serves every run;
+ * One daemon (--qmp-timeout 1, and --refusal-pace MS if given: its
+ * pace of a connection's fail-fast refusals, default 5 ms) with 32 running
+ * domains serves every run;
  * each run measures, in this order (S = --seconds per window):
  *   state.cN        N = 1, 4, 8 clients calling GET .../state round-robin
  *                   over the 32 domains for S s: calls/s, p50, p99. Baseline,
@@ -88,9 +91,11 @@ struct bench {
     unsigned runs;
     double seconds;
     bool json;
-    bool longjob;        /* --longjob: longjob.c's figures instead */
-    enum plan_mode mode; /* read by the pickers; set before a load starts */
-    char error[512];     /* the first unexpected error (guarded by lock) */
+    bool longjob;         /* --longjob: longjob.c's figures instead */
+    const char *pace;     /* --refusal-pace MS for the daemon, or NULL: its default */
+    const char *flags[6]; /* the daemon's flags (drive_daemon_init borrows them) */
+    enum plan_mode mode;  /* read by the pickers; set before a load starts */
+    char error[512];      /* the first unexpected error (guarded by lock) */
     pthread_mutex_t lock;
 };
 
@@ -608,10 +613,11 @@ static int reconnect32(struct bench *b, moor_error *err)
 
 static int setup(struct bench *b, moor_error *err)
 {
-    static const char *const flags[] = {"--qmp-timeout", "1", NULL};
+    const char *flags[] = {"--qmp-timeout", "1", b->pace ? "--refusal-pace" : NULL, b->pace, NULL};
     int rc;
 
-    if ((rc = drive_daemon_init(&b->d, b->exe, "moor-vmd-bench", flags, err)) < 0 ||
+    memcpy(b->flags, flags, sizeof(flags));
+    if ((rc = drive_daemon_init(&b->d, b->exe, "moor-vmd-bench", b->flags, err)) < 0 ||
         (rc = drive_daemon_init(&b->cold, b->exe, "moor-vmd-bench-cold", NULL, err)) < 0 ||
         (rc = drive_daemon_start(&b->d, 10000, err)) < 0)
         return rc;
@@ -676,6 +682,7 @@ static void usage(FILE *f)
                "  --runs N       repeated runs, medians reported (default 5, --quick 3)\n"
                "  --seconds S    length of each load window (default 2, --quick 0.5)\n"
                "  --json         one JSON object per figure\n"
+               "  --refusal-pace MS  the daemon's --refusal-pace (default: the daemon's, 5)\n"
                "  --longjob      instead: state/stats/job latency during a save and a restore\n"
                "  --vs-libvirt   instead: moor-vmd and libvirtd side by side, one table (what\n"
                "                 `make bench-vmd` runs; as root, libvirt installed)\n"
@@ -688,11 +695,15 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, struct bench *b, char *daemon)
 {
-    static const struct option opts[] = {
-        {"daemon", required_argument, NULL, 'd'},  {"runs", required_argument, NULL, 'r'},
-        {"seconds", required_argument, NULL, 's'}, {"quick", no_argument, NULL, 'q'},
-        {"json", no_argument, NULL, 'j'},          {"longjob", no_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"daemon", required_argument, NULL, 'd'},
+                                         {"runs", required_argument, NULL, 'r'},
+                                         {"seconds", required_argument, NULL, 's'},
+                                         {"quick", no_argument, NULL, 'q'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"longjob", no_argument, NULL, 'l'},
+                                         {"refusal-pace", required_argument, NULL, 'p'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     bool quick = false;
     int runs = 0, c;
     double secs = 0;
@@ -718,6 +729,9 @@ static int parse_args(int argc, char **argv, struct bench *b, char *daemon)
             break;
         case 'l':
             b->longjob = true;
+            break;
+        case 'p':
+            b->pace = optarg; /* the daemon checks it */
             break;
         case 'h':
             usage(stdout);
@@ -785,8 +799,8 @@ int main(int argc, char **argv)
     drive_daemon_cleanup(&b.d, false);
     if (!b.json)
         printf("moor-vmd-bench: %u runs, %.1f s windows, 32 domains of real qemu-system-x86_64 "
-               "-machine none (TCG), --qmp-timeout %d\n",
-               b.runs, b.seconds, QMP_TIMEOUT_S);
+               "-machine none (TCG), --qmp-timeout %d, --refusal-pace %s\n",
+               b.runs, b.seconds, QMP_TIMEOUT_S, b.pace ? b.pace : "5 (default)");
     print_figs(b.json);
     return 0;
 }
