@@ -82,7 +82,7 @@
  * with an acquire CAS, and every change of the word is a read-modify-write
  * (so each unlock's release sequence reaches every later read), which
  * ThreadSanitizer understands without annotations.
-
+ *
  * Portable. The count is lc->pcount, a plain number of visits; the lock
  * is a pthread mutex. Leaving the count at zero or starting a visit at
  * zero happens only under the mutex, which gives both rules; everything

@@ -45,7 +45,7 @@
  *   MOOR_LOCKCNT_PORTABLE  a pthread mutex beside an atomic count. Its
  *                          word is only a marker that sends the inline
  *                          inc and dec out of line (see the struct).
-
+ *
  * moor_lockcnt_init() uses the one the library was built to prefer (the
  * futex word unless built with -Dportable_lockcnt=true or on a system
  * without futexes); moor_lockcnt_init_impl() picks one explicitly, which
