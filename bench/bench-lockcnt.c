@@ -24,7 +24,10 @@
  *                            lockcnt_futex_pair.
  *   lockcnt_portable_pair    the same on the portable implementation. At
  *                            one thread every inc starts from zero, so it
- *                            takes the mutex: its worst case.
+ *                            takes the mutex: its worst case. (Its inc and
+ *                            dec also pay the blind add and sub of the
+ *                            marker word that the futex word's fast path
+ *                            is, and a call each.)
  *   lockcnt_futex_last       moor_lockcnt_inc + moor_lockcnt_dec_and_lock,
  *                            and on true the deferred-free path: look at a
  *                            list of retired items (empty), unlock. At one

@@ -13,6 +13,15 @@
  * C code tolerates them (it re-reads the word), and allowing them here
  * would hide exactly the lost wakeups we look for.
  *
+ * Scope. Only the futex word is modelled. The C inline inc is exactly the
+ * fetch-add modelled here, with nothing read before it (an earlier version
+ * loaded the word first to tell a portable counter apart; the model never
+ * had that load, and removing it changed nothing in the futex protocol). A
+ * portable counter's word is a permanent marker (state 3 plus CLOSED) with
+ * junk in the count bits: every inline operation on it goes out of line to
+ * the mutex + count code (src/lockcnt.c, "Portable"), so it never takes
+ * part in this protocol and is not modelled.
+ *
  * The protocol. A visit begins with one fetch-add of the count. It has
  * begun unless the word was CLOSED: closed means "locked by a thread that
  * has seen the count at zero", and every transition into that state sets

@@ -4,19 +4,21 @@
  *
  * Theory of operation.
  *
- * Both implementations keep the visit count in bits 3..31 of one 32-bit
- * atomic word, so the inline fast paths in lockcnt.h that only change or
- * read the count (a fetch-sub that ends a visit, the count read) are
- * shared; the inline begin of a visit reads the tag and takes the path of
- * its implementation. Bits 0..2 say which implementation owns the word
- * and, for the futex one, the state of the lock:
+ * The inline fast paths in lockcnt.h are shared by both implementations
+ * and do not tell them apart before they act: a visit begins with a blind
+ * fetch-add of ONE on lc->word and ends with a blind fetch-sub, and the
+ * value returned decides whether to go out of line. Bits 0..2 of the word:
  *
  *     0  FREE      futex: unlocked
  *     1  LOCKED    futex: locked, nobody asleep on the word
  *     2  SLEEPERS  futex: locked, and some thread may be asleep on the word
  *     3  PORTABLE  portable: the lock is lc->mutex; these bits never change
  *     4  CLOSED    futex, with LOCKED or SLEEPERS: the holder has seen the
- *                  count at zero
+ *                  count at zero; portable: always set, with PORTABLE
+ *
+ * A futex word keeps its visit count in bits 3..31. A portable counter
+ * keeps it in lc->pcount; its word is the marker 7 (PORTABLE | CLOSED)
+ * plus junk in bits 3..31 (see "Portable" below).
  *
  * Futex word: beginning a visit. A visit begins with one fetch-add of ONE,
  * whatever the word holds; the value it returns says whether the visit
@@ -80,32 +82,54 @@
  * with an acquire CAS, and every change of the word is a read-modify-write
  * (so each unlock's release sequence reaches every later read), which
  * ThreadSanitizer understands without annotations.
-
- * Portable. The count is an atomic in the same word; the lock is a pthread
- * mutex. Leaving the count at zero or starting a visit at zero happens only
- * under the mutex, which gives both rules; everything else is lock-free:
- * a visit begins with a load and a CAS that adds one to a count above zero
- * (a blind fetch-add would need the futex word's CLOSED scheme, which the
- * portable counter deliberately does not have: it stays the simple
- * reference), and ends with the same fetch-sub as the futex word. It never
- * sets CLOSED. @sleepers counts threads that found the mutex busy, only
- * for moor_lockcnt_has_waiters().
  *
- * Misuse. Counting is modular: a visit is +ONE and -ONE on the 32-bit word,
+ * Portable. The count is lc->pcount, a plain number of visits; the lock
+ * is a pthread mutex. Leaving the count at zero or starting a visit at
+ * zero happens only under the mutex, which gives both rules; everything
+ * else is lock-free: a visit begins with a load and a CAS that adds one to
+ * a count above zero (a blind fetch-add would need the futex word's CLOSED
+ * scheme, which the portable counter deliberately does not have: it stays
+ * the simple reference), and ends with a fetch-sub. @sleepers counts
+ * threads that found the mutex busy, only for moor_lockcnt_has_waiters().
+ *
+ * Its word exists only so that the inline functions need no test before
+ * their read-modify-write. It is initialised to the marker PORTABLE |
+ * CLOSED, and exactly two operations ever change it afterwards: the inline
+ * inc adds ONE, the inline dec subtracts ONE. Nothing else touches it (the
+ * portable code below works on lc->pcount only), and nothing reads bits
+ * 3..31: they are junk. Balance is not needed: adding or subtracting ONE
+ * (8) never changes bits 0..2, whatever the junk and however it wraps, so
+ * the marker is permanent. That is what the design rests on, and why the
+ * marker includes CLOSED rather than relying on the LIMIT bit, which a
+ * junk carry could clear: with it in the marker, the inline inc's test
+ * (CLOSED | LIMIT) and the inline dec's test ((old - ONE) & (CLOSED |
+ * LIMIT)) are true for every portable word, which goes out of line to the
+ * code on lc->pcount; moor_lockcnt_count() reads lc->pcount when it sees
+ * CLOSED with state PORTABLE, get_impl() and has_waiters() read the state
+ * bits. The orderings of the portable counter are those of its operations
+ * on lc->pcount (acquire inc, release dec, ...); the junk RMWs carry none
+ * that anyone relies on. (A transient +1 in the junk does not affect
+ * anyone: nobody reads it as a count, unlike the bug of issue 16.)
+ *
+ * Misuse. Counting is modular. On the futex word a visit is +ONE and -ONE,
  * and the count occupies the top 29 bits, so a carry or borrow out of the
  * count leaves CLOSED and the state bits alone. An unmatched
- * moor_lockcnt_dec() (its fetch-sub saw a count of zero) therefore wrapped
- * the count to 2^29 - 1 and kept the rest; adding ONE back undoes exactly that one decrement
- * whatever else happened to the word meanwhile, so the repair is a plain
- * fetch-add rather than a store that could erase a racing visit or lock.
- * dec_and_lock and dec_if_lock check before they change anything, so they
- * only report. The limit is 2^28 visits, bit 31 of the word: the futex
- * inline inc tests it in the value its fetch-add returns (the same test
- * as CLOSED) and inc_wait takes the increment back; a carry out of the
- * count could only come from 2^28 more refused increments in flight at
- * once, and a process has at most 2^22 threads (docs/lockcnt.md). The
- * portable inline inc compares against the limit before its CAS, and
- * portable_inc_slow refuses to pass it: a portable count never exceeds it.
+ * moor_lockcnt_dec() (its fetch-sub saw a count of zero, or a closed word,
+ * whose count bits are only queued visits) therefore took one from the
+ * count bits and kept the rest; adding ONE back undoes exactly that one
+ * decrement whatever else happened to the word meanwhile, so the repair is
+ * a plain fetch-add rather than a store that could erase a racing visit or
+ * lock. The portable dec does the same on lc->pcount. dec_and_lock and
+ * dec_if_lock check before they change anything, so they only report. The
+ * limit is 2^28 visits, bit 31 of the futex word: its inline inc tests it
+ * in the value its fetch-add returns (the same test as CLOSED) and
+ * inc_wait takes the increment back; a carry out of the count could only
+ * come from 2^28 more refused increments in flight at once, and a process
+ * has at most 2^22 threads (docs/lockcnt.md). While refused increments are
+ * in flight the count bits can exceed the limit, so the inline dec's test
+ * sends those decrements out of line too, where they are ordinary ends of
+ * visits. The portable inc compares against the limit before its CAS and
+ * refuses to pass it: a portable count never exceeds it.
  */
 #define _GNU_SOURCE
 #include <assert.h>
@@ -130,8 +154,13 @@
 #define ONE    MOOR__LOCKCNT_ONE
 #define CLOSED MOOR__LOCKCNT_CLOSED
 #define LIMIT  MOOR__LOCKCNT_LIMIT
+/* The limit in visits, for the portable count. */
+#define PORTABLE_LIMIT (LIMIT >> MOOR__LOCKCNT_SHIFT)
 
 enum { FREE = 0, LOCKED = 1, SLEEPERS = 2, PORTABLE = MOOR__LOCKCNT_PORTABLE };
+
+/* Which operation met a bad counter, for the report. */
+enum { OP_DEC, OP_DEC_AND_LOCK, OP_DEC_IF_LOCK };
 
 static inline uint32_t state_of(uint32_t v)
 {
@@ -148,8 +177,15 @@ static inline uint32_t count_bits(uint32_t v)
 static inline uint32_t load_relaxed(moor_lockcnt *lc)
 {
     /* relaxed: every caller feeds the value to a CAS that re-validates it,
-     * or only tests the never-changing implementation tag. */
+     * or only tests the never-changing implementation marker. */
     return atomic_load_explicit(&lc->word, memory_order_relaxed);
+}
+
+static inline uint32_t load_pcount_relaxed(moor_lockcnt *lc)
+{
+    /* relaxed: every caller feeds the value to a CAS that re-validates it,
+     * or to a decision that the CAS or the mutex then re-validates. */
+    return atomic_load_explicit(&lc->pcount, memory_order_relaxed);
 }
 
 static inline bool is_portable(moor_lockcnt *lc)
@@ -160,9 +196,9 @@ static inline bool is_portable(moor_lockcnt *lc)
 static const char *op_name(int op)
 {
     switch (op) {
-    case MOOR__LOCKCNT_OP_DEC:
+    case OP_DEC:
         return "moor_lockcnt_dec";
-    case MOOR__LOCKCNT_OP_DEC_AND_LOCK:
+    case OP_DEC_AND_LOCK:
         return "moor_lockcnt_dec_and_lock";
     default:
         return "moor_lockcnt_dec_if_lock";
@@ -187,7 +223,20 @@ static void report_overflow(moor_lockcnt *lc)
                       (void *)lc, (unsigned)(LIMIT >> MOOR__LOCKCNT_SHIFT));
 }
 
-void moor__lockcnt_misuse(moor_lockcnt *lc, int op)
+/* As futex_misuse(), for the portable count. */
+static void portable_misuse(moor_lockcnt *lc, int op)
+{
+    /* relaxed: as futex_misuse(), on lc->pcount. */
+    atomic_fetch_add_explicit(&lc->pcount, 1, memory_order_relaxed);
+    report_underflow(lc, op);
+}
+
+/* ---- futex word ------------------------------------------------------ */
+
+#if HAVE_FUTEX
+/* @op's fetch-sub took the futex word's count bits below zero (or took a
+ * queued visit of a closed word): undo that decrement and report. */
+static void futex_misuse(moor_lockcnt *lc, int op)
 {
     /* relaxed: undoes our own decrement, which ended no visit and so
      * released nothing anybody may rely on; an RMW, so it composes with
@@ -196,9 +245,6 @@ void moor__lockcnt_misuse(moor_lockcnt *lc, int op)
     report_underflow(lc, op);
 }
 
-/* ---- futex word ------------------------------------------------------ */
-
-#if HAVE_FUTEX
 static void futex_wait(moor_lockcnt *lc, uint32_t expected)
 {
     /* EAGAIN (the word changed), EINTR and spurious returns are all
@@ -312,7 +358,7 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
 
     for (;;) {
         if (MOOR_UNLIKELY(count_bits(v) == 0)) {
-            report_underflow(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
+            report_underflow(lc, OP_DEC_AND_LOCK);
             return false;
         }
         if (count_bits(v) > ONE) {
@@ -338,7 +384,7 @@ static bool futex_dec_and_lock(moor_lockcnt *lc)
     /* Last visit, lock busy: wait for it with our visit still counted
      * (count above zero, so futex_lock() does not close), then decide. */
     futex_lock(lc);
-    return futex_end_visit_locked(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
+    return futex_end_visit_locked(lc, OP_DEC_AND_LOCK);
 }
 
 static bool futex_dec_if_lock(moor_lockcnt *lc)
@@ -347,7 +393,7 @@ static bool futex_dec_if_lock(moor_lockcnt *lc)
 
     for (;;) {
         if (MOOR_UNLIKELY(count_bits(v) == 0)) {
-            report_underflow(lc, MOOR__LOCKCNT_OP_DEC_IF_LOCK);
+            report_underflow(lc, OP_DEC_IF_LOCK);
             return false;
         }
         if (count_bits(v) != ONE)
@@ -407,7 +453,7 @@ static unsigned futex_close(moor_lockcnt *lc)
     for (;;) {
         if (v & CLOSED)
             return 0;
-        if (count_bits(v) != 0 || state_of(v) == FREE || state_of(v) == PORTABLE)
+        if (count_bits(v) != 0 || state_of(v) == FREE)
             return count_bits(v) >> MOOR__LOCKCNT_SHIFT;
         /* acquire, also on failure: the count returned is an acquire read
          * (it pairs with the last visitor's release dec). */
@@ -440,69 +486,89 @@ static void portable_unlock(moor_lockcnt *lc)
     pthread_mutex_unlock(&lc->mutex);
 }
 
-static void portable_inc_slow(moor_lockcnt *lc)
+/* Add a visit to lc->pcount, unless it is at the limit (reported, and
+ * the visit refused). Only to a count above zero unless @from_zero (the
+ * caller holds the mutex). Returns false, changing nothing, if the count
+ * was zero and !@from_zero; true otherwise. */
+static bool portable_add(moor_lockcnt *lc, bool from_zero)
 {
-    uint32_t v = load_relaxed(lc);
+    uint32_t c = load_pcount_relaxed(lc);
 
-    while (count_bits(v) != 0) {
-        if (MOOR_UNLIKELY(count_bits(v) >= LIMIT)) {
+    do {
+        if (c == 0 && !from_zero)
+            return false;
+        if (MOOR_UNLIKELY(c >= PORTABLE_LIMIT)) {
             report_overflow(lc);
-            return;
+            return true;
         }
-        /* acquire: see lockcnt.h; the chain of RMWs on the word leads back
-         * to a release increment made under the mutex (below). */
-        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v + ONE, memory_order_acquire,
-                                                  memory_order_relaxed))
-            return;
-    }
+        /* acq_rel: acquire, see lockcnt.h (inc); release so that lock-free
+         * incrementers that later read what a from-zero increment (under
+         * the mutex) wrote inherit what the mutex gave it (the last
+         * holder's frees); every change of lc->pcount is an RMW. */
+    } while (!atomic_compare_exchange_weak_explicit(&lc->pcount, &c, c + 1, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+static void portable_inc(moor_lockcnt *lc)
+{
+    if (portable_add(lc, false))
+        return;
     /* From zero only under the mutex: waits out a holder at count zero. */
     portable_lock(lc);
-    /* release: lock-free incrementers that read this value inherit what
-     * the mutex gave us (the last holder's frees). */
-    atomic_fetch_add_explicit(&lc->word, ONE, memory_order_release);
+    portable_add(lc, true);
     portable_unlock(lc);
+}
+
+static void portable_dec(moor_lockcnt *lc)
+{
+    /* release: see lockcnt.h (dec). */
+    uint32_t old = atomic_fetch_sub_explicit(&lc->pcount, 1, memory_order_release);
+
+    if (MOOR_UNLIKELY(old == 0))
+        portable_misuse(lc, OP_DEC);
 }
 
 static bool portable_dec_and_lock(moor_lockcnt *lc)
 {
-    uint32_t v = load_relaxed(lc);
+    uint32_t c = load_pcount_relaxed(lc);
 
-    while (count_bits(v) > ONE) {
+    while (c > 1) {
         /* release: an ordinary end of visit, as moor_lockcnt_dec(). */
-        if (atomic_compare_exchange_weak_explicit(&lc->word, &v, v - ONE, memory_order_release,
+        if (atomic_compare_exchange_weak_explicit(&lc->pcount, &c, c - 1, memory_order_release,
                                                   memory_order_relaxed))
             return false;
     }
-    if (MOOR_UNLIKELY(count_bits(v) == 0)) {
-        report_underflow(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
+    if (MOOR_UNLIKELY(c == 0)) {
+        report_underflow(lc, OP_DEC_AND_LOCK);
         return false;
     }
     portable_lock(lc);
     /* acq_rel: release ends our visit, acquire pairs with the other
      * visitors' release decrements. */
-    uint32_t old = atomic_fetch_sub_explicit(&lc->word, ONE, memory_order_acq_rel);
-    if (count_bits(old) == ONE)
+    uint32_t old = atomic_fetch_sub_explicit(&lc->pcount, 1, memory_order_acq_rel);
+    if (old == 1)
         return true;
-    if (MOOR_UNLIKELY(count_bits(old) == 0)) /* someone else's unmatched dec */
-        moor__lockcnt_misuse(lc, MOOR__LOCKCNT_OP_DEC_AND_LOCK);
+    if (MOOR_UNLIKELY(old == 0)) /* someone else's unmatched dec */
+        portable_misuse(lc, OP_DEC_AND_LOCK);
     portable_unlock(lc);
     return false;
 }
 
 static bool portable_dec_if_lock(moor_lockcnt *lc)
 {
-    uint32_t v = load_relaxed(lc);
+    uint32_t c = load_pcount_relaxed(lc);
 
-    if (MOOR_UNLIKELY(count_bits(v) == 0)) {
-        report_underflow(lc, MOOR__LOCKCNT_OP_DEC_IF_LOCK);
+    if (MOOR_UNLIKELY(c == 0)) {
+        report_underflow(lc, OP_DEC_IF_LOCK);
         return false;
     }
-    if (count_bits(v) != ONE)
+    if (c != 1)
         return false;
     portable_lock(lc);
-    v = ONE | PORTABLE;
+    c = 1;
     /* acq_rel: as portable_dec_and_lock(). Fails if a visit began since. */
-    if (atomic_compare_exchange_strong_explicit(&lc->word, &v, PORTABLE, memory_order_acq_rel,
+    if (atomic_compare_exchange_strong_explicit(&lc->pcount, &c, 0, memory_order_acq_rel,
                                                 memory_order_relaxed))
         return true;
     portable_unlock(lc);
@@ -511,8 +577,8 @@ static bool portable_dec_if_lock(moor_lockcnt *lc)
 
 static void portable_inc_and_unlock(moor_lockcnt *lc)
 {
-    /* release: as portable_inc_slow() under the mutex. */
-    atomic_fetch_add_explicit(&lc->word, ONE, memory_order_release);
+    /* release: as a from-zero increment in portable_add(). */
+    atomic_fetch_add_explicit(&lc->pcount, 1, memory_order_release);
     portable_unlock(lc);
 }
 
@@ -538,12 +604,15 @@ int moor_lockcnt_init_impl(moor_lockcnt *lc, moor_lockcnt_impl impl)
         if (!HAVE_FUTEX)
             return -ENOTSUP;
         atomic_init(&lc->word, FREE);
+        atomic_init(&lc->pcount, 0);
         atomic_init(&lc->sleepers, 0);
         return 0;
     case MOOR_LOCKCNT_PORTABLE:
         /* Default attributes: glibc's init cannot fail with them. */
         pthread_mutex_init(&lc->mutex, NULL);
-        atomic_init(&lc->word, PORTABLE);
+        /* The permanent marker (see "Portable" above); the count is pcount. */
+        atomic_init(&lc->word, PORTABLE | CLOSED);
+        atomic_init(&lc->pcount, 0);
         atomic_init(&lc->sleepers, 0);
         return 0;
     default:
@@ -564,13 +633,12 @@ moor_lockcnt_impl moor_lockcnt_get_impl(const moor_lockcnt *lc)
     return is_portable((moor_lockcnt *)lc) ? MOOR_LOCKCNT_PORTABLE : MOOR_LOCKCNT_FUTEX;
 }
 
-static void report_busy(moor_lockcnt *lc, uint32_t v, bool locked)
+static void report_busy(moor_lockcnt *lc, uint32_t visits, bool locked)
 {
     moor_debug_report(MOOR_MISUSE_DISPOSE_LOCKED, lc,
                       "lock counter %p: moor_lockcnt_destroy while %s (%u visit(s) in progress); "
                       "not destroyed",
-                      (void *)lc, locked ? "locked" : "not idle",
-                      (unsigned)(count_bits(v) >> MOOR__LOCKCNT_SHIFT));
+                      (void *)lc, locked ? "locked" : "not idle", (unsigned)visits);
 }
 
 void moor_lockcnt_destroy(moor_lockcnt *lc)
@@ -583,39 +651,56 @@ void moor_lockcnt_destroy(moor_lockcnt *lc)
 
     if (state_of(v) != PORTABLE) {
         if (count_bits(v) != 0 || state_of(v) != FREE)
-            report_busy(lc, v, state_of(v) != FREE);
+            report_busy(lc, count_bits(v) >> MOOR__LOCKCNT_SHIFT, state_of(v) != FREE);
         return; /* the futex word owns nothing */
     }
+    /* acquire: as above, for the portable count. */
+    uint32_t visits = atomic_load_explicit(&lc->pcount, memory_order_acquire);
+
     /* Probe the mutex rather than trusting pthread_mutex_destroy()'s EBUSY
      * (optional in POSIX, and undefined behaviour to sanitizers): a held
      * mutex is left alone, a free one is destroyed only if idle. */
     if (pthread_mutex_trylock(&lc->mutex) != 0) {
-        report_busy(lc, v, true);
+        report_busy(lc, visits, true);
         return;
     }
     pthread_mutex_unlock(&lc->mutex);
-    if (count_bits(v) != 0) {
-        report_busy(lc, v, false);
+    if (visits != 0) {
+        report_busy(lc, visits, false);
         return;
     }
     if (pthread_mutex_destroy(&lc->mutex) == EBUSY) /* locked since the probe */
-        report_busy(lc, v, true);
-}
-
-void moor__lockcnt_inc_slow(moor_lockcnt *lc)
-{
-    /* Only the portable inline path calls this; a futex word never does. */
-    assert(is_portable(lc));
-    portable_inc_slow(lc);
+        report_busy(lc, visits, true);
 }
 
 void moor__lockcnt_inc_wait(moor_lockcnt *lc, uint32_t old)
 {
+    if (state_of(old) == PORTABLE) {
+        portable_inc(lc); /* the marker's junk keeps our ONE: see "Portable" */
+        return;
+    }
 #if HAVE_FUTEX
     futex_inc_wait(lc, old);
 #else
-    (void)lc, (void)old; /* no futex words exist */
-    assert(!"moor__lockcnt_inc_wait without futexes");
+    assert(!"moor__lockcnt_inc_wait: a futex word without futexes");
+#endif
+}
+
+void moor__lockcnt_dec_slow(moor_lockcnt *lc, uint32_t old)
+{
+    if (state_of(old) == PORTABLE) {
+        portable_dec(lc); /* the junk gave back its ONE: see "Portable" */
+        return;
+    }
+#if HAVE_FUTEX
+    /* No visit to end: count bits zero, or a closed word (whose count bits
+     * are queued visits, not begun). Otherwise the count bits were above
+     * the limit, with refused increments in flight: an ordinary end of
+     * visit, already done by the fetch-sub. */
+    if (count_bits(old) == 0 || (old & CLOSED))
+        futex_misuse(lc, OP_DEC);
+#else
+    assert(!"moor__lockcnt_dec_slow: a futex word without futexes");
 #endif
 }
 
@@ -624,7 +709,9 @@ unsigned moor__lockcnt_close(moor_lockcnt *lc)
 #if HAVE_FUTEX
     return futex_close(lc);
 #else
-    return count_bits(load_relaxed(lc)) >> MOOR__LOCKCNT_SHIFT; /* portable */
+    (void)lc; /* only a futex word is ever "locked at count 0, open" */
+    assert(!"moor__lockcnt_close without futexes");
+    return 0;
 #endif
 }
 

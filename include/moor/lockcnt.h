@@ -39,16 +39,12 @@
  *                          "closed" bit share one 32-bit word; waiting uses
  *                          a futex. Starting a visit is one fetch-add of
  *                          that word, ending it one fetch-sub: the atomic
- *                          read-modify-writes of a bare atomic counter.
- *                          Measured on a shared 2-vCPU AMD EPYC guest, a
- *                          visit (inc + dec) costs 0.99-1.05x a bare
- *                          fetch_add + fetch_sub pair single-threaded; with
- *                          two threads visiting one counter, 1.06-1.13x on
- *                          a loaded machine but 1.07-1.66x (median 1.34)
- *                          on a quiet one, where the two really contend;
- *                          16 instructions against the bare pair's 5
- *                          (docs/lockcnt.md, "Cost").
- *   MOOR_LOCKCNT_PORTABLE  a pthread mutex beside an atomic count.
+ *                          read-modify-writes of a bare atomic counter,
+ *                          with no load before them (docs/lockcnt.md,
+ *                          "Cost", has the measured figures).
+ *   MOOR_LOCKCNT_PORTABLE  a pthread mutex beside an atomic count. Its
+ *                          word is only a marker that sends the inline
+ *                          inc and dec out of line (see the struct).
  *
  * moor_lockcnt_init() uses the one the library was built to prefer (the
  * futex word unless built with -Dportable_lockcnt=true or on a system
@@ -75,8 +71,8 @@
  * limit is MOOR_MISUSE_REF_OVERFLOW and is refused (the count stays at the
  * limit), on every path of both implementations: the futex word's inline
  * inc tests the value its fetch-add returned and takes the increment back,
- * the portable inline inc compares before its CAS (docs/lockcnt.md, "The
- * limit of 2^28 visits", says why the word never wraps); destroying
+ * the portable inc compares before its CAS (docs/lockcnt.md, "The limit of
+ * 2^28 visits", says why the futex word never wraps); destroying
  * a counter that is locked or visited is MOOR_MISUSE_DISPOSE_LOCKED and
  * leaves it as it was. The inline fast paths pay one test-and-branch for
  * this at most; the report and the repair are out of line.
@@ -104,19 +100,29 @@ typedef enum moor_lockcnt_impl {
 
 /*
  * The fields are private; the layout is public so that the counter can be
- * embedded and its fast paths inlined. @word holds the count in bits 3..31,
- * the futex word's CLOSED bit in bit 2 (always 0 on a portable counter)
- * and, in bits 0..1, either the futex lock state (free, locked, locked with
- * sleepers) or the value 3, which marks a portable counter whose lock is
- * @mutex. Both implementations keep the count in the same place, so the
- * inline moor_lockcnt_dec() and moor_lockcnt_count() serve both; the inline
- * moor_lockcnt_inc() reads the tag to pick its path. @mutex and @sleepers
- * are used by the portable implementation only.
+ * embedded and its fast paths inlined. One set of inline functions serves
+ * both implementations without telling them apart first: the inline inc
+ * and dec are a blind fetch-add and fetch-sub of ONE on @word, and the
+ * value they return sends them out of line when it is not an ordinary
+ * futex word.
+ *
+ * Futex word: @word holds the count in bits 3..31, CLOSED in bit 2 and the
+ * lock state (free, locked, locked with sleepers) in bits 0..1.
+ *
+ * Portable: the count is @pcount (a plain number of visits) and the lock
+ * is @mutex; @sleepers is its tally of waiters. Its @word has bits 0..2
+ * all set (the state 3 that no futex word has, and CLOSED), which adding
+ * or subtracting multiples of ONE can never change; bits 3..31 are junk:
+ * the inline inc adds ONE there, the inline dec subtracts it, and nothing
+ * ever reads them, so their value (even wrapped) does not matter. CLOSED
+ * sends every inline inc and dec out of line, to the portable code on
+ * @pcount; the inline count() reads @pcount when it sees the marker.
  */
 typedef struct moor_lockcnt {
-    _Atomic uint32_t word;
-    atomic_uint sleepers;
-    pthread_mutex_t mutex;
+    _Atomic uint32_t word;   /* futex word, or the portable marker + junk */
+    _Atomic uint32_t pcount; /* portable: visits in progress */
+    atomic_uint sleepers;    /* portable: threads waiting for @mutex */
+    pthread_mutex_t mutex;   /* portable: the lock */
 } moor_lockcnt;
 
 /* Internal: the layout of @word and the out-of-line slow paths. Exported
@@ -127,19 +133,17 @@ typedef struct moor_lockcnt {
 #define MOOR__LOCKCNT_SHIFT    3           /* the count is @word >> SHIFT */
 #define MOOR__LOCKCNT_ONE      8u          /* one visit */
 #define MOOR__LOCKCNT_LIMIT    0x80000000u /* count 2^28: no visit beyond */
-MOOR_EXPORT void moor__lockcnt_inc_slow(moor_lockcnt *lc);
-/* Futex word: our fetch-add found @old closed or at the limit. */
+/* The inline inc's fetch-add returned @old with CLOSED or LIMIT set: a
+ * portable counter (its inc, on @pcount), or a futex word that is closed
+ * (wait for the unlock) or at the limit (refuse). */
 MOOR_EXPORT void moor__lockcnt_inc_wait(moor_lockcnt *lc, uint32_t old);
+/* The inline dec's fetch-sub returned @old with (old - ONE) & (LIMIT |
+ * CLOSED) set: a portable counter (its dec, on @pcount), a futex word with
+ * no visit to end (misuse: undone and reported), or a futex word above the
+ * limit while refused increments are in flight (an ordinary end). */
+MOOR_EXPORT void moor__lockcnt_dec_slow(moor_lockcnt *lc, uint32_t old);
 /* Futex word locked at count 0 but not yet closed: close it; the count. */
 MOOR_EXPORT unsigned moor__lockcnt_close(moor_lockcnt *lc);
-
-/* Which operation met a bad counter; passed to moor__lockcnt_misuse(). */
-enum { MOOR__LOCKCNT_OP_DEC, MOOR__LOCKCNT_OP_DEC_AND_LOCK, MOOR__LOCKCNT_OP_DEC_IF_LOCK };
-
-/* Internal: @op took the count below zero (the word has wrapped by one
- * visit); undo that decrement and report. Exported only for the inline
- * fast paths; not API. */
-MOOR_EXPORT void moor__lockcnt_misuse(moor_lockcnt *lc, int op);
 
 /*
  * moor_lockcnt_init - prepare @lc with the build's default implementation:
@@ -205,37 +209,22 @@ MOOR_EXPORT void moor_lockcnt_destroy(moor_lockcnt *lc);
  * visits in progress, the increment proceeds even if the mutex is held.
  * Ordering: acquire (see the file comment).
  * Cost, futex word: one fetch-add and one test-and-branch when not waiting
- * (plus a load of the word that only tells the implementations apart).
- * Portable: one load, one compare and one compare-and-swap when the count
- * is above zero and below the limit.
+ * (no load of the word first). Portable: that fetch-add of the marker word,
+ * then out of line one load, one compare and one compare-and-swap of the
+ * count when it is above zero and below the limit.
  */
 static inline void moor_lockcnt_inc(moor_lockcnt *lc)
 {
-    /* relaxed: only tells the implementations apart (the tag bits of a
-     * portable counter never change); the futex path does not use it. */
-    uint32_t v = atomic_load_explicit(&lc->word, memory_order_relaxed);
+    /* acquire: see the file comment (a portable counter's acquire is its
+     * out-of-line increment of @pcount). */
+    uint32_t old = atomic_fetch_add_explicit(&lc->word, MOOR__LOCKCNT_ONE, memory_order_acquire);
 
-    if (MOOR_LIKELY((v & MOOR__LOCKCNT_STATE) != MOOR__LOCKCNT_PORTABLE)) {
-        /* acquire: see the file comment. */
-        uint32_t old =
-            atomic_fetch_add_explicit(&lc->word, MOOR__LOCKCNT_ONE, memory_order_acquire);
-
-        /* Entered unless the holder had closed the word (we queue and
-         * enter at its unlock) or the count was at its limit (refused). */
-        if (MOOR_LIKELY(!(old & (MOOR__LOCKCNT_CLOSED | MOOR__LOCKCNT_LIMIT))))
-            return;
-        moor__lockcnt_inc_wait(lc, old);
+    /* Entered unless the futex word was closed by its holder (we queue and
+     * enter at its unlock) or at its limit (refused), or the word is a
+     * portable counter's (CLOSED is part of its marker). */
+    if (MOOR_LIKELY(!(old & (MOOR__LOCKCNT_CLOSED | MOOR__LOCKCNT_LIMIT))))
         return;
-    }
-    /* Portable: a CAS, only when the count is above zero and below the
-     * limit, in one unsigned compare (v - TAG - 1 wraps to the top at
-     * count zero); else the slow path waits out a holder or refuses. */
-    if (v - MOOR__LOCKCNT_PORTABLE - 1u < MOOR__LOCKCNT_LIMIT - MOOR__LOCKCNT_PORTABLE - 1u &&
-        /* acquire: see the file comment; relaxed on failure, nothing read. */
-        atomic_compare_exchange_strong_explicit(&lc->word, &v, v + MOOR__LOCKCNT_ONE,
-                                                memory_order_acquire, memory_order_relaxed))
-        return;
-    moor__lockcnt_inc_slow(lc);
+    moor__lockcnt_inc_wait(lc, old);
 }
 
 /*
@@ -244,19 +233,25 @@ static inline void moor_lockcnt_inc(moor_lockcnt *lc)
  * Use it when reaching zero needs no clean-up; otherwise use
  * moor_lockcnt_dec_and_lock() or moor_lockcnt_dec_if_lock().
  * Locks: none needed; may be called with the mutex held.
- * Blocks: never. Ordering: release. Cost: one atomic read-modify-write
- * and one compare-and-branch.
+ * Blocks: never. Ordering: release. Cost, futex word: one atomic
+ * read-modify-write and one compare-and-branch; portable: the same on the
+ * marker word, then one fetch-sub of the count out of line.
  * Misuse: the caller must be in a visit; an unmatched dec (count already
  * zero) is reported as MOOR_MISUSE_LOCKCNT_UNDERFLOW and undone, leaving
  * the count at zero and the lock as it was.
  */
 static inline void moor_lockcnt_dec(moor_lockcnt *lc)
 {
-    /* release: see the file comment. */
+    /* release: see the file comment (portable: its out-of-line decrement
+     * of @pcount). */
     uint32_t old = atomic_fetch_sub_explicit(&lc->word, MOOR__LOCKCNT_ONE, memory_order_release);
 
-    if (MOOR_UNLIKELY(old < MOOR__LOCKCNT_ONE))
-        moor__lockcnt_misuse(lc, MOOR__LOCKCNT_OP_DEC);
+    /* One test for: no visit to end (old < ONE wraps to bit 31), a closed
+     * futex word (no visit is in progress then) or a portable marker (CLOSED
+     * set), and a futex count above the limit (refused increments in
+     * flight; an ordinary end). Subtracting ONE keeps bits 0..2. */
+    if (MOOR_UNLIKELY((old - MOOR__LOCKCNT_ONE) & (MOOR__LOCKCNT_LIMIT | MOOR__LOCKCNT_CLOSED)))
+        moor__lockcnt_dec_slow(lc, old);
 }
 
 /*
@@ -356,9 +351,14 @@ static inline unsigned moor_lockcnt_count(const moor_lockcnt *lc)
      * what closes it, out of line. */
     if (MOOR_UNLIKELY(v - 1u < 2u))
         return moor__lockcnt_close((moor_lockcnt *)lc);
-    /* Closed: the count bits are visits queued for the unlock, not yet
-     * begun. */
-    return (v & MOOR__LOCKCNT_CLOSED) ? 0 : v >> MOOR__LOCKCNT_SHIFT;
+    if (MOOR_LIKELY(!(v & MOOR__LOCKCNT_CLOSED)))
+        return v >> MOOR__LOCKCNT_SHIFT;
+    /* Closed futex word: the count bits are visits queued for the unlock,
+     * not yet begun. Portable marker: the count is @pcount; acquire: see
+     * the file comment. */
+    if ((v & MOOR__LOCKCNT_STATE) != MOOR__LOCKCNT_PORTABLE)
+        return 0;
+    return atomic_load_explicit((_Atomic uint32_t *)&lc->pcount, memory_order_acquire);
 }
 
 /*

@@ -557,6 +557,9 @@ static void assert_usable_then_destroy(moor_lockcnt *lc, moor_lockcnt_impl impl)
 {
     assert_int_equal(moor_lockcnt_count(lc), 0);
     assert_int_equal(moor_lockcnt_get_impl(lc), impl); /* state bits kept */
+    if (impl == MOOR_LOCKCNT_PORTABLE)                 /* ...and the marker */
+        assert_int_equal(atomic_load(&lc->word) & 7u,
+                         MOOR__LOCKCNT_PORTABLE | MOOR__LOCKCNT_CLOSED);
     moor_lockcnt_lock(lc);
     moor_lockcnt_unlock(lc);
     moor_lockcnt_inc(lc);
@@ -601,6 +604,8 @@ static void test_unmatched_dec_while_locked(void **state)
     if (impl_of(state) == MOOR_LOCKCNT_FUTEX)
         /* LOCKED and CLOSED (locked at count 0), count 0 */
         assert_int_equal(atomic_load(&lc.word), MOOR__LOCKCNT_CLOSED | 1);
+    else /* the real count repaired, the marker intact */
+        assert_int_equal(atomic_load(&lc.pcount), 0);
     moor_lockcnt_unlock(&lc);
     assert_usable_then_destroy(&lc, impl_of(state));
 }
@@ -617,35 +622,156 @@ static void test_unmatched_dec_and_lock_reported(void **state)
     assert_usable_then_destroy(&lc, impl_of(state));
 }
 
+/* Set the count of a counter nobody else uses directly, keeping the lock
+ * free: the futex word's count bits, or a portable counter's @pcount (its
+ * marker word is left as it is). */
+static void set_count(moor_lockcnt *lc, moor_lockcnt_impl impl, uint32_t visits)
+{
+    if (impl == MOOR_LOCKCNT_PORTABLE)
+        atomic_store(&lc->pcount, visits);
+    else
+        atomic_store(&lc->word, visits << MOOR__LOCKCNT_SHIFT);
+}
+
 /* The count at its limit of 2^28 (set directly: 2^28 visits would take too
  * long): one more inc is refused and reported instead of counted, by the
  * inline inc of both implementations (the futex word's sees the limit in
  * the value its fetch-add returns and takes the increment back; the
- * portable one compares before its CAS) and by the portable slow path. */
+ * portable one compares before its CAS, out of line). */
 static void test_inc_overflow_refused(void **state)
 {
     moor_lockcnt lc;
-    uint32_t tag;
     const unsigned limit = MOOR__LOCKCNT_LIMIT >> MOOR__LOCKCNT_SHIFT;
 
     init_for(state, &lc);
-    tag = atomic_load(&lc.word) & MOOR__LOCKCNT_STATE;
-    atomic_store(&lc.word, MOOR__LOCKCNT_LIMIT | tag);
+    set_count(&lc, impl_of(state), limit);
     assert_int_equal(moor_lockcnt_count(&lc), limit);
     moor_lockcnt_inc(&lc);
     tu_expect_report(MOOR_MISUSE_REF_OVERFLOW, &lc, "past the limit");
     assert_int_equal(moor_lockcnt_count(&lc), limit);
-    if (impl_of(state) == MOOR_LOCKCNT_PORTABLE) {
-        moor__lockcnt_inc_slow(&lc);
-        tu_expect_report(MOOR_MISUSE_REF_OVERFLOW, &lc, "past the limit");
-        assert_int_equal(moor_lockcnt_count(&lc), limit);
-    }
+    moor_lockcnt_inc(&lc); /* again: a refusal leaves nothing behind */
+    tu_expect_report(MOOR_MISUSE_REF_OVERFLOW, &lc, "past the limit");
+    assert_int_equal(moor_lockcnt_count(&lc), limit);
     moor_lockcnt_dec(&lc); /* below the limit: ordinary visits again */
     moor_lockcnt_inc(&lc);
     assert_int_equal(moor_lockcnt_count(&lc), limit);
     tu_expect_no_report();
-    atomic_store(&lc.word, tag); /* count back to zero */
+    set_count(&lc, impl_of(state), 0);
     assert_usable_then_destroy(&lc, impl_of(state));
+}
+
+/* Futex word: while refused increments are in flight the count bits exceed
+ * the limit (each is taken back before its inc returns); a dec meanwhile
+ * is an ordinary end of visit, sent out of line by the inline dec's test
+ * but neither reported nor undone. Set directly: limit + 1 is the count
+ * bits with one refused increment in flight. */
+static void test_dec_above_limit_is_ordinary(void **state)
+{
+    moor_lockcnt lc;
+    const unsigned limit = MOOR__LOCKCNT_LIMIT >> MOOR__LOCKCNT_SHIFT;
+
+    (void)state;
+    assert_int_equal(moor_lockcnt_init_impl(&lc, MOOR_LOCKCNT_FUTEX), 0);
+    atomic_store(&lc.word, MOOR__LOCKCNT_LIMIT + MOOR__LOCKCNT_ONE);
+    moor_lockcnt_dec(&lc);
+    tu_expect_no_report();
+    assert_int_equal(atomic_load(&lc.word), MOOR__LOCKCNT_LIMIT);
+    assert_int_equal(moor_lockcnt_count(&lc), limit);
+    atomic_store(&lc.word, 0);
+    assert_usable_then_destroy(&lc, MOOR_LOCKCNT_FUTEX);
+}
+
+/* An unmatched dec while another thread waits to begin a visit at count
+ * zero under the lock (on the futex word: the word is closed and the
+ * waiter's increment is queued in its count bits). It must be reported
+ * and undone, not take the waiter's place: after the unlock the waiter's
+ * visit is counted. */
+static void test_unmatched_dec_while_visit_queued(void **state)
+{
+    moor_lockcnt lc;
+    struct helper h;
+
+    init_for(state, &lc);
+    moor_lockcnt_lock(&lc); /* count 0: the holder has seen the zero */
+    helper_start(&h, &lc, OP_INC);
+    helper_assert_blocked(&h);
+    moor_lockcnt_dec(&lc);
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, &lc, "moor_lockcnt_dec with no visit");
+    assert_int_equal(moor_lockcnt_count(&lc), 0);
+    assert_false(atomic_load(&h.entered));
+    moor_lockcnt_unlock(&lc);
+    helper_join(&h);
+    assert_int_equal(h.count_seen, 1);
+    assert_int_equal(moor_lockcnt_count(&lc), 1);
+    moor_lockcnt_dec(&lc);
+    assert_usable_then_destroy(&lc, impl_of(state));
+}
+
+/* A portable counter's word is a marker plus junk that only the inline
+ * inc and dec change (+ONE, -ONE); the count is @pcount. Visits begun
+ * inline but ended by dec_and_lock / dec_if_lock, or begun by
+ * inc_and_unlock and ended inline, leave the junk unbalanced on purpose.
+ * Every operation must still see the real count: count(), the misuse
+ * checks of dec and dec_and_lock, dec_and_lock and dec_if_lock at the last
+ * visit, and the blocking of inc at zero under the lock. Then the same
+ * with the junk about to wrap out of the word. */
+static void check_portable_ignores_junk(moor_lockcnt *lc)
+{
+    struct helper h;
+
+    for (int i = 0; i < 100; i++) { /* junk += 2 per round */
+        moor_lockcnt_inc(lc);
+        moor_lockcnt_inc(lc);
+        assert_false(moor_lockcnt_dec_and_lock(lc)); /* another visit begun */
+        assert_int_equal(moor_lockcnt_count(lc), 1);
+        assert_true(moor_lockcnt_dec_and_lock(lc)); /* the last visit */
+        assert_int_equal(moor_lockcnt_count(lc), 0);
+        moor_lockcnt_unlock(lc);
+    }
+    moor_lockcnt_inc(lc); /* junk + 1 */
+    assert_true(moor_lockcnt_dec_if_lock(lc));
+    assert_int_equal(moor_lockcnt_count(lc), 0);
+    moor_lockcnt_inc_and_unlock(lc);
+    moor_lockcnt_dec(lc); /* junk - 1 */
+    assert_int_equal(moor_lockcnt_count(lc), 0);
+    moor_lockcnt_dec(lc); /* junk above zero, count zero: unmatched */
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, lc, "moor_lockcnt_dec with no visit");
+    assert_false(moor_lockcnt_dec_and_lock(lc));
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, lc, "moor_lockcnt_dec_and_lock");
+    assert_false(moor_lockcnt_dec_if_lock(lc));
+    tu_expect_report(MOOR_MISUSE_LOCKCNT_UNDERFLOW, lc, "moor_lockcnt_dec_if_lock");
+    assert_int_equal(moor_lockcnt_count(lc), 0);
+    moor_lockcnt_lock(lc); /* at zero: a new visit waits, whatever the junk */
+    helper_start(&h, lc, OP_INC);
+    helper_assert_blocked(&h);
+    assert_int_equal(moor_lockcnt_count(lc), 0);
+    moor_lockcnt_unlock(lc);
+    helper_join(&h);
+    assert_int_equal(h.count_seen, 1);
+    moor_lockcnt_dec(lc);
+    assert_int_equal(moor_lockcnt_get_impl(lc), MOOR_LOCKCNT_PORTABLE);
+    assert_false(moor_lockcnt_has_waiters(lc));
+}
+
+static void test_portable_ignores_junk(void **state)
+{
+    moor_lockcnt lc;
+    const uint32_t marker = MOOR__LOCKCNT_PORTABLE | MOOR__LOCKCNT_CLOSED;
+
+    (void)state;
+    assert_int_equal(moor_lockcnt_init_impl(&lc, MOOR_LOCKCNT_PORTABLE), 0);
+    assert_int_equal(atomic_load(&lc.word), marker);
+    check_portable_ignores_junk(&lc);
+    assert_int_not_equal(atomic_load(&lc.word), marker); /* junk left over */
+    assert_int_equal(atomic_load(&lc.word) & 7u, marker);
+    /* Junk one visit below the wrap, and at the LIMIT bit: the marker's
+     * CLOSED bit, not LIMIT, is what sends the inline paths out of line. */
+    atomic_store(&lc.word, (uint32_t)-MOOR__LOCKCNT_ONE | marker);
+    check_portable_ignores_junk(&lc);
+    atomic_store(&lc.word, (MOOR__LOCKCNT_LIMIT - MOOR__LOCKCNT_ONE) | marker);
+    check_portable_ignores_junk(&lc);
+    assert_int_equal(atomic_load(&lc.word) & 7u, marker);
+    assert_usable_then_destroy(&lc, MOOR_LOCKCNT_PORTABLE);
 }
 
 static void test_destroy_busy_reported(void **state)
@@ -693,6 +819,9 @@ int main(void)
         BOTH(test_unmatched_dec_while_locked),
         BOTH(test_unmatched_dec_and_lock_reported),
         BOTH(test_inc_overflow_refused),
+        TU_TEST(test_dec_above_limit_is_ordinary),
+        BOTH(test_unmatched_dec_while_visit_queued),
+        TU_TEST(test_portable_ignores_junk),
         BOTH(test_destroy_busy_reported),
     };
 
