@@ -1289,6 +1289,97 @@ static void read_until_closed(int fd, char *buf, size_t size)
     buf[got] = '\0';
 }
 
+/* Two pipelined calls on hung's stats: the first refused at once, the
+ * second held by the pace. Returns the connection's fd. */
+static int two_refusals(struct fx *fx)
+{
+    static const char req[] = "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+                              "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n";
+    int fd = raw_connect(fx->sock);
+
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    wait_figure(fx, refusals_held, 1, "the second refusal held by the pace");
+    return fd;
+}
+
+/* A held refusal outlives the connection timeout: it is still answered. */
+static void test_refusal_pace_timeout(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new_full(4, 1, 1, 1, 2500);
+    CURL *k = curl_easy_init();
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    ops_double_hang("hung", true);
+    timed_get(fx, k, "/v1/domains/hung/stats", 504);
+    int64_t ms = timed_get(fx, k, "/v1/domains/hung/stats", 504);
+    if (ms < 2000)
+        fail_msg("the second refusal came after %" PRId64 " ms, pace 2500 ms", ms);
+    curl_easy_cleanup(k);
+    fx_free(fx);
+}
+
+/* A client that leaves while its refusal is held: the timer answers a
+ * closed connection, the daemon serves on. */
+static void test_refusal_pace_gone(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new_full(4, 1, 1, 0, 1000);
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    ops_double_hang("hung", true);
+    close(two_refusals(fx));
+    wait_figure(fx, refusals_held, 0, "the held refusal of a closed connection sent");
+    expect(fx, "GET", "/v1/domains/hung/state", NULL, 200, NULL);
+    fx_free(fx);
+}
+
+/* A client that leaves while its refusal is held, then the daemon stops
+ * before the pace's timer (a minute away). */
+static void test_refusal_pace_gone_teardown(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new_full(4, 1, 1, 0, 60000);
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    ops_double_hang("hung", true);
+    close(two_refusals(fx));
+    fx_stop(fx);
+    fx_free(fx);
+}
+
+/* Many held refusals: every one is answered when the daemon stops. */
+static void test_refusal_pace_teardown_many(void **state)
+{
+    (void)state;
+    struct fx *fx = fx_new_full(4, 1, 1, 0, 60000);
+    int fd[8];
+    char buf[4096];
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    ops_double_hang("hung", true);
+    for (int i = 0; i < 8; i++) {
+        fd[i] = raw_connect(fx->sock);
+        static const char req[] = "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_int_equal(write(fd[i], req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    }
+    wait_figure(fx, refusals_held, 8, "eight refusals held by the pace");
+    fx_stop(fx);
+    for (int i = 0; i < 8; i++) {
+        read_until_closed(fd[i], buf, sizeof(buf));
+        close(fd[i]);
+        char *second = strstr(buf, "HTTP/1.1 504");
+        if (!second || !strstr(second + 1, "HTTP/1.1 504"))
+            fail_msg("connection %d: not two 504s: %s", i, buf);
+    }
+    fx_free(fx);
+}
+
 /* --http-timeout: a connection that sends nothing, before or after a
  * request, is closed after it; an event stream with nothing to send for
  * longer stays open and still gets lines. */
@@ -1665,6 +1756,10 @@ int main(void)
         cmocka_unit_test_teardown(test_concurrent_clients, fx_cleanup),
         cmocka_unit_test_teardown(test_events, fx_cleanup),
         cmocka_unit_test_teardown(test_idle_timeout, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_timeout, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_gone, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_gone_teardown, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_teardown_many, fx_cleanup),
         cmocka_unit_test_teardown(test_shutdown_drains, fx_cleanup),
         cmocka_unit_test_teardown(test_client_leaves_early, fx_cleanup),
         cmocka_unit_test_teardown(test_serve, fx_cleanup),
