@@ -490,8 +490,12 @@ static void test_bad_requests(void **state)
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"a b\"}", 400, "EINVAL");
     /* 65 characters: one over the bound the codec keeps (VMD_QMP_COMMAND_MAX) */
     expect(fx, "POST", "/v1/domains/ok/qmp",
-           "{\"execute\":\"q12345678901234567890123456789012345678901234567890123456789012345\"}",
+           "{\"execute\":\"q1234567890123456789012345678901234567890123456789012345678901234\"}",
            400, "EINVAL");
+    /* 64: the bound itself passes the parser (the domain is not running) */
+    expect(fx, "POST", "/v1/domains/ok/qmp",
+           "{\"execute\":\"q123456789012345678901234567890123456789012345678901234567890123\"}",
+           409, "ENOTCONN");
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"x\",\"arguments\":[]}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/destroy", "{\"force\":true}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains", "{\"name\":\"a\",\"colour\":\"red\"}", 400, "EINVAL");
