@@ -1609,6 +1609,71 @@ static void test_main_flags(void **state)
     assert_int_equal(run_capture((char *[]){(char *)bin, "--bogus", NULL}, out, sizeof(out)), 2);
     assert_int_equal(
         run_capture((char *[]){(char *)bin, "--http-timeout", "0", NULL}, out, sizeof(out)), 2);
+    assert_int_equal(run_capture((char *[]){(char *)bin, "--help", NULL}, out, sizeof(out)), 0);
+    if (!line_has(out, "--refusal-pace MS ", "refused at"))
+        fail_msg("--help does not show '--refusal-pace MS':\n%s", out);
+    if (!strstr(out, "(default: 5; 0: no pace)"))
+        fail_msg("--help does not show the refusal pace's default, 5 ms:\n%s", out);
+    assert_int_equal(
+        run_capture((char *[]){(char *)bin, "--refusal-pace", "60001", NULL}, out, sizeof(out)), 2);
+    assert_int_equal(
+        run_capture((char *[]){(char *)bin, "--refusal-pace", "5ms", NULL}, out, sizeof(out)), 2);
+}
+
+/* Every "--flag" in @text that starts a word after @lead ("\n  --" for
+ * the help, "`--" for the table), each once, joined by spaces in @out. */
+static void flags_of(const char *text, const char *lead, char *out, size_t size)
+{
+    size_t len = 0;
+
+    out[0] = '\0';
+    for (const char *at = strstr(text, lead); at; at = strstr(at + 1, lead)) {
+        const char *name = at + strlen(lead) - 2;
+        size_t n = strspn(name + 2, "abcdefghijklmnopqrstuvwxyz-") + 2;
+        char word[64];
+        snprintf(word, sizeof(word), " %.*s ", (int)n, name);
+        if (strstr(out, word) || len + n + 2 >= size)
+            continue;
+        len += (size_t)snprintf(out + len, size - len, "%s", word + (len ? 1 : 0));
+    }
+}
+
+/* `moor-vmd --help` and docs/vmd.md's flag table name the same flags. */
+static void test_help_matches_docs(void **state)
+{
+    (void)state;
+    const char *bin = getenv("MOOR_VMD_DOUBLE"), *yaml = getenv("MOOR_VMD_API_YAML");
+    static char out[4096], doc[262144], table[8192], help[1024], documented[1024];
+    char path[4096];
+
+    if (!bin || !yaml)
+        fail_msg("MOOR_VMD_DOUBLE or MOOR_VMD_API_YAML is not set (meson test sets them)");
+    /* docs/api/moor-vmd.yaml -> docs/vmd.md */
+    snprintf(path, sizeof(path), "%.4000s", yaml);
+    char *slash = strrchr(path, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    slash = strrchr(path, '/');
+    assert_non_null(slash);
+    snprintf(slash, sizeof(path) - (size_t)(slash - path), "/vmd.md");
+    read_text(path, doc, sizeof(doc));
+    /* the table's rows: lines that start "| `--" */
+    size_t len = 0;
+    for (const char *l = strstr(doc, "\n| `--"); l; l = strstr(l + 1, "\n| `--")) {
+        const char *end = strchr(l + 1, '|');
+        end = end ? strchr(end + 1, '|') : NULL; /* the first cell only */
+        assert_non_null(end);
+        assert_true(len + (size_t)(end - l) + 1 < sizeof(table));
+        memcpy(table + len, l, (size_t)(end - l));
+        len += (size_t)(end - l);
+        table[len] = '\0';
+    }
+    assert_int_equal(run_capture((char *[]){(char *)bin, "--help", NULL}, out, sizeof(out)), 0);
+    flags_of(out, "\n  --", help, sizeof(help));
+    flags_of(table, "`--", documented, sizeof(documented));
+    assert_true(strstr(help, "--refusal-pace") != NULL);
+    if (strcmp(help, documented) != 0)
+        fail_msg("--help names: %s\ndocs/vmd.md's table names: %s", help, documented);
 }
 
 /* Start moor-vmd-double on @state_dir and @run_dir (and --socket @sock
@@ -1769,6 +1834,7 @@ int main(void)
         cmocka_unit_test_teardown(test_serve, fx_cleanup),
         cmocka_unit_test_teardown(test_openapi_routes, fx_cleanup),
         cmocka_unit_test_teardown(test_main_flags, fx_cleanup),
+        cmocka_unit_test_teardown(test_help_matches_docs, fx_cleanup),
         cmocka_unit_test_teardown(test_main_signal, fx_cleanup),
         cmocka_unit_test_teardown(test_main_lock, fx_cleanup),
     };
