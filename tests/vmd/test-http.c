@@ -1293,16 +1293,29 @@ static void read_until_closed(int fd, char *buf, size_t size)
     buf[got] = '\0';
 }
 
-/* Two pipelined calls on hung's stats: the first refused at once, the
- * second held by the pace. Returns the connection's fd. */
-static int two_refusals(struct fx *fx)
+/* A fixture paced to @pace_ms, its connections timed out after
+ * @timeout_s (0: the default), with a domain "hung" whose QEMU hangs. */
+static struct fx *hung_fx(unsigned timeout_s, unsigned pace_ms)
+{
+    struct fx *fx = fx_new_full(4, 1, 1, timeout_s, pace_ms);
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    ops_double_hang("hung", true);
+    return fx;
+}
+
+/* Two pipelined calls on hung's stats on a new connection: the first
+ * refused at once, the second held by the pace; @held refusals are held
+ * then. Returns the connection's fd. */
+static int two_refusals(struct fx *fx, long held)
 {
     static const char req[] = "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n"
                               "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n";
     int fd = raw_connect(fx->sock);
 
     assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
-    wait_figure(fx, refusals_held, 1, "the second refusal held by the pace");
+    wait_figure(fx, refusals_held, held, "the second refusal held by the pace");
     return fd;
 }
 
@@ -1310,12 +1323,9 @@ static int two_refusals(struct fx *fx)
 static void test_refusal_pace_timeout(void **state)
 {
     (void)state;
-    struct fx *fx = fx_new_full(4, 1, 1, 1, 2500);
+    struct fx *fx = hung_fx(1, 2500);
     CURL *k = curl_easy_init();
 
-    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
-    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
-    ops_double_hang("hung", true);
     timed_get(fx, k, "/v1/domains/hung/stats", 504);
     int64_t ms = timed_get(fx, k, "/v1/domains/hung/stats", 504);
     if (ms < 2000)
@@ -1329,12 +1339,9 @@ static void test_refusal_pace_timeout(void **state)
 static void test_refusal_pace_gone(void **state)
 {
     (void)state;
-    struct fx *fx = fx_new_full(4, 1, 1, 0, 1000);
+    struct fx *fx = hung_fx(0, 1000);
 
-    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
-    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
-    ops_double_hang("hung", true);
-    close(two_refusals(fx));
+    close(two_refusals(fx, 1));
     wait_figure(fx, refusals_held, 0, "the held refusal of a closed connection sent");
     expect(fx, "GET", "/v1/domains/hung/state", NULL, 200, NULL);
     fx_free(fx);
@@ -1345,34 +1352,24 @@ static void test_refusal_pace_gone(void **state)
 static void test_refusal_pace_gone_teardown(void **state)
 {
     (void)state;
-    struct fx *fx = fx_new_full(4, 1, 1, 0, 60000);
+    struct fx *fx = hung_fx(0, 60000);
 
-    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
-    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
-    ops_double_hang("hung", true);
-    close(two_refusals(fx));
+    close(two_refusals(fx, 1));
     fx_stop(fx);
     fx_free(fx);
 }
 
-/* Many held refusals: every one is answered when the daemon stops. */
+/* Many held refusals: every one is answered when the daemon stops (one
+ * MHD_run wrote only one of them). */
 static void test_refusal_pace_teardown_many(void **state)
 {
     (void)state;
-    struct fx *fx = fx_new_full(4, 1, 1, 0, 60000);
+    struct fx *fx = hung_fx(0, 60000);
     int fd[8];
     char buf[4096];
 
-    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
-    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
-    ops_double_hang("hung", true);
-    for (int i = 0; i < 8; i++) {
-        fd[i] = raw_connect(fx->sock);
-        static const char req[] = "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n"
-                                  "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_int_equal(write(fd[i], req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
-    }
-    wait_figure(fx, refusals_held, 8, "eight refusals held by the pace");
+    for (int i = 0; i < 8; i++)
+        fd[i] = two_refusals(fx, i + 1);
     fx_stop(fx);
     for (int i = 0; i < 8; i++) {
         read_until_closed(fd[i], buf, sizeof(buf));
