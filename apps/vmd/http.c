@@ -44,6 +44,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -71,6 +72,7 @@
  * length (the NUL): every line fits. */
 _Static_assert(STREAM_LINE_MAX > VMD_EVENTS_LINE_MAX, "event lines must fit a stream's buffer");
 #define MHD_MAX_DELAY_MS 60000u /* timer period when MHD wants none */
+#define FLUSH_MAX_MS     1000u  /* teardown: longest wait for held refusals to be sent */
 #define LISTEN_BACKLOG   64
 
 struct stream;
@@ -89,6 +91,7 @@ struct vmd_http {
     bool stopping;            /* loop thread only: streams end */
     bool accepting;
     struct conn *paced; /* refusals held by the pace, loop thread only */
+    unsigned flushing;  /* loop thread only: of those, answered by the teardown, not yet done */
 };
 
 /* Per connection (MHD's socket context): the pace's memory. */
@@ -107,6 +110,7 @@ struct conn {
     bool suspended;  /* waiting for a worker */
     bool resp_ready; /* resp holds the worker's answer */
     bool paced;      /* a refusal held by the pace (on http->paced) */
+    bool flushing;   /* its refusal answered by the teardown (counted in http->flushing) */
     uint64_t pace_timer;
     struct conn *paced_prev, *paced_next;
     struct vmd_response resp;
@@ -356,7 +360,33 @@ static void paced_flush(struct vmd_http *h)
         paced_unlink(h, c);
         c->resp_ready = true;
         c->suspended = false;
+        c->flushing = true;
+        h->flushing++;
         MHD_resume_connection(c->mc);
+    }
+}
+
+/* Teardown, after paced_flush: run MHD until every refusal it resumed is
+ * sent (or its client gone), at most FLUSH_MAX_MS. One MHD_run() applies
+ * the resumes but need not write every answer, and MHD_stop_daemon()
+ * drops what is unwritten. */
+static void paced_drain(struct vmd_http *h)
+{
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    int64_t deadline = mono_ms() + FLUSH_MAX_MS;
+
+    MHD_run(h->mhd); /* applies the resumes */
+    while (h->flushing && di) {
+        int64_t left = deadline - mono_ms();
+        MHD_UNSIGNED_LONG_LONG t;
+        struct pollfd p = {.fd = di->epoll_fd, .events = POLLIN};
+
+        if (left <= 0)
+            break;
+        if (MHD_get_timeout(h->mhd, &t) == MHD_YES && t < (MHD_UNSIGNED_LONG_LONG)left)
+            left = (int64_t)t;
+        poll(&p, 1, (int)left);
+        MHD_run(h->mhd);
     }
 }
 
@@ -659,6 +689,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     (void)toe;
     if (!c)
         return;
+    if (c->flushing)
+        c->http->flushing--;
     free(c->body);
     vmd_response_clear(&c->resp);
     free(c);
@@ -868,7 +900,7 @@ static void teardown_on_loop(struct vmd_http *h)
         moor_loop_remove(h->vmd->loop, h->timer_id);
     h->epoll_id = h->timer_id = 0;
     if (h->mhd) {
-        MHD_run(h->mhd); /* applies the resumes: MHD stops only unsuspended connections */
+        paced_drain(h); /* applies the resumes: MHD stops only unsuspended connections */
         if (h->accepting) {
             MHD_socket fd = MHD_quiesce_daemon(h->mhd);
             if (fd != MHD_INVALID_SOCKET)

@@ -45,11 +45,13 @@ struct vmd_http *vmd_http_new(struct vmd *vmd, const char *socket_path, moor_err
 void vmd_http_stop_accepting(struct vmd_http *http);
 
 /*
- * vmd_http_free - end every event stream, close every connection, stop
- * MHD and free the server. Call after vmd_pool_drain (no request may be
- * waiting for a worker). NULL-safe.
- * Blocks: until the loop thread has run the teardown. Context: any thread
- * but the loop thread.
+ * vmd_http_free - end every event stream, answer every refusal held by
+ * the refusal pace, close every connection, stop MHD and free the server.
+ * Call after vmd_pool_drain (no request may be waiting for a worker).
+ * NULL-safe.
+ * Blocks: until the loop thread has run the teardown, which waits at most
+ * 1 s for held refusals to be sent. Context: any thread but the loop
+ * thread.
  */
 void vmd_http_free(struct vmd_http *http);
 

@@ -490,8 +490,12 @@ static void test_bad_requests(void **state)
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"a b\"}", 400, "EINVAL");
     /* 65 characters: one over the bound the codec keeps (VMD_QMP_COMMAND_MAX) */
     expect(fx, "POST", "/v1/domains/ok/qmp",
-           "{\"execute\":\"q12345678901234567890123456789012345678901234567890123456789012345\"}",
+           "{\"execute\":\"q1234567890123456789012345678901234567890123456789012345678901234\"}",
            400, "EINVAL");
+    /* 64: the bound itself passes the parser (the domain is not running) */
+    expect(fx, "POST", "/v1/domains/ok/qmp",
+           "{\"execute\":\"q123456789012345678901234567890123456789012345678901234567890123\"}",
+           409, "ENOTCONN");
     expect(fx, "POST", "/v1/domains/ok/qmp", "{\"execute\":\"x\",\"arguments\":[]}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains/ok/destroy", "{\"force\":true}", 400, "EINVAL");
     expect(fx, "POST", "/v1/domains", "{\"name\":\"a\",\"colour\":\"red\"}", 400, "EINVAL");
@@ -1289,6 +1293,94 @@ static void read_until_closed(int fd, char *buf, size_t size)
     buf[got] = '\0';
 }
 
+/* A fixture paced to @pace_ms, its connections timed out after
+ * @timeout_s (0: the default), with a domain "hung" whose QEMU hangs. */
+static struct fx *hung_fx(unsigned timeout_s, unsigned pace_ms)
+{
+    struct fx *fx = fx_new_full(4, 1, 1, timeout_s, pace_ms);
+
+    expect(fx, "POST", "/v1/domains", "{\"name\":\"hung\"}", 201, NULL);
+    expect(fx, "POST", "/v1/domains/hung/start", NULL, 200, NULL);
+    ops_double_hang("hung", true);
+    return fx;
+}
+
+/* Two pipelined calls on hung's stats on a new connection: the first
+ * refused at once, the second held by the pace; @held refusals are held
+ * then. Returns the connection's fd. */
+static int two_refusals(struct fx *fx, long held)
+{
+    static const char req[] = "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+                              "GET /v1/domains/hung/stats HTTP/1.1\r\nHost: x\r\n\r\n";
+    int fd = raw_connect(fx->sock);
+
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    wait_figure(fx, refusals_held, held, "the second refusal held by the pace");
+    return fd;
+}
+
+/* A held refusal outlives the connection timeout: it is still answered. */
+static void test_refusal_pace_timeout(void **state)
+{
+    (void)state;
+    struct fx *fx = hung_fx(1, 2500);
+    CURL *k = curl_easy_init();
+
+    timed_get(fx, k, "/v1/domains/hung/stats", 504);
+    int64_t ms = timed_get(fx, k, "/v1/domains/hung/stats", 504);
+    if (ms < 2000)
+        fail_msg("the second refusal came after %" PRId64 " ms, pace 2500 ms", ms);
+    curl_easy_cleanup(k);
+    fx_free(fx);
+}
+
+/* A client that leaves while its refusal is held: the timer answers a
+ * closed connection, the daemon serves on. */
+static void test_refusal_pace_gone(void **state)
+{
+    (void)state;
+    struct fx *fx = hung_fx(0, 1000);
+
+    close(two_refusals(fx, 1));
+    wait_figure(fx, refusals_held, 0, "the held refusal of a closed connection sent");
+    expect(fx, "GET", "/v1/domains/hung/state", NULL, 200, NULL);
+    fx_free(fx);
+}
+
+/* A client that leaves while its refusal is held, then the daemon stops
+ * before the pace's timer (a minute away). */
+static void test_refusal_pace_gone_teardown(void **state)
+{
+    (void)state;
+    struct fx *fx = hung_fx(0, 60000);
+
+    close(two_refusals(fx, 1));
+    fx_stop(fx);
+    fx_free(fx);
+}
+
+/* Many held refusals: every one is answered when the daemon stops (one
+ * MHD_run wrote only one of them). */
+static void test_refusal_pace_teardown_many(void **state)
+{
+    (void)state;
+    struct fx *fx = hung_fx(0, 60000);
+    int fd[8];
+    char buf[4096];
+
+    for (int i = 0; i < 8; i++)
+        fd[i] = two_refusals(fx, i + 1);
+    fx_stop(fx);
+    for (int i = 0; i < 8; i++) {
+        read_until_closed(fd[i], buf, sizeof(buf));
+        close(fd[i]);
+        char *second = strstr(buf, "HTTP/1.1 504");
+        if (!second || !strstr(second + 1, "HTTP/1.1 504"))
+            fail_msg("connection %d: not two 504s: %s", i, buf);
+    }
+    fx_free(fx);
+}
+
 /* --http-timeout: a connection that sends nothing, before or after a
  * request, is closed after it; an event stream with nothing to send for
  * longer stays open and still gets lines. */
@@ -1514,6 +1606,71 @@ static void test_main_flags(void **state)
     assert_int_equal(run_capture((char *[]){(char *)bin, "--bogus", NULL}, out, sizeof(out)), 2);
     assert_int_equal(
         run_capture((char *[]){(char *)bin, "--http-timeout", "0", NULL}, out, sizeof(out)), 2);
+    assert_int_equal(run_capture((char *[]){(char *)bin, "--help", NULL}, out, sizeof(out)), 0);
+    if (!line_has(out, "--refusal-pace MS ", "refused at"))
+        fail_msg("--help does not show '--refusal-pace MS':\n%s", out);
+    if (!strstr(out, "(default: 5; 0: no pace)"))
+        fail_msg("--help does not show the refusal pace's default, 5 ms:\n%s", out);
+    assert_int_equal(
+        run_capture((char *[]){(char *)bin, "--refusal-pace", "60001", NULL}, out, sizeof(out)), 2);
+    assert_int_equal(
+        run_capture((char *[]){(char *)bin, "--refusal-pace", "5ms", NULL}, out, sizeof(out)), 2);
+}
+
+/* Every "--flag" in @text that starts a word after @lead ("\n  --" for
+ * the help, "`--" for the table), each once, joined by spaces in @out. */
+static void flags_of(const char *text, const char *lead, char *out, size_t size)
+{
+    size_t len = 0;
+
+    out[0] = '\0';
+    for (const char *at = strstr(text, lead); at; at = strstr(at + 1, lead)) {
+        const char *name = at + strlen(lead) - 2;
+        size_t n = strspn(name + 2, "abcdefghijklmnopqrstuvwxyz-") + 2;
+        char word[64];
+        snprintf(word, sizeof(word), " %.*s ", (int)n, name);
+        if (strstr(out, word) || len + n + 2 >= size)
+            continue;
+        len += (size_t)snprintf(out + len, size - len, "%s", word + (len ? 1 : 0));
+    }
+}
+
+/* `moor-vmd --help` and docs/vmd.md's flag table name the same flags. */
+static void test_help_matches_docs(void **state)
+{
+    (void)state;
+    const char *bin = getenv("MOOR_VMD_DOUBLE"), *yaml = getenv("MOOR_VMD_API_YAML");
+    static char out[4096], doc[262144], table[8192], help[1024], documented[1024];
+    char path[4096];
+
+    if (!bin || !yaml)
+        fail_msg("MOOR_VMD_DOUBLE or MOOR_VMD_API_YAML is not set (meson test sets them)");
+    /* docs/api/moor-vmd.yaml -> docs/vmd.md */
+    snprintf(path, sizeof(path), "%.4000s", yaml);
+    char *slash = strrchr(path, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    slash = strrchr(path, '/');
+    assert_non_null(slash);
+    snprintf(slash, sizeof(path) - (size_t)(slash - path), "/vmd.md");
+    read_text(path, doc, sizeof(doc));
+    /* the table's rows: lines that start "| `--" */
+    size_t len = 0;
+    for (const char *l = strstr(doc, "\n| `--"); l; l = strstr(l + 1, "\n| `--")) {
+        const char *end = strchr(l + 1, '|');
+        end = end ? strchr(end + 1, '|') : NULL; /* the first cell only */
+        assert_non_null(end);
+        assert_true(len + (size_t)(end - l) + 1 < sizeof(table));
+        memcpy(table + len, l, (size_t)(end - l));
+        len += (size_t)(end - l);
+        table[len] = '\0';
+    }
+    assert_int_equal(run_capture((char *[]){(char *)bin, "--help", NULL}, out, sizeof(out)), 0);
+    flags_of(out, "\n  --", help, sizeof(help));
+    flags_of(table, "`--", documented, sizeof(documented));
+    assert_true(strstr(help, "--refusal-pace") != NULL);
+    if (strcmp(help, documented) != 0)
+        fail_msg("--help names: %s\ndocs/vmd.md's table names: %s", help, documented);
 }
 
 /* Start moor-vmd-double on @state_dir and @run_dir (and --socket @sock
@@ -1665,11 +1822,16 @@ int main(void)
         cmocka_unit_test_teardown(test_concurrent_clients, fx_cleanup),
         cmocka_unit_test_teardown(test_events, fx_cleanup),
         cmocka_unit_test_teardown(test_idle_timeout, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_timeout, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_gone, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_gone_teardown, fx_cleanup),
+        cmocka_unit_test_teardown(test_refusal_pace_teardown_many, fx_cleanup),
         cmocka_unit_test_teardown(test_shutdown_drains, fx_cleanup),
         cmocka_unit_test_teardown(test_client_leaves_early, fx_cleanup),
         cmocka_unit_test_teardown(test_serve, fx_cleanup),
         cmocka_unit_test_teardown(test_openapi_routes, fx_cleanup),
         cmocka_unit_test_teardown(test_main_flags, fx_cleanup),
+        cmocka_unit_test_teardown(test_help_matches_docs, fx_cleanup),
         cmocka_unit_test_teardown(test_main_signal, fx_cleanup),
         cmocka_unit_test_teardown(test_main_lock, fx_cleanup),
     };
