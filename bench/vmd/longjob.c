@@ -143,7 +143,9 @@ static void report(struct lj_bench *b, const char *window, double job_s, bool js
             break;
         qsort(v, n, sizeof(*v), cmp_u64);
         const char *kind = k < LJ_BUCKETS ? kind_names[k] : "all";
-        double p99 = pct_ms(v, n, 0.99), base = b->idle_p99[k];
+        /* No ratio for "all": a job window's includes the quick refusals
+         * of stats while no QEMU runs, which the idle window never has. */
+        double p99 = pct_ms(v, n, 0.99), base = k < LJ_BUCKETS ? b->idle_p99[k] : 0;
         bool idle = !strcmp(window, "idle");
         if (idle)
             b->idle_p99[k] = n ? p99 : 0;
