@@ -1,4 +1,4 @@
-# invariant: an unmatched dec while visits wait at count zero under the lock (futex word closed, their increments queued) is reported and undone, not allowed to eat a queued visit
+# invariant: an unmatched dec while visits wait at count zero under the lock (futex word closed, their increments queued) is reported and undone, so the queued visit's increment is given back (after the undo; the window before it is the misuse's)
 # file: src/lockcnt.c
 # killer: lockcnt
 # build: gcc
